@@ -1,0 +1,70 @@
+"""Buddy page allocator over the machine's DRAM frames.
+
+Every page the kernel hands out (page tables, user pages, page-cache pages, kernel buffers) is a
+real guest-physical frame from here. Blocks of 2**order frames; freeing coalesces with the buddy.
+Free lists are insertion-ordered dicts used LIFO, so allocation order is deterministic.
+The state can be printed the way /proc/buddyinfo prints it.
+"""
+from __future__ import annotations
+
+PAGE_SHIFT = 12
+MAX_ORDER = 11  # orders 0..10, as in Linux
+
+
+class OutOfMemory(Exception):
+    pass
+
+
+class BuddyAllocator:
+    def __init__(self, base_pfn: int, nframes: int, name: str = "Normal") -> None:
+        self.name = name
+        self.base_pfn = base_pfn
+        self.nframes = nframes
+        self.free_lists: list[dict[int, None]] = [dict() for _ in range(MAX_ORDER)]
+        self.free_order: dict[int, int] = {}  # pfn of a free block's head -> its order
+        self.free_frames = 0
+        pfn, end = base_pfn, base_pfn + nframes
+        while pfn < end:
+            order = MAX_ORDER - 1
+            while order and (pfn & ((1 << order) - 1) or pfn + (1 << order) > end):
+                order -= 1
+            self._push(pfn, order)
+            pfn += 1 << order
+
+    def _push(self, pfn: int, order: int) -> None:
+        self.free_lists[order][pfn] = None
+        self.free_order[pfn] = order
+        self.free_frames += 1 << order
+
+    def _pop(self, pfn: int, order: int) -> None:
+        del self.free_lists[order][pfn]
+        del self.free_order[pfn]
+        self.free_frames -= 1 << order
+
+    def alloc(self, order: int = 0) -> int:
+        """Allocate 2**order contiguous frames; returns the first pfn."""
+        for o in range(order, MAX_ORDER):
+            if self.free_lists[o]:
+                pfn = next(reversed(self.free_lists[o]))
+                self._pop(pfn, o)
+                while o > order:  # split, keeping the lower half
+                    o -= 1
+                    self._push(pfn + (1 << o), o)
+                return pfn
+        raise OutOfMemory(f"zone {self.name}: no free block of order {order}")
+
+    def free(self, pfn: int, order: int = 0) -> None:
+        if pfn in self.free_order:
+            raise ValueError(f"double free of pfn {pfn:#x}")
+        while order < MAX_ORDER - 1:
+            buddy = pfn ^ (1 << order)
+            if self.free_order.get(buddy) != order:
+                break
+            self._pop(buddy, order)
+            pfn = min(pfn, buddy)
+            order += 1
+        self._push(pfn, order)
+
+    def buddyinfo(self) -> str:
+        counts = " ".join(f"{len(fl):6d}" for fl in self.free_lists)
+        return f"Node 0, zone {self.name:>8s} {counts}"

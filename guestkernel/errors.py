@@ -1,0 +1,59 @@
+"""Errors the kernel returns to the guest (Linux errno values) and the signals it raises."""
+from __future__ import annotations
+
+import errno as _errno
+
+EPERM = _errno.EPERM
+ENOENT = _errno.ENOENT
+ESRCH = _errno.ESRCH
+EINTR = _errno.EINTR
+EIO = _errno.EIO
+ENXIO = _errno.ENXIO
+E2BIG = _errno.E2BIG
+ENOEXEC = _errno.ENOEXEC
+EBADF = _errno.EBADF
+ECHILD = _errno.ECHILD
+EAGAIN = _errno.EAGAIN
+ENOMEM = _errno.ENOMEM
+EACCES = _errno.EACCES
+EFAULT = _errno.EFAULT
+EBUSY = _errno.EBUSY
+EEXIST = _errno.EEXIST
+EXDEV = _errno.EXDEV
+ENODEV = _errno.ENODEV
+ENOTDIR = _errno.ENOTDIR
+EISDIR = _errno.EISDIR
+EINVAL = _errno.EINVAL
+ENFILE = _errno.ENFILE
+EMFILE = _errno.EMFILE
+ENOTTY = _errno.ENOTTY
+EFBIG = _errno.EFBIG
+ENOSPC = _errno.ENOSPC
+ESPIPE = _errno.ESPIPE
+EROFS = _errno.EROFS
+EMLINK = _errno.EMLINK
+EPIPE = _errno.EPIPE
+ERANGE = _errno.ERANGE
+ENAMETOOLONG = _errno.ENAMETOOLONG
+ENOSYS = _errno.ENOSYS
+ENOTEMPTY = _errno.ENOTEMPTY
+ELOOP = _errno.ELOOP
+ENOTSUP = _errno.EOPNOTSUPP
+EOPNOTSUPP = _errno.EOPNOTSUPP
+
+
+class SyscallError(Exception):
+    """Raised by kernel code to fail the current syscall with -errno."""
+
+    def __init__(self, errno: int, msg: str = "") -> None:
+        super().__init__(msg or _errno.errorcode.get(errno, str(errno)))
+        self.errno = errno
+
+
+class Block(Exception):
+    """Raised by a syscall that must wait: the kernel parks the call and retries it when `waitq`
+    is woken."""
+
+    def __init__(self, waitq: object) -> None:
+        super().__init__("block")
+        self.waitq = waitq

@@ -1,0 +1,340 @@
+"""A process's memory: virtual memory areas over a page table, demand paging and copy-on-write.
+
+Pages are allocated on first touch (anonymous pages zeroed, file pages filled from the file
+through the page cache), private writable pages are shared copy-on-write after `fork`, and the
+kernel's own accesses to user memory (`copy_in`/`copy_out`) go through the same translation, with
+the same accessed/dirty bits, as the guest's.
+
+User address layout (no randomisation, as under `setarch -R`)::
+
+    0x0000_5555_5555_4000   PIE executables, then brk heap
+    0x0000_7fff_f7ff_f000   top of the mmap area (grows down; ld.so and libraries)
+    0x0000_7fff_ffff_f000   top of the stack (8 MiB, grows down)
+    0xffff_ffff_ff60_0000   sentinel page (read-only zeros; see hw/cpu.py)
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, replace
+from typing import Callable, Protocol
+
+from guestkernel.errors import EFAULT, EINVAL, ENOMEM, SyscallError
+from guestkernel.frames import Frames
+from guestkernel.paging import PTE_ADDR, PTE_NX, PTE_W, AddressSpace
+
+PAGE = 4096
+PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
+MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
+MAP_FIXED_NOREPLACE = 0x100000
+TASK_SIZE = 0x7FFFFFFFF000
+STACK_TOP = 0x7FFFFFFFF000
+STACK_SIZE = 8 << 20
+MMAP_TOP = 0x7FFFF7FFF000
+PIE_BASE = 0x555555554000
+ACCESS_READ, ACCESS_WRITE, ACCESS_FETCH = 0, 1, 2
+
+
+def page_down(x: int) -> int:
+    return x & ~(PAGE - 1)
+
+
+def page_up(x: int) -> int:
+    return (x + PAGE - 1) & ~(PAGE - 1)
+
+
+class Backing(Protocol):
+    """What a file-backed mapping reads its pages from (an open inode)."""
+
+    def read_at(self, offset: int, n: int) -> bytes: ...
+
+
+@dataclass
+class VMA:
+    start: int
+    end: int
+    prot: int
+    shared: bool = False
+    backing: Backing | None = None
+    offset: int = 0  # file offset of `start`
+    name: str = ""
+
+    def __repr__(self) -> str:
+        p = "".join(c if self.prot & b else "-" for c, b in (("r", 1), ("w", 2), ("x", 4)))
+        return f"{self.start:012x}-{self.end:012x} {p}{'s' if self.shared else 'p'} {self.offset:08x} {self.name}"
+
+
+Translator = Callable[[int, int, int], int]  # (cr3_gpa, gva, access) -> gpa or -1
+
+
+class MM:
+    def __init__(self, frames: Frames, translate: Translator, on_tlb_stale: Callable[[], None],
+                 sentinel_pfn: int) -> None:
+        self.frames = frames
+        self.translate = translate
+        self.on_tlb_stale = on_tlb_stale
+        self.sentinel_pfn = sentinel_pfn
+        self.aspace = AddressSpace(frames)
+        from hw.cpu import SENTINEL_GVA
+
+        frames.get(sentinel_pfn)
+        self.aspace.map(SENTINEL_GVA, sentinel_pfn, writable=False, executable=False)
+        self.vmas: list[VMA] = []
+        self._starts: list[int] = []
+        self.brk_start = 0
+        self.brk = 0
+        self.icache: object = None  # the CPU's block-count table for this address space
+        self.faults = 0
+
+    # --- VMA bookkeeping ----------------------------------------------------------------------
+    def _reindex(self) -> None:
+        self.vmas.sort(key=lambda v: v.start)
+        self._starts = [v.start for v in self.vmas]
+
+    def find(self, gva: int) -> VMA | None:
+        i = bisect.bisect_right(self._starts, gva) - 1
+        if i >= 0 and self.vmas[i].end > gva:
+            return self.vmas[i]
+        return None
+
+    def _split_at(self, addr: int) -> None:
+        v = self.find(addr)
+        if v and v.start < addr:
+            right = replace(v, start=addr, offset=v.offset + (addr - v.start))
+            v.end = addr
+            self.vmas.append(right)
+            self._reindex()
+
+    def overlapping(self, start: int, end: int) -> list[VMA]:
+        return [v for v in self.vmas if v.start < end and v.end > start]
+
+    # --- mapping --------------------------------------------------------------------------------
+    def get_unmapped_area(self, length: int, hint: int = 0) -> int:
+        length = page_up(length)
+        if hint and hint + length <= TASK_SIZE and not self.overlapping(page_down(hint), page_down(hint) + length):
+            return page_down(hint)
+        # Top-down first fit below MMAP_TOP, as Linux's default mmap layout.
+        top = MMAP_TOP
+        for v in sorted((v for v in self.vmas if v.start < MMAP_TOP), key=lambda v: v.start, reverse=True):
+            if v.end <= top - length:
+                return top - length
+            top = min(top, v.start)
+        if top - length < max(self.brk, PAGE * 16):
+            raise SyscallError(ENOMEM)
+        return top - length
+
+    def map(self, start: int, length: int, prot: int, *, shared: bool = False, backing: Backing | None = None,
+            offset: int = 0, name: str = "") -> int:
+        length = page_up(length)
+        if start % PAGE or start + length > TASK_SIZE or length <= 0:
+            raise SyscallError(EINVAL)
+        self.unmap(start, length)
+        self.vmas.append(VMA(start, start + length, prot, shared, backing, offset, name))
+        self._reindex()
+        return start
+
+    def unmap(self, start: int, length: int) -> None:
+        end = start + page_up(length)
+        if not self.overlapping(start, end):
+            return
+        self._split_at(start)
+        self._split_at(end)
+        self.vmas = [v for v in self.vmas if not (v.start >= start and v.end <= end)]
+        self._reindex()
+        self._drop_pages(start, end)
+
+    def _drop_pages(self, start: int, end: int) -> None:
+        dropped = False
+        for gva, slot, pte in list(self.aspace.leaves(start, end)):
+            self.aspace.write_slot(slot, 0)
+            self.frames.put((pte & PTE_ADDR) >> 12)
+            dropped = True
+        if dropped:
+            self.on_tlb_stale()
+
+    def protect(self, start: int, length: int, prot: int) -> None:
+        end = start + page_up(length)
+        covered = sum(min(v.end, end) - max(v.start, start) for v in self.overlapping(start, end))
+        if covered != end - start:
+            raise SyscallError(ENOMEM)
+        self._split_at(start)
+        self._split_at(end)
+        for v in self.overlapping(start, end):
+            v.prot = prot
+        for gva, slot, pte in list(self.aspace.leaves(start, end)):
+            new = pte | PTE_NX if not prot & PROT_EXEC else pte & ~PTE_NX
+            if not prot & PROT_WRITE:
+                new &= ~PTE_W
+            # Write permission comes back through a write fault (it may need a COW copy).
+            if new != pte:
+                self.aspace.write_slot(slot, new)
+        self.on_tlb_stale()
+
+    def set_brk(self, new: int) -> int:
+        if new < self.brk_start:
+            return self.brk
+        old_top, new_top = page_up(self.brk), page_up(new)
+        if new_top > old_top:
+            if self.overlapping(old_top, new_top):
+                return self.brk
+            heap = next((v for v in self.vmas if v.name == "[heap]"), None)
+            if heap is not None and heap.end == old_top:
+                heap.end = new_top
+            else:
+                self.vmas.append(VMA(old_top, new_top, PROT_READ | PROT_WRITE, name="[heap]"))
+                self._reindex()
+        elif new_top < old_top:
+            self.unmap(new_top, old_top - new_top)
+        self.brk = new
+        return new
+
+    # --- faults ---------------------------------------------------------------------------------
+    def fault(self, gva: int, access: int) -> bool:
+        """Resolve a translation fault. False means the access is illegal (SIGSEGV)."""
+        v = self.find(gva)
+        if v is None:
+            return False
+        if access == ACCESS_WRITE and not v.prot & PROT_WRITE:
+            return False
+        if access == ACCESS_FETCH and not v.prot & PROT_EXEC:
+            return False
+        if not v.prot & (PROT_READ | PROT_WRITE | PROT_EXEC):
+            return False
+        self.faults += 1
+        page = page_down(gva)
+        pte = self.aspace.get(page)
+        writable = bool(v.prot & PROT_WRITE)
+        executable = bool(v.prot & PROT_EXEC)
+        if pte & 1:
+            if access != ACCESS_WRITE or pte & PTE_W:
+                return True  # already fine (e.g. another path filled it)
+            old = (pte & PTE_ADDR) >> 12
+            if v.shared or self.frames.refs[old] == 1:
+                self.aspace.set(page, pte | PTE_W)
+            else:
+                new = self.frames.alloc(zero=False)
+                self.frames.copy(new, old)
+                self.aspace.map(page, new, writable=True, executable=executable)
+                self.frames.put(old)
+                self.on_tlb_stale()
+            return True
+        pfn = self.frames.alloc(zero=v.backing is None)
+        if v.backing is not None:
+            data = v.backing.read_at(v.offset + (page - v.start), PAGE)
+            view = self.frames.view(pfn)
+            view[: len(data)] = data
+            if len(data) < PAGE:
+                view[len(data):] = bytes(PAGE - len(data))
+        self.aspace.map(page, pfn, writable=writable, executable=executable)
+        return True
+
+    # --- the kernel's accesses to user memory --------------------------------------------------
+    def _gpa(self, gva: int, access: int) -> int:
+        if gva < 0 or gva >= TASK_SIZE:
+            raise SyscallError(EFAULT)
+        gpa = self.translate(self.aspace.cr3, gva, access)
+        if gpa < 0:
+            if not self.fault(gva, access):
+                raise SyscallError(EFAULT)
+            gpa = self.translate(self.aspace.cr3, gva, access)
+            if gpa < 0:
+                raise SyscallError(EFAULT)
+        return gpa
+
+    def copy_in(self, gva: int, n: int) -> bytes:
+        """Read n bytes of user memory (EFAULT if any part is not readable)."""
+        out = bytearray()
+        ram, base = self.frames.ram, self.frames.base_gpa
+        while n > 0:
+            chunk = min(n, PAGE - (gva & (PAGE - 1)))
+            gpa = self._gpa(gva, ACCESS_READ) - base
+            out += ram[gpa : gpa + chunk]
+            gva += chunk
+            n -= chunk
+        return bytes(out)
+
+    def copy_out(self, gva: int, data: bytes | memoryview) -> None:
+        """Write data into user memory (EFAULT if any part is not writable)."""
+        view = memoryview(data).cast("B")
+        ram, base = self.frames.ram, self.frames.base_gpa
+        pos = 0
+        n = len(view)
+        while pos < n:
+            chunk = min(n - pos, PAGE - (gva & (PAGE - 1)))
+            gpa = self._gpa(gva, ACCESS_WRITE) - base
+            ram[gpa : gpa + chunk] = view[pos : pos + chunk]
+            gva += chunk
+            pos += chunk
+
+    def user_pages(self, gva: int, n: int, write: bool) -> list[memoryview]:
+        """Views of the user buffer [gva, gva+n), page piece by page piece (for zero-extra-copy I/O)."""
+        out = []
+        ram, base = self.frames.ram, self.frames.base_gpa
+        access = ACCESS_WRITE if write else ACCESS_READ
+        while n > 0:
+            chunk = min(n, PAGE - (gva & (PAGE - 1)))
+            gpa = self._gpa(gva, access) - base
+            out.append(ram[gpa : gpa + chunk])
+            gva += chunk
+            n -= chunk
+        return out
+
+    def read_cstr(self, gva: int, limit: int = 4096) -> bytes:
+        out = bytearray()
+        ram, base = self.frames.ram, self.frames.base_gpa
+        while len(out) < limit:
+            chunk = PAGE - (gva & (PAGE - 1))
+            gpa = self._gpa(gva, ACCESS_READ) - base
+            piece = ram[gpa : gpa + chunk]
+            z = bytes(piece).find(b"\0")
+            if z >= 0:
+                out += piece[:z]
+                return bytes(out)
+            out += piece
+            gva += chunk
+        from guestkernel.errors import ENAMETOOLONG
+
+        raise SyscallError(ENAMETOOLONG)
+
+    def read_u64(self, gva: int) -> int:
+        return int.from_bytes(self.copy_in(gva, 8), "little")
+
+    def read_ptr_array(self, gva: int, limit: int = 1 << 16) -> list[int]:
+        out = []
+        while True:
+            p = self.read_u64(gva + 8 * len(out))
+            if p == 0:
+                return out
+            out.append(p)
+            if len(out) > limit:
+                from guestkernel.errors import E2BIG
+
+                raise SyscallError(E2BIG)
+
+    # --- fork / exit ----------------------------------------------------------------------------
+    def fork(self) -> "MM":
+        child = MM(self.frames, self.translate, self.on_tlb_stale, self.sentinel_pfn)
+        child.brk_start, child.brk = self.brk_start, self.brk
+        child.vmas = [replace(v) for v in self.vmas]
+        child._reindex()
+        for v in self.vmas:
+            for gva, slot, pte in self.aspace.leaves(v.start, v.end):
+                pfn = (pte & PTE_ADDR) >> 12
+                self.frames.get(pfn)
+                if not v.shared and pte & PTE_W:
+                    pte &= ~PTE_W  # both sides copy on their next write
+                    self.aspace.write_slot(slot, pte)
+                child.aspace.set(gva, pte)
+        self.on_tlb_stale()
+        return child
+
+    def release(self) -> None:
+        for v in self.vmas:
+            for gva, slot, pte in self.aspace.leaves(v.start, v.end):
+                self.frames.put((pte & PTE_ADDR) >> 12)
+        self.vmas = []
+        self._starts = []
+        self.frames.put(self.sentinel_pfn)
+        self.aspace.destroy()
+
+    def resident_pages(self) -> int:
+        return sum(1 for v in self.vmas for _ in self.aspace.leaves(v.start, v.end))

@@ -1,0 +1,520 @@
+"""Files as the guest sees them: path lookup, open file descriptions, pipes and devices.
+
+Paths resolve inside the guest's root file system only: `..` at the root stays at the root and
+absolute symlink targets restart at the guest root, so nothing of the host is reachable. `/dev` is
+a small device directory provided by the kernel (null, zero, full, random, urandom, tty, console,
+stdin/stdout/stderr), laid over the image.
+"""
+from __future__ import annotations
+
+import random
+import stat as S
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+from guestkernel.errors import (EACCES, EAGAIN, EBADF, EINVAL, EISDIR, ELOOP, ENAMETOOLONG, ENOENT,
+                                ENOTDIR, EPIPE, ESPIPE, SyscallError, Block)
+
+if TYPE_CHECKING:
+    from guestkernel.ext2 import Ext2
+
+O_ACCMODE = 3
+O_RDONLY, O_WRONLY, O_RDWR = 0, 1, 2
+O_CREAT = 0o100
+O_EXCL = 0o200
+O_NOCTTY = 0o400
+O_TRUNC = 0o1000
+O_APPEND = 0o2000
+O_NONBLOCK = 0o4000
+O_DIRECTORY = 0o200000
+O_NOFOLLOW = 0o400000
+O_CLOEXEC = 0o2000000
+O_PATH = 0o10000000
+
+DT_UNKNOWN, DT_FIFO, DT_CHR, DT_DIR, DT_BLK, DT_REG, DT_LNK, DT_SOCK = 0, 1, 2, 4, 6, 8, 10, 12
+PIPE_CAPACITY = 65536
+MAX_SYMLINKS = 40
+
+
+@dataclass
+class Stat:
+    """What stat(2) reports; filled from ext2 or from a kernel object."""
+
+    ino: int
+    mode: int
+    nlink: int = 1
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    atime: int = 0
+    mtime: int = 0
+    ctime: int = 0
+    blocks: int = 0
+    rdev: int = 0
+    blksize: int = 4096
+    dev: int = 0x801
+
+
+class WaitQueue:
+    """Processes blocked on something; the kernel retries their syscalls when it is woken."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.waiters: list[object] = []
+        self.on_wake: Callable[["WaitQueue"], None] = lambda q: None
+
+    def wake(self) -> None:
+        if self.waiters:
+            self.on_wake(self)
+
+
+# ------------------------------------------------------------------------------------------------
+# Nodes: what a path names.
+
+
+@dataclass(frozen=True)
+class DevNode:
+    name: str
+    major: int
+    minor: int
+
+    @property
+    def rdev(self) -> int:
+        return (self.major << 8) | self.minor
+
+
+DEVICES = {
+    "null": DevNode("null", 1, 3), "zero": DevNode("zero", 1, 5), "full": DevNode("full", 1, 7),
+    "random": DevNode("random", 1, 8), "urandom": DevNode("urandom", 1, 9),
+    "tty": DevNode("tty", 5, 0), "console": DevNode("console", 5, 1),
+}
+FD_ALIASES = {"stdin": 0, "stdout": 1, "stderr": 2}
+DEV_DIR = "devdir"  # the node of /dev itself
+Node = int | DevNode | str  # an ext2 inode number, a device, or DEV_DIR
+
+
+# ------------------------------------------------------------------------------------------------
+# Open file descriptions.
+
+
+class OpenFile:
+    """An open file description (shared by dup'ed descriptors and across fork)."""
+
+    kind = "file"
+
+    def __init__(self, flags: int) -> None:
+        self.flags = flags
+        self.offset = 0
+        self.refs = 1
+
+    @property
+    def readable(self) -> bool:
+        return (self.flags & O_ACCMODE) in (O_RDONLY, O_RDWR)
+
+    @property
+    def writable(self) -> bool:
+        return (self.flags & O_ACCMODE) in (O_WRONLY, O_RDWR)
+
+    def read(self, n: int) -> bytes:
+        raise SyscallError(EINVAL)
+
+    def write(self, data: bytes) -> int:
+        raise SyscallError(EINVAL)
+
+    def pread(self, n: int, offset: int) -> bytes:
+        raise SyscallError(ESPIPE)
+
+    def pwrite(self, data: bytes, offset: int) -> int:
+        raise SyscallError(ESPIPE)
+
+    def seek(self, offset: int, whence: int) -> int:
+        raise SyscallError(ESPIPE)
+
+    def stat(self) -> Stat:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def is_tty(self) -> bool:
+        return False
+
+
+class InodeFile(OpenFile):
+    """A regular file, directory or symlink of the ext2 root file system."""
+
+    kind = "inode"
+
+    def __init__(self, vfs: "VFS", ino: int, flags: int, path: bytes) -> None:
+        super().__init__(flags)
+        self.vfs = vfs
+        self.ino = ino
+        self.path = path
+        self.dir_entries: list[tuple[bytes, int, int]] | None = None
+        self.atime_checked = False
+        vfs.open_count[ino] = vfs.open_count.get(ino, 0) + 1
+
+    def stat(self) -> Stat:
+        return self.vfs.stat_node(self.ino)
+
+    def is_dir(self) -> bool:
+        return S.S_ISDIR(self.vfs.fs.stat(self.ino).mode)
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        return self.vfs.fs.read(self.ino, offset, n)
+
+    def read(self, n: int) -> bytes:
+        data = self.pread(n, self.offset)
+        self.offset += len(data)
+        return data
+
+    def pread(self, n: int, offset: int) -> bytes:
+        if not self.readable:
+            raise SyscallError(EBADF)
+        st = self.vfs.fs.stat(self.ino)
+        if S.S_ISDIR(st.mode):
+            raise SyscallError(EISDIR)
+        if not self.atime_checked:
+            self.atime_checked = True
+            self.vfs.relatime(self.ino, st)
+        return self.vfs.fs.read(self.ino, offset, n)
+
+    def write(self, data: bytes) -> int:
+        if self.flags & O_APPEND:
+            self.offset = self.vfs.fs.stat(self.ino).size
+        n = self.pwrite(data, self.offset)
+        self.offset += n
+        return n
+
+    def pwrite(self, data: bytes, offset: int) -> int:
+        if not self.writable:
+            raise SyscallError(EBADF)
+        self.vfs.on_file_write(self.ino)
+        return self.vfs.fs.write(self.ino, offset, data)
+
+    def seek(self, offset: int, whence: int) -> int:
+        if whence == 0:
+            new = offset
+        elif whence == 1:
+            new = self.offset + offset
+        elif whence == 2:
+            new = self.vfs.fs.stat(self.ino).size + offset
+        else:
+            raise SyscallError(EINVAL)
+        if new < 0:
+            raise SyscallError(EINVAL)
+        self.offset = new
+        if whence == 0 and offset == 0:
+            self.dir_entries = None  # rewinddir
+        return new
+
+    def close(self) -> None:
+        self.vfs.close_inode(self.ino)
+
+
+class Pipe:
+    def __init__(self, name: str) -> None:
+        self.buf = bytearray()
+        self.readers = 0
+        self.writers = 0
+        self.waitq = WaitQueue(name)
+
+
+class PipeEnd(OpenFile):
+    kind = "pipe"
+
+    def __init__(self, pipe: Pipe, write_end: bool, flags: int) -> None:
+        super().__init__((O_WRONLY if write_end else O_RDONLY) | (flags & ~O_ACCMODE))
+        self.pipe = pipe
+        self.write_end = write_end
+        if write_end:
+            pipe.writers += 1
+        else:
+            pipe.readers += 1
+
+    def read(self, n: int) -> bytes:
+        p = self.pipe
+        if self.write_end:
+            raise SyscallError(EBADF)
+        if not p.buf:
+            if p.writers == 0 or n == 0:
+                return b""
+            if self.flags & O_NONBLOCK:
+                raise SyscallError(EAGAIN)
+            raise Block(p.waitq)
+        data = bytes(p.buf[:n])
+        del p.buf[:n]
+        p.waitq.wake()
+        return data
+
+    def write(self, data: bytes) -> int:
+        p = self.pipe
+        if not self.write_end:
+            raise SyscallError(EBADF)
+        if p.readers == 0:
+            raise SyscallError(EPIPE)
+        room = PIPE_CAPACITY - len(p.buf)
+        if room <= 0 or (len(data) <= 4096 and room < len(data)):  # PIPE_BUF writes are atomic
+            if self.flags & O_NONBLOCK:
+                raise SyscallError(EAGAIN)
+            raise Block(p.waitq)
+        p.buf += data[:room]
+        p.waitq.wake()
+        return min(room, len(data))
+
+    def stat(self) -> Stat:
+        return Stat(ino=id(self.pipe) & 0xFFFFFF, mode=S.S_IFIFO | 0o600, size=len(self.pipe.buf), dev=0xC)
+
+    def close(self) -> None:
+        if self.write_end:
+            self.pipe.writers -= 1
+        else:
+            self.pipe.readers -= 1
+        self.pipe.waitq.wake()
+
+
+class DevFile(OpenFile):
+    kind = "dev"
+
+    def __init__(self, vfs: "VFS", node: DevNode, flags: int) -> None:
+        super().__init__(flags)
+        self.vfs = vfs
+        self.node = node
+
+    def read(self, n: int) -> bytes:
+        name = self.node.name
+        if name in ("null",):
+            return b""
+        if name in ("zero", "full"):
+            return bytes(n)
+        if name in ("random", "urandom"):
+            return self.vfs.random_bytes(n)
+        return self.vfs.console.read_input(n)
+
+    def write(self, data: bytes) -> int:
+        name = self.node.name
+        if name == "full":
+            from guestkernel.errors import ENOSPC
+
+            raise SyscallError(ENOSPC)
+        if name in ("tty", "console"):
+            self.vfs.console.write(1, bytes(data))
+        return len(data)
+
+    def pread(self, n: int, offset: int) -> bytes:
+        return self.read(n)
+
+    def pwrite(self, data: bytes, offset: int) -> int:
+        return self.write(data)
+
+    def seek(self, offset: int, whence: int) -> int:
+        return 0
+
+    def stat(self) -> Stat:
+        return self.vfs.stat_node(self.node)
+
+    def is_tty(self) -> bool:
+        return self.node.name in ("tty", "console")
+
+
+class ConsoleFile(OpenFile):
+    """The process's standard streams as the machine boots it: the console."""
+
+    kind = "console"
+
+    def __init__(self, vfs: "VFS", stream: int, flags: int) -> None:
+        super().__init__(flags)
+        self.vfs = vfs
+        self.stream = stream
+
+    def read(self, n: int) -> bytes:
+        return self.vfs.console.read_input(n)
+
+    def write(self, data: bytes) -> int:
+        self.vfs.console.write(1 if self.stream == 0 else self.stream, bytes(data))
+        return len(data)
+
+    def stat(self) -> Stat:
+        return Stat(ino=self.stream + 3, mode=S.S_IFCHR | 0o620, rdev=(136 << 8), dev=0x16)
+
+
+class DevDirFile(OpenFile):
+    kind = "devdir"
+
+    def __init__(self, vfs: "VFS", flags: int) -> None:
+        super().__init__(flags)
+        self.vfs = vfs
+        self.dir_entries: list[tuple[bytes, int, int]] | None = None
+
+    def stat(self) -> Stat:
+        return self.vfs.stat_node(DEV_DIR)
+
+    def seek(self, offset: int, whence: int) -> int:
+        self.offset = offset
+        self.dir_entries = None
+        return offset
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+class VFS:
+    def __init__(self, fs: "Ext2", console: object, now: Callable[[], int], seed: int) -> None:
+        self.fs = fs
+        self.console = console
+        self.now = now
+        self.rng = random.Random(seed)
+        self.open_count: dict[int, int] = {}
+        self.on_file_write: Callable[[int], None] = lambda ino: None
+
+    def random_bytes(self, n: int) -> bytes:
+        return self.rng.randbytes(n)
+
+    # --- lookup ---------------------------------------------------------------------------------
+    def lookup(self, dir_node: Node, name: bytes) -> Node:
+        if dir_node == DEV_DIR:
+            if name in (b".",):
+                return DEV_DIR
+            if name == b"..":
+                return self.fs.root_ino
+            dev = DEVICES.get(name.decode(errors="replace"))
+            if dev is None and name.decode(errors="replace") not in FD_ALIASES:
+                raise SyscallError(ENOENT)
+            return dev if dev is not None else "fd:" + name.decode()
+        if isinstance(dir_node, (DevNode, str)):
+            raise SyscallError(ENOTDIR)
+        if dir_node == self.fs.root_ino and name == b"dev":
+            return DEV_DIR
+        try:
+            return self.fs.lookup(dir_node, name)
+        except Exception as e:  # FsError carries an errno
+            raise _fs_error(e) from None
+
+    def resolve(self, path: bytes, cwd: Node, *, follow: bool = True, _depth: int = 0) -> Node:
+        """Resolve a path to a node. Raises ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG."""
+        parent, name = self.resolve_parent(path, cwd, _depth=_depth)
+        if name in (b"", b".", b".."):
+            return parent if name != b".." else self.lookup(parent, b"..")
+        node = self.lookup(parent, name)
+        if follow and isinstance(node, int) and S.S_ISLNK(self.fs.stat(node).mode):
+            if _depth >= MAX_SYMLINKS:
+                raise SyscallError(ELOOP)
+            target = self.fs.readlink(node)
+            return self.resolve(target, parent, follow=True, _depth=_depth + 1)
+        return node
+
+    def resolve_parent(self, path: bytes, cwd: Node, *, _depth: int = 0) -> tuple[Node, bytes]:
+        """Resolve all but the last component; returns (directory node, last name)."""
+        if not path:
+            raise SyscallError(ENOENT)
+        if len(path) >= 4096:
+            raise SyscallError(ENAMETOOLONG)
+        node: Node = self.fs.root_ino if path.startswith(b"/") else cwd
+        parts = [p for p in path.split(b"/") if p]
+        if not parts:
+            return node, b"."
+        trailing_slash = path.endswith(b"/")
+        for comp in parts[:-1]:
+            if len(comp) > 255:
+                raise SyscallError(ENAMETOOLONG)
+            node = self._step(node, comp, _depth)
+        last = parts[-1]
+        if len(last) > 255:
+            raise SyscallError(ENAMETOOLONG)
+        if trailing_slash and last not in (b".", b".."):
+            # "dir/" must name a directory: resolve it fully and hand back "."
+            node = self._step(node, last, _depth)
+            self._require_dir(node)
+            return node, b"."
+        self._require_dir(node)
+        return node, last
+
+    def _step(self, node: Node, comp: bytes, depth: int) -> Node:
+        self._require_dir(node)
+        if comp == b".":
+            return node
+        nxt = self.lookup(node, comp)
+        if isinstance(nxt, int) and S.S_ISLNK(self.fs.stat(nxt).mode):
+            if depth >= MAX_SYMLINKS:
+                raise SyscallError(ELOOP)
+            nxt = self.resolve(self.fs.readlink(nxt), node, follow=True, _depth=depth + 1)
+        return nxt
+
+    def _require_dir(self, node: Node) -> None:
+        if node == DEV_DIR:
+            return
+        if not isinstance(node, int) or not S.S_ISDIR(self.fs.stat(node).mode):
+            raise SyscallError(ENOTDIR)
+
+    def is_dir(self, node: Node) -> bool:
+        return node == DEV_DIR or (isinstance(node, int) and S.S_ISDIR(self.fs.stat(node).mode))
+
+    # --- attributes -----------------------------------------------------------------------------
+    def stat_node(self, node: Node) -> Stat:
+        if node == DEV_DIR:
+            return Stat(ino=1, mode=S.S_IFDIR | 0o755, nlink=2, dev=0x5, atime=0, mtime=0, ctime=0)
+        if isinstance(node, DevNode):
+            return Stat(ino=100 + node.minor + 16 * node.major, mode=S.S_IFCHR | 0o666, rdev=node.rdev, dev=0x5)
+        if isinstance(node, str):
+            return Stat(ino=3, mode=S.S_IFLNK | 0o777, dev=0x5)
+        st = self.fs.stat(node)
+        return Stat(ino=st.ino, mode=st.mode, nlink=st.nlink, uid=st.uid, gid=st.gid, size=st.size,
+                    atime=st.atime, mtime=st.mtime, ctime=st.ctime, blocks=st.blocks, rdev=st.rdev,
+                    blksize=self.fs.block_size)
+
+    def relatime(self, ino: int, st: object) -> None:
+        """Linux's default atime rule: update when atime is not newer than mtime/ctime."""
+        if st.atime <= st.mtime or st.atime <= st.ctime:  # type: ignore[attr-defined]
+            self.fs.touch_atime(ino)
+
+    # --- opening --------------------------------------------------------------------------------
+    def open_node(self, node: Node, flags: int, path: bytes) -> OpenFile:
+        if node == DEV_DIR:
+            return DevDirFile(self, flags)
+        if isinstance(node, DevNode):
+            return DevFile(self, node, flags)
+        if isinstance(node, str):
+            raise SyscallError(ENOENT)  # fd aliases are handled by the caller
+        st = self.fs.stat(node)
+        if S.S_ISDIR(st.mode) and (flags & O_ACCMODE) != O_RDONLY:
+            raise SyscallError(EISDIR)
+        if flags & O_DIRECTORY and not S.S_ISDIR(st.mode):
+            raise SyscallError(ENOTDIR)
+        if S.S_ISFIFO(st.mode) or S.S_ISSOCK(st.mode):
+            raise SyscallError(EACCES)
+        f = InodeFile(self, node, flags, path)
+        if flags & O_TRUNC and S.S_ISREG(st.mode) and f.writable and st.size:
+            self.on_file_write(node)
+            self.fs.truncate(node, 0)
+        return f
+
+    def close_inode(self, ino: int) -> None:
+        n = self.open_count.get(ino, 0) - 1
+        if n <= 0:
+            self.open_count.pop(ino, None)
+            self.maybe_release(ino)
+        else:
+            self.open_count[ino] = n
+
+    def maybe_release(self, ino: int) -> None:
+        if self.open_count.get(ino, 0) == 0 and self.fs.stat(ino).nlink == 0:
+            self.fs.release(ino)
+
+    def readdir(self, f: OpenFile) -> list[tuple[bytes, int, int]]:
+        if isinstance(f, DevDirFile):
+            ents = [(b".", 1, DT_DIR), (b"..", self.fs.root_ino, DT_DIR)]
+            ents += [(n.encode(), self.stat_node(d).ino, DT_CHR) for n, d in DEVICES.items()]
+            ents += [(n.encode(), 3, DT_LNK) for n in FD_ALIASES]
+            return ents
+        assert isinstance(f, InodeFile)
+        ents = self.fs.readdir(f.ino)
+        if f.ino == self.fs.root_ino and not any(n == b"dev" for n, _, _ in ents):
+            ents = ents + [(b"dev", 1, DT_DIR)]
+        return ents
+
+
+def _fs_error(e: Exception) -> SyscallError:
+    err = getattr(e, "errno", None)
+    if isinstance(err, int):
+        return SyscallError(err, str(e))
+    raise e

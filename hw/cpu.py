@@ -1,0 +1,189 @@
+"""The CPU: a Unicorn x86-64 core (Skylake-Server model) wired to the native hot path.
+
+Translation is `UC_TLB_VIRTUAL`: on a TLB miss Unicorn calls the C fill callback, which walks the
+running process's page table in guest-physical frames. A miss the table cannot satisfy stops the
+CPU with a recorded fault that the kernel resolves (demand paging, copy-on-write) or turns into a
+signal. A C block hook keeps the exact retired-instruction count that drives the virtual clock and
+stops the CPU at a deadline (scheduler quantum). Syscalls reach the kernel through one Python hook.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from unicorn import (UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INTR, UC_MODE_64, UC_PROT_ALL, UC_TLB_VIRTUAL, Uc,
+                     UcError)
+from unicorn.unicorn_const import UC_ERR_FETCH_PROT, UC_ERR_INSN_INVALID
+from unicorn.x86_const import UC_CPU_X86_SKYLAKE_SERVER, UC_X86_INS_SYSCALL
+from unicorn import x86_const as X
+
+from hw.native import load as load_native
+from hw.physmem import PhysicalMemory
+
+# A page mapped (non-executable) in every address space: Unicorn touches the `until` address of
+# every emu_start through the TLB, so it must always translate. It sits where Linux's vsyscall
+# page used to be.
+SENTINEL_GVA = 0xFFFFFFFFFF600000
+
+ACCESS_NAMES = ("read", "write", "fetch")
+
+# Stop kinds returned by CPU.run
+STOP_REQUESTED = "requested"   # a hook (syscall) asked the CPU to stop
+STOP_DEADLINE = "deadline"     # the instruction count reached the deadline
+STOP_FAULT = "fault"           # a translation fault: see Stop.fault_gva / fault_access
+STOP_EXCEPTION = "exception"   # a CPU exception (interrupt number in Stop.intno)
+STOP_INVALID = "invalid"       # an invalid instruction
+
+
+@dataclass
+class Stop:
+    kind: str
+    pc: int = 0
+    fault_gva: int = 0
+    fault_access: int = 0
+    intno: int = -1
+
+
+GPR_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12",
+             "r13", "r14", "r15", "rip", "rflags", "fs_base", "gs_base")
+GPR_IDS = tuple(getattr(X, "UC_X86_REG_" + n.upper()) for n in GPR_NAMES)
+SYSCALL_ARG_IDS = (X.UC_X86_REG_RAX, X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X86_REG_RDX,
+                   X.UC_X86_REG_R10, X.UC_X86_REG_R8, X.UC_X86_REG_R9)
+
+
+class CPU:
+    def __init__(self, physmem: PhysicalMemory) -> None:
+        self.ffi, self.lib = load_native()
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        self.uc.ctl_set_cpu_model(UC_CPU_X86_SKYLAKE_SERVER)
+        self.uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
+        self.st = self.lib.emu_state_new()
+        self._uc_ptr = self.ffi.cast("uc_engine *", self.uc._uch.value)
+        self._keep = []
+        for r in physmem.ranges:
+            ptr = self.ffi.from_buffer(r.buffer)
+            self._keep.append(ptr)
+            self.uc.mem_map_ptr(r.spec.base_gpa, r.spec.size_bytes, UC_PROT_ALL, int(self.ffi.cast("uintptr_t", ptr)))
+            self.lib.emu_add_range(self.st, r.spec.base_gpa, r.spec.size_bytes, self.ffi.cast("uint8_t *", ptr))
+        err = self.lib.emu_install(self._uc_ptr, self.st)
+        if err:
+            raise RuntimeError(f"cannot install the native hooks (uc_err {err})")
+        self.on_syscall: Callable[[], None] = lambda: None
+        self.uc.hook_add(UC_HOOK_INSN, self._syscall_hook, None, 1, 0, UC_X86_INS_SYSCALL)
+        self.uc.hook_add(UC_HOOK_INTR, self._intr_hook)
+        self._intno = -1
+        self._stop_requested = False
+
+    # --- hooks -------------------------------------------------------------------------------
+    def _syscall_hook(self, uc: Uc, _ud: object) -> None:
+        self.on_syscall()
+
+    def _intr_hook(self, uc: Uc, intno: int, _ud: object) -> None:
+        self._intno = intno
+        self.uc.emu_stop()
+
+    def request_stop(self) -> None:
+        """Called from within a hook: leave emu_start at the end of the current block."""
+        self._stop_requested = True
+        self.uc.emu_stop()
+
+    # --- address space -----------------------------------------------------------------------
+    def set_address_space(self, cr3_gpa: int, icache: object) -> None:
+        if self.st.cr3 != cr3_gpa or self.st.icache != icache:
+            self.st.cr3 = cr3_gpa
+            self.st.icache = icache
+            self.tlb_flush()
+
+    def tlb_flush(self) -> None:
+        self.lib.emu_tlb_flush(self._uc_ptr)
+
+    def translate(self, cr3_gpa: int, gva: int, access: int) -> int:
+        """gpa of gva in that address space, or -1 when the access would fault."""
+        gpa = self.lib.emu_translate(self.st, cr3_gpa, gva, access)
+        return -1 if gpa == 0xFFFFFFFFFFFFFFFF else gpa
+
+    def access(self, cr3_gpa: int, gva: int, access: int) -> int:
+        """Like translate, for the kernel's own access: sets accessed/dirty bits."""
+        gpa = self.lib.emu_access(self.st, cr3_gpa, gva, access)
+        return -1 if gpa == 0xFFFFFFFFFFFFFFFF else gpa
+
+    # --- clock -------------------------------------------------------------------------------
+    @property
+    def icount(self) -> int:
+        return self.st.icount
+
+    # --- running -----------------------------------------------------------------------------
+    def run(self, pc: int, deadline: int) -> Stop:
+        st = self.st
+        st.deadline = deadline
+        st.deadline_hit = 0
+        st.fault_pending = 0
+        st.last_block_size = 0
+        self._intno = -1
+        self._stop_requested = False
+        try:
+            self.uc.emu_start(pc, SENTINEL_GVA)
+        except UcError as e:
+            rip = self.uc.reg_read(X.UC_X86_REG_RIP)
+            self._uncount_from(rip)
+            if st.fault_pending:
+                st.fault_pending = 0
+                return Stop(STOP_FAULT, rip, st.fault_gva, st.fault_access)
+            if e.errno == UC_ERR_INSN_INVALID:
+                return Stop(STOP_INVALID, rip)
+            if e.errno == UC_ERR_FETCH_PROT:
+                return Stop(STOP_FAULT, rip, rip, 2)
+            return Stop(STOP_EXCEPTION, rip, intno=self._intno if self._intno >= 0 else 13)
+        rip = self.uc.reg_read(X.UC_X86_REG_RIP)
+        if self._intno >= 0:
+            self._uncount_from(rip)
+            return Stop(STOP_EXCEPTION, rip, intno=self._intno)
+        if self._stop_requested:
+            return Stop(STOP_REQUESTED, rip)
+        if st.deadline_hit:
+            return Stop(STOP_DEADLINE, rip)
+        return Stop(STOP_REQUESTED, rip)
+
+    def _uncount_from(self, rip: int) -> None:
+        """The block hook counted the whole block; take back the instructions from `rip` on,
+        which did not retire because the CPU stopped inside the block."""
+        st = self.st
+        start, size = st.last_block_gva, st.last_block_size
+        if size and start <= rip < start + size:
+            done = self.lib.emu_count_insns(st, start, size, rip)
+            if done >= 0:
+                st.icount -= st.last_block_count - done
+        st.last_block_size = 0
+
+    # --- registers ---------------------------------------------------------------------------
+    def syscall_args(self) -> tuple[int, ...]:
+        return self.uc.reg_read_batch(SYSCALL_ARG_IDS)
+
+    def reg(self, name: str) -> int:
+        return self.uc.reg_read(getattr(X, "UC_X86_REG_" + name.upper()))
+
+    def set_reg(self, name: str, value: int) -> None:
+        self.uc.reg_write(getattr(X, "UC_X86_REG_" + name.upper()), value & 0xFFFFFFFFFFFFFFFF)
+
+    def read_gprs(self) -> dict[str, int]:
+        return dict(zip(GPR_NAMES, self.uc.reg_read_batch(GPR_IDS)))
+
+    def write_gprs(self, regs: dict[str, int]) -> None:
+        self.uc.reg_write_batch([(getattr(X, "UC_X86_REG_" + k.upper()), v & 0xFFFFFFFFFFFFFFFF) for k, v in regs.items()])
+
+    def save_context(self) -> object:
+        return self.uc.context_save()
+
+    def restore_context(self, ctx: object) -> None:
+        self.uc.context_restore(ctx)
+
+    def new_icache(self) -> object:
+        return self.lib.emu_icache_new()
+
+    def free_icache(self, ic: object) -> None:
+        if ic is not None and ic == self.st.icache:
+            self.st.icache = self.ffi.NULL
+        self.lib.emu_icache_free(ic)
+
+    def clear_icache(self, ic: object) -> None:
+        self.lib.emu_icache_clear(ic)

@@ -1,0 +1,275 @@
+/*
+ * The machine's per-block and per-translation hot path, registered directly with libunicorn.
+ *
+ *  - MMU: walks the running process's x86-64 4-level page table (which lives in guest-physical
+ *    frames, as on real hardware) for Unicorn's UC_TLB_VIRTUAL fill callback, setting the
+ *    accessed and dirty bits. A clean page is filled read-only, so the first store to it comes
+ *    back here as a write and sets D exactly. A miss records the fault for the Python kernel.
+ *  - Instruction clock: a block hook adds the block's instruction count, cached per address
+ *    space in a hash table keyed by (gva, size) and decoded once with capstone on a miss. When
+ *    the count passes a deadline (scheduler quantum, power cut) it stops the CPU.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unicorn/unicorn.h>
+#include <capstone/capstone.h>
+
+#define PTE_P   (1ull << 0)
+#define PTE_W   (1ull << 1)
+#define PTE_U   (1ull << 2)
+#define PTE_A   (1ull << 5)
+#define PTE_D   (1ull << 6)
+#define PTE_NX  (1ull << 63)
+#define PTE_ADDR 0x000ffffffffff000ull
+
+#define MAX_RANGES 16
+
+struct ram_range { uint64_t gpa; uint64_t size; uint8_t *host; };
+
+struct icache_entry { uint64_t key; uint32_t size; uint32_t count; };
+struct icache { struct icache_entry *slots; uint64_t mask; uint64_t used; };
+
+struct emu_state {
+    struct ram_range ranges[MAX_RANGES];
+    int nranges;
+    uint64_t cr3;            /* gpa of the running process's PML4 (0: nothing mapped) */
+    struct icache *icache;   /* the running address space's block-count table */
+    /* last translation fault */
+    uint64_t fault_gva;
+    int fault_access;        /* 0 read, 1 write, 2 fetch */
+    int fault_pending;
+    /* instruction clock */
+    uint64_t icount;
+    uint64_t deadline;       /* stop the CPU once icount >= deadline */
+    int deadline_hit;
+    uint64_t last_block_gva;
+    uint32_t last_block_size;
+    uint32_t last_block_count;
+    uint64_t blocks_decoded;
+    csh cs;
+};
+
+static inline uint8_t *gpa_to_host(struct emu_state *st, uint64_t gpa, uint64_t len)
+{
+    for (int i = 0; i < st->nranges; i++) {
+        struct ram_range *r = &st->ranges[i];
+        if (gpa >= r->gpa && gpa - r->gpa + len <= r->size)
+            return r->host + (gpa - r->gpa);
+    }
+    return NULL;
+}
+
+/* Walk the page table. access: 0 read, 1 write, 2 fetch. set_bits: update A/D as the hardware
+ * would. Returns the leaf PTE (0 if not present) and stores the gpa of the page in *gpa. */
+static uint64_t walk(struct emu_state *st, uint64_t cr3, uint64_t gva, int set_bits, int access)
+{
+    uint64_t table = cr3;
+    if (!table) return 0;
+    for (int level = 3; level >= 0; level--) {
+        uint64_t idx = (gva >> (12 + 9 * level)) & 511;
+        uint64_t *e = (uint64_t *)gpa_to_host(st, table + idx * 8, 8);
+        if (!e) return 0;
+        uint64_t v = *e;
+        if (!(v & PTE_P)) return 0;
+        if (level == 0) {
+            if (set_bits) {
+                uint64_t nv = v | PTE_A;
+                if (access == 1 && (v & PTE_W)) nv |= PTE_D;
+                if (nv != v) *e = nv;
+                v = nv;
+            }
+            return v;
+        }
+        if (set_bits && !(v & PTE_A)) *e = v | PTE_A;
+        table = v & PTE_ADDR;
+    }
+    return 0;
+}
+
+uint64_t emu_translate(struct emu_state *st, uint64_t cr3, uint64_t gva, int access)
+{
+    /* For the kernel: gpa of gva, or ~0 when the access would fault. Sets no bits. */
+    uint64_t pte = walk(st, cr3, gva, 0, access);
+    if (!(pte & PTE_P)) return ~0ull;
+    if (access == 1 && !(pte & PTE_W)) return ~0ull;
+    if (access == 2 && (pte & PTE_NX)) return ~0ull;
+    return (pte & PTE_ADDR) | (gva & 0xfff);
+}
+
+uint64_t emu_access(struct emu_state *st, uint64_t cr3, uint64_t gva, int access)
+{
+    /* For the kernel's own accesses to user memory: like emu_translate, but sets the accessed
+     * and dirty bits as a hardware access would. */
+    uint64_t pte = walk(st, cr3, gva, 1, access);
+    if (!(pte & PTE_P)) return ~0ull;
+    if (access == 1 && !(pte & PTE_W)) return ~0ull;
+    return (pte & PTE_ADDR) | (gva & 0xfff);
+}
+
+static bool tlb_fill(uc_engine *uc, uint64_t gva, uc_mem_type type, uc_tlb_entry *result, void *ud)
+{
+    struct emu_state *st = ud;
+    int access = type == UC_MEM_WRITE ? 1 : type == UC_MEM_FETCH ? 2 : 0;
+    uint64_t pte = walk(st, st->cr3, gva, 1, access);
+    if (!(pte & PTE_P) || (access == 1 && !(pte & PTE_W)) || (access == 2 && (pte & PTE_NX))) {
+        st->fault_gva = gva;
+        st->fault_access = access;
+        st->fault_pending = 1;
+        return false;
+    }
+    int perms = UC_PROT_READ;
+    if ((pte & PTE_W) && (pte & PTE_D)) perms |= UC_PROT_WRITE;
+    if (!(pte & PTE_NX)) perms |= UC_PROT_EXEC;
+    result->paddr = pte & PTE_ADDR;
+    result->perms = perms;
+    return true;
+}
+
+/* ---- per address space block-count tables ---- */
+
+struct icache *emu_icache_new(void)
+{
+    struct icache *ic = calloc(1, sizeof *ic);
+    ic->mask = 4095;
+    ic->slots = calloc(ic->mask + 1, sizeof *ic->slots);
+    return ic;
+}
+
+void emu_icache_free(struct icache *ic)
+{
+    if (!ic) return;
+    free(ic->slots);
+    free(ic);
+}
+
+void emu_icache_clear(struct icache *ic)
+{
+    memset(ic->slots, 0, (ic->mask + 1) * sizeof *ic->slots);
+    ic->used = 0;
+}
+
+static inline uint64_t hash64(uint64_t x)
+{
+    x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33;
+    return x;
+}
+
+static void icache_put(struct icache *ic, uint64_t key, uint32_t size, uint32_t count);
+
+static void icache_grow(struct icache *ic)
+{
+    struct icache_entry *old = ic->slots;
+    uint64_t n = ic->mask + 1;
+    ic->mask = n * 2 - 1;
+    ic->slots = calloc(n * 2, sizeof *ic->slots);
+    ic->used = 0;
+    for (uint64_t i = 0; i < n; i++)
+        if (old[i].size) icache_put(ic, old[i].key, old[i].size, old[i].count);
+    free(old);
+}
+
+static void icache_put(struct icache *ic, uint64_t key, uint32_t size, uint32_t count)
+{
+    if ((ic->used + 1) * 2 > ic->mask + 1) icache_grow(ic);
+    uint64_t i = hash64(key ^ ((uint64_t)size << 48)) & ic->mask;
+    while (ic->slots[i].size) {
+        if (ic->slots[i].key == key && ic->slots[i].size == size) { ic->slots[i].count = count; return; }
+        i = (i + 1) & ic->mask;
+    }
+    ic->slots[i].key = key; ic->slots[i].size = size; ic->slots[i].count = count;
+    ic->used++;
+}
+
+static inline int icache_get(struct icache *ic, uint64_t key, uint32_t size)
+{
+    uint64_t i = hash64(key ^ ((uint64_t)size << 48)) & ic->mask;
+    while (ic->slots[i].size) {
+        if (ic->slots[i].key == key && ic->slots[i].size == size) return (int)ic->slots[i].count;
+        i = (i + 1) & ic->mask;
+    }
+    return -1;
+}
+
+/* Copy n bytes of guest-virtual memory into buf; 0 on success. */
+int emu_read_virt(struct emu_state *st, uint64_t cr3, uint64_t gva, uint8_t *buf, uint64_t n)
+{
+    while (n) {
+        uint64_t gpa = emu_translate(st, cr3, gva, 0);
+        if (gpa == ~0ull) return -1;
+        uint64_t chunk = 4096 - (gva & 0xfff);
+        if (chunk > n) chunk = n;
+        uint8_t *h = gpa_to_host(st, gpa, chunk);
+        if (!h) return -1;
+        memcpy(buf, h, chunk);
+        buf += chunk; gva += chunk; n -= chunk;
+    }
+    return 0;
+}
+
+/* Number of instructions in the code bytes [gva, gva+size). Counts up to (not including)
+ * stop_gva when stop_gva lies inside the range. */
+int emu_count_insns(struct emu_state *st, uint64_t gva, uint32_t size, uint64_t stop_gva)
+{
+    uint8_t buf[4096 + 32];
+    if (size > 4096) size = 4096;
+    if (emu_read_virt(st, st->cr3, gva, buf, size)) return -1;
+    const uint8_t *code = buf;
+    size_t left = size;
+    uint64_t addr = gva;
+    cs_insn *insn = cs_malloc(st->cs);
+    int n = 0;
+    while (left && addr != stop_gva && cs_disasm_iter(st->cs, &code, &left, &addr, insn)) n++;
+    cs_free(insn, 1);
+    return n;
+}
+
+static void block_hook(uc_engine *uc, uint64_t gva, uint32_t size, void *ud)
+{
+    struct emu_state *st = ud;
+    int n = icache_get(st->icache, gva, size);
+    if (n < 0) {
+        n = emu_count_insns(st, gva, size, ~0ull);
+        if (n <= 0) n = 1;
+        icache_put(st->icache, gva, size, (uint32_t)n);
+        st->blocks_decoded++;
+    }
+    st->icount += (uint64_t)n;
+    st->last_block_gva = gva;
+    st->last_block_size = size;
+    st->last_block_count = (uint32_t)n;
+    if (st->icount >= st->deadline && !st->deadline_hit) {
+        st->deadline_hit = 1;
+        uc_emu_stop(uc);
+    }
+}
+
+struct emu_state *emu_state_new(void)
+{
+    struct emu_state *st = calloc(1, sizeof *st);
+    st->deadline = ~0ull;
+    if (cs_open(CS_ARCH_X86, CS_MODE_64, &st->cs) != CS_ERR_OK) { free(st); return NULL; }
+    return st;
+}
+
+int emu_add_range(struct emu_state *st, uint64_t gpa, uint64_t size, uint8_t *host)
+{
+    if (st->nranges >= MAX_RANGES) return -1;
+    st->ranges[st->nranges++] = (struct ram_range){ gpa, size, host };
+    return 0;
+}
+
+void emu_tlb_flush(uc_engine *uc)
+{
+    uc_ctl(uc, UC_CTL_WRITE(UC_CTL_TLB_FLUSH, 0));
+}
+
+/* Register the TLB-fill and block hooks with Unicorn. Returns a uc_err. */
+int emu_install(uc_engine *uc, struct emu_state *st)
+{
+    uc_hook h1, h2;
+    uc_err err = uc_hook_add(uc, &h1, UC_HOOK_TLB_FILL, (void *)tlb_fill, st, 1, 0);
+    if (err) return err;
+    err = uc_hook_add(uc, &h2, UC_HOOK_BLOCK, (void *)block_hook, st, 1, 0);
+    return err;
+}

@@ -1,0 +1,81 @@
+"""Guest-physical memory: the machine's memory map of RAM ranges, each backed by a host buffer.
+
+Every range is an anonymous host mapping handed to Unicorn with `mem_map_ptr`, so the CPU, the
+native hot path and the Python kernel all touch the same bytes. Addresses here are guest-physical
+(`gpa`); `view(gpa, n)` gives the kernel a zero-copy window.
+
+Default map (issue 3 adds persistent ranges on their own channels)::
+
+    gpa 0x0000_0000 +-------------------------+
+                    |  dram0  (channel 0)     |  frames for page tables, user pages,
+                    |                         |  page cache, kernel buffers (buddy)
+    gpa  size       +-------------------------+
+"""
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass
+
+PAGE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class RangeSpec:
+    """One range of the physical memory map."""
+
+    name: str
+    kind: str  # "dram" (volatile) or "scm" (persistent)
+    base_gpa: int
+    size_bytes: int
+    channel: int = 0
+
+
+class MemoryRange:
+    def __init__(self, spec: RangeSpec) -> None:
+        if spec.base_gpa % PAGE_SIZE or spec.size_bytes % PAGE_SIZE or spec.size_bytes <= 0:
+            raise ValueError(f"memory range {spec.name!r} must be page aligned and non-empty")
+        self.spec = spec
+        self.buffer = mmap.mmap(-1, spec.size_bytes)
+        self.view = memoryview(self.buffer)
+
+    @property
+    def end_gpa(self) -> int:
+        return self.spec.base_gpa + self.spec.size_bytes
+
+
+class PhysicalMemory:
+    """The set of RAM ranges, and fast access to them by guest-physical address."""
+
+    def __init__(self, specs: list[RangeSpec]) -> None:
+        ordered = sorted(specs, key=lambda s: s.base_gpa)
+        for a, b in zip(ordered, ordered[1:]):
+            if a.base_gpa + a.size_bytes > b.base_gpa:
+                raise ValueError(f"memory ranges {a.name!r} and {b.name!r} overlap")
+        self.ranges = [MemoryRange(s) for s in ordered]
+        # The kernel works mostly in the first DRAM range; keep a direct view of it.
+        self._first = self.ranges[0]
+
+    def range_of(self, gpa: int) -> MemoryRange:
+        r = self._first
+        if r.spec.base_gpa <= gpa < r.end_gpa:
+            return r
+        for r in self.ranges:
+            if r.spec.base_gpa <= gpa < r.end_gpa:
+                return r
+        raise ValueError(f"gpa {gpa:#x} is outside every memory range")
+
+    def view(self, gpa: int, n: int) -> memoryview:
+        r = self.range_of(gpa)
+        off = gpa - r.spec.base_gpa
+        if off + n > r.spec.size_bytes:
+            raise ValueError(f"gpa range {gpa:#x}+{n:#x} crosses the end of {r.spec.name}")
+        return r.view[off : off + n]
+
+    def read(self, gpa: int, n: int) -> bytes:
+        return bytes(self.view(gpa, n))
+
+    def write(self, gpa: int, data: bytes | memoryview) -> None:
+        self.view(gpa, len(data))[:] = data
+
+    def dram_ranges(self) -> list[MemoryRange]:
+        return [r for r in self.ranges if r.spec.kind == "dram"]

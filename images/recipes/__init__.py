@@ -1,0 +1,1 @@
+"""Image recipes: each module ``<name>.py`` defines ``RECIPE`` (an images.build.Recipe)."""
