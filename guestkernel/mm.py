@@ -76,8 +76,11 @@ class MM:
         self.aspace = AddressSpace(frames)
         from hw.cpu import SENTINEL_GVA
 
-        frames.get(sentinel_pfn)
-        self.aspace.map(SENTINEL_GVA, sentinel_pfn, writable=False, executable=False)
+        # Unicorn translates the `until` address and the page below it (as fetches) on every
+        # emu_start: both pages map one read-only page of zeros.
+        for gva in (SENTINEL_GVA - PAGE, SENTINEL_GVA):
+            frames.get(sentinel_pfn)
+            self.aspace.map(gva, sentinel_pfn, writable=False, executable=True)
         self.vmas: list[VMA] = []
         self._starts: list[int] = []
         self.brk_start = 0
@@ -333,6 +336,7 @@ class MM:
                 self.frames.put((pte & PTE_ADDR) >> 12)
         self.vmas = []
         self._starts = []
+        self.frames.put(self.sentinel_pfn)
         self.frames.put(self.sentinel_pfn)
         self.aspace.destroy()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import stat as S
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from guestkernel.errors import (EACCES, EAGAIN, EBADF, EINVAL, EISDIR, ELOOP, ENAMETOOLONG, ENOENT,
                                 ENOTDIR, EPIPE, ESPIPE, SyscallError, Block)
@@ -56,16 +56,18 @@ class Stat:
 
 
 class WaitQueue:
-    """Processes blocked on something; the kernel retries their syscalls when it is woken."""
+    """Processes blocked on something; waking makes them runnable, and the scheduler then
+    retries their parked syscalls."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.waiters: list[object] = []
-        self.on_wake: Callable[["WaitQueue"], None] = lambda q: None
+        self.waiters: list[Any] = []
 
     def wake(self) -> None:
-        if self.waiters:
-            self.on_wake(self)
+        for p in self.waiters:
+            p.state = "runnable"
+            p.waiting_on = None
+        self.waiters.clear()
 
 
 # ------------------------------------------------------------------------------------------------

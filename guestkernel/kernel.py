@@ -1,0 +1,566 @@
+"""The default guest kernel: processes, memory, files and signals over the machine's hardware.
+
+It implements the kernel interface (`guestkernel/interface.py`): the machine calls `boot`, then
+loops `resume` (pick a process and load it on the CPU) -> CPU runs -> `stop` (what made the CPU
+stop), while the CPU's syscall hook calls `syscall`. Everything a process owns lives in guest
+frames from the buddy allocator; the ext2 root file system is read and written through the page
+cache, which is written back on sync, periodically in virtual time and at shutdown.
+"""
+from __future__ import annotations
+
+import stat as S
+import struct
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from emu.clock import BLOCK_IO_NS, FAULT_NS, SYSCALL_NS
+from guestkernel import elf
+from guestkernel.errors import (EACCES, ECHILD, ENOENT, ENOEXEC, ENOSYS, EINTR, EISDIR, ELOOP, Block,
+                                SyscallError)
+from guestkernel.ext2 import Ext2, probe_block_size
+from guestkernel.frames import Frames
+from guestkernel.mm import MM, PAGE, page_up
+from guestkernel.pagecache import PageCache
+from guestkernel.process import BLOCKED, RUNNABLE, ZOMBIE, FDTable, Process, SigAction
+from guestkernel.syscalls import NAMES, load_all
+from guestkernel.vfs import VFS, ConsoleFile, O_RDONLY, O_RDWR, O_WRONLY, WaitQueue
+from hw.cpu import STOP_DEADLINE, STOP_EXCEPTION, STOP_FAULT, STOP_INVALID, Stop
+
+if TYPE_CHECKING:
+    from emu.machine import Machine
+
+NO_RETURN = object()  # a handler that replaced the registers (execve, exit, sigreturn)
+
+SIGHUP, SIGINT, SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGKILL = 1, 2, 3, 4, 5, 6, 7, 8, 9
+SIGUSR1, SIGSEGV, SIGUSR2, SIGPIPE, SIGALRM, SIGTERM = 10, 11, 12, 13, 14, 15
+SIGCHLD, SIGCONT, SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU, SIGURG, SIGXCPU, SIGXFSZ = 17, 18, 19, 20, 21, 22, 23, 24, 25
+SIGWINCH, SIGSYS = 28, 31
+SIG_DFL, SIG_IGN = 0, 1
+SA_SIGINFO, SA_RESTORER, SA_ONSTACK, SA_RESTART, SA_NODEFER, SA_RESETHAND = 4, 0x04000000, 0x08000000, 0x10000000, 0x40000000, 0x80000000
+DEFAULT_IGNORE = {SIGCHLD, SIGCONT, SIGURG, SIGWINCH}
+DEFAULT_STOP = {SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU}
+DEFAULT_CORE = {SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV, SIGXCPU, SIGXFSZ, SIGSYS}
+UNBLOCKABLE = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1))
+EXCEPTION_SIGNAL = {0: SIGFPE, 1: SIGTRAP, 3: SIGTRAP, 4: SIGSEGV, 5: SIGSEGV, 6: SIGILL, 13: SIGSEGV, 14: SIGSEGV, 16: SIGFPE, 17: SIGBUS, 19: SIGFPE}
+
+DEFAULT_ENV = [b"PATH=/bin:/usr/bin:/sbin", b"HOME=/root", b"TERM=dumb", b"LANG=C", b"PWD=/"]
+UNAME = dict(sysname=b"Linux", nodename=b"emu", release=b"6.1.0-emu", version=b"#1 SMP emu", machine=b"x86_64", domainname=b"(none)")
+
+
+class KernelPanic(Exception):
+    """The kernel cannot go on (for example, every process is blocked): the run ends."""
+
+
+@dataclass
+class KernelConfig:
+    quantum_insns: int = 10_000_000      # scheduler time slice when several processes are runnable
+    writeback_interval_ns: int = 5 * 10**9  # periodic page-cache write-back, in virtual time
+    page_cache_pages: int = 16384        # at most this many frames hold cached blocks (64 MiB)
+    seed: int = 1                        # getrandom, AT_RANDOM, /dev/urandom
+
+
+class InodeBacking:
+    """What a file mapping reads pages from: an inode of the root file system."""
+
+    def __init__(self, fs: Ext2, ino: int) -> None:
+        self.fs = fs
+        self.ino = ino
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        return self.fs.read(self.ino, offset, n)
+
+
+class Kernel:
+    name = "emu-default"
+
+    def __init__(self, config: KernelConfig | None = None) -> None:
+        self.config = config or KernelConfig()
+        self.table = load_all()
+        self.procs: dict[int, Process] = {}
+        self.next_pid = 1
+        self.current: Process | None = None   # the process whose context is on the CPU
+        self.halted = False
+        self.init_status: int | None = None
+        self.syscall_counts: Counter[str] = Counter()
+        self.unknown_reported: set[int] = set()
+        self.log: list[str] = []
+        self.page_faults = 0
+        self.next_writeback_ns = 0
+
+    # ------------------------------------------------------------------------------------------
+    # boot and shutdown
+
+    def boot(self, machine: "Machine", argv: list[bytes], envp: list[bytes] | None = None) -> None:
+        self.machine = machine
+        self.cpu = machine.cpu
+        self.clock = machine.clock
+        self.frames = Frames(machine.physmem)
+        self.sentinel_pfn = self.frames.alloc()
+        dev = machine.blockdev
+        block_size = probe_block_size(dev.read_at)
+        self.pagecache = PageCache(dev, self.frames, block_size, self.config.page_cache_pages)
+        self.fs = Ext2(self.pagecache, now=self.clock.now_s)
+        self.vfs = VFS(self.fs, machine.console, now=self.clock.now_s, seed=self.config.seed)
+        self.rng = self.vfs.rng
+        self.pristine_ctx = self.cpu.save_context()
+        self.cpu.on_syscall = self.syscall
+        self.next_writeback_ns = self.clock.uptime_ns() + self.config.writeback_interval_ns
+
+        init = self.new_process(ppid=0, mm=None, fds=FDTable(), cwd=self.fs.root_ino)
+        for fd, mode in ((0, O_RDONLY), (1, O_WRONLY), (2, O_WRONLY)):
+            init.fds.install(ConsoleFile(self.vfs, fd, mode), fd)
+        init.pgid = init.sid = init.pid
+        path = self.find_program(argv[0])
+        self.exec(init, path, argv, envp if envp is not None else DEFAULT_ENV)
+
+    def find_program(self, name: bytes) -> bytes:
+        """Resolve a command name like a shell does (PATH=/bin:/usr/bin:/sbin); 127 if absent."""
+        if b"/" in name:
+            return name
+        for d in (b"/bin", b"/usr/bin", b"/sbin", b"/usr/sbin"):
+            try:
+                node = self.vfs.resolve(d + b"/" + name, self.fs.root_ino)
+                if isinstance(node, int) and S.S_ISREG(self.fs.stat(node).mode):
+                    return d + b"/" + name
+            except SyscallError:
+                continue
+        return name  # exec fails with ENOENT and the boot reports it
+
+    def shutdown(self) -> None:
+        """Kill what is left, close everything and write the page cache back."""
+        for p in list(self.procs.values()):
+            if p.state != ZOMBIE:
+                self.exit_process(p, SIGKILL)
+        self.sync()
+
+    def sync(self) -> None:
+        before = self.pagecache.stats.writebacks
+        self.fs.sync()
+        self.clock.charge((self.pagecache.stats.writebacks - before) * BLOCK_IO_NS)
+
+    def on_dir_change(self, p: Process) -> None:
+        """Called before a directory-changing syscall does its work (a policy hook: the
+        checkpointing kernel takes a checkpoint here)."""
+
+    # ------------------------------------------------------------------------------------------
+    # processes
+
+    def new_process(self, ppid: int, mm: MM | None, fds: FDTable, cwd: object) -> Process:
+        pid = self.next_pid
+        self.next_pid += 1
+        p = Process(pid=pid, ppid=ppid, mm=mm, fds=fds, cwd=cwd)  # type: ignore[arg-type]
+        self.procs[pid] = p
+        if ppid in self.procs:
+            self.procs[ppid].children.append(p)
+        return p
+
+    def new_mm(self) -> MM:
+        mm = MM(self.frames, self.cpu.access, self.cpu.tlb_flush, self.sentinel_pfn)
+        mm.icache = self.cpu.new_icache()
+        return mm
+
+    def drop_mm(self, mm: MM, owner: Process) -> None:
+        if any(q.mm is mm for q in self.procs.values() if q is not owner and q.state != ZOMBIE):
+            return  # still shared with a vfork parent
+        self.cpu.free_icache(mm.icache)
+        mm.icache = None
+        mm.release()
+
+    def fork(self, parent: Process, share_vm: bool = False) -> Process:
+        mm = parent.mm if share_vm else parent.mm.fork()
+        if not share_vm:
+            mm.icache = self.cpu.new_icache()
+        child = self.new_process(parent.pid, mm, parent.fds.copy(), parent.cwd)
+        child.exe, child.comm = parent.exe, parent.comm
+        child.pgid, child.sid, child.umask = parent.pgid, parent.sid, parent.umask
+        child.sigactions = {k: SigAction(v.handler, v.flags, v.restorer, v.mask) for k, v in parent.sigactions.items()}
+        child.sigmask = parent.sigmask
+        child.rlimits = dict(parent.rlimits)
+        child.ctx = self.cpu.save_context()
+        rip = self.cpu.reg("rip")
+        child.set_regs = {"rax": 0, "rip": rip + 2}
+        return child
+
+    def exec(self, p: Process, path: bytes, argv: list[bytes], envp: list[bytes], depth: int = 0) -> None:
+        """execve: replace p's memory image. Raises SyscallError leaving p untouched on failure."""
+        node = self.vfs.resolve(path, p.cwd)
+        if not isinstance(node, int):
+            raise SyscallError(EACCES)
+        st = self.fs.stat(node)
+        if S.S_ISDIR(st.mode):
+            raise SyscallError(EACCES)
+        if not S.S_ISREG(st.mode) or not st.mode & 0o111:
+            raise SyscallError(EACCES)
+        header = self.fs.read(node, 0, 256)
+        if header.startswith(b"#!"):
+            if depth >= 4:
+                raise SyscallError(ELOOP)
+            line = header[2:].split(b"\n")[0].strip()
+            if not line:
+                raise SyscallError(ENOEXEC)
+            interp, _, arg = line.partition(b" ")
+            arg = arg.strip()
+            new_argv = [interp] + ([arg] if arg else []) + [path] + argv[1:]
+            return self.exec(p, interp, new_argv, envp, depth + 1)
+        img = elf.parse(header, lambda off, n: self.fs.read(node, off, n))
+        interp_img = interp_node = None
+        if img.interp:
+            interp_node = self.vfs.resolve(img.interp, p.cwd)
+            if not isinstance(interp_node, int) or not S.S_ISREG(self.fs.stat(interp_node).mode):
+                raise SyscallError(ENOENT)
+            interp_img = elf.parse(self.fs.read(interp_node, 0, 256), lambda off, n: self.fs.read(interp_node, off, n))
+            if interp_img.interp:
+                raise SyscallError(ENOEXEC)
+
+        mm = self.new_mm()
+        try:
+            bias = elf.load_bias(img, is_interp=False)
+            _, brk = elf.map_image(mm, img, InodeBacking(self.fs, node), bias)
+            entry = img.entry + bias
+            base = 0
+            if interp_img is not None:
+                ibias = elf.load_bias(interp_img, is_interp=True)
+                base, _ = elf.map_image(mm, interp_img, InodeBacking(self.fs, interp_node), ibias)  # type: ignore[arg-type]
+                entry = interp_img.entry + ibias
+            mm.brk_start = mm.brk = page_up(brk)
+            auxv = [
+                (elf.AT_PHDR, elf.phdr_address(img, bias)), (elf.AT_PHENT, 56), (elf.AT_PHNUM, img.phnum),
+                (elf.AT_PAGESZ, PAGE), (elf.AT_BASE, base), (elf.AT_FLAGS, 0), (elf.AT_ENTRY, img.entry + bias),
+                (elf.AT_UID, 0), (elf.AT_EUID, 0), (elf.AT_GID, 0), (elf.AT_EGID, 0), (elf.AT_SECURE, 0),
+                (elf.AT_HWCAP, 0x178BFBFF), (elf.AT_CLKTCK, 100), (elf.AT_MINSIGSTKSZ, 2048),
+            ]
+            sp = elf.build_stack(mm, argv, envp, auxv, path, self.rng.randbytes(16))
+        except SyscallError:
+            self.cpu.free_icache(mm.icache)
+            mm.release()
+            raise
+        # Point of no return.
+        old = p.mm
+        p.mm = mm
+        if old is not None:
+            self.drop_mm(old, p)
+        for fd in sorted(p.fds.cloexec):
+            self.close_fd(p, fd)
+        for sig, act in p.sigactions.items():
+            if act.handler not in (SIG_DFL, SIG_IGN):
+                p.sigactions[sig] = SigAction()
+        p.exe = path
+        p.comm = path.rsplit(b"/", 1)[-1][:15]
+        p.sigframes = []
+        p.ctx = self.pristine_ctx
+        p.set_regs = {"rip": entry, "rsp": sp, "rdx": 0}
+        if self.current is p:
+            self.cpu.set_address_space(mm.aspace.cr3, mm.icache)
+        self.vfork_release(p)
+
+    def vfork_release(self, child: Process) -> None:
+        if child.vfork_waitq is not None:
+            child.vfork_waitq.wake()
+            child.vfork_waitq = None
+
+    def close_fd(self, p: Process, fd: int) -> None:
+        f = p.fds.remove(fd)
+        f.refs -= 1
+        if f.refs == 0:
+            f.close()
+
+    def exit_process(self, p: Process, status: int) -> None:
+        """Make p a zombie with the given wait status; wake its parent."""
+        if p.state == ZOMBIE:
+            return
+        for fd in sorted(p.fds.fds):
+            self.close_fd(p, fd)
+        if p.clear_child_tid and p.mm is not None:
+            try:
+                p.mm.copy_out(p.clear_child_tid, b"\0\0\0\0")
+            except SyscallError:
+                pass
+        if p.waiting_on is not None and p in p.waiting_on.waiters:
+            p.waiting_on.waiters.remove(p)
+        p.pending_call = None
+        p.state = ZOMBIE
+        p.exit_status = status
+        mm, p.mm = p.mm, None  # type: ignore[assignment]
+        if mm is not None:
+            self.drop_mm(mm, p)
+        self.vfork_release(p)
+        if self.current is p:
+            self.current = None
+        init = self.procs.get(1)
+        for c in p.children:
+            c.ppid = 1
+            if init is not None and init is not p:
+                init.children.append(c)
+        p.children = []
+        parent = self.procs.get(p.ppid)
+        if p.pid == 1:
+            self.init_status = status
+            self.halted = True
+        if parent is not None and parent.state != ZOMBIE:
+            self.send_signal(parent, SIGCHLD)
+            parent.child_waitq.wake()
+        else:
+            del self.procs[p.pid]  # nobody will reap it
+
+    def reap(self, parent: Process, child: Process) -> None:
+        parent.children.remove(child)
+        del self.procs[child.pid]
+
+    # ------------------------------------------------------------------------------------------
+    # signals
+
+    def send_signal(self, p: Process, sig: int) -> None:
+        if p.state == ZOMBIE or not 1 <= sig <= 64:
+            return
+        act = p.action(sig)
+        if sig != SIGKILL and (act.handler == SIG_IGN or (act.handler == SIG_DFL and sig in DEFAULT_IGNORE)):
+            return  # discarded at generation, as Linux does for ignored signals
+        p.sigpending |= 1 << (sig - 1)
+        if self.current is p:
+            self.cpu.request_stop()  # deliver on the way back to user mode
+
+    def deliverable(self, p: Process) -> int:
+        return p.sigpending & ~(p.sigmask & ~UNBLOCKABLE)
+
+    def deliver_signals(self, p: Process) -> None:
+        """p is on the CPU: act on its pending, unblocked signals."""
+        while p.state != ZOMBIE:
+            ready = self.deliverable(p)
+            if not ready:
+                return
+            sig = (ready & -ready).bit_length()
+            p.sigpending &= ~(1 << (sig - 1))
+            act = p.action(sig)
+            if act.handler == SIG_IGN:
+                continue
+            if act.handler == SIG_DFL:
+                if sig in DEFAULT_IGNORE or sig in DEFAULT_STOP:
+                    continue
+                self.exit_process(p, sig | (0x80 if sig in DEFAULT_CORE else 0))
+                return
+            self.setup_frame(p, sig, act)
+            return
+
+    def force_signal(self, p: Process, sig: int, addr: int = 0) -> None:
+        """A synchronous fault: deliver now, or kill if it is blocked or left at default."""
+        act = p.action(sig)
+        if act.handler in (SIG_DFL, SIG_IGN) or p.sigmask & (1 << (sig - 1)):
+            self.exit_process(p, sig | (0x80 if sig in DEFAULT_CORE else 0))
+            return
+        self.setup_frame(p, sig, act, addr)
+
+    def setup_frame(self, p: Process, sig: int, act: SigAction, addr: int = 0) -> None:
+        """Push an rt_sigframe (siginfo + ucontext) and enter the handler; rt_sigreturn undoes it."""
+        cpu = self.cpu
+        regs = cpu.read_gprs()
+        p.sigframes.append((cpu.save_context(), p.sigmask))
+        sp = regs["rsp"] - 128  # red zone
+        sp -= 128
+        siginfo_at = sp & ~15
+        siginfo = struct.pack("<iii4xQ", sig, 0, 0 if addr == 0 else 1, addr).ljust(128, b"\0")
+        uc_size = 8 + 8 + 24 + 23 * 8 + 8 + 64 + 8
+        uc_at = (siginfo_at - uc_size) & ~15
+        order = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx", "rdx", "rax", "rcx", "rsp", "rip")
+        gregs = [regs[n] for n in order] + [regs["rflags"], 0x33, 0, 0, p.sigmask, 0]
+        ucontext = struct.pack("<QQQiiQ", 0, 0, 0, 2, 0, 0) + struct.pack("<23Q", *[g & 0xFFFFFFFFFFFFFFFF for g in gregs]) + struct.pack("<Q", 0) + b"\0" * 64 + struct.pack("<Q", p.sigmask)
+        frame_at = uc_at - 8  # return address slot: the restorer
+        try:
+            p.mm.copy_out(siginfo_at, siginfo)
+            p.mm.copy_out(uc_at, ucontext)
+            p.mm.copy_out(frame_at, struct.pack("<Q", act.restorer))
+        except SyscallError:
+            p.sigframes.pop()
+            self.exit_process(p, SIGSEGV | 0x80)
+            return
+        if not act.flags & SA_NODEFER:
+            p.sigmask |= 1 << (sig - 1)
+        p.sigmask |= act.mask
+        if act.flags & SA_RESETHAND:
+            p.sigactions[sig] = SigAction()
+        cpu.write_gprs({"rsp": frame_at, "rip": act.handler, "rdi": sig, "rsi": siginfo_at, "rdx": uc_at, "rax": 0})
+
+    def sigreturn(self, p: Process) -> None:
+        rsp = self.cpu.reg("rsp")
+        uc_at = rsp  # the handler's `ret` popped the restorer address
+        if not p.sigframes:
+            self.force_signal(p, SIGSEGV)
+            return
+        ctx, _ = p.sigframes.pop()
+        try:
+            raw = p.mm.copy_in(uc_at + 40, 23 * 8)
+            mask = int.from_bytes(p.mm.copy_in(uc_at + 40 + 23 * 8 + 8 + 64, 8), "little")
+        except SyscallError:
+            self.exit_process(p, SIGSEGV | 0x80)
+            return
+        g = struct.unpack("<23Q", raw)
+        order = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx", "rdx", "rax", "rcx", "rsp", "rip")
+        regs = dict(zip(order, g))
+        regs["rflags"] = (g[17] & 0x0DD5) | 0x202
+        p.sigmask = mask & ~UNBLOCKABLE
+        p.ctx = ctx
+        p.set_regs = regs
+
+    # ------------------------------------------------------------------------------------------
+    # the machine-facing interface: resume / syscall / stop
+
+    def runnable(self) -> list[Process]:
+        return [p for p in self.procs.values() if p.state == RUNNABLE]
+
+    def resume(self) -> int | None:
+        """Load the next process to run on the CPU; returns the instruction deadline, or None
+        when the machine should halt."""
+        while not self.halted:
+            self.tick()
+            p = self.pick()
+            if p is None:
+                if any(q.state == BLOCKED for q in self.procs.values()):
+                    blocked = ", ".join(f"{q.pid}:{q.comm.decode(errors='replace')}" for q in self.procs.values() if q.state == BLOCKED)
+                    raise KernelPanic(f"every process is blocked (deadlock): {blocked}")
+                return None
+            self.switch_to(p)
+            if p.pending_call is not None and not self.finish_parked(p):
+                continue
+            self.deliver_signals(p)
+            if p.state != RUNNABLE or p is not self.current:
+                continue
+            quantum = self.config.quantum_insns if len(self.runnable()) > 1 else 10 * self.config.quantum_insns
+            return self.cpu.icount + quantum
+        return None
+
+    def pick(self) -> Process | None:
+        """Round robin by pid, starting after the process that ran last."""
+        ready = sorted((p for p in self.procs.values() if p.state == RUNNABLE), key=lambda p: p.pid)
+        if not ready:
+            return None
+        last = getattr(self, "_last_pid", 0)
+        if self.current is not None and self.current.state == RUNNABLE and not self._quantum_over:
+            return self.current
+        for p in ready:
+            if p.pid > last:
+                return p
+        return ready[0]
+
+    _quantum_over = False
+
+    def switch_to(self, p: Process) -> None:
+        cur = self.current
+        if cur is not p:
+            if cur is not None and cur.state != ZOMBIE and cur.ctx is None:
+                cur.ctx = self.cpu.save_context()
+            self.current = p
+        if p.ctx is not None:
+            self.cpu.restore_context(p.ctx)
+            p.ctx = None
+        if p.set_regs:
+            self.cpu.write_gprs(p.set_regs)
+            p.set_regs = {}
+        self.cpu.set_address_space(p.mm.aspace.cr3, p.mm.icache)
+        self._last_pid = p.pid
+        self._quantum_over = False
+
+    def finish_parked(self, p: Process) -> bool:
+        """Retry p's parked syscall; False if it is still blocked (or was interrupted and the
+        process must first take a signal)."""
+        call, nr = p.pending_call, p.pending_nr
+        if self.deliverable(p) & ~self._ignored_mask(p):
+            p.pending_call = None
+            act_restart = any(p.action(s).flags & SA_RESTART for s in _bits(self.deliverable(p)))
+            if act_restart:
+                self.cpu.write_gprs({"rax": nr, "rip": self.cpu.reg("rip") - 2})
+            else:
+                self.cpu.set_reg("rax", -EINTR)
+            return True
+        try:
+            ret = call()  # type: ignore[misc]
+        except SyscallError as e:
+            ret = -e.errno
+        except Block as b:
+            self.park(p, call, nr, b.waitq)  # type: ignore[arg-type]
+            return False
+        p.pending_call = None
+        if ret is not NO_RETURN:
+            self.cpu.set_reg("rax", ret)  # type: ignore[arg-type]
+        return p.state == RUNNABLE
+
+    def _ignored_mask(self, p: Process) -> int:
+        m = 0
+        for s in _bits(p.sigpending):
+            a = p.action(s)
+            if a.handler == SIG_IGN or (a.handler == SIG_DFL and (s in DEFAULT_IGNORE or s in DEFAULT_STOP)):
+                m |= 1 << (s - 1)
+        return m
+
+    def park(self, p: Process, call: Callable[[], int], nr: int, waitq: WaitQueue) -> None:
+        p.pending_call = call
+        p.pending_nr = nr
+        p.state = BLOCKED
+        p.waiting_on = waitq
+        waitq.waiters.append(p)
+
+    def syscall(self) -> None:
+        """The CPU executed `syscall`: serve it. Runs inside the CPU's hook."""
+        cpu = self.cpu
+        nr, a0, a1, a2, a3, a4, a5 = cpu.syscall_args()
+        p = self.current
+        assert p is not None
+        p.syscalls += 1
+        self.clock.charge(SYSCALL_NS)
+        entry = self.table.get(nr)
+        if entry is None:
+            name = NAMES.get(nr, f"syscall_{nr}")
+            self.syscall_counts[name] += 1
+            if nr not in self.unknown_reported:
+                self.unknown_reported.add(nr)
+                self.log.append(f"unimplemented syscall {name} ({nr}) from pid {p.pid} ({p.comm.decode(errors='replace')}): ENOSYS")
+            cpu.set_reg("rax", -ENOSYS)
+            return
+        name, fn = entry
+        self.syscall_counts[name] += 1
+        try:
+            ret = fn(self, p, a0, a1, a2, a3, a4, a5)
+        except SyscallError as e:
+            ret = -e.errno
+        except Block as b:
+            self.park(p, lambda: fn(self, p, a0, a1, a2, a3, a4, a5), nr, b.waitq)
+            cpu.request_stop()
+            return
+        if ret is NO_RETURN:
+            cpu.request_stop()
+            return
+        cpu.set_reg("rax", ret)
+        if p.state != RUNNABLE or self.halted:
+            cpu.request_stop()
+
+    def stop(self, stop: Stop) -> None:
+        """The CPU stopped; find out why and act."""
+        p = self.current
+        if p is None:
+            return
+        if stop.kind == STOP_FAULT:
+            self.page_faults += 1
+            self.clock.charge(FAULT_NS)
+            if not p.mm.fault(stop.fault_gva, stop.fault_access):
+                self.force_signal(p, SIGSEGV, stop.fault_gva)
+        elif stop.kind == STOP_INVALID:
+            self.force_signal(p, SIGILL, stop.pc)
+        elif stop.kind == STOP_EXCEPTION:
+            self.force_signal(p, EXCEPTION_SIGNAL.get(stop.intno, SIGSEGV), stop.pc)
+        elif stop.kind == STOP_DEADLINE:
+            self._quantum_over = True
+
+    def tick(self) -> None:
+        """Periodic kernel work in virtual time: write the page cache back."""
+        if self.clock.uptime_ns() >= self.next_writeback_ns:
+            self.sync()
+            self.next_writeback_ns = self.clock.uptime_ns() + self.config.writeback_interval_ns
+
+
+def _bits(mask: int):  # type: ignore[no-untyped-def]
+    sig = 1
+    while mask:
+        if mask & 1:
+            yield sig
+        mask >>= 1
+        sig += 1

@@ -1,0 +1,991 @@
+"""File and directory syscalls: open/read/write/close, the stat family, directories, links,
+pipes, descriptors and fcntl, over the VFS."""
+from __future__ import annotations
+
+import stat as S
+import struct
+from typing import TYPE_CHECKING
+
+from emu.clock import COPY_NS_PER_KIB
+from guestkernel.errors import (EBADF, EEXIST, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTEMPTY, ENOTTY, EPERM,
+                                EPIPE, ERANGE, ESPIPE, EXDEV, SyscallError)
+from guestkernel.syscalls import syscall
+from guestkernel.vfs import (DEV_DIR, FD_ALIASES, O_ACCMODE, O_APPEND, O_CLOEXEC, O_CREAT, O_DIRECTORY,
+                             O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_PATH, O_RDONLY, O_TRUNC, DevDirFile, DevNode,
+                             InodeFile, OpenFile, Pipe, PipeEnd, Stat)
+
+if TYPE_CHECKING:
+    from guestkernel.kernel import Kernel
+    from guestkernel.process import Process
+
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_REMOVEDIR = 0x200
+AT_SYMLINK_FOLLOW = 0x400
+AT_EMPTY_PATH = 0x1000
+F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_GETLK, F_SETLK, F_SETLKW = 0, 1, 2, 3, 4, 5, 6, 7
+F_DUPFD_CLOEXEC = 1030
+FD_CLOEXEC = 1
+MAX_IO = 0x7FFFF000  # Linux caps one read/write at this many bytes
+IO_CHUNK = 1 << 20
+
+
+def s32(x: int) -> int:
+    x &= 0xFFFFFFFF
+    return x - (1 << 32) if x & 0x80000000 else x
+
+
+def s64(x: int) -> int:
+    x &= 0xFFFFFFFFFFFFFFFF
+    return x - (1 << 64) if x & (1 << 63) else x
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def path_arg(k: "Kernel", p: "Process", ptr: int) -> bytes:
+    return p.mm.read_cstr(ptr, 4096)
+
+
+def dir_node(k: "Kernel", p: "Process", dirfd: int) -> object:
+    dirfd = s32(dirfd)
+    if dirfd == AT_FDCWD:
+        return p.cwd
+    f = p.fds.get(dirfd)
+    if isinstance(f, DevDirFile):
+        return DEV_DIR
+    if not isinstance(f, InodeFile):
+        raise SyscallError(ENOTDIR)
+    if not S.S_ISDIR(k.fs.stat(f.ino).mode):
+        raise SyscallError(ENOTDIR)
+    return f.ino
+
+
+def fs_call(fn, *args):  # type: ignore[no-untyped-def]
+    """Call the ext2 driver, turning its FsError into the syscall's errno."""
+    try:
+        return fn(*args)
+    except SyscallError:
+        raise
+    except Exception as e:
+        err = getattr(e, "errno", None)
+        if isinstance(err, int):
+            raise SyscallError(err, str(e)) from None
+        raise
+
+
+def pack_stat(st: Stat) -> bytes:
+    return struct.pack("<QQQIIIIQqqqqqqqqq24x", st.dev, st.ino, st.nlink, st.mode, st.uid, st.gid, 0, st.rdev,
+                       st.size, st.blksize, st.blocks, st.atime, 0, st.mtime, 0, st.ctime, 0)
+
+
+def pack_statx(st: Stat, mask: int) -> bytes:
+    ts = lambda t: struct.pack("<qI4x", t, 0)  # noqa: E731
+    head = struct.pack("<IIQIIIH2xQQQQ", 0x7FF, st.blksize, 0, st.nlink, st.uid, st.gid, st.mode, st.ino, st.size,
+                       st.blocks, 0)
+    times = ts(st.atime) + ts(0) + ts(st.ctime) + ts(st.mtime)
+    devs = struct.pack("<IIII", (st.rdev >> 8) & 0xFFF, st.rdev & 0xFF, (st.dev >> 8) & 0xFFF, st.dev & 0xFF)
+    return (head + times + devs).ljust(256, b"\0")
+
+
+def stat_path(k: "Kernel", p: "Process", dirfd: int, path: bytes, follow: bool, empty_ok: bool) -> Stat:
+    if not path:
+        if not empty_ok:
+            raise SyscallError(ENOENT)
+        if s32(dirfd) == AT_FDCWD:
+            return k.vfs.stat_node(p.cwd)
+        return p.fds.get(s32(dirfd)).stat()
+    node = k.vfs.resolve(path, dir_node(k, p, dirfd), follow=follow)
+    if isinstance(node, str):  # /dev/stdout etc: the descriptor it names
+        return p.fds.get(FD_ALIASES[node[3:]]).stat()
+    return k.vfs.stat_node(node)
+
+
+def charge_copy(k: "Kernel", n: int) -> None:
+    k.clock.charge(n * COPY_NS_PER_KIB // 1024)
+
+
+# ----------------------------------------------------------------------------------------------
+# open / close
+
+
+def do_open(k: "Kernel", p: "Process", dirfd: int, path: bytes, flags: int, mode: int) -> int:
+    base = dir_node(k, p, dirfd)
+    vfs = k.vfs
+    cloexec = bool(flags & O_CLOEXEC)
+    if flags & O_CREAT:
+        parent, name = vfs.resolve_parent(path, base)
+        try:
+            node = vfs.lookup(parent, name) if name not in (b".", b"") else parent
+            if flags & O_EXCL:
+                raise SyscallError(EEXIST)
+            if isinstance(node, int) and S.S_ISLNK(k.fs.stat(node).mode):
+                if flags & O_NOFOLLOW:
+                    from guestkernel.errors import ELOOP
+
+                    raise SyscallError(ELOOP)
+                node = vfs.resolve(path, base, follow=True)
+        except SyscallError as e:
+            if e.errno != ENOENT:
+                raise
+            if not isinstance(parent, int):
+                raise SyscallError(EPERM)
+            node = fs_call(k.fs.create, parent, name, S.S_IFREG | (mode & 0o7777 & ~p.umask), 0, 0)
+            flags &= ~O_TRUNC
+        if isinstance(node, int) and S.S_ISDIR(k.fs.stat(node).mode):
+            raise SyscallError(EISDIR)
+    else:
+        node = vfs.resolve(path, base, follow=not flags & O_NOFOLLOW)
+        if flags & O_NOFOLLOW and isinstance(node, int) and S.S_ISLNK(k.fs.stat(node).mode) and not flags & O_PATH:
+            from guestkernel.errors import ELOOP
+
+            raise SyscallError(ELOOP)
+    if isinstance(node, str):  # /dev/stdin, /dev/stdout, /dev/stderr: dup of that descriptor
+        f = p.fds.get(FD_ALIASES[node[3:]])
+        f.refs += 1
+        return p.fds.install(f, cloexec=cloexec)
+    f = fs_call(vfs.open_node, node, flags, path)
+    return p.fds.install(f, cloexec=cloexec)
+
+
+@syscall("open")
+def sys_open(k, p, path, flags, mode, *_):  # type: ignore[no-untyped-def]
+    return do_open(k, p, AT_FDCWD, path_arg(k, p, path), s32(flags), mode)
+
+
+@syscall("openat")
+def sys_openat(k, p, dirfd, path, flags, mode, *_):  # type: ignore[no-untyped-def]
+    return do_open(k, p, dirfd, path_arg(k, p, path), s32(flags), mode)
+
+
+@syscall("creat")
+def sys_creat(k, p, path, mode, *_):  # type: ignore[no-untyped-def]
+    return do_open(k, p, AT_FDCWD, path_arg(k, p, path), 0o1 | O_CREAT | O_TRUNC, mode)
+
+
+@syscall("close")
+def sys_close(k, p, fd, *_):  # type: ignore[no-untyped-def]
+    k.close_fd(p, s32(fd))
+    return 0
+
+
+@syscall("close_range")
+def sys_close_range(k, p, first, last, flags, *_):  # type: ignore[no-untyped-def]
+    for fd in sorted(p.fds.fds):
+        if first <= fd <= last:
+            if flags & 4:  # CLOSE_RANGE_CLOEXEC
+                p.fds.cloexec.add(fd)
+            else:
+                k.close_fd(p, fd)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# read / write
+
+
+def read_into(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, offset: int | None) -> int:
+    if not f.readable:
+        raise SyscallError(EBADF)
+    count = min(count, MAX_IO)
+    total = 0
+    while total < count:
+        want = min(IO_CHUNK, count - total)
+        data = f.read(want) if offset is None else f.pread(want, offset + total)
+        if not data:
+            break
+        p.mm.copy_out(buf + total, data)
+        total += len(data)
+        if len(data) < want or f.kind != "inode":
+            break
+    charge_copy(k, total)
+    return total
+
+
+def write_from(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, offset: int | None) -> int:
+    if not f.writable:
+        raise SyscallError(EBADF)
+    count = min(count, MAX_IO)
+    total = 0
+    try:
+        while total < count:
+            want = min(IO_CHUNK, count - total)
+            data = p.mm.copy_in(buf + total, want)
+            n = f.write(data) if offset is None else f.pwrite(data, offset + total)
+            total += n
+            if n < want:
+                break
+    except SyscallError as e:
+        if e.errno == EPIPE:
+            from guestkernel.kernel import SIGPIPE
+
+            k.send_signal(p, SIGPIPE)
+        if total == 0:
+            raise
+    except Exception:
+        if total == 0:
+            raise
+    charge_copy(k, total)
+    return total
+
+
+@syscall("read")
+def sys_read(k, p, fd, buf, count, *_):  # type: ignore[no-untyped-def]
+    return read_into(k, p, p.fds.get(s32(fd)), buf, count, None)
+
+
+@syscall("write")
+def sys_write(k, p, fd, buf, count, *_):  # type: ignore[no-untyped-def]
+    return write_from(k, p, p.fds.get(s32(fd)), buf, count, None)
+
+
+@syscall("pread64")
+def sys_pread64(k, p, fd, buf, count, offset, *_):  # type: ignore[no-untyped-def]
+    if s64(offset) < 0:
+        raise SyscallError(EINVAL)
+    return read_into(k, p, p.fds.get(s32(fd)), buf, count, offset)
+
+
+@syscall("pwrite64")
+def sys_pwrite64(k, p, fd, buf, count, offset, *_):  # type: ignore[no-untyped-def]
+    if s64(offset) < 0:
+        raise SyscallError(EINVAL)
+    return write_from(k, p, p.fds.get(s32(fd)), buf, count, offset)
+
+
+def iovecs(p: "Process", iov: int, iovcnt: int) -> list[tuple[int, int]]:
+    if iovcnt > 1024:
+        raise SyscallError(EINVAL)
+    raw = p.mm.copy_in(iov, 16 * iovcnt)
+    return [struct.unpack_from("<QQ", raw, 16 * i) for i in range(iovcnt)]
+
+
+@syscall("readv")
+def sys_readv(k, p, fd, iov, iovcnt, *_):  # type: ignore[no-untyped-def]
+    f = p.fds.get(s32(fd))
+    total = 0
+    for base, length in iovecs(p, iov, iovcnt):
+        if not length:
+            continue
+        n = read_into(k, p, f, base, length, None)
+        total += n
+        if n < length:
+            break
+    return total
+
+
+@syscall("writev")
+def sys_writev(k, p, fd, iov, iovcnt, *_):  # type: ignore[no-untyped-def]
+    f = p.fds.get(s32(fd))
+    vecs = iovecs(p, iov, iovcnt)
+    if f.kind == "pipe":  # keep a writev to a pipe one atomic write, as small writes are
+        data = b"".join(p.mm.copy_in(b, l) for b, l in vecs if l)
+        if not data:
+            return 0
+        try:
+            return f.write(data)
+        except SyscallError as e:
+            if e.errno == EPIPE:
+                from guestkernel.kernel import SIGPIPE
+
+                k.send_signal(p, SIGPIPE)
+            raise
+    total = 0
+    for base, length in vecs:
+        if not length:
+            continue
+        n = write_from(k, p, f, base, length, None)
+        total += n
+        if n < length:
+            break
+    return total
+
+
+@syscall("lseek")
+def sys_lseek(k, p, fd, offset, whence, *_):  # type: ignore[no-untyped-def]
+    return p.fds.get(s32(fd)).seek(s64(offset), whence)
+
+
+@syscall("sendfile")
+def sys_sendfile(k, p, out_fd, in_fd, offset_ptr, count, *_):  # type: ignore[no-untyped-def]
+    src, dst = p.fds.get(s32(in_fd)), p.fds.get(s32(out_fd))
+    off = int.from_bytes(p.mm.copy_in(offset_ptr, 8), "little") if offset_ptr else None
+    data = src.read(min(count, IO_CHUNK)) if off is None else src.pread(min(count, IO_CHUNK), off)
+    n = dst.write(data) if data else 0
+    if offset_ptr:
+        p.mm.copy_out(offset_ptr, (off + n).to_bytes(8, "little"))  # type: ignore[operator]
+    return n
+
+
+# ----------------------------------------------------------------------------------------------
+# stat family
+
+
+@syscall("stat")
+def sys_stat(k, p, path, buf, *_):  # type: ignore[no-untyped-def]
+    p.mm.copy_out(buf, pack_stat(stat_path(k, p, AT_FDCWD, path_arg(k, p, path), True, False)))
+    return 0
+
+
+@syscall("lstat")
+def sys_lstat(k, p, path, buf, *_):  # type: ignore[no-untyped-def]
+    p.mm.copy_out(buf, pack_stat(stat_path(k, p, AT_FDCWD, path_arg(k, p, path), False, False)))
+    return 0
+
+
+@syscall("fstat")
+def sys_fstat(k, p, fd, buf, *_):  # type: ignore[no-untyped-def]
+    p.mm.copy_out(buf, pack_stat(p.fds.get(s32(fd)).stat()))
+    return 0
+
+
+@syscall("newfstatat")
+def sys_newfstatat(k, p, dirfd, path, buf, flags, *_):  # type: ignore[no-untyped-def]
+    st = stat_path(k, p, dirfd, path_arg(k, p, path), not flags & AT_SYMLINK_NOFOLLOW, bool(flags & AT_EMPTY_PATH))
+    p.mm.copy_out(buf, pack_stat(st))
+    return 0
+
+
+@syscall("statx")
+def sys_statx(k, p, dirfd, path, flags, mask, buf, *_):  # type: ignore[no-untyped-def]
+    st = stat_path(k, p, dirfd, path_arg(k, p, path), not flags & AT_SYMLINK_NOFOLLOW, bool(flags & AT_EMPTY_PATH))
+    p.mm.copy_out(buf, pack_statx(st, mask))
+    return 0
+
+
+def pack_statfs(k: "Kernel") -> bytes:
+    sf = k.fs.statfs()
+    return struct.pack("<qqQQQQQiiqqq32x", 0xEF53, sf["f_bsize"], sf["f_blocks"], sf["f_bfree"], sf["f_bavail"],
+                       sf["f_files"], sf["f_ffree"], 0, 0, sf["f_namelen"], sf["f_bsize"], 0)
+
+
+@syscall("statfs")
+def sys_statfs(k, p, path, buf, *_):  # type: ignore[no-untyped-def]
+    k.vfs.resolve(path_arg(k, p, path), p.cwd)
+    p.mm.copy_out(buf, pack_statfs(k))
+    return 0
+
+
+@syscall("fstatfs")
+def sys_fstatfs(k, p, fd, buf, *_):  # type: ignore[no-untyped-def]
+    p.fds.get(s32(fd))
+    p.mm.copy_out(buf, pack_statfs(k))
+    return 0
+
+
+def do_access(k: "Kernel", p: "Process", dirfd: int, path: bytes, mode: int, flags: int) -> int:
+    st = stat_path(k, p, dirfd, path, not flags & AT_SYMLINK_NOFOLLOW, bool(flags & AT_EMPTY_PATH))
+    if mode & 1 and not st.mode & 0o111 and not S.S_ISDIR(st.mode):
+        from guestkernel.errors import EACCES
+
+        raise SyscallError(EACCES)  # root may execute only what someone may execute
+    return 0
+
+
+@syscall("access")
+def sys_access(k, p, path, mode, *_):  # type: ignore[no-untyped-def]
+    return do_access(k, p, AT_FDCWD, path_arg(k, p, path), mode, 0)
+
+
+@syscall("faccessat", "faccessat2")
+def sys_faccessat(k, p, dirfd, path, mode, flags, *_):  # type: ignore[no-untyped-def]
+    return do_access(k, p, dirfd, path_arg(k, p, path), mode, flags)
+
+
+# ----------------------------------------------------------------------------------------------
+# directories
+
+
+@syscall("getdents64")
+def sys_getdents64(k, p, fd, buf, count, *_):  # type: ignore[no-untyped-def]
+    f = p.fds.get(s32(fd))
+    if not isinstance(f, (InodeFile, DevDirFile)):
+        raise SyscallError(ENOTDIR)
+    if isinstance(f, InodeFile) and not S.S_ISDIR(k.fs.stat(f.ino).mode):
+        raise SyscallError(ENOTDIR)
+    if f.dir_entries is None:
+        f.dir_entries = k.vfs.readdir(f)
+    out = bytearray()
+    idx = f.offset
+    while idx < len(f.dir_entries):
+        name, ino, dtype = f.dir_entries[idx]
+        reclen = (19 + len(name) + 1 + 7) & ~7
+        if len(out) + reclen > count:
+            break
+        out += struct.pack("<QqHB", ino, idx + 1, reclen, dtype) + name + b"\0" * (reclen - 19 - len(name))
+        idx += 1
+    if not out and idx < len(f.dir_entries):
+        raise SyscallError(EINVAL)
+    p.mm.copy_out(buf, bytes(out))
+    f.offset = idx
+    return len(out)
+
+
+@syscall("getcwd")
+def sys_getcwd(k, p, buf, size, *_):  # type: ignore[no-untyped-def]
+    path = cwd_path(k, p.cwd) + b"\0"
+    if len(path) > size:
+        raise SyscallError(ERANGE)
+    p.mm.copy_out(buf, path)
+    return len(path)
+
+
+def cwd_path(k: "Kernel", node: object) -> bytes:
+    """Walk '..' up to the root, finding each directory's name in its parent."""
+    if node == DEV_DIR:
+        return b"/dev"
+    parts = []
+    fs = k.fs
+    cur = node
+    for _ in range(256):
+        if cur == fs.root_ino:
+            break
+        parent = fs.lookup(cur, b"..")
+        name = next((n for n, ino, _ in fs.readdir(parent) if ino == cur and n not in (b".", b"..")), None)
+        if name is None:
+            raise SyscallError(ENOENT)
+        parts.append(name)
+        cur = parent
+    return b"/" + b"/".join(reversed(parts))
+
+
+@syscall("chdir")
+def sys_chdir(k, p, path, *_):  # type: ignore[no-untyped-def]
+    node = k.vfs.resolve(path_arg(k, p, path), p.cwd)
+    if not k.vfs.is_dir(node):
+        raise SyscallError(ENOTDIR)
+    p.cwd = node
+    return 0
+
+
+@syscall("fchdir")
+def sys_fchdir(k, p, fd, *_):  # type: ignore[no-untyped-def]
+    p.cwd = dir_node(k, p, fd)
+    return 0
+
+
+def do_mkdir(k: "Kernel", p: "Process", dirfd: int, path: bytes, mode: int) -> int:
+    parent, name = k.vfs.resolve_parent(path, dir_node(k, p, dirfd))
+    if name in (b".", b".."):
+        raise SyscallError(EEXIST)
+    if not isinstance(parent, int):
+        raise SyscallError(EPERM)
+    k.on_dir_change(p)
+    fs_call(k.fs.mkdir, parent, name, S.S_IFDIR | (mode & 0o7777 & ~p.umask), 0, 0)
+    return 0
+
+
+@syscall("mkdir")
+def sys_mkdir(k, p, path, mode, *_):  # type: ignore[no-untyped-def]
+    return do_mkdir(k, p, AT_FDCWD, path_arg(k, p, path), mode)
+
+
+@syscall("mkdirat")
+def sys_mkdirat(k, p, dirfd, path, mode, *_):  # type: ignore[no-untyped-def]
+    return do_mkdir(k, p, dirfd, path_arg(k, p, path), mode)
+
+
+@syscall("mknod", "mknodat")
+def sys_mknod(k, p, *args):  # type: ignore[no-untyped-def]
+    raise SyscallError(EPERM)
+
+
+def do_unlink(k: "Kernel", p: "Process", dirfd: int, path: bytes, flags: int) -> int:
+    parent, name = k.vfs.resolve_parent(path, dir_node(k, p, dirfd))
+    if not isinstance(parent, int):
+        raise SyscallError(EPERM)
+    if flags & AT_REMOVEDIR:
+        if name == b".":
+            raise SyscallError(EINVAL)
+        if name == b"..":
+            raise SyscallError(ENOTEMPTY)
+        k.on_dir_change(p)
+        fs_call(k.fs.rmdir, parent, name)
+        return 0
+    if name in (b".", b".."):
+        raise SyscallError(EISDIR)
+    k.on_dir_change(p)
+    ino = fs_call(k.fs.unlink, parent, name)
+    k.vfs.maybe_release(ino)
+    return 0
+
+
+@syscall("unlink")
+def sys_unlink(k, p, path, *_):  # type: ignore[no-untyped-def]
+    return do_unlink(k, p, AT_FDCWD, path_arg(k, p, path), 0)
+
+
+@syscall("rmdir")
+def sys_rmdir(k, p, path, *_):  # type: ignore[no-untyped-def]
+    return do_unlink(k, p, AT_FDCWD, path_arg(k, p, path), AT_REMOVEDIR)
+
+
+@syscall("unlinkat")
+def sys_unlinkat(k, p, dirfd, path, flags, *_):  # type: ignore[no-untyped-def]
+    return do_unlink(k, p, dirfd, path_arg(k, p, path), flags)
+
+
+def do_rename(k: "Kernel", p: "Process", olddirfd: int, old: bytes, newdirfd: int, new: bytes, flags: int = 0) -> int:
+    op, on = k.vfs.resolve_parent(old, dir_node(k, p, olddirfd))
+    np_, nn = k.vfs.resolve_parent(new, dir_node(k, p, newdirfd))
+    if not isinstance(op, int) or not isinstance(np_, int):
+        raise SyscallError(EXDEV)
+    if on in (b".", b"..") or nn in (b".", b".."):
+        from guestkernel.errors import EBUSY
+
+        raise SyscallError(EBUSY)
+    src = k.vfs.lookup(op, on)
+    if flags & 1:  # RENAME_NOREPLACE
+        try:
+            k.vfs.lookup(np_, nn)
+            raise SyscallError(EEXIST)
+        except SyscallError as e:
+            if e.errno != ENOENT:
+                raise
+    if isinstance(src, int) and S.S_ISDIR(k.fs.stat(src).mode):
+        # A directory cannot move into its own subtree.
+        cur = np_
+        for _ in range(4096):
+            if cur == src:
+                raise SyscallError(EINVAL)
+            if cur == k.fs.root_ino:
+                break
+            cur = k.fs.lookup(cur, b"..")
+    replaced = None
+    try:
+        replaced = k.vfs.lookup(np_, nn)
+    except SyscallError:
+        pass
+    if replaced == src:
+        return 0
+    k.on_dir_change(p)
+    fs_call(k.fs.rename, op, on, np_, nn)
+    if isinstance(replaced, int) and replaced != src:
+        k.vfs.maybe_release(replaced)
+    return 0
+
+
+@syscall("rename")
+def sys_rename(k, p, old, new, *_):  # type: ignore[no-untyped-def]
+    return do_rename(k, p, AT_FDCWD, path_arg(k, p, old), AT_FDCWD, path_arg(k, p, new))
+
+
+@syscall("renameat")
+def sys_renameat(k, p, od, old, nd, new, *_):  # type: ignore[no-untyped-def]
+    return do_rename(k, p, od, path_arg(k, p, old), nd, path_arg(k, p, new))
+
+
+@syscall("renameat2")
+def sys_renameat2(k, p, od, old, nd, new, flags, *_):  # type: ignore[no-untyped-def]
+    if flags & ~1:
+        raise SyscallError(EINVAL)
+    return do_rename(k, p, od, path_arg(k, p, old), nd, path_arg(k, p, new), flags)
+
+
+def do_link(k: "Kernel", p: "Process", od: int, old: bytes, nd: int, new: bytes, flags: int) -> int:
+    src = k.vfs.resolve(old, dir_node(k, p, od), follow=bool(flags & AT_SYMLINK_FOLLOW))
+    parent, name = k.vfs.resolve_parent(new, dir_node(k, p, nd))
+    if not isinstance(src, int) or not isinstance(parent, int):
+        raise SyscallError(EXDEV)
+    if S.S_ISDIR(k.fs.stat(src).mode):
+        raise SyscallError(EPERM)
+    k.on_dir_change(p)
+    fs_call(k.fs.link, parent, name, src)
+    return 0
+
+
+@syscall("link")
+def sys_link(k, p, old, new, *_):  # type: ignore[no-untyped-def]
+    return do_link(k, p, AT_FDCWD, path_arg(k, p, old), AT_FDCWD, path_arg(k, p, new), 0)
+
+
+@syscall("linkat")
+def sys_linkat(k, p, od, old, nd, new, flags, *_):  # type: ignore[no-untyped-def]
+    return do_link(k, p, od, path_arg(k, p, old), nd, path_arg(k, p, new), flags)
+
+
+def do_symlink(k: "Kernel", p: "Process", target: bytes, nd: int, new: bytes) -> int:
+    parent, name = k.vfs.resolve_parent(new, dir_node(k, p, nd))
+    if not isinstance(parent, int):
+        raise SyscallError(EPERM)
+    if not target:
+        raise SyscallError(ENOENT)
+    k.on_dir_change(p)
+    fs_call(k.fs.symlink, parent, name, target, 0, 0)
+    return 0
+
+
+@syscall("symlink")
+def sys_symlink(k, p, target, new, *_):  # type: ignore[no-untyped-def]
+    return do_symlink(k, p, path_arg(k, p, target), AT_FDCWD, path_arg(k, p, new))
+
+
+@syscall("symlinkat")
+def sys_symlinkat(k, p, target, nd, new, *_):  # type: ignore[no-untyped-def]
+    return do_symlink(k, p, path_arg(k, p, target), nd, path_arg(k, p, new))
+
+
+def do_readlink(k: "Kernel", p: "Process", dirfd: int, path: bytes, buf: int, size: int) -> int:
+    if s64(size) <= 0:
+        raise SyscallError(EINVAL)
+    node = k.vfs.resolve(path, dir_node(k, p, dirfd), follow=False)
+    if isinstance(node, str):
+        target = b"/proc/self/fd/" + str(FD_ALIASES[node[3:]]).encode()
+    elif not isinstance(node, int) or not S.S_ISLNK(k.fs.stat(node).mode):
+        raise SyscallError(EINVAL)
+    else:
+        target = fs_call(k.fs.readlink, node)
+    target = target[:size]
+    p.mm.copy_out(buf, target)
+    return len(target)
+
+
+@syscall("readlink")
+def sys_readlink(k, p, path, buf, size, *_):  # type: ignore[no-untyped-def]
+    path_b = path_arg(k, p, path)
+    if path_b == b"/proc/self/exe":
+        target = p.exe[:size]
+        p.mm.copy_out(buf, target)
+        return len(target)
+    return do_readlink(k, p, AT_FDCWD, path_b, buf, size)
+
+
+@syscall("readlinkat")
+def sys_readlinkat(k, p, dirfd, path, buf, size, *_):  # type: ignore[no-untyped-def]
+    return do_readlink(k, p, dirfd, path_arg(k, p, path), buf, size)
+
+
+# ----------------------------------------------------------------------------------------------
+# attributes
+
+
+def node_for(k: "Kernel", p: "Process", dirfd: int, path: bytes, follow: bool, empty_ok: bool = False) -> int:
+    if not path and empty_ok:
+        f = p.fds.get(s32(dirfd))
+        if not isinstance(f, InodeFile):
+            raise SyscallError(EPERM)
+        return f.ino
+    node = k.vfs.resolve(path, dir_node(k, p, dirfd), follow=follow)
+    if not isinstance(node, int):
+        raise SyscallError(EPERM)
+    return node
+
+
+def fd_ino(p: "Process", fd: int) -> int:
+    f = p.fds.get(s32(fd))
+    if not isinstance(f, InodeFile):
+        raise SyscallError(EPERM)
+    return f.ino
+
+
+@syscall("chmod")
+def sys_chmod(k, p, path, mode, *_):  # type: ignore[no-untyped-def]
+    fs_call(k.fs.chmod, node_for(k, p, AT_FDCWD, path_arg(k, p, path), True), mode & 0o7777)
+    return 0
+
+
+@syscall("fchmod")
+def sys_fchmod(k, p, fd, mode, *_):  # type: ignore[no-untyped-def]
+    fs_call(k.fs.chmod, fd_ino(p, fd), mode & 0o7777)
+    return 0
+
+
+@syscall("fchmodat", "fchmodat2")
+def sys_fchmodat(k, p, dirfd, path, mode, flags=0, *_):  # type: ignore[no-untyped-def]
+    fs_call(k.fs.chmod, node_for(k, p, dirfd, path_arg(k, p, path), not flags & AT_SYMLINK_NOFOLLOW), mode & 0o7777)
+    return 0
+
+
+def do_chown(k: "Kernel", ino: int, uid: int, gid: int) -> int:
+    st = k.fs.stat(ino)
+    uid = st.uid if s32(uid) == -1 else uid & 0xFFFFFFFF
+    gid = st.gid if s32(gid) == -1 else gid & 0xFFFFFFFF
+    fs_call(k.fs.chown, ino, uid, gid)
+    return 0
+
+
+@syscall("chown")
+def sys_chown(k, p, path, uid, gid, *_):  # type: ignore[no-untyped-def]
+    return do_chown(k, node_for(k, p, AT_FDCWD, path_arg(k, p, path), True), uid, gid)
+
+
+@syscall("lchown")
+def sys_lchown(k, p, path, uid, gid, *_):  # type: ignore[no-untyped-def]
+    return do_chown(k, node_for(k, p, AT_FDCWD, path_arg(k, p, path), False), uid, gid)
+
+
+@syscall("fchown")
+def sys_fchown(k, p, fd, uid, gid, *_):  # type: ignore[no-untyped-def]
+    return do_chown(k, fd_ino(p, fd), uid, gid)
+
+
+@syscall("fchownat")
+def sys_fchownat(k, p, dirfd, path, uid, gid, flags, *_):  # type: ignore[no-untyped-def]
+    ino = node_for(k, p, dirfd, path_arg(k, p, path), not flags & AT_SYMLINK_NOFOLLOW, bool(flags & AT_EMPTY_PATH))
+    return do_chown(k, ino, uid, gid)
+
+
+UTIME_NOW = (1 << 30) - 1
+UTIME_OMIT = (1 << 30) - 2
+
+
+@syscall("utimensat")
+def sys_utimensat(k, p, dirfd, path, times, flags, *_):  # type: ignore[no-untyped-def]
+    if path:
+        ino = node_for(k, p, dirfd, path_arg(k, p, path), not flags & AT_SYMLINK_NOFOLLOW)
+    else:
+        ino = fd_ino(p, dirfd)
+    now = k.clock.now_s()
+    if times:
+        raw = p.mm.copy_in(times, 32)
+        a_s, a_ns, m_s, m_ns = struct.unpack("<qqqq", raw)
+        atime = None if a_ns == UTIME_OMIT else now if a_ns == UTIME_NOW else a_s
+        mtime = None if m_ns == UTIME_OMIT else now if m_ns == UTIME_NOW else m_s
+    else:
+        atime = mtime = now
+    fs_call(k.fs.utimes, ino, atime, mtime)
+    return 0
+
+
+def do_utimes(k: "Kernel", p: "Process", dirfd: int, path: int, times: int) -> int:
+    ino = node_for(k, p, dirfd, path_arg(k, p, path), True)
+    if times:
+        a_s, _a_us, m_s, _m_us = struct.unpack("<qqqq", p.mm.copy_in(times, 32))
+    else:
+        a_s = m_s = k.clock.now_s()
+    fs_call(k.fs.utimes, ino, a_s, m_s)
+    return 0
+
+
+@syscall("utimes")
+def sys_utimes(k, p, path, times, *_):  # type: ignore[no-untyped-def]
+    return do_utimes(k, p, AT_FDCWD, path, times)
+
+
+@syscall("futimesat")
+def sys_futimesat(k, p, dirfd, path, times, *_):  # type: ignore[no-untyped-def]
+    return do_utimes(k, p, dirfd, path, times)
+
+
+@syscall("utime")
+def sys_utime(k, p, path, times, *_):  # type: ignore[no-untyped-def]
+    ino = node_for(k, p, AT_FDCWD, path_arg(k, p, path), True)
+    if times:
+        a, m = struct.unpack("<qq", p.mm.copy_in(times, 16))
+    else:
+        a = m = k.clock.now_s()
+    fs_call(k.fs.utimes, ino, a, m)
+    return 0
+
+
+@syscall("truncate")
+def sys_truncate(k, p, path, length, *_):  # type: ignore[no-untyped-def]
+    ino = node_for(k, p, AT_FDCWD, path_arg(k, p, path), True)
+    if s64(length) < 0:
+        raise SyscallError(EINVAL)
+    if S.S_ISDIR(k.fs.stat(ino).mode):
+        raise SyscallError(EISDIR)
+    k.vfs.on_file_write(ino)
+    fs_call(k.fs.truncate, ino, length)
+    return 0
+
+
+@syscall("ftruncate")
+def sys_ftruncate(k, p, fd, length, *_):  # type: ignore[no-untyped-def]
+    f = p.fds.get(s32(fd))
+    if not isinstance(f, InodeFile) or not f.writable:
+        raise SyscallError(EINVAL)
+    if s64(length) < 0:
+        raise SyscallError(EINVAL)
+    k.vfs.on_file_write(f.ino)
+    fs_call(k.fs.truncate, f.ino, length)
+    return 0
+
+
+@syscall("fallocate")
+def sys_fallocate(k, p, fd, mode, offset, length, *_):  # type: ignore[no-untyped-def]
+    f = p.fds.get(s32(fd))
+    if not isinstance(f, InodeFile) or mode:
+        from guestkernel.errors import EOPNOTSUPP
+
+        raise SyscallError(EOPNOTSUPP)
+    end = offset + length
+    if end > k.fs.stat(f.ino).size:
+        fs_call(k.fs.truncate, f.ino, end)
+    return 0
+
+
+@syscall("fsync", "fdatasync", "syncfs")
+def sys_fsync(k, p, fd, *_):  # type: ignore[no-untyped-def]
+    p.fds.get(s32(fd))
+    k.sync()
+    return 0
+
+
+@syscall("sync")
+def sys_sync(k, p, *_):  # type: ignore[no-untyped-def]
+    k.sync()
+    return 0
+
+
+@syscall("umask")
+def sys_umask(k, p, mask, *_):  # type: ignore[no-untyped-def]
+    old = p.umask
+    p.umask = mask & 0o777
+    return old
+
+
+# ----------------------------------------------------------------------------------------------
+# descriptors
+
+
+@syscall("dup")
+def sys_dup(k, p, fd, *_):  # type: ignore[no-untyped-def]
+    f = p.fds.get(s32(fd))
+    f.refs += 1
+    return p.fds.install(f)
+
+
+def do_dup3(k: "Kernel", p: "Process", old: int, new: int, flags: int) -> int:
+    old, new = s32(old), s32(new)
+    f = p.fds.get(old)
+    if new < 0 or new >= 1024:
+        raise SyscallError(EBADF)
+    if old == new:
+        return new
+    if new in p.fds.fds:
+        k.close_fd(p, new)
+    f.refs += 1
+    return p.fds.install(f, new, cloexec=bool(flags & O_CLOEXEC))
+
+
+@syscall("dup2")
+def sys_dup2(k, p, old, new, *_):  # type: ignore[no-untyped-def]
+    if s32(old) == s32(new):
+        p.fds.get(s32(old))
+        return s32(new)
+    return do_dup3(k, p, old, new, 0)
+
+
+@syscall("dup3")
+def sys_dup3(k, p, old, new, flags, *_):  # type: ignore[no-untyped-def]
+    if s32(old) == s32(new) or flags & ~O_CLOEXEC:
+        raise SyscallError(EINVAL)
+    return do_dup3(k, p, old, new, flags)
+
+
+@syscall("fcntl")
+def sys_fcntl(k, p, fd, cmd, arg, *_):  # type: ignore[no-untyped-def]
+    fd = s32(fd)
+    f = p.fds.get(fd)
+    if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
+        f.refs += 1
+        return p.fds.install(f, cloexec=cmd == F_DUPFD_CLOEXEC, start=arg)
+    if cmd == F_GETFD:
+        return FD_CLOEXEC if fd in p.fds.cloexec else 0
+    if cmd == F_SETFD:
+        if arg & FD_CLOEXEC:
+            p.fds.cloexec.add(fd)
+        else:
+            p.fds.cloexec.discard(fd)
+        return 0
+    if cmd == F_GETFL:
+        return f.flags & ~O_CLOEXEC
+    if cmd == F_SETFL:
+        keep = O_ACCMODE
+        f.flags = (f.flags & keep) | (arg & (O_APPEND | O_NONBLOCK | 0o40000 | 0o1000000))
+        return 0
+    if cmd in (F_GETLK,):
+        raw = bytearray(p.mm.copy_in(arg, 32))
+        raw[0:2] = (2).to_bytes(2, "little")  # F_UNLCK: nobody else holds a lock
+        p.mm.copy_out(arg, bytes(raw))
+        return 0
+    if cmd in (F_SETLK, F_SETLKW, 36, 37, 38):  # single machine, no other lockers
+        return 0
+    if cmd in (1031, 1032):  # F_SETPIPE_SZ / F_GETPIPE_SZ
+        return 65536
+    raise SyscallError(EINVAL)
+
+
+@syscall("flock")
+def sys_flock(k, p, fd, op, *_):  # type: ignore[no-untyped-def]
+    p.fds.get(s32(fd))
+    return 0
+
+
+TCGETS, TIOCGWINSZ, TIOCGPGRP, TIOCSPGRP, FIONREAD = 0x5401, 0x5413, 0x540F, 0x5410, 0x541B
+
+
+@syscall("ioctl")
+def sys_ioctl(k, p, fd, req, arg, *_):  # type: ignore[no-untyped-def]
+    f = p.fds.get(s32(fd))
+    req &= 0xFFFFFFFF
+    if req == FIONREAD and isinstance(f, PipeEnd):
+        p.mm.copy_out(arg, len(f.pipe.buf).to_bytes(4, "little"))
+        return 0
+    # The console is not a terminal: programs see what they would see with output redirected.
+    raise SyscallError(ENOTTY)
+
+
+def do_pipe(k: "Kernel", p: "Process", fds_ptr: int, flags: int) -> int:
+    pipe = Pipe("pipe")
+    r = PipeEnd(pipe, False, flags & O_NONBLOCK)
+    w = PipeEnd(pipe, True, flags & O_NONBLOCK)
+    cloexec = bool(flags & O_CLOEXEC)
+    rfd = p.fds.install(r, cloexec=cloexec)
+    wfd = p.fds.install(w, cloexec=cloexec)
+    try:
+        p.mm.copy_out(fds_ptr, struct.pack("<ii", rfd, wfd))
+    except SyscallError:
+        k.close_fd(p, rfd)
+        k.close_fd(p, wfd)
+        raise
+    return 0
+
+
+@syscall("pipe")
+def sys_pipe(k, p, fds_ptr, *_):  # type: ignore[no-untyped-def]
+    return do_pipe(k, p, fds_ptr, 0)
+
+
+@syscall("pipe2")
+def sys_pipe2(k, p, fds_ptr, flags, *_):  # type: ignore[no-untyped-def]
+    return do_pipe(k, p, fds_ptr, flags)
+
+
+@syscall("fadvise64", "readahead")
+def sys_fadvise64(k, p, fd, *_):  # type: ignore[no-untyped-def]
+    p.fds.get(s32(fd))
+    return 0
+
+
+@syscall("poll")
+def sys_poll(k, p, fds, nfds, timeout, *_):  # type: ignore[no-untyped-def]
+    raw = bytearray(p.mm.copy_in(fds, 8 * nfds))
+    ready = 0
+    for i in range(nfds):
+        fd, events, _ = struct.unpack_from("<ihh", raw, 8 * i)
+        rev = 0
+        f = p.fds.fds.get(fd)
+        if fd >= 0:
+            if f is None:
+                rev = 0x20  # POLLNVAL
+            elif isinstance(f, PipeEnd):
+                if f.write_end:
+                    rev = (events & 4) if f.pipe.readers else 8
+                else:
+                    rev = (events & 1) if f.pipe.buf else (0x10 if f.pipe.writers == 0 else 0)
+            else:
+                rev = events & 5
+        struct.pack_into("<ihh", raw, 8 * i, fd, events, rev)
+        ready += bool(rev)
+    if not ready and s32(timeout) != 0:
+        pipes = [p.fds.fds.get(struct.unpack_from("<i", raw, 8 * i)[0]) for i in range(nfds)]
+        q = next((f.pipe.waitq for f in pipes if isinstance(f, PipeEnd)), None)
+        if q is not None:
+            from guestkernel.errors import Block
+
+            raise Block(q)
+    p.mm.copy_out(fds, bytes(raw))
+    return ready

@@ -1,0 +1,124 @@
+"""Memory syscalls: mmap, munmap, mprotect, brk, mremap, madvise and friends."""
+from __future__ import annotations
+
+from guestkernel.errors import EACCES, EBADF, EEXIST, EINVAL, ENODEV, ENOMEM, SyscallError
+from guestkernel.mm import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, PAGE, PROT_WRITE,
+                            TASK_SIZE, page_up)
+from guestkernel.syscalls import syscall
+from guestkernel.syscalls.fs import s32
+from guestkernel.vfs import DevFile, InodeFile
+
+MAP_TYPE = 0x0F
+
+
+@syscall("mmap")
+def sys_mmap(k, p, addr, length, prot, flags, fd, offset):  # type: ignore[no-untyped-def]
+    length = page_up(length)
+    if length == 0 or length > TASK_SIZE or offset % PAGE or addr % PAGE and flags & MAP_FIXED:
+        raise SyscallError(EINVAL)
+    kind = flags & MAP_TYPE
+    if kind not in (MAP_SHARED, MAP_PRIVATE, 3):
+        raise SyscallError(EINVAL)
+    shared = kind != MAP_PRIVATE
+    backing = None
+    if not flags & MAP_ANONYMOUS:
+        f = p.fds.get(s32(fd))
+        if isinstance(f, DevFile) and f.node.name == "zero":
+            backing = None
+        elif not isinstance(f, InodeFile) or f.is_dir():
+            raise SyscallError(ENODEV if not isinstance(f, InodeFile) else EACCES)
+        else:
+            if not f.readable or (shared and prot & PROT_WRITE and not f.writable):
+                raise SyscallError(EACCES)
+            if shared and prot & PROT_WRITE:
+                # Writes through a shared file mapping would have to reach the file: not modelled yet.
+                raise SyscallError(ENODEV)
+            from guestkernel.kernel import InodeBacking
+
+            backing = InodeBacking(k.fs, f.ino)
+    mm = p.mm
+    if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
+        start = addr
+        if start % PAGE or start + length > TASK_SIZE:
+            raise SyscallError(EINVAL)
+        if flags & MAP_FIXED_NOREPLACE and not flags & MAP_FIXED and mm.overlapping(start, start + length):
+            raise SyscallError(EEXIST)
+    else:
+        start = mm.get_unmapped_area(length, addr)
+    mm.map(start, length, prot & 7, shared=shared and backing is None, backing=backing, offset=offset,
+           name="" if backing else "[anon]")
+    return start
+
+
+@syscall("munmap")
+def sys_munmap(k, p, addr, length, *_):  # type: ignore[no-untyped-def]
+    if addr % PAGE or length == 0 or addr + length > TASK_SIZE:
+        raise SyscallError(EINVAL)
+    p.mm.unmap(addr, length)
+    return 0
+
+
+@syscall("mprotect", "pkey_mprotect")
+def sys_mprotect(k, p, addr, length, prot, *_):  # type: ignore[no-untyped-def]
+    if addr % PAGE:
+        raise SyscallError(EINVAL)
+    if length == 0:
+        return 0
+    p.mm.protect(addr, length, prot & 7)
+    return 0
+
+
+@syscall("brk")
+def sys_brk(k, p, addr, *_):  # type: ignore[no-untyped-def]
+    if addr == 0:
+        return p.mm.brk
+    return p.mm.set_brk(addr)
+
+
+@syscall("mremap")
+def sys_mremap(k, p, old, old_len, new_len, flags, new_addr, *_):  # type: ignore[no-untyped-def]
+    mm = p.mm
+    old_len, new_len = page_up(old_len), page_up(new_len)
+    v = mm.find(old)
+    if v is None or old % PAGE or new_len == 0:
+        raise SyscallError(EINVAL)
+    if new_len <= old_len:
+        mm.unmap(old + new_len, old_len - new_len)
+        return old
+    if not mm.overlapping(old + old_len, old + new_len) and v.end == old + old_len:
+        v.end = old + new_len
+        mm._reindex()
+        return old
+    if not flags & 1:  # MREMAP_MAYMOVE
+        raise SyscallError(ENOMEM)
+    data = mm.copy_in(old, old_len)
+    dest = mm.get_unmapped_area(new_len)
+    mm.map(dest, new_len, v.prot | PROT_WRITE, shared=v.shared, name=v.name)
+    mm.copy_out(dest, data)
+    if not v.prot & PROT_WRITE:
+        mm.protect(dest, new_len, v.prot)
+    mm.unmap(old, old_len)
+    return dest
+
+
+@syscall("madvise")
+def sys_madvise(k, p, addr, length, advice, *_):  # type: ignore[no-untyped-def]
+    if advice == 4 and length:  # MADV_DONTNEED on private anonymous memory: drop, read zeros next
+        for v in p.mm.overlapping(addr, addr + page_up(length)):
+            if v.backing is None and not v.shared:
+                lo, hi = max(v.start, addr), min(v.end, addr + page_up(length))
+                p.mm._drop_pages(lo, hi)
+    return 0
+
+
+@syscall("msync", "mlock", "munlock", "mlockall", "munlockall", "mlock2")
+def sys_msync(k, p, *_):  # type: ignore[no-untyped-def]
+    return 0
+
+
+@syscall("mincore")
+def sys_mincore(k, p, addr, length, vec, *_):  # type: ignore[no-untyped-def]
+    n = page_up(length) // PAGE
+    out = bytes(1 if p.mm.aspace.get(addr + i * PAGE) & 1 else 0 for i in range(n))
+    p.mm.copy_out(vec, out)
+    return 0

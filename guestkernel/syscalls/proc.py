@@ -1,0 +1,332 @@
+"""Process syscalls: fork/vfork/clone, execve, exit, wait4, identities, process groups, limits."""
+from __future__ import annotations
+
+import struct
+
+from guestkernel.errors import ECHILD, EFAULT, EINVAL, ENOSYS, EPERM, ESRCH, Block, SyscallError
+from guestkernel.process import ZOMBIE
+from guestkernel.syscalls import syscall
+from guestkernel.syscalls.fs import path_arg, s32
+
+CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
+CLONE_VFORK, CLONE_PARENT, CLONE_THREAD, CLONE_SETTLS = 0x4000, 0x8000, 0x10000, 0x80000
+CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID = 0x100000, 0x200000, 0x1000000
+WNOHANG, WUNTRACED = 1, 2
+ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
+ARCH_CET_STATUS = 0x3001
+
+
+def do_clone(k, p, flags, stack, parent_tid, child_tid, tls):  # type: ignore[no-untyped-def]
+    if flags & CLONE_THREAD:
+        raise SyscallError(ENOSYS, "threads are not supported")
+    share_vm = bool(flags & CLONE_VM)
+    if share_vm and not flags & CLONE_VFORK:
+        raise SyscallError(ENOSYS, "CLONE_VM without CLONE_VFORK")
+    from guestkernel.process import MAX_FDS  # noqa: F401
+
+    child = k.fork(p, share_vm=share_vm)
+    if stack:
+        child.set_regs["rsp"] = stack
+    if flags & CLONE_SETTLS:
+        child.set_regs["fs_base"] = tls
+    if flags & CLONE_PARENT_SETTID and parent_tid:
+        p.mm.copy_out(parent_tid, struct.pack("<i", child.pid))
+    if flags & CLONE_CHILD_SETTID and child_tid:
+        child.mm.copy_out(child_tid, struct.pack("<i", child.pid))
+    if flags & CLONE_CHILD_CLEARTID:
+        child.clear_child_tid = child_tid
+    if flags & CLONE_VFORK:
+        from guestkernel.vfs import WaitQueue
+
+        child.vfork_waitq = WaitQueue("vfork")
+        q = child.vfork_waitq
+        pid = child.pid
+        k.park(p, lambda: pid, 0, q)
+        k.cpu.request_stop()
+        from guestkernel.kernel import NO_RETURN
+
+        return NO_RETURN
+    return child.pid
+
+
+@syscall("fork")
+def sys_fork(k, p, *_):  # type: ignore[no-untyped-def]
+    return do_clone(k, p, 17, 0, 0, 0, 0)
+
+
+@syscall("vfork")
+def sys_vfork(k, p, *_):  # type: ignore[no-untyped-def]
+    return do_clone(k, p, CLONE_VM | CLONE_VFORK | 17, 0, 0, 0, 0)
+
+
+@syscall("clone")
+def sys_clone(k, p, flags, stack, parent_tid, child_tid, tls, *_):  # type: ignore[no-untyped-def]
+    return do_clone(k, p, flags, stack, parent_tid, child_tid, tls)
+
+
+@syscall("execve")
+def sys_execve(k, p, path, argv, envp, *_):  # type: ignore[no-untyped-def]
+    path_b = path_arg(k, p, path)
+    args = [p.mm.read_cstr(a, 1 << 17) for a in p.mm.read_ptr_array(argv)] if argv else []
+    env = [p.mm.read_cstr(e, 1 << 17) for e in p.mm.read_ptr_array(envp)] if envp else []
+    k.exec(p, path_b, args, env)
+    from guestkernel.kernel import NO_RETURN
+
+    return NO_RETURN
+
+
+@syscall("exit")
+def sys_exit(k, p, code, *_):  # type: ignore[no-untyped-def]
+    k.exit_process(p, (code & 0xFF) << 8)
+    from guestkernel.kernel import NO_RETURN
+
+    return NO_RETURN
+
+
+@syscall("exit_group")
+def sys_exit_group(k, p, code, *_):  # type: ignore[no-untyped-def]
+    return sys_exit(k, p, code)
+
+
+def matches(p, child, pid: int) -> bool:  # type: ignore[no-untyped-def]
+    if pid == -1:
+        return True
+    if pid > 0:
+        return child.pid == pid
+    if pid == 0:
+        return child.pgid == p.pgid
+    return child.pgid == -pid
+
+
+@syscall("wait4")
+def sys_wait4(k, p, pid, status_ptr, options, rusage, *_):  # type: ignore[no-untyped-def]
+    pid = s32(pid)
+    candidates = [c for c in p.children if matches(p, c, pid)]
+    if not candidates:
+        raise SyscallError(ECHILD)
+    for c in candidates:
+        if c.state == ZOMBIE:
+            if status_ptr:
+                p.mm.copy_out(status_ptr, struct.pack("<i", c.exit_status))
+            if rusage:
+                p.mm.copy_out(rusage, bytes(144))
+            k.reap(p, c)
+            return c.pid
+    if options & WNOHANG:
+        return 0
+    raise Block(p.child_waitq)
+
+
+@syscall("waitid")
+def sys_waitid(k, p, idtype, id_, infop, options, *_):  # type: ignore[no-untyped-def]
+    pid = -1 if idtype == 0 else id_ if idtype == 1 else -id_
+    candidates = [c for c in p.children if matches(p, c, pid)]
+    if not candidates:
+        raise SyscallError(ECHILD)
+    for c in candidates:
+        if c.state == ZOMBIE:
+            st = c.exit_status
+            code, status = (1, (st >> 8) & 0xFF) if st & 0x7F == 0 else ((3 if st & 0x80 else 2), st & 0x7F)
+            if infop:
+                p.mm.copy_out(infop, struct.pack("<iii4xiiii", 17, 0, code, c.pid, 0, status, 0).ljust(128, b"\0"))
+            if not options & 0x01000000:  # WNOWAIT
+                k.reap(p, c)
+            return 0
+    if options & WNOHANG:
+        return 0
+    raise Block(p.child_waitq)
+
+
+@syscall("getpid", "gettid")
+def sys_getpid(k, p, *_):  # type: ignore[no-untyped-def]
+    return p.pid
+
+
+@syscall("getppid")
+def sys_getppid(k, p, *_):  # type: ignore[no-untyped-def]
+    return p.ppid
+
+
+@syscall("getuid", "geteuid", "getgid", "getegid")
+def sys_getuid(k, p, *_):  # type: ignore[no-untyped-def]
+    return 0
+
+
+@syscall("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid", "setgroups")
+def sys_setuid(k, p, *_):  # type: ignore[no-untyped-def]
+    return 0
+
+
+@syscall("getresuid", "getresgid")
+def sys_getresuid(k, p, a, b, c, *_):  # type: ignore[no-untyped-def]
+    for ptr in (a, b, c):
+        p.mm.copy_out(ptr, b"\0\0\0\0")
+    return 0
+
+
+@syscall("getgroups")
+def sys_getgroups(k, p, size, lst, *_):  # type: ignore[no-untyped-def]
+    return 0
+
+
+@syscall("getpgrp")
+def sys_getpgrp(k, p, *_):  # type: ignore[no-untyped-def]
+    return p.pgid
+
+
+@syscall("getpgid")
+def sys_getpgid(k, p, pid, *_):  # type: ignore[no-untyped-def]
+    q = p if pid == 0 else k.procs.get(pid)
+    if q is None:
+        raise SyscallError(ESRCH)
+    return q.pgid
+
+
+@syscall("setpgid")
+def sys_setpgid(k, p, pid, pgid, *_):  # type: ignore[no-untyped-def]
+    q = p if pid == 0 else k.procs.get(pid)
+    if q is None:
+        raise SyscallError(ESRCH)
+    q.pgid = q.pid if pgid == 0 else pgid
+    return 0
+
+
+@syscall("getsid")
+def sys_getsid(k, p, pid, *_):  # type: ignore[no-untyped-def]
+    q = p if pid == 0 else k.procs.get(pid)
+    if q is None:
+        raise SyscallError(ESRCH)
+    return q.sid
+
+
+@syscall("setsid")
+def sys_setsid(k, p, *_):  # type: ignore[no-untyped-def]
+    if p.pgid == p.pid:
+        raise SyscallError(EPERM)
+    p.sid = p.pgid = p.pid
+    return p.pid
+
+
+@syscall("set_tid_address")
+def sys_set_tid_address(k, p, ptr, *_):  # type: ignore[no-untyped-def]
+    p.clear_child_tid = ptr
+    return p.pid
+
+
+@syscall("arch_prctl")
+def sys_arch_prctl(k, p, code, addr, *_):  # type: ignore[no-untyped-def]
+    if code == ARCH_SET_FS:
+        k.cpu.set_reg("fs_base", addr)
+        return 0
+    if code == ARCH_SET_GS:
+        k.cpu.set_reg("gs_base", addr)
+        return 0
+    if code == ARCH_GET_FS:
+        p.mm.copy_out(addr, struct.pack("<Q", k.cpu.reg("fs_base")))
+        return 0
+    if code == ARCH_GET_GS:
+        p.mm.copy_out(addr, struct.pack("<Q", k.cpu.reg("gs_base")))
+        return 0
+    raise SyscallError(EINVAL)
+
+
+@syscall("prctl")
+def sys_prctl(k, p, option, arg2, *_):  # type: ignore[no-untyped-def]
+    if option == 15:  # PR_SET_NAME
+        p.comm = p.mm.read_cstr(arg2, 16)[:15]
+        return 0
+    if option == 16:  # PR_GET_NAME
+        p.mm.copy_out(arg2, p.comm.ljust(16, b"\0"))
+        return 0
+    raise SyscallError(EINVAL)
+
+
+RLIM_INFINITY = 0xFFFFFFFFFFFFFFFF
+DEFAULT_RLIMITS = {3: (8 << 20, RLIM_INFINITY), 7: (1024, 1024)}  # RLIMIT_STACK, RLIMIT_NOFILE
+
+
+def get_rlimit(p, res: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    return p.rlimits.get(res, DEFAULT_RLIMITS.get(res, (RLIM_INFINITY, RLIM_INFINITY)))
+
+
+@syscall("prlimit64")
+def sys_prlimit64(k, p, pid, res, new, old, *_):  # type: ignore[no-untyped-def]
+    if res >= 16:
+        raise SyscallError(EINVAL)
+    q = p if pid == 0 else k.procs.get(pid)
+    if q is None:
+        raise SyscallError(ESRCH)
+    if old:
+        p.mm.copy_out(old, struct.pack("<QQ", *get_rlimit(q, res)))
+    if new:
+        q.rlimits[res] = struct.unpack("<QQ", p.mm.copy_in(new, 16))
+    return 0
+
+
+@syscall("getrlimit")
+def sys_getrlimit(k, p, res, ptr, *_):  # type: ignore[no-untyped-def]
+    return sys_prlimit64(k, p, 0, res, 0, ptr)
+
+
+@syscall("setrlimit")
+def sys_setrlimit(k, p, res, ptr, *_):  # type: ignore[no-untyped-def]
+    return sys_prlimit64(k, p, 0, res, ptr, 0)
+
+
+@syscall("getrusage")
+def sys_getrusage(k, p, who, ptr, *_):  # type: ignore[no-untyped-def]
+    us = k.clock.user_ns() // 1000
+    p.mm.copy_out(ptr, struct.pack("<qqqq", us // 10**6, us % 10**6, 0, 0).ljust(144, b"\0"))
+    return 0
+
+
+@syscall("times")
+def sys_times(k, p, ptr, *_):  # type: ignore[no-untyped-def]
+    ticks = k.clock.uptime_ns() // 10**7
+    if ptr:
+        p.mm.copy_out(ptr, struct.pack("<qqqq", k.clock.user_ns() // 10**7, k.clock.kernel_ns // 10**7, 0, 0))
+    return ticks
+
+
+@syscall("getpriority")
+def sys_getpriority(k, p, *_):  # type: ignore[no-untyped-def]
+    return 20
+
+
+@syscall("setpriority", "sched_setaffinity", "sched_setscheduler", "sched_setparam")
+def sys_setpriority(k, p, *_):  # type: ignore[no-untyped-def]
+    return 0
+
+
+@syscall("sched_getaffinity")
+def sys_sched_getaffinity(k, p, pid, size, mask, *_):  # type: ignore[no-untyped-def]
+    if size < 8:
+        raise SyscallError(EINVAL)
+    p.mm.copy_out(mask, struct.pack("<Q", 1))
+    return 8
+
+
+@syscall("sched_yield")
+def sys_sched_yield(k, p, *_):  # type: ignore[no-untyped-def]
+    k._quantum_over = True
+    k.cpu.request_stop()
+    return 0
+
+
+@syscall("set_robust_list", "get_robust_list")
+def sys_robust_list(k, p, *_):  # type: ignore[no-untyped-def]
+    return 0
+
+
+@syscall("futex")
+def sys_futex(k, p, uaddr, op, val, *_):  # type: ignore[no-untyped-def]
+    cmd = op & 0x7F
+    if cmd in (1, 10):  # FUTEX_WAKE, FUTEX_WAKE_BITSET: single-threaded, nobody waits
+        return 0
+    if cmd in (0, 9):  # FUTEX_WAIT: would wait forever with one thread
+        if int.from_bytes(p.mm.copy_in(uaddr, 4), "little") != val & 0xFFFFFFFF:
+            from guestkernel.errors import EAGAIN
+
+            raise SyscallError(EAGAIN)
+        raise SyscallError(EINVAL, "futex wait in a single-threaded process")
+    raise SyscallError(ENOSYS)

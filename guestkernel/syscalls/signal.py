@@ -1,0 +1,135 @@
+"""Signal syscalls: rt_sigaction, rt_sigprocmask, rt_sigreturn, kill, tgkill, sigaltstack, pause."""
+from __future__ import annotations
+
+import struct
+
+from guestkernel.errors import EINVAL, EPERM, ESRCH, Block, SyscallError
+from guestkernel.process import ZOMBIE, SigAction
+from guestkernel.syscalls import syscall
+from guestkernel.syscalls.fs import s32
+from guestkernel.vfs import WaitQueue
+
+SIGKILL, SIGSTOP = 9, 19
+SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK = 0, 1, 2
+UNBLOCKABLE = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1))
+
+
+@syscall("rt_sigaction")
+def sys_rt_sigaction(k, p, sig, act, oldact, sigsetsize, *_):  # type: ignore[no-untyped-def]
+    if not 1 <= sig <= 64 or sigsetsize != 8:
+        raise SyscallError(EINVAL)
+    cur = p.action(sig)
+    if oldact:
+        p.mm.copy_out(oldact, struct.pack("<QQQQ", cur.handler, cur.flags, cur.restorer, cur.mask))
+    if act:
+        if sig in (SIGKILL, SIGSTOP):
+            raise SyscallError(EINVAL)
+        handler, flags, restorer, mask = struct.unpack("<QQQQ", p.mm.copy_in(act, 32))
+        p.sigactions[sig] = SigAction(handler, flags, restorer, mask & ~UNBLOCKABLE)
+        if handler == 1:  # SIG_IGN discards what is pending
+            p.sigpending &= ~(1 << (sig - 1))
+    return 0
+
+
+@syscall("rt_sigprocmask")
+def sys_rt_sigprocmask(k, p, how, set_ptr, old_ptr, sigsetsize, *_):  # type: ignore[no-untyped-def]
+    if sigsetsize != 8:
+        raise SyscallError(EINVAL)
+    old = p.sigmask
+    if set_ptr:
+        new = int.from_bytes(p.mm.copy_in(set_ptr, 8), "little")
+        if how == SIG_BLOCK:
+            p.sigmask |= new
+        elif how == SIG_UNBLOCK:
+            p.sigmask &= ~new
+        elif how == SIG_SETMASK:
+            p.sigmask = new
+        else:
+            raise SyscallError(EINVAL)
+        p.sigmask &= ~UNBLOCKABLE
+    if old_ptr:
+        p.mm.copy_out(old_ptr, old.to_bytes(8, "little"))
+    if k.deliverable(p):
+        k.cpu.request_stop()
+    return 0
+
+
+@syscall("rt_sigpending")
+def sys_rt_sigpending(k, p, ptr, size, *_):  # type: ignore[no-untyped-def]
+    p.mm.copy_out(ptr, (p.sigpending & p.sigmask).to_bytes(8, "little"))
+    return 0
+
+
+@syscall("rt_sigreturn")
+def sys_rt_sigreturn(k, p, *_):  # type: ignore[no-untyped-def]
+    k.sigreturn(p)
+    from guestkernel.kernel import NO_RETURN
+
+    return NO_RETURN
+
+
+@syscall("sigaltstack")
+def sys_sigaltstack(k, p, ss, old, *_):  # type: ignore[no-untyped-def]
+    if old:
+        p.mm.copy_out(old, struct.pack("<QiiQ", 0, 2, 0, 0))  # SS_DISABLE
+    return 0
+
+
+def targets(k, p, pid: int):  # type: ignore[no-untyped-def]
+    if pid > 0:
+        q = k.procs.get(pid)
+        return [q] if q is not None and q.state != ZOMBIE else []
+    if pid == 0:
+        return [q for q in k.procs.values() if q.pgid == p.pgid and q.state != ZOMBIE]
+    if pid == -1:
+        return [q for q in k.procs.values() if q.pid != 1 and q is not p and q.state != ZOMBIE]
+    return [q for q in k.procs.values() if q.pgid == -pid and q.state != ZOMBIE]
+
+
+@syscall("kill")
+def sys_kill(k, p, pid, sig, *_):  # type: ignore[no-untyped-def]
+    pid, sig = s32(pid), s32(sig)
+    if not 0 <= sig <= 64:
+        raise SyscallError(EINVAL)
+    qs = targets(k, p, pid)
+    if not qs:
+        raise SyscallError(ESRCH)
+    if sig:
+        for q in qs:
+            k.send_signal(q, sig)
+            if q.state == "blocked":
+                q.state = "runnable"  # let it take the signal (its call is retried or interrupted)
+    return 0
+
+
+@syscall("tgkill")
+def sys_tgkill(k, p, tgid, tid, sig, *_):  # type: ignore[no-untyped-def]
+    return sys_kill(k, p, tid, sig)
+
+
+@syscall("tkill")
+def sys_tkill(k, p, tid, sig, *_):  # type: ignore[no-untyped-def]
+    return sys_kill(k, p, tid, sig)
+
+
+@syscall("pause")
+def sys_pause(k, p, *_):  # type: ignore[no-untyped-def]
+    raise Block(WaitQueue("pause"))
+
+
+@syscall("rt_sigsuspend")
+def sys_rt_sigsuspend(k, p, mask_ptr, size, *_):  # type: ignore[no-untyped-def]
+    p.sigmask = int.from_bytes(p.mm.copy_in(mask_ptr, 8), "little") & ~UNBLOCKABLE
+    raise Block(WaitQueue("sigsuspend"))
+
+
+@syscall("alarm")
+def sys_alarm(k, p, seconds, *_):  # type: ignore[no-untyped-def]
+    return 0
+
+
+@syscall("setitimer", "getitimer")
+def sys_setitimer(k, p, which, new, old, *_):  # type: ignore[no-untyped-def]
+    if old:
+        p.mm.copy_out(old, bytes(32))
+    return 0
