@@ -17,7 +17,11 @@ Design notes:
   * Inodes are cached as `_Inode` objects and written through on every change, so there
     is exactly one live object per inode (avoids lost updates inside an operation).
   * The driver never frees an inode from `unlink`; the kernel calls `release()` once the
-    inode has no links and no open files.
+    inode has no links and no open files.  `rename` over an existing file drops the
+    victim's last link itself; it frees the inode at once unless the kernel-settable hook
+    `Ext2.is_busy(ino)` says it is still open (then the kernel releases it on close).
+  * Errors are FsError(errno); corrupt metadata (bad pointers, bad directory records)
+    surfaces as EIO rather than as a Python exception.
 """
 
 from __future__ import annotations
@@ -830,6 +834,8 @@ class Ext2:
     def _dir_blocks(self, dind: _Inode) -> Iterator[tuple[int, int, bytes]]:
         """(file block, physical block, copy of contents) for each directory block."""
         nblk = dind.size // self.block_size
+        if dind.size % self.block_size or nblk > self.blocks_count:
+            raise FsError(errno.EIO, f"ext2: directory {dind.ino} has bad size {dind.size}")
         for fb, p in enumerate(self._map_range(dind, 0, nblk)):
             if p:
                 if not self.first_data <= p < self.blocks_count:
@@ -1205,6 +1211,8 @@ class Ext2:
         is_dir = S.S_ISDIR(src.mode)
         if is_dir and src.ino == new_dir:
             raise FsError(errno.EINVAL, "ext2: cannot move a directory into itself")
+        if is_dir and old_dir != new_dir and self._is_ancestor(src.ino, new_dir):
+            raise FsError(errno.EINVAL, "ext2: cannot move a directory into its own subtree")
         tfound = self._find(ndir, new_name)
         ft = self._ftype(src.mode)
         if tfound is not None:
@@ -1243,6 +1251,19 @@ class Ext2:
             self._iput(ndir)
         src.ctime = self.now()
         self._iput(src)
+
+    def _is_ancestor(self, anc: int, ino: int) -> bool:
+        """Is directory anc on the '..' chain from directory ino up to the root?"""
+        seen: set[int] = set()
+        while ino != ROOT_INO and ino not in seen:
+            if ino == anc:
+                return True
+            seen.add(ino)
+            found = self._find(self._dir(ino), b"..")
+            if found is None:
+                return False
+            ino = found[0]
+        return ino == anc
 
     # ------------------------------------------------------------ attributes
 

@@ -233,18 +233,25 @@ def test_write_across_indirect_thresholds(tmp_path: Path, bs: int) -> None:
     assert fs.stat(ino).blocks == (data_blocks + 1 + 2) * (bs // 512)  # + IND + DIND + one IND under it
     # sparse writes in the triple-indirect range and at every boundary
     sp = fs.create(2, b"sparse", 0o600, 0, 0)
-    model = bytearray()
+    chunks: dict[int, bytes] = {}  # offset -> 10 bytes (the file reaches ~4 GiB at 4 KiB blocks)
     for fb in [0, 11, 12, 12 + a - 1, 12 + a, 12 + a + a * a - 1, 12 + a + a * a, 12 + a + a * a + a + 3]:
         off = fb * bs + (fb % 5)
-        chunk = rng.randbytes(10)
-        fs.write(sp, off, chunk)
-        if len(model) < off + 10:
-            model.extend(bytes(off + 10 - len(model)))
-        model[off:off + 10] = chunk
-    assert fs.stat(sp).size == len(model)
+        chunks[off] = rng.randbytes(10)
+        fs.write(sp, off, chunks[off])
+
+    def expect(off: int, n: int) -> bytes:
+        out = bytearray(n)
+        for o, c in chunks.items():
+            for i, byte in enumerate(c):
+                if off <= o + i < off + n:
+                    out[o + i - off] = byte
+        return bytes(out[:max(0, min(n, size - off))])
+
+    size = max(chunks) + 10
+    assert fs.stat(sp).size == size
     for fb in [0, 11, 12, 12 + a, 12 + a + a * a]:
         off = fb * bs
-        assert fs.read(sp, off, 40) == bytes(model[off:off + 40])
+        assert fs.read(sp, off, 40) == expect(off, 40)
         assert fs.bmap(sp, fb) != 0
     assert fs.bmap(sp, 13) == 0
     fs.sync()
@@ -255,7 +262,7 @@ def test_write_across_indirect_thresholds(tmp_path: Path, bs: int) -> None:
     cache, fs = mount(img)
     sp = fs.lookup(2, b"sparse")
     last = (12 + a + a * a + a + 3) * bs
-    assert fs.read(sp, last, 100) == bytes(model[last:last + 100])
+    assert fs.read(sp, last, 100) == expect(last, 100)
     assert fs.read(sp, 5 * bs, 7) == bytes(7)
 
 
@@ -600,6 +607,35 @@ def test_efbig_and_large_file(tmp_path: Path) -> None:
     assert fs2.stat(fs2.lookup(2, b"huge")).size == 3 * 2**30 + 12
 
 
+def test_many_groups(tmp_path: Path) -> None:
+    img = mkimg(tmp_path / "img", 1024, "8M", None, ("-g", "1024", "-N", "512"))
+    cache, fs = mount(img)
+    assert fs.ngroups == 8
+    payload = random.Random(4).randbytes(3 * 1024 * 1024)  # spans several groups
+    f = fs.create(2, b"big", 0o644, 0, 0)
+    assert fs.write(f, 0, payload) == len(payload)
+    dirs = [fs.mkdir(2, b"d%d" % i, 0o755, 0, 0) for i in range(16)]
+    groups = {(d - 1) // fs.ipg for d in dirs}
+    assert len(groups) > 4  # directories are spread over the groups
+    near = 0
+    for i, d in enumerate(dirs):
+        g = fs.create(d, b"f", 0o644, 0, 0)
+        fs.write(g, 0, b"%d" % i * 3000)
+        grp = (g - 1) // fs.ipg
+        near += grp == (d - 1) // fs.ipg  # files go to their directory's group if it has room
+        assert (fs.bmap(g, 0) - 1) // 1024 == grp  # and their blocks to the inode's group
+    assert near >= 8
+    fs.sync()
+    fsck(img)
+    assert debugfs(img, "cat /big") == payload
+    fs.truncate(f, 1000)
+    for i in range(0, 16, 2):
+        fs.release(fs.unlink(dirs[i], b"f"))
+        fs.rmdir(2, b"d%d" % i)
+    fs.sync()
+    fsck(img)
+
+
 def test_statfs_matches_dumpe2fs(tmp_path: Path) -> None:
     img = mkimg(tmp_path / "img", 1024, "8M")
     cache, fs = mount(img)
@@ -729,33 +765,141 @@ def test_bad_images(tmp_path: Path) -> None:
     assert "unsupported" in str(ei.value)
 
 
+def test_xattr_blocks_are_kept_and_refcounted(tmp_path: Path) -> None:
+    stg = tmp_path / "stg"
+    stg.mkdir()
+    for n in ("f1", "f2", "f3"):
+        (stg / n).write_bytes(n.encode() * 700)
+    try:
+        for n in ("f1", "f2"):
+            os.setxattr(stg / n, "user.shared", b"v" * 100)
+        os.setxattr(stg / "f3", "user.own", b"w" * 100)
+    except OSError:
+        pytest.skip("host file system has no user xattrs")
+    img = mkimg(tmp_path / "img", 1024, "2M", stg)
+    # mke2fs gives every file its own EA block: make f1 and f2 share one (refcount 2)
+    cache, fs = mount(img)
+    acl, acl2 = fs._iget(fs.lookup(2, b"f1")).file_acl, fs._iget(fs.lookup(2, b"f2")).file_acl
+    cache.close()
+    subprocess.run(["debugfs", "-w", "-R", f"sif /f2 file_acl {acl}", str(img)], check=True, capture_output=True)
+    subprocess.run(["debugfs", "-w", "-R", f"freeb {acl2}", str(img)], check=True, capture_output=True)
+    with open(img, "r+b") as fh:
+        fh.seek(acl * 1024 + 4)
+        fh.write(struct.pack("<I", 2))
+    subprocess.run(["e2fsck", "-fy", str(img)], env=ENV, capture_output=True)  # fix counts after freeb
+    fsck(img)
+    cache, fs = mount(img)
+    f1, f2, f3 = (fs.lookup(2, n) for n in (b"f1", b"f2", b"f3"))
+    assert acl and acl == fs._iget(f2).file_acl
+    free0 = fs.statfs()["f_bfree"]
+    fs.write(f1, 5000, b"grow")  # EA block stays counted in i_blocks
+    fs.truncate(f3, 0)
+    assert fs.stat(f3).blocks == 2
+    fs.release(fs.unlink(2, b"f1"))  # shared block: refcount 2 -> 1, not freed
+    fs.release(fs.unlink(2, b"f3"))  # own block: freed
+    # 1400-byte files: -1 (grow f1) +2 (truncate f3) +3 (f1 data) +0 (shared EA) +1 (f3's EA)
+    assert fs.statfs()["f_bfree"] == free0 + 5
+    fs.sync()
+    fsck(img)
+    assert "user.shared" in debugfs(img, "ea_list /f2").decode()
+
+
+def test_rename_into_own_subtree_is_refused(tmp_path: Path) -> None:
+    img = mkimg(tmp_path / "img")
+    cache, fs = mount(img)
+    a = fs.mkdir(2, b"a", 0o755, 0, 0)
+    b = fs.mkdir(a, b"b", 0o755, 0, 0)
+    c = fs.mkdir(b, b"c", 0o755, 0, 0)
+    for dst in (a, b, c):
+        with pytest.raises(FsError) as ei:
+            fs.rename(2, b"a", dst, b"x")
+        assert ei.value.errno == errno.EINVAL
+    fs.rename(b, b"c", 2, b"c")  # moving up is fine
+    fs.sync()
+    fsck(img)
+
+
+def test_corrupted_metadata_raises_only_fserror(tmp_path: Path) -> None:
+    """Random damage to inode tables / directories must surface as FsError, never crash."""
+    stg = tmp_path / "stg"
+    make_staging(stg, 1024)
+    good = mkimg(tmp_path / "img", 1024, "8M", stg)
+    cache, fs = mount(good)
+    interesting = sorted({fs._iloc(i)[0] for i in range(1, 200)} |
+                         {fs.bmap(resolve(fs, p), 0) for p in ("", "d1", "d1/d2", "dind")} |
+                         {fs._ptrs_of(fs._iget(resolve(fs, "dind")).block[13])[0]})
+    cache.close()
+    base = good.read_bytes()
+    rng = random.Random(99)
+    for trial in range(150):
+        data = bytearray(base)
+        for _ in range(rng.randrange(1, 40)):
+            blk = rng.choice(interesting)
+            off = blk * 1024 + rng.randrange(1024)
+            data[off] = rng.randrange(256)
+        img = tmp_path / "bad"
+        img.write_bytes(bytes(data))
+        try:
+            cache, fs = mount(img)
+            fs_tree_limited(fs)
+            f = fs.create(2, b"newfile", 0o644, 0, 0)
+            fs.write(f, 0, b"x" * 5000)
+            fs.release(fs.unlink(2, b"newfile"))
+        except FsError:
+            pass
+
+
+def fs_tree_limited(fs: Ext2) -> None:
+    todo, seen = [2], set()
+    while todo and len(seen) < 500:
+        ino = todo.pop()
+        if ino in seen:
+            continue
+        seen.add(ino)
+        for name, child, _dt in fs.readdir(ino):
+            if name in (b".", b".."):
+                continue
+            try:
+                st_ = fs.stat(child)
+                if S.S_ISDIR(st_.mode):
+                    todo.append(child)
+                elif S.S_ISLNK(st_.mode):
+                    fs.readlink(child)
+                elif S.S_ISREG(st_.mode):
+                    fs.read(child, 0, 1 << 20)
+            except FsError:
+                pass
+
+
 # ---------------------------------------------------------------- random operations vs a model
 
-NAMES = ["a", "b", "c"]
-DIRS = ["", "d", "d/e", "f"]
+NAMES = ["a", "b", "c", "d", "e"]
+KINDS = ["create", "write", "write", "truncate", "unlink", "mkdir", "mkdir", "rmdir", "rename",
+         "rename", "link", "symlink", "remount"]
 
-op_strategy = st.one_of(
-    st.tuples(st.just("write"), st.sampled_from(DIRS), st.sampled_from(NAMES),
-              st.integers(0, 300_000), st.binary(min_size=1, max_size=3000)),
-    st.tuples(st.just("truncate"), st.sampled_from(DIRS), st.sampled_from(NAMES), st.integers(0, 290_000)),
-    st.tuples(st.just("unlink"), st.sampled_from(DIRS), st.sampled_from(NAMES)),
-    st.tuples(st.just("mkdir"), st.sampled_from(DIRS[1:])),
-    st.tuples(st.just("rmdir"), st.sampled_from(DIRS[1:])),
-    st.tuples(st.just("rename"), st.sampled_from(DIRS), st.sampled_from(NAMES + ["d", "f", "e"]),
-              st.sampled_from(DIRS), st.sampled_from(NAMES)),
-    st.tuples(st.just("link"), st.sampled_from(DIRS), st.sampled_from(NAMES), st.sampled_from(DIRS),
-              st.sampled_from(NAMES)),
-    st.tuples(st.just("symlink"), st.sampled_from(DIRS), st.sampled_from(NAMES), st.integers(1, 120)),
-)
+op_strategy = st.tuples(st.sampled_from(KINDS), st.integers(0, 1000), st.integers(0, 1000),
+                        st.integers(0, 300_000), st.binary(min_size=1, max_size=3000))
 
 
 class Model:
-    """Paths -> ('dir',) | ('file', id) | ('link', target); file id -> bytearray."""
+    """Paths -> ('dir', id) | ('file', id) | ('link', target, id); file id -> bytearray.
+
+    Equal tuples mean the same inode."""
 
     def __init__(self) -> None:
-        self.ents: dict[str, tuple] = {"": ("dir",)}
+        self.ents: dict[str, tuple] = {"": ("dir", 0)}
         self.data: dict[int, bytearray] = {}
         self.next_id = 0
+
+    def new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def paths(self, kind: str | None = None) -> list[str]:
+        return sorted(p for p, e in self.ents.items() if p and (kind is None or e[0] == kind))
+
+    def dirs(self) -> list[str]:
+        return [""] + self.paths("dir")
 
     def children(self, d: str) -> list[str]:
         pre = d + "/" if d else ""
@@ -764,9 +908,8 @@ class Model:
     def tree(self) -> dict[str, bytes | str | None]:
         out: dict[str, bytes | str | None] = {}
         for p, e in self.ents.items():
-            if p == "":
-                continue
-            out[p] = None if e[0] == "dir" else bytes(self.data[e[1]]) if e[0] == "file" else "link:" + e[1]
+            if p:
+                out[p] = None if e[0] == "dir" else bytes(self.data[e[1]]) if e[0] == "file" else "link:" + e[1]
         return out
 
 
@@ -774,101 +917,94 @@ def j(d: str, n: str) -> str:
     return f"{d}/{n}" if d else n
 
 
+def split(p: str) -> tuple[str, str]:
+    d, _, n = p.rpartition("/")
+    return d, n
+
+
 def apply_op(fs: Ext2, m: Model, op: tuple) -> None:
-    kind = op[0]
+    """Apply one operation to driver and model; errors the model predicts must match."""
+    kind, i1, i2, i3, data = op
+    dirs, files, every = m.dirs(), m.paths("file"), m.paths()
 
     def expect_err(err: int, fn, *args) -> None:  # type: ignore[no-untyped-def]
         with pytest.raises(FsError) as ei:
             fn(*args)
         assert ei.value.errno == err, (op, ei.value)
 
-    if kind == "write":
-        _, d, n, off, data = op
-        p = j(d, n)
-        if m.ents.get(d) != ("dir",):
-            return
-        e = m.ents.get(p)
-        if e is None:
-            ino = fs.create(resolve(fs, d), n.encode(), 0o644, 0, 0)
-            m.ents[p] = ("file", m.next_id)
-            m.data[m.next_id] = bytearray()
-            m.next_id += 1
-        elif e[0] != "file":
-            return
-        else:
-            ino = resolve(fs, p)
+    def write(p: str, off: int) -> None:
         buf = m.data[m.ents[p][1]]
-        assert fs.write(ino, off, data) == len(data)
+        assert fs.write(resolve(fs, p), off, data) == len(data)
         if len(buf) < off + len(data):
             buf.extend(bytes(off + len(data) - len(buf)))
         buf[off:off + len(data)] = data
-    elif kind == "truncate":
-        _, d, n, size = op
-        e = m.ents.get(j(d, n))
-        if e is None or e[0] != "file":
+
+    if kind == "create":
+        d = dirs[i1 % len(dirs)]
+        p = j(d, NAMES[i2 % len(NAMES)])
+        if p in m.ents:
+            expect_err(errno.EEXIST, fs.create, resolve(fs, d), split(p)[1].encode(), 0o644, 0, 0)
             return
-        fs.truncate(resolve(fs, j(d, n)), size)
-        buf = m.data[e[1]]
+        fs.create(resolve(fs, d), split(p)[1].encode(), 0o644, 0, 0)
+        m.ents[p] = ("file", m.new_id())
+        m.data[m.ents[p][1]] = bytearray()
+        write(p, i3)
+    elif kind == "write" and files:
+        write(files[i1 % len(files)], i3 if i2 % 2 else len(m.data[m.ents[files[i1 % len(files)]][1]]))
+    elif kind == "truncate" and files:
+        p = files[i1 % len(files)]
+        size = i3 % 290_000 if i2 % 3 else i3 % 3000
+        fs.truncate(resolve(fs, p), size)
+        buf = m.data[m.ents[p][1]]
         if size < len(buf):
             del buf[size:]
         else:
             buf.extend(bytes(size - len(buf)))
-    elif kind == "unlink":
-        _, d, n = op
-        p = j(d, n)
-        e = m.ents.get(p)
-        if m.ents.get(d) != ("dir",):
-            return
-        if e is None:
-            expect_err(errno.ENOENT, fs.unlink, resolve(fs, d), n.encode())
-            return
-        if e[0] == "dir":
+    elif kind == "unlink" and every:
+        p = every[i1 % len(every)]
+        d, n = split(p)
+        if m.ents[p][0] == "dir":
             expect_err(errno.EISDIR, fs.unlink, resolve(fs, d), n.encode())
             return
-        ino = fs.unlink(resolve(fs, d), n.encode())
-        fs.release(ino)
+        fs.release(fs.unlink(resolve(fs, d), n.encode()))
         del m.ents[p]
+        if not (i2 % 4):
+            expect_err(errno.ENOENT, fs.unlink, resolve(fs, d), n.encode())
     elif kind == "mkdir":
-        _, p = op
-        parent, _, n = p.rpartition("/")
-        if m.ents.get(parent) != ("dir",):
-            return
+        d = dirs[i1 % len(dirs)]
+        p = j(d, NAMES[i2 % len(NAMES)])
         if p in m.ents:
-            expect_err(errno.EEXIST, fs.mkdir, resolve(fs, parent), n.encode(), 0o755, 0, 0)
+            expect_err(errno.EEXIST, fs.mkdir, resolve(fs, d), split(p)[1].encode(), 0o755, 0, 0)
             return
-        fs.mkdir(resolve(fs, parent), n.encode(), 0o755, 0, 0)
-        m.ents[p] = ("dir",)
-    elif kind == "rmdir":
-        _, p = op
-        parent, _, n = p.rpartition("/")
-        if m.ents.get(p) != ("dir",):
-            return
-        if m.children(p):
-            expect_err(errno.ENOTEMPTY, fs.rmdir, resolve(fs, parent), n.encode())
-            return
-        fs.rmdir(resolve(fs, parent), n.encode())
-        del m.ents[p]
-    elif kind == "rename":
-        _, sd, sn, dd, dn = op
-        sp, dp = j(sd, sn), j(dd, dn)
-        if m.ents.get(sd) != ("dir",) or m.ents.get(dd) != ("dir",) or sp not in m.ents:
-            return
+        fs.mkdir(resolve(fs, d), split(p)[1].encode(), 0o755, 0, 0)
+        m.ents[p] = ("dir", m.new_id())
+    elif kind == "rmdir" and every:
+        p = every[i1 % len(every)]
+        d, n = split(p)
+        if m.ents[p][0] != "dir":
+            expect_err(errno.ENOTDIR, fs.rmdir, resolve(fs, d), n.encode())
+        elif m.children(p):
+            expect_err(errno.ENOTEMPTY, fs.rmdir, resolve(fs, d), n.encode())
+        else:
+            fs.rmdir(resolve(fs, d), n.encode())
+            del m.ents[p]
+    elif kind == "rename" and every:
+        sp = every[i1 % len(every)]
+        dd = dirs[i2 % len(dirs)]
+        dp = j(dd, NAMES[i3 % len(NAMES)])
         se, de = m.ents[sp], m.ents.get(dp)
         if se[0] == "dir" and (dp == sp or dp.startswith(sp + "/")):
-            return  # the kernel's EINVAL check
-        args = (resolve(fs, sd), sn.encode(), resolve(fs, dd), dn.encode())
+            return  # EINVAL is the kernel's check
+        args = (resolve(fs, split(sp)[0]), split(sp)[1].encode(), resolve(fs, dd), split(dp)[1].encode())
         if de is not None:
-            if de == se:  # same inode (hard links, or the same path): a no-op
+            if de == se:  # the same inode (hard links): a no-op
                 fs.rename(*args)
                 return
-            if se[0] == "dir" and de[0] != "dir":
-                expect_err(errno.ENOTDIR, fs.rename, *args)
-                return
-            if se[0] != "dir" and de[0] == "dir":
-                expect_err(errno.EISDIR, fs.rename, *args)
-                return
-            if de[0] == "dir" and m.children(dp):
-                expect_err(errno.ENOTEMPTY, fs.rename, *args)
+            err = (errno.ENOTDIR if se[0] == "dir" and de[0] != "dir" else
+                   errno.EISDIR if se[0] != "dir" and de[0] == "dir" else
+                   errno.ENOTEMPTY if de[0] == "dir" and m.children(dp) else 0)
+            if err:
+                expect_err(err, fs.rename, *args)
                 return
         fs.rename(*args)
         moved = {p: e for p, e in m.ents.items() if p == sp or p.startswith(sp + "/")}
@@ -876,47 +1012,53 @@ def apply_op(fs: Ext2, m: Model, op: tuple) -> None:
             del m.ents[p]
         for p, e in moved.items():
             m.ents[dp + p[len(sp):]] = e
-    elif kind == "link":
-        _, sd, sn, dd, dn = op
-        sp, dp = j(sd, sn), j(dd, dn)
-        if m.ents.get(dd) != ("dir",) or m.ents.get(sp, ("x",))[0] != "file":
-            return
+    elif kind == "link" and files:
+        sp = files[i1 % len(files)]
+        dd = dirs[i2 % len(dirs)]
+        dp = j(dd, NAMES[i3 % len(NAMES)])
         if dp in m.ents:
-            expect_err(errno.EEXIST, fs.link, resolve(fs, dd), dn.encode(), resolve(fs, sp))
+            expect_err(errno.EEXIST, fs.link, resolve(fs, dd), split(dp)[1].encode(), resolve(fs, sp))
             return
-        fs.link(resolve(fs, dd), dn.encode(), resolve(fs, sp))
+        fs.link(resolve(fs, dd), split(dp)[1].encode(), resolve(fs, sp))
         m.ents[dp] = m.ents[sp]
     elif kind == "symlink":
-        _, d, n, length = op
-        p = j(d, n)
-        if m.ents.get(d) != ("dir",) or p in m.ents:
+        d = dirs[i1 % len(dirs)]
+        p = j(d, NAMES[i2 % len(NAMES)])
+        target = "t" * (1 + i3 % 120)
+        if p in m.ents:
+            expect_err(errno.EEXIST, fs.symlink, resolve(fs, d), split(p)[1].encode(), target.encode(), 0, 0)
             return
-        target = ("t" * length)
-        fs.symlink(resolve(fs, d), n.encode(), target.encode(), 0, 0)
-        m.ents[p] = ("link", target, m.next_id)
-        m.next_id += 1
+        fs.symlink(resolve(fs, d), split(p)[1].encode(), target.encode(), 0, 0)
+        m.ents[p] = ("link", target, m.new_id())
 
 
-IMAGE_VARIANTS = [(), ("-I", "256"), ("-O", "^filetype"), ("-r", "0")]
+IMAGE_VARIANTS = [(), ("-I", "256"), ("-O", "^filetype"), ("-r", "0"), ("-g", "1024", "-N", "256")]
 
 
-@settings(max_examples=int(os.environ.get("EXT2_HYPOTHESIS_EXAMPLES", "40")), deadline=None,
+@settings(max_examples=int(os.environ.get("EXT2_HYPOTHESIS_EXAMPLES", "60")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
-@given(ops=st.lists(op_strategy, min_size=1, max_size=40), bs=st.sampled_from([1024, 4096]),
+@given(ops=st.lists(op_strategy, min_size=3, max_size=60), bs=st.sampled_from([1024, 4096]),
        variant=st.sampled_from(IMAGE_VARIANTS), strict=st.booleans())
 def test_random_operations(ops: list[tuple], bs: int, variant: tuple[str, ...], strict: bool) -> None:
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         img = mkimg(tmp / "img", bs, "8M", None, variant)
-        cache, fs = mount(img, max_blocks=1 if strict else None)
+        max_blocks = 1 if strict else None
+        cache, fs = mount(img, max_blocks=max_blocks)
         m = Model()
         for op in ops:
-            apply_op(fs, m, op)
+            if op[0] == "remount":
+                fs.sync()
+                cache.close()
+                fsck(img)
+                cache, fs = mount(img, max_blocks=max_blocks)
+            else:
+                apply_op(fs, m, op)
         assert fs_tree(fs) == m.tree()
         fs.sync()
         cache.close()
         fsck(img)
         assert rdump_tree(img, tmp / "dump") == m.tree()
-        cache, fs = mount(img)  # and a fresh mount reads the same
+        cache, fs = mount(img)  # a fresh mount reads the same
         assert fs_tree(fs) == m.tree()
         cache.close()

@@ -118,6 +118,12 @@ def sys_msync(k, p, *_):  # type: ignore[no-untyped-def]
 
 @syscall("mincore")
 def sys_mincore(k, p, addr, length, vec, *_):  # type: ignore[no-untyped-def]
+    if addr % PAGE:
+        raise SyscallError(EINVAL)
+    end = addr + page_up(length)
+    covered = sum(min(v.end, end) - max(v.start, addr) for v in p.mm.overlapping(addr, end))
+    if covered != end - addr:
+        raise SyscallError(ENOMEM)
     n = page_up(length) // PAGE
     out = bytes(1 if p.mm.aspace.get(addr + i * PAGE) & 1 else 0 for i in range(n))
     p.mm.copy_out(vec, out)
