@@ -7,6 +7,7 @@ between processes and runs are deterministic.
 from __future__ import annotations
 
 from array import array
+from typing import Callable
 
 from guestkernel.buddy import BuddyAllocator
 from hw.physmem import PAGE_SIZE, PhysicalMemory
@@ -25,10 +26,20 @@ class Frames:
         self.buddy = BuddyAllocator(first, n)
         self.refs = array("I", bytes(4 * (first + n)))
         self.allocated = 0
+        # Frames that were ever mapped executable. Unicorn caches translated code by physical
+        # address and does not see the kernel's host-side writes, so reusing such a frame for
+        # other contents must drop the translation cache first.
+        self.code = bytearray(first + n)
+        self.on_code_reuse: Callable[[], None] = lambda: None
+        self.code_reuses = 0
 
     def alloc(self, zero: bool = True) -> int:
         pfn = self.buddy.alloc(0)
         self.refs[pfn] = 1
+        if self.code[pfn]:
+            self.code_reuses += 1
+            self.code[pfn] = 0
+            self.on_code_reuse()
         self.allocated += 1
         if zero:
             off = pfn * PAGE_SIZE - self.base_gpa

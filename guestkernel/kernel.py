@@ -62,14 +62,23 @@ class KernelConfig:
 
 
 class InodeBacking:
-    """What a file mapping reads pages from: an inode of the root file system."""
+    """What a file mapping reads pages from: an inode of the root file system. Whole pages of
+    a 4 KiB-block file are mapped straight from the page cache (shared until written, as Linux
+    does), so every process running a binary shares its code frames."""
 
-    def __init__(self, fs: Ext2, ino: int) -> None:
+    def __init__(self, fs: Ext2, cache: PageCache, ino: int) -> None:
         self.fs = fs
+        self.cache = cache
         self.ino = ino
 
     def read_at(self, offset: int, n: int) -> bytes:
         return self.fs.read(self.ino, offset, n)
+
+    def page_frame(self, offset: int) -> int | None:
+        if self.cache.block_size != PAGE or offset % PAGE or offset + PAGE > self.fs.stat(self.ino).size:
+            return None
+        blockno = self.fs.bmap(self.ino, offset // PAGE)
+        return self.cache.pin(blockno) if blockno else None
 
 
 class Kernel:
@@ -97,12 +106,14 @@ class Kernel:
         self.cpu = machine.cpu
         self.clock = machine.clock
         self.frames = Frames(machine.physmem)
+        self.frames.on_code_reuse = self.cpu.flush_translations
         self.sentinel_pfn = self.frames.alloc()
         dev = machine.blockdev
         block_size = probe_block_size(dev.read_at)
         self.pagecache = PageCache(dev, self.frames, block_size, self.config.page_cache_pages)
         self.fs = Ext2(self.pagecache, now=self.clock.now_s)
         self.vfs = VFS(self.fs, machine.console, now=self.clock.now_s, seed=self.config.seed)
+        self.fs.is_busy = lambda ino: self.vfs.open_count.get(ino, 0) > 0  # rename over an open file
         self.rng = self.vfs.rng
         self.pristine_ctx = self.cpu.save_context()
         self.cpu.on_syscall = self.syscall
@@ -217,12 +228,12 @@ class Kernel:
         mm = self.new_mm()
         try:
             bias = elf.load_bias(img, is_interp=False)
-            _, brk = elf.map_image(mm, img, InodeBacking(self.fs, node), bias)
+            _, brk = elf.map_image(mm, img, InodeBacking(self.fs, self.pagecache, node), bias)
             entry = img.entry + bias
             base = 0
             if interp_img is not None:
                 ibias = elf.load_bias(interp_img, is_interp=True)
-                base, _ = elf.map_image(mm, interp_img, InodeBacking(self.fs, interp_node), ibias)  # type: ignore[arg-type]
+                base, _ = elf.map_image(mm, interp_img, InodeBacking(self.fs, self.pagecache, interp_node), ibias)  # type: ignore[arg-type]
                 entry = interp_img.entry + ibias
             mm.brk_start = mm.brk = page_up(brk)
             auxv = [
@@ -252,7 +263,7 @@ class Kernel:
         p.ctx = self.pristine_ctx
         p.set_regs = {"rip": entry, "rsp": sp, "rdx": 0}
         if self.current is p:
-            self.cpu.set_address_space(mm.aspace.cr3, mm.icache)
+            self.cpu.set_address_space(mm.asid, mm.aspace.cr3, mm.icache)
         self.vfork_release(p)
 
     def vfork_release(self, child: Process) -> None:
@@ -456,7 +467,7 @@ class Kernel:
         if p.set_regs:
             self.cpu.write_gprs(p.set_regs)
             p.set_regs = {}
-        self.cpu.set_address_space(p.mm.aspace.cr3, p.mm.icache)
+        self.cpu.set_address_space(p.mm.asid, p.mm.aspace.cr3, p.mm.icache)
         self._last_pid = p.pid
         self._quantum_over = False
 

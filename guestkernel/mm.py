@@ -15,6 +15,7 @@ User address layout (no randomisation, as under `setarch -R`)::
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 
@@ -47,6 +48,10 @@ class Backing(Protocol):
 
     def read_at(self, offset: int, n: int) -> bytes: ...
 
+    def page_frame(self, offset: int) -> int | None:
+        """A frame holding the page at `offset` to share read-only (a reference is taken for
+        the caller), or None to have the page copied."""
+
 
 @dataclass
 class VMA:
@@ -64,6 +69,7 @@ class VMA:
 
 
 Translator = Callable[[int, int, int], int]  # (cr3_gpa, gva, access) -> gpa or -1
+_next_asid = itertools.count(1)
 
 
 class MM:
@@ -74,6 +80,7 @@ class MM:
         self.on_tlb_stale = on_tlb_stale
         self.sentinel_pfn = sentinel_pfn
         self.aspace = AddressSpace(frames)
+        self.asid = next(_next_asid)
         from hw.cpu import SENTINEL_GVA
 
         # Unicorn translates the `until` address and the page below it (as fetches) on every
@@ -216,19 +223,51 @@ class MM:
             else:
                 new = self.frames.alloc(zero=False)
                 self.frames.copy(new, old)
+                self._mark_code(new, executable)
                 self.aspace.map(page, new, writable=True, executable=executable)
                 self.frames.put(old)
                 self.on_tlb_stale()
             return True
+        offset = v.offset + (page - v.start)
+        if v.backing is not None and not (access == ACCESS_WRITE and writable):
+            shared_pfn = v.backing.page_frame(offset)
+            if shared_pfn is not None:
+                # Map the cached page read-only; a write will copy it (private mapping).
+                self._mark_code(shared_pfn, executable)
+                self.aspace.map(page, shared_pfn, writable=v.shared and writable, executable=executable)
+                return True
         pfn = self.frames.alloc(zero=v.backing is None)
         if v.backing is not None:
-            data = v.backing.read_at(v.offset + (page - v.start), PAGE)
+            data = v.backing.read_at(offset, PAGE)
             view = self.frames.view(pfn)
             view[: len(data)] = data
             if len(data) < PAGE:
                 view[len(data):] = bytes(PAGE - len(data))
+        self._mark_code(pfn, executable)
         self.aspace.map(page, pfn, writable=writable, executable=executable)
         return True
+
+    def _mark_code(self, pfn: int, executable: bool) -> None:
+        if executable:
+            self.frames.code[pfn] = 1
+
+    def private_page(self, gva: int) -> int:
+        """Make the page at gva present and private to this process (copying a shared frame);
+        returns its gpa. For the kernel's own writes into read-only mappings (ELF .bss tails)."""
+        page = page_down(gva)
+        if not self.aspace.get(page) & 1 and not self.fault(page, ACCESS_READ):
+            raise SyscallError(EFAULT)
+        pte = self.aspace.get(page)
+        old = (pte & PTE_ADDR) >> 12
+        if self.frames.refs[old] > 1:
+            new = self.frames.alloc(zero=False)
+            self.frames.copy(new, old)
+            self._mark_code(new, not pte & PTE_NX)
+            self.aspace.set(page, (pte & ~PTE_ADDR) | (new << 12))
+            self.frames.put(old)
+            self.on_tlb_stale()
+            old = new
+        return (old << 12) | (gva & (PAGE - 1))
 
     # --- the kernel's accesses to user memory --------------------------------------------------
     def _gpa(self, gva: int, access: int) -> int:

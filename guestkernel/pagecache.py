@@ -53,6 +53,13 @@ class PageCache:
         self.pages[blockno] = pfn
         return view
 
+    def pin(self, blockno: int) -> int:
+        """The frame caching a block, with a reference for a mapping that will share it."""
+        self.get(blockno)
+        pfn = self.pages[blockno]
+        self.frames.get(pfn)
+        return pfn
+
     def mark_dirty(self, blockno: int, ino: int = 0) -> None:
         if blockno in self.pages:
             self.dirty[blockno] = ino
@@ -70,7 +77,9 @@ class PageCache:
         self.stats.writebacks += 1
 
     def _evict(self) -> None:
-        blockno, pfn = next(iter(self.pages.items()))
+        # The least recently used page that no process maps.
+        blockno, pfn = next(((b, f) for b, f in self.pages.items() if self.frames.refs[f] == 1),
+                            next(iter(self.pages.items())))
         if blockno in self.dirty:
             self._write_back(blockno)
         del self.pages[blockno]

@@ -73,6 +73,7 @@ class CPU:
         self.uc.hook_add(UC_HOOK_INTR, self._intr_hook)
         self._intno = -1
         self._stop_requested = False
+        self._asid = -1
 
     # --- hooks -------------------------------------------------------------------------------
     def _syscall_hook(self, uc: Uc, _ud: object) -> None:
@@ -88,11 +89,18 @@ class CPU:
         self.uc.emu_stop()
 
     # --- address space -----------------------------------------------------------------------
-    def set_address_space(self, cr3_gpa: int, icache: object) -> None:
-        if self.st.cr3 != cr3_gpa or self.st.icache != icache:
+    def set_address_space(self, asid: int, cr3_gpa: int, icache: object) -> None:
+        """Switch to another address space. `asid` names it uniquely for the whole run (a freed
+        page-table root may come back for another process), so a change always flushes the TLB."""
+        if self._asid != asid:
+            self._asid = asid
             self.st.cr3 = cr3_gpa
             self.st.icache = icache
             self.tlb_flush()
+
+    def flush_translations(self) -> None:
+        """Drop every translated block (code frames are being reused for other contents)."""
+        self.uc.ctl_flush_tb()
 
     def tlb_flush(self) -> None:
         self.lib.emu_tlb_flush(self._uc_ptr)

@@ -35,7 +35,7 @@ def sys_mmap(k, p, addr, length, prot, flags, fd, offset):  # type: ignore[no-un
                 raise SyscallError(ENODEV)
             from guestkernel.kernel import InodeBacking
 
-            backing = InodeBacking(k.fs, f.ino)
+            backing = InodeBacking(k.fs, k.pagecache, f.ino)
     mm = p.mm
     if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
         start = addr

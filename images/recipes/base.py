@@ -37,7 +37,9 @@ RECIPE = Recipe(
     binaries={
         "dash": ("/bin/sh", "/bin/dash"),
         **{tool: f"/bin/{tool}" for tool in
-           ("grep", "tar", "gzip", "cat", "ls", "mkdir", "rm", "wc", "sed", "find", "date")},
+           ("grep", "tar", "gzip", "cat", "ls", "mkdir", "rm", "wc", "sed", "find", "date",
+            "sort", "head", "tail", "tr", "cut", "uniq", "cp", "mv", "ln", "chmod", "touch", "rmdir",
+            "true", "false", "echo", "sleep", "env", "stat", "md5sum", "cmp", "diff", "xargs")},
     },
     files={
         "/sbin/init": INIT,

@@ -1,0 +1,52 @@
+"""Run one command in emu and print a JSON line with timing and output digest.
+
+Usage: .venv/bin/python bench/emu_runner.py IMAGE -- /bin/prog args...
+
+The image is copied first (a run writes into its image); the copy is not timed.  The timed
+region is Machine construction + Machine.run (kernel boot, guest run, shutdown).
+Run in its own process so a pathological workload can be killed by the caller's timeout.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+
+def main() -> int:
+    args = sys.argv[1:]
+    if len(args) < 3 or args[1] != "--":
+        print("usage: emu_runner.py IMAGE -- /bin/prog args...", file=sys.stderr)
+        return 2
+    image, argv = args[0], args[2:]
+    from emu.machine import Machine
+    from hw.console import Console
+
+    with tempfile.TemporaryDirectory(prefix="emu-bench-") as td:
+        img = os.path.join(td, "image.img")
+        shutil.copy(image, img)
+        t0 = time.perf_counter()
+        m = Machine(img, console=Console(out_fd=None, err_fd=None, capture=True))
+        r = m.run(argv)
+        wall = time.perf_counter() - t0
+    out = bytes(m.console.captured[1])
+    err = bytes(m.console.captured[2])
+    top = sorted(r.syscalls.items(), key=lambda kv: -kv[1])[:8]
+    print(json.dumps({
+        "wall_s": wall, "run_wall_s": r.wall_s, "exit_code": r.exit_code,
+        "instructions": r.instructions, "virtual_ns": r.virtual_ns,
+        "page_faults": r.page_faults, "syscalls_total": sum(r.syscalls.values()),
+        "syscalls_top": dict(top),
+        "stdout_bytes": len(out), "stdout": out.hex() if len(out) <= 1 << 16 else None,
+        "stdout_sha256": hashlib.sha256(out).hexdigest(),
+        "stderr_tail": err[-500:].decode(errors="replace"),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
