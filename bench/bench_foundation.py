@@ -35,7 +35,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
-from images.build import default_image, extract, staged_dataset  # noqa: E402
+from images.build import cache_dir, default_image, extract, staged_dataset  # noqa: E402
 
 QL_VENV = BENCH / ".venv-qiling"
 QL_PY = QL_VENV / "bin" / "python"
@@ -82,8 +82,9 @@ def qiling_versions() -> dict:
 
 
 def rootfs_for(image: Path) -> Path:
-    """The image extracted to bench/.rootfs/<image stem> (cached; image names are content keys)."""
-    dest = BENCH / ".rootfs" / image.stem
+    """The image extracted to <emu cache>/rootfs/<image stem> (cached; image names are content
+    keys).  Kept outside the work tree so it never ends up in a commit."""
+    dest = cache_dir().parent / "rootfs" / image.stem
     if not (dest / "bin").is_dir():
         log(f"extracting {image.name} to {dest}")
         if dest.exists():
@@ -289,7 +290,7 @@ def print_table(result: dict) -> None:
                   f(r["emu_over_native"], "{:.1f}x"), f(r["emu_over_qiling"], "{:.2f}x"),
                   f(r["guest_instructions"], "{:,}"), f(r["emu_mips"], "{:.1f}"),
                   f"{r['emu_output_match']} / {r['qiling_output_match']}")
-    c = Console()
+    c = Console(width=max(150, shutil.get_terminal_size((150, 24)).columns))
     c.print(t)
     v = result["versions"]
     c.print(f"unicorn (emu) {v['emu_unicorn']}, qiling {v['qiling']} "

@@ -124,5 +124,5 @@ def guest_programs(tmp_path_factory) -> Path:
 
 def put_file(image: Path, host_file: Path, guest_path: str, mode: int = 0o100755) -> None:
     """Write a host file into an image (debugfs), with the given mode."""
-    cmds = f"write {host_file} {guest_path}\nsif {guest_path} mode {mode:#o}\n"
+    cmds = f"write {host_file} {guest_path}\nsif {guest_path} mode 0{mode:o}\n"
     subprocess.run(["debugfs", "-w", "-f", "-", str(image)], input=cmds, capture_output=True, text=True, check=True)

@@ -7,7 +7,8 @@ import struct
 from typing import TYPE_CHECKING
 
 from emu.clock import COPY_NS_PER_KIB
-from guestkernel.errors import (EBADF, EEXIST, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTEMPTY, ENOTTY, EPERM,
+from guestkernel.mm import TASK_SIZE
+from guestkernel.errors import (EBADF, EEXIST, EFAULT, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTEMPTY, ENOTTY, EPERM,
                                 EPIPE, ERANGE, ESPIPE, EXDEV, SyscallError)
 from guestkernel.syscalls import syscall
 from guestkernel.vfs import (DEV_DIR, FD_ALIASES, O_ACCMODE, O_APPEND, O_CLOEXEC, O_CREAT, O_DIRECTORY,
@@ -185,20 +186,41 @@ def sys_close_range(k, p, first, last, flags, *_):  # type: ignore[no-untyped-de
 # read / write
 
 
+def access_ok(buf: int, count: int) -> None:
+    """Linux's access_ok: the whole buffer must lie in user space."""
+    if buf + count > TASK_SIZE or buf + count < buf:
+        raise SyscallError(EFAULT)
+
+
 def read_into(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, offset: int | None) -> int:
     if not f.readable:
         raise SyscallError(EBADF)
     count = min(count, MAX_IO)
+    access_ok(buf, count)
+    seekable = isinstance(f, InodeFile)
+    if count and not seekable:
+        p.mm.user_pages(buf, 1, write=True)  # fail before consuming pipe data
     total = 0
-    while total < count:
-        want = min(IO_CHUNK, count - total)
-        data = f.read(want) if offset is None else f.pread(want, offset + total)
-        if not data:
-            break
-        p.mm.copy_out(buf + total, data)
-        total += len(data)
-        if len(data) < want or f.kind != "inode":
-            break
+    try:
+        while total < count:
+            want = min(IO_CHUNK, count - total)
+            if seekable:
+                # Read at the position and advance only once the data reached the user buffer.
+                pos = f.offset if offset is None else offset
+                data = f.pread(want, pos + total)
+            else:
+                data = f.read(want)
+            if not data:
+                break
+            p.mm.copy_out(buf + total, data)
+            total += len(data)
+            if len(data) < want or not seekable:
+                break
+    except SyscallError:
+        if total == 0:
+            raise
+    if seekable and offset is None:
+        f.offset += total
     charge_copy(k, total)
     return total
 
@@ -207,6 +229,7 @@ def write_from(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, off
     if not f.writable:
         raise SyscallError(EBADF)
     count = min(count, MAX_IO)
+    access_ok(buf, count)
     total = 0
     try:
         while total < count:

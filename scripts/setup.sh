@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up everything emu needs on a fresh Debian machine with Python 3.11 and gcc:
+# a virtual environment with the Python dependencies, the native hot path (C via cffi) and
+# e2fsprogs (mke2fs, debugfs, e2fsck). Guest images are built on first use and cached.
+# Idempotent and quiet when there is nothing to do.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+if ! command -v mke2fs >/dev/null 2>&1 && ! [ -x /usr/sbin/mke2fs ] && ! [ -x /sbin/mke2fs ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing e2fsprogs" >&2
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq e2fsprogs >/dev/null
+  else
+    echo "setup: e2fsprogs (mke2fs, debugfs, e2fsck) is missing: install the Debian package e2fsprogs" >&2
+    exit 1
+  fi
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+
+stamp=.venv/.emu-setup
+want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: creating .venv and installing dependencies" >&2
+  "$PY" -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+  echo "$want" > "$stamp"
+fi
+# Build (or find cached) the native hot path.
+.venv/bin/python -c "from hw.native import load; load()"
