@@ -22,9 +22,21 @@ stamp=.venv/.emu-setup
 want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: creating .venv and installing dependencies" >&2
-  "$PY" -m venv .venv
-  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+  if ! "$PY" -m venv .venv >/dev/null 2>&1; then
+    # Debian splits venv/ensurepip into python3-venv.
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      rm -rf .venv && "$PY" -m venv .venv
+    else
+      echo "setup: '$PY -m venv' failed: install the Debian package python3-venv" >&2
+      exit 1
+    fi
+  fi
+  if ! .venv/bin/python -m pip install --disable-pip-version-check -e '.[test]' >.venv/pip.log 2>&1; then
+    cat .venv/pip.log >&2
+    echo "setup: pip install failed (log above)" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi
 # Build (or find cached) the native hot path.

@@ -1,0 +1,52 @@
+"""The interface between the machine and a kernel.
+
+The machine (emu/machine.py) owns the hardware and drives a kernel through these calls; any
+class that implements them can be loaded with `emu --kernel MODULE:CLASS` (constructed with a
+`KernelConfig` if it accepts one, else with no arguments). The default implementation is
+`guestkernel.kernel.Kernel`.
+
+    boot(machine, argv, envp)   mount the root file system from machine.blockdev, create pid 1 and
+                                exec argv[0] in it. Raise SyscallError(ENOENT/ENOEXEC/EACCES) if it
+                                cannot be started (the machine reports exit 127/126).
+    resume() -> int | None      choose what runs next and load its context on machine.cpu; return
+                                the retired-instruction count at which the CPU must stop (end of
+                                quantum, periodic work), or None to halt the machine.
+    syscall()                   called from the CPU's syscall hook while the guest is stopped on a
+                                `syscall` instruction; read arguments from, and write the result
+                                to, machine.cpu. Call machine.cpu.request_stop() to leave the CPU
+                                (blocking, exit, exec).
+    stop(stop: hw.cpu.Stop)     the CPU stopped: a translation fault, an exception, an invalid
+                                instruction, the deadline, or a requested stop.
+    shutdown()                  end of run: release everything, write caches back to storage.
+
+Attributes the machine reads afterwards: `init_status` (wait status of pid 1), `syscall_counts`
+(name -> count), `page_faults`, `log` (lines for the run log).
+
+The kernel sees the hardware only through the machine: `machine.physmem` (guest-physical RAM),
+`machine.cpu` (registers, contexts, address-space switch, translation), `machine.clock` (charge
+kernel work), `machine.blockdev` and `machine.console`.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from emu.machine import Machine
+    from hw.cpu import Stop
+
+
+class KernelInterface(Protocol):
+    init_status: int | None
+    syscall_counts: dict[str, int]
+    page_faults: int
+    log: list[str]
+
+    def boot(self, machine: "Machine", argv: list[bytes], envp: list[bytes] | None = None) -> None: ...
+
+    def resume(self) -> int | None: ...
+
+    def syscall(self) -> None: ...
+
+    def stop(self, stop: "Stop") -> None: ...
+
+    def shutdown(self) -> None: ...
