@@ -21,7 +21,7 @@ from guestkernel.errors import (EACCES, ECHILD, ENOENT, ENOEXEC, ENOSYS, EINTR, 
                                 SyscallError)
 from guestkernel.ext2 import Ext2, probe_block_size
 from guestkernel.frames import Frames
-from guestkernel.mm import MM, PAGE, page_up
+from guestkernel.mm import MM, PAGE, VMA, page_up
 from guestkernel.pagecache import PageCache
 from guestkernel.process import BLOCKED, RUNNABLE, ZOMBIE, FDTable, Process, SigAction
 from guestkernel.syscalls import NAMES, load_all
@@ -97,6 +97,10 @@ class Kernel:
         self.log: list[str] = []
         self.page_faults = 0
         self.next_writeback_ns = 0
+        self._rdtsc_scan: dict[tuple[int, int, int], list[int]] = {}
+        self._rdtsc_hooked: set[int] = set()
+        self.rdtsc_emulated = 0
+        self.uname = dict(UNAME)
 
     # ------------------------------------------------------------------------------------------
     # boot and shutdown
@@ -170,7 +174,51 @@ class Kernel:
     def new_mm(self) -> MM:
         mm = MM(self.frames, self.cpu.access, self.cpu.tlb_flush, self.sentinel_pfn)
         mm.icache = self.cpu.new_icache()
+        mm.on_exec_map = self.watch_rdtsc
         return mm
+
+    # rdtsc/rdtscp read the host's time stamp counter under Unicorn: every site in executable
+    # file mappings gets a code hook that answers from the virtual clock instead.
+    def watch_rdtsc(self, vma: "VMA") -> None:
+        backing = vma.backing
+        key = (getattr(backing, "ino", id(backing)), vma.offset, vma.end - vma.start)
+        offsets = self._rdtsc_scan.get(key)
+        if offsets is None:
+            data = backing.read_at(vma.offset, vma.end - vma.start)  # type: ignore[union-attr]
+            offsets = []
+            for pattern in (b"\x0f\x31", b"\x0f\x01\xf9"):
+                i = data.find(pattern)
+                while i >= 0:
+                    offsets.append(i)
+                    i = data.find(pattern, i + 1)
+            self._rdtsc_scan[key] = offsets
+        for off in offsets:
+            gva = vma.start + off
+            if gva not in self._rdtsc_hooked:
+                self._rdtsc_hooked.add(gva)
+                self.cpu.add_code_hook(gva, self._rdtsc)
+
+    def _rdtsc(self, gva: int) -> None:
+        """A hooked site is about to execute; if it is rdtsc/rdtscp there, emulate it."""
+        p = self.current
+        if p is None:
+            return
+        try:
+            insn = p.mm.copy_in(gva, 3)
+        except SyscallError:
+            return
+        if insn[:2] == b"\x0f\x31":
+            size = 2
+        elif insn == b"\x0f\x01\xf9":
+            size = 3
+        else:
+            return  # another process's code at this address
+        self.cpu.skip_instruction(gva, size)
+        tsc = self.clock.uptime_ns() * self.clock.cpu_hz // 10**9
+        self.cpu.write_gprs({"rax": tsc & 0xFFFFFFFF, "rdx": (tsc >> 32) & 0xFFFFFFFF})
+        if size == 3:
+            self.cpu.set_reg("rcx", 0)  # IA32_TSC_AUX: cpu 0
+        self.rdtsc_emulated += 1
 
     def drop_mm(self, mm: MM, owner: Process) -> None:
         if any(q.mm is mm for q in self.procs.values() if q is not owner and q.state != ZOMBIE):

@@ -93,6 +93,8 @@ class MM:
         self.brk_start = 0
         self.brk = 0
         self.icache: object = None  # the CPU's block-count table for this address space
+        # Called with each new executable file-backed VMA (the kernel scans it for rdtsc).
+        self.on_exec_map: Callable[[VMA], None] = lambda v: None
         self.faults = 0
 
     # --- VMA bookkeeping ----------------------------------------------------------------------
@@ -138,8 +140,11 @@ class MM:
         if start % PAGE or start + length > TASK_SIZE or length <= 0:
             raise SyscallError(EINVAL)
         self.unmap(start, length)
-        self.vmas.append(VMA(start, start + length, prot, shared, backing, offset, name))
+        vma = VMA(start, start + length, prot, shared, backing, offset, name)
+        self.vmas.append(vma)
         self._reindex()
+        if prot & PROT_EXEC and backing is not None:
+            self.on_exec_map(vma)
         return start
 
     def unmap(self, start: int, length: int) -> None:
@@ -169,7 +174,10 @@ class MM:
         self._split_at(start)
         self._split_at(end)
         for v in self.overlapping(start, end):
+            newly_exec = prot & PROT_EXEC and not v.prot & PROT_EXEC
             v.prot = prot
+            if newly_exec and v.backing is not None:
+                self.on_exec_map(v)
         for gva, slot, pte in list(self.aspace.leaves(start, end)):
             new = pte | PTE_NX if not prot & PROT_EXEC else pte & ~PTE_NX
             if not prot & PROT_WRITE:
@@ -356,6 +364,7 @@ class MM:
     def fork(self) -> "MM":
         child = MM(self.frames, self.translate, self.on_tlb_stale, self.sentinel_pfn)
         child.brk_start, child.brk = self.brk_start, self.brk
+        child.on_exec_map = self.on_exec_map
         child.vmas = [replace(v) for v in self.vmas]
         child._reindex()
         for v in self.vmas:

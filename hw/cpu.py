@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from unicorn import (UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INTR, UC_MODE_64, UC_PROT_ALL, UC_TLB_VIRTUAL, Uc,
+from unicorn import (UC_ARCH_X86, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR, UC_MODE_64, UC_PROT_ALL, UC_TLB_VIRTUAL, Uc,
                      UcError)
 from unicorn.unicorn_const import UC_ERR_FETCH_PROT, UC_ERR_INSN_INVALID
 from unicorn.x86_const import UC_CPU_X86_SKYLAKE_SERVER, UC_X86_INS_SYSCALL
@@ -82,6 +82,18 @@ class CPU:
     def _intr_hook(self, uc: Uc, intno: int, _ud: object) -> None:
         self._intno = intno
         self.uc.emu_stop()
+
+    def add_code_hook(self, gva: int, callback: Callable[[int], None]) -> None:
+        """Call callback(gva) before any instruction that starts at gva executes (any process).
+        Add it before the code there runs: translated code does not see new hooks."""
+        self.uc.hook_add(UC_HOOK_CODE, lambda uc, addr, size, ud: callback(addr), None, gva, gva)
+
+    def skip_instruction(self, gva: int, size: int) -> None:
+        """From a code hook: do not execute the instruction at gva (it was emulated); it still
+        retires once."""
+        self.uc.reg_write(X.UC_X86_REG_RIP, gva + size)
+        # Unicorn continues in a new block at gva+size, which counts its instructions again.
+        self._uncount_from(gva + size)
 
     def request_stop(self) -> None:
         """Called from within a hook: leave emu_start at the end of the current block."""

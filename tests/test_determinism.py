@@ -36,3 +36,22 @@ def test_seed_changes_randomness(base_image, tmp_path):
         shutil.copyfile(base_image, image)
         outs.append(run_emu(image, ["/bin/sh", "-c", "od -An -tx1 -N8 /dev/urandom 2>/dev/null || head -c 8 /dev/urandom | md5sum"], MachineConfig(seed=seed)).stdout)
     assert outs[0] == outs[1] != outs[2]
+
+
+def test_rdtsc_reads_the_virtual_clock(base_image, guest_programs, tmp_path):
+    from tests.conftest import put_file
+
+    outs = []
+    for i in range(2):
+        image = tmp_path / f"tsc{i}.img"
+        shutil.copyfile(base_image, image)
+        put_file(image, guest_programs / "probe", "/bin/probe")
+        run = run_emu(image, ["/bin/probe", "rdtsc"])
+        outs.append((run.stdout, run.result.instructions))
+    assert outs[0] == outs[1]
+    vals = dict(line.split("=") for line in outs[0][0].decode().splitlines())
+    tsc1, tsc2 = int(vals["tsc1"]), int(vals["tsc2"])
+    # 2 GHz, one instruction per cycle: the loop of ~1000 iterations lies between the two reads
+    assert 0 < tsc1 < tsc2 < 2 * 10**9
+    assert 4000 < tsc2 - tsc1 < 100000
+    assert vals["aux"] == "0"

@@ -119,3 +119,11 @@ def test_segfault_kills_with_the_linux_wait_status(emu, guest_programs):
     assert run.stdout == b"139\n141\n"  # 128 + SIGSEGV, 128 + SIGPIPE, as dash reports them
     run = emu(["/bin/probe", "spawn", "/bin/no-such"], image=image)
     assert run.stdout == f"status={(100 + errno.ENOENT) << 8}\n".encode()
+
+
+def test_kernel_is_pluggable_from_the_cli():
+    r = emu_cli("run", "--kernel", "tests.custom_kernel:RenamedKernel", "--", "/bin/uname", "-n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "custom-kernel\n"
+    r = emu_cli("run", "--", "/bin/uname", "-n")
+    assert r.stdout == "emu\n"

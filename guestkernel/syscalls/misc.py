@@ -10,10 +10,8 @@ from guestkernel.syscalls import syscall
 
 @syscall("uname")
 def sys_uname(k, p, buf, *_):  # type: ignore[no-untyped-def]
-    from guestkernel.kernel import UNAME
-
     fields = ("sysname", "nodename", "release", "version", "machine", "domainname")
-    p.mm.copy_out(buf, b"".join(UNAME[f].ljust(65, b"\0") for f in fields))
+    p.mm.copy_out(buf, b"".join(k.uname[f].ljust(65, b"\0") for f in fields))
     return 0
 
 

@@ -69,6 +69,14 @@ int main(int argc, char **argv)
         show("rseq", R(syscall(SYS_rseq, 0, 0, 0, 0)));
         return 0;
     }
+    if (!strcmp(cmd, "rdtsc")) {            /* the TSC is the virtual clock: deterministic */
+        unsigned lo, hi, lo2, hi2, aux;
+        __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+        for (volatile int i = 0; i < 1000; i++) ;
+        __asm__ volatile("rdtscp" : "=a"(lo2), "=d"(hi2), "=c"(aux));
+        printf("tsc1=%llu\ntsc2=%llu\naux=%u\n", ((unsigned long long)hi << 32) | lo, ((unsigned long long)hi2 << 32) | lo2, aux);
+        return 0;
+    }
     if (!strcmp(cmd, "segv")) {
         *(volatile int *)WILD = 1;
         return 0;

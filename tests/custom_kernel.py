@@ -1,0 +1,11 @@
+"""A kernel loaded with `emu --kernel tests.custom_kernel:RenamedKernel` in the tests: the default
+kernel under another host name, to show that the kernel is pluggable."""
+from guestkernel.kernel import Kernel, KernelConfig
+
+
+class RenamedKernel(Kernel):
+    name = "renamed"
+
+    def __init__(self, config: KernelConfig | None = None) -> None:
+        super().__init__(config)
+        self.uname["nodename"] = b"custom-kernel"
