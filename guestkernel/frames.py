@@ -46,6 +46,32 @@ class Frames:
             self.ram[off : off + PAGE_SIZE] = ZERO_PAGE
         return pfn
 
+    def alloc_block(self, order: int) -> int:
+        """2**order contiguous zeroed frames (kernel buffers such as pipe rings)."""
+        pfn = self.buddy.alloc(order)
+        n = 1 << order
+        for f in range(pfn, pfn + n):
+            self.refs[f] = 1
+            if self.code[f]:
+                self.code[f] = 0
+                self.code_reuses += 1
+                self.on_code_reuse()
+        self.allocated += n
+        off = pfn * PAGE_SIZE - self.base_gpa
+        self.ram[off : off + n * PAGE_SIZE] = bytes(n * PAGE_SIZE)
+        return pfn
+
+    def free_block(self, pfn: int, order: int) -> None:
+        n = 1 << order
+        for f in range(pfn, pfn + n):
+            self.refs[f] = 0
+        self.buddy.free(pfn, order)
+        self.allocated -= n
+
+    def block_view(self, pfn: int, order: int) -> memoryview:
+        off = pfn * PAGE_SIZE - self.base_gpa
+        return self.ram[off : off + (PAGE_SIZE << order)]
+
     def get(self, pfn: int) -> None:
         self.refs[pfn] += 1
 

@@ -17,6 +17,7 @@ from guestkernel.errors import (EACCES, EAGAIN, EBADF, EINVAL, EISDIR, ELOOP, EN
 
 if TYPE_CHECKING:
     from guestkernel.ext2 import Ext2
+    from guestkernel.frames import Frames
 
 O_ACCMODE = 3
 O_RDONLY, O_WRONLY, O_RDWR = 0, 1, 2
@@ -215,11 +216,42 @@ class InodeFile(OpenFile):
 
 
 class Pipe:
-    def __init__(self, name: str) -> None:
-        self.buf = bytearray()
+    """A pipe's buffer: a 64 KiB ring in 16 contiguous guest frames from the buddy allocator."""
+
+    ORDER = 4
+
+    def __init__(self, name: str, frames: "Frames") -> None:
+        self.frames = frames
+        self.pfn = frames.alloc_block(self.ORDER)
+        self.ring = frames.block_view(self.pfn, self.ORDER)
+        self.head = 0   # offset of the oldest byte
+        self.count = 0  # bytes buffered
         self.readers = 0
         self.writers = 0
         self.waitq = WaitQueue(name)
+
+    def put(self, data: bytes | memoryview) -> int:
+        n = min(len(data), PIPE_CAPACITY - self.count)
+        tail = (self.head + self.count) % PIPE_CAPACITY
+        first = min(n, PIPE_CAPACITY - tail)
+        self.ring[tail : tail + first] = data[:first]
+        self.ring[: n - first] = data[first:n]
+        self.count += n
+        return n
+
+    def take(self, n: int) -> bytes:
+        n = min(n, self.count)
+        first = min(n, PIPE_CAPACITY - self.head)
+        out = bytes(self.ring[self.head : self.head + first]) + bytes(self.ring[: n - first])
+        self.head = (self.head + n) % PIPE_CAPACITY
+        self.count -= n
+        return out
+
+    def release_if_unused(self) -> None:
+        if self.readers == 0 and self.writers == 0 and self.pfn >= 0:
+            self.ring.release()
+            self.frames.free_block(self.pfn, self.ORDER)
+            self.pfn = -1
 
 
 class PipeEnd(OpenFile):
@@ -238,14 +270,13 @@ class PipeEnd(OpenFile):
         p = self.pipe
         if self.write_end:
             raise SyscallError(EBADF)
-        if not p.buf:
+        if not p.count:
             if p.writers == 0 or n == 0:
                 return b""
             if self.flags & O_NONBLOCK:
                 raise SyscallError(EAGAIN)
             raise Block(p.waitq)
-        data = bytes(p.buf[:n])
-        del p.buf[:n]
+        data = p.take(n)
         p.waitq.wake()
         return data
 
@@ -255,17 +286,17 @@ class PipeEnd(OpenFile):
             raise SyscallError(EBADF)
         if p.readers == 0:
             raise SyscallError(EPIPE)
-        room = PIPE_CAPACITY - len(p.buf)
+        room = PIPE_CAPACITY - p.count
         if room <= 0 or (len(data) <= 4096 and room < len(data)):  # PIPE_BUF writes are atomic
             if self.flags & O_NONBLOCK:
                 raise SyscallError(EAGAIN)
             raise Block(p.waitq)
-        p.buf += data[:room]
+        n = p.put(data)
         p.waitq.wake()
-        return min(room, len(data))
+        return n
 
     def stat(self) -> Stat:
-        return Stat(ino=id(self.pipe) & 0xFFFFFF, mode=S.S_IFIFO | 0o600, size=len(self.pipe.buf), dev=0xC)
+        return Stat(ino=self.pipe.pfn & 0xFFFFFF, mode=S.S_IFIFO | 0o600, size=self.pipe.count, dev=0xC)
 
     def close(self) -> None:
         if self.write_end:
@@ -273,6 +304,7 @@ class PipeEnd(OpenFile):
         else:
             self.pipe.readers -= 1
         self.pipe.waitq.wake()
+        self.pipe.release_if_unused()
 
 
 class DevFile(OpenFile):

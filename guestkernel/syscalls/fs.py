@@ -945,14 +945,14 @@ def sys_ioctl(k, p, fd, req, arg, *_):  # type: ignore[no-untyped-def]
     f = p.fds.get(s32(fd))
     req &= 0xFFFFFFFF
     if req == FIONREAD and isinstance(f, PipeEnd):
-        p.mm.copy_out(arg, len(f.pipe.buf).to_bytes(4, "little"))
+        p.mm.copy_out(arg, f.pipe.count.to_bytes(4, "little"))
         return 0
     # The console is not a terminal: programs see what they would see with output redirected.
     raise SyscallError(ENOTTY)
 
 
 def do_pipe(k: "Kernel", p: "Process", fds_ptr: int, flags: int) -> int:
-    pipe = Pipe("pipe")
+    pipe = Pipe("pipe", k.frames)
     r = PipeEnd(pipe, False, flags & O_NONBLOCK)
     w = PipeEnd(pipe, True, flags & O_NONBLOCK)
     cloexec = bool(flags & O_CLOEXEC)
@@ -998,7 +998,7 @@ def sys_poll(k, p, fds, nfds, timeout, *_):  # type: ignore[no-untyped-def]
                 if f.write_end:
                     rev = (events & 4) if f.pipe.readers else 8
                 else:
-                    rev = (events & 1) if f.pipe.buf else (0x10 if f.pipe.writers == 0 else 0)
+                    rev = (events & 1) if f.pipe.count else (0x10 if f.pipe.writers == 0 else 0)
             else:
                 rev = events & 5
         struct.pack_into("<ihh", raw, 8 * i, fd, events, rev)
