@@ -234,14 +234,19 @@ static void block_hook(uc_engine *uc, uint64_t gva, uint32_t size, void *ud)
         icache_put(st->icache, gva, size, (uint32_t)n);
         st->blocks_decoded++;
     }
+    /* Stopping from this hook keeps the block from executing: stop before a block that would
+     * run past the deadline, so the CPU halts on a block boundary with icount <= deadline. */
+    if (st->icount + (uint64_t)n > st->deadline) {
+        if (!st->deadline_hit) {
+            st->deadline_hit = 1;
+            uc_emu_stop(uc);
+        }
+        return;
+    }
     st->icount += (uint64_t)n;
     st->last_block_gva = gva;
     st->last_block_size = size;
     st->last_block_count = (uint32_t)n;
-    if (st->icount >= st->deadline && !st->deadline_hit) {
-        st->deadline_hit = 1;
-        uc_emu_stop(uc);
-    }
 }
 
 struct emu_state *emu_state_new(void)
