@@ -23,6 +23,7 @@ from guestkernel.errors import SyscallError
 from hw.blockdev import BlockDevice
 from hw.console import Console
 from hw.cpu import CPU
+from hw.ept import EPT
 from hw.physmem import PhysicalMemory, RangeSpec
 
 MiB = 1 << 20
@@ -91,7 +92,8 @@ class Machine:
         if not image.is_file():
             raise EmuError(f"image {image} does not exist")
         self.physmem = PhysicalMemory([RangeSpec("dram0", "dram", 0, self.config.ram_bytes, 0)])
-        self.cpu = CPU(self.physmem)
+        self.ept = EPT(self.physmem)
+        self.cpu = CPU(self.physmem, self.ept)
         self.clock = Clock(lambda: self.cpu.icount, self.config.cpu_hz)
         self.blockdev = BlockDevice(str(image))
         self.console = console or Console()

@@ -95,8 +95,9 @@ def map_image(mm: MM, img: ElfImage, backing: Backing, base: int) -> tuple[int, 
                 # The page holding the end of the file data also holds the start of .bss: zero
                 # its tail now (Linux's padzero), as the file's bytes there are other sections.
                 tail = PAGE - file_end % PAGE
-                gpa = mm.private_page(file_end) - mm.frames.base_gpa
-                mm.frames.ram[gpa : gpa + tail] = bytes(tail)
+                gpa = mm.private_page(file_end)
+                off = gpa & (PAGE - 1)
+                mm.frames.page(gpa >> 12)[off : off + tail] = bytes(tail)
         anon_start = page_up(file_end) if s.filesz else start
         if page_up(mem_end) > anon_start:
             mm.map(anon_start, page_up(mem_end) - anon_start, prot, name="[bss]" if s.filesz else "")

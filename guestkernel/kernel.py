@@ -109,7 +109,7 @@ class Kernel:
         self.machine = machine
         self.cpu = machine.cpu
         self.clock = machine.clock
-        self.frames = Frames(machine.physmem)
+        self.frames = Frames(machine.physmem, machine.ept)
         self.frames.on_code_reuse = self.cpu.flush_translations
         self.sentinel_pfn = self.frames.alloc()
         dev = machine.blockdev

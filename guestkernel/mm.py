@@ -290,52 +290,48 @@ class MM:
                 raise SyscallError(EFAULT)
         return gpa
 
+    def _chunks(self, gva: int, n: int, access: int):  # type: ignore[no-untyped-def]
+        """(view, gpa) for each page piece of the user range [gva, gva+n)."""
+        page = self.frames.page
+        while n > 0:
+            chunk = min(n, PAGE - (gva & (PAGE - 1)))
+            gpa = self._gpa(gva, access)
+            off = gpa & (PAGE - 1)
+            yield page(gpa >> 12)[off : off + chunk], gpa
+            gva += chunk
+            n -= chunk
+
     def copy_in(self, gva: int, n: int) -> bytes:
         """Read n bytes of user memory (EFAULT if any part is not readable)."""
         out = bytearray()
-        ram, base = self.frames.ram, self.frames.base_gpa
-        while n > 0:
-            chunk = min(n, PAGE - (gva & (PAGE - 1)))
-            gpa = self._gpa(gva, ACCESS_READ) - base
-            out += ram[gpa : gpa + chunk]
-            gva += chunk
-            n -= chunk
+        for view, gpa in self._chunks(gva, n, ACCESS_READ):
+            out += view
+            self.frames.kernel_access(gpa, len(view), False)
         return bytes(out)
 
     def copy_out(self, gva: int, data: bytes | memoryview) -> None:
         """Write data into user memory (EFAULT if any part is not writable)."""
-        view = memoryview(data).cast("B")
-        ram, base = self.frames.ram, self.frames.base_gpa
+        src = memoryview(data).cast("B")
         pos = 0
-        n = len(view)
-        while pos < n:
-            chunk = min(n - pos, PAGE - (gva & (PAGE - 1)))
-            gpa = self._gpa(gva, ACCESS_WRITE) - base
-            ram[gpa : gpa + chunk] = view[pos : pos + chunk]
-            gva += chunk
-            pos += chunk
+        for view, gpa in self._chunks(gva, len(src), ACCESS_WRITE):
+            view[:] = src[pos : pos + len(view)]
+            self.frames.kernel_access(gpa, len(view), True)
+            pos += len(view)
 
     def user_pages(self, gva: int, n: int, write: bool) -> list[memoryview]:
-        """Views of the user buffer [gva, gva+n), page piece by page piece (for zero-extra-copy I/O)."""
-        out = []
-        ram, base = self.frames.ram, self.frames.base_gpa
-        access = ACCESS_WRITE if write else ACCESS_READ
-        while n > 0:
-            chunk = min(n, PAGE - (gva & (PAGE - 1)))
-            gpa = self._gpa(gva, access) - base
-            out.append(ram[gpa : gpa + chunk])
-            gva += chunk
-            n -= chunk
-        return out
+        """Views of the user buffer [gva, gva+n), page piece by page piece."""
+        return [view for view, _ in self._chunks(gva, n, ACCESS_WRITE if write else ACCESS_READ)]
 
     def read_cstr(self, gva: int, limit: int = 4096) -> bytes:
         out = bytearray()
-        ram, base = self.frames.ram, self.frames.base_gpa
+        page = self.frames.page
         while len(out) < limit:
             chunk = PAGE - (gva & (PAGE - 1))
-            gpa = self._gpa(gva, ACCESS_READ) - base
-            piece = ram[gpa : gpa + chunk]
-            z = bytes(piece).find(b"\0")
+            gpa = self._gpa(gva, ACCESS_READ)
+            off = gpa & (PAGE - 1)
+            piece = bytes(page(gpa >> 12)[off : off + chunk])
+            self.frames.kernel_access(gpa, chunk, False)
+            z = piece.find(b"\0")
             if z >= 0:
                 out += piece[:z]
                 return bytes(out)

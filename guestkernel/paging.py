@@ -28,8 +28,6 @@ _Q = struct.Struct("<Q")
 class AddressSpace:
     def __init__(self, frames: Frames) -> None:
         self.frames = frames
-        self.ram = frames.ram
-        self.base = frames.base_gpa
         self.root_pfn = frames.alloc()
         self.table_frames = [self.root_pfn]
 
@@ -40,27 +38,27 @@ class AddressSpace:
     def _entry_gpa(self, gva: int, create: bool) -> int:
         """gpa of the leaf PTE slot for gva, or -1 when a table is missing and create is False."""
         table = self.root_pfn << 12
-        ram, base = self.ram, self.base
+        page = self.frames.page
         for shift in (39, 30, 21):
-            slot = table + ((gva >> shift) & 511) * 8
-            e = _Q.unpack_from(ram, slot - base)[0]
+            idx = ((gva >> shift) & 511) * 8
+            e = _Q.unpack_from(page(table >> 12), idx)[0]
             if not e & PTE_P:
                 if not create:
                     return -1
                 pfn = self.frames.alloc()
                 self.table_frames.append(pfn)
                 e = (pfn << 12) | PTE_P | PTE_W | PTE_U
-                _Q.pack_into(ram, slot - base, e)
+                _Q.pack_into(page(table >> 12), idx, e)
             table = e & PTE_ADDR
         return table + ((gva >> 12) & 511) * 8
 
     def get(self, gva: int) -> int:
         slot = self._entry_gpa(gva, False)
-        return 0 if slot < 0 else _Q.unpack_from(self.ram, slot - self.base)[0]
+        return 0 if slot < 0 else _Q.unpack_from(self.frames.page(slot >> 12), slot & 0xFFF)[0]
 
     def set(self, gva: int, pte: int) -> None:
         slot = self._entry_gpa(gva, True)
-        _Q.pack_into(self.ram, slot - self.base, pte)
+        self.write_slot(slot, pte)
 
     def map(self, gva: int, pfn: int, writable: bool, executable: bool, cow: bool = False) -> None:
         pte = (pfn << 12) | PTE_P | PTE_U
@@ -74,11 +72,12 @@ class AddressSpace:
 
     def leaves(self, start: int, end: int) -> Iterator[tuple[int, int, int]]:
         """Yield (gva, slot_gpa, pte) for every present leaf in [start, end)."""
-        ram, base = self.ram, self.base
         unpack = _Q.unpack_from
+        page = self.frames.page
 
         def rec(table: int, level_shift: int, lo: int) -> Iterator[tuple[int, int, int]]:
             span = 1 << level_shift
+            tview = page(table >> 12)
             first = max(0, (start - lo) >> level_shift) if start > lo else 0
             for i in range(first, 512):
                 va = lo + i * span
@@ -87,7 +86,7 @@ class AddressSpace:
                 if va + span <= start:
                     continue
                 slot = table + i * 8
-                e = unpack(ram, slot - base)[0]
+                e = unpack(tview, i * 8)[0]
                 if not e & PTE_P:
                     continue
                 if level_shift == 12:
@@ -99,7 +98,7 @@ class AddressSpace:
         yield from rec(self.root_pfn << 12, 39, 0)
 
     def write_slot(self, slot: int, pte: int) -> None:
-        _Q.pack_into(self.ram, slot - self.base, pte)
+        _Q.pack_into(self.frames.page(slot >> 12), slot & 0xFFF, pte)
 
     def destroy(self) -> None:
         """Free the table frames (the caller has already released the leaf frames)."""

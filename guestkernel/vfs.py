@@ -216,40 +216,52 @@ class InodeFile(OpenFile):
 
 
 class Pipe:
-    """A pipe's buffer: a 64 KiB ring in 16 contiguous guest frames from the buddy allocator."""
+    """A pipe's buffer: a 64 KiB ring in 16 guest frames from the buddy allocator."""
 
     ORDER = 4
 
     def __init__(self, name: str, frames: "Frames") -> None:
         self.frames = frames
         self.pfn = frames.alloc_block(self.ORDER)
-        self.ring = frames.block_view(self.pfn, self.ORDER)
-        self.head = 0   # offset of the oldest byte
+        self.head = 0   # ring offset of the oldest byte
         self.count = 0  # bytes buffered
         self.readers = 0
         self.writers = 0
         self.waitq = WaitQueue(name)
 
+    def _pieces(self, start: int, n: int):  # type: ignore[no-untyped-def]
+        """(page view slice, length) covering n ring bytes from ring offset start."""
+        while n > 0:
+            off = start % PIPE_CAPACITY
+            page, in_page = divmod(off, 4096)
+            chunk = min(n, 4096 - in_page)
+            gpa = ((self.pfn + page) << 12) + in_page
+            yield self.frames.page(self.pfn + page)[in_page : in_page + chunk], gpa
+            start += chunk
+            n -= chunk
+
     def put(self, data: bytes | memoryview) -> int:
         n = min(len(data), PIPE_CAPACITY - self.count)
-        tail = (self.head + self.count) % PIPE_CAPACITY
-        first = min(n, PIPE_CAPACITY - tail)
-        self.ring[tail : tail + first] = data[:first]
-        self.ring[: n - first] = data[first:n]
+        pos = 0
+        for view, gpa in self._pieces(self.head + self.count, n):
+            view[:] = data[pos : pos + len(view)]
+            self.frames.kernel_access(gpa, len(view), True)
+            pos += len(view)
         self.count += n
         return n
 
     def take(self, n: int) -> bytes:
         n = min(n, self.count)
-        first = min(n, PIPE_CAPACITY - self.head)
-        out = bytes(self.ring[self.head : self.head + first]) + bytes(self.ring[: n - first])
+        out = bytearray()
+        for view, gpa in self._pieces(self.head, n):
+            out += view
+            self.frames.kernel_access(gpa, len(view), False)
         self.head = (self.head + n) % PIPE_CAPACITY
         self.count -= n
-        return out
+        return bytes(out)
 
     def release_if_unused(self) -> None:
         if self.readers == 0 and self.writers == 0 and self.pfn >= 0:
-            self.ring.release()
             self.frames.free_block(self.pfn, self.ORDER)
             self.pfn = -1
 

@@ -18,6 +18,7 @@ from unicorn.x86_const import UC_CPU_X86_SKYLAKE_SERVER, UC_X86_INS_SYSCALL
 from unicorn import x86_const as X
 
 from hw.native import load as load_native
+from hw.ept import EPT
 from hw.physmem import PhysicalMemory
 
 # A page mapped (non-executable) in every address space: Unicorn touches the `until` address of
@@ -52,7 +53,7 @@ SYSCALL_ARG_IDS = (X.UC_X86_REG_RAX, X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X8
 
 
 class CPU:
-    def __init__(self, physmem: PhysicalMemory) -> None:
+    def __init__(self, physmem: PhysicalMemory, ept: "EPT") -> None:
         self.ffi, self.lib = load_native()
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
         self.uc.ctl_set_cpu_model(UC_CPU_X86_SKYLAKE_SERVER)
@@ -63,8 +64,13 @@ class CPU:
         for r in physmem.ranges:
             ptr = self.ffi.from_buffer(r.buffer)
             self._keep.append(ptr)
-            self.uc.mem_map_ptr(r.spec.base_gpa, r.spec.size_bytes, UC_PROT_ALL, int(self.ffi.cast("uintptr_t", ptr)))
-            self.lib.emu_add_range(self.st, r.spec.base_gpa, r.spec.size_bytes, self.ffi.cast("uint8_t *", ptr))
+            self.uc.mem_map_ptr(r.spec.base_hpa, r.spec.size_bytes, UC_PROT_ALL, int(self.ffi.cast("uintptr_t", ptr)))
+            self.lib.emu_add_range(self.st, r.spec.base_hpa, r.spec.size_bytes, self.ffi.cast("uint8_t *", ptr))
+        self._ept_map = self.ffi.from_buffer("uint32_t[]", ept.map)
+        self._ept_bits = self.ffi.from_buffer("uint8_t[]", ept.bits)
+        self.lib.emu_set_ept(self.st, self._ept_map, self._ept_bits, ept.pages)
+        ept.on_change = self.tlb_flush
+        ept.on_data_move = self.flush_translations
         err = self.lib.emu_install(self._uc_ptr, self.st)
         if err:
             raise RuntimeError(f"cannot install the native hooks (uc_err {err})")

@@ -1,8 +1,9 @@
-"""Guest-physical memory: the machine's memory map of RAM ranges, each backed by a host buffer.
+"""The physical memory map: RAM ranges (DRAM, SCM) on channels, each backed by a host buffer.
 
 Every range is an anonymous host mapping handed to Unicorn with `mem_map_ptr`, so the CPU, the
-native hot path and the Python kernel all touch the same bytes. Addresses here are guest-physical
-(`gpa`); `view(gpa, n)` gives the kernel a zero-copy window.
+native hot path and the Python kernel all touch the same bytes. Addresses here are host-physical
+(`hpa`: what the memory channels see); the EPT (hw/ept.py) maps the kernel's guest-physical
+frames onto them. `view(hpa, n)` gives a zero-copy window.
 
 Default map (issue 3 adds persistent ranges on their own channels)::
 
@@ -25,51 +26,55 @@ class RangeSpec:
 
     name: str
     kind: str  # "dram" (volatile) or "scm" (persistent)
-    base_gpa: int
+    base_hpa: int
     size_bytes: int
     channel: int = 0
 
 
 class MemoryRange:
     def __init__(self, spec: RangeSpec) -> None:
-        if spec.base_gpa % PAGE_SIZE or spec.size_bytes % PAGE_SIZE or spec.size_bytes <= 0:
+        if spec.base_hpa % PAGE_SIZE or spec.size_bytes % PAGE_SIZE or spec.size_bytes <= 0:
             raise ValueError(f"memory range {spec.name!r} must be page aligned and non-empty")
         self.spec = spec
         self.buffer = mmap.mmap(-1, spec.size_bytes)
         self.view = memoryview(self.buffer)
 
     @property
-    def end_gpa(self) -> int:
-        return self.spec.base_gpa + self.spec.size_bytes
+    def end_hpa(self) -> int:
+        return self.spec.base_hpa + self.spec.size_bytes
 
 
 class PhysicalMemory:
     """The set of RAM ranges, and fast access to them by guest-physical address."""
 
     def __init__(self, specs: list[RangeSpec]) -> None:
-        ordered = sorted(specs, key=lambda s: s.base_gpa)
+        ordered = sorted(specs, key=lambda s: s.base_hpa)
         for a, b in zip(ordered, ordered[1:]):
-            if a.base_gpa + a.size_bytes > b.base_gpa:
+            if a.base_hpa + a.size_bytes > b.base_hpa:
                 raise ValueError(f"memory ranges {a.name!r} and {b.name!r} overlap")
         self.ranges = [MemoryRange(s) for s in ordered]
-        # The kernel works mostly in the first DRAM range; keep a direct view of it.
-        self._first = self.ranges[0]
 
     def range_of(self, gpa: int) -> MemoryRange:
-        r = self._first
-        if r.spec.base_gpa <= gpa < r.end_gpa:
-            return r
         for r in self.ranges:
-            if r.spec.base_gpa <= gpa < r.end_gpa:
+            if r.spec.base_hpa <= gpa < r.end_hpa:
                 return r
         raise ValueError(f"gpa {gpa:#x} is outside every memory range")
 
     def view(self, gpa: int, n: int) -> memoryview:
         r = self.range_of(gpa)
-        off = gpa - r.spec.base_gpa
+        off = gpa - r.spec.base_hpa
         if off + n > r.spec.size_bytes:
             raise ValueError(f"gpa range {gpa:#x}+{n:#x} crosses the end of {r.spec.name}")
         return r.view[off : off + n]
+
+    def page_view(self, hpfn: int) -> memoryview:
+        """The 4 KiB host-physical page hpfn."""
+        hpa = hpfn << 12
+        for r in self.ranges:
+            if r.spec.base_hpa <= hpa < r.end_hpa:
+                off = hpa - r.spec.base_hpa
+                return r.view[off : off + PAGE_SIZE]
+        raise ValueError(f"hpa {hpa:#x} is outside every memory range")
 
     def read(self, gpa: int, n: int) -> bytes:
         return bytes(self.view(gpa, n))

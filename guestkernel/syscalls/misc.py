@@ -17,8 +17,8 @@ def sys_uname(k, p, buf, *_):  # type: ignore[no-untyped-def]
 
 @syscall("sysinfo")
 def sys_sysinfo(k, p, buf, *_):  # type: ignore[no-untyped-def]
-    total = k.frames.buddy.nframes * 4096
-    free = k.frames.buddy.free_frames * 4096
+    total = k.frames.total_frames * 4096
+    free = k.frames.free_frames * 4096
     info = struct.pack("<q3Q6QH6xQQI", k.clock.uptime_ns() // 10**9, 0, 0, 0, total, free, 0, 0, 0, 0,
                        len(k.procs), 0, 0, 1)
     p.mm.copy_out(buf, info.ljust(112, b"\0"))

@@ -36,7 +36,8 @@ struct emu_state {
     ...;
 };
 struct emu_state *emu_state_new(void);
-int emu_add_range(struct emu_state *st, uint64_t gpa, uint64_t size, uint8_t *host);
+int emu_add_range(struct emu_state *st, uint64_t hpa, uint64_t size, uint8_t *host);
+void emu_set_ept(struct emu_state *st, uint32_t *ept, uint8_t *bits, uint64_t pages);
 int emu_install(uc_engine *uc, struct emu_state *st);
 void emu_tlb_flush(uc_engine *uc);
 struct icache *emu_icache_new(void);

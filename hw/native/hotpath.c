@@ -5,6 +5,9 @@
  *    frames, as on real hardware) for Unicorn's UC_TLB_VIRTUAL fill callback, setting the
  *    accessed and dirty bits. A clean page is filled read-only, so the first store to it comes
  *    back here as a write and sets D exactly. A miss records the fault for the Python kernel.
+ *  - EPT: every guest-physical frame number maps to a host-physical one (`ept[gpfn]`), with
+ *    accessed/dirty bits in `ept_bits[gpfn]` set by the walk, the fill and the kernel's accesses.
+ *    Unicorn's "physical" addresses are host-physical: the memory map's ranges and channels.
  *  - Instruction clock: a block hook adds the block's instruction count, cached per address
  *    space in a hash table keyed by (gva, size) and decoded once with capstone on a miss. When
  *    the count passes a deadline (scheduler quantum, power cut) it stops the CPU.
@@ -25,7 +28,10 @@
 
 #define MAX_RANGES 16
 
-struct ram_range { uint64_t gpa; uint64_t size; uint8_t *host; };
+struct ram_range { uint64_t hpa; uint64_t size; uint8_t *host; };
+
+#define EPT_A 1
+#define EPT_D 2
 
 struct icache_entry { uint64_t key; uint32_t size; uint32_t count; };
 struct icache { struct icache_entry *slots; uint64_t mask; uint64_t used; };
@@ -34,6 +40,9 @@ struct emu_state {
     struct ram_range ranges[MAX_RANGES];
     int nranges;
     uint64_t cr3;            /* gpa of the running process's PML4 (0: nothing mapped) */
+    uint32_t *ept;           /* gpfn -> hpfn */
+    uint8_t *ept_bits;       /* gpfn -> EPT_A | EPT_D */
+    uint64_t ept_pages;
     struct icache *icache;   /* the running address space's block-count table */
     /* last translation fault */
     uint64_t fault_gva;
@@ -50,14 +59,29 @@ struct emu_state {
     csh cs;
 };
 
-static inline uint8_t *gpa_to_host(struct emu_state *st, uint64_t gpa, uint64_t len)
+static inline uint8_t *hpa_to_host(struct emu_state *st, uint64_t hpa, uint64_t len)
 {
     for (int i = 0; i < st->nranges; i++) {
         struct ram_range *r = &st->ranges[i];
-        if (gpa >= r->gpa && gpa - r->gpa + len <= r->size)
-            return r->host + (gpa - r->gpa);
+        if (hpa >= r->hpa && hpa - r->hpa + len <= r->size)
+            return r->host + (hpa - r->hpa);
     }
     return NULL;
+}
+
+/* EPT: guest-physical -> host-physical (~0 if outside the guest-physical space). */
+static inline uint64_t ept_map(struct emu_state *st, uint64_t gpa, int bits)
+{
+    uint64_t gpfn = gpa >> 12;
+    if (gpfn >= st->ept_pages || st->ept[gpfn] == 0xFFFFFFFFu) return ~0ull;
+    st->ept_bits[gpfn] |= (uint8_t)bits;
+    return ((uint64_t)st->ept[gpfn] << 12) | (gpa & 0xfff);
+}
+
+static inline uint8_t *gpa_to_host(struct emu_state *st, uint64_t gpa, uint64_t len, int bits)
+{
+    uint64_t hpa = ept_map(st, gpa, bits);
+    return hpa == ~0ull ? NULL : hpa_to_host(st, hpa, len);
 }
 
 /* Walk the page table. access: 0 read, 1 write, 2 fetch. set_bits: update A/D as the hardware
@@ -68,7 +92,7 @@ static uint64_t walk(struct emu_state *st, uint64_t cr3, uint64_t gva, int set_b
     if (!table) return 0;
     for (int level = 3; level >= 0; level--) {
         uint64_t idx = (gva >> (12 + 9 * level)) & 511;
-        uint64_t *e = (uint64_t *)gpa_to_host(st, table + idx * 8, 8);
+        uint64_t *e = (uint64_t *)gpa_to_host(st, table + idx * 8, 8, set_bits ? EPT_A : 0);
         if (!e) return 0;
         uint64_t v = *e;
         if (!(v & PTE_P)) return 0;
@@ -76,12 +100,12 @@ static uint64_t walk(struct emu_state *st, uint64_t cr3, uint64_t gva, int set_b
             if (set_bits) {
                 uint64_t nv = v | PTE_A;
                 if (access == 1 && (v & PTE_W)) nv |= PTE_D;
-                if (nv != v) *e = nv;
+                if (nv != v) { *e = nv; st->ept_bits[(table + idx * 8) >> 12] |= EPT_D; }
                 v = nv;
             }
             return v;
         }
-        if (set_bits && !(v & PTE_A)) *e = v | PTE_A;
+        if (set_bits && !(v & PTE_A)) { *e = v | PTE_A; st->ept_bits[(table + idx * 8) >> 12] |= EPT_D; }
         table = v & PTE_ADDR;
     }
     return 0;
@@ -104,7 +128,9 @@ uint64_t emu_access(struct emu_state *st, uint64_t cr3, uint64_t gva, int access
     uint64_t pte = walk(st, cr3, gva, 1, access);
     if (!(pte & PTE_P)) return ~0ull;
     if (access == 1 && !(pte & PTE_W)) return ~0ull;
-    return (pte & PTE_ADDR) | (gva & 0xfff);
+    uint64_t gpa = (pte & PTE_ADDR) | (gva & 0xfff);
+    ept_map(st, gpa, access == 1 ? EPT_A | EPT_D : EPT_A);
+    return gpa;
 }
 
 static bool tlb_fill(uc_engine *uc, uint64_t gva, uc_mem_type type, uc_tlb_entry *result, void *ud)
@@ -121,7 +147,14 @@ static bool tlb_fill(uc_engine *uc, uint64_t gva, uc_mem_type type, uc_tlb_entry
     int perms = UC_PROT_READ;
     if ((pte & PTE_W) && (pte & PTE_D)) perms |= UC_PROT_WRITE;
     if (!(pte & PTE_NX)) perms |= UC_PROT_EXEC;
-    result->paddr = pte & PTE_ADDR;
+    uint64_t hpa = ept_map(st, pte & PTE_ADDR, (perms & UC_PROT_WRITE) ? EPT_A | EPT_D : EPT_A);
+    if (hpa == ~0ull) {
+        st->fault_gva = gva;
+        st->fault_access = access;
+        st->fault_pending = 1;
+        return false;
+    }
+    result->paddr = hpa;
     result->perms = perms;
     return true;
 }
@@ -199,7 +232,7 @@ int emu_read_virt(struct emu_state *st, uint64_t cr3, uint64_t gva, uint8_t *buf
         if (gpa == ~0ull) return -1;
         uint64_t chunk = 4096 - (gva & 0xfff);
         if (chunk > n) chunk = n;
-        uint8_t *h = gpa_to_host(st, gpa, chunk);
+        uint8_t *h = gpa_to_host(st, gpa, chunk, 0);
         if (!h) return -1;
         memcpy(buf, h, chunk);
         buf += chunk; gva += chunk; n -= chunk;
@@ -257,11 +290,18 @@ struct emu_state *emu_state_new(void)
     return st;
 }
 
-int emu_add_range(struct emu_state *st, uint64_t gpa, uint64_t size, uint8_t *host)
+int emu_add_range(struct emu_state *st, uint64_t hpa, uint64_t size, uint8_t *host)
 {
     if (st->nranges >= MAX_RANGES) return -1;
-    st->ranges[st->nranges++] = (struct ram_range){ gpa, size, host };
+    st->ranges[st->nranges++] = (struct ram_range){ hpa, size, host };
     return 0;
+}
+
+void emu_set_ept(struct emu_state *st, uint32_t *ept, uint8_t *bits, uint64_t pages)
+{
+    st->ept = ept;
+    st->ept_bits = bits;
+    st->ept_pages = pages;
 }
 
 void emu_tlb_flush(uc_engine *uc)
