@@ -1,7 +1,10 @@
 """The `emu` command line: a thin layer over the Machine API.
 
-    emu run [--image PATH] [--summary] [--kernel MOD:CLASS] -- PROGRAM [ARGS...]
-    emu boot [--image PATH]                 run the image's /sbin/init
+    emu run [--image PATH] [--machine FILE] [--set KEY=VALUE] [--summary] [--stats]
+            [--state DIR] [--power-fail-at N | --power-fail-at-event K] -- PROGRAM [ARGS...]
+    emu boot [--image PATH] [--state DIR]   run the image's /sbin/init (cold boot from DIR)
+    emu machine show [FILE]                 the resolved memory map and settings
+    emu stats DIR                           the counters of a finished run
     emu image build [RECIPE] [-o PATH]      build a guest image (see images/)
     emu image list
 
@@ -43,11 +46,31 @@ def parse_size(text: str) -> int:
 
 def add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", metavar="PATH", help="guest image to run on and write to (default: a fresh copy of the default image)")
+    p.add_argument("--machine", metavar="FILE", help="machine file (TOML; default: the built-in machine, see `emu machine show`)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a machine setting, e.g. model_level=full or cache.size=4M")
+    p.add_argument("--level", choices=("fast", "persist", "full"), help="model level (shortcut for --set model_level=...)")
     p.add_argument("--kernel", metavar="MODULE:CLASS", help="load another kernel implementation")
-    p.add_argument("--ram", type=parse_size, default=None, metavar="SIZE", help="DRAM size (default 512M)")
-    p.add_argument("--seed", type=int, default=1, help="seed of the guest's randomness (default 1)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the guest's randomness (default 1)")
+    p.add_argument("--state", metavar="DIR", help="state directory: storage image, SCM media, config, stats, power-failure report")
+    p.add_argument("--power-fail-at", type=positive_int, metavar="N", help="cut power after exactly N retired guest instructions")
+    p.add_argument("--power-fail-at-event", type=positive_int, metavar="K", help="cut power at the K-th persistence event")
     p.add_argument("--summary", action="store_true", help="print a run summary (instructions, time, MIPS, syscalls) to stderr")
     p.add_argument("--summary-json", metavar="FILE", help="write the run summary as JSON")
+    p.add_argument("--stats", action="store_true", help="print the memory-channel counters (pcm-memory layout) to stderr")
+    p.add_argument("--stats-json", metavar="FILE", help="write every counter as JSON")
+    p.add_argument("--stats-csv", metavar="FILE", help="write a time series of the counters (with --epoch)")
+    p.add_argument("--epoch", type=positive_int, default=100_000_000, metavar="N", help="instructions per time-series sample (default 1e8)")
+    p.add_argument("--log", metavar="FILE", help="write the run log (unimplemented syscalls, ...) to FILE")
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text.replace("_", ""), 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,35 +83,90 @@ def build_parser() -> argparse.ArgumentParser:
     boot = sub.add_parser("boot", help="boot the machine and run the image's /sbin/init")
     add_machine_options(boot)
     boot.set_defaults(func=cmd_boot, program=["/sbin/init"])
+    mach = sub.add_parser("machine", help="machine configurations")
+    msub = mach.add_subparsers(dest="machine_cmd", required=True, parser_class=ArgumentParser)
+    show = msub.add_parser("show", help="print the resolved memory map and settings")
+    show.add_argument("file", nargs="?", help="machine file (default: the built-in machine)")
+    show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    show.add_argument("--json", action="store_true", help="print the resolved configuration as JSON")
+    show.set_defaults(func=cmd_machine_show)
+    stats = sub.add_parser("stats", help="show the counters of a finished run")
+    stats.add_argument("dir", help="a run's state directory (or a stats JSON file)")
+    stats.add_argument("--json", action="store_true", help="print them as JSON")
+    stats.set_defaults(func=cmd_stats)
     from images.cli import add_parser as add_image_parser
 
     add_image_parser(sub)
     return ap
 
 
-def machine_for(args: argparse.Namespace) -> tuple[object, Path | None]:
-    """Build the Machine the options describe; returns it and a scratch directory to remove."""
-    from emu.machine import Machine, MachineConfig, load_kernel
+def resolve_config(args: argparse.Namespace, state: Path | None) -> object:
+    from emu.config import load_machine, machine_config
+
+    overrides = list(args.set)
+    if args.level:
+        overrides.append(f"model_level={args.level}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.machine is None and state is not None and (state / "config.json").exists():
+        cfg = load_machine(state / "config.json")  # the same machine the state was made on
+        from emu.config import apply_overrides
+
+        return apply_overrides(cfg, overrides) if overrides else cfg
+    return machine_config(args.machine, overrides)
+
+
+def machine_for(args: argparse.Namespace) -> tuple[object, Path | None, Path | None]:
+    """Build the Machine the options describe; returns it, a scratch directory to remove, and
+    the state directory (if any)."""
+    from emu.config import save_resolved
+    from emu.machine import Machine, load_kernel
     from images.build import ImageError, default_image
 
     scratch = None
-    if args.image:
-        image = Path(args.image)
-        check_image(image)
-    else:
+    state = Path(args.state) if args.state else None
+    if state is None and (args.power_fail_at or args.power_fail_at_event):
+        state = new_state_dir()
+    cfg = resolve_config(args, state)
+
+    def base_image() -> Path:
+        if args.image:
+            check_image(Path(args.image))
+            return Path(args.image)
         try:
-            base = default_image()
+            return default_image()
         except ImageError as e:
             raise EmuError(str(e)) from None
+
+    if state is not None:
+        state.mkdir(parents=True, exist_ok=True)
+        image = state / "disk.img"
+        if not image.exists():
+            shutil.copyfile(base_image(), image)
+        check_image(image)
+        save_resolved(cfg, state / "config.json")
+        media_dir = state
+    elif args.image:
+        image = base_image()
+        media_dir = None
+    else:
+        src = base_image()
         scratch = Path(tempfile.mkdtemp(prefix="emu-run-"))
         image = scratch / "disk.img"
-        shutil.copyfile(base, image)
-    cfg_kwargs = {"seed": args.seed}
-    if args.ram:
-        cfg_kwargs["ram_bytes"] = args.ram
-    config = MachineConfig(**cfg_kwargs)
-    kernel = load_kernel(args.kernel, config) if args.kernel else None
-    return Machine(image, config, kernel=kernel), scratch
+        shutil.copyfile(src, image)
+        media_dir = None
+    kernel = load_kernel(args.kernel, cfg) if args.kernel else None  # type: ignore[arg-type]
+    m = Machine(image, cfg, kernel=kernel, media_dir=media_dir,  # type: ignore[arg-type]
+                power_fail_at=args.power_fail_at, power_fail_at_event=args.power_fail_at_event)
+    return m, scratch, state
+
+
+def new_state_dir() -> Path:
+    """A fresh state directory under ./emu-runs (the path is printed)."""
+    base = Path("emu-runs")
+    base.mkdir(exist_ok=True)
+    n = 1 + max((int(p.name.split("-")[1]) for p in base.glob("run-*") if p.name.split("-")[1].isdigit()), default=0)
+    return base / f"run-{n:04d}"
 
 
 def check_image(image: Path) -> None:
@@ -115,47 +193,83 @@ def cmd_run(args: argparse.Namespace) -> int:
         program = program[1:]
     if not program:
         raise EmuError("nothing to run: give a program after --, e.g. emu run -- /bin/grep -c x /data/corpus.txt")
-    machine, scratch = machine_for(args)
+    machine, scratch, state = machine_for(args)
+    epochs = None
     try:
+        if args.stats_csv:
+            from emu.report import EpochSampler
+
+            epochs = EpochSampler(machine, args.epoch)
         result = machine.run(program)  # type: ignore[attr-defined]
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-    report(args, result)
-    return result.exit_code
+    if epochs is not None:
+        epochs.finish(Path(args.stats_csv))
+    report(args, machine, result, state)
+    return 0 if result.power_failed else result.exit_code
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
     return cmd_run(args)
 
 
-def report(args: argparse.Namespace, result: object) -> None:
-    if getattr(args, "summary_json", None):
-        Path(args.summary_json).write_text(json.dumps(result.to_dict(), indent=2) + "\n")  # type: ignore[attr-defined]
-    if not args.summary:
-        return
+def cmd_machine_show(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
+
+    from emu.config import machine_config, machine_to_dict, memory_map_ascii, show_table
+
+    cfg = machine_config(args.file, args.set)
+    if args.json:
+        print(json.dumps(machine_to_dict(cfg), indent=2))
+        return 0
+    con = Console()
+    con.print(show_table(cfg))
+    con.print(memory_map_ascii(cfg), highlight=False)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from emu.report import load_stats, print_stats
+
+    stats = load_stats(Path(args.dir))
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        print_stats(stats)
+    return 0
+
+
+def report(args: argparse.Namespace, machine: object, result: object, state: Path | None) -> None:
+    from emu.report import print_stats, print_summary, write_stats
 
     r = result
-    con = Console(stderr=True)
-    t = Table(title="run summary", show_header=False)
-    t.add_row("exit status", str(r.exit_code))  # type: ignore[attr-defined]
-    t.add_row("instructions", f"{r.instructions:,}")  # type: ignore[attr-defined]
-    t.add_row("virtual time", f"{r.virtual_ns / 1e6:,.3f} ms (kernel {r.kernel_ns / 1e6:,.3f} ms)")  # type: ignore[attr-defined]
-    t.add_row("wall time", f"{r.wall_s:.3f} s")  # type: ignore[attr-defined]
-    t.add_row("guest MIPS", f"{r.mips:,.1f}")  # type: ignore[attr-defined]
-    t.add_row("page faults", f"{r.page_faults:,}")  # type: ignore[attr-defined]
-    t.add_row("syscalls", f"{sum(r.syscalls.values()):,}")  # type: ignore[attr-defined]
-    con.print(t)
-    s = Table(title="syscalls by name")
-    s.add_column("syscall")
-    s.add_column("count", justify="right")
-    for name, n in sorted(r.syscalls.items(), key=lambda kv: (-kv[1], kv[0])):  # type: ignore[attr-defined]
-        s.add_row(name, f"{n:,}")
-    con.print(s)
-    for line in r.log:  # type: ignore[attr-defined]
-        con.print(f"[yellow]log:[/] {line}")
+    stats = None
+    if state is not None or args.stats or args.stats_json:
+        stats = machine.stats()  # type: ignore[attr-defined]
+        stats["run"] = r.to_dict()  # type: ignore[attr-defined]
+    if state is not None:
+        write_stats(stats, state / "stats.json")  # type: ignore[arg-type]
+        if r.power_failed:  # type: ignore[attr-defined]
+            (state / "report.json").write_text(json.dumps(r.power_report, indent=2) + "\n")  # type: ignore[attr-defined]
+    if args.stats_json:
+        write_stats(stats, Path(args.stats_json))  # type: ignore[arg-type]
+        from emu.config import save_resolved
+
+        save_resolved(machine.config, Path(args.stats_json).with_suffix(".config.json"))  # type: ignore[attr-defined]
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(r.to_dict(), indent=2) + "\n")  # type: ignore[attr-defined]
+    if args.log:
+        Path(args.log).write_text("".join(line + "\n" for line in r.log))  # type: ignore[attr-defined]
+    if r.power_failed:  # type: ignore[attr-defined]
+        rep = r.power_report  # type: ignore[attr-defined]
+        print(f"emu: power failed after {rep['instructions']:,} instructions"
+              + (f" at persistence event {rep['fail_at_event']}" if rep.get("fail_at_event") else "")
+              + f"; state in {state}", file=sys.stderr)
+    if args.summary:
+        print_summary(r)
+    if args.stats and stats is not None:
+        print_stats(stats)
 
 
 def main(argv: list[str] | None = None) -> int:

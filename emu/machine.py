@@ -1,4 +1,5 @@
-"""The machine: memory map, CPU, clock, storage and console, with a pluggable kernel on top.
+"""The machine: memory map, EPT, CPU, cache model, clock, storage and console, with a pluggable
+kernel on top.
 
     Machine.run(argv)
       kernel.boot(machine, argv)            mount the root fs, exec argv[0] as pid 1
@@ -7,34 +8,34 @@
         stop = cpu.run(rip, deadline)       Unicorn runs; syscalls reach kernel.syscall()
         kernel.stop(stop)                   faults, exceptions, end of quantum
       kernel.shutdown()                     write the page cache back to the image
+
+A power failure (after exactly N instructions, or at the K-th persistence event) ends the loop
+wherever it is, even inside kernel work: volatile state is dropped and only the SCM media and the
+storage image remain (see hw/power.py).
 """
 from __future__ import annotations
 
 import importlib
+import mmap
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from emu.clock import Clock
+from emu.config import MachineConfig, default_machine
 from emu.errors import EmuError
 from guestkernel.errors import SyscallError
 from hw.blockdev import BlockDevice
 from hw.console import Console
-from hw.cpu import CPU
+from hw.cpu import CPU, STOP_DEADLINE
 from hw.ept import EPT
-from hw.physmem import PhysicalMemory, RangeSpec
+from hw.physmem import PhysicalMemory
+from hw.power import PowerFailure
 
-MiB = 1 << 20
-
-
-@dataclass(frozen=True)
-class MachineConfig:
-    ram_bytes: int = 512 * MiB          # DRAM at gpa 0 (channel 0)
-    cpu_hz: int = 2_000_000_000         # virtual clock: one instruction per cycle
-    seed: int = 1                       # guest randomness
-    quantum_insns: int = 10_000_000     # scheduler time slice
+LEVELS = {"fast": 0, "persist": 1, "full": 2}
 
 
 @dataclass
@@ -48,6 +49,9 @@ class RunResult:
     syscalls: dict[str, int] = field(default_factory=dict)
     page_faults: int = 0
     log: list[str] = field(default_factory=list)
+    model_level: str = "fast"
+    power_failed: bool = False
+    power_report: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mips(self) -> float:
@@ -86,19 +90,50 @@ def load_kernel(spec: str | None, config: MachineConfig) -> Any:
 
 class Machine:
     def __init__(self, image: str | os.PathLike[str], config: MachineConfig | None = None, *,
-                 kernel: Any = None, console: Console | None = None) -> None:
-        self.config = config or MachineConfig()
+                 kernel: Any = None, console: Console | None = None, media_dir: str | os.PathLike[str] | None = None,
+                 power_fail_at: int | None = None, power_fail_at_event: int | None = None) -> None:
+        self.config = cfg = config or default_machine()
         image = Path(image)
         if not image.is_file():
             raise EmuError(f"image {image} does not exist")
-        self.physmem = PhysicalMemory([RangeSpec("dram0", "dram", 0, self.config.ram_bytes, 0)])
+        self.level = LEVELS[cfg.model_level]
+        self._tmp = None
+        if media_dir is None and cfg.scm:
+            self._tmp = tempfile.TemporaryDirectory(prefix="emu-media-")
+            media_dir = self._tmp.name
+        self.media_dir = Path(media_dir) if media_dir is not None else None
+        self.media = {r.name: open_media(self.media_dir / f"{r.name}.media", r.size_bytes) for r in cfg.scm}  # type: ignore[operator]
+        # At level fast there is no cache: SCM is its media file itself (every store durable).
+        buffers = self.media if self.level == 0 else {}
+        self.physmem = PhysicalMemory(cfg.range_specs(), buffers)
+        if self.level:
+            for r in self.physmem.scm_ranges():
+                r.view[:] = self.media[r.spec.name]  # cold boot: what the media holds
         self.ept = EPT(self.physmem)
         self.cpu = CPU(self.physmem, self.ept)
-        self.clock = Clock(lambda: self.cpu.icount, self.config.cpu_hz)
+        self.clock = Clock(lambda: self.cpu.icount, cfg.cpu_hz)
+        self.cache = build_cache(self) if self.level else None
+        if power_fail_at_event is not None:
+            if self.cache is None:
+                raise EmuError("--power-fail-at-event needs a cache model: use model level persist or full")
+            self.cache.fail_at_event(power_fail_at_event)
+        self.power_fail_at = power_fail_at
         self.blockdev = BlockDevice(str(image))
+        if self.cache is not None:
+            self.blockdev.on_write = self._block_event
         self.console = console or Console()
-        self.kernel = kernel if kernel is not None else load_kernel(None, self.config)
+        self.kernel = kernel if kernel is not None else load_kernel(None, cfg)
+        self.power_report: dict[str, Any] = {}
+        self.epoch_insns = 0          # > 0: call on_epoch(instructions) every that many
+        self.on_epoch: Any = None
 
+    def _block_event(self) -> None:
+        """Each block the storage device writes is a persistence event; the power may fail
+        instead, inside whatever kernel work is writing."""
+        if not self.cache.event():  # type: ignore[union-attr]
+            raise PowerFailure("event")
+
+    # ------------------------------------------------------------------------------------------
     def run(self, argv: list[str | bytes], env: list[str | bytes] | None = None) -> RunResult:
         argv_b = [a.encode() if isinstance(a, str) else a for a in argv]
         env_b = None if env is None else [e.encode() if isinstance(e, str) else e for e in env]
@@ -108,24 +143,82 @@ class Machine:
             k.boot(self, argv_b, env_b)
         except SyscallError as e:
             return self._boot_failure(argv_b[0], e, t0)
+        except PowerFailure:
+            return self._power_failed(t0)
         except ValueError as e:  # the file system driver refused the image
             raise EmuError(f"cannot mount {self.blockdev.path}: {e}") from None
-        cpu = self.cpu
+        try:
+            self._loop()
+            if self.cpu.st.power_failed:
+                raise PowerFailure("event")
+            k.shutdown()
+        except PowerFailure:
+            return self._power_failed(t0)
+        self._close()
+        status = k.init_status or 0
+        return self._result(t0, wait_status_to_code(status), status)
+
+    def _loop(self) -> None:
+        k, cpu = self.kernel, self.cpu
+        fail_at = self.power_fail_at
+        next_epoch = self.epoch_insns or None
         while True:
             deadline = k.resume()
             if deadline is None:
-                break
+                return
+            if fail_at is not None:
+                if cpu.icount >= fail_at:
+                    raise PowerFailure("instruction")
+                deadline = min(deadline, fail_at)
+            if next_epoch is not None:
+                deadline = min(deadline, next_epoch)
             stop = cpu.run(cpu.reg("rip"), deadline)
             k.stop(stop)
-        k.shutdown()
+            if next_epoch is not None and cpu.icount >= next_epoch:
+                self.on_epoch(cpu.icount)
+                next_epoch = (cpu.icount // self.epoch_insns + 1) * self.epoch_insns
+            if cpu.st.power_failed:
+                raise PowerFailure("event")
+            if fail_at is not None and stop.kind == STOP_DEADLINE and deadline == fail_at and cpu.icount < fail_at:
+                self._step_to(fail_at)
+
+    def _step_to(self, n: int) -> None:
+        """The CPU stopped at the block holding instruction n: single-step to exactly n."""
+        k, cpu = self.kernel, self.cpu
+        cpu.flush_translations()
+        while cpu.icount < n:
+            if k.resume() is None:
+                return
+            stop = cpu.step()
+            k.stop(stop)
+            if cpu.st.power_failed:
+                raise PowerFailure("event")
+        raise PowerFailure("instruction")
+
+    def _power_failed(self, t0: float) -> RunResult:
+        """Power is gone: only the media and the storage image remain."""
+        from hw.power import lost_state
+
+        k = self.kernel
+        report = lost_state(self, k)
+        self.power_report = report
+        self._close()
+        return self._result(t0, 0, 0, power_failed=True)
+
+    def _close(self) -> None:
         self.blockdev.flush()
         self.blockdev.close()
-        status = k.init_status or 0
+        for m in self.media.values():
+            m.flush()
+
+    def _result(self, t0: float, code: int, status: int, power_failed: bool = False) -> RunResult:
+        k = self.kernel
         return RunResult(
-            exit_code=wait_status_to_code(status), wait_status=status, instructions=cpu.icount,
+            exit_code=code, wait_status=status, instructions=self.cpu.icount,
             virtual_ns=self.clock.uptime_ns(), kernel_ns=self.clock.kernel_ns,
             wall_s=time.perf_counter() - t0, syscalls=dict(sorted(k.syscall_counts.items())),
-            page_faults=k.page_faults, log=list(k.log),
+            page_faults=k.page_faults, log=list(k.log), model_level=self.config.model_level,
+            power_failed=power_failed, power_report=self.power_report,
         )
 
     def _boot_failure(self, prog: bytes, e: SyscallError, t0: float) -> RunResult:
@@ -140,6 +233,47 @@ class Machine:
             msg, code = f"emu: {name}: {os.strerror(e.errno)}", 126
         self.console.write(2, (msg + "\n").encode())
         self.kernel.shutdown()
-        self.blockdev.close()
-        return RunResult(exit_code=code, wait_status=code << 8, instructions=0, virtual_ns=0, kernel_ns=0,
-                         wall_s=time.perf_counter() - t0, log=[msg])
+        self._close()
+        r = self._result(t0, code, code << 8)
+        r.log.append(msg)
+        return r
+
+    def stats(self) -> dict[str, Any]:
+        """Every counter of the machine's models (see hw/stats.py)."""
+        from emu.report import machine_stats
+
+        return machine_stats(self)
+
+
+def build_cache(m: Machine) -> Any:
+    """The cache model of the machine's configuration, wired to the CPU: a C memory hook on the
+    modelled ranges (SCM only at level persist), the persistence-instruction sites, the kernel's
+    own accesses, and a power cut at an event that stops the CPU."""
+    from hw.cachemodel import CacheModel
+
+    cfg, cpu = m.config, m.cpu
+    cache = CacheModel(cfg.cache.size_bytes, cfg.cache.ways, cfg.cache.line_bytes, level=cfg.model_level,
+                       native=(cpu.ffi, cpu.lib))
+    for r in m.physmem.ranges:
+        spec = r.spec
+        cache.add_range(spec.name, spec.kind, spec.base_hpa, spec.size_bytes, spec.channel, cpu=r.buffer,
+                        media=m.media.get(spec.name))
+    cpu.lib.emu_attach_cache(cpu._uc_ptr, cpu.st, cache.ptr)
+    if m.level == 1:
+        for r in m.physmem.scm_ranges():
+            cpu.lib.emu_install_mem_hook(cpu._uc_ptr, cpu.st, r.spec.base_hpa, r.end_hpa - 1)
+    else:
+        cpu.lib.emu_install_mem_hook(cpu._uc_ptr, cpu.st, 1, 0)
+    return cache
+
+
+def open_media(path: Path, size: int) -> mmap.mmap:
+    """The media file of an SCM range (created zeroed), mapped shared: what survives power loss."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size != size:
+            os.ftruncate(fd, size)
+        return mmap.mmap(fd, size, mmap.MAP_SHARED)
+    finally:
+        os.close(fd)

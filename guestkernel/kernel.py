@@ -25,7 +25,7 @@ from guestkernel.mm import MM, PAGE, VMA, page_up
 from guestkernel.pagecache import PageCache
 from guestkernel.process import BLOCKED, RUNNABLE, ZOMBIE, FDTable, Process, SigAction
 from guestkernel.syscalls import NAMES, load_all
-from guestkernel.vfs import VFS, ConsoleFile, O_RDONLY, O_RDWR, O_WRONLY, WaitQueue
+from guestkernel.vfs import VFS, ConsoleFile, O_RDONLY, O_RDWR, O_WRONLY, PmemRegion, WaitQueue
 from hw.cpu import STOP_DEADLINE, STOP_EXCEPTION, STOP_FAULT, STOP_INVALID, Stop
 
 if TYPE_CHECKING:
@@ -97,8 +97,8 @@ class Kernel:
         self.log: list[str] = []
         self.page_faults = 0
         self.next_writeback_ns = 0
-        self._rdtsc_scan: dict[tuple[int, int, int], list[int]] = {}
-        self._rdtsc_hooked: set[int] = set()
+        self._site_scan: dict[tuple[int, int, int, int], list] = {}
+        self._sites_hooked: set[int] = set()
         self.rdtsc_emulated = 0
         self.uname = dict(UNAME)
 
@@ -116,7 +116,13 @@ class Kernel:
         block_size = probe_block_size(dev.read_at)
         self.pagecache = PageCache(dev, self.frames, block_size, self.config.page_cache_pages)
         self.fs = Ext2(self.pagecache, now=self.clock.now_s)
-        self.vfs = VFS(self.fs, machine.console, now=self.clock.now_s, seed=self.config.seed)
+        pmem = [PmemRegion(r.spec.name, r.spec.base_hpa, r.spec.size_bytes) for r in machine.physmem.scm_ranges()]
+        self.vfs = VFS(self.fs, machine.console, now=self.clock.now_s, seed=self.config.seed,
+                       frames=self.frames, pmem=pmem)
+        self.cache = getattr(machine, "cache", None)
+        if self.cache is not None:
+            access = self.cache.access_range
+            self.frames.on_kernel_access = lambda hpa, n, write: access(hpa, n, write, True)
         self.fs.is_busy = lambda ino: self.vfs.open_count.get(ino, 0) > 0  # rename over an open file
         self.rng = self.vfs.rng
         self.pristine_ctx = self.cpu.save_context()
@@ -174,29 +180,30 @@ class Kernel:
     def new_mm(self) -> MM:
         mm = MM(self.frames, self.cpu.access, self.cpu.tlb_flush, self.sentinel_pfn)
         mm.icache = self.cpu.new_icache()
-        mm.on_exec_map = self.watch_rdtsc
+        mm.on_exec_map = self.watch_sites
         return mm
 
-    # rdtsc/rdtscp read the host's time stamp counter under Unicorn: every site in executable
-    # file mappings gets a code hook that answers from the virtual clock instead.
-    def watch_rdtsc(self, vma: "VMA") -> None:
+    # Instructions the machine must see one by one (hw/sites.py): rdtsc/rdtscp read the host's
+    # time stamp counter under Unicorn, so they answer from the virtual clock instead; the
+    # persistence instructions drive the cache model (C hooks, only when there is a model).
+    def watch_sites(self, vma: "VMA") -> None:
+        from hw.sites import scan
+
         backing = vma.backing
-        key = (getattr(backing, "ino", id(backing)), vma.offset, vma.end - vma.start)
-        offsets = self._rdtsc_scan.get(key)
-        if offsets is None:
-            data = backing.read_at(vma.offset, vma.end - vma.start)  # type: ignore[union-attr]
-            offsets = []
-            for pattern in (b"\x0f\x31", b"\x0f\x01\xf9"):
-                i = data.find(pattern)
-                while i >= 0:
-                    offsets.append(i)
-                    i = data.find(pattern, i + 1)
-            self._rdtsc_scan[key] = offsets
-        for off in offsets:
-            gva = vma.start + off
-            if gva not in self._rdtsc_hooked:
-                self._rdtsc_hooked.add(gva)
-                self.cpu.add_code_hook(gva, self._rdtsc)
+        key = (getattr(backing, "ino", id(backing)), vma.offset, vma.end - vma.start, vma.start)
+        sites = self._site_scan.get(key)
+        if sites is None:
+            sites = scan(backing.read_at(vma.offset, vma.end - vma.start), vma.start)  # type: ignore[union-attr]
+            self._site_scan[key] = sites
+        for site in sites:
+            if site.gva in self._sites_hooked:
+                continue
+            if site.kind in ("rdtsc", "rdtscp"):
+                self._sites_hooked.add(site.gva)
+                self.cpu.add_code_hook(site.gva, self._rdtsc)
+            elif self.cache is not None:
+                self._sites_hooked.add(site.gva)
+                self.cpu.add_site(site)
 
     def _rdtsc(self, gva: int) -> None:
         """A hooked site is about to execute; if it is rdtsc/rdtscp there, emulate it."""

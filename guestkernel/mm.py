@@ -63,6 +63,11 @@ class VMA:
     offset: int = 0  # file offset of `start`
     name: str = ""
 
+    @property
+    def device(self) -> bool:
+        """Device memory (a pmem mapping): its pages are not reference-counted frames."""
+        return getattr(self.backing, "device", False)
+
     def __repr__(self) -> str:
         p = "".join(c if self.prot & b else "-" for c, b in (("r", 1), ("w", 2), ("x", 4)))
         return f"{self.start:012x}-{self.end:012x} {p}{'s' if self.shared else 'p'} {self.offset:08x} {self.name}"
@@ -153,15 +158,18 @@ class MM:
             return
         self._split_at(start)
         self._split_at(end)
+        gone = [v for v in self.vmas if v.start >= start and v.end <= end]
         self.vmas = [v for v in self.vmas if not (v.start >= start and v.end <= end)]
         self._reindex()
-        self._drop_pages(start, end)
+        for v in gone:
+            self._drop_pages(v.start, v.end, v.device)
 
-    def _drop_pages(self, start: int, end: int) -> None:
+    def _drop_pages(self, start: int, end: int, device: bool = False) -> None:
         dropped = False
         for gva, slot, pte in list(self.aspace.leaves(start, end)):
             self.aspace.write_slot(slot, 0)
-            self.frames.put((pte & PTE_ADDR) >> 12)
+            if not device:
+                self.frames.put((pte & PTE_ADDR) >> 12)
             dropped = True
         if dropped:
             self.on_tlb_stale()
@@ -226,7 +234,7 @@ class MM:
             if access != ACCESS_WRITE or pte & PTE_W:
                 return True  # already fine (e.g. another path filled it)
             old = (pte & PTE_ADDR) >> 12
-            if v.shared or self.frames.refs[old] == 1:
+            if v.shared or v.device or self.frames.refs[old] == 1:
                 self.aspace.set(page, pte | PTE_W)
             else:
                 new = self.frames.alloc(zero=False)
@@ -241,9 +249,16 @@ class MM:
             shared_pfn = v.backing.page_frame(offset)
             if shared_pfn is not None:
                 # Map the cached page read-only; a write will copy it (private mapping).
-                self._mark_code(shared_pfn, executable)
+                if not v.device:
+                    self._mark_code(shared_pfn, executable)
                 self.aspace.map(page, shared_pfn, writable=v.shared and writable, executable=executable)
                 return True
+        if v.device and v.shared:
+            pfn = v.backing.page_frame(offset)  # type: ignore[union-attr]
+            if pfn is None:
+                return False
+            self.aspace.map(page, pfn, writable=writable, executable=executable)
+            return True
         pfn = self.frames.alloc(zero=v.backing is None)
         if v.backing is not None:
             data = v.backing.read_at(offset, PAGE)
@@ -366,7 +381,8 @@ class MM:
         for v in self.vmas:
             for gva, slot, pte in self.aspace.leaves(v.start, v.end):
                 pfn = (pte & PTE_ADDR) >> 12
-                self.frames.get(pfn)
+                if not v.device:
+                    self.frames.get(pfn)
                 if not v.shared and pte & PTE_W:
                     pte &= ~PTE_W  # both sides copy on their next write
                     self.aspace.write_slot(slot, pte)
@@ -376,6 +392,8 @@ class MM:
 
     def release(self) -> None:
         for v in self.vmas:
+            if v.device:
+                continue
             for gva, slot, pte in self.aspace.leaves(v.start, v.end):
                 self.frames.put((pte & PTE_ADDR) >> 12)
         self.vmas = []

@@ -92,6 +92,16 @@ DEVICES = {
     "tty": DevNode("tty", 5, 0), "console": DevNode("console", 5, 1),
 }
 FD_ALIASES = {"stdin": 0, "stdout": 1, "stderr": 2}
+PMEM_MAJOR = 259  # blkext, where Linux's pmem devices live
+
+
+@dataclass(frozen=True)
+class PmemRegion:
+    """A persistent range of the memory map, offered to the guest as /dev/<name>."""
+
+    name: str
+    base_gpa: int
+    size: int
 DEV_DIR = "devdir"  # the node of /dev itself
 Node = int | DevNode | str  # an ext2 inode number, a device, or DEV_DIR
 
@@ -319,6 +329,85 @@ class PipeEnd(OpenFile):
         self.pipe.release_if_unused()
 
 
+class PmemFile(OpenFile):
+    """/dev/pmemN: the SCM range itself. read/write go through the kernel's cache-modelled
+    accesses; mmap maps its pages straight into the process (DAX)."""
+
+    kind = "pmem"
+
+    def __init__(self, vfs: "VFS", node: DevNode, region: PmemRegion, flags: int) -> None:
+        super().__init__(flags)
+        self.vfs = vfs
+        self.node = node
+        self.region = region
+        self.device = True  # mappings of it are not refcounted page frames
+
+    def _span(self, offset: int, n: int) -> tuple[int, int]:
+        n = max(0, min(n, self.region.size - offset))
+        return self.region.base_gpa + offset, n
+
+    def pread(self, n: int, offset: int) -> bytes:
+        gpa, n = self._span(offset, n)
+        out = bytearray()
+        frames = self.vfs.frames
+        while n > 0:
+            off = gpa & 4095
+            chunk = min(n, 4096 - off)
+            out += frames.page(gpa >> 12)[off : off + chunk]
+            frames.kernel_access(gpa, chunk, False)
+            gpa += chunk
+            n -= chunk
+        return bytes(out)
+
+    def pwrite(self, data: bytes, offset: int) -> int:
+        if offset >= self.region.size:
+            from guestkernel.errors import ENOSPC
+
+            raise SyscallError(ENOSPC)
+        gpa, n = self._span(offset, len(data))
+        frames = self.vfs.frames
+        pos = 0
+        while pos < n:
+            off = gpa & 4095
+            chunk = min(n - pos, 4096 - off)
+            frames.page(gpa >> 12)[off : off + chunk] = data[pos : pos + chunk]
+            frames.kernel_access(gpa, chunk, True)
+            gpa += chunk
+            pos += chunk
+        return n
+
+    def read(self, n: int) -> bytes:
+        data = self.pread(n, self.offset)
+        self.offset += len(data)
+        return data
+
+    def write(self, data: bytes) -> int:
+        n = self.pwrite(data, self.offset)
+        self.offset += n
+        return n
+
+    def seek(self, offset: int, whence: int) -> int:
+        base = {0: 0, 1: self.offset, 2: self.region.size}.get(whence)
+        if base is None or base + offset < 0:
+            raise SyscallError(EINVAL)
+        self.offset = base + offset
+        return self.offset
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        return self.pread(n, offset)
+
+    def page_frame(self, offset: int) -> int | None:
+        """The SCM page at offset, mapped shared (no reference counting: device memory)."""
+        if offset + 4096 > self.region.size:
+            return None
+        return (self.region.base_gpa + offset) >> 12
+
+    def stat(self) -> Stat:
+        st = self.vfs.stat_node(self.node)
+        st.mode = S.S_IFBLK | 0o660
+        return st
+
+
 class DevFile(OpenFile):
     kind = "dev"
 
@@ -405,8 +494,14 @@ class DevDirFile(OpenFile):
 
 
 class VFS:
-    def __init__(self, fs: "Ext2", console: object, now: Callable[[], int], seed: int) -> None:
+    def __init__(self, fs: "Ext2", console: object, now: Callable[[], int], seed: int,
+                 frames: "Frames | None" = None, pmem: list[PmemRegion] | None = None) -> None:
         self.fs = fs
+        self.frames = frames
+        self.devices = dict(DEVICES)
+        self.pmem = {r.name: r for r in pmem or []}
+        for i, r in enumerate(pmem or []):
+            self.devices[r.name] = DevNode(r.name, PMEM_MAJOR, i)
         self.console = console
         self.now = now
         self.rng = random.Random(seed)
@@ -423,7 +518,7 @@ class VFS:
                 return DEV_DIR
             if name == b"..":
                 return self.fs.root_ino
-            dev = DEVICES.get(name.decode(errors="replace"))
+            dev = self.devices.get(name.decode(errors="replace"))
             if dev is None and name.decode(errors="replace") not in FD_ALIASES:
                 raise SyscallError(ENOENT)
             return dev if dev is not None else "fd:" + name.decode()
@@ -500,7 +595,8 @@ class VFS:
         if node == DEV_DIR:
             return Stat(ino=1, mode=S.S_IFDIR | 0o755, nlink=2, dev=0x5, atime=0, mtime=0, ctime=0)
         if isinstance(node, DevNode):
-            return Stat(ino=100 + node.minor + 16 * node.major, mode=S.S_IFCHR | 0o666, rdev=node.rdev, dev=0x5)
+            kind = S.S_IFBLK | 0o660 if node.major == PMEM_MAJOR else S.S_IFCHR | 0o666
+            return Stat(ino=100 + node.minor + 16 * node.major, mode=kind, rdev=node.rdev, dev=0x5)
         if isinstance(node, str):
             return Stat(ino=3, mode=S.S_IFLNK | 0o777, dev=0x5)
         st = self.fs.stat(node)
@@ -518,6 +614,8 @@ class VFS:
         if node == DEV_DIR:
             return DevDirFile(self, flags)
         if isinstance(node, DevNode):
+            if node.major == PMEM_MAJOR:
+                return PmemFile(self, node, self.pmem[node.name], flags)
             return DevFile(self, node, flags)
         if isinstance(node, str):
             raise SyscallError(ENOENT)  # fd aliases are handled by the caller
@@ -549,7 +647,8 @@ class VFS:
     def readdir(self, f: OpenFile) -> list[tuple[bytes, int, int]]:
         if isinstance(f, DevDirFile):
             ents = [(b".", 1, DT_DIR), (b"..", self.fs.root_ino, DT_DIR)]
-            ents += [(n.encode(), self.stat_node(d).ino, DT_CHR) for n, d in DEVICES.items()]
+            ents += [(n.encode(), self.stat_node(d).ino, DT_BLK if d.major == PMEM_MAJOR else DT_CHR)
+                     for n, d in self.devices.items()]
             ents += [(n.encode(), 3, DT_LNK) for n in FD_ALIASES]
             return ents
         assert isinstance(f, InodeFile)

@@ -20,6 +20,9 @@ class BlockDeviceStats:
 
 class BlockDevice:
     def __init__(self, path: str, *, read_only: bool = False) -> None:
+        # Called before each write; it counts the write as a persistence event and may cut the
+        # power (raising PowerFailure) so that this write never happens.
+        self.on_write = lambda: None
         self.path = path
         self.fd = os.open(path, os.O_RDONLY if read_only else os.O_RDWR)
         self.size_bytes = os.fstat(self.fd).st_size
@@ -34,6 +37,7 @@ class BlockDevice:
     def write_at(self, offset: int, data: bytes | memoryview) -> None:
         if offset + len(data) > self.size_bytes:
             raise OSError(f"write beyond the end of {self.path}")
+        self.on_write()
         self.stats.writes += 1
         self.stats.bytes_written += len(data)
         os.pwrite(self.fd, data, offset)

@@ -19,6 +19,7 @@ from unicorn import x86_const as X
 
 from hw.native import load as load_native
 from hw.ept import EPT
+from hw.sites import Site
 from hw.physmem import PhysicalMemory
 
 # A page mapped (non-executable) in every address space: Unicorn touches the `until` address of
@@ -80,6 +81,7 @@ class CPU:
         self._intno = -1
         self._stop_requested = False
         self._asid = -1
+        self._sites: list[object] = []
 
     # --- hooks -------------------------------------------------------------------------------
     def _syscall_hook(self, uc: Uc, _ud: object) -> None:
@@ -93,6 +95,24 @@ class CPU:
         """Call callback(gva) before any instruction that starts at gva executes (any process).
         Add it before the code there runs: translated code does not see new hooks."""
         self.uc.hook_add(UC_HOOK_CODE, lambda uc, addr, size, ud: callback(addr), None, gva, gva)
+
+    def add_site(self, site: "Site") -> None:
+        """A C hook for a persistence-instruction site (see hw/native/sites.c)."""
+        kinds = {"clflush": 0, "clflushopt": 1, "clwb": 2, "sfence": 3, "mfence": 4, "wbinvd": 5, "nt": 6}
+        s = self.lib.emu_site_new(self.st)
+        s.gva = site.gva
+        s.len = len(site.insn)
+        self.ffi.memmove(s.bytes, site.insn, len(site.insn))
+        s.kind = kinds[site.kind]
+        s.base_reg, s.index_reg, s.seg_reg = site.base_reg, site.index_reg, site.seg_reg
+        s.rip_relative = int(site.rip_relative)
+        s.scale = site.scale
+        s.disp = site.disp
+        s.nt_bytes = site.nt_bytes
+        self._sites.append(s)
+        err = self.lib.emu_site_install(self._uc_ptr, s)
+        if err:
+            raise RuntimeError(f"cannot hook the site at {site.gva:#x} (uc_err {err})")
 
     def skip_instruction(self, gva: int, size: int) -> None:
         """From a code hook: do not execute the instruction at gva (it was emulated); it still
@@ -169,6 +189,33 @@ class CPU:
         if st.deadline_hit:
             return Stop(STOP_DEADLINE, rip)
         return Stop(STOP_REQUESTED, rip)
+
+    def step(self) -> Stop:
+        """Execute exactly one instruction (or fault on it). Used to reach an exact count."""
+        st = self.st
+        before = st.icount
+        st.deadline = 0xFFFFFFFFFFFFFFFF
+        st.deadline_hit = 0
+        st.fault_pending = 0
+        self._intno = -1
+        self._stop_requested = False
+        rip = self.uc.reg_read(X.UC_X86_REG_RIP)
+        try:
+            self.uc.emu_start(rip, SENTINEL_GVA, 0, 1)
+        except UcError as e:
+            st.icount = before
+            if st.fault_pending:
+                st.fault_pending = 0
+                return Stop(STOP_FAULT, rip, st.fault_gva, st.fault_access)
+            if e.errno == UC_ERR_INSN_INVALID:
+                return Stop(STOP_INVALID, rip)
+            return Stop(STOP_EXCEPTION, rip, intno=self._intno if self._intno >= 0 else 13)
+        if self._intno >= 0:
+            st.icount = before
+            return Stop(STOP_EXCEPTION, rip, intno=self._intno)
+        st.icount = before + 1
+        st.last_block_size = 0
+        return Stop(STOP_REQUESTED, self.uc.reg_read(X.UC_X86_REG_RIP))
 
     def _uncount_from(self, rip: int) -> None:
         """The block hook counted the whole block; take back the instructions from `rip` on,

@@ -32,11 +32,12 @@ class RangeSpec:
 
 
 class MemoryRange:
-    def __init__(self, spec: RangeSpec) -> None:
+    def __init__(self, spec: RangeSpec, buffer: mmap.mmap | None = None) -> None:
         if spec.base_hpa % PAGE_SIZE or spec.size_bytes % PAGE_SIZE or spec.size_bytes <= 0:
             raise ValueError(f"memory range {spec.name!r} must be page aligned and non-empty")
         self.spec = spec
-        self.buffer = mmap.mmap(-1, spec.size_bytes)
+        # Anonymous memory, or a given buffer (a file mapping: SCM whose every store is durable)
+        self.buffer = buffer if buffer is not None else mmap.mmap(-1, spec.size_bytes)
         self.view = memoryview(self.buffer)
 
     @property
@@ -47,12 +48,13 @@ class MemoryRange:
 class PhysicalMemory:
     """The set of RAM ranges, and fast access to them by guest-physical address."""
 
-    def __init__(self, specs: list[RangeSpec]) -> None:
+    def __init__(self, specs: list[RangeSpec], buffers: dict[str, mmap.mmap] | None = None) -> None:
         ordered = sorted(specs, key=lambda s: s.base_hpa)
         for a, b in zip(ordered, ordered[1:]):
             if a.base_hpa + a.size_bytes > b.base_hpa:
                 raise ValueError(f"memory ranges {a.name!r} and {b.name!r} overlap")
-        self.ranges = [MemoryRange(s) for s in ordered]
+        buffers = buffers or {}
+        self.ranges = [MemoryRange(s, buffers.get(s.name)) for s in ordered]
 
     def range_of(self, gpa: int) -> MemoryRange:
         for r in self.ranges:
@@ -84,3 +86,6 @@ class PhysicalMemory:
 
     def dram_ranges(self) -> list[MemoryRange]:
         return [r for r in self.ranges if r.spec.kind == "dram"]
+
+    def scm_ranges(self) -> list[MemoryRange]:
+        return [r for r in self.ranges if r.spec.kind == "scm"]

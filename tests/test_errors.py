@@ -48,7 +48,7 @@ def test_truncated_image(tmp_path, base_image):
     assert_one_line_error(r)
 
 
-@pytest.mark.parametrize("args", [["run"], ["run", "--ram", "12k", "--", "/bin/true"], ["frobnicate"], ["run", "--kernel", "nosuch:Kernel", "--", "/bin/true"]])
+@pytest.mark.parametrize("args", [["run"], ["run", "--set", "cache.size=12k", "--", "/bin/true"], ["run", "--machine", "/nonexistent.toml", "--", "/bin/true"], ["frobnicate"], ["run", "--kernel", "nosuch:Kernel", "--", "/bin/true"]])
 def test_bad_cli_arguments(args):
     r = emu_cli(*args)
     assert_one_line_error(r)

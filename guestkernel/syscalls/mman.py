@@ -1,12 +1,12 @@
 """Memory syscalls: mmap, munmap, mprotect, brk, mremap, madvise and friends."""
 from __future__ import annotations
 
-from guestkernel.errors import EACCES, EBADF, EEXIST, EINVAL, ENODEV, ENOMEM, SyscallError
+from guestkernel.errors import EACCES, EBADF, EEXIST, EINVAL, ENODEV, ENOMEM, ENXIO, SyscallError
 from guestkernel.mm import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, PAGE, PROT_WRITE,
                             TASK_SIZE, page_up)
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.fs import s32
-from guestkernel.vfs import DevFile, InodeFile
+from guestkernel.vfs import DevFile, InodeFile, PmemFile
 
 MAP_TYPE = 0x0F
 
@@ -25,6 +25,12 @@ def sys_mmap(k, p, addr, length, prot, flags, fd, offset):  # type: ignore[no-un
         f = p.fds.get(s32(fd))
         if isinstance(f, DevFile) and f.node.name == "zero":
             backing = None
+        elif isinstance(f, PmemFile):
+            if not shared:
+                raise SyscallError(EINVAL)  # DAX mappings of pmem are shared here
+            if offset + length > f.region.size:
+                raise SyscallError(ENXIO)
+            backing = f
         elif not isinstance(f, InodeFile) or f.is_dir():
             raise SyscallError(ENODEV if not isinstance(f, InodeFile) else EACCES)
         else:
@@ -45,8 +51,8 @@ def sys_mmap(k, p, addr, length, prot, flags, fd, offset):  # type: ignore[no-un
             raise SyscallError(EEXIST)
     else:
         start = mm.get_unmapped_area(length, addr)
-    mm.map(start, length, prot & 7, shared=shared and backing is None, backing=backing, offset=offset,
-           name="" if backing else "[anon]")
+    mm.map(start, length, prot & 7, shared=shared and (backing is None or isinstance(backing, PmemFile)),
+           backing=backing, offset=offset, name="" if backing else "[anon]")
     return start
 
 

@@ -33,6 +33,10 @@ struct emu_state {
     uint32_t last_block_size;
     uint32_t last_block_count;
     uint64_t blocks_decoded;
+    struct cm *cm;
+    uc_engine *uc;
+    uint32_t nt_remaining;
+    int power_failed;
     ...;
 };
 struct emu_state *emu_state_new(void);
@@ -48,6 +52,33 @@ uint64_t emu_translate(struct emu_state *st, uint64_t cr3, uint64_t gva, int acc
 int emu_read_virt(struct emu_state *st, uint64_t cr3, uint64_t gva, uint8_t *buf, uint64_t n);
 int emu_count_insns(struct emu_state *st, uint64_t gva, uint32_t size, uint64_t stop_gva);
 """
+
+SITES_CDEF = """
+struct site {
+    struct emu_state *st;
+    uint64_t gva;
+    uint8_t bytes[16];
+    uint32_t len;
+    int kind;
+    int base_reg, index_reg, seg_reg;
+    int rip_relative;
+    uint32_t scale;
+    int64_t disp;
+    uint32_t nt_bytes;
+    uint64_t hits;
+};
+struct site *emu_site_new(struct emu_state *st);
+int emu_site_install(uc_engine *uc, struct site *s);
+int emu_install_mem_hook(uc_engine *uc, struct emu_state *st, uint64_t begin, uint64_t end);
+void emu_attach_cache(uc_engine *uc, struct emu_state *st, struct cm *cm);
+"""
+SOURCES = ("hotpath.c", "cachemodel.c", "sites.c")  # one translation unit, in this order
+
+
+def full_cdef() -> str:
+    from hw.cachemodel import CACHE_CDEF
+
+    return CDEF + CACHE_CDEF + SITES_CDEF
 
 
 def _lib_dirs() -> tuple[Path, Path, Path, Path]:
@@ -67,8 +98,9 @@ def _cache_dir() -> Path:
 def load() -> tuple[Any, Any]:
     """Return (ffi, lib) of the compiled hot path, building it if needed."""
     uc_inc, uc_lib, cs_inc, cs_lib = _lib_dirs()
-    sources = [(_HERE / "hotpath.c").read_text()]
-    key = hashlib.sha256("\0".join(sources + [CDEF, str(uc_lib), str(cs_lib), sys.version]).encode()).hexdigest()[:16]
+    sources = ["\n".join((_HERE / f).read_text() for f in SOURCES)]
+    cdef = full_cdef()
+    key = hashlib.sha256("\0".join(sources + [cdef, str(uc_lib), str(cs_lib), sys.version]).encode()).hexdigest()[:16]
     name = f"_emu_hotpath_{key}"
     out = _cache_dir()
     out.mkdir(parents=True, exist_ok=True)
@@ -80,7 +112,7 @@ def load() -> tuple[Any, Any]:
             fcntl.flock(lock, fcntl.LOCK_EX)
             so = next(out.glob(name + "*.so"), None)
             if so is None:
-                so = _build(name, sources[0], out, uc_inc, uc_lib, cs_inc, cs_lib)
+                so = _build(name, sources[0], cdef, out, uc_inc, uc_lib, cs_inc, cs_lib)
     spec = importlib.util.spec_from_file_location(name, so)
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
@@ -88,11 +120,11 @@ def load() -> tuple[Any, Any]:
     return mod.ffi, mod.lib
 
 
-def _build(name: str, source: str, out: Path, uc_inc: Path, uc_lib: Path, cs_inc: Path, cs_lib: Path) -> Path:
+def _build(name: str, source: str, cdef: str, out: Path, uc_inc: Path, uc_lib: Path, cs_inc: Path, cs_lib: Path) -> Path:
     import cffi
 
     ffi = cffi.FFI()
-    ffi.cdef(CDEF)
+    ffi.cdef(cdef)
     ffi.set_source(
         name,
         source,

@@ -390,16 +390,17 @@ static inline int cm_line(struct cm *cm, uint64_t line, int ri, int is_write, in
     uint64_t *t = cm->tags + base;
     uint32_t ways = cm->ways;
     cm->st.accesses++;
-    for (uint32_t w = 0; w < ways; w++) {
-        if (t[w] == line) {
-            uint64_t idx = base + w;
-            cm->stamps[idx] = ++cm->clock;
-            cm->meta[idx] |= (uint8_t)(is_write != 0);
-            cm->st.hits++;
-            cm->last_line = line;
-            cm->last_idx = idx;
-            return 1;
-        }
+    int hit = -1;
+    for (uint32_t w = 0; w < ways; w++)
+        if (t[w] == line) { hit = (int)w; break; }
+    if (hit >= 0) {
+        uint64_t idx = base + (uint64_t)hit;
+        cm->stamps[idx] = ++cm->clock;
+        cm->meta[idx] |= (uint8_t)(is_write != 0);
+        cm->st.hits++;
+        cm->last_line = line;
+        cm->last_idx = idx;
+        return 1;
     }
     /* miss: read the line from its channel (write-allocate too) */
     cm->st.misses++;
@@ -721,7 +722,7 @@ void cm_reset_stats(struct cm *cm)
 int cm_line_state(struct cm *cm, uint64_t hpa)
 {
     int64_t idx = cm_lookup_slot(cm, hpa >> cm->line_shift);
-    return idx < 0 ? -1 : (cm->meta[idx] & CM_DIRTY);
+    return idx < 0 ? -1 : (int)(cm->meta[idx] & CM_DIRTY);
 }
 
 uint64_t cm_pending_count(struct cm *cm) { return cm->pq_live_wb + cm->pq_live_nt; }
@@ -750,3 +751,6 @@ uint64_t cm_bench(struct cm *cm, uint64_t n, uint64_t base, uint64_t stride, uin
     clock_gettime(CLOCK_MONOTONIC, &t1);
     return (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000ull + (uint64_t)(t1.tv_nsec - t0.tv_nsec);
 }
+
+/* Address of cm_uc_mem_hook, for uc_hook_add from Python. */
+void *cm_uc_mem_hook_ptr(void) { return (void *)cm_uc_mem_hook; }

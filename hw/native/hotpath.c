@@ -36,6 +36,8 @@ struct ram_range { uint64_t hpa; uint64_t size; uint8_t *host; };
 struct icache_entry { uint64_t key; uint32_t size; uint32_t count; };
 struct icache { struct icache_entry *slots; uint64_t mask; uint64_t used; };
 
+struct cm;  /* the cache model (cachemodel.c) */
+
 struct emu_state {
     struct ram_range ranges[MAX_RANGES];
     int nranges;
@@ -57,6 +59,10 @@ struct emu_state {
     uint32_t last_block_count;
     uint64_t blocks_decoded;
     csh cs;
+    struct cm *cm;           /* cache model, NULL at model level fast */
+    uc_engine *uc;
+    uint32_t nt_remaining;   /* bytes of the current non-temporal store still to come */
+    int power_failed;
 };
 
 static inline uint8_t *hpa_to_host(struct emu_state *st, uint64_t hpa, uint64_t len)

@@ -1,0 +1,165 @@
+"""What a run reports: the summary, every statistic of the machine's models (declared once with
+unit and description, see hw/stats.py), a pcm-memory-style channel table, a wear histogram, the
+per-epoch time series, and reading them back from a finished run's directory."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from emu.errors import EmuError
+from hw.stats import Epochs, Stat, StatsRegistry, pcm_memory_table, wear_histogram
+
+MACHINE_STATS = [
+    Stat("sim.instructions", "instructions", "retired guest instructions"),
+    Stat("sim.virtual_ns", "ns", "virtual time since boot (instructions at cpu_hz + kernel cost model)"),
+    Stat("sim.kernel_ns", "ns", "virtual time charged for kernel work"),
+    Stat("kernel.page_faults", "faults", "page faults handled (demand paging, copy-on-write)"),
+    Stat("kernel.syscalls", "calls", "syscalls served"),
+    Stat("pagecache.hits", "lookups", "page-cache lookups that found the block"),
+    Stat("pagecache.misses", "lookups", "page-cache lookups that read the block from storage"),
+    Stat("pagecache.writebacks", "blocks", "dirty blocks written back to storage"),
+    Stat("storage.reads", "requests", "block device read requests"),
+    Stat("storage.writes", "requests", "block device write requests"),
+    Stat("storage.read_bytes", "bytes", "bytes read from the block device"),
+    Stat("storage.write_bytes", "bytes", "bytes written to the block device"),
+    Stat("ept.swaps", "pages", "guest pages whose host backing was swapped"),
+]
+
+
+def registry_for(machine: Any) -> StatsRegistry:
+    reg = StatsRegistry()
+
+    def machine_values() -> dict[str, int]:
+        k = machine.kernel
+        pc = getattr(k, "pagecache", None)
+        dev = machine.blockdev.stats
+        return {
+            "sim.instructions": machine.cpu.icount, "sim.virtual_ns": machine.clock.uptime_ns(),
+            "sim.kernel_ns": machine.clock.kernel_ns, "kernel.page_faults": getattr(k, "page_faults", 0),
+            "kernel.syscalls": sum(getattr(k, "syscall_counts", {}).values()),
+            "pagecache.hits": pc.stats.hits if pc else 0, "pagecache.misses": pc.stats.misses if pc else 0,
+            "pagecache.writebacks": pc.stats.writebacks if pc else 0,
+            "storage.reads": dev.reads, "storage.writes": dev.writes,
+            "storage.read_bytes": dev.bytes_read, "storage.write_bytes": dev.bytes_written,
+            "ept.swaps": machine.ept.swaps,
+        }
+
+    reg.register(machine_values, MACHINE_STATS)
+    if machine.cache is not None:
+        machine.cache.register_stats(reg)
+    return reg
+
+
+def machine_stats(machine: Any) -> dict[str, Any]:
+    """Everything, ready for JSON: values with units and descriptions, the memory map, the wear
+    histogram of each SCM range."""
+    reg = registry_for(machine)
+    out: dict[str, Any] = {
+        "machine": machine.config.name,
+        "model_level": machine.config.model_level,
+        "ranges": [{"name": r.spec.name, "kind": r.spec.kind, "base": r.spec.base_hpa, "size": r.spec.size_bytes,
+                    "channel": r.spec.channel} for r in machine.physmem.ranges],
+        "stats": reg.to_json(),
+        "wear": {},
+    }
+    if machine.cache is not None:
+        for name, kind, *_ in machine.cache.ranges:
+            if kind == "scm":
+                out["wear"][name] = wear_histogram(machine.cache.wear(name))
+    return out
+
+
+def write_stats(stats: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(stats, indent=2) + "\n")
+
+
+def load_stats(where: Path) -> dict[str, Any]:
+    path = where / "stats.json" if where.is_dir() else where
+    if not path.is_file():
+        raise EmuError(f"no statistics at {where} (expected a run directory with stats.json)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise EmuError(f"{path}: not a statistics file ({e})") from None
+
+
+def values_of(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: v["value"] for k, v in stats.get("stats", {}).items()}
+
+
+def print_stats(stats: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(stderr=True)
+    vals = values_of(stats)
+    con.print(f"machine {stats.get('machine')}, model level [bold]{stats.get('model_level')}[/]")
+    if stats.get("model_level") == "fast":
+        con.print("model level fast: no cache model, so no channel counters (use --level persist or full)")
+    else:
+        con.print(pcm_memory_table(vals, [(r["name"], r["kind"], r["base"], r["size"], r["channel"]) for r in stats["ranges"]]))
+        t = Table(title="cache and persistence")
+        t.add_column("statistic")
+        t.add_column("value", justify="right")
+        t.add_column("description")
+        for name, v in stats["stats"].items():
+            if name.startswith("cache."):
+                t.add_row(name, f"{v['value']:,}", f"{v['description']} ({v['unit']})")
+        con.print(t)
+        for rname, hist in stats.get("wear", {}).items():
+            w = Table(title=f"wear of {rname}: pages by writes")
+            w.add_column("writes per page")
+            w.add_column("pages", justify="right")
+            for bucket, n in hist:
+                w.add_row(str(bucket), f"{n:,}")
+            con.print(w)
+    t = Table(title="machine")
+    t.add_column("statistic")
+    t.add_column("value", justify="right")
+    t.add_column("description")
+    for name, v in stats["stats"].items():
+        if not name.startswith(("cache.", "channel", "wear.")):
+            t.add_row(name, f"{v['value']:,}", f"{v['description']} ({v['unit']})")
+    con.print(t)
+
+
+def print_summary(r: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(stderr=True)
+    t = Table(title="run summary", show_header=False)
+    t.add_row("exit status", "power failed" if r.power_failed else str(r.exit_code))
+    t.add_row("model level", r.model_level)
+    t.add_row("instructions", f"{r.instructions:,}")
+    t.add_row("virtual time", f"{r.virtual_ns / 1e6:,.3f} ms (kernel {r.kernel_ns / 1e6:,.3f} ms)")
+    t.add_row("wall time", f"{r.wall_s:.3f} s")
+    t.add_row("guest MIPS", f"{r.mips:,.1f}")
+    t.add_row("page faults", f"{r.page_faults:,}")
+    t.add_row("syscalls", f"{sum(r.syscalls.values()):,}")
+    con.print(t)
+    s = Table(title="syscalls by name")
+    s.add_column("syscall")
+    s.add_column("count", justify="right")
+    for name, n in sorted(r.syscalls.items(), key=lambda kv: (-kv[1], kv[0])):
+        s.add_row(name, f"{n:,}")
+    con.print(s)
+    for line in r.log:
+        con.print(f"[yellow]log:[/] {line}")
+
+
+class EpochSampler:
+    """A time series of the counters every `epoch` instructions (sampled at the first block
+    boundary past each epoch; the row records the exact instruction count)."""
+
+    def __init__(self, machine: Any, epoch: int) -> None:
+        self.machine = machine
+        self.epochs = Epochs(registry_for(machine))
+        machine.epoch_insns = epoch
+        machine.on_epoch = self.epochs.sample
+
+    def finish(self, path: Path) -> None:
+        self.epochs.sample(self.machine.cpu.icount)
+        self.epochs.write_csv(path)

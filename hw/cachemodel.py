@@ -1,0 +1,428 @@
+"""The memory-hierarchy model: a typed wrapper over the C cache model (`native/cachemodel.c`).
+
+One physically indexed, write-back, write-allocate, LRU cache in front of the machine's memory
+channels. Addresses are host-physical (`hpa`). Each range of the memory map has a CPU view (what
+loads and stores see) and, for an ``scm`` range, a media buffer (what survives a power failure).
+Stores reach media only when their line is written back: eviction, `clflush` and `wbinvd`
+(durable at once), `clwb`/`clflushopt` (a snapshot, durable at the next fence); non-temporal
+stores bypass the cache and are durable at the next fence.
+
+The guest's accesses come straight from Unicorn memory hooks into C (`cm_access`, or
+`cm_uc_mem_hook` with the `struct cm *` as user data); this wrapper is for the kernel's own
+accesses, persistence operations, power failure and statistics. Counters live in a C struct
+read through cffi without copying.
+
+Levels: ``fast`` (0) the model does nothing; ``persist`` (1) only scm ranges are modelled;
+``full`` (2) every access.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hw.stats import Stat, StatsRegistry
+
+_C_SOURCE = Path(__file__).parent / "native" / "cachemodel.c"
+
+LEVELS = {"fast": 0, "persist": 1, "full": 2}
+FENCES = {"sfence": 0, "mfence": 1, "kernel": 2}
+MAX_CHANNELS = 16
+MAX_RANGES = 16
+
+CACHE_CDEF = """
+struct cm_range {
+    uint64_t base;
+    uint64_t size;
+    uint8_t *cpu;
+    uint8_t *media;
+    uint32_t *wear;
+    uint64_t npages;
+    int32_t kind;
+    int32_t channel;
+};
+struct cm_chan {
+    uint64_t read_req[2];
+    uint64_t write_req[2];
+    uint64_t read_bytes[2];
+    uint64_t write_bytes[2];
+};
+struct cm_stats {
+    uint64_t accesses;
+    uint64_t hits;
+    uint64_t misses;
+    uint64_t evictions;
+    uint64_t dirty_evictions;
+    uint64_t writebacks;
+    uint64_t clflush;
+    uint64_t clflushopt;
+    uint64_t clwb;
+    uint64_t sfence;
+    uint64_t mfence;
+    uint64_t kfence;
+    uint64_t wbinvd;
+    uint64_t nt_stores;
+    uint64_t events;
+    uint64_t media_line_writes;
+    uint64_t media_nt_writes;
+    uint64_t pending_wb_issued;
+    uint64_t pending_nt_issued;
+    uint64_t power_failures;
+    uint64_t lost_dirty_lines;
+    uint64_t lost_dirty_dram_lines;
+    uint64_t lost_pending_wb;
+    uint64_t lost_pending_nt;
+    uint64_t eadr_flushed_lines;
+    uint64_t eadr_flushed_pending;
+    uint64_t failed_at_event;
+};
+struct cm {
+    struct cm_stats st;
+    struct cm_chan chan[16];
+    int32_t level;
+    int32_t power_failed;
+    int32_t nt_mark;
+    int32_t nranges;
+    uint64_t fail_at_event;
+    uint64_t size_bytes;
+    uint32_t line_size;
+    uint32_t ways;
+    uint32_t nsets;
+    struct cm_range ranges[16];
+    ...;
+};
+struct cm *cm_new(uint64_t size_bytes, uint32_t ways, uint32_t line_size);
+void cm_free(struct cm *cm);
+int cm_add_range(struct cm *cm, uint64_t base, uint64_t size, int kind, int channel,
+                 uint8_t *cpu, uint8_t *media);
+void cm_set_level(struct cm *cm, int level);
+void cm_set_fail_at_event(struct cm *cm, uint64_t k);
+void cm_set_power_fail_callback(struct cm *cm, void (*fn)(void *), void *ctx);
+void cm_mark_nt(struct cm *cm);
+void cm_end_nt(struct cm *cm);
+void cm_access(struct cm *cm, uint64_t hpa, uint32_t size, int is_write, int is_kernel, uint64_t value);
+void cm_access_range(struct cm *cm, uint64_t hpa, uint64_t len, int is_write, int is_kernel);
+void cm_clflush(struct cm *cm, uint64_t hpa, int is_kernel);
+void cm_clflushopt(struct cm *cm, uint64_t hpa, int is_kernel);
+void cm_clwb(struct cm *cm, uint64_t hpa, int is_kernel);
+void cm_fence(struct cm *cm, int is_kernel, int kind);
+void cm_wbinvd(struct cm *cm);
+void cm_nt_store(struct cm *cm, uint64_t hpa, const uint8_t *data, uint64_t len, int is_kernel);
+int cm_event(struct cm *cm);
+uint64_t cm_power_fail(struct cm *cm, int eadr);
+void cm_power_on(struct cm *cm);
+void cm_reset(struct cm *cm);
+void cm_reset_stats(struct cm *cm);
+int cm_line_state(struct cm *cm, uint64_t hpa);
+uint64_t cm_pending_count(struct cm *cm);
+uint64_t cm_dirty_lines(struct cm *cm);
+uint64_t cm_bench(struct cm *cm, uint64_t n, uint64_t base, uint64_t stride, uint64_t span, int is_write);
+void *cm_uc_mem_hook_ptr(void);
+"""
+
+_standalone: tuple[Any, Any] | None = None
+
+
+def _build_standalone() -> tuple[Any, Any]:
+    """Compile `cachemodel.c` alone with cffi (cached by source hash) and return (ffi, lib)."""
+    global _standalone
+    if _standalone is not None:
+        return _standalone
+    import unicorn
+
+    from hw.native import _cache_dir
+
+    uc_inc = Path(unicorn.__file__).parent / "include"
+    source = _C_SOURCE.read_text()
+    key = hashlib.sha256("\0".join([source, CACHE_CDEF, str(uc_inc), sys.version]).encode()).hexdigest()[:16]
+    name = f"_emu_cachemodel_{key}"
+    out = _cache_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    so = next(out.glob(name + "*.so"), None)
+    if so is None:
+        import fcntl
+
+        with open(out / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            so = next(out.glob(name + "*.so"), None)
+            if so is None:
+                import cffi
+
+                ffi = cffi.FFI()
+                ffi.cdef(CACHE_CDEF)
+                ffi.set_source(name, source, include_dirs=[str(uc_inc)],
+                               extra_compile_args=["-O2", "-std=gnu11", "-Wall"])
+                with tempfile.TemporaryDirectory() as tmp:
+                    built = Path(ffi.compile(tmpdir=tmp, verbose=False))
+                    so = out / built.name
+                    os.replace(built, so)
+    spec = importlib.util.spec_from_file_location(name, so)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    _standalone = (mod.ffi, mod.lib)
+    return _standalone
+
+
+def load() -> tuple[Any, Any]:
+    """(ffi, lib) holding the cm_ functions: the project's single native build once it includes
+    the cache model, else a standalone build of `cachemodel.c`."""
+    from hw import native
+
+    if "cm_access" in getattr(native, "CDEF", ""):
+        return native.load()
+    return _build_standalone()
+
+
+@dataclass(frozen=True)
+class PowerLoss:
+    """What a power failure lost (adr) or saved (eadr)."""
+
+    eadr: bool
+    dirty_scm_lines: int
+    dirty_dram_lines: int
+    pending_writebacks: int
+    pending_nt_stores: int
+    eadr_flushed_lines: int
+    eadr_flushed_pending: int
+    failed_at_event: int  # the event that did not happen (0: an explicit power cut)
+
+
+class CacheModel:
+    """The cache and channel model of one machine."""
+
+    def __init__(self, size_bytes: int = 8 << 20, ways: int = 16, line_size: int = 64,
+                 level: str | int = "full", native: tuple[Any, Any] | None = None) -> None:
+        self.ffi, self.lib = native if native is not None else load()
+        ptr = self.lib.cm_new(size_bytes, ways, line_size)
+        if ptr == self.ffi.NULL:
+            raise ValueError(f"bad cache geometry: {size_bytes} bytes, {ways} ways, {line_size} B lines")
+        self.ptr = self.ffi.gc(ptr, self.lib.cm_free)
+        self.stats = self.ptr.st  # live view of the C counters
+        self.ranges: list[tuple[str, str, int, int, int]] = []  # (name, kind, base, size, channel)
+        self._keep: list[Any] = []  # buffers and callbacks kept alive for C
+        self.line_size = line_size
+        self.set_level(level)
+
+    # -- configuration
+    def add_range(self, name: str, kind: str, base: int, size: int, channel: int,
+                  cpu: Any = None, media: Any = None) -> int:
+        """Add a range of the memory map. `cpu`/`media`: writable buffers (mmap, bytearray) or
+        cffi pointers; both required for ``scm``."""
+        if kind not in ("dram", "scm"):
+            raise ValueError(f"range kind must be 'dram' or 'scm', not {kind!r}")
+        cpu_p, media_p = self._ptr(cpu, size), self._ptr(media, size)
+        idx = self.lib.cm_add_range(self.ptr, base, size, 1 if kind == "scm" else 0, channel, cpu_p, media_p)
+        if idx < 0:
+            raise ValueError(f"cannot add memory range {name!r} ({kind} {base:#x}+{size:#x} ch{channel})")
+        self.ranges.append((name, kind, base, size, channel))
+        return idx
+
+    def _ptr(self, buf: Any, size: int) -> Any:
+        if buf is None:
+            return self.ffi.NULL
+        if isinstance(buf, self.ffi.CData):
+            return self.ffi.cast("uint8_t *", buf)
+        p = self.ffi.from_buffer("uint8_t[]", buf, require_writable=True)
+        if len(p) < size:
+            raise ValueError("buffer smaller than the range")
+        self._keep.append(p)
+        return p
+
+    def set_level(self, level: str | int) -> None:
+        lv = LEVELS[level] if isinstance(level, str) else int(level)
+        if lv not in (0, 1, 2):
+            raise ValueError(f"bad model level {level!r}")
+        self.lib.cm_set_level(self.ptr, lv)
+
+    @property
+    def level(self) -> str:
+        return {v: k for k, v in LEVELS.items()}[self.ptr.level]
+
+    # -- accesses
+    def access(self, hpa: int, size: int, is_write: bool, is_kernel: bool = False, value: int = 0) -> None:
+        self.lib.cm_access(self.ptr, hpa, size, int(is_write), int(is_kernel), value & 0xFFFFFFFFFFFFFFFF)
+
+    def access_range(self, hpa: int, length: int, is_write: bool, is_kernel: bool = True) -> None:
+        self.lib.cm_access_range(self.ptr, hpa, length, int(is_write), int(is_kernel))
+
+    def mark_nt(self) -> None:
+        self.lib.cm_mark_nt(self.ptr)
+
+    def end_nt(self) -> None:
+        self.lib.cm_end_nt(self.ptr)
+
+    # -- persistence operations (kernel parity: is_kernel defaults to True)
+    def clflush(self, hpa: int, is_kernel: bool = True) -> None:
+        self.lib.cm_clflush(self.ptr, hpa, int(is_kernel))
+
+    def clflushopt(self, hpa: int, is_kernel: bool = True) -> None:
+        self.lib.cm_clflushopt(self.ptr, hpa, int(is_kernel))
+
+    def clwb(self, hpa: int, is_kernel: bool = True) -> None:
+        self.lib.cm_clwb(self.ptr, hpa, int(is_kernel))
+
+    def fence(self, kind: str = "kernel", is_kernel: bool = True) -> None:
+        self.lib.cm_fence(self.ptr, int(is_kernel), FENCES[kind])
+
+    def nt_store(self, hpa: int, data: bytes, is_kernel: bool = True) -> None:
+        """Non-temporal store of `data`: written to the CPU view now, durable at the next fence."""
+        self.lib.cm_nt_store(self.ptr, hpa, self.ffi.from_buffer(data), len(data), int(is_kernel))
+
+    def wbinvd(self) -> None:
+        self.lib.cm_wbinvd(self.ptr)
+
+    # -- power
+    def event(self) -> bool:
+        """One persistence event outside the cache (a block written by the storage device).
+        False: the power failed instead, the event must not happen."""
+        return bool(self.lib.cm_event(self.ptr))
+
+    def fail_at_event(self, k: int) -> None:
+        """Power fails instead of persistence event number k (1-based; 0 disables)."""
+        self.lib.cm_set_fail_at_event(self.ptr, k)
+
+    def set_power_fail_callback(self, fn: Any, ctx: Any = None) -> None:
+        """`fn`: a C function pointer ``void (*)(void *)`` (cdata) or a Python callable (test use)."""
+        if fn is None:
+            self.lib.cm_set_power_fail_callback(self.ptr, self.ffi.NULL, self.ffi.NULL)
+            return
+        if not isinstance(fn, self.ffi.CData):
+            py = fn
+            fn = self.ffi.callback("void(void *)", lambda _ctx: py())
+        self._keep.append(fn)
+        self.lib.cm_set_power_fail_callback(self.ptr, fn, ctx if ctx is not None else self.ffi.NULL)
+
+    @property
+    def power_failed(self) -> bool:
+        return bool(self.ptr.power_failed)
+
+    def power_fail(self, eadr: bool = False) -> PowerLoss:
+        """Power cut now (adr: dirty lines and pending write-backs are lost; eadr: they reach
+        media first). The cache is emptied. Also returns the record of a failure already
+        triggered by `fail_at_event`."""
+        self.lib.cm_power_fail(self.ptr, int(eadr))
+        return self.last_loss(eadr)
+
+    def last_loss(self, eadr: bool = False) -> PowerLoss:
+        s = self.stats
+        return PowerLoss(eadr, s.lost_dirty_lines, s.lost_dirty_dram_lines, s.lost_pending_wb,
+                         s.lost_pending_nt, s.eadr_flushed_lines, s.eadr_flushed_pending, s.failed_at_event)
+
+    def power_on(self) -> None:
+        self.lib.cm_power_on(self.ptr)
+
+    def reset(self) -> None:
+        """Empty the cache and pending queues, writing nothing back."""
+        self.lib.cm_reset(self.ptr)
+
+    def reset_stats(self) -> None:
+        self.lib.cm_reset_stats(self.ptr)
+
+    # -- inspection
+    def line_state(self, hpa: int) -> str:
+        return {-1: "absent", 0: "clean", 1: "dirty"}[self.lib.cm_line_state(self.ptr, hpa)]
+
+    @property
+    def pending(self) -> int:
+        return int(self.lib.cm_pending_count(self.ptr))
+
+    @property
+    def dirty_lines(self) -> int:
+        return int(self.lib.cm_dirty_lines(self.ptr))
+
+    def wear(self, index_or_name: int | str) -> memoryview:
+        """Per-4-KiB-page count of writes landing on an scm range's media (zero-copy, uint32)."""
+        i = index_or_name if isinstance(index_or_name, int) else [r[0] for r in self.ranges].index(index_or_name)
+        r = self.ptr.ranges[i]
+        if r.wear == self.ffi.NULL:
+            raise ValueError(f"range {self.ranges[i][0]!r} is not scm")
+        return memoryview(self.ffi.buffer(r.wear, r.npages * 4)).cast("I")
+
+    def channel(self, ch: int) -> dict[str, int]:
+        c = self.ptr.chan[ch]
+        out = {}
+        for f in ("read_req", "write_req", "read_bytes", "write_bytes"):
+            arr = getattr(c, f)
+            out[f + ".user"], out[f + ".kernel"] = int(arr[0]), int(arr[1])
+        return out
+
+    def counters(self) -> dict[str, int]:
+        """Global counters by field name."""
+        return {f: int(getattr(self.stats, f)) for f, _ in self.ffi.typeof("struct cm_stats").fields}
+
+    def bench(self, n: int, base: int, stride: int, span: int, is_write: bool = False) -> float:
+        """ns per cm_access of a C loop (see cm_bench)."""
+        return self.lib.cm_bench(self.ptr, n, base, stride, span, int(is_write)) / n
+
+    @property
+    def hook_address(self) -> int:
+        """Address of the C Unicorn memory hook `cm_uc_mem_hook` (UC_HOOK_MEM_READ|WRITE, user
+        data: `self.ptr`): guest accesses, attributed to user work."""
+        return int(self.ffi.cast("uintptr_t", self.lib.cm_uc_mem_hook_ptr()))
+
+    # -- statistics registry
+    def channels(self) -> list[int]:
+        return sorted({r[4] for r in self.ranges})
+
+    def declared_stats(self) -> list[Stat]:
+        out = [Stat(f"cache.{f}", unit, desc) for f, unit, desc in _GLOBAL_STATS]
+        for ch in self.channels():
+            for f, unit, verb in (("read_req", "requests", "read requests to"),
+                                  ("write_req", "requests", "write requests to"),
+                                  ("read_bytes", "bytes", "bytes read from"),
+                                  ("write_bytes", "bytes", "bytes written to")):
+                for who in ("user", "kernel"):
+                    out.append(Stat(f"channel{ch}.{f}.{who}", unit, f"{verb} channel {ch} by {who} work"))
+        for name, kind, _b, _s, _c in self.ranges:
+            if kind == "scm":
+                out.append(Stat(f"wear.{name}.max_page_writes", "writes", f"most writes landed on one page of {name}"))
+                out.append(Stat(f"wear.{name}.pages_written", "pages", f"pages of {name} written at least once"))
+        return out
+
+    def provider(self) -> dict[str, int]:
+        vals = {f"cache.{f}": int(getattr(self.stats, f)) for f, _u, _d in _GLOBAL_STATS}
+        for ch in self.channels():
+            for k, v in self.channel(ch).items():
+                vals[f"channel{ch}.{k}"] = v
+        for i, (name, kind, _b, _s, _c) in enumerate(self.ranges):
+            if kind == "scm":
+                w = self.wear(i)
+                vals[f"wear.{name}.max_page_writes"] = max(w, default=0)
+                vals[f"wear.{name}.pages_written"] = sum(1 for x in w if x)
+        return vals
+
+    def register_stats(self, registry: StatsRegistry) -> None:
+        registry.register(self.provider, self.declared_stats())
+
+
+_GLOBAL_STATS: list[tuple[str, str, str]] = [
+    ("accesses", "accesses", "line accesses modelled (an access straddling two lines counts twice)"),
+    ("hits", "accesses", "cache hits"),
+    ("misses", "accesses", "cache misses (each reads one line from its channel)"),
+    ("evictions", "lines", "valid lines replaced"),
+    ("dirty_evictions", "lines", "dirty lines replaced (written back)"),
+    ("writebacks", "lines", "lines written back: dirty evictions and flush write-backs"),
+    ("clflush", "instructions", "clflush executed on a modelled line"),
+    ("clflushopt", "instructions", "clflushopt executed on a modelled line"),
+    ("clwb", "instructions", "clwb executed on a modelled line"),
+    ("sfence", "instructions", "sfence executed"),
+    ("mfence", "instructions", "mfence executed"),
+    ("kfence", "operations", "kernel fences"),
+    ("wbinvd", "operations", "whole-cache write-back and invalidate"),
+    ("nt_stores", "stores", "non-temporal stores"),
+    ("events", "events", "persistence events performed"),
+    ("media_line_writes", "lines", "lines landed on scm media"),
+    ("media_nt_writes", "stores", "non-temporal stores landed on scm media"),
+    ("pending_wb_issued", "lines", "clwb/clflushopt write-backs queued until a fence"),
+    ("pending_nt_issued", "stores", "non-temporal stores queued until a fence"),
+    ("power_failures", "events", "power failures"),
+    ("lost_dirty_lines", "lines", "dirty scm lines lost at the last power failure"),
+    ("lost_pending_wb", "lines", "pending write-backs lost at the last power failure"),
+    ("lost_pending_nt", "stores", "pending non-temporal stores lost at the last power failure"),
+]

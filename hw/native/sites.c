@@ -1,0 +1,106 @@
+/*
+ * Per-site hooks for the persistence instructions, and the memory hook that feeds the cache
+ * model. (Compiled after hotpath.c and cachemodel.c in one translation unit.)
+ *
+ * Unicorn cannot hook clflush/clwb/fences by instruction type, so the kernel finds their sites
+ * when an executable mapping appears (byte scan confirmed with capstone, hw/sites.py) and adds
+ * one code hook per site with a descriptor: the instruction bytes (checked at run time, since
+ * another process may have other code at that address), its kind, and for the flushes the
+ * memory operand to evaluate. A non-temporal store's site marks its next `nt_bytes` stored
+ * bytes as non-temporal for the memory hook.
+ */
+
+enum site_kind { SITE_CLFLUSH, SITE_CLFLUSHOPT, SITE_CLWB, SITE_SFENCE, SITE_MFENCE, SITE_WBINVD, SITE_NT };
+
+struct site {
+    struct emu_state *st;
+    uint64_t gva;
+    uint8_t bytes[16];
+    uint32_t len;
+    int kind;
+    int base_reg, index_reg, seg_reg;  /* unicorn register ids, 0 = none */
+    int rip_relative;
+    uint32_t scale;
+    int64_t disp;
+    uint32_t nt_bytes;
+    uint64_t hits;
+};
+
+struct site *emu_site_new(struct emu_state *st)
+{
+    struct site *s = calloc(1, sizeof *s);
+    s->st = st;
+    return s;
+}
+
+static uint64_t site_ea(uc_engine *uc, struct site *s)
+{
+    uint64_t ea = (uint64_t)s->disp, v;
+    if (s->rip_relative) ea += s->gva + s->len;
+    if (s->base_reg) { uc_reg_read(uc, s->base_reg, &v); ea += v; }
+    if (s->index_reg) { uc_reg_read(uc, s->index_reg, &v); ea += v * s->scale; }
+    if (s->seg_reg) { uc_reg_read(uc, s->seg_reg, &v); ea += v; }
+    return ea;
+}
+
+static void site_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *ud)
+{
+    struct site *s = ud;
+    struct emu_state *st = s->st;
+    struct cm *cm = st->cm;
+    uint8_t buf[16];
+    if (!cm || emu_read_virt(st, st->cr3, addr, buf, s->len) || memcmp(buf, s->bytes, s->len))
+        return;  /* not this instruction in this address space */
+    s->hits++;
+    if (s->kind == SITE_SFENCE) { cm_fence(cm, 0, 0); return; }
+    if (s->kind == SITE_MFENCE) { cm_fence(cm, 0, 1); return; }
+    if (s->kind == SITE_WBINVD) { cm_wbinvd(cm); return; }
+    if (s->kind == SITE_NT) { cm_mark_nt(cm); st->nt_remaining = s->nt_bytes; return; }
+    uint64_t gva = site_ea(uc, s);
+    uint64_t gpa = emu_translate(st, st->cr3, gva, 0);
+    if (gpa == ~0ull) return;  /* the flush of an unmapped line: nothing cached there */
+    uint64_t hpa = ept_map(st, gpa, 0);
+    if (hpa == ~0ull) return;
+    if (s->kind == SITE_CLFLUSH) cm_clflush(cm, hpa, 0);
+    else if (s->kind == SITE_CLFLUSHOPT) cm_clflushopt(cm, hpa, 0);
+    else cm_clwb(cm, hpa, 0);
+}
+
+int emu_site_install(uc_engine *uc, struct site *s)
+{
+    uc_hook h;
+    return uc_hook_add(uc, &h, UC_HOOK_CODE, (void *)site_hook, s, s->gva, s->gva);
+}
+
+/* Guest loads and stores, attributed to user code; non-temporal ones as marked by their site. */
+static void emu_mem_hook(uc_engine *uc, uc_mem_type type, uint64_t address, int size, int64_t value, void *ud)
+{
+    struct emu_state *st = ud;
+    int is_write = type == UC_MEM_WRITE;
+    cm_access(st->cm, address, (uint32_t)size, is_write, 0, (uint64_t)value);
+    if (st->nt_remaining && is_write) {
+        st->nt_remaining = st->nt_remaining > (uint32_t)size ? st->nt_remaining - (uint32_t)size : 0;
+        if (!st->nt_remaining) cm_end_nt(st->cm);
+    }
+}
+
+/* Install the memory hook on [begin, end] (hpa); begin > end means everything. */
+int emu_install_mem_hook(uc_engine *uc, struct emu_state *st, uint64_t begin, uint64_t end)
+{
+    uc_hook h;
+    return uc_hook_add(uc, &h, UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, (void *)emu_mem_hook, st, begin, end);
+}
+
+static void emu_power_fail_stop(void *ctx)
+{
+    struct emu_state *st = ctx;
+    st->power_failed = 1;
+    if (st->uc) uc_emu_stop(st->uc);
+}
+
+void emu_attach_cache(uc_engine *uc, struct emu_state *st, struct cm *cm)
+{
+    st->cm = cm;
+    st->uc = uc;
+    cm_set_power_fail_callback(cm, emu_power_fail_stop, st);
+}

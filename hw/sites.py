@@ -1,0 +1,82 @@
+"""Finding the instructions the machine must see individually, in newly mapped code.
+
+Unicorn cannot hook clflush, clflushopt, clwb, the fences, wbinvd, non-temporal stores or rdtsc
+by type. When an executable mapping appears, its bytes are scanned for their opcodes; every
+position where such an instruction could start (the opcode itself or up to three prefix bytes
+before it) is decoded with capstone, and each decoding that is one of these instructions becomes a
+site. A hook at a site fires only when execution really starts an instruction there, and checks
+the bytes at run time, so false candidates cost nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+from capstone import x86_const as C
+from unicorn import x86_const as U
+
+# opcode bytes (after prefixes) that may begin one of the instructions we want
+OPCODES = (b"\x0f\xae", b"\x0f\x09", b"\x0f\xc3", b"\x0f\xe7", b"\x0f\x2b", b"\x0f\x31", b"\x0f\x01\xf9")
+
+PERSIST_KINDS = {
+    "clflush": "clflush", "clflushopt": "clflushopt", "clwb": "clwb", "sfence": "sfence",
+    "mfence": "mfence", "wbinvd": "wbinvd", "movnti": "nt", "movntdq": "nt", "movntps": "nt",
+    "movntpd": "nt", "movntq": "nt",
+}
+TIME_KINDS = {"rdtsc": "rdtsc", "rdtscp": "rdtscp"}
+
+
+@dataclass(frozen=True)
+class Site:
+    gva: int
+    kind: str           # clflush clflushopt clwb sfence mfence wbinvd nt rdtsc rdtscp
+    insn: bytes         # the instruction's bytes (checked at run time)
+    base_reg: int = 0   # memory operand (unicorn register ids; 0 = none)
+    index_reg: int = 0
+    seg_reg: int = 0
+    scale: int = 1
+    disp: int = 0
+    rip_relative: bool = False
+    nt_bytes: int = 0   # bytes a non-temporal store writes
+
+
+_md = Cs(CS_ARCH_X86, CS_MODE_64)
+_md.detail = True
+
+
+def _uc_reg(cs_reg: int) -> int:
+    if cs_reg == C.X86_REG_INVALID:
+        return 0
+    name = _md.reg_name(cs_reg)
+    if name == "fs":
+        return U.UC_X86_REG_FS_BASE
+    if name == "gs":
+        return U.UC_X86_REG_GS_BASE
+    return getattr(U, "UC_X86_REG_" + name.upper(), 0)
+
+
+def scan(code: bytes, base_gva: int) -> list[Site]:
+    """Sites in `code`, which is mapped at base_gva."""
+    starts: set[int] = set()
+    for op in OPCODES:
+        i = code.find(op)
+        while i >= 0:
+            starts.update(range(max(0, i - 3), i + 1))
+            i = code.find(op, i + 1)
+    sites = []
+    for start in sorted(starts):
+        insn = next(_md.disasm(code[start : start + 15], base_gva + start, 1), None)
+        if insn is None:
+            continue
+        kind = PERSIST_KINDS.get(insn.mnemonic) or TIME_KINDS.get(insn.mnemonic)
+        if kind is None:
+            continue
+        site = Site(base_gva + start, kind, bytes(insn.bytes))
+        mem = next((o for o in insn.operands if o.type == C.X86_OP_MEM), None)
+        if mem is not None:
+            rip = mem.mem.base == C.X86_REG_RIP
+            site = Site(site.gva, kind, site.insn, 0 if rip else _uc_reg(mem.mem.base), _uc_reg(mem.mem.index),
+                        _uc_reg(mem.mem.segment), mem.mem.scale, mem.mem.disp, rip,
+                        mem.size if kind == "nt" else 0)
+        sites.append(site)
+    return sites
