@@ -110,7 +110,9 @@ class Machine:
             for r in self.physmem.scm_ranges():
                 r.view[:] = self.media[r.spec.name]  # cold boot: what the media holds
         self.ept = EPT(self.physmem)
-        self.cpu = CPU(self.physmem, self.ept)
+        # At level persist SCM is MMIO, so DRAM accesses pay nothing for the model.
+        mmio = frozenset(r.spec.name for r in self.physmem.scm_ranges()) if self.level == 1 else frozenset()
+        self.cpu = CPU(self.physmem, self.ept, mmio)
         self.clock = Clock(lambda: self.cpu.icount, cfg.cpu_hz)
         self.cache = build_cache(self) if self.level else None
         if power_fail_at_event is not None:
@@ -259,10 +261,7 @@ def build_cache(m: Machine) -> Any:
         cache.add_range(spec.name, spec.kind, spec.base_hpa, spec.size_bytes, spec.channel, cpu=r.buffer,
                         media=m.media.get(spec.name))
     cpu.lib.emu_attach_cache(cpu._uc_ptr, cpu.st, cache.ptr)
-    if m.level == 1:
-        for r in m.physmem.scm_ranges():
-            cpu.lib.emu_install_mem_hook(cpu._uc_ptr, cpu.st, r.spec.base_hpa, r.end_hpa - 1)
-    else:
+    if m.level == 2:  # full: every access; at persist SCM is MMIO (see CPU)
         cpu.lib.emu_install_mem_hook(cpu._uc_ptr, cpu.st, 1, 0)
     return cache
 

@@ -174,7 +174,7 @@ def load() -> tuple[Any, Any]:
     the cache model, else a standalone build of `cachemodel.c`."""
     from hw import native
 
-    if "cm_access" in getattr(native, "CDEF", ""):
+    if "cachemodel.c" in getattr(native, "SOURCES", ()) or "cm_access" in getattr(native, "CDEF", ""):
         return native.load()
     return _build_standalone()
 

@@ -54,7 +54,8 @@ SYSCALL_ARG_IDS = (X.UC_X86_REG_RAX, X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X8
 
 
 class CPU:
-    def __init__(self, physmem: PhysicalMemory, ept: "EPT") -> None:
+    def __init__(self, physmem: PhysicalMemory, ept: "EPT", mmio: frozenset[str] = frozenset()) -> None:
+        """`mmio`: names of ranges to map as MMIO through the cache model (SCM at level persist)."""
         self.ffi, self.lib = load_native()
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
         self.uc.ctl_set_cpu_model(UC_CPU_X86_SKYLAKE_SERVER)
@@ -65,7 +66,13 @@ class CPU:
         for r in physmem.ranges:
             ptr = self.ffi.from_buffer(r.buffer)
             self._keep.append(ptr)
-            self.uc.mem_map_ptr(r.spec.base_hpa, r.spec.size_bytes, UC_PROT_ALL, int(self.ffi.cast("uintptr_t", ptr)))
+            if r.spec.name in mmio:
+                err = self.lib.emu_map_scm_mmio(self._uc_ptr, self.st, r.spec.base_hpa, r.spec.size_bytes,
+                                                self.ffi.cast("uint8_t *", ptr))
+                if err:
+                    raise RuntimeError(f"cannot map {r.spec.name} as MMIO (uc_err {err})")
+            else:
+                self.uc.mem_map_ptr(r.spec.base_hpa, r.spec.size_bytes, UC_PROT_ALL, int(self.ffi.cast("uintptr_t", ptr)))
             self.lib.emu_add_range(self.st, r.spec.base_hpa, r.spec.size_bytes, self.ffi.cast("uint8_t *", ptr))
         self._ept_map = self.ffi.from_buffer("uint32_t[]", ept.map)
         self._ept_bits = self.ffi.from_buffer("uint8_t[]", ept.bits)

@@ -574,11 +574,11 @@ def test_unicorn_memory_hook_feeds_the_model() -> None:
     import ctypes
 
     from unicorn import UC_ARCH_X86, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MODE_64, Uc
-    from unicorn.unicorn import _uc
+    from unicorn.unicorn_py3.unicorn import uclib as _uc
     from unicorn.x86_const import UC_X86_REG_RAX
 
     code_at, data_at = 0x10000, 0x20000
-    # mov [rdx], rax ; clflush [rdx] is not hooked here: store, load, store to the next line
+    # store, load (same line: a hit), store to the next line
     code = bytes.fromhex("48ba" + data_at.to_bytes(8, "little").hex()  # movabs rdx, data_at
                          + "488902"        # mov [rdx], rax
                          + "488b0a"        # mov rcx, [rdx]

@@ -104,3 +104,38 @@ void emu_attach_cache(uc_engine *uc, struct emu_state *st, struct cm *cm)
     st->uc = uc;
     cm_set_power_fail_callback(cm, emu_power_fail_stop, st);
 }
+
+/* ---- SCM as MMIO (model level persist) ----------------------------------------------------
+ * At level persist only SCM accesses are modelled. A memory hook, even limited to the SCM
+ * range, costs Unicorn a helper call on every access; mapping SCM as MMIO instead makes DRAM
+ * accesses free and sends exactly the SCM ones here, where the data is moved to and from the
+ * range's CPU-view buffer. */
+struct scm_mmio { struct emu_state *st; uint64_t base; uint8_t *host; };
+
+static uint64_t scm_mmio_read(uc_engine *uc, uint64_t offset, unsigned size, void *ud)
+{
+    struct scm_mmio *m = ud;
+    uint64_t v = 0;
+    cm_access(m->st->cm, m->base + offset, size, 0, 0, 0);
+    memcpy(&v, m->host + offset, size > 8 ? 8 : size);
+    return v;
+}
+
+static void scm_mmio_write(uc_engine *uc, uint64_t offset, unsigned size, uint64_t value, void *ud)
+{
+    struct scm_mmio *m = ud;
+    struct emu_state *st = m->st;
+    cm_access(st->cm, m->base + offset, size, 1, 0, value);
+    if (st->nt_remaining) {
+        st->nt_remaining = st->nt_remaining > size ? st->nt_remaining - size : 0;
+        if (!st->nt_remaining) cm_end_nt(st->cm);
+    }
+    memcpy(m->host + offset, &value, size > 8 ? 8 : size);
+}
+
+int emu_map_scm_mmio(uc_engine *uc, struct emu_state *st, uint64_t base, uint64_t size, uint8_t *host)
+{
+    struct scm_mmio *m = calloc(1, sizeof *m);
+    m->st = st; m->base = base; m->host = host;
+    return uc_mmio_map(uc, base, size, scm_mmio_read, m, scm_mmio_write, m);
+}
