@@ -247,7 +247,8 @@ def report(args: argparse.Namespace, machine: object, result: object, state: Pat
     stats = None
     if state is not None or args.stats or args.stats_json:
         stats = machine.stats()  # type: ignore[attr-defined]
-        stats["run"] = r.to_dict()  # type: ignore[attr-defined]
+        # What the run did, without wall-clock numbers: a state directory is reproducible.
+        stats["run"] = {key: v for key, v in r.to_dict().items() if key not in ("wall_s", "mips")}  # type: ignore[attr-defined]
     if state is not None:
         write_stats(stats, state / "stats.json")  # type: ignore[arg-type]
         if r.power_failed:  # type: ignore[attr-defined]

@@ -154,6 +154,8 @@ class Machine:
             if self.cpu.st.power_failed:
                 raise PowerFailure("event")
             k.shutdown()
+            if self.cache is not None:
+                self.cache.wbinvd()  # a clean shutdown writes the caches back
         except PowerFailure:
             return self._power_failed(t0)
         self._close()

@@ -67,6 +67,8 @@ class Recipe:
     owners: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     params: Mapping[str, int] = field(default_factory=lambda: dict(dataset.DEFAULTS))
     data_dir: str = "/data"
+    # guest path -> C source in images/programs/, built static with the host's gcc
+    programs: Mapping[str, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------
@@ -133,7 +135,9 @@ class Plan:
 
     @property
     def host_files(self) -> dict[str, str]:
-        return {**self.binaries, **self.libraries}
+        """Every host file copied in (binaries, their libraries, compiled programs)."""
+        programs = {g: e.host for g, e in self.entries.items() if g in self.recipe.programs and e.host}
+        return {**self.binaries, **self.libraries, **programs}
 
     def staged_bytes(self) -> int:
         total = 0
@@ -193,6 +197,10 @@ def make_plan(recipe: str | Recipe = "base", params: Mapping | None = None) -> P
                 binaries[g] = os.path.realpath(host)
             else:
                 entries[g] = Entry("link", 0o755, target=guests[0])
+    for g, program_src in rec.programs.items():
+        exe = compile_program(program_src)
+        add_dir(g.rsplit("/", 1)[0] or "/")
+        entries[g] = Entry("file", 0o755, host=str(exe))
     try:
         clo = elfdeps.closure(sorted(set(binaries.values())))
     except elfdeps.ElfDepsError as e:
@@ -225,6 +233,30 @@ def make_plan(recipe: str | Recipe = "base", params: Mapping | None = None) -> P
         entries[g].owner = tuple(owner)
 
     return Plan(rec, p, dict(sorted(entries.items())), binaries, libraries, src)
+
+
+PROGRAMS_DIR = Path(__file__).parent / "programs"
+
+
+def compile_program(src_name: str) -> Path:
+    """Build images/programs/<src_name> static with the host's gcc (cached by source hash)."""
+    src = PROGRAMS_DIR / src_name
+    if not src.is_file():
+        raise ImageError(f"program source {src} does not exist")
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    out = cache_dir().parent / "programs" / f"{src.stem}-{digest}"
+    if out.exists():
+        return out
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        raise ImageError("gcc is needed to build the image's C programs (Debian package gcc)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".tmp{os.getpid()}")
+    r = subprocess.run([gcc, "-static", "-O2", "-o", str(tmp), str(src)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise ImageError(f"gcc failed on {src.name}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
+    os.replace(tmp, out)
+    return out
 
 
 # ---------------------------------------------------------------------------

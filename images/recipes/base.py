@@ -61,5 +61,6 @@ RECIPE = Recipe(
         "/sbin": 0o755,
     },
     owners={"/home/user": (1000, 1000)},
+    programs={"/bin/pmemlog": "pmemlog.c"},
     params=dict(DEFAULTS),
 )
