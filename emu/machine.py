@@ -102,13 +102,16 @@ class Machine:
             self._tmp = tempfile.TemporaryDirectory(prefix="emu-media-")
             media_dir = self._tmp.name
         self.media_dir = Path(media_dir) if media_dir is not None else None
-        self.media = {r.name: open_media(self.media_dir / f"{r.name}.media", r.size_bytes) for r in cfg.scm}  # type: ignore[operator]
+        media_paths = {r.name: self.media_dir / f"{r.name}.media" for r in cfg.scm}  # type: ignore[operator]
+        self.media = {r.name: open_media(media_paths[r.name], r.size_bytes) for r in cfg.scm}
         # At level fast there is no cache: SCM is its media file itself (every store durable).
-        buffers = self.media if self.level == 0 else {}
+        # Otherwise the CPU's view starts as what the media holds (a private copy-on-write
+        # mapping of it: no copy at boot) and reaches the media only through the cache model.
+        if self.level == 0:
+            buffers = self.media
+        else:
+            buffers = {r.name: open_media(media_paths[r.name], r.size_bytes, private=True) for r in cfg.scm}
         self.physmem = PhysicalMemory(cfg.range_specs(), buffers)
-        if self.level:
-            for r in self.physmem.scm_ranges():
-                r.view[:] = self.media[r.spec.name]  # cold boot: what the media holds
         self.ept = EPT(self.physmem)
         # At level persist SCM is MMIO, so DRAM accesses pay nothing for the model.
         mmio = frozenset(r.spec.name for r in self.physmem.scm_ranges()) if self.level == 1 else frozenset()
@@ -268,13 +271,15 @@ def build_cache(m: Machine) -> Any:
     return cache
 
 
-def open_media(path: Path, size: int) -> mmap.mmap:
-    """The media file of an SCM range (created zeroed), mapped shared: what survives power loss."""
+def open_media(path: Path, size: int, private: bool = False) -> mmap.mmap:
+    """The media file of an SCM range (created zeroed), mapped shared: what survives power loss.
+    `private`: a copy-on-write view of it instead (writes never reach the file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if os.fstat(fd).st_size != size:
             os.ftruncate(fd, size)
-        return mmap.mmap(fd, size, mmap.MAP_SHARED)
+        flags = mmap.MAP_PRIVATE if private else mmap.MAP_SHARED
+        return mmap.mmap(fd, size, flags, mmap.PROT_READ | mmap.PROT_WRITE)
     finally:
         os.close(fd)

@@ -55,8 +55,22 @@ def _uc_reg(cs_reg: int) -> int:
     return getattr(U, "UC_X86_REG_" + name.upper(), 0)
 
 
+_scanned: dict[tuple[bytes, int], list[Site]] = {}
+
+
 def scan(code: bytes, base_gva: int) -> list[Site]:
-    """Sites in `code`, which is mapped at base_gva."""
+    """Sites in `code`, which is mapped at base_gva (remembered for the process's lifetime:
+    every machine maps the same libraries at the same addresses)."""
+    import hashlib
+
+    key = (hashlib.blake2b(code, digest_size=16).digest(), base_gva)
+    hit = _scanned.get(key)
+    if hit is None:
+        hit = _scanned[key] = _scan(code, base_gva)
+    return hit
+
+
+def _scan(code: bytes, base_gva: int) -> list[Site]:
     starts: set[int] = set()
     for op in OPCODES:
         i = code.find(op)

@@ -54,13 +54,17 @@ class MarkingKernel(Kernel):
 
 
 def run_in(state: Path, base_image: Path, argv: list[str], *, level: str = "persist", domain: str = "adr",
-           kernel: Kernel | None = None, **cut: int | None):  # type: ignore[no-untyped-def]
+           kernel: Kernel | None = None, image: Path | None = None, **cut: int | None):  # type: ignore[no-untyped-def]
+    """Run in a state directory (its own copy of the image, unless `image` is shared: a run cut
+    before any write-back leaves the image untouched)."""
     state.mkdir(parents=True, exist_ok=True)
-    if not (state / "disk.img").exists():
-        shutil.copyfile(base_image, state / "disk.img")
+    if image is None:
+        image = state / "disk.img"
+        if not image.exists():
+            shutil.copyfile(base_image, image)
     cfg = derive(default_machine(), model_level=level, persistence_domain=domain)
     console = Console(None, None, capture=True)
-    m = Machine(state / "disk.img", cfg, console=console, media_dir=state, kernel=kernel, **cut)
+    m = Machine(image, cfg, console=console, media_dir=state, kernel=kernel, **cut)
     r = m.run(argv)
     return r, bytes(console.captured[1]), m
 
@@ -130,13 +134,18 @@ def commit_window(base_image: Path, tmp_path: Path, variant: list[str]) -> tuple
 def cut_everywhere(base_image: Path, tmp_path: Path, variant: list[str], domain: str = "adr") -> list[tuple[int, int, int]]:
     """(cut, records announced, records durable) for a cut after every instruction of commit 1."""
     first, second = commit_window(base_image, tmp_path, variant)
+    shared = tmp_path / "shared.img"
+    shutil.copyfile(base_image, shared)
+    before = shared.read_bytes()
     outcomes = []
     for n in range(first, second + 1):
         state = tmp_path / f"cut{n}"
-        r, out, _ = run_in(state, base_image, ["/bin/pmemlog", "append", "2", *variant], domain=domain, power_fail_at=n)
+        r, out, _ = run_in(state, base_image, ["/bin/pmemlog", "append", "2", *variant], domain=domain,
+                           image=shared, power_fail_at=n)
         assert r.power_failed and r.instructions == n
         outcomes.append((n, out.count(b"committed"), durable_log(state / "pmem0.media")))
         shutil.rmtree(state)
+    assert shared.read_bytes() == before  # no cut run wrote to storage
     return outcomes
 
 
