@@ -144,8 +144,10 @@ def _run_json(cmd: list[str], timeout: float) -> dict:
     return d
 
 
-def run_emu(argv: list[str], image: Path, timeout: float) -> dict:
-    return _run_json([sys.executable, str(BENCH / "emu_runner.py"), str(image), "--", *argv],
+def run_emu(argv: list[str], image: Path, timeout: float, level: str | None = None) -> dict:
+    """level: model level (fast/persist/full); None = default_machine()'s own."""
+    lv = ["--level", level] if level else []
+    return _run_json([sys.executable, str(BENCH / "emu_runner.py"), str(image), *lv, "--", *argv],
                      timeout)
 
 

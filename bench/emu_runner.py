@@ -1,10 +1,12 @@
 """Run one command in emu and print a JSON line with timing and output digest.
 
-Usage: .venv/bin/python bench/emu_runner.py IMAGE -- /bin/prog args...
+Usage: .venv/bin/python bench/emu_runner.py IMAGE [--level fast|persist|full] -- /bin/prog args...
 
 The image is copied first (a run writes into its image); the copy is not timed.  The timed
 region is Machine construction + Machine.run (kernel boot, guest run, shutdown).
 Run in its own process so a pathological workload can be killed by the caller's timeout.
+With --level the machine is default_machine() with that model_level, and (at persist/full)
+the cache model's counters and per-channel traffic are reported under "cache".
 """
 from __future__ import annotations
 
@@ -19,24 +21,39 @@ import time
 
 def main() -> int:
     args = sys.argv[1:]
+    level = None
+    if len(args) >= 3 and args[1] == "--level":
+        level = args[2]
+        args = args[:1] + args[3:]
     if len(args) < 3 or args[1] != "--":
-        print("usage: emu_runner.py IMAGE -- /bin/prog args...", file=sys.stderr)
+        print("usage: emu_runner.py IMAGE [--level fast|persist|full] -- /bin/prog args...",
+              file=sys.stderr)
         return 2
     image, argv = args[0], args[2:]
     from emu.machine import Machine
     from hw.console import Console
 
+    cfg = None
+    if level is not None:
+        from emu.config import default_machine, derive
+        cfg = derive(default_machine(), model_level=level)
+
     with tempfile.TemporaryDirectory(prefix="emu-bench-") as td:
         img = os.path.join(td, "image.img")
         shutil.copy(image, img)
         t0 = time.perf_counter()
-        m = Machine(img, console=Console(out_fd=None, err_fd=None, capture=True))
+        m = Machine(img, cfg, console=Console(out_fd=None, err_fd=None, capture=True))
         r = m.run(argv)
         wall = time.perf_counter() - t0
     out = bytes(m.console.captured[1])
     err = bytes(m.console.captured[2])
     top = sorted(r.syscalls.items(), key=lambda kv: -kv[1])[:8]
+    cache = None
+    if getattr(m, "cache", None) is not None:
+        cache = {"counters": m.cache.counters(),
+                 "channels": {str(ch): m.cache.channel(ch) for ch in m.cache.channels()}}
     print(json.dumps({
+        "model_level": r.model_level, "cache": cache,
         "wall_s": wall, "run_wall_s": r.wall_s, "exit_code": r.exit_code,
         "instructions": r.instructions, "virtual_ns": r.virtual_ns,
         "page_faults": r.page_faults, "syscalls_total": sum(r.syscalls.values()),

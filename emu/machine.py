@@ -181,9 +181,11 @@ class Machine:
                 deadline = min(deadline, next_epoch)
             stop = cpu.run(cpu.reg("rip"), deadline)
             k.stop(stop)
-            if next_epoch is not None and cpu.icount >= next_epoch:
+            # The CPU stops on a block boundary at or before a deadline: an epoch is sampled
+            # there (the row records the exact count), else the next block could never start.
+            if next_epoch is not None and (cpu.icount >= next_epoch or (stop.kind == STOP_DEADLINE and deadline == next_epoch)):
                 self.on_epoch(cpu.icount)
-                next_epoch = (cpu.icount // self.epoch_insns + 1) * self.epoch_insns
+                next_epoch = max(next_epoch, cpu.icount // self.epoch_insns * self.epoch_insns) + self.epoch_insns
             if cpu.st.power_failed:
                 raise PowerFailure("event")
             if fail_at is not None and stop.kind == STOP_DEADLINE and deadline == fail_at and cpu.icount < fail_at:

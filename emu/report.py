@@ -89,11 +89,19 @@ def values_of(stats: dict[str, Any]) -> dict[str, Any]:
     return {k: v["value"] for k, v in stats.get("stats", {}).items()}
 
 
-def print_stats(stats: dict[str, Any]) -> None:
+def console() -> Any:
+    """stderr, and wide enough that tables do not wrap when it is a file or a pipe."""
+    import sys
+
     from rich.console import Console
+
+    return Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+def print_stats(stats: dict[str, Any]) -> None:
     from rich.table import Table
 
-    con = Console(stderr=True)
+    con = console()
     vals = values_of(stats)
     con.print(f"machine {stats.get('machine')}, model level [bold]{stats.get('model_level')}[/]")
     if stats.get("model_level") == "fast":
@@ -126,10 +134,9 @@ def print_stats(stats: dict[str, Any]) -> None:
 
 
 def print_summary(r: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console(stderr=True)
+    con = console()
     t = Table(title="run summary", show_header=False)
     t.add_row("exit status", "power failed" if r.power_failed else str(r.exit_code))
     t.add_row("model level", r.model_level)

@@ -1,0 +1,114 @@
+"""The EPT (A/D bits, swapping pages' backing under a running guest) and the statistics the CLI
+writes: pcm-memory table, JSON, per-epoch CSV, `emu stats`, `emu machine show`."""
+from __future__ import annotations
+
+import csv
+import json
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from emu.config import default_machine, derive
+from emu.machine import Machine
+from guestkernel.kernel import Kernel
+from hw.console import Console
+from tests.conftest import run_native
+
+ROOT = Path(__file__).parent.parent
+
+
+class SwappingKernel(Kernel):
+    """Every 5th syscall, with the guest paused: read and clear the EPT bits, then swap the host
+    backing of random guest pages in use (page tables, user pages, page cache) with each other
+    and with pages of the second DRAM range (channel 1)."""
+
+    def __init__(self, config=None):  # type: ignore[no-untyped-def]
+        super().__init__(config)
+        self.rng = random.Random(7)
+        self.dirty_seen: list[int] = []
+        self.calls = 0
+
+    def syscall(self) -> None:
+        self.calls += 1
+        if self.calls % 5 == 0:
+            ept = self.machine.ept
+            _, dirty = ept.scan(0, ept.pages)
+            self.dirty_seen.append(len(dirty))
+            used = [g for g in range(len(self.frames.refs)) if self.frames.refs[g]]
+            dram1 = self.frames.zones[1]
+            for _ in range(4):
+                a, b = self.rng.sample(used, 2)
+                ept.swap(a, b)
+                ept.swap(self.rng.choice(used), self.rng.randrange(dram1.base_pfn, dram1.base_pfn + dram1.nframes))
+        super().syscall()
+
+
+def test_pages_swapped_under_a_running_guest_keep_its_results(base_image, native_root, tmp_path):
+    image = tmp_path / "disk.img"
+    shutil.copyfile(base_image, image)
+    k = SwappingKernel()
+    console = Console(None, None, capture=True)
+    m = Machine(image, derive(default_machine(), model_level="full"), console=console, kernel=k)
+    r = m.run(["/bin/sh", "-c", "gzip -9 -c /data/corpus.txt | gzip -d | grep -c memory"])
+    native = run_native(["sh", "-c", "gzip -9 -c data/corpus.txt | gzip -d | grep -c memory"], native_root)
+    assert r.exit_code == 0
+    assert bytes(console.captured[1]) == native.stdout
+    assert m.ept.swaps >= 8 * (k.calls // 5)
+    # the scans saw pages dirtied since the previous scan, every time (bits were cleared between)
+    assert len(k.dirty_seen) > 3 and all(n > 0 for n in k.dirty_seen[1:])
+    # pages moved from channel 0 onto channel 1's range, so both channels carried traffic
+    assert m.cache.channel(1)["read_bytes.user"] + m.cache.channel(1)["read_bytes.kernel"] > 0
+
+
+def test_ept_bits_follow_kernel_writes(base_image, tmp_path):
+    image = tmp_path / "disk.img"
+    shutil.copyfile(base_image, image)
+    m = Machine(image, default_machine(), console=Console(None, None, capture=True))
+    m.run(["/bin/true"])
+    ept = m.ept
+    ept.scan(0, ept.pages)  # clear
+    assert ept.scan(0, ept.pages) == ([], [])
+    pfn = m.kernel.frames.alloc()  # zeroing it is a kernel write
+    accessed, dirty = ept.scan(0, ept.pages)
+    assert pfn in dirty and pfn in accessed
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emu.cli", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_stats_outputs(tmp_path):
+    js, csv_path = tmp_path / "s.json", tmp_path / "s.csv"
+    p = cli("run", "--level", "full", "--stats", "--stats-json", str(js), "--stats-csv", str(csv_path),
+            "--epoch", "300000", "--", "/bin/sh", "-c", "gzip -9 -c /data/tree/README | wc -c")
+    assert p.returncode == 0, p.stderr
+    assert "PMM Write (MB)" in p.stderr and "Ch0 (dram)" in p.stderr and "Ch2 (scm)" in p.stderr
+    stats = json.loads(js.read_text())
+    vals = {k: v["value"] for k, v in stats["stats"].items()}
+    assert all({"value", "unit", "description"} <= set(v) for v in stats["stats"].values())
+    assert vals["cache.misses"] > 0
+    assert sum(vals[f"channel{c}.read_bytes.{w}"] for c in (0, 1, 2) for w in ("user", "kernel")) == 64 * vals["cache.misses"]
+    assert (tmp_path / "s.config.json").exists()  # the resolved configuration beside the results
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) >= 2
+    insns = [int(float(r["instructions"])) if "instructions" in r else int(float(r["sim.instructions"])) for r in rows]
+    assert insns == sorted(insns)
+    state = tmp_path / "state"
+    p = cli("run", "--level", "persist", "--state", str(state), "--", "/bin/pmemlog", "append", "3")
+    assert p.returncode == 0, p.stderr
+    p = cli("stats", str(state))
+    assert p.returncode == 0 and "PMM Write (MB)" in p.stderr
+    p = cli("stats", str(tmp_path / "nothing"))
+    assert p.returncode == 1 and p.stderr.startswith("emu: error:") and "Traceback" not in p.stderr
+
+
+def test_machine_show():
+    p = cli("machine", "show")
+    assert p.returncode == 0
+    assert "pmem0" in p.stdout and "dram0" in p.stdout
+    p = cli("machine", "show", str(ROOT / "machines" / "hybrid-mram.toml"))
+    assert p.returncode == 0 and "mram" in p.stdout
+    p = cli("machine", "show", "--json")
+    assert json.loads(p.stdout)["model_level"] == "fast"
