@@ -24,6 +24,8 @@ MACHINE_STATS = [
     Stat("storage.read_bytes", "bytes", "bytes read from the block device"),
     Stat("storage.write_bytes", "bytes", "bytes written to the block device"),
     Stat("ept.swaps", "pages", "guest pages whose host backing was swapped"),
+    Stat("cpu.tlb_fills", "fills", "TLB misses served by walking the page table and the EPT"),
+    Stat("cpu.blocks_decoded", "blocks", "translated blocks whose instructions were counted"),
 ]
 
 
@@ -43,6 +45,7 @@ def registry_for(machine: Any) -> StatsRegistry:
             "storage.reads": dev.reads, "storage.writes": dev.writes,
             "storage.read_bytes": dev.bytes_read, "storage.write_bytes": dev.bytes_written,
             "ept.swaps": machine.ept.swaps,
+            "cpu.tlb_fills": machine.cpu.st.tlb_fills, "cpu.blocks_decoded": machine.cpu.st.blocks_decoded,
         }
 
     reg.register(machine_values, MACHINE_STATS)

@@ -37,6 +37,7 @@ struct emu_state {
     uc_engine *uc;
     uint32_t nt_remaining;
     int power_failed;
+    uint64_t tlb_fills;
     ...;
 };
 struct emu_state *emu_state_new(void);

@@ -63,6 +63,7 @@ struct emu_state {
     uc_engine *uc;
     uint32_t nt_remaining;   /* bytes of the current non-temporal store still to come */
     int power_failed;
+    uint64_t tlb_fills;
 };
 
 static inline uint8_t *hpa_to_host(struct emu_state *st, uint64_t hpa, uint64_t len)
@@ -142,6 +143,7 @@ uint64_t emu_access(struct emu_state *st, uint64_t cr3, uint64_t gva, int access
 static bool tlb_fill(uc_engine *uc, uint64_t gva, uc_mem_type type, uc_tlb_entry *result, void *ud)
 {
     struct emu_state *st = ud;
+    st->tlb_fills++;
     int access = type == UC_MEM_WRITE ? 1 : type == UC_MEM_FETCH ? 2 : 0;
     uint64_t pte = walk(st, st->cr3, gva, 1, access);
     if (!(pte & PTE_P) || (access == 1 && !(pte & PTE_W)) || (access == 2 && (pte & PTE_NX))) {
