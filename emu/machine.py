@@ -263,10 +263,14 @@ def build_cache(m: Machine) -> Any:
     cfg, cpu = m.config, m.cpu
     cache = CacheModel(cfg.cache.size_bytes, cfg.cache.ways, cfg.cache.line_bytes, level=cfg.model_level,
                        native=(cpu.ffi, cpu.lib))
+    ranges = {r.name: r for r in cfg.ram}
     for r in m.physmem.ranges:
         spec = r.spec
-        cache.add_range(spec.name, spec.kind, spec.base_hpa, spec.size_bytes, spec.channel, cpu=r.buffer,
-                        media=m.media.get(spec.name))
+        index = cache.add_range(spec.name, spec.kind, spec.base_hpa, spec.size_bytes, spec.channel, cpu=r.buffer,
+                                media=m.media.get(spec.name))
+        chans = ranges[spec.name].channels
+        if cfg.interleave.enabled and len(chans) > 1:
+            cache.set_interleave(index, tuple(chans), cfg.interleave.granularity_bytes)
     cpu.lib.emu_attach_cache(cpu._uc_ptr, cpu.st, cache.ptr)
     if m.level == 2:  # full: every access; at persist SCM is MMIO (see CPU)
         cpu.lib.emu_install_mem_hook(cpu._uc_ptr, cpu.st, 1, 0)

@@ -45,6 +45,9 @@ struct cm_range {
     uint64_t npages;
     int32_t kind;
     int32_t channel;
+    int32_t nch;
+    int32_t chans[8];
+    uint32_t gran_shift;
 };
 struct cm_chan {
     uint64_t read_req[2];
@@ -123,6 +126,7 @@ uint64_t cm_pending_count(struct cm *cm);
 uint64_t cm_dirty_lines(struct cm *cm);
 uint64_t cm_bench(struct cm *cm, uint64_t n, uint64_t base, uint64_t stride, uint64_t span, int is_write);
 void *cm_uc_mem_hook_ptr(void);
+int cm_set_interleave(struct cm *cm, int ri, int nch, const int32_t *chans, uint32_t gran_shift);
 """
 
 _standalone: tuple[Any, Any] | None = None
@@ -205,6 +209,7 @@ class CacheModel:
         self.ptr = self.ffi.gc(ptr, self.lib.cm_free)
         self.stats = self.ptr.st  # live view of the C counters
         self.ranges: list[tuple[str, str, int, int, int]] = []  # (name, kind, base, size, channel)
+        self.interleaved: dict[int, tuple[int, ...]] = {}
         self._keep: list[Any] = []  # buffers and callbacks kept alive for C
         self.line_size = line_size
         self.set_level(level)
@@ -222,6 +227,19 @@ class CacheModel:
             raise ValueError(f"cannot add memory range {name!r} ({kind} {base:#x}+{size:#x} ch{channel})")
         self.ranges.append((name, kind, base, size, channel))
         return idx
+
+    def set_interleave(self, index: int, channels: tuple[int, ...], granularity: int) -> None:
+        """Spread range `index` over `channels` in `granularity`-byte granules (a power of two)."""
+        if granularity & (granularity - 1) or granularity < self.line_size:
+            raise ValueError(f"interleave granularity {granularity} must be a power of two >= the line size")
+        arr = self.ffi.new("int32_t[]", list(channels))
+        if self.lib.cm_set_interleave(self.ptr, index, len(channels), arr, granularity.bit_length() - 1) < 0:
+            raise ValueError(f"cannot interleave range {index} over {channels}")
+        name, kind, base, size, _ = self.ranges[index]
+        self.interleaved[index] = tuple(channels)
+
+    def channels(self) -> list[int]:
+        return sorted({r[4] for r in self.ranges} | {c for chs in self.interleaved.values() for c in chs})
 
     def _ptr(self, buf: Any, size: int) -> Any:
         if buf is None:
@@ -367,9 +385,6 @@ class CacheModel:
         return int(self.ffi.cast("uintptr_t", self.lib.cm_uc_mem_hook_ptr()))
 
     # -- statistics registry
-    def channels(self) -> list[int]:
-        return sorted({r[4] for r in self.ranges})
-
     def declared_stats(self) -> list[Stat]:
         out = [Stat(f"cache.{f}", unit, desc) for f, unit, desc in _GLOBAL_STATS]
         for ch in self.channels():

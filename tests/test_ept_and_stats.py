@@ -112,3 +112,17 @@ def test_machine_show():
     assert p.returncode == 0 and "mram" in p.stdout
     p = cli("machine", "show", "--json")
     assert json.loads(p.stdout)["model_level"] == "fast"
+
+
+def test_interleaved_channels_share_the_traffic(base_image, tmp_path):
+    from emu.config import load_machine
+
+    image = tmp_path / "disk.img"
+    shutil.copyfile(base_image, image)
+    cfg = derive(load_machine(ROOT / "machines" / "interleaved.toml"), model_level="full")
+    m = Machine(image, cfg, console=Console(None, None, capture=True))
+    assert m.run(["/bin/gzip", "-9", "-c", "/data/tree/README"]).exit_code == 0
+    c = m.cache
+    per = [c.channel(ch)["read_bytes.user"] + c.channel(ch)["read_bytes.kernel"] for ch in (0, 1)]
+    assert per[0] > 0 and per[1] > 0
+    assert sum(per) + sum(c.channel(2)[f"read_bytes.{w}"] for w in ("user", "kernel")) == 64 * c.stats.misses

@@ -43,6 +43,9 @@ struct cm_range {
     uint64_t npages;
     int32_t kind;     /* CM_KIND_DRAM / CM_KIND_SCM */
     int32_t channel;
+    int32_t nch;      /* > 1: interleaved over chans[] in 2**gran_shift-byte granules */
+    int32_t chans[8];
+    uint32_t gran_shift;
 };
 
 /* per channel; index [0] user, [1] kernel */
@@ -257,16 +260,35 @@ static inline void cm_invalidate_slot(struct cm *cm, uint64_t idx)
     cm->meta[idx] = 0;
 }
 
-static inline void cm_count_read(struct cm *cm, int ri, int k, uint64_t bytes)
+static inline int cm_channel_of(struct cm *cm, int ri, uint64_t hpa)
 {
-    struct cm_chan *c = &cm->chan[cm->ranges[ri].channel];
+    struct cm_range *r = &cm->ranges[ri];
+    if (r->nch <= 1) return r->channel;
+    return r->chans[((hpa - r->base) >> r->gran_shift) % (uint64_t)r->nch];
+}
+
+int cm_set_interleave(struct cm *cm, int ri, int nch, const int32_t *chans, uint32_t gran_shift)
+{
+    if (ri < 0 || ri >= (int)cm->nranges || nch < 1 || nch > 8) return -1;
+    for (int i = 0; i < nch; i++)
+        if (chans[i] < 0 || chans[i] >= CM_MAX_CHANNELS) return -1;
+    struct cm_range *r = &cm->ranges[ri];
+    r->nch = nch;
+    memcpy(r->chans, chans, sizeof(int32_t) * (size_t)nch);
+    r->gran_shift = gran_shift;
+    return 0;
+}
+
+static inline void cm_count_read(struct cm *cm, int ri, uint64_t hpa, int k, uint64_t bytes)
+{
+    struct cm_chan *c = &cm->chan[cm_channel_of(cm, ri, hpa)];
     c->read_req[k]++;
     c->read_bytes[k] += bytes;
 }
 
-static inline void cm_count_write(struct cm *cm, int ri, int k, uint64_t bytes)
+static inline void cm_count_write(struct cm *cm, int ri, uint64_t hpa, int k, uint64_t bytes)
 {
-    struct cm_chan *c = &cm->chan[cm->ranges[ri].channel];
+    struct cm_chan *c = &cm->chan[cm_channel_of(cm, ri, hpa)];
     c->write_req[k]++;
     c->write_bytes[k] += bytes;
 }
@@ -339,7 +361,7 @@ static int cm_wb_durable(struct cm *cm, uint64_t line, int ri, int k)
         cm->st.media_line_writes++;
         cm_supersede(cm, line);
     }
-    cm_count_write(cm, ri, k, cm->line_size);
+    cm_count_write(cm, ri, line << cm->line_shift, k, cm->line_size);
     cm->st.writebacks++;
     return 1;
 }
@@ -369,7 +391,7 @@ static struct cm_pend *cm_enqueue(struct cm *cm, uint64_t hpa, int kind, int ri)
 static void cm_wb_pending(struct cm *cm, uint64_t line, int ri, int k)
 {
     struct cm_range *r = &cm->ranges[ri];
-    cm_count_write(cm, ri, k, cm->line_size);
+    cm_count_write(cm, ri, line << cm->line_shift, k, cm->line_size);
     cm->st.writebacks++;
     if (r->kind == CM_KIND_SCM) {
         uint64_t hpa = line << cm->line_shift;
@@ -404,7 +426,7 @@ static inline int cm_line(struct cm *cm, uint64_t line, int ri, int is_write, in
     }
     /* miss: read the line from its channel (write-allocate too) */
     cm->st.misses++;
-    cm_count_read(cm, ri, k, cm->line_size);
+    cm_count_read(cm, ri, line << cm->line_shift, k, cm->line_size);
     uint64_t *s = cm->stamps + base;
     uint32_t victim = 0;
     uint64_t best = UINT64_MAX;
@@ -441,7 +463,7 @@ static void cm_nt_piece(struct cm *cm, uint64_t hpa, uint32_t n, uint64_t value,
         }
         cm_invalidate_slot(cm, (uint64_t)idx);
     }
-    cm_count_write(cm, ri, k, n);
+    cm_count_write(cm, ri, hpa, k, n);
     if (cm->ranges[ri].kind == CM_KIND_SCM) {
         struct cm_pend *p = cm_enqueue(cm, hpa, CM_PEND_NT, ri);
         if (p) {
