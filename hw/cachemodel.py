@@ -17,18 +17,11 @@ Levels: ``fast`` (0) the model does nothing; ``persist`` (1) only scm ranges are
 """
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import os
-import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from hw.stats import Stat, StatsRegistry
 
-_C_SOURCE = Path(__file__).parent / "native" / "cachemodel.c"
 
 LEVELS = {"fast": 0, "persist": 1, "full": 2}
 FENCES = {"sfence": 0, "mfence": 1, "kernel": 2}
@@ -129,58 +122,11 @@ void *cm_uc_mem_hook_ptr(void);
 int cm_set_interleave(struct cm *cm, int ri, int nch, const int32_t *chans, uint32_t gran_shift);
 """
 
-_standalone: tuple[Any, Any] | None = None
-
-
-def _build_standalone() -> tuple[Any, Any]:
-    """Compile `cachemodel.c` alone with cffi (cached by source hash) and return (ffi, lib)."""
-    global _standalone
-    if _standalone is not None:
-        return _standalone
-    import unicorn
-
-    from hw.native import _cache_dir
-
-    uc_inc = Path(unicorn.__file__).parent / "include"
-    source = _C_SOURCE.read_text()
-    key = hashlib.sha256("\0".join([source, CACHE_CDEF, str(uc_inc), sys.version]).encode()).hexdigest()[:16]
-    name = f"_emu_cachemodel_{key}"
-    out = _cache_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    so = next(out.glob(name + "*.so"), None)
-    if so is None:
-        import fcntl
-
-        with open(out / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            so = next(out.glob(name + "*.so"), None)
-            if so is None:
-                import cffi
-
-                ffi = cffi.FFI()
-                ffi.cdef(CACHE_CDEF)
-                ffi.set_source(name, source, include_dirs=[str(uc_inc)],
-                               extra_compile_args=["-O2", "-std=gnu11", "-Wall"])
-                with tempfile.TemporaryDirectory() as tmp:
-                    built = Path(ffi.compile(tmpdir=tmp, verbose=False))
-                    so = out / built.name
-                    os.replace(built, so)
-    spec = importlib.util.spec_from_file_location(name, so)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    _standalone = (mod.ffi, mod.lib)
-    return _standalone
-
-
 def load() -> tuple[Any, Any]:
-    """(ffi, lib) holding the cm_ functions: the project's single native build once it includes
-    the cache model, else a standalone build of `cachemodel.c`."""
+    """(ffi, lib) holding the cm_ functions: the project's single native build (hw/native)."""
     from hw import native
 
-    if "cachemodel.c" in getattr(native, "SOURCES", ()) or "cm_access" in getattr(native, "CDEF", ""):
-        return native.load()
-    return _build_standalone()
+    return native.load()
 
 
 @dataclass(frozen=True)
