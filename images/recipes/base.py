@@ -39,7 +39,7 @@ RECIPE = Recipe(
         **{tool: f"/bin/{tool}" for tool in
            ("grep", "tar", "gzip", "cat", "ls", "mkdir", "rm", "wc", "sed", "find", "date",
             "sort", "head", "tail", "tr", "cut", "uniq", "cp", "mv", "ln", "chmod", "touch", "rmdir",
-            "true", "false", "echo", "sleep", "env", "stat", "md5sum", "cmp", "diff", "xargs", "uname", "od", "expr", "basename", "dirname", "seq")},
+            "true", "false", "echo", "sleep", "env", "stat", "md5sum", "cmp", "diff", "xargs", "uname", "od", "expr", "basename", "dirname", "seq", "sync")},
     },
     files={
         "/sbin/init": INIT,
