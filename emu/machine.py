@@ -172,6 +172,8 @@ class Machine:
         while True:
             deadline = k.resume()
             if deadline is None:
+                if fail_at is not None and cpu.icount >= fail_at:
+                    raise PowerFailure("instruction")  # the last instruction was the N-th: no shutdown
                 return
             if fail_at is not None:
                 if cpu.icount >= fail_at:

@@ -211,3 +211,39 @@ def test_cold_boot_after_cuts_inside_write_back(base_image, tmp_path):
     # the whole write-back landed when nothing was cut
     after, out, _ = run_in(tmp_path / "ref", base_image, ["/bin/cat", "/tmp/a/b/f"])
     assert out == b"hello\n"
+
+
+class ExitMarkingKernel(Kernel):
+    def __init__(self, config=None):  # type: ignore[no-untyped-def]
+        super().__init__(config)
+        self.exit_at = 0
+
+    def syscall(self) -> None:
+        if self.cpu.syscall_args()[0] in (60, 231):
+            self.exit_at = self.cpu.icount
+        super().syscall()
+
+
+@pytest.mark.parametrize("level", ["persist", "full"])
+def test_each_persistence_instruction_from_a_guest(base_image, guest_programs, tmp_path, level):
+    from tests.conftest import put_file
+
+    image = tmp_path / "disk.img"
+    shutil.copyfile(base_image, image)
+    put_file(image, guest_programs / "persist_ops", "/bin/persist_ops")
+    k = ExitMarkingKernel()
+    r, _, m = run_in(tmp_path / "ref", base_image, ["/bin/persist_ops"], level=level, kernel=k, image=image)
+    assert r.exit_code == 0
+    st = m.cache.stats
+    assert (st.clflush, st.clflushopt, st.clwb, st.sfence, st.mfence) == (1, 1, 3, 4, 1)
+    assert st.nt_stores >= 3
+    # Cut the power as the program exits: only what was made durable survives.
+    r, _, _ = run_in(tmp_path / "cut", base_image, ["/bin/persist_ops"], level=level, image=image, power_fail_at=k.exit_at)
+    assert r.power_failed
+    media = (tmp_path / "cut" / "pmem0.media").read_bytes()
+    word = lambda i, j=0: struct.unpack_from("<Q", media, 64 * i + 8 * j)[0]  # noqa: E731
+    assert [word(0), word(1), word(2), word(3), word(4), word(4, 1), word(5, 1)] == \
+        [0x1111, 0x2222, 0x3333, 0x4444, 0x5555, 0x5555, 0x6666]
+    assert [word(6), word(7), word(8)] == [0, 0, 0]
+    assert r.power_report["dirty_scm_lines"] >= 1 and r.power_report["pending_writebacks"] >= 1
+    assert r.power_report["pending_nt_stores"] >= 1
