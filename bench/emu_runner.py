@@ -1,6 +1,6 @@
 """Run one command in emu and print a JSON line with timing and output digest.
 
-Usage: .venv/bin/python bench/emu_runner.py IMAGE [--level fast|persist|full] -- /bin/prog args...
+Usage: .venv/bin/python bench/emu_runner.py IMAGE [--level fast|persist|full|hookonly] -- /bin/prog args...
 
 The image is copied first (a run writes into its image); the copy is not timed.  The timed
 region is Machine construction + Machine.run (kernel boot, guest run, shutdown).
@@ -26,7 +26,7 @@ def main() -> int:
         level = args[2]
         args = args[:1] + args[3:]
     if len(args) < 3 or args[1] != "--":
-        print("usage: emu_runner.py IMAGE [--level fast|persist|full] -- /bin/prog args...",
+        print("usage: emu_runner.py IMAGE [--level fast|persist|full|hookonly] -- /bin/prog args...",
               file=sys.stderr)
         return 2
     image, argv = args[0], args[2:]
@@ -34,6 +34,9 @@ def main() -> int:
     from hw.console import Console
 
     cfg = None
+    hook_only = level == "hookonly"  # level full's memory hook, with a model that does nothing:
+    if hook_only:                    # Unicorn's own per-access dispatch cost, the bound for full
+        level = "full"
     if level is not None:
         from emu.config import default_machine, derive
         cfg = derive(default_machine(), model_level=level)
@@ -43,6 +46,8 @@ def main() -> int:
         shutil.copy(image, img)
         t0 = time.perf_counter()
         m = Machine(img, cfg, console=Console(out_fd=None, err_fd=None, capture=True))
+        if hook_only:
+            m.cache.set_level("fast")
         r = m.run(argv)
         wall = time.perf_counter() - t0
     out = bytes(m.console.captured[1])

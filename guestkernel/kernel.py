@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import stat as S
 import struct
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from emu.clock import BLOCK_IO_NS, FAULT_NS, SYSCALL_NS
 from guestkernel import elf
-from guestkernel.errors import (EACCES, ECHILD, ENOENT, ENOEXEC, ENOSYS, EINTR, EISDIR, ELOOP, Block,
+from guestkernel.errors import (EACCES, ENOENT, ENOEXEC, ENOSYS, EINTR, ELOOP, Block,
                                 SyscallError)
 from guestkernel.ext2 import Ext2, probe_block_size
 from guestkernel.frames import Frames
@@ -25,7 +24,7 @@ from guestkernel.mm import MM, PAGE, VMA, page_up
 from guestkernel.pagecache import PageCache
 from guestkernel.process import BLOCKED, RUNNABLE, ZOMBIE, FDTable, Process, SigAction
 from guestkernel.syscalls import NAMES, load_all
-from guestkernel.vfs import VFS, ConsoleFile, O_RDONLY, O_RDWR, O_WRONLY, PmemRegion, WaitQueue
+from guestkernel.vfs import VFS, ConsoleFile, O_RDONLY, O_WRONLY, PmemRegion, WaitQueue
 from hw.cpu import STOP_DEADLINE, STOP_EXCEPTION, STOP_FAULT, STOP_INVALID, Stop
 
 if TYPE_CHECKING:

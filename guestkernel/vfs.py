@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import stat as S
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from guestkernel.errors import (EACCES, EAGAIN, EBADF, EINVAL, EISDIR, ELOOP, ENAMETOOLONG, ENOENT,

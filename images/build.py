@@ -21,7 +21,6 @@ import json
 import os
 import pkgutil
 import shutil
-import stat
 import subprocess
 import tempfile
 import uuid

@@ -2,7 +2,6 @@
 native runs of the same host binaries on the same files for byte-for-byte comparison."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile

@@ -4,7 +4,6 @@ the statistics registry, and a differential test against a pure-Python reference
 from __future__ import annotations
 
 import json
-import struct
 
 import pytest
 from hypothesis import HealthCheck, given, settings

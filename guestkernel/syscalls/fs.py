@@ -9,11 +9,9 @@ from typing import TYPE_CHECKING
 from emu.clock import COPY_NS_PER_KIB
 from guestkernel.mm import TASK_SIZE
 from guestkernel.errors import (EBADF, EEXIST, EFAULT, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTEMPTY, ENOTTY, EPERM,
-                                EPIPE, ERANGE, ESPIPE, EXDEV, SyscallError)
+                                EPIPE, ERANGE, EXDEV, SyscallError)
 from guestkernel.syscalls import syscall
-from guestkernel.vfs import (DEV_DIR, FD_ALIASES, O_ACCMODE, O_APPEND, O_CLOEXEC, O_CREAT, O_DIRECTORY,
-                             O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_PATH, O_RDONLY, O_TRUNC, DevDirFile, DevNode,
-                             InodeFile, OpenFile, Pipe, PipeEnd, Stat)
+from guestkernel.vfs import (DEV_DIR, FD_ALIASES, O_ACCMODE, O_APPEND, O_CLOEXEC, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_PATH, O_TRUNC, DevDirFile, InodeFile, OpenFile, Pipe, PipeEnd, Stat)
 
 if TYPE_CHECKING:
     from guestkernel.kernel import Kernel

@@ -61,7 +61,6 @@ def sys_getcpu(k, p, cpu, node, *_):  # type: ignore[no-untyped-def]
 
 @syscall("socket", "socketpair")
 def sys_socket(k, p, *_):  # type: ignore[no-untyped-def]
-    from guestkernel.errors import EOPNOTSUPP
 
     raise SyscallError(97)  # EAFNOSUPPORT: the machine has no network
 

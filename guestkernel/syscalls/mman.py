@@ -1,7 +1,7 @@
 """Memory syscalls: mmap, munmap, mprotect, brk, mremap, madvise and friends."""
 from __future__ import annotations
 
-from guestkernel.errors import EACCES, EBADF, EEXIST, EINVAL, ENODEV, ENOMEM, ENXIO, SyscallError
+from guestkernel.errors import EACCES, EEXIST, EINVAL, ENODEV, ENOMEM, ENXIO, SyscallError
 from guestkernel.mm import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, PAGE, PROT_WRITE,
                             TASK_SIZE, page_up)
 from guestkernel.syscalls import syscall

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import struct
 
-from guestkernel.errors import ECHILD, EFAULT, EINVAL, ENOSYS, EPERM, ESRCH, Block, SyscallError
+from guestkernel.errors import ECHILD, EINVAL, ENOSYS, EPERM, ESRCH, Block, SyscallError
 from guestkernel.process import ZOMBIE
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.fs import path_arg, s32

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import struct
 
-from guestkernel.errors import EINVAL, EPERM, ESRCH, Block, SyscallError
+from guestkernel.errors import EINVAL, ESRCH, Block, SyscallError
 from guestkernel.process import ZOMBIE, SigAction
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.fs import s32
