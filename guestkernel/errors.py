@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno as _errno
+from typing import Callable
 
 EPERM = _errno.EPERM
 ENOENT = _errno.ENOENT
@@ -52,8 +53,10 @@ class SyscallError(Exception):
 
 class Block(Exception):
     """Raised by a syscall that must wait: the kernel parks the call and retries it when `waitq`
-    is woken."""
+    is woken. `retry`, if given, is what to call then instead of the whole syscall again (a call
+    that already did part of its work continues where it stopped)."""
 
-    def __init__(self, waitq: object) -> None:
+    def __init__(self, waitq: object, retry: "Callable[[], int] | None" = None) -> None:
         super().__init__("block")
         self.waitq = waitq
+        self.retry = retry

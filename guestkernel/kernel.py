@@ -542,7 +542,7 @@ class Kernel:
         except SyscallError as e:
             ret = -e.errno
         except Block as b:
-            self.park(p, call, nr, b.waitq)  # type: ignore[arg-type]
+            self.park(p, b.retry or call, nr, b.waitq)  # type: ignore[arg-type]
             return False
         p.pending_call = None
         if ret is not NO_RETURN:
@@ -588,7 +588,7 @@ class Kernel:
         except SyscallError as e:
             ret = -e.errno
         except Block as b:
-            self.park(p, lambda: fn(self, p, a0, a1, a2, a3, a4, a5), nr, b.waitq)
+            self.park(p, b.retry or (lambda: fn(self, p, a0, a1, a2, a3, a4, a5)), nr, b.waitq)
             cpu.request_stop()
             return
         if ret is NO_RETURN:

@@ -127,3 +127,11 @@ def test_kernel_is_pluggable_from_the_cli():
     assert r.stdout == "custom-kernel\n"
     r = emu_cli("run", "--", "/bin/uname", "-n")
     assert r.stdout == "emu\n"
+
+
+def test_blocking_pipe_write_writes_everything(emu, guest_programs):
+    """A 300 KB write to a pipe (capacity 64 KiB) blocks until the reader took it all."""
+    image = emu.fresh_image()
+    put_file(image, guest_programs / "pipewrite", "/bin/pipewrite")
+    run = emu(["/bin/pipewrite"], image=image)
+    assert sorted(run.stdout.decode().splitlines()) == ["child read 300000", "parent wrote 300000"]

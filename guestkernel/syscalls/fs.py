@@ -7,6 +7,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from emu.clock import COPY_NS_PER_KIB
+from guestkernel.errors import Block
 from guestkernel.mm import TASK_SIZE
 from guestkernel.errors import (EBADF, EEXIST, EFAULT, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTEMPTY, ENOTTY, EPERM,
                                 EPIPE, ERANGE, EXDEV, SyscallError)
@@ -223,19 +224,23 @@ def read_into(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, offs
     return total
 
 
-def write_from(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, offset: int | None) -> int:
+def write_from(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, offset: int | None,
+               done: int = 0) -> int:
+    """Write count bytes from user memory; `done` of them were written before the caller
+    blocked (a blocking pipe write waits for room until everything is written)."""
     if not f.writable:
         raise SyscallError(EBADF)
     count = min(count, MAX_IO)
     access_ok(buf, count)
-    total = 0
+    blocking_pipe = isinstance(f, PipeEnd) and not f.flags & O_NONBLOCK
+    total = done
     try:
         while total < count:
             want = min(IO_CHUNK, count - total)
             data = p.mm.copy_in(buf + total, want)
             n = f.write(data) if offset is None else f.pwrite(data, offset + total)
             total += n
-            if n < want:
+            if n < want and not blocking_pipe:
                 break
     except SyscallError as e:
         if e.errno == EPIPE:
@@ -244,11 +249,21 @@ def write_from(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, off
             k.send_signal(p, SIGPIPE)
         if total == 0:
             raise
-    except Exception:
+    except Block as b:
         if total == 0:
             raise
-    charge_copy(k, total)
+        charge_copy(k, total - done)
+        written = total
+        raise Block(b.waitq, retry=lambda: resume_write(k, p, f, buf, count, written)) from None
+    charge_copy(k, total - done)
     return total
+
+
+def resume_write(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, done: int) -> int:
+    try:
+        return write_from(k, p, f, buf, count, None, done)
+    except SyscallError:
+        return done  # what was written stands (a broken pipe also raised SIGPIPE)
 
 
 @syscall("read")
