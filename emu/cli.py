@@ -30,20 +30,6 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"emu: error: {message} (see emu --help)\n")
 
 
-def parse_size(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    mult = units.get(t[-1:], 1)
-    digits = t[:-1] if t[-1:] in units else t
-    try:
-        value = int(digits) * mult
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512M)") from None
-    if value <= 0 or value % 4096:
-        raise argparse.ArgumentTypeError(f"size must be a positive multiple of 4 KiB: {text!r}")
-    return value
-
-
 def add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", metavar="PATH", help="guest image to run on and write to (default: a fresh copy of the default image)")
     p.add_argument("--machine", metavar="FILE", help="machine file (TOML; default: the built-in machine, see `emu machine show`)")

@@ -2,6 +2,7 @@
 native runs of the same host binaries on the same files for byte-for-byte comparison."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -9,6 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI runs the property tests with fixed examples, so that a landing never depends on luck;
+# locally they explore new examples every run.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 from emu.machine import Machine, MachineConfig, RunResult
 from hw.console import Console
