@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("dir", help="a run's state directory (or a stats JSON file)")
     stats.add_argument("--json", action="store_true", help="print them as JSON")
     stats.set_defaults(func=cmd_stats)
+    crash = sub.add_parser("crashtest", help="cut the power at many points of a run, restart, check nothing was lost")
+    from emu.crashtest import add_arguments as add_crashtest_arguments
+
+    add_crashtest_arguments(crash)
+    crash.set_defaults(func=cmd_crashtest)
     from images.cli import add_parser as add_image_parser
 
     add_image_parser(sub)
@@ -198,6 +203,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_boot(args: argparse.Namespace) -> int:
     return cmd_run(args)
+
+
+def cmd_crashtest(args: argparse.Namespace) -> int:
+    from emu.crashtest import main as crashtest_main
+
+    return crashtest_main(args)
 
 
 def cmd_machine_show(args: argparse.Namespace) -> int:
