@@ -277,15 +277,11 @@ def choose_restart(kernel: str | None, how: str = "auto") -> ColdBootRestart:
     if how == "machine":
         return MachineRestart(kernel)
     if how != "auto":
-        mod, _, fn = how.partition(":")
-        if not fn:
-            raise EmuError(f"--restart wants auto, cold, machine or MODULE:FUNC, got {how!r}")
-        try:
-            func = getattr(importlib.import_module(mod), fn)
-        except (ImportError, AttributeError) as e:
-            raise EmuError(f"cannot load restart {how!r}: {e}") from None
+        from emu.machine import load_spec
+
+        func = load_spec(how, "restart", "--restart wants auto, cold, machine or MODULE:FUNC")
         if not callable(func):
-            raise EmuError(f"cannot load restart {how!r}: {fn} is not callable")
+            raise EmuError(f"cannot load restart {how!r}: {how.partition(':')[2]} is not callable")
         return PluggedRestart(kernel, name=how, spec=how)
     if callable(getattr(kernel_class(kernel), "restart_from_state", None)):
         return MachineRestart(kernel)

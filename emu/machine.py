@@ -68,6 +68,18 @@ def wait_status_to_code(status: int) -> int:
     return (status >> 8) & 0xFF if sig == 0 else 128 + sig
 
 
+def load_spec(spec: str, what: str, usage: str) -> Any:
+    """The object named by `MODULE:NAME` (a kernel class, a restart function), or a one-line
+    EmuError."""
+    mod_name, _, name = spec.partition(":")
+    if not name:
+        raise EmuError(f"{usage}, got {spec!r}")
+    try:
+        return getattr(importlib.import_module(mod_name), name)
+    except (ImportError, AttributeError) as e:
+        raise EmuError(f"cannot load {what} {spec!r}: {e}") from None
+
+
 def load_kernel(spec: str | None, config: MachineConfig) -> Any:
     """`module:Class` -> an instance; None -> the default kernel."""
     from guestkernel.kernel import Kernel, KernelConfig
@@ -75,13 +87,7 @@ def load_kernel(spec: str | None, config: MachineConfig) -> Any:
     kcfg = KernelConfig(quantum_insns=config.quantum_insns, seed=config.seed)
     if not spec:
         return Kernel(kcfg)
-    mod_name, _, cls_name = spec.partition(":")
-    if not cls_name:
-        raise EmuError(f"--kernel wants MODULE:CLASS, got {spec!r}")
-    try:
-        cls = getattr(importlib.import_module(mod_name), cls_name)
-    except (ImportError, AttributeError) as e:
-        raise EmuError(f"cannot load kernel {spec!r}: {e}") from None
+    cls = load_spec(spec, "kernel", "--kernel wants MODULE:CLASS")
     try:
         return cls(kcfg)
     except TypeError:
