@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
 import json
 import os
 import random
@@ -117,13 +116,9 @@ def kernel_class(spec: str | None) -> type:
         from guestkernel.kernel import Kernel
 
         return Kernel
-    mod_name, _, cls_name = spec.partition(":")
-    if not cls_name:
-        raise EmuError(f"--kernel wants MODULE:CLASS, got {spec!r}")
-    try:
-        return getattr(importlib.import_module(mod_name), cls_name)
-    except (ImportError, AttributeError) as e:
-        raise EmuError(f"cannot load kernel {spec!r}: {e}") from None
+    from emu.machine import load_spec
+
+    return load_spec(spec, "kernel", "--kernel wants MODULE:CLASS")
 
 
 def probed_kernel(spec: str | None, config: Any) -> Any:
@@ -232,8 +227,9 @@ class PluggedRestart(ColdBootRestart):
     resumes: bool = True
 
     def __call__(self, state_dir: Path, argv: list[str], config: Any) -> tuple[bytes, bytes, int]:
-        mod, _, fn = self.spec.partition(":")
-        out, err, code = getattr(importlib.import_module(mod), fn)(state_dir, argv, config)
+        from emu.machine import load_spec
+
+        out, err, code = load_spec(self.spec, "restart", "--restart wants MODULE:FUNC")(state_dir, argv, config)
         return bytes(out), bytes(err), int(code)
 
     def command(self, emu: list[str], state_dir: Path, argv: list[str]) -> list[str]:
