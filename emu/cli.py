@@ -3,6 +3,8 @@
     emu run [--image PATH] [--machine FILE] [--set KEY=VALUE] [--summary] [--stats]
             [--state DIR] [--power-fail-at N | --power-fail-at-event K] -- PROGRAM [ARGS...]
     emu boot [--image PATH] [--state DIR]   run the image's /sbin/init (cold boot from DIR)
+    emu restart DIR                         power back on after a failure: resume the checkpointed
+                                            programs from SCM and run them to the end
     emu machine show [FILE]                 the resolved memory map and settings
     emu stats DIR                           the counters of a finished run
     emu image build [RECIPE] [-o PATH]      build a guest image (see images/)
@@ -47,6 +49,20 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats-csv", metavar="FILE", help="write a time series of the counters (with --epoch)")
     p.add_argument("--epoch", type=positive_int, default=100_000_000, metavar="N", help="instructions per time-series sample (default 1e8)")
     p.add_argument("--log", metavar="FILE", help="write the run log (unimplemented syscalls, ...) to FILE")
+    p.add_argument("--checkpoint", metavar="tcp=DURATION|off", type=checkpoint_spec,
+                   help="checkpoint the programs into SCM at syscall entry (tcp: virtual time before dirty file pages are synced for one, 0 = every syscall), e.g. tcp=1s")
+
+
+def checkpoint_spec(text: str) -> list[str]:
+    """--checkpoint tcp=1s | tcp=0 | on | off -> machine overrides."""
+    t = text.strip().lower()
+    if t in ("off", "no", "false"):
+        return ["checkpoint.enabled=false"]
+    if t in ("on", "yes", "true"):
+        return ["checkpoint.enabled=true"]
+    if t.startswith("tcp="):
+        return ["checkpoint.enabled=true", f"checkpoint.tcp={t[4:]}"]
+    raise argparse.ArgumentTypeError(f"expected tcp=DURATION (e.g. tcp=1s, tcp=0) or off, got {text!r}")
 
 
 def positive_int(text: str) -> int:
@@ -69,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     boot = sub.add_parser("boot", help="boot the machine and run the image's /sbin/init")
     add_machine_options(boot)
     boot.set_defaults(func=cmd_boot, program=["/sbin/init"])
+    restart = sub.add_parser("restart", help="power on after a power failure and resume from the newest checkpoint in SCM")
+    restart.add_argument("dir", help="the state directory the failed run left (emu run --state DIR ...)")
+    add_machine_options(restart)
+    restart.set_defaults(func=cmd_restart)
     mach = sub.add_parser("machine", help="machine configurations")
     msub = mach.add_subparsers(dest="machine_cmd", required=True, parser_class=ArgumentParser)
     show = msub.add_parser("show", help="print the resolved memory map and settings")
@@ -99,6 +119,7 @@ def resolve_config(args: argparse.Namespace, state: Path | None) -> object:
         overrides.append(f"model_level={args.level}")
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
+    overrides += getattr(args, "checkpoint", None) or []
     if args.machine is None and state is not None and (state / "config.json").exists():
         cfg = load_machine(state / "config.json")  # the same machine the state was made on
         from emu.config import apply_overrides
@@ -185,6 +206,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not program:
         raise EmuError("nothing to run: give a program after --, e.g. emu run -- /bin/grep -c x /data/corpus.txt")
     machine, scratch, state = machine_for(args)
+    if state is not None:
+        (state / COMMAND_FILE).write_text(json.dumps({"argv": program}) + "\n")
     epochs = None
     try:
         if args.stats_csv:
@@ -203,6 +226,33 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_boot(args: argparse.Namespace) -> int:
     return cmd_run(args)
+
+
+COMMAND_FILE = "command.json"  # in a state directory: the program the run started
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    state = Path(args.dir)
+    if not (state / "disk.img").is_file() or not (state / "config.json").is_file():
+        raise EmuError(f"{state} is not a state directory (no disk.img and config.json): make one with emu run --state DIR --checkpoint tcp=1s ...")
+    if args.state and Path(args.state) != state:
+        raise EmuError("emu restart takes the state directory once, as DIR")
+    if args.image:
+        raise EmuError("emu restart uses the image in DIR; --image does not apply")
+    args.state = str(state)
+    try:
+        program = json.loads((state / COMMAND_FILE).read_text())["argv"]
+    except (OSError, ValueError, KeyError):
+        raise EmuError(f"{state}/{COMMAND_FILE} is missing or unreadable: which program ran is unknown") from None
+    machine, _scratch, _ = machine_for(args)
+    try:
+        result = machine.run_restart(program)  # type: ignore[attr-defined]
+    except ValueError as e:
+        raise EmuError(str(e)) from None
+    how = machine.restart_how  # type: ignore[attr-defined]
+    print(f"emu: restart: {how}" + (" from the newest good checkpoint" if how == "resumed" else ""), file=sys.stderr)
+    report(args, machine, result, state)
+    return 0 if result.power_failed else result.exit_code
 
 
 def cmd_crashtest(args: argparse.Namespace) -> int:

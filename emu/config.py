@@ -125,6 +125,19 @@ class StorageConfig:
                                default=4096)
 
 
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """Transparent checkpoint/restart into SCM (guestkernel/checkpoint): the kernel checkpoints
+    the running programs at syscall entry into an SCM range, by the rules of the first paper."""
+
+    enabled: bool = _f("checkpoint the guest's processes into SCM", parse="bool", default=False)
+    tcp_ns: int = _f("virtual time after which dirty file pages are synced so that a "
+                     "checkpoint can be taken (0: at every syscall)", parse="duration",
+                     toml="tcp", default=1_000_000_000)
+    range: str = _f("the SCM range that holds the images (empty: the first SCM range)",
+                    parse="str", default="")
+
+
 def _default_ram() -> tuple[RangeConfig, ...]:
     return (
         RangeConfig("dram0", "dram", 0x0000_0000, 256 * MiB, channel=0),
@@ -150,6 +163,8 @@ class MachineConfig:
     model_level: str = _f("'fast', 'persist' or 'full' timing/persistence model",
                           parse="str", default="fast")
     storage: StorageConfig = _f("block device", parse="table", factory=StorageConfig)
+    checkpoint: CheckpointConfig = _f("checkpoint/restart into SCM", parse="table",
+                                      factory=CheckpointConfig)
     seed: int = _f("guest randomness", default=1)
     quantum_insns: int = _f("scheduler time slice", default=10_000_000)
 
@@ -178,7 +193,7 @@ class MachineConfig:
 
 
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "interleave": InterleaveConfig,
-                             "storage": StorageConfig}
+                             "storage": StorageConfig, "checkpoint": CheckpointConfig}
 
 
 def default_machine() -> MachineConfig:
@@ -320,8 +335,29 @@ def _parse_channels(v: Any, text: bool = False) -> tuple[int, ...]:
     return tuple(_parse_int(p) for p in v)
 
 
+_DURATION_RE = re.compile(r"(?i)^(\d+(?:\.\d+)?)\s*(ns|us|ms|s|min)?$")
+_DURATION_SCALE = {None: 1, "ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "min": 60 * 10**9}
+
+
+def parse_duration(v: Any, text: bool = False) -> int:
+    """1000000000, "1s", "250ms", "0" -> nanoseconds (virtual time; a bare integer is ns)."""
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        raise _Bad(f"expected an integer or a duration string like '1s', got {_describe(v)}")
+    if isinstance(v, int):
+        n = v
+    else:
+        m = _DURATION_RE.match(v.strip().replace("_", ""))
+        if not m:
+            raise _Bad(f"bad duration {v!r} (use e.g. '1s', '250ms', '0')")
+        value = Decimal(m.group(1)) * _DURATION_SCALE[(m.group(2) or "").lower() or None]
+        n = int(value)
+    if n < 0:
+        raise _Bad(f"duration must not be negative, got {n}")
+    return n
+
+
 _PARSERS: dict[str, Callable[[Any, bool], Any]] = {
-    "int": _parse_int, "size": parse_size, "addr": parse_addr, "hz": parse_hz,
+    "duration": parse_duration, "int": _parse_int, "size": parse_size, "addr": parse_addr, "hz": parse_hz,
     "bool": _parse_bool, "str": _parse_str, "channels": _parse_channels,
 }
 
@@ -484,6 +520,15 @@ def validate(cfg: MachineConfig, source: str = "<machine>", style: str = "toml")
     if not _pow2(bs) or not 512 <= bs <= 64 * KiB:
         raise _err(source, f"storage.{k(StorageConfig, 'block_size_bytes')}",
                    f"{bs} must be a power of two between 512 and 65536")
+
+    # checkpointing
+    ck = cfg.checkpoint
+    if ck.enabled:
+        names = [r.name for r in cfg.scm]
+        if not names:
+            raise _err(source, "checkpoint.enabled", "checkpointing needs an 'scm' range in the memory map")
+        if ck.range and ck.range not in names:
+            raise _err(source, "checkpoint.range", f"{ck.range!r} is not an SCM range (have: {', '.join(names)})")
 
     # memory map
     if not cfg.ram:
@@ -719,6 +764,9 @@ def settings_table(cfg: MachineConfig) -> Any:
     t.add_row("model level", cfg.model_level)
     t.add_row("storage block", human_size(cfg.storage.block_size_bytes))
     t.add_row("seed / quantum", f"{cfg.seed} / {cfg.quantum_insns:,} insns")
+    ck = cfg.checkpoint
+    t.add_row("checkpointing", f"on, tcp {ck.tcp_ns / 1e9:g} s, into {ck.range or cfg.scm[0].name}"
+              if ck.enabled else "off")
     return t
 
 

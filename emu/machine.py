@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import mmap
+import json
 import os
 import tempfile
 import time
@@ -94,6 +95,9 @@ def load_kernel(spec: str | None, config: MachineConfig) -> Any:
         return cls()
 
 
+CONSOLE_FILE = "console.json"  # in the state directory: bytes each console stream has shown
+
+
 class Machine:
     def __init__(self, image: str | os.PathLike[str], config: MachineConfig | None = None, *,
                  kernel: Any = None, console: Console | None = None, media_dir: str | os.PathLike[str] | None = None,
@@ -133,6 +137,10 @@ class Machine:
         if self.cache is not None:
             self.blockdev.on_write = self._block_event
         self.console = console or Console()
+        self.restart_how = ""
+        if self.media_dir is not None and (self.media_dir / CONSOLE_FILE).exists():
+            shown = json.loads((self.media_dir / CONSOLE_FILE).read_text())
+            self.console.previous = {int(s): int(n) for s, n in shown.items()}
         self.kernel = kernel if kernel is not None else load_kernel(None, cfg)
         self.power_report: dict[str, Any] = {}
         self.epoch_insns = 0          # > 0: call on_epoch(instructions) every that many
@@ -146,12 +154,28 @@ class Machine:
 
     # ------------------------------------------------------------------------------------------
     def run(self, argv: list[str | bytes], env: list[str | bytes] | None = None) -> RunResult:
+        """Boot `argv` as the first process and run the machine until it ends or loses power."""
+        return self._run(argv, env, restart=False)
+
+    def run_restart(self, argv: list[str | bytes], env: list[str | bytes] | None = None) -> RunResult:
+        """Power back on after a failure: the kernel resumes from the newest good checkpoint
+        in SCM (or starts `argv` over if there is none) and runs to the end."""
+        if not hasattr(self.kernel, "restart_from_state"):
+            raise EmuError(f"kernel {getattr(self.kernel, 'name', '?')} cannot restart from a checkpoint")
+        if not self.config.checkpoint.enabled:
+            raise EmuError("restart needs checkpointing: this machine ran with checkpoint.enabled = false")
+        return self._run(argv, env, restart=True)
+
+    def _run(self, argv: list[str | bytes], env: list[str | bytes] | None, restart: bool) -> RunResult:
         argv_b = [a.encode() if isinstance(a, str) else a for a in argv]
         env_b = None if env is None else [e.encode() if isinstance(e, str) else e for e in env]
         t0 = time.perf_counter()
         k = self.kernel
         try:
-            k.boot(self, argv_b, env_b)
+            if restart:
+                self.restart_how = k.restart_from_state(self, argv_b, env_b)
+            else:
+                k.boot(self, argv_b, env_b)
         except SyscallError as e:
             return self._boot_failure(argv_b[0], e, t0)
         except PowerFailure:
@@ -223,6 +247,10 @@ class Machine:
         return self._result(t0, 0, 0, power_failed=True)
 
     def _close(self) -> None:
+        if self.media_dir is not None:
+            # The console is outside the machine: what it showed survives a power failure.
+            shown = self.console.shown()
+            (self.media_dir / CONSOLE_FILE).write_text(json.dumps({str(s): n for s, n in shown.items()}) + "\n")
         self.blockdev.flush()
         self.blockdev.close()
         for m in self.media.values():

@@ -1350,6 +1350,12 @@ class Ext2:
         }
 
     def sync(self) -> None:
+        self.store_meta()
+        self.cache.sync()
+
+    def store_meta(self) -> None:
+        """Write the in-memory group descriptors and superblock counters into their (cached,
+        now dirty) blocks."""
         if self._meta_dirty:
             per_blk = self.block_size // self.GD_SIZE
             for i, blk in enumerate(self._gd_blocks):
@@ -1367,4 +1373,3 @@ class Ext2:
             self.cache.mark_dirty(self._sb_blk, 0)
             del view
             self._meta_dirty = False
-        self.cache.sync()

@@ -26,6 +26,9 @@ class Frames:
         self.zones = [BuddyAllocator(r.spec.base_hpa // PAGE_SIZE, r.spec.size_bytes // PAGE_SIZE, r.spec.name)
                       for r in physmem.dram_ranges()]
         self.refs = array("I", [0]) * ept.pages
+        # Bumped each time a frame is handed out: a checkpoint tells a reused frame from the
+        # one it saved before (same pfn, other contents).
+        self.gen = array("I", [0]) * ept.pages
         self.allocated = 0
         # Frames that were ever mapped executable. Unicorn caches translated code by physical
         # address and does not see the kernel's host-side writes, so reusing such a frame for
@@ -61,6 +64,7 @@ class Frames:
 
     def _taken(self, pfn: int) -> None:
         self.refs[pfn] = 1
+        self.gen[pfn] = (self.gen[pfn] + 1) & 0xFFFFFFFF
         if self.code[pfn]:
             self.code_reuses += 1
             self.code[pfn] = 0

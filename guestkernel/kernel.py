@@ -28,6 +28,7 @@ from guestkernel.vfs import VFS, ConsoleFile, O_RDONLY, O_WRONLY, PmemRegion, Wa
 from hw.cpu import STOP_DEADLINE, STOP_EXCEPTION, STOP_FAULT, STOP_INVALID, Stop
 
 if TYPE_CHECKING:
+    from guestkernel.checkpoint import Checkpointer
     from emu.machine import Machine
 
 NO_RETURN = object()  # a handler that replaced the registers (execve, exit, sigreturn)
@@ -100,25 +101,85 @@ class Kernel:
         self._sites_hooked: set[int] = set()
         self.rdtsc_emulated = 0
         self.uname = dict(UNAME)
+        self.checkpointer: "Checkpointer | None" = None  # on with the machine's [checkpoint]
 
     # ------------------------------------------------------------------------------------------
     # boot and shutdown
 
     def boot(self, machine: "Machine", argv: list[bytes], envp: list[bytes] | None = None) -> None:
+        self._bring_up(machine)
+        self.boot_init(argv, envp)
+
+    def restart_from_state(self, machine: "Machine", argv: list[bytes], envp: list[bytes] | None = None) -> str:
+        """Boot after a power failure: replay the newest good checkpoint image's block log,
+        mount, rebuild its processes and let them re-execute their interrupted syscalls. With
+        no image (the power failed before the first checkpoint, when storage was still
+        untouched) the program starts over from `argv`. Returns what was done: "resumed",
+        "finished" (the image says the group had ended) or "started"."""
+        if not machine.config.checkpoint.enabled:
+            raise ValueError("restart needs a machine with checkpointing on")
+        meta: dict | None = None
+
+        def before_mount() -> None:
+            nonlocal meta
+            assert self.checkpointer is not None
+            meta = self.checkpointer.open_image(machine.blockdev)
+
+        self._bring_up(machine, before_mount)
+        ck = self.checkpointer
+        assert ck is not None
+        shown = machine.console.shown_before()
+        if meta is None:
+            machine.console.resume_at({1: 0, 2: 0}, shown)
+            self.boot_init(argv, envp)
+            return "started"
+        machine.console.resume_at({int(s): n for s, n in meta["console"].items()}, shown)
+        ck.resume(meta)
+        if meta["finished"]:
+            self.halted = True
+            return "finished"
+        return "resumed"
+
+    def boot_init(self, argv: list[bytes], envp: list[bytes] | None = None) -> None:
+        init = self.new_process(ppid=0, mm=None, fds=FDTable(), cwd=self.fs.root_ino)
+        for fd, mode in ((0, O_RDONLY), (1, O_WRONLY), (2, O_WRONLY)):
+            init.fds.install(ConsoleFile(self.vfs, fd, mode), fd)
+        init.pgid = init.sid = init.pid
+        path = self.find_program(argv[0])
+        self.exec(init, path, argv, envp if envp is not None else DEFAULT_ENV)
+
+    def console_position(self) -> dict[str, int]:
+        return {str(s): n for s, n in self.machine.console.position.items()}
+
+    def _bring_up(self, machine: "Machine", before_mount: Callable[[], None] | None = None) -> None:
+        """Devices, memory, the root file system and the VFS (no process yet)."""
         self.machine = machine
         self.cpu = machine.cpu
         self.clock = machine.clock
         self.frames = Frames(machine.physmem, machine.ept)
         self.frames.on_code_reuse = self.cpu.flush_translations
         self.sentinel_pfn = self.frames.alloc()
+        self.cache = getattr(machine, "cache", None)
+        ck_cfg = machine.config.checkpoint
+        if ck_cfg.enabled:
+            from guestkernel.checkpoint import Checkpointer
+
+            self.checkpointer = Checkpointer(self, ck_cfg.tcp_ns, ck_cfg.range)
+        if before_mount is not None:
+            before_mount()
         dev = machine.blockdev
         block_size = probe_block_size(dev.read_at)
         self.pagecache = PageCache(dev, self.frames, block_size, self.config.page_cache_pages)
         self.fs = Ext2(self.pagecache, now=self.clock.now_s)
-        pmem = [PmemRegion(r.spec.name, r.spec.base_hpa, r.spec.size_bytes) for r in machine.physmem.scm_ranges()]
+        ck = self.checkpointer
+        # The range that holds checkpoint images is the kernel's, not a /dev/pmem device.
+        pmem = [PmemRegion(r.spec.name, r.spec.base_hpa, r.spec.size_bytes) for r in machine.physmem.scm_ranges()
+                if ck is None or r.spec.name != ck.range_name]
         self.vfs = VFS(self.fs, machine.console, now=self.clock.now_s, seed=self.config.seed,
                        frames=self.frames, pmem=pmem)
-        self.cache = getattr(machine, "cache", None)
+        if ck is not None:
+            self.pagecache.may_write_back = False
+            self.vfs.on_file_read = ck.note_read
         if self.cache is not None:
             access = self.cache.access_range
             self.frames.on_kernel_access = lambda hpa, n, write: access(hpa, n, write, True)
@@ -127,13 +188,6 @@ class Kernel:
         self.pristine_ctx = self.cpu.save_context()
         self.cpu.on_syscall = self.syscall
         self.next_writeback_ns = self.clock.uptime_ns() + self.config.writeback_interval_ns
-
-        init = self.new_process(ppid=0, mm=None, fds=FDTable(), cwd=self.fs.root_ino)
-        for fd, mode in ((0, O_RDONLY), (1, O_WRONLY), (2, O_WRONLY)):
-            init.fds.install(ConsoleFile(self.vfs, fd, mode), fd)
-        init.pgid = init.sid = init.pid
-        path = self.find_program(argv[0])
-        self.exec(init, path, argv, envp if envp is not None else DEFAULT_ENV)
 
     def find_program(self, name: bytes) -> bytes:
         """Resolve a command name like a shell does (PATH=/bin:/usr/bin:/sbin); 127 if absent."""
@@ -149,11 +203,15 @@ class Kernel:
         return name  # exec fails with ENOENT and the boot reports it
 
     def shutdown(self) -> None:
-        """Kill what is left, close everything and write the page cache back."""
+        """Kill what is left, close everything and write the page cache back (with
+        checkpointing: a last image that says the group ended, with the write-back)."""
         for p in list(self.procs.values()):
             if p.state != ZOMBIE:
                 self.exit_process(p, SIGKILL)
-        self.sync()
+        if self.checkpointer is not None:
+            self.checkpointer.finish()
+        else:
+            self.sync()
 
     def sync(self) -> None:
         before = self.pagecache.stats.writebacks
@@ -543,8 +601,10 @@ class Kernel:
             ret = -e.errno
         except Block as b:
             self.park(p, b.retry or call, nr, b.waitq)  # type: ignore[arg-type]
+            p.pending_done = b.done or p.pending_done
             return False
         p.pending_call = None
+        p.pending_done = 0
         if ret is not NO_RETURN:
             self.cpu.set_reg("rax", ret)  # type: ignore[arg-type]
         return p.state == RUNNABLE
@@ -583,17 +643,23 @@ class Kernel:
             return
         name, fn = entry
         self.syscall_counts[name] += 1
+        ck = self.checkpointer
+        if ck is not None:
+            a0, a1, a2, a3, a4, a5 = ck.at_syscall(p, nr, (a0, a1, a2, a3, a4, a5))
         try:
             ret = fn(self, p, a0, a1, a2, a3, a4, a5)
         except SyscallError as e:
             ret = -e.errno
         except Block as b:
             self.park(p, b.retry or (lambda: fn(self, p, a0, a1, a2, a3, a4, a5)), nr, b.waitq)
+            p.pending_done = b.done
             cpu.request_stop()
             return
         if ret is NO_RETURN:
             cpu.request_stop()
             return
+        if ck is not None:
+            ret = ck.after_syscall(p, nr, ret)
         cpu.set_reg("rax", ret)
         if p.state != RUNNABLE or self.halted:
             cpu.request_stop()
@@ -608,6 +674,10 @@ class Kernel:
             self.clock.charge(FAULT_NS)
             if not p.mm.fault(stop.fault_gva, stop.fault_access):
                 self.force_signal(p, SIGSEGV, stop.fault_gva)
+            elif self.checkpointer is not None:
+                v = p.mm.find(stop.fault_gva)
+                if v is not None and v.backing is not None:
+                    self.checkpointer.note_mmap_fill()  # the paper's mmap rule
         elif stop.kind == STOP_INVALID:
             self.force_signal(p, SIGILL, stop.pc)
         elif stop.kind == STOP_EXCEPTION:
@@ -616,8 +686,9 @@ class Kernel:
             self._quantum_over = True
 
     def tick(self) -> None:
-        """Periodic kernel work in virtual time: write the page cache back."""
-        if self.clock.uptime_ns() >= self.next_writeback_ns:
+        """Periodic kernel work in virtual time: write the page cache back (not with
+        checkpointing, where storage changes only together with a checkpoint)."""
+        if self.checkpointer is None and self.clock.uptime_ns() >= self.next_writeback_ns:
             self.sync()
             self.next_writeback_ns = self.clock.uptime_ns() + self.config.writeback_interval_ns
 

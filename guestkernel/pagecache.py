@@ -33,6 +33,10 @@ class PageCache:
         self.max_pages = max_pages
         self.pages: OrderedDict[int, int] = OrderedDict()  # blockno -> pfn, LRU order
         self.dirty: dict[int, int] = {}  # blockno -> owning inode (0 = metadata)
+        self.frame_set: set[int] = set()  # the frames holding cached blocks
+        # False while a checkpointing kernel owns write-back: eviction then keeps dirty blocks
+        # (storage must change only together with a checkpoint).
+        self.may_write_back = True
         self.stats = PageCacheStats()
         self.nblocks = dev.size_bytes // block_size
 
@@ -51,6 +55,7 @@ class PageCache:
         view = self.frames.view(pfn)[: self.block_size]
         view[:] = self.dev.read_at(blockno * self.block_size, self.block_size)
         self.pages[blockno] = pfn
+        self.frame_set.add(pfn)
         return view
 
     def pin(self, blockno: int) -> int:
@@ -68,6 +73,7 @@ class PageCache:
         pfn = self.pages.pop(blockno, None)
         self.dirty.pop(blockno, None)
         if pfn is not None:
+            self.frame_set.discard(pfn)
             self.frames.put(pfn)
 
     def _write_back(self, blockno: int) -> None:
@@ -78,11 +84,21 @@ class PageCache:
 
     def _evict(self) -> None:
         # The least recently used page that no process maps.
-        blockno, pfn = next(((b, f) for b, f in self.pages.items() if self.frames.refs[f] == 1),
-                            next(iter(self.pages.items())))
+        if self.may_write_back:
+            candidates = ((b, f) for b, f in self.pages.items() if self.frames.refs[f] == 1)
+        else:
+            candidates = ((b, f) for b, f in self.pages.items() if self.frames.refs[f] == 1 and b not in self.dirty)
+        found = next(candidates, None)
+        if found is None:
+            if not self.may_write_back:
+                self.max_pages += 64  # everything is dirty or mapped: grow until the next checkpoint
+                return
+            found = next(iter(self.pages.items()))
+        blockno, pfn = found
         if blockno in self.dirty:
             self._write_back(blockno)
         del self.pages[blockno]
+        self.frame_set.discard(pfn)
         self.frames.put(pfn)
         self.stats.evictions += 1
 
@@ -97,5 +113,7 @@ class PageCache:
         """Free every clean cached page (echo 1 > drop_caches); returns pages freed."""
         clean = [b for b in self.pages if b not in self.dirty]
         for b in clean:
-            self.frames.put(self.pages.pop(b))
+            pfn = self.pages.pop(b)
+            self.frame_set.discard(pfn)
+            self.frames.put(pfn)
         return len(clean)

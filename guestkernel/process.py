@@ -88,6 +88,7 @@ class Process:
     set_regs: dict[str, int] = field(default_factory=dict)  # applied when next put on the CPU
     pending_call: Callable[[], int] | None = None  # a parked syscall to retry when woken
     pending_nr: int = 0
+    pending_done: int = 0                   # bytes a parked write had already written
     waiting_on: WaitQueue | None = None
     exit_status: int = 0                    # the wait(2) status word of a zombie
     children: list["Process"] = field(default_factory=list)

@@ -190,6 +190,7 @@ class InodeFile(OpenFile):
         if not self.atime_checked:
             self.atime_checked = True
             self.vfs.relatime(self.ino, st)
+        self.vfs.on_file_read(self.ino)
         return self.vfs.fs.read(self.ino, offset, n)
 
     def write(self, data: bytes) -> int:
@@ -212,6 +213,7 @@ class InodeFile(OpenFile):
             new = self.offset + offset
         elif whence == 2:
             new = self.vfs.fs.stat(self.ino).size + offset
+            self.vfs.on_file_read(self.ino)  # the size was looked at
         else:
             raise SyscallError(EINVAL)
         if new < 0:
@@ -507,6 +509,8 @@ class VFS:
         self.rng = random.Random(seed)
         self.open_count: dict[int, int] = {}
         self.on_file_write: Callable[[int], None] = lambda ino: None
+        # Reads of a file's data or attributes (the checkpoint rules' "access time").
+        self.on_file_read: Callable[[int], None] = lambda ino: None
 
     def random_bytes(self, n: int) -> bytes:
         return self.rng.randbytes(n)
@@ -600,6 +604,7 @@ class VFS:
         if isinstance(node, str):
             return Stat(ino=3, mode=S.S_IFLNK | 0o777, dev=0x5)
         st = self.fs.stat(node)
+        self.on_file_read(node)
         return Stat(ino=st.ino, mode=st.mode, nlink=st.nlink, uid=st.uid, gid=st.gid, size=st.size,
                     atime=st.atime, mtime=st.mtime, ctime=st.ctime, blocks=st.blocks, rdev=st.rdev,
                     blksize=self.fs.block_size)

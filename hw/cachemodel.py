@@ -104,6 +104,7 @@ void cm_end_nt(struct cm *cm);
 void cm_access(struct cm *cm, uint64_t hpa, uint32_t size, int is_write, int is_kernel, uint64_t value);
 void cm_access_range(struct cm *cm, uint64_t hpa, uint64_t len, int is_write, int is_kernel);
 void cm_clflush(struct cm *cm, uint64_t hpa, int is_kernel);
+void cm_clflush_range(struct cm *cm, uint64_t hpa, uint64_t len, int is_kernel);
 void cm_clflushopt(struct cm *cm, uint64_t hpa, int is_kernel);
 void cm_clwb(struct cm *cm, uint64_t hpa, int is_kernel);
 void cm_fence(struct cm *cm, int is_kernel, int kind);
@@ -224,6 +225,10 @@ class CacheModel:
     # -- persistence operations (kernel parity: is_kernel defaults to True)
     def clflush(self, hpa: int, is_kernel: bool = True) -> None:
         self.lib.cm_clflush(self.ptr, hpa, int(is_kernel))
+
+    def clflush_range(self, hpa: int, length: int, is_kernel: bool = True) -> None:
+        """clflush every line of [hpa, hpa+length) (stops early if the power fails)."""
+        self.lib.cm_clflush_range(self.ptr, hpa, length, int(is_kernel))
 
     def clflushopt(self, hpa: int, is_kernel: bool = True) -> None:
         self.lib.cm_clflushopt(self.ptr, hpa, int(is_kernel))

@@ -13,8 +13,32 @@ class Console:
         self.fds = {1: out_fd, 2: err_fd}
         self.capture = capture
         self.captured: dict[int, bytearray] = {1: bytearray(), 2: bytearray()}
+        # Exactly-once output across a power failure: `position` counts the bytes the guest
+        # wrote to each stream; bytes at positions below `skip_until` were already shown by the
+        # run that failed (a restart resumes from an older position) and are swallowed.
+        self.position = {1: 0, 2: 0}
+        self.skip_until = {1: 0, 2: 0}
+        self.previous: dict[int, int] = {1: 0, 2: 0}  # what the failed run had shown
+
+    def shown(self) -> dict[int, int]:
+        """How far each stream has been shown (to persist when the power fails)."""
+        return {s: max(self.position[s], self.skip_until[s]) for s in (1, 2)}
+
+    def shown_before(self) -> dict[int, int]:
+        return dict(self.previous)
+
+    def resume_at(self, position: dict[int, int], shown: dict[int, int]) -> None:
+        self.position = {1: position.get(1, 0), 2: position.get(2, 0)}
+        self.skip_until = {1: shown.get(1, 0), 2: shown.get(2, 0)}
 
     def write(self, stream: int, data: bytes) -> None:
+        pos = self.position.get(stream, 0)
+        self.position[stream] = pos + len(data)
+        hidden = min(len(data), max(0, self.skip_until.get(stream, 0) - pos))
+        if hidden:
+            data = data[hidden:]
+            if not data:
+                return
         if self.capture:
             self.captured[stream] += data
         fd = self.fds.get(stream)

@@ -254,7 +254,7 @@ def write_from(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, off
             raise
         charge_copy(k, total - done)
         written = total
-        raise Block(b.waitq, retry=lambda: resume_write(k, p, f, buf, count, written)) from None
+        raise Block(b.waitq, retry=lambda: resume_write(k, p, f, buf, count, written), done=written) from None
     charge_copy(k, total - done)
     return total
 

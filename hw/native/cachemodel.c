@@ -577,6 +577,17 @@ static void cm_flush_op(struct cm *cm, uint64_t hpa, int k, int op)
 }
 
 void cm_clflush(struct cm *cm, uint64_t hpa, int is_kernel) { cm_flush_op(cm, hpa, is_kernel != 0, 0); }
+
+/* clflush every line of [hpa, hpa+len): the kernel's bulk flush (checkpoint commits). Stops
+ * at a power failure; the caller checks power_failed. */
+void cm_clflush_range(struct cm *cm, uint64_t hpa, uint64_t len, int is_kernel)
+{
+    if (len == 0)
+        return;
+    uint64_t first = hpa >> cm->line_shift, last = (hpa + len - 1) >> cm->line_shift;
+    for (uint64_t line = first; line <= last && !cm->power_failed; line++)
+        cm_flush_op(cm, line << cm->line_shift, is_kernel != 0, 0);
+}
 void cm_clflushopt(struct cm *cm, uint64_t hpa, int is_kernel) { cm_flush_op(cm, hpa, is_kernel != 0, 1); }
 void cm_clwb(struct cm *cm, uint64_t hpa, int is_kernel) { cm_flush_op(cm, hpa, is_kernel != 0, 2); }
 

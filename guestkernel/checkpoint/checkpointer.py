@@ -1,0 +1,293 @@
+"""The checkpointing policy and its commits: when to checkpoint (the first paper's rules), what a
+checkpoint writes, and how a restart resumes from the newest good image.
+
+At every syscall entry, before the syscall's work, `at_syscall` decides:
+
+  forced   the syscall changes a directory (mkdir, rename, unlink, open with O_CREAT/O_TRUNC,
+           ...), writes or truncates a file read since the last checkpoint, appends (O_APPEND:
+           the offset is the file's size), asks for durability (fsync, sync), or a file-backed
+           mmap page was demand-filled since the last checkpoint;
+  clean    no dirty page-cache page (nothing on storage would disagree with the image);
+  tcp      dirty pages, but `tcp` of virtual time has passed since the last checkpoint;
+  else     skipped.
+
+A checkpoint with dirty pages first syncs them, atomically with the image: the dirty blocks go
+into the image as a block log, the image commits (shadow paging, see store.py), then the blocks
+are written in place ("write-back"). A restart re-applies the newest image's block log before it
+mounts the file system, so storage always matches the newest committed image; the kernel never
+writes storage outside a checkpoint (the periodic write-back is off and the page cache keeps dirty
+blocks until one). The consistency rules still matter: when the newest image is corrupt the
+restart resumes from the previous one, over storage that is one checkpoint ahead of it.
+
+A directory-changing syscall's result is recorded (the outcome line of the table) as soon as it
+returns; a replay of it from that checkpoint that fails with EEXIST/ENOENT/ENOTEMPTY while the
+record says it succeeded answers with the recorded success.
+
+The console is part of the guarantee: every image records how many bytes each console stream had
+shown; after a restart the console swallows the bytes already shown before the power failed.
+"""
+from __future__ import annotations
+
+import errno as E
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from emu.clock import BLOCK_IO_NS, CKPT_NS, CKPT_SCAN_NS, COPY_NS_PER_KIB
+from guestkernel.checkpoint.state import PageTracker, Unsupported, capture, restore
+from guestkernel.checkpoint.store import PAGE, ImageStore, ScmMedium
+
+if TYPE_CHECKING:
+    from guestkernel.kernel import Kernel
+    from guestkernel.process import Process
+
+# x86-64 syscall numbers the rules look at.
+DIR_CHANGING = {83: "mkdir", 258: "mkdirat", 84: "rmdir", 82: "rename", 264: "renameat",
+                316: "renameat2", 87: "unlink", 263: "unlinkat", 86: "link", 265: "linkat",
+                88: "symlink", 266: "symlinkat", 133: "mknod", 259: "mknodat", 85: "creat"}
+OPEN, OPENAT = 2, 257
+O_CREAT, O_TRUNC, O_EXCL, O_APPEND = 0o100, 0o1000, 0o200, 0o2000
+SYNCING = {74: "fsync", 75: "fdatasync", 162: "sync", 306: "syncfs", 26: "msync"}
+WRITE_FD = {1: 0, 18: 0, 20: 0, 296: 0, 328: 0, 77: 0, 285: 0, 40: 0, 326: 2}  # nr -> fd argument
+TRUNCATE = 76
+REPLAYED_ERRORS = (E.EEXIST, E.ENOENT, E.ENOTEMPTY)
+
+
+@dataclass
+class CheckpointStats:
+    checkpoints: int = 0
+    forced: int = 0
+    clean: int = 0
+    tcp: int = 0
+    skipped: int = 0
+    unsupported: int = 0
+    pages_scanned: int = 0
+    pages_copied: int = 0
+    blocks_logged: int = 0
+    bytes_copied: int = 0
+    lines_flushed: int = 0
+    fences: int = 0
+    ns: int = 0                 # virtual time charged to checkpoints (kernel time)
+    restarts: int = 0
+    fallbacks: int = 0          # restarts that had to use an older image
+    replayed_outcomes: int = 0  # replays answered with a recorded success
+
+
+class Checkpointer:
+    def __init__(self, k: "Kernel", tcp_ns: int, range_name: str = "") -> None:
+        self.k = k
+        self.tcp_ns = tcp_ns
+        ranges = k.machine.physmem.scm_ranges()
+        rng = next((r for r in ranges if r.spec.name == range_name), None) if range_name else ranges[0]
+        if rng is None:
+            raise ValueError(f"no SCM range {range_name!r} for checkpoints")
+        self.range_name = rng.spec.name
+        self.medium = ScmMedium(memoryview(rng.buffer), rng.spec.base_hpa, k.cache, k.clock)  # type: ignore[arg-type]
+        self.store = ImageStore(self.medium)
+        self.tracker = PageTracker()
+        self.stats = CheckpointStats()
+        self.last_ns = 0
+        self.read_since: set[int] = set()   # inodes read (or stat'ed) since the last checkpoint
+        self.mmap_filled = False            # a file-backed page was demand-filled since then
+        self.seq = 0
+        self.outcome_due: tuple[int, int] | None = None   # (pid, nr) of a dir op to record
+        self.replay: tuple[int, int, int] | None = None   # (pid, nr, recorded result)
+        self.active = False
+
+    # -- hooks from the kernel ----------------------------------------------------------------
+    def note_read(self, ino: int) -> None:
+        self.read_since.add(ino)
+
+    def note_mmap_fill(self) -> None:
+        self.mmap_filled = True
+
+    def at_syscall(self, p: "Process", nr: int, args: tuple[int, ...]) -> tuple[int, ...]:
+        """Syscall entry, before its work: checkpoint if the rules say so. Returns the arguments
+        to run the syscall with (a replayed exclusive create drops O_EXCL, see after_syscall)."""
+        k = self.k
+        if (self.replay is not None and self.replay[0] == p.pid and self.replay[1] == nr == OPENAT
+                and self.replay[2] >= 0 and args[2] & O_EXCL):
+            args = (args[0], args[1], (args[2] & ~O_EXCL) | O_TRUNC) + args[3:]
+        elif (self.replay is not None and self.replay[0] == p.pid and self.replay[1] == nr == OPEN
+                and self.replay[2] >= 0 and args[1] & O_EXCL):
+            args = (args[0], (args[1] & ~O_EXCL) | O_TRUNC) + args[2:]
+        forced = self._forced(p, nr, args)
+        dirty = bool(k.pagecache.dirty) or k.fs._meta_dirty
+        if forced:
+            why = "forced"
+        elif not dirty:
+            why = "clean"
+        elif k.clock.uptime_ns() - self.last_ns >= self.tcp_ns:
+            why = "tcp"
+        else:
+            self.stats.skipped += 1
+            return args
+        try:
+            self.checkpoint(nr)
+        except Unsupported:
+            self.stats.unsupported += 1
+            return args
+        setattr(self.stats, why, getattr(self.stats, why) + 1)
+        if nr in DIR_CHANGING or (nr in (OPEN, OPENAT) and args[_flags_arg(nr)] & O_CREAT):
+            self.outcome_due = (p.pid, nr)
+        return args
+
+    def after_syscall(self, p: "Process", nr: int, ret: int) -> int:
+        """The syscall returned `ret`: record a directory change's outcome; on the first replay
+        after a restart, turn a failure the original run did not see into its recorded result."""
+        if self.replay is not None and self.replay[0] == p.pid:
+            pid, rnr, recorded = self.replay
+            self.replay = None
+            if rnr == nr and ret < 0 and -ret in REPLAYED_ERRORS and recorded >= 0 and nr not in (OPEN, OPENAT):
+                self.stats.replayed_outcomes += 1
+                ret = recorded
+        if self.outcome_due is not None and self.outcome_due == (p.pid, nr):
+            self.outcome_due = None
+            self.store.record_outcome(self.seq, nr, ret)
+        return ret
+
+    def _forced(self, p: "Process", nr: int, args: tuple[int, ...]) -> bool:
+        if self.mmap_filled or nr in DIR_CHANGING or nr in SYNCING:
+            return True
+        if nr in (OPEN, OPENAT):
+            return bool(args[_flags_arg(nr)] & (O_CREAT | O_TRUNC))
+        ino = None
+        if nr in WRITE_FD:
+            f = p.fds.fds.get(args[WRITE_FD[nr]] & 0xFFFFFFFF)
+            ino = getattr(f, "ino", None)
+            if ino is not None and f.flags & O_APPEND:  # type: ignore[union-attr]
+                return True
+        elif nr == TRUNCATE:
+            try:
+                node = self.k.vfs.resolve(p.mm.read_cstr(args[0]), p.cwd)
+                ino = node if isinstance(node, int) else None
+            except Exception:  # noqa: BLE001 - a bad path fails in the syscall itself
+                ino = None
+        return ino is not None and ino in self.read_since
+
+    # -- taking a checkpoint ------------------------------------------------------------------
+    def checkpoint(self, nr: int = -1, finished: bool = False) -> None:
+        """Write one image of the whole group (and the dirty blocks), commit it, then write the
+        blocks in place."""
+        k = self.k
+        st = self.stats
+        t0 = k.clock.uptime_ns()
+        self.active = True
+        try:
+            k.fs.store_meta()  # group descriptors and superblock counts into their blocks
+            copied = [0]
+
+            def store_page(view: memoryview) -> tuple[int, int]:
+                copied[0] += 1
+                return self.store.write_page(view)
+
+            if finished:
+                meta: dict[str, Any] = {"procs": [], "files": [], "pipes": []}
+                scan = {"pages_scanned": 0, "pages_copied": 0}
+            else:
+                try:
+                    meta, scan = capture(k, self.tracker, store_page, nr)
+                except Unsupported:
+                    self.store.abandon()
+                    raise
+            bs = k.pagecache.block_size
+            blocks = []
+            for blockno in sorted(k.pagecache.dirty):
+                data = bytes(k.pagecache.get(blockno)[:bs]).ljust(PAGE, b"\0")
+                pg, crc = self.store.write_page(data)
+                blocks.append([blockno, pg, crc])
+            meta.update(
+                blocks=blocks, block_size=bs, finished=finished, init_status=k.init_status,
+                next_pid=k.next_pid, uptime_ns=k.clock.uptime_ns(), console=k.console_position(),
+                rng=_rng_state(k), last_pid=getattr(k, "_last_pid", 0),
+                current=k.current.pid if k.current is not None and not finished else None,
+            )
+            lines0, fences0 = self.medium.lines_flushed, self.medium.fences
+            self.seq = self.store.commit(meta, self._pages_of(meta))
+            # Write-back: the logged blocks in place (a cut here is repaired by the restart).
+            for blockno, _pg, _crc in blocks:
+                k.pagecache._write_back(blockno)
+            k.clock.charge(CKPT_NS + scan["pages_scanned"] * CKPT_SCAN_NS
+                           + (copied[0] + len(blocks)) * 4 * COPY_NS_PER_KIB + len(blocks) * BLOCK_IO_NS)
+            st.checkpoints += 1
+            st.pages_scanned += scan["pages_scanned"]
+            st.pages_copied += scan["pages_copied"]
+            st.blocks_logged += len(blocks)
+            st.bytes_copied += (copied[0] + len(blocks)) * PAGE
+            st.lines_flushed += self.medium.lines_flushed - lines0
+            st.fences += self.medium.fences - fences0
+            self.last_ns = k.clock.uptime_ns()
+            self.read_since.clear()
+            self.mmap_filled = False
+        finally:
+            self.active = False
+            st.ns += k.clock.uptime_ns() - t0
+
+    @staticmethod
+    def _pages_of(meta: dict[str, Any]) -> set[int]:
+        from guestkernel.checkpoint.store import page_refs
+
+        return {pg for pg, _crc in page_refs(meta)}
+
+    def finish(self) -> None:
+        """The group has ended: a last image records that (and syncs storage with it)."""
+        self.checkpoint(finished=True)
+
+    # -- restart ------------------------------------------------------------------------------
+    def open_image(self, dev: Any) -> dict[str, Any] | None:
+        """Before the file system is mounted: pick the newest good image and replay its block
+        log onto storage. None if SCM holds no image."""
+        img, rejected = self.store.open_newest()
+        k = self.k
+        for why in rejected:
+            k.log.append(f"checkpoint: {why}; using an older image")
+        if rejected:
+            self.stats.fallbacks += 1
+        if img is None:
+            return None
+        meta = img.meta
+        bs = meta["block_size"]
+        for blockno, pg, _crc in meta["blocks"]:
+            dev.write_at(blockno * bs, self.store.page(pg)[:bs])
+        self.seq = img.slot.seq
+        self.stats.restarts += 1
+        return meta
+
+    def resume(self, meta: dict[str, Any]) -> None:
+        """After the mount: rebuild the group of `meta` and arm the outcome replay."""
+        k = self.k
+        restore(k, meta, self.store.page, self.tracker)
+        k.next_pid = meta["next_pid"]
+        k._last_pid = meta["last_pid"]
+        k.clock.base_ns = meta["uptime_ns"]
+        k.init_status = meta["init_status"]
+        if meta["rng"] is not None:
+            k.vfs.rng.setstate(_rng_from(meta["rng"]))
+        self.last_ns = k.clock.uptime_ns()
+        outcome = self.store.read_outcome()
+        cur = meta.get("current")
+        if outcome is not None and outcome[0] == self.seq and cur is not None and _resumes_syscall(meta, cur, outcome[1]):
+            self.replay = (cur, outcome[1], outcome[2])
+
+    def stats_dict(self) -> dict[str, int]:
+        return asdict(self.stats)
+
+
+def _flags_arg(nr: int) -> int:
+    return 1 if nr == OPEN else 2
+
+
+def _resumes_syscall(meta: dict[str, Any], pid: int, nr: int) -> bool:
+    for d in meta["procs"]:
+        if d["pid"] == pid:
+            r = d.get("resume") or {}
+            return r.get("kind") == "syscall" and r.get("nr") == nr
+    return False
+
+
+def _rng_state(k: "Kernel") -> list[Any]:
+    version, internal, gauss = k.vfs.rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _rng_from(state: list[Any]) -> tuple[Any, ...]:
+    return (state[0], tuple(state[1]), state[2])

@@ -1,0 +1,352 @@
+"""The process group as a checkpoint sees it: every process's registers, memory map and pages,
+open file descriptions (shared across fork and dup), pipes with their buffered bytes, cwd, brk,
+executable, signal state and the syscall each one must re-execute on resume.
+
+`capture` turns the live kernel into JSON-able metadata plus the pages to store; `restore` builds
+the processes back in a freshly booted kernel. Pages are stored only when they are the process's
+own (anonymous or copied-on-write): pages shared from the page cache are the file's content and
+come back by demand paging, since the file system on storage matches the checkpoint.
+
+Registers: the general registers, rip, rflags, fs/gs base, SSE (xmm0-15, mxcsr) and the x87
+control/status/tag words. Unicorn's TCG has no AVX, so there is no wider vector state; the x87
+data registers are not saved (the Python binding cannot read all 80 bits), which is safe for
+processes stopped at a syscall (the ABI leaves the x87 stack empty across calls).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from unicorn import x86_const as X
+
+from guestkernel.mm import MM, PAGE, VMA
+from guestkernel.paging import PTE_ADDR, PTE_D, PTE_NX, PTE_W
+from guestkernel.process import BLOCKED, RUNNABLE, ZOMBIE, FDTable, Process, SigAction
+from guestkernel.vfs import DEV_DIR, ConsoleFile, DevDirFile, DevFile, InodeFile, OpenFile, Pipe, PipeEnd
+
+if TYPE_CHECKING:
+    from guestkernel.kernel import Kernel
+
+REG_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
+             "r12", "r13", "r14", "r15", "rip", "rflags", "fs_base", "gs_base", "mxcsr", "fpcw",
+             "fpsw", "fptag") + tuple(f"xmm{i}" for i in range(16))
+REG_IDS = tuple(getattr(X, "UC_X86_REG_" + n.upper()) for n in REG_NAMES)
+SYSCALL_INSN = 2  # `syscall` is 0f 05
+NR_WRITE = 1
+
+
+class Unsupported(Exception):
+    """The group holds something a checkpoint cannot describe (the checkpoint is skipped)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# registers
+
+
+def read_regs(k: "Kernel") -> dict[str, int]:
+    return dict(zip(REG_NAMES, k.cpu.uc.reg_read_batch(REG_IDS)))
+
+
+def regs_of(k: "Kernel", ctx: object, overrides: dict[str, int]) -> dict[str, int]:
+    """Registers of a saved context (loaded on the CPU for the read; the caller restores the
+    running process's context afterwards)."""
+    k.cpu.restore_context(ctx)
+    regs = read_regs(k)
+    regs.update({n: v & 0xFFFFFFFFFFFFFFFF for n, v in overrides.items()})
+    return regs
+
+
+def context_from(k: "Kernel", regs: dict[str, int]) -> object:
+    cpu = k.cpu
+    cpu.restore_context(k.pristine_ctx)
+    cpu.uc.reg_write_batch([(getattr(X, "UC_X86_REG_" + n.upper()), v) for n, v in regs.items()])
+    return cpu.save_context()
+
+
+# ----------------------------------------------------------------------------------------------
+# capture
+
+
+class PageTracker:
+    """What the previous image holds of each address space: gva -> (pfn, frame generation, SCM
+    page, crc). A page is unchanged when the same frame (same generation) is still mapped there,
+    no PTE mapping it has its dirty bit set, and it is not newly written by the kernel."""
+
+    def __init__(self) -> None:
+        self.spaces: dict[int, dict[int, tuple[int, int, int, int]]] = {}
+
+
+def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview], tuple[int, int]],
+            cur_nr: int) -> tuple[dict[str, Any], dict[str, int]]:
+    """Metadata of the whole group and stats {pages_scanned, pages_copied}. `store_page` writes
+    a page to SCM and returns (page, crc). The current process is inside syscall `cur_nr`."""
+    cpu = k.cpu
+    cur = k.current
+    cur_ctx = cpu.save_context()
+    files: list[dict[str, Any]] = []
+    file_ids: dict[int, int] = {}
+    pipes: list[dict[str, Any]] = []
+    pipe_ids: dict[int, int] = {}
+
+    def pipe_id(pipe: Pipe) -> int:
+        i = pipe_ids.get(id(pipe))
+        if i is None:
+            data = bytearray()
+            for view, _gpa in pipe._pieces(pipe.head, pipe.count):
+                data += view
+            i = pipe_ids[id(pipe)] = len(pipes)
+            pipes.append({"data": data.hex()})
+        return i
+
+    def file_id(f: OpenFile) -> int:
+        i = file_ids.get(id(f))
+        if i is not None:
+            return i
+        d: dict[str, Any] = {"flags": f.flags, "offset": f.offset}
+        if isinstance(f, InodeFile):
+            d.update(kind="inode", ino=f.ino, path=f.path.decode("latin-1"))
+        elif isinstance(f, PipeEnd):
+            d.update(kind="pipe", pipe=pipe_id(f.pipe), write=f.write_end)
+        elif isinstance(f, ConsoleFile):
+            d.update(kind="console", stream=f.stream)
+        elif isinstance(f, DevFile):
+            d.update(kind="dev", name=f.node.name)
+        elif isinstance(f, DevDirFile):
+            d.update(kind="devdir")
+        else:
+            raise Unsupported(f"open file of kind {f.kind}")
+        i = file_ids[id(f)] = len(files)
+        files.append(d)
+        return i
+
+    # Pass 1: leaves of every address space; frames written through any mapping.
+    cache_frames = k.pagecache.frame_set
+    leaves: dict[int, list[tuple[int, int, int]]] = {}
+    spaces: dict[int, MM] = {}
+    dirty_pfns: set[int] = set()
+    scanned = 0
+    for p in k.procs.values():
+        if p.state == ZOMBIE or p.mm is None or p.mm.asid in leaves:
+            continue
+        mm = p.mm
+        rows = []
+        for v in mm.vmas:
+            if v.device:
+                raise Unsupported("a device (pmem) mapping")
+            for gva, slot, pte in mm.aspace.leaves(v.start, v.end):
+                rows.append((gva, slot, pte))
+                if pte & PTE_D:
+                    dirty_pfns.add((pte & PTE_ADDR) >> 12)
+        scanned += len(rows)
+        leaves[mm.asid] = rows
+        spaces[mm.asid] = mm
+
+    # Pass 2: pages per address space, copied when changed (once per frame per checkpoint).
+    gen = k.frames.gen
+    fresh: dict[int, tuple[int, int]] = {}
+    new_spaces: dict[int, dict[int, tuple[int, int, int, int]]] = {}
+    pages_of: dict[int, list[list[int]]] = {}
+    copied = 0
+    cleared = False
+    for asid, rows in leaves.items():
+        prev = tracker.spaces.get(asid, {})
+        now: dict[int, tuple[int, int, int, int]] = {}
+        out = []
+        for gva, slot, pte in rows:
+            pfn = (pte & PTE_ADDR) >> 12
+            if pfn in cache_frames:
+                continue  # the file's own page: comes back from the file
+            g = gen[pfn]
+            old = prev.get(gva)
+            if old is not None and old[0] == pfn and old[1] == g and pfn not in dirty_pfns:
+                pg, crc = old[2], old[3]
+            else:
+                got = fresh.get(pfn)
+                if got is None:
+                    got = fresh[pfn] = store_page(k.frames.page(pfn))
+                    copied += 1
+                pg, crc = got
+            if pte & PTE_D:
+                spaces[asid].aspace.write_slot(slot, pte & ~PTE_D)
+                cleared = True
+            now[gva] = (pfn, g, pg, crc)
+            out.append([gva, pg, crc])
+        new_spaces[asid] = now
+        pages_of[asid] = out
+    if cleared:
+        cpu.tlb_flush()  # the next write to a clean page must fault to set its dirty bit again
+    tracker.spaces = new_spaces
+
+    procs = []
+    for p in sorted(k.procs.values(), key=lambda q: q.pid):
+        d: dict[str, Any] = {
+            "pid": p.pid, "ppid": p.ppid, "pgid": p.pgid, "sid": p.sid, "umask": p.umask,
+            "exe": p.exe.decode("latin-1"), "comm": p.comm.decode("latin-1"), "state": p.state,
+            "exit_status": p.exit_status, "utime_insns": p.utime_insns, "syscalls": p.syscalls,
+        }
+        procs.append(d)
+        if p.state == ZOMBIE:
+            continue
+        if p.vfork_waitq is not None or (p.pending_call is not None and p.pending_nr == 0):
+            raise Unsupported("a vfork in progress")
+        if p is cur:
+            cpu.restore_context(cur_ctx)
+            regs = read_regs(k)
+            resume: dict[str, Any] = {"kind": "syscall", "nr": cur_nr}   # rip is on the syscall
+        elif p.ctx is None:
+            raise Unsupported(f"process {p.pid} has no saved context")
+        else:
+            regs = regs_of(k, p.ctx, p.set_regs)
+            if p.pending_call is not None:
+                done = getattr(p, "pending_done", 0)
+                if done and p.pending_nr == NR_WRITE:
+                    resume = {"kind": "write_rest", "done": done}    # rip after the syscall
+                else:
+                    regs["rip"] -= SYSCALL_INSN
+                    resume = {"kind": "syscall", "nr": p.pending_nr}
+            else:
+                resume = {"kind": "user"}
+        mm = p.mm
+        d.update(
+            regs=regs, resume=resume, cwd=p.cwd if p.cwd != DEV_DIR else "dev",
+            sigactions={str(s): [a.handler, a.flags, a.restorer, a.mask] for s, a in p.sigactions.items()},
+            sigmask=p.sigmask, sigpending=p.sigpending, clear_child_tid=p.clear_child_tid,
+            rlimits={str(r): list(v) for r, v in p.rlimits.items()},
+            sigframes=[[regs_of(k, ctx, {}), mask] for ctx, mask in p.sigframes],
+            fds={str(fd): file_id(f) for fd, f in sorted(p.fds.fds.items())},
+            cloexec=sorted(p.fds.cloexec), fdtable=id(p.fds),
+            mm={"asid": mm.asid, "brk_start": mm.brk_start, "brk": mm.brk,
+                "vmas": [[v.start, v.end, v.prot, v.shared, getattr(v.backing, "ino", None), v.offset, v.name]
+                         for v in mm.vmas]},
+            pages=pages_of[mm.asid],
+        )
+    cpu.restore_context(cur_ctx)
+    # Which processes share a descriptor table or an mm (vfork) is named by the first holder.
+    first: dict[int, int] = {}
+    for d in procs:
+        if "fdtable" in d:
+            d["fdtable"] = first.setdefault(d["fdtable"], d["pid"])
+    meta = {"procs": procs, "files": files, "pipes": pipes}
+    return meta, {"pages_scanned": scanned, "pages_copied": copied}
+
+
+# ----------------------------------------------------------------------------------------------
+# restore
+
+
+def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryview],
+            tracker: PageTracker) -> None:
+    """Rebuild the group of `meta` in a kernel that has mounted the file system but runs no
+    process yet. `page_at(scm_page)` reads an image page."""
+    from guestkernel.kernel import InodeBacking
+    from guestkernel.syscalls.fs import resume_write
+
+    vfs = k.vfs
+    pipes = []
+    for pd in meta["pipes"]:
+        pipe = Pipe("pipe", k.frames)
+        pipe.put(bytes.fromhex(pd["data"]))
+        pipes.append(pipe)
+    files: list[OpenFile] = []
+    for fd in meta["files"]:
+        kind = fd["kind"]
+        if kind == "inode":
+            f: OpenFile = InodeFile(vfs, fd["ino"], fd["flags"], fd["path"].encode("latin-1"))
+        elif kind == "pipe":
+            f = PipeEnd(pipes[fd["pipe"]], fd["write"], fd["flags"])
+        elif kind == "console":
+            f = ConsoleFile(vfs, fd["stream"], fd["flags"])
+        elif kind == "dev":
+            f = DevFile(vfs, vfs.devices[fd["name"]], fd["flags"])
+        else:
+            f = DevDirFile(vfs, fd["flags"])
+        f.flags, f.offset, f.refs = fd["flags"], fd["offset"], 0
+        files.append(f)
+
+    mms: dict[int, MM] = {}
+    tables: dict[int, FDTable] = {}
+    by_scm: dict[int, int] = {}  # SCM page -> frame already holding it (shared after fork)
+    procs: dict[int, Process] = {}
+    for d in meta["procs"]:
+        p = Process(pid=d["pid"], ppid=d["ppid"], mm=None, fds=FDTable(), cwd=k.fs.root_ino)  # type: ignore[arg-type]
+        p.pgid, p.sid, p.umask = d["pgid"], d["sid"], d["umask"]
+        p.exe, p.comm = d["exe"].encode("latin-1"), d["comm"].encode("latin-1")
+        p.exit_status, p.utime_insns, p.syscalls = d["exit_status"], d["utime_insns"], d["syscalls"]
+        procs[p.pid] = p
+        if d["state"] == ZOMBIE:
+            p.state = ZOMBIE
+            continue
+        p.cwd = DEV_DIR if d["cwd"] == "dev" else d["cwd"]
+        p.sigactions = {int(s): SigAction(*a) for s, a in d["sigactions"].items()}
+        p.sigmask, p.sigpending, p.clear_child_tid = d["sigmask"], d["sigpending"], d["clear_child_tid"]
+        p.rlimits = {int(r): (v[0], v[1]) for r, v in d["rlimits"].items()}
+        owner = d["fdtable"]
+        if owner in tables:
+            p.fds = tables[owner]
+        else:
+            tables[owner] = p.fds
+            for fd, fi in d["fds"].items():
+                f = files[fi]
+                f.refs += 1
+                p.fds.install(f, int(fd), cloexec=int(fd) in d["cloexec"])
+        md = d["mm"]
+        mm = mms.get(md["asid"])
+        if mm is None:
+            mm = mms[md["asid"]] = _restore_mm(k, md, d["pages"], page_at, by_scm, tracker, InodeBacking)
+        p.mm = mm
+        regs = d["regs"]
+        resume = d["resume"]
+        if resume["kind"] == "syscall":
+            regs = dict(regs, rax=resume["nr"])
+        p.ctx = context_from(k, regs)
+        p.sigframes = [(context_from(k, r), mask) for r, mask in d["sigframes"]]
+        if resume["kind"] == "write_rest":
+            f = p.fds.get(regs["rdi"] & 0xFFFFFFFF)
+            buf, count, done = regs["rsi"], regs["rdx"], resume["done"]
+            p.pending_call = (lambda p=p, f=f, buf=buf, count=count, done=done:
+                              resume_write(k, p, f, buf, count, done))
+            p.pending_nr = NR_WRITE
+        p.state = RUNNABLE
+    for p in procs.values():
+        parent = procs.get(p.ppid)
+        if parent is not None:
+            parent.children.append(p)
+    k.procs = dict(sorted(procs.items()))
+    k.next_pid = max(procs, default=0) + 1
+
+
+def _restore_mm(k: "Kernel", md: dict[str, Any], pages: list[list[int]], page_at: Callable[[int], memoryview],
+                by_scm: dict[int, int], tracker: PageTracker, backing_cls: Any) -> MM:
+    mm = k.new_mm()
+    mm.brk_start, mm.brk = md["brk_start"], md["brk"]
+    for start, end, prot, shared, ino, offset, name in md["vmas"]:
+        backing = backing_cls(k.fs, k.pagecache, ino) if ino is not None else None
+        v = VMA(start, end, prot, shared, backing, offset, name)
+        mm.vmas.append(v)
+        if backing is not None and prot & 4:
+            k.watch_sites(v)
+    mm._reindex()
+    space: dict[int, tuple[int, int, int, int]] = {}
+    frames = k.frames
+    for gva, pg, crc in pages:
+        v = mm.find(gva)
+        assert v is not None, f"image page {gva:#x} outside every mapping"
+        pfn = by_scm.get(pg) if v.shared else None
+        if pfn is None:
+            pfn = frames.alloc(zero=False)
+            frames.page(pfn)[:] = page_at(pg)
+            frames.kernel_access(pfn << 12, PAGE, True)
+            by_scm.setdefault(pg, pfn)
+        else:
+            frames.get(pfn)
+        executable = bool(v.prot & 4)
+        if executable:
+            frames.code[pfn] = 1
+        # Mapped writable only if nobody else has this frame: a write will copy it otherwise.
+        mm.aspace.map(gva, pfn, writable=bool(v.prot & 2) and (v.shared or frames.refs[pfn] == 1),
+                      executable=executable)
+        space[gva] = (pfn, frames.gen[pfn], pg, crc)
+    tracker.spaces[mm.asid] = space
+    return mm
+
+
+__all__ = ["PageTracker", "Unsupported", "capture", "restore", "BLOCKED", "PTE_W", "PTE_NX"]

@@ -1,0 +1,280 @@
+"""The checkpoint image store in SCM: an image table at the range's base, shadow-paged commits
+through the cache model, checksums on everything, and reuse of SCM no image references.
+
+On-media layout (4 KiB pages; page 0 is the table, pages 1.. hold images)::
+
+    page 0, line 0   header  magic "EMUCKPT1", version, page size, pages in the range, crc32
+    page 0, line 1   slot 0  seq, first meta page, meta pages, meta length, meta crc32, crc32
+    page 0, line 2   slot 1  (same)
+    page 0, line 3   outcome seq, syscall number, result, crc32 (see Checkpointer.record_outcome)
+    pages 1..        data pages (process pages, blocks of the file-system log) and metadata runs
+
+An image is its metadata (zlib-compressed JSON, contiguous pages) plus the data pages it lists,
+each with a crc32. Data pages that did not change since the previous image are shared with it.
+A commit writes the new image into pages no slot references, `clflush`es every line of it,
+`mfence`s, then writes the older slot (the one not holding the newest image) and flushes and
+fences that line: a power cut anywhere before the slot line is durable leaves the table as it
+was. At restart the slot with the highest seq whose metadata and pages all check out wins; the
+other slot is the fallback.
+"""
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from emu.clock import SCM_FENCE_NS, SCM_LINE_NS
+from hw.power import PowerFailure
+
+MAGIC = b"EMUCKPT1"
+VERSION = 1
+PAGE = 4096
+LINE = 64
+SLOTS = 2
+_HDR = struct.Struct("<8sIII")          # magic, version, page size, pages
+_SLOT = struct.Struct("<QIIII")         # seq, meta page, meta pages, meta length, meta crc
+_OUTCOME = struct.Struct("<Qqq")        # seq, syscall nr, result
+_CRC = struct.Struct("<I")
+
+
+class CorruptImage(Exception):
+    """An image failed a check (torn commit, flipped bits): the restart uses an older one."""
+
+
+@dataclass
+class Slot:
+    index: int
+    seq: int
+    meta_page: int
+    meta_pages: int
+    meta_len: int
+    meta_crc: int
+
+
+@dataclass
+class Image:
+    """One checkpoint image as read back from SCM."""
+
+    slot: Slot
+    meta: dict[str, Any]
+    pages: set[int] = field(default_factory=set)   # every SCM page it references
+
+
+def _sealed(st: struct.Struct, *values: Any) -> bytes:
+    body = st.pack(*values)
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def _unseal(st: struct.Struct, raw: bytes) -> tuple[Any, ...] | None:
+    body = raw[: st.size]
+    (crc,) = _CRC.unpack_from(raw, st.size)
+    return st.unpack(body) if zlib.crc32(body) == crc else None
+
+
+class ScmMedium:
+    """The kernel's stores into one SCM range: bytes go into the CPU's view of the range and the
+    cache model learns of them; `flush`/`fence` are clflush/mfence through the model (each line
+    written back and each fence is a persistence event, where the power may fail). Without a
+    model (level fast) the view is the media itself: every store is durable at once."""
+
+    def __init__(self, view: memoryview, base_hpa: int, cache: Any, clock: Any) -> None:
+        self.view = view
+        self.base = base_hpa
+        self.size = len(view)
+        self.cache = cache
+        self.clock = clock
+        self.lines_flushed = 0
+        self.fences = 0
+
+    def read(self, off: int, n: int) -> bytes:
+        return bytes(self.view[off : off + n])
+
+    def write(self, off: int, data: bytes | memoryview) -> None:
+        n = len(data)
+        self.view[off : off + n] = data
+        if self.cache is not None:
+            self.cache.access_range(self.base + off, n, True, True)
+
+    def flush(self, off: int, n: int) -> None:
+        lines = (off + n + LINE - 1) // LINE - off // LINE
+        self.lines_flushed += lines
+        self.clock.charge(lines * SCM_LINE_NS)
+        if self.cache is not None:
+            self.cache.clflush_range(self.base + off, n, True)
+            if self.cache.power_failed:
+                raise PowerFailure("event")
+
+    def fence(self) -> None:
+        self.fences += 1
+        self.clock.charge(SCM_FENCE_NS)
+        if self.cache is not None:
+            self.cache.fence("mfence", True)
+            if self.cache.power_failed:
+                raise PowerFailure("event")
+
+    def persist(self, off: int, data: bytes | memoryview) -> None:
+        self.write(off, data)
+        self.flush(off, len(data))
+
+
+class ImageStore:
+    """Allocation and commit of images in one SCM range (see the module docstring)."""
+
+    def __init__(self, medium: ScmMedium) -> None:
+        self.m = medium
+        self.npages = medium.size // PAGE
+        if self.npages < 8:
+            raise ValueError("the SCM range is too small for checkpoint images")
+        # 1 = referenced by an image in a slot (or being written); page 0 is the table.
+        self.used = bytearray(self.npages)
+        self.used[0] = 1
+        self.cursor = 1
+        self.slot_images: list[Image | None] = [None] * SLOTS
+        self.newest: int | None = None  # slot index of the newest committed image
+        self.formatted = False
+        self.pending: set[int] = set()  # pages of the image being written
+
+    # -- table -----------------------------------------------------------------------------
+    def format(self) -> None:
+        """Write an empty table (first checkpoint on a blank range)."""
+        self.m.persist(0, _sealed(_HDR, MAGIC, VERSION, PAGE, self.npages).ljust(LINE, b"\0"))
+        for i in range(SLOTS):
+            self.m.persist(LINE * (1 + i), bytes(LINE))
+        self.m.persist(LINE * 3, bytes(LINE))
+        self.m.fence()
+        self.formatted = True
+
+    def read_table(self) -> list[Slot]:
+        """The valid slots, newest first ([] for a range that holds no table)."""
+        hdr = _unseal(_HDR, self.m.read(0, _HDR.size + 4))
+        if hdr is None or hdr[0] != MAGIC:
+            return []
+        if hdr[1] != VERSION or hdr[2] != PAGE or hdr[3] != self.npages:
+            raise CorruptImage(f"image table of another layout (version {hdr[1]}, {hdr[3]} pages)")
+        self.formatted = True
+        slots = []
+        for i in range(SLOTS):
+            v = _unseal(_SLOT, self.m.read(LINE * (1 + i), _SLOT.size + 4))
+            if v is not None and v[0] > 0:
+                slots.append(Slot(i, *v))
+        return sorted(slots, key=lambda s: -s.seq)
+
+    # -- allocation ------------------------------------------------------------------------
+    def alloc(self, n: int = 1) -> int:
+        """n contiguous free pages (next fit from a cursor, so runs are deterministic)."""
+        run = b"\0" * n
+        at = self.used.find(run, self.cursor)
+        if at < 0:
+            at = self.used.find(run, 1)
+        if at < 0:
+            raise MemoryError(f"SCM range full: no {n} free pages for a checkpoint image")
+        self.used[at : at + n] = b"\1" * n
+        self.pending.update(range(at, at + n))
+        self.cursor = at + n
+        return at
+
+    def _recount(self) -> None:
+        self.used = bytearray(self.npages)
+        self.used[0] = 1
+        for img in self.slot_images:
+            if img is not None:
+                for pg in img.pages:
+                    self.used[pg] = 1
+        for pg in self.pending:
+            self.used[pg] = 1
+
+    # -- writing ---------------------------------------------------------------------------
+    def write_page(self, data: bytes | memoryview) -> tuple[int, int]:
+        """Store one page in a fresh SCM page (written and flushed); returns (page, crc32)."""
+        pg = self.alloc(1)
+        self.m.persist(pg * PAGE, data)
+        return pg, zlib.crc32(data)
+
+    def commit(self, meta: dict[str, Any], pages: set[int]) -> int:
+        """Make `meta` (which lists `pages`) the newest image: metadata, mfence, slot, flush,
+        mfence. Returns the new sequence number."""
+        if not self.formatted:
+            self.format()
+        seq = 1 + max((img.slot.seq for img in self.slot_images if img is not None), default=0)
+        meta = dict(meta, seq=seq)
+        blob = zlib.compress(json.dumps(meta, separators=(",", ":")).encode(), 1)
+        npg = (len(blob) + PAGE - 1) // PAGE
+        first = self.alloc(npg)
+        self.m.persist(first * PAGE, blob)
+        self.m.fence()
+        target = 0 if self.newest is None else 1 - self.newest
+        slot = Slot(target, seq, first, npg, len(blob), zlib.crc32(blob))
+        self.m.persist(LINE * (1 + target), _sealed(_SLOT, seq, first, npg, len(blob), slot.meta_crc).ljust(LINE, b"\0"))
+        self.m.fence()
+        self.slot_images[target] = Image(slot, meta, pages | set(range(first, first + npg)))
+        self.newest = target
+        self.pending = set()
+        self._recount()  # the image this one replaced frees what only it used
+        return seq
+
+    def abandon(self) -> None:
+        """Forget the pages of an image that will not be committed."""
+        self.pending = set()
+        self._recount()
+
+    # -- the outcome of a directory-changing syscall ------------------------------------------
+    def record_outcome(self, seq: int, nr: int, result: int) -> None:
+        self.m.persist(LINE * 3, _sealed(_OUTCOME, seq, nr, result).ljust(LINE, b"\0"))
+        self.m.fence()
+
+    def read_outcome(self) -> tuple[int, int, int] | None:
+        return _unseal(_OUTCOME, self.m.read(LINE * 3, _OUTCOME.size + 4))  # type: ignore[return-value]
+
+    # -- reading ---------------------------------------------------------------------------
+    def load(self, slot: Slot) -> Image:
+        """Read and check one image: metadata checksum, then every page it lists."""
+        if not (1 <= slot.meta_page and slot.meta_page + slot.meta_pages <= self.npages):
+            raise CorruptImage(f"image {slot.seq}: metadata outside the range")
+        blob = self.m.read(slot.meta_page * PAGE, slot.meta_len)
+        if zlib.crc32(blob) != slot.meta_crc:
+            raise CorruptImage(f"image {slot.seq}: metadata checksum mismatch")
+        try:
+            meta = json.loads(zlib.decompress(blob))
+        except (zlib.error, ValueError) as e:
+            raise CorruptImage(f"image {slot.seq}: unreadable metadata ({e})") from None
+        pages = set(range(slot.meta_page, slot.meta_page + slot.meta_pages))
+        for pg, crc in page_refs(meta):
+            if not 1 <= pg < self.npages:
+                raise CorruptImage(f"image {slot.seq}: page {pg} outside the range")
+            if zlib.crc32(self.m.view[pg * PAGE : (pg + 1) * PAGE]) != crc:
+                raise CorruptImage(f"image {slot.seq}: page {pg} checksum mismatch")
+            pages.add(pg)
+        return Image(slot, meta, pages)
+
+    def open_newest(self) -> tuple[Image | None, list[str]]:
+        """At restart: the newest image that checks out (and adopt the table); with the reasons
+        newer ones were rejected."""
+        rejected: list[str] = []
+        chosen = None
+        for slot in self.read_table():
+            try:
+                img = self.load(slot)
+            except CorruptImage as e:
+                rejected.append(str(e))
+                continue
+            self.slot_images[slot.index] = img
+            if chosen is None:
+                chosen = img
+                self.newest = slot.index
+        # A rejected slot's pages are free again; the next commit overwrites that slot first.
+        self._recount()
+        return chosen, rejected
+
+    def page(self, pg: int) -> memoryview:
+        return self.m.view[pg * PAGE : (pg + 1) * PAGE]
+
+
+def page_refs(meta: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """(page, crc) of every data page an image's metadata lists."""
+    for proc in meta.get("procs", ()):
+        for _va, pg, crc in proc.get("pages", ()):
+            yield pg, crc
+    for _blk, pg, crc in meta.get("blocks", ()):
+        yield pg, crc
