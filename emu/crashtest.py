@@ -51,9 +51,11 @@ State directories of the points are kept under CAMPAIGN/points (--keep: all, fai
 Phases from the kernel: `PhaseProbe` is mixed into the kernel class (the default
 `guestkernel.kernel.Kernel` or --kernel's) and notes the instruction count of every syscall,
 whether a syscall is being served and the event count when shutdown begins; the block device's
-`on_write` hook is wrapped to note a block write in progress. A checkpointing kernel that sets
-`self.checkpoint_active = True` while it writes a checkpoint gets its cuts classified
-`checkpoint`.
+`on_write` hook is wrapped to note a block write in progress. A checkpointing kernel's
+`checkpoint_phase` ("commit" while it writes and commits an image, "write-back" while the image's
+blocks go to storage in place) classifies its cuts `checkpoint` and `write-back`; its
+`checkpointer.spans` (seq, first event, last event, blocks) let --every-event-of-checkpoint K cut
+at every persistence event of K of the reference's checkpoints.
 """
 from __future__ import annotations
 
@@ -91,7 +93,6 @@ class PhaseProbe:
     crash_shutdown_events: int | None = None
     crash_in_shutdown = False
     crash_in_block_write = False
-    checkpoint_active = False     # a checkpointing kernel sets this while it writes one
 
     def syscall(self) -> None:
         self.crash_in_syscall = True
@@ -151,8 +152,13 @@ def classify(kind: str, at: int, result: Any, kernel: Any) -> str:
     """The phase of a cut, from what the probed kernel noted."""
     if not result.power_failed:
         return "none"
-    if getattr(kernel, "checkpoint_active", False):
+    # A checkpointing kernel says where it was: "commit" (writing and committing an image) or
+    # "write-back" (the image's blocks going to storage in place).
+    ck_phase = getattr(kernel, "checkpoint_phase", None)
+    if ck_phase == "commit":
         return "checkpoint"
+    if ck_phase == "write-back":
+        return "write-back"
     if kind == "event":
         if kernel.crash_in_block_write or kernel.crash_in_shutdown:
             return "write-back"
@@ -215,7 +221,7 @@ class MachineRestart(ColdBootRestart):
         return bytes(m.console.captured[1]), bytes(m.console.captured[2]), r.exit_code
 
     def command(self, emu: list[str], state_dir: Path, argv: list[str]) -> list[str]:
-        return restart_command(state_dir, argv, "machine", self.kernel)
+        return [*emu, "restart", str(state_dir), *self._kernel_opt()]
 
 
 @dataclass
@@ -257,7 +263,8 @@ def restart_main(argv: list[str] | None = None) -> int:
     prog = a.program[1:] if a.program[:1] == ["--"] else a.program
     try:
         state = Path(a.state)
-        out, err, code = choose_restart(a.kernel, a.restart)(state, prog, load_machine(state / "config.json"))
+        cfg = load_machine(state / "config.json")
+        out, err, code = choose_restart(a.kernel, a.restart, cfg)(state, prog, cfg)
     except EmuError as e:
         print(f"emu: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -266,8 +273,9 @@ def restart_main(argv: list[str] | None = None) -> int:
     return code
 
 
-def choose_restart(kernel: str | None, how: str = "auto") -> ColdBootRestart:
-    """auto: ask the kernel class (restart_from_state -> MachineRestart, else ColdBootRestart)."""
+def choose_restart(kernel: str | None, how: str = "auto", config: Any = None) -> ColdBootRestart:
+    """auto: a machine with checkpointing on whose kernel class has restart_from_state resumes
+    (MachineRestart); anything else boots cold (ColdBootRestart)."""
     if how == "cold":
         return ColdBootRestart(kernel)
     if how == "machine":
@@ -279,7 +287,8 @@ def choose_restart(kernel: str | None, how: str = "auto") -> ColdBootRestart:
         if not callable(func):
             raise EmuError(f"cannot load restart {how!r}: {how.partition(':')[2]} is not callable")
         return PluggedRestart(kernel, name=how, spec=how)
-    if callable(getattr(kernel_class(kernel), "restart_from_state", None)):
+    checkpointing = config is None or config.checkpoint.enabled
+    if checkpointing and callable(getattr(kernel_class(kernel), "restart_from_state", None)):
         return MachineRestart(kernel)
     return ColdBootRestart(kernel)
 
@@ -557,11 +566,13 @@ def prepare(args: argparse.Namespace) -> tuple[Campaign, Any]:
         argv = argv[1:]
     if not argv:
         raise EmuError("nothing to run: give a program after --, e.g. emu crashtest -- /bin/sh -c 'echo x > /tmp/f'")
-    overrides = list(args.set) + ([f"model_level={args.level}"] if args.level else [])
+    overrides = list(args.set) + ([f"model_level={args.level}"] if args.level else []) + (args.checkpoint or [])
     cfg = machine_config(args.machine, overrides)
-    if args.events_of_writeback and cfg.model_level == "fast":
-        raise EmuError("--events-of-writeback needs a cache model: use --level persist or full")
-    restart = choose_restart(args.kernel, args.restart)
+    if (args.events_of_writeback or args.every_event_of_checkpoint) and cfg.model_level == "fast":
+        raise EmuError("event cuts (--events-of-writeback, --every-event-of-checkpoint) need a cache model: use --level persist or full")
+    if args.every_event_of_checkpoint and not cfg.checkpoint.enabled:
+        raise EmuError("--every-event-of-checkpoint needs checkpointing on (--checkpoint tcp=...)")
+    restart = choose_restart(args.kernel, args.restart, cfg)
     if args.image:
         base = Path(args.image)
         check_image(base)
@@ -596,12 +607,16 @@ def make_reference(c: Campaign, base: Path, cfg: Any) -> tuple[Campaign, Any]:
     k = m.kernel
     events = int(m.cache.stats.events) if m.cache is not None else 0
     before = k.crash_shutdown_events if k.crash_shutdown_events is not None else events
+    ck = getattr(k, "checkpointer", None)
+    spans = list(ck.spans) if ck is not None else []
     c.ref_stdout = out
     c.ref_tree = image_tree(d / "reference" / "disk.img")
     c.reference = {"exit_code": r.exit_code, "instructions": r.instructions, "events": events,
                    "events_before_shutdown": before, "stdout": out.decode(errors="backslashreplace"),
                    "stdout_bytes": len(out), "stderr": err.decode(errors="backslashreplace"),
-                   "files": len(c.ref_tree), "state_dir": str(d / "reference")}
+                   "files": len(c.ref_tree), "state_dir": str(d / "reference"),
+                   "checkpoints": [{"seq": sp[0], "first_event": sp[1], "last_event": sp[2], "blocks": sp[3]}
+                                   for sp in spans]}
     (d / "reference" / "tree.json").write_text(json.dumps(c.ref_tree, indent=1, sort_keys=True) + "\n")
     c.reference["control"] = control(c)
     return c, r
@@ -624,11 +639,26 @@ def control(c: Campaign) -> str | None:
     return why
 
 
-def points_for(c: Campaign, n: int, seed: int, writeback: bool) -> list[tuple[int, str, int]]:
+def selected_checkpoints(c: Campaign, k: int) -> list[dict[str, Any]]:
+    """The k checkpoints whose every event is a cut point: among those that also write blocks
+    back (so their cuts cover the commit and the write-back), the k with the fewest events,
+    earliest first on ties; then, if there are too few such, the smallest of the others."""
+    cks = [ck for ck in c.reference.get("checkpoints", []) if ck["last_event"] >= ck["first_event"]]
+    size = lambda ck: (ck["last_event"] - ck["first_event"], ck["seq"])  # noqa: E731
+    with_blocks = sorted((ck for ck in cks if ck["blocks"]), key=size)
+    others = sorted((ck for ck in cks if not ck["blocks"]), key=size)
+    return sorted((with_blocks + others)[:k], key=lambda ck: ck["seq"])
+
+
+def points_for(c: Campaign, n: int, seed: int, writeback: bool, checkpoints: int = 0) -> list[tuple[int, str, int]]:
     ref = c.reference
     jobs = [("instruction", at) for at in instruction_points(ref["instructions"], n, seed)]
+    events: set[int] = set()
     if writeback:
-        jobs += [("event", k) for k in range(ref["events_before_shutdown"] + 1, ref["events"] + 1)]
+        events.update(range(ref["events_before_shutdown"] + 1, ref["events"] + 1))
+    for ck in selected_checkpoints(c, checkpoints):
+        events.update(range(ck["first_event"], ck["last_event"] + 1))
+    jobs += [("event", e) for e in sorted(events)]
     return [(i + 1, kind, at) for i, (kind, at) in enumerate(jobs)]
 
 
@@ -703,7 +733,7 @@ def main(args: argparse.Namespace) -> int:
     con = Console(stderr=True)
     try:
         c, _ = prepare(args)
-        jobs = points_for(c, args.points, args.seed, args.events_of_writeback)
+        jobs = points_for(c, args.points, args.seed, args.events_of_writeback, args.every_event_of_checkpoint)
     except EmuError as e:
         print(f"emu: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -729,7 +759,9 @@ def main(args: argparse.Namespace) -> int:
     summary = summarize(points)
     doc = {"campaign": str(c.dir), "program": c.argv, "machine": str(c.machine_file), "image": str(c.start_image),
            "kernel": c.kernel, "restart": c.restart.name, "seed": args.seed, "points_requested": args.points,
-           "events_of_writeback": args.events_of_writeback, "reference": rf, "summary": summary, "points": points}
+           "events_of_writeback": args.events_of_writeback,
+           "every_event_of_checkpoint": [ck["seq"] for ck in selected_checkpoints(c, args.every_event_of_checkpoint)],
+           "reference": rf, "summary": summary, "points": points}
     out = Path(args.json) if args.json else c.dir / "crashtest.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
@@ -740,11 +772,15 @@ def main(args: argparse.Namespace) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emu.cli import positive_int
+    from emu.cli import checkpoint_spec, positive_int
 
     p.add_argument("--points", type=positive_int, default=20, metavar="N", help="instruction cut points spread over the run (default 20)")
     p.add_argument("--seed", type=int, default=1, metavar="S", help="seed of the cut points' jitter (default 1; the guest's seed: --set seed=N)")
     p.add_argument("--events-of-writeback", action="store_true", help="also cut at every persistence event of the shutdown write-back")
+    p.add_argument("--every-event-of-checkpoint", type=int, default=0, metavar="K",
+                   help="also cut at every persistence event of K checkpoints of the reference (commit and write-back)")
+    p.add_argument("--checkpoint", metavar="tcp=DURATION|off", type=checkpoint_spec,
+                   help="checkpointing into SCM, as emu run --checkpoint (restart then resumes from it)")
     p.add_argument("--jobs", type=positive_int, default=None, metavar="J", help="points run in parallel (default: the CPU count)")
     p.add_argument("--json", metavar="FILE", help="write every point as JSON (default: CAMPAIGN/crashtest.json)")
     p.add_argument("--dir", metavar="DIR", help="campaign directory (default: a fresh emu-runs/crashtest-NNNN)")

@@ -148,6 +148,11 @@ class Kernel:
         path = self.find_program(argv[0])
         self.exec(init, path, argv, envp if envp is not None else DEFAULT_ENV)
 
+    @property
+    def checkpoint_phase(self) -> str | None:
+        """"commit" or "write-back" while a checkpoint is being taken (crash campaigns)."""
+        return self.checkpointer.phase if self.checkpointer is not None else None
+
     def console_position(self) -> dict[str, int]:
         return {str(s): n for s, n in self.machine.console.position.items()}
 

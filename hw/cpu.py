@@ -155,6 +155,16 @@ class CPU:
         gpa = self.lib.emu_translate(self.st, cr3_gpa, gva, access)
         return -1 if gpa == 0xFFFFFFFFFFFFFFFF else gpa
 
+    def pt_leaves(self, cr3_gpa: int, start: int, end: int) -> list[int]:
+        """Every present leaf of a page table in [start, end), flattened: gva, PTE slot gpa, PTE,
+        gva, ... (the C walk; a checkpoint reads the dirty bits of a whole address space)."""
+        n = self.lib.emu_pt_leaves(self.st, cr3_gpa, start, end, self.ffi.NULL, 0)
+        if not n:
+            return []
+        buf = self.ffi.new("uint64_t[]", 3 * n)
+        self.lib.emu_pt_leaves(self.st, cr3_gpa, start, end, buf, n)
+        return self.ffi.unpack(buf, 3 * n)
+
     def access(self, cr3_gpa: int, gva: int, access: int) -> int:
         """Like translate, for the kernel's own access: sets accessed/dirty bits."""
         gpa = self.lib.emu_access(self.st, cr3_gpa, gva, access)

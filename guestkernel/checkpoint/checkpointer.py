@@ -91,7 +91,9 @@ class Checkpointer:
         self.seq = 0
         self.outcome_due: tuple[int, int] | None = None   # (pid, nr) of a dir op to record
         self.replay: tuple[int, int, int] | None = None   # (pid, nr, recorded result)
-        self.active = False
+        self.phase: str | None = None   # "commit" or "write-back" while a checkpoint runs
+        # (seq, first persistence event, last event, blocks) of every checkpoint (crash campaigns)
+        self.spans: list[tuple[int, int, int, int]] = []
 
     # -- hooks from the kernel ----------------------------------------------------------------
     def note_read(self, ino: int) -> None:
@@ -171,7 +173,8 @@ class Checkpointer:
         k = self.k
         st = self.stats
         t0 = k.clock.uptime_ns()
-        self.active = True
+        ev0 = self._events()
+        self.phase = "commit"
         try:
             k.fs.store_meta()  # group descriptors and superblock counts into their blocks
             copied = [0]
@@ -204,6 +207,7 @@ class Checkpointer:
             lines0, fences0 = self.medium.lines_flushed, self.medium.fences
             self.seq = self.store.commit(meta, self._pages_of(meta))
             # Write-back: the logged blocks in place (a cut here is repaired by the restart).
+            self.phase = "write-back"
             for blockno, _pg, _crc in blocks:
                 k.pagecache._write_back(blockno)
             k.clock.charge(CKPT_NS + scan["pages_scanned"] * CKPT_SCAN_NS
@@ -218,9 +222,16 @@ class Checkpointer:
             self.last_ns = k.clock.uptime_ns()
             self.read_since.clear()
             self.mmap_filled = False
-        finally:
-            self.active = False
-            st.ns += k.clock.uptime_ns() - t0
+            self.spans.append((self.seq, ev0 + 1, self._events(), len(blocks)))
+        except Exception:
+            self.phase = None  # a PowerFailure (BaseException) leaves the phase for the report
+            raise
+        self.phase = None
+        st.ns += k.clock.uptime_ns() - t0
+
+    def _events(self) -> int:
+        cache = self.k.cache
+        return int(cache.stats.events) if cache is not None else 0
 
     @staticmethod
     def _pages_of(meta: dict[str, Any]) -> set[int]:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
 from unicorn import x86_const as X
 
-from guestkernel.mm import MM, PAGE, VMA
+from guestkernel.mm import MM, PAGE, TASK_SIZE, VMA
 from guestkernel.paging import PTE_ADDR, PTE_D, PTE_NX, PTE_W
 from guestkernel.process import BLOCKED, RUNNABLE, ZOMBIE, FDTable, Process, SigAction
 from guestkernel.vfs import DEV_DIR, ConsoleFile, DevDirFile, DevFile, InodeFile, OpenFile, Pipe, PipeEnd
@@ -46,11 +47,17 @@ def read_regs(k: "Kernel") -> dict[str, int]:
     return dict(zip(REG_NAMES, k.cpu.uc.reg_read_batch(REG_IDS)))
 
 
+_scratch: Uc | None = None
+
+
 def regs_of(k: "Kernel", ctx: object, overrides: dict[str, int]) -> dict[str, int]:
-    """Registers of a saved context (loaded on the CPU for the read; the caller restores the
-    running process's context afterwards)."""
-    k.cpu.restore_context(ctx)
-    regs = read_regs(k)
+    """Registers of a saved context. They are read on a scratch Unicorn engine: loading another
+    context on the machine's CPU inside its syscall hook would disturb the running process."""
+    global _scratch
+    if _scratch is None:
+        _scratch = Uc(UC_ARCH_X86, UC_MODE_64)
+    _scratch.context_restore(ctx)
+    regs = dict(zip(REG_NAMES, _scratch.reg_read_batch(REG_IDS)))
     regs.update({n: v & 0xFFFFFFFFFFFFFFFF for n, v in overrides.items()})
     return regs
 
@@ -81,7 +88,6 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
     a page to SCM and returns (page, crc). The current process is inside syscall `cur_nr`."""
     cpu = k.cpu
     cur = k.current
-    cur_ctx = cpu.save_context()
     files: list[dict[str, Any]] = []
     file_ids: dict[int, int] = {}
     pipes: list[dict[str, Any]] = []
@@ -128,14 +134,11 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
         if p.state == ZOMBIE or p.mm is None or p.mm.asid in leaves:
             continue
         mm = p.mm
-        rows = []
-        for v in mm.vmas:
-            if v.device:
-                raise Unsupported("a device (pmem) mapping")
-            for gva, slot, pte in mm.aspace.leaves(v.start, v.end):
-                rows.append((gva, slot, pte))
-                if pte & PTE_D:
-                    dirty_pfns.add((pte & PTE_ADDR) >> 12)
+        if any(v.device for v in mm.vmas):
+            raise Unsupported("a device (pmem) mapping")
+        flat = cpu.pt_leaves(mm.aspace.cr3, 0, TASK_SIZE)
+        rows = list(zip(flat[0::3], flat[1::3], flat[2::3]))
+        dirty_pfns.update((pte & PTE_ADDR) >> 12 for pte in flat[2::3] if pte & PTE_D)
         scanned += len(rows)
         leaves[mm.asid] = rows
         spaces[mm.asid] = mm
@@ -189,7 +192,6 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
         if p.vfork_waitq is not None or (p.pending_call is not None and p.pending_nr == 0):
             raise Unsupported("a vfork in progress")
         if p is cur:
-            cpu.restore_context(cur_ctx)
             regs = read_regs(k)
             resume: dict[str, Any] = {"kind": "syscall", "nr": cur_nr}   # rip is on the syscall
         elif p.ctx is None:
@@ -219,7 +221,6 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
                          for v in mm.vmas]},
             pages=pages_of[mm.asid],
         )
-    cpu.restore_context(cur_ctx)
     # Which processes share a descriptor table or an mm (vfork) is named by the first holder.
     first: dict[int, int] = {}
     for d in procs:

@@ -49,6 +49,7 @@ struct icache *emu_icache_new(void);
 void emu_icache_free(struct icache *ic);
 void emu_icache_clear(struct icache *ic);
 uint64_t emu_access(struct emu_state *st, uint64_t cr3, uint64_t gva, int access);
+uint64_t emu_pt_leaves(struct emu_state *st, uint64_t cr3, uint64_t start, uint64_t end, uint64_t *out, uint64_t max);
 uint64_t emu_translate(struct emu_state *st, uint64_t cr3, uint64_t gva, int access);
 int emu_read_virt(struct emu_state *st, uint64_t cr3, uint64_t gva, uint8_t *buf, uint64_t n);
 int emu_count_insns(struct emu_state *st, uint64_t gva, uint32_t size, uint64_t stop_gva);

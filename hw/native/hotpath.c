@@ -118,6 +118,36 @@ static uint64_t walk(struct emu_state *st, uint64_t cr3, uint64_t gva, int set_b
     return 0;
 }
 
+/* Every present 4 KiB leaf of the page table at cr3 with start <= gva < end, in address order:
+ * out[3i] = gva, out[3i+1] = gpa of the PTE slot, out[3i+2] = the PTE. Sets no A/D bits.
+ * Returns how many there are; only the first `max` are stored (call again with more room). */
+static uint64_t pt_leaves_rec(struct emu_state *st, uint64_t table, int level, uint64_t lo, uint64_t start,
+                              uint64_t end, uint64_t *out, uint64_t max, uint64_t n)
+{
+    uint64_t span = 1ull << (12 + 9 * level);
+    uint64_t *t = (uint64_t *)gpa_to_host(st, table, 4096, 0);
+    if (!t) return n;
+    for (uint64_t i = 0; i < 512; i++) {
+        uint64_t va = lo + i * span;
+        if (va >= end) break;
+        if (va + span <= start) continue;
+        uint64_t e = t[i];
+        if (!(e & PTE_P)) continue;
+        if (level == 0) {
+            if (n < max) { out[3 * n] = va; out[3 * n + 1] = table + i * 8; out[3 * n + 2] = e; }
+            n++;
+        } else {
+            n = pt_leaves_rec(st, e & PTE_ADDR, level - 1, va, start, end, out, max, n);
+        }
+    }
+    return n;
+}
+
+uint64_t emu_pt_leaves(struct emu_state *st, uint64_t cr3, uint64_t start, uint64_t end, uint64_t *out, uint64_t max)
+{
+    return cr3 ? pt_leaves_rec(st, cr3, 3, 0, start, end, out, max, 0) : 0;
+}
+
 uint64_t emu_translate(struct emu_state *st, uint64_t cr3, uint64_t gva, int access)
 {
     /* For the kernel: gpa of gva, or ~0 when the access would fault. Sets no bits. */
