@@ -569,7 +569,7 @@ def prepare(args: argparse.Namespace) -> tuple[Campaign, Any]:
     overrides = list(args.set) + ([f"model_level={args.level}"] if args.level else []) + (args.checkpoint or [])
     cfg = machine_config(args.machine, overrides)
     if (args.events_of_writeback or args.every_event_of_checkpoint) and cfg.model_level == "fast":
-        raise EmuError("event cuts (--events-of-writeback, --every-event-of-checkpoint) need a cache model: use --level persist or full")
+        raise EmuError("cutting at persistence events (--events-of-writeback, --every-event-of-checkpoint) needs a cache model: use --level persist or full")
     if args.every_event_of_checkpoint and not cfg.checkpoint.enabled:
         raise EmuError("--every-event-of-checkpoint needs checkpointing on (--checkpoint tcp=...)")
     restart = choose_restart(args.kernel, args.restart, cfg)

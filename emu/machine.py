@@ -53,6 +53,7 @@ class RunResult:
     model_level: str = "fast"
     power_failed: bool = False
     power_report: dict[str, Any] = field(default_factory=dict)
+    checkpoint: dict[str, int] = field(default_factory=dict)  # checkpoint counters (if on)
 
     @property
     def mips(self) -> float:
@@ -264,6 +265,7 @@ class Machine:
             wall_s=time.perf_counter() - t0, syscalls=dict(sorted(k.syscall_counts.items())),
             page_faults=k.page_faults, log=list(k.log), model_level=self.config.model_level,
             power_failed=power_failed, power_report=self.power_report,
+            checkpoint=ck.stats_dict() if (ck := getattr(k, "checkpointer", None)) is not None else {},
         )
 
     def _boot_failure(self, prog: bytes, e: SyscallError, t0: float) -> RunResult:

@@ -149,6 +149,17 @@ def print_summary(r: Any) -> None:
     t.add_row("guest MIPS", f"{r.mips:,.1f}")
     t.add_row("page faults", f"{r.page_faults:,}")
     t.add_row("syscalls", f"{sum(r.syscalls.values()):,}")
+    ck = getattr(r, "checkpoint", None)
+    if ck:
+        n = max(ck["checkpoints"], 1)
+        t.add_row("checkpoints", f"{ck['checkpoints']:,} (forced {ck['forced']:,}, clean {ck['clean']:,}, "
+                  f"tcp {ck['tcp']:,}; skipped {ck['skipped']:,})")
+        t.add_row("checkpoint copies", f"{ck['pages_copied'] / n:,.1f} pages + {ck['blocks_logged'] / n:,.1f} blocks "
+                  f"per checkpoint, {ck['bytes_copied'] / 1e6:,.2f} MB in all")
+        t.add_row("checkpoint time", f"{ck['ns'] / 1e6:,.3f} ms virtual")
+        if ck["restarts"]:
+            t.add_row("restart", f"from an image{'; an older one (the newest was bad)' if ck['fallbacks'] else ''}"
+                      + (f"; {ck['replayed_outcomes']} replayed outcome(s)" if ck["replayed_outcomes"] else ""))
     con.print(t)
     s = Table(title="syscalls by name")
     s.add_column("syscall")

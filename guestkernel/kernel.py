@@ -175,6 +175,7 @@ class Kernel:
         dev = machine.blockdev
         block_size = probe_block_size(dev.read_at)
         self.pagecache = PageCache(dev, self.frames, block_size, self.config.page_cache_pages)
+        self.pagecache.on_read = lambda: self.clock.charge(BLOCK_IO_NS)
         self.fs = Ext2(self.pagecache, now=self.clock.now_s)
         ck = self.checkpointer
         # The range that holds checkpoint images is the kernel's, not a /dev/pmem device.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Callable
 
 from guestkernel.frames import Frames
 from hw.blockdev import BlockDevice
@@ -38,6 +39,7 @@ class PageCache:
         # (storage must change only together with a checkpoint).
         self.may_write_back = True
         self.stats = PageCacheStats()
+        self.on_read: Callable[[], None] = lambda: None  # a block read from storage (the clock)
         self.nblocks = dev.size_bytes // block_size
 
     def get(self, blockno: int) -> memoryview:
@@ -54,6 +56,7 @@ class PageCache:
         pfn = self.frames.alloc(zero=False)
         view = self.frames.view(pfn)[: self.block_size]
         view[:] = self.dev.read_at(blockno * self.block_size, self.block_size)
+        self.on_read()
         self.pages[blockno] = pfn
         self.frame_set.add(pfn)
         return view

@@ -14,7 +14,7 @@ import pytest
 
 from emu import crashtest as ct
 from emu.cli import main as cli_main
-from emu.config import default_machine
+from emu.config import apply_overrides, default_machine
 from guestkernel.kernel import Kernel
 
 ROOT = Path(__file__).parent.parent
@@ -160,24 +160,27 @@ def test_output_diff_and_cut_points():  # type: ignore[no-untyped-def]
     assert ct.instruction_points(5, 10, seed=1) == [1, 2, 3, 4, 5]
 
 
-class CheckpointingKernel(Kernel):
-    def restart_from_state(self, machine):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
+class NoRestartKernel(Kernel):
+    restart_from_state = None  # a kernel that cannot resume anything
 
 
-def test_restart_is_chosen_by_the_kernel(tmp_path):  # type: ignore[no-untyped-def]
-    assert type(ct.choose_restart(None)) is ct.ColdBootRestart
-    r = ct.choose_restart("tests.test_crashtest:CheckpointingKernel")
+def test_restart_is_chosen_by_the_kernel_and_the_machine(tmp_path):  # type: ignore[no-untyped-def]
+    off = default_machine()
+    on = apply_overrides(off, ["checkpoint.enabled=true"])
+    assert type(ct.choose_restart(None, config=off)) is ct.ColdBootRestart
+    r = ct.choose_restart(None, config=on)
     assert type(r) is ct.MachineRestart and r.resumes
+    assert type(ct.choose_restart("tests.test_crashtest:NoRestartKernel", config=on)) is ct.ColdBootRestart
     assert type(ct.choose_restart(None, "machine")) is ct.MachineRestart
     cmd = ct.ColdBootRestart().command(["emu"], tmp_path, ["/bin/x"])
     assert cmd == ["emu", "run", "--state", str(tmp_path), "--", "/bin/true"]
-    # Today's Machine has no run_restart: the machine restart says so in one line.
+    assert r.command(["emu"], tmp_path, ["/bin/x"]) == ["emu", "restart", str(tmp_path)]
+    # A machine restart on a machine that never checkpointed says so in one line.
     from images.build import default_image
 
     ct.sparse_copy(default_image(), tmp_path / "disk.img")
-    with pytest.raises(ct.EmuError, match="run_restart"):
-        r(tmp_path, ["/bin/true"], default_machine())
+    with pytest.raises(ct.EmuError, match="needs checkpointing"):
+        r(tmp_path, ["/bin/true"], off)
 
 
 def test_usage_errors_exit_2(capsys, tmp_path):  # type: ignore[no-untyped-def]

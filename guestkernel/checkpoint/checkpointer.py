@@ -174,6 +174,7 @@ class Checkpointer:
         st = self.stats
         t0 = k.clock.uptime_ns()
         ev0 = self._events()
+        lines0, fences0 = self.medium.lines_flushed, self.medium.fences
         self.phase = "commit"
         try:
             k.fs.store_meta()  # group descriptors and superblock counts into their blocks
@@ -204,7 +205,6 @@ class Checkpointer:
                 rng=_rng_state(k), last_pid=getattr(k, "_last_pid", 0),
                 current=k.current.pid if k.current is not None and not finished else None,
             )
-            lines0, fences0 = self.medium.lines_flushed, self.medium.fences
             self.seq = self.store.commit(meta, self._pages_of(meta))
             # Write-back: the logged blocks in place (a cut here is repaired by the restart).
             self.phase = "write-back"

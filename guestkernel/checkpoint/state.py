@@ -216,16 +216,18 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
             sigframes=[[regs_of(k, ctx, {}), mask] for ctx, mask in p.sigframes],
             fds={str(fd): file_id(f) for fd, f in sorted(p.fds.fds.items())},
             cloexec=sorted(p.fds.cloexec), fdtable=id(p.fds),
-            mm={"asid": mm.asid, "brk_start": mm.brk_start, "brk": mm.brk,
+            mm={"asid": id(mm), "brk_start": mm.brk_start, "brk": mm.brk,
                 "vmas": [[v.start, v.end, v.prot, v.shared, getattr(v.backing, "ino", None), v.offset, v.name]
                          for v in mm.vmas]},
             pages=pages_of[mm.asid],
         )
     # Which processes share a descriptor table or an mm (vfork) is named by the first holder.
     first: dict[int, int] = {}
+    first_mm: dict[int, int] = {}
     for d in procs:
         if "fdtable" in d:
             d["fdtable"] = first.setdefault(d["fdtable"], d["pid"])
+            d["mm"]["asid"] = first_mm.setdefault(d["mm"]["asid"], d["pid"])  # named by its first holder
     meta = {"procs": procs, "files": files, "pipes": pipes}
     return meta, {"pages_scanned": scanned, "pages_copied": copied}
 

@@ -1,0 +1,258 @@
+"""Checkpoint/restart into SCM (guestkernel/checkpoint): the image store's format and checks, runs
+with checkpointing matching runs without, restarts after power cuts that finish with exactly the
+uninterrupted output and file tree, a corrupted newest image falling back to the previous one,
+and crash campaigns with checkpointing on (no failures) and off (failures found)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+from emu import crashtest as ct
+from emu.config import apply_overrides, default_machine
+from emu.machine import Machine
+from emu.workloads import workload
+from guestkernel.checkpoint.store import LINE, PAGE, CorruptImage, ImageStore, ScmMedium
+from hw.console import Console
+
+ROOT = Path(__file__).parent.parent
+
+
+class _Clock:
+    def charge(self, ns: int) -> None:
+        pass
+
+
+def _store(buf: bytearray) -> ImageStore:
+    return ImageStore(ScmMedium(memoryview(buf), 0, None, _Clock()))
+
+
+# ----------------------------------------------------------------------------------------------
+# the image store on its own
+
+
+def test_store_commits_shares_unchanged_pages_and_reuses_free_scm() -> None:
+    buf = bytearray(64 * PAGE)
+    st = _store(buf)
+    a, crc_a = st.write_page(b"A" * PAGE)
+    seq1 = st.commit({"procs": [{"pages": [[0x1000, a, crc_a]]}]}, {a})
+    b, crc_b = st.write_page(b"B" * PAGE)
+    seq2 = st.commit({"procs": [{"pages": [[0x1000, a, crc_a], [0x2000, b, crc_b]]}]}, {a, b})
+    assert (seq1, seq2) == (1, 2)
+    # A third image replaces the first: what only the first used is free again, `a` is not.
+    c, crc_c = st.write_page(b"C" * PAGE)
+    st.commit({"procs": [{"pages": [[0x3000, c, crc_c]]}]}, {c})
+    fresh = _store(buf)
+    img, rejected = fresh.open_newest()
+    assert img is not None and img.slot.seq == 3 and rejected == []
+    assert bytes(fresh.page(c)) == b"C" * PAGE
+    assert fresh.used[a] == 1 and fresh.used[b] == 1  # still held by image 2 (the fallback)
+    assert sum(fresh.used) == 1 + len(fresh.slot_images[0].pages) + len(fresh.slot_images[1].pages)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("damage", ["meta", "page", "slot"])
+def test_store_detects_a_damaged_newest_image_and_uses_the_previous(damage: str) -> None:
+    buf = bytearray(64 * PAGE)
+    st = _store(buf)
+    a, crc_a = st.write_page(b"x" * PAGE)
+    st.commit({"procs": [{"pages": [[0x1000, a, crc_a]]}], "n": 1}, {a})
+    b, crc_b = st.write_page(b"y" * PAGE)
+    st.commit({"procs": [{"pages": [[0x1000, b, crc_b]]}], "n": 2}, {b})
+    newest = st.slot_images[st.newest]  # type: ignore[index]
+    assert newest is not None
+    if damage == "meta":
+        buf[newest.slot.meta_page * PAGE + 5] ^= 0xFF
+    elif damage == "page":
+        buf[b * PAGE + 100] ^= 0x01
+    else:
+        buf[LINE * (1 + newest.slot.index) + 3] ^= 0x10
+    img, rejected = _store(buf).open_newest()
+    assert img is not None and img.meta["n"] == 1
+    if damage != "slot":  # a torn slot line is simply not a slot
+        assert len(rejected) == 1 and "image 2" in rejected[0]
+
+
+def test_store_refuses_a_table_of_another_layout() -> None:
+    buf = bytearray(64 * PAGE)
+    st = _store(buf)
+    st.format()
+    with pytest.raises(CorruptImage):
+        _store(buf[: 32 * PAGE]).open_newest()
+    assert _store(bytearray(64 * PAGE)).open_newest() == (None, [])
+
+
+# ----------------------------------------------------------------------------------------------
+# whole machines
+
+
+def _config(tcp: str = "0", enabled: bool = True):  # type: ignore[no-untyped-def]
+    return apply_overrides(default_machine(), ["model_level=persist", f"checkpoint.enabled={str(enabled).lower()}",
+                                               f"checkpoint.tcp={tcp}"])
+
+
+def _machine(state: Path, cfg, **cut):  # type: ignore[no-untyped-def]
+    return Machine(state / "disk.img", cfg, console=Console(None, None, capture=True), media_dir=state, **cut)
+
+
+def _run(state: Path, base_image: Path, argv: list[str], cfg, **cut):  # type: ignore[no-untyped-def]
+    state.mkdir(parents=True, exist_ok=True)
+    if not (state / "disk.img").exists():
+        shutil.copyfile(base_image, state / "disk.img")
+    m = _machine(state, cfg, **cut)
+    r = m.run(argv)
+    return r, m, bytes(m.console.captured[1])
+
+
+def _restart(state: Path, argv: list[str], cfg):  # type: ignore[no-untyped-def]
+    m = _machine(state, cfg)
+    r = m.run_restart(argv)
+    return r, m, bytes(m.console.captured[1])
+
+
+@pytest.fixture(scope="module")
+def references(base_image: Path, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """Uninterrupted runs of two workloads with checkpointing on (tcp=0) and off."""
+    out = {}
+    for name in ("dirs", "tar-czf"):
+        d = tmp_path_factory.mktemp(f"ref-{name}")
+        on = _run(d / "on", base_image, workload(name), _config("0"))
+        off = _run(d / "off", base_image, workload(name), _config("0", enabled=False))
+        out[name] = (d, on, off)
+    return out
+
+
+@pytest.mark.parametrize("name", ["dirs", "tar-czf"])
+def test_checkpointing_changes_nothing_the_guest_can_see(references, name: str) -> None:  # type: ignore[no-untyped-def]
+    d, (r_on, m_on, out_on), (r_off, _m, out_off) = references[name]
+    assert r_on.exit_code == r_off.exit_code == 0
+    assert out_on == out_off
+    assert r_on.instructions == r_off.instructions
+    assert ct.image_tree(d / "on" / "disk.img") == ct.image_tree(d / "off" / "disk.img")
+    ck = r_on.checkpoint
+    assert ck["checkpoints"] > 10 and ck["skipped"] == 0  # tcp=0: at every syscall
+    assert ck["forced"] > 0 and ck["pages_copied"] > 0 and ck["blocks_logged"] > 0
+    assert r_on.virtual_ns > r_off.virtual_ns  # checkpoints are charged to the clock
+    assert ct.fsck(d / "on" / "disk.img") is None
+
+
+def test_checkpointed_runs_are_deterministic(base_image: Path, tmp_path: Path) -> None:
+    runs = [_run(tmp_path / f"r{i}", base_image, workload("tar-czf"), _config("1ms")) for i in range(2)]
+    (a, _, out_a), (b, _, out_b) = runs
+    assert (a.instructions, a.virtual_ns, a.checkpoint, out_a) == (b.instructions, b.virtual_ns, b.checkpoint, out_b)
+    assert (tmp_path / "r0" / "pmem0.media").read_bytes() == (tmp_path / "r1" / "pmem0.media").read_bytes()
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.55, 0.9])
+def test_restart_after_a_cut_finishes_the_run_exactly_once(references, tmp_path: Path, base_image: Path,
+                                                           fraction: float) -> None:  # type: ignore[no-untyped-def]
+    d, (ref, _m, ref_out), _off = references["dirs"]
+    at = max(1, int(ref.instructions * fraction))
+    cfg = _config("0")
+    r, _m, before = _run(tmp_path / "s", base_image, workload("dirs"), cfg, power_fail_at=at)
+    assert r.power_failed and r.instructions == at
+    r2, m2, after = _restart(tmp_path / "s", workload("dirs"), cfg)
+    assert m2.restart_how == "resumed"
+    assert r2.exit_code == 0 and r2.checkpoint["restarts"] == 1
+    assert before + after == ref_out  # no byte lost or repeated
+    assert ct.image_tree(tmp_path / "s" / "disk.img") == ct.image_tree(d / "on" / "disk.img")
+    assert ct.fsck(tmp_path / "s" / "disk.img") is None
+
+
+def test_a_corrupted_newest_image_is_detected_and_the_previous_one_used(references, tmp_path: Path,
+                                                                      base_image: Path) -> None:  # type: ignore[no-untyped-def]
+    d, (ref, _m, ref_out), _off = references["tar-czf"]
+    cfg = _config("0")
+    state = tmp_path / "s"
+    r, _m, before = _run(state, base_image, workload("tar-czf"), cfg, power_fail_at=ref.instructions // 2)
+    assert r.power_failed
+    media = bytearray((state / "pmem0.media").read_bytes())
+    st = ImageStore(ScmMedium(memoryview(media), 0, None, _Clock()))
+    slots = st.read_table()
+    assert len(slots) == 2
+    newest = slots[0]
+    # Flip bytes in the middle of the newest image's metadata, on the media itself.
+    off = newest.meta_page * PAGE + newest.meta_len // 2
+    media[off : off + 4] = bytes(b ^ 0x5A for b in media[off : off + 4])
+    (state / "pmem0.media").write_bytes(media)
+    r2, m2, after = _restart(state, workload("tar-czf"), cfg)
+    assert r2.checkpoint["fallbacks"] == 1
+    assert any(f"image {newest.seq}: metadata checksum mismatch" in line for line in r2.log)
+    assert r2.exit_code == 0 and before + after == ref_out
+    assert ct.image_tree(state / "disk.img") == ct.image_tree(d / "on" / "disk.img")
+    assert ct.fsck(state / "disk.img") is None
+
+
+def test_restart_with_no_image_starts_over_and_swallows_what_was_shown(tmp_path: Path, base_image: Path) -> None:
+    cfg = _config("0")
+    argv = ["/bin/sh", "-c", "echo one; echo two"]
+    ref = _run(tmp_path / "ref", base_image, argv, cfg)[2]
+    # Cut before the first syscall: SCM holds no image yet.
+    r, _m, before = _run(tmp_path / "s", base_image, argv, cfg, power_fail_at=1000)
+    assert r.power_failed and before == b""
+    r2, m2, after = _restart(tmp_path / "s", argv, cfg)
+    assert m2.restart_how == "started" and after == ref == b"one\ntwo\n"
+    # After the end: the last image says the group finished; nothing runs, nothing is repeated.
+    r3, m3, again = _restart(tmp_path / "ref", argv, cfg)
+    assert m3.restart_how == "finished" and again == b"" and r3.exit_code == 0
+
+
+def test_emu_restart_command_line(tmp_path: Path, base_image: Path) -> None:
+    state = tmp_path / "st"
+    emu = [sys.executable, "-m", "emu.cli"]
+    cut = subprocess.run([*emu, "run", "--image", str(base_image), "--state", str(state), "--level", "persist",
+                          "--checkpoint", "tcp=0", "--power-fail-at", "2000000", "--", *workload("dirs")],
+                         capture_output=True, cwd=ROOT)
+    assert cut.returncode == 0 and b"power failed" in cut.stderr
+    assert json.loads((state / "command.json").read_text())["argv"] == workload("dirs")
+    rs = subprocess.run([*emu, "restart", str(state)], capture_output=True, cwd=ROOT)
+    assert rs.returncode == 0, rs.stderr
+    assert b"restart: resumed" in rs.stderr and (cut.stdout + rs.stdout).endswith(b"done\n")
+    # Mistakes: one line, non-zero, no traceback.
+    bad = subprocess.run([*emu, "restart", str(tmp_path / "nothing")], capture_output=True, cwd=ROOT)
+    assert bad.returncode == 1 and bad.stderr.count(b"\n") == 1 and b"not a state directory" in bad.stderr
+    off = tmp_path / "off"
+    subprocess.run([*emu, "run", "--image", str(base_image), "--state", str(off), "--", "/bin/true"],
+                   capture_output=True, cwd=ROOT, check=True)
+    bad = subprocess.run([*emu, "restart", str(off)], capture_output=True, cwd=ROOT)
+    assert bad.returncode == 1 and b"needs checkpointing" in bad.stderr and b"Traceback" not in bad.stderr
+    bad = subprocess.run([*emu, "run", "--checkpoint", "every=3", "--", "/bin/true"], capture_output=True, cwd=ROOT)
+    assert bad.returncode == 2 and b"tcp=DURATION" in bad.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# crash campaigns (small ones here; test_slow.py has the 200-point campaigns)
+
+
+SMALL = ["/bin/sh", "-c", "mkdir -p /tmp/a/b && echo x > /tmp/a/b/f && mv /tmp/a /tmp/c && echo moved"]
+
+
+def _campaign(tmp: Path, argv: list[str], *opts: str) -> tuple[subprocess.CompletedProcess, dict]:
+    d = tmp / "campaign"
+    cmd = [sys.executable, "-m", "emu.cli", "crashtest", "--dir", str(d), "--level", "persist", "--jobs", "2",
+           *opts, "--", *argv]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    return p, json.loads((d / "crashtest.json").read_text())
+
+
+def test_campaign_with_checkpointing_loses_nothing(tmp_path: Path) -> None:
+    p, doc = _campaign(tmp_path, SMALL, "--checkpoint", "tcp=0", "--points", "8", "--every-event-of-checkpoint", "1")
+    s = doc["summary"]
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert s["failed"] == 0 and s["tried"] > 8
+    assert doc["restart"] == "machine" and doc["reference"]["control"] is None
+    assert s["by_phase"]["checkpoint"]["tried"] > 0 and s["by_phase"]["write-back"]["tried"] > 0
+    assert len(doc["every_event_of_checkpoint"]) == 1
+    assert all(" restart " in pt["reproduce"][-1] for pt in doc["points"])
+
+
+def test_campaign_without_checkpointing_shows_losses(tmp_path: Path) -> None:
+    p, doc = _campaign(tmp_path, workload("dirs"), "--checkpoint", "off", "--points", "6", "--seed", "3")
+    assert p.returncode == 1 and doc["restart"] == "cold-boot"
+    assert doc["summary"]["failed"] >= 1
+    lost = [pt for pt in doc["points"] if not pt["passed"]]
+    assert any(not pt["checks"]["stdout"] or not pt["checks"]["tree"] for pt in lost)
