@@ -17,7 +17,7 @@ from emu import crashtest as ct
 from emu.config import apply_overrides, default_machine
 from emu.machine import Machine
 from emu.workloads import workload
-from guestkernel.checkpoint.store import LINE, PAGE, CorruptImage, ImageStore, ScmMedium
+from guestkernel.checkpoint.store import LINE, PAGE, CorruptImage, ImageStore, ScmMedium, pack_pages
 from hw.console import Console
 
 ROOT = Path(__file__).parent.parent
@@ -40,13 +40,13 @@ def test_store_commits_shares_unchanged_pages_and_reuses_free_scm() -> None:
     buf = bytearray(64 * PAGE)
     st = _store(buf)
     a, crc_a = st.write_page(b"A" * PAGE)
-    seq1 = st.commit({"procs": [{"pages": [[0x1000, a, crc_a]]}]}, {a})
+    seq1 = st.commit({"procs": [{"pages": pack_pages([(0x1000, a, crc_a)])}]}, {a})
     b, crc_b = st.write_page(b"B" * PAGE)
-    seq2 = st.commit({"procs": [{"pages": [[0x1000, a, crc_a], [0x2000, b, crc_b]]}]}, {a, b})
+    seq2 = st.commit({"procs": [{"pages": pack_pages([(0x1000, a, crc_a), (0x2000, b, crc_b)])}]}, {a, b})
     assert (seq1, seq2) == (1, 2)
     # A third image replaces the first: what only the first used is free again, `a` is not.
     c, crc_c = st.write_page(b"C" * PAGE)
-    st.commit({"procs": [{"pages": [[0x3000, c, crc_c]]}]}, {c})
+    st.commit({"procs": [{"pages": pack_pages([(0x3000, c, crc_c)])}]}, {c})
     fresh = _store(buf)
     img, rejected = fresh.open_newest()
     assert img is not None and img.slot.seq == 3 and rejected == []
@@ -60,9 +60,9 @@ def test_store_detects_a_damaged_newest_image_and_uses_the_previous(damage: str)
     buf = bytearray(64 * PAGE)
     st = _store(buf)
     a, crc_a = st.write_page(b"x" * PAGE)
-    st.commit({"procs": [{"pages": [[0x1000, a, crc_a]]}], "n": 1}, {a})
+    st.commit({"procs": [{"pages": pack_pages([(0x1000, a, crc_a)])}], "n": 1}, {a})
     b, crc_b = st.write_page(b"y" * PAGE)
-    st.commit({"procs": [{"pages": [[0x1000, b, crc_b]]}], "n": 2}, {b})
+    st.commit({"procs": [{"pages": pack_pages([(0x1000, b, crc_b)])}], "n": 2}, {b})
     newest = st.slot_images[st.newest]  # type: ignore[index]
     assert newest is not None
     if damage == "meta":
@@ -222,6 +222,19 @@ def test_emu_restart_command_line(tmp_path: Path, base_image: Path) -> None:
     assert bad.returncode == 1 and b"needs checkpointing" in bad.stderr and b"Traceback" not in bad.stderr
     bad = subprocess.run([*emu, "run", "--checkpoint", "every=3", "--", "/bin/true"], capture_output=True, cwd=ROOT)
     assert bad.returncode == 2 and b"tcp=DURATION" in bad.stderr
+
+
+def test_readme_example_cut_and_restart(tmp_path: Path, base_image: Path) -> None:
+    """The README's example: a cut in the middle of tar, `emu restart`, and `ls -l` at the end
+    (which also asks for extended attributes: EOPNOTSUPP, silently)."""
+    argv = ["/bin/sh", "-c", "mkdir -p /tmp/a && tar cf /tmp/a/t.tar -C /data tree && ls -l /tmp/a"]
+    cfg = _config("0")
+    ref = _run(tmp_path / "ref", base_image, argv, cfg)
+    assert ref[0].exit_code == 0 and b" t.tar\n" in ref[2] and ref[0].log == []
+    r, _m, before = _run(tmp_path / "s", base_image, argv, cfg, power_fail_at=2_000_000)
+    r2, m2, after = _restart(tmp_path / "s", argv, cfg)
+    assert r.power_failed and m2.restart_how == "resumed" and before + after == ref[2]
+    assert ct.image_tree(tmp_path / "s" / "disk.img") == ct.image_tree(tmp_path / "ref" / "disk.img")
 
 
 # ----------------------------------------------------------------------------------------------

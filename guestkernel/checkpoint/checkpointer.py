@@ -28,7 +28,9 @@ shown; after a restart the console swallows the bytes already shown before the p
 """
 from __future__ import annotations
 
+import base64
 import errno as E
+from array import array
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -296,9 +298,10 @@ def _resumes_syscall(meta: dict[str, Any], pid: int, nr: int) -> bool:
 
 
 def _rng_state(k: "Kernel") -> list[Any]:
+    """The guest's random generator (Mersenne Twister: 625 words), packed."""
     version, internal, gauss = k.vfs.rng.getstate()
-    return [version, list(internal), gauss]
+    return [version, base64.b64encode(array("I", internal).tobytes()).decode(), gauss]
 
 
 def _rng_from(state: list[Any]) -> tuple[Any, ...]:
-    return (state[0], tuple(state[1]), state[2])
+    return (state[0], tuple(array("I", base64.b64decode(state[1]))), state[2])

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
 from unicorn import x86_const as X
 
+from guestkernel.checkpoint.store import pack_pages, unpack_pages
 from guestkernel.mm import MM, PAGE, TASK_SIZE, VMA
 from guestkernel.paging import PTE_ADDR, PTE_D, PTE_NX, PTE_W
 from guestkernel.process import BLOCKED, RUNNABLE, ZOMBIE, FDTable, Process, SigAction
@@ -80,6 +81,17 @@ class PageTracker:
 
     def __init__(self) -> None:
         self.spaces: dict[int, dict[int, tuple[int, int, int, int]]] = {}
+        # pid -> (saved context object, set_regs, registers): a process that has not run since
+        # the last checkpoint still holds the same context object, so its registers are known.
+        self.regs: dict[int, tuple[object, dict[str, int], dict[str, int]]] = {}
+
+    def regs_of(self, k: "Kernel", p: Process) -> dict[str, int]:
+        known = self.regs.get(p.pid)
+        if known is not None and known[0] is p.ctx and known[1] == p.set_regs:
+            return dict(known[2])
+        regs = regs_of(k, p.ctx, p.set_regs)
+        self.regs[p.pid] = (p.ctx, dict(p.set_regs), regs)
+        return dict(regs)
 
 
 def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview], tuple[int, int]],
@@ -147,7 +159,7 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
     gen = k.frames.gen
     fresh: dict[int, tuple[int, int]] = {}
     new_spaces: dict[int, dict[int, tuple[int, int, int, int]]] = {}
-    pages_of: dict[int, list[list[int]]] = {}
+    pages_of: dict[int, str] = {}
     copied = 0
     cleared = False
     for asid, rows in leaves.items():
@@ -172,9 +184,9 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
                 spaces[asid].aspace.write_slot(slot, pte & ~PTE_D)
                 cleared = True
             now[gva] = (pfn, g, pg, crc)
-            out.append([gva, pg, crc])
+            out.append((gva, pg, crc))
         new_spaces[asid] = now
-        pages_of[asid] = out
+        pages_of[asid] = pack_pages(out)
     if cleared:
         cpu.tlb_flush()  # the next write to a clean page must fault to set its dirty bit again
     tracker.spaces = new_spaces
@@ -197,7 +209,7 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
         elif p.ctx is None:
             raise Unsupported(f"process {p.pid} has no saved context")
         else:
-            regs = regs_of(k, p.ctx, p.set_regs)
+            regs = tracker.regs_of(k, p)
             if p.pending_call is not None:
                 done = getattr(p, "pending_done", 0)
                 if done and p.pending_nr == NR_WRITE:
@@ -294,7 +306,7 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
         md = d["mm"]
         mm = mms.get(md["asid"])
         if mm is None:
-            mm = mms[md["asid"]] = _restore_mm(k, md, d["pages"], page_at, by_scm, tracker, InodeBacking)
+            mm = mms[md["asid"]] = _restore_mm(k, md, unpack_pages(d["pages"]), page_at, by_scm, tracker, InodeBacking)
         p.mm = mm
         regs = d["regs"]
         resume = d["resume"]
@@ -317,7 +329,7 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
     k.next_pid = max(procs, default=0) + 1
 
 
-def _restore_mm(k: "Kernel", md: dict[str, Any], pages: list[list[int]], page_at: Callable[[int], memoryview],
+def _restore_mm(k: "Kernel", md: dict[str, Any], pages: list[tuple[int, int, int]], page_at: Callable[[int], memoryview],
                 by_scm: dict[int, int], tracker: PageTracker, backing_cls: Any) -> MM:
     mm = k.new_mm()
     mm.brk_start, mm.brk = md["brk_start"], md["brk"]

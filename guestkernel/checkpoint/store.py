@@ -19,6 +19,7 @@ other slot is the fallback.
 """
 from __future__ import annotations
 
+import base64
 import json
 import struct
 import zlib
@@ -271,10 +272,32 @@ class ImageStore:
         return self.m.view[pg * PAGE : (pg + 1) * PAGE]
 
 
+_PAGE_REF = struct.Struct("<QII")  # gva, SCM page, crc32
+
+
+def pack_pages(refs: list[tuple[int, int, int]]) -> str:
+    """A process's page list (gva, SCM page, crc) as it is stored in the metadata: packed
+    little-endian records, base64 (a JSON list of lists costs more to encode than the rest)."""
+    buf = bytearray(_PAGE_REF.size * len(refs))
+    for i, ref in enumerate(refs):
+        _PAGE_REF.pack_into(buf, i * _PAGE_REF.size, *ref)
+    return base64.b64encode(buf).decode()
+
+
+def unpack_pages(text: str) -> list[tuple[int, int, int]]:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (ValueError, TypeError) as e:
+        raise CorruptImage(f"unreadable page list ({e})") from None
+    if len(raw) % _PAGE_REF.size:
+        raise CorruptImage("page list of a bad length")
+    return list(_PAGE_REF.iter_unpack(raw))
+
+
 def page_refs(meta: dict[str, Any]):  # type: ignore[no-untyped-def]
     """(page, crc) of every data page an image's metadata lists."""
     for proc in meta.get("procs", ()):
-        for _va, pg, crc in proc.get("pages", ()):
+        for _va, pg, crc in unpack_pages(proc.get("pages", "")):
             yield pg, crc
     for _blk, pg, crc in meta.get("blocks", ()):
         yield pg, crc

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from emu.clock import COPY_NS_PER_KIB
 from guestkernel.errors import Block
 from guestkernel.mm import TASK_SIZE
-from guestkernel.errors import (EBADF, EEXIST, EFAULT, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTEMPTY, ENOTTY, EPERM,
+from guestkernel.errors import (EBADF, EEXIST, EOPNOTSUPP, EFAULT, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTEMPTY, ENOTTY, EPERM,
                                 EPIPE, ERANGE, EXDEV, SyscallError)
 from guestkernel.syscalls import syscall
 from guestkernel.vfs import (DEV_DIR, FD_ALIASES, O_ACCMODE, O_APPEND, O_CLOEXEC, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_PATH, O_TRUNC, DevDirFile, InodeFile, OpenFile, Pipe, PipeEnd, Stat)
@@ -843,8 +843,6 @@ def sys_ftruncate(k, p, fd, length, *_):  # type: ignore[no-untyped-def]
 def sys_fallocate(k, p, fd, mode, offset, length, *_):  # type: ignore[no-untyped-def]
     f = p.fds.get(s32(fd))
     if not isinstance(f, InodeFile) or mode:
-        from guestkernel.errors import EOPNOTSUPP
-
         raise SyscallError(EOPNOTSUPP)
     end = offset + length
     if end > k.fs.stat(f.ino).size:
@@ -1025,3 +1023,45 @@ def sys_poll(k, p, fds, nfds, timeout, *_):  # type: ignore[no-untyped-def]
             raise Block(q)
     p.mm.copy_out(fds, bytes(raw))
     return ready
+
+
+# Extended attributes: the ext2 driver has none (as a file system mounted without user_xattr).
+# The file must exist; reading or changing an attribute is EOPNOTSUPP, listing finds none.
+def _xattr_target(k, p, path, follow: bool):  # type: ignore[no-untyped-def]
+    return k.vfs.resolve(path_arg(k, p, path), p.cwd, follow=follow)
+
+
+@syscall("getxattr")
+def sys_getxattr(k, p, path, *_):  # type: ignore[no-untyped-def]
+    _xattr_target(k, p, path, True)
+    raise SyscallError(EOPNOTSUPP)
+
+
+@syscall("lgetxattr")
+def sys_lgetxattr(k, p, path, *_):  # type: ignore[no-untyped-def]
+    _xattr_target(k, p, path, False)
+    raise SyscallError(EOPNOTSUPP)
+
+
+@syscall("fgetxattr")
+def sys_fgetxattr(k, p, fd, *_):  # type: ignore[no-untyped-def]
+    p.fds.get(s32(fd))
+    raise SyscallError(EOPNOTSUPP)
+
+
+@syscall("listxattr")
+def sys_listxattr(k, p, path, *_):  # type: ignore[no-untyped-def]
+    _xattr_target(k, p, path, True)
+    return 0
+
+
+@syscall("llistxattr")
+def sys_llistxattr(k, p, path, *_):  # type: ignore[no-untyped-def]
+    _xattr_target(k, p, path, False)
+    return 0
+
+
+@syscall("flistxattr")
+def sys_flistxattr(k, p, fd, *_):  # type: ignore[no-untyped-def]
+    p.fds.get(s32(fd))
+    return 0
