@@ -7,6 +7,7 @@ stdin/stdout/stderr), laid over the image.
 """
 from __future__ import annotations
 
+import itertools
 import random
 import stat as S
 from dataclasses import dataclass
@@ -231,6 +232,8 @@ class Pipe:
     """A pipe's buffer: a 64 KiB ring in 16 guest frames from the buddy allocator."""
 
     ORDER = 4
+    PAGES = 1 << ORDER
+    _serials = itertools.count(1)
 
     def __init__(self, name: str, frames: "Frames") -> None:
         self.frames = frames
@@ -240,6 +243,8 @@ class Pipe:
         self.readers = 0
         self.writers = 0
         self.waitq = WaitQueue(name)
+        self.serial = next(Pipe._serials)      # identity for checkpoints (ids get reused)
+        self.dirty: set[int] = set(range(self.PAGES))  # ring pages written since the last one
 
     def _pieces(self, start: int, n: int):  # type: ignore[no-untyped-def]
         """(page view slice, length) covering n ring bytes from ring offset start."""
@@ -258,6 +263,7 @@ class Pipe:
         for view, gpa in self._pieces(self.head + self.count, n):
             view[:] = data[pos : pos + len(view)]
             self.frames.kernel_access(gpa, len(view), True)
+            self.dirty.add((gpa >> 12) - self.pfn)
             pos += len(view)
         self.count += n
         return n

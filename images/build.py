@@ -220,7 +220,7 @@ def make_plan(recipe: str | Recipe = "base", params: Mapping | None = None) -> P
     if rec.params:
         root = rec.data_dir.rstrip("/")
         add_dir(root)
-        ddirs, dfiles = dataset.dataset_entries(p)
+        ddirs, dfiles = _dataset_entries(p)
         for d in ddirs:
             entries[f"{root}/{d}"] = Entry("dir", 0o755)
         for rel, data in dfiles.items():
@@ -480,8 +480,10 @@ def staged_dataset(params: dict | None = None, recipe: str = "base") -> Path:
     Generated without building the image (cache key: builder + dataset source + params).
     """
     rec, _ = load_recipe(recipe)
-    p = resolve_params(rec, params)
-    dp = dataset.dataset_params(p)
+    return _staged(dataset.dataset_params(resolve_params(rec, params)))
+
+
+def _staged(dp: dict) -> Path:
     h = hashlib.sha256(json.dumps({
         "builder": BUILDER_VERSION,
         "dataset_src": hashlib.sha256(Path(dataset.__file__).read_bytes()).hexdigest(),
@@ -501,6 +503,22 @@ def staged_dataset(params: dict | None = None, recipe: str = "base") -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return dest
+
+
+def _dataset_entries(p: dict) -> tuple[list[str], dict[str, bytes]]:
+    """The data set's (directories, files), read back from its cached staging directory:
+    generating it costs seconds, and every `emu run` plans the default image to check that the
+    cached image is current."""
+    root = _staged(dataset.dataset_params(p))
+    dirs: list[str] = []
+    files: dict[str, bytes] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        for d in dirnames:
+            dirs.append(d if rel == "." else f"{rel}/{d}")
+        for f in filenames:
+            files[f if rel == "." else f"{rel}/{f}"] = (Path(dirpath) / f).read_bytes()
+    return sorted(dirs), dict(sorted(files.items()))
 
 
 # ---------------------------------------------------------------------------

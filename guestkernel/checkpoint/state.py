@@ -84,6 +84,7 @@ class PageTracker:
         # pid -> (saved context object, set_regs, registers): a process that has not run since
         # the last checkpoint still holds the same context object, so its registers are known.
         self.regs: dict[int, tuple[object, dict[str, int], dict[str, int]]] = {}
+        self.pipes: dict[int, dict[int, tuple[int, int]]] = {}  # pipe serial -> ring page -> (page, crc)
 
     def regs_of(self, k: "Kernel", p: Process) -> dict[str, int]:
         known = self.regs.get(p.pid)
@@ -105,14 +106,27 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
     pipes: list[dict[str, Any]] = []
     pipe_ids: dict[int, int] = {}
 
+    new_pipes: dict[int, dict[int, tuple[int, int]]] = {}
+    captured_pipes: list[Pipe] = []
+
     def pipe_id(pipe: Pipe) -> int:
-        i = pipe_ids.get(id(pipe))
+        """A pipe: its ring position and the ring pages, copied when written since the last
+        checkpoint (the pipe marks them) and shared with the previous image otherwise."""
+        i = pipe_ids.get(pipe.serial)
         if i is None:
-            data = bytearray()
-            for view, _gpa in pipe._pieces(pipe.head, pipe.count):
-                data += view
-            i = pipe_ids[id(pipe)] = len(pipes)
-            pipes.append({"data": data.hex()})
+            prev = tracker.pipes.get(pipe.serial, {})
+            ring = {}
+            for idx in range(Pipe.PAGES):
+                got = prev.get(idx)
+                if got is None or idx in pipe.dirty:
+                    got = store_page(k.frames.page(pipe.pfn + idx))
+                    stats["pages_copied"] += 1
+                ring[idx] = got
+            new_pipes[pipe.serial] = ring
+            captured_pipes.append(pipe)
+            i = pipe_ids[pipe.serial] = len(pipes)
+            pipes.append({"head": pipe.head, "count": pipe.count,
+                          "ring": pack_pages([(idx, pg, crc) for idx, (pg, crc) in sorted(ring.items())])})
         return i
 
     def file_id(f: OpenFile) -> int:
@@ -136,6 +150,16 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
         files.append(d)
         return i
 
+    # What a checkpoint cannot describe is refused before anything is written or cleared.
+    for p in k.procs.values():
+        if p.state != ZOMBIE and (p.vfork_waitq is not None or (p.pending_call is not None and p.pending_nr == 0)):
+            raise Unsupported("a vfork in progress")
+        if p.state != ZOMBIE and p is not cur and p.ctx is None:
+            raise Unsupported(f"process {p.pid} has no saved context")
+        if p.state != ZOMBIE and p.mm is not None and any(v.device for v in p.mm.vmas):
+            raise Unsupported("a device (pmem) mapping")
+    stats = {"pages_scanned": 0, "pages_copied": 0}
+
     # Pass 1: leaves of every address space; frames written through any mapping.
     cache_frames = k.pagecache.frame_set
     leaves: dict[int, list[tuple[int, int, int]]] = {}
@@ -146,8 +170,6 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
         if p.state == ZOMBIE or p.mm is None or p.mm.asid in leaves:
             continue
         mm = p.mm
-        if any(v.device for v in mm.vmas):
-            raise Unsupported("a device (pmem) mapping")
         flat = cpu.pt_leaves(mm.aspace.cr3, 0, TASK_SIZE)
         rows = list(zip(flat[0::3], flat[1::3], flat[2::3]))
         dirty_pfns.update((pte & PTE_ADDR) >> 12 for pte in flat[2::3] if pte & PTE_D)
@@ -201,13 +223,9 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
         procs.append(d)
         if p.state == ZOMBIE:
             continue
-        if p.vfork_waitq is not None or (p.pending_call is not None and p.pending_nr == 0):
-            raise Unsupported("a vfork in progress")
         if p is cur:
             regs = read_regs(k)
             resume: dict[str, Any] = {"kind": "syscall", "nr": cur_nr}   # rip is on the syscall
-        elif p.ctx is None:
-            raise Unsupported(f"process {p.pid} has no saved context")
         else:
             regs = tracker.regs_of(k, p)
             if p.pending_call is not None:
@@ -240,8 +258,13 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
         if "fdtable" in d:
             d["fdtable"] = first.setdefault(d["fdtable"], d["pid"])
             d["mm"]["asid"] = first_mm.setdefault(d["mm"]["asid"], d["pid"])  # named by its first holder
+    tracker.pipes = new_pipes
+    for pipe in captured_pipes:
+        pipe.dirty.clear()
     meta = {"procs": procs, "files": files, "pipes": pipes}
-    return meta, {"pages_scanned": scanned, "pages_copied": copied}
+    stats["pages_scanned"] = scanned
+    stats["pages_copied"] += copied
+    return meta, stats
 
 
 # ----------------------------------------------------------------------------------------------
@@ -257,9 +280,16 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
 
     vfs = k.vfs
     pipes = []
+    tracker.pipes = {}
     for pd in meta["pipes"]:
         pipe = Pipe("pipe", k.frames)
-        pipe.put(bytes.fromhex(pd["data"]))
+        ring = {}
+        for idx, pg, crc in unpack_pages(pd["ring"]):
+            k.frames.page(pipe.pfn + idx)[:] = page_at(pg)
+            ring[idx] = (pg, crc)
+        pipe.head, pipe.count = pd["head"], pd["count"]
+        pipe.dirty.clear()
+        tracker.pipes[pipe.serial] = ring
         pipes.append(pipe)
     files: list[OpenFile] = []
     for fd in meta["files"]:

@@ -299,5 +299,8 @@ def page_refs(meta: dict[str, Any]):  # type: ignore[no-untyped-def]
     for proc in meta.get("procs", ()):
         for _va, pg, crc in unpack_pages(proc.get("pages", "")):
             yield pg, crc
+    for pipe in meta.get("pipes", ()):
+        for _idx, pg, crc in unpack_pages(pipe["ring"]):
+            yield pg, crc
     for _blk, pg, crc in meta.get("blocks", ()):
         yield pg, crc
