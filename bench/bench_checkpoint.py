@@ -58,7 +58,6 @@ CONFIGS = ["off"] + [f"tcp{i}" for i in TCP_STEPS] + ["tcp0"]   # run and table 
 LONGEST = f"tcp{max(TCP_STEPS)}"
 VIRTUAL_TARGET_PCT = 4.0             # virtual-time overhead at the longest tcp
 WALL_TARGET_PCT = 10.0               # wall-time overhead at the longest tcp
-LINE = 64
 
 
 class _Parser(argparse.ArgumentParser):
@@ -119,16 +118,14 @@ def cost_breakdown(ck: dict) -> dict:
     """The checkpoint time (ck["ns"]) rebuilt from the counters and the cost constants: per
     checkpoint CKPT_NS; CKPT_SCAN_NS per page scanned; COPY_NS_PER_KIB per KiB copied (process
     pages and logged blocks); BLOCK_IO_NS per block written back in place; SCM_LINE_NS per line
-    flushed, for the copied pages (64 a page; these flushes are charged but not counted in
-    lines_flushed, which counts the commit's metadata and slot lines) and for lines_flushed;
-    SCM_FENCE_NS per fence. `residual` is what the counters do not explain."""
+    flushed (lines_flushed: the copied pages' lines, metadata and slot lines); SCM_FENCE_NS per
+    fence. `residual` is what the counters do not explain."""
     b = {
         "decision_meta_ns": ck["checkpoints"] * CKPT_NS,
         "scan_ns": ck["pages_scanned"] * CKPT_SCAN_NS,
         "copy_ns": ck["bytes_copied"] * COPY_NS_PER_KIB // 1024,
         "block_writeback_ns": ck["blocks_logged"] * BLOCK_IO_NS,
-        "page_line_flush_ns": ck["bytes_copied"] // LINE * SCM_LINE_NS,
-        "commit_line_flush_ns": ck["lines_flushed"] * SCM_LINE_NS,
+        "line_flush_ns": ck["lines_flushed"] * SCM_LINE_NS,
         "fence_ns": ck["fences"] * SCM_FENCE_NS,
     }
     b["residual_ns"] = ck["ns"] - sum(b.values())
@@ -229,8 +226,7 @@ def cost_model_note() -> dict:
                  "inside checkpoints, so the baseline's write-back at shutdown (BLOCK_IO_NS per "
                  "dirty block, part of the 'off' kernel time) becomes checkpoint write-back (the "
                  "last checkpoint, taken when the group ends). The per-config "
-                 "checkpoint_cost_breakdown rebuilds checkpoint.ns from the counters; "
-                 "lines_flushed does not include the copied pages' flushes."),
+                 "checkpoint_cost_breakdown rebuilds checkpoint.ns from the counters."),
         "clock_docstring": doc,
     }
 
