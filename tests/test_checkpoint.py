@@ -269,3 +269,16 @@ def test_campaign_without_checkpointing_shows_losses(tmp_path: Path) -> None:
     assert doc["summary"]["failed"] >= 1
     lost = [pt for pt in doc["points"] if not pt["passed"]]
     assert any(not pt["checks"]["stdout"] or not pt["checks"]["tree"] for pt in lost)
+
+
+def test_a_full_scm_range_skips_checkpoints_and_the_run_goes_on(tmp_path: Path, base_image: Path) -> None:
+    import dataclasses
+
+    cfg = _config("0")
+    ram = tuple(dataclasses.replace(r, size_bytes=256 * 1024) if r.kind == "scm" else r for r in cfg.ram)
+    small = dataclasses.replace(cfg, ram=ram)
+    r, _m, out = _run(tmp_path / "s", base_image, workload("dirs"), small)
+    assert r.exit_code == 0 and out.endswith(b"done\n")
+    assert r.checkpoint["unsupported"] > 0
+    assert any("checkpoint skipped" in line and "SCM range full" in line for line in r.log)
+    assert ct.fsck(tmp_path / "s" / "disk.img") is None

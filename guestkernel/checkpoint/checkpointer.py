@@ -93,6 +93,7 @@ class Checkpointer:
         self.seq = 0
         self.outcome_due: tuple[int, int] | None = None   # (pid, nr) of a dir op to record
         self.replay: tuple[int, int, int] | None = None   # (pid, nr, recorded result)
+        self.reported: set[str] = set()                   # reasons for skipped checkpoints, logged once
         self.phase: str | None = None   # "commit" or "write-back" while a checkpoint runs
         # (seq, first persistence event, last event, blocks) of every checkpoint (crash campaigns)
         self.spans: list[tuple[int, int, int, int]] = []
@@ -127,8 +128,11 @@ class Checkpointer:
             return args
         try:
             self.checkpoint(nr)
-        except Unsupported:
+        except Unsupported as e:
             self.stats.unsupported += 1
+            if str(e) not in self.reported:
+                self.reported.add(str(e))
+                k.log.append(f"checkpoint skipped: {e}")
             return args
         setattr(self.stats, why, getattr(self.stats, why) + 1)
         if nr in DIR_CHANGING or (nr in (OPEN, OPENAT) and args[_flags_arg(nr)] & O_CREAT):
@@ -190,11 +194,7 @@ class Checkpointer:
                 meta: dict[str, Any] = {"procs": [], "files": [], "pipes": []}
                 scan = {"pages_scanned": 0, "pages_copied": 0}
             else:
-                try:
-                    meta, scan = capture(k, self.tracker, store_page, nr)
-                except Unsupported:
-                    self.store.abandon()
-                    raise
+                meta, scan = capture(k, self.tracker, store_page, nr)
             bs = k.pagecache.block_size
             blocks = []
             for blockno in sorted(k.pagecache.dirty):
@@ -208,6 +208,14 @@ class Checkpointer:
                 current=k.current.pid if k.current is not None and not finished else None,
             )
             self.seq = self.store.commit(meta, self._pages_of(meta))
+        except (Unsupported, MemoryError) as e:
+            # Nothing was committed: forget the pages written so far, and what the tracker
+            # learnt from this attempt (the next checkpoint copies every page afresh).
+            self.store.abandon()
+            self.tracker.reset()
+            self.phase = None
+            raise e if isinstance(e, Unsupported) else Unsupported(str(e)) from None
+        try:
             # Write-back: the logged blocks in place (a cut here is repaired by the restart).
             self.phase = "write-back"
             for blockno, _pg, _crc in blocks:
@@ -243,7 +251,11 @@ class Checkpointer:
 
     def finish(self) -> None:
         """The group has ended: a last image records that (and syncs storage with it)."""
-        self.checkpoint(finished=True)
+        try:
+            self.checkpoint(finished=True)
+        except Unsupported as e:
+            self.k.log.append(f"last checkpoint skipped ({e}): plain write-back")
+            self.k.sync()
 
     # -- restart ------------------------------------------------------------------------------
     def open_image(self, dev: Any) -> dict[str, Any] | None:

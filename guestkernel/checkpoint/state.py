@@ -86,6 +86,11 @@ class PageTracker:
         self.regs: dict[int, tuple[object, dict[str, int], dict[str, int]]] = {}
         self.pipes: dict[int, dict[int, tuple[int, int]]] = {}  # pipe serial -> ring page -> (page, crc)
 
+    def reset(self) -> None:
+        """Forget everything (after an abandoned checkpoint): the next one copies all pages."""
+        self.spaces.clear()
+        self.pipes.clear()
+
     def regs_of(self, k: "Kernel", p: Process) -> dict[str, int]:
         known = self.regs.get(p.pid)
         if known is not None and known[0] is p.ctx and known[1] == p.set_regs:
