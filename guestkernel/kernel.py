@@ -191,6 +191,10 @@ class Kernel:
             self.frames.on_kernel_access = lambda hpa, n, write: access(hpa, n, write, True)
         self.fs.is_busy = lambda ino: self.vfs.open_count.get(ino, 0) > 0  # rename over an open file
         self.rng = self.vfs.rng
+        # The FPU state a process starts with, as Linux sets it at exec (x87 control word 0x37f:
+        # 64-bit precision, exceptions masked; MXCSR 0x1f80). Unicorn's reset leaves both 0.
+        self.cpu.set_reg("fpcw", 0x37F)
+        self.cpu.set_reg("mxcsr", 0x1F80)
         self.pristine_ctx = self.cpu.save_context()
         self.cpu.on_syscall = self.syscall
         self.next_writeback_ns = self.clock.uptime_ns() + self.config.writeback_interval_ns

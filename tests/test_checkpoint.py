@@ -282,3 +282,30 @@ def test_a_full_scm_range_skips_checkpoints_and_the_run_goes_on(tmp_path: Path, 
     assert r.checkpoint["unsupported"] > 0
     assert any("checkpoint skipped" in line and "SCM range full" in line for line in r.log)
     assert ct.fsck(tmp_path / "s" / "disk.img") is None
+
+
+def test_x87_and_sse_registers_live_across_a_syscall_survive_a_restart(tmp_path: Path, base_image: Path,
+                                                                      guest_programs: Path) -> None:
+    from tests.conftest import put_file
+
+    image = tmp_path / "img"
+    shutil.copyfile(base_image, image)
+    put_file(image, guest_programs / "fpustate", "/bin/fpustate")
+    cfg = _config("0")
+    argv = ["/bin/fpustate"]
+    ref_dir = tmp_path / "ref"
+    ref_dir.mkdir()
+    shutil.copyfile(image, ref_dir / "disk.img")
+    ref, _m, ref_out = _run(ref_dir, image, argv, cfg)
+    assert ref.exit_code == 0 and ref_out.count(b"\n") == 6
+    native = subprocess.run([str(guest_programs / "fpustate")], capture_output=True, check=True).stdout
+    assert ref_out == native  # full x87 precision, as Linux starts a process (control word 0x37f)
+    # Cuts spread over the loop: each resumes from a checkpoint at one of the raw syscalls.
+    for i, at in enumerate(range(ref.instructions // 3, ref.instructions, ref.instructions // 7)):
+        state = tmp_path / f"s{i}"
+        state.mkdir()
+        shutil.copyfile(image, state / "disk.img")
+        r, _m, before = _run(state, image, argv, cfg, power_fail_at=at)
+        r2, m2, after = _restart(state, argv, cfg)
+        assert r.power_failed and m2.restart_how == "resumed"
+        assert before + after == ref_out, at

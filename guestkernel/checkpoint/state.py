@@ -7,13 +7,13 @@ the processes back in a freshly booted kernel. Pages are stored only when they a
 own (anonymous or copied-on-write): pages shared from the page cache are the file's content and
 come back by demand paging, since the file system on storage matches the checkpoint.
 
-Registers: the general registers, rip, rflags, fs/gs base, SSE (xmm0-15, mxcsr) and the x87
-control/status/tag words. Unicorn's TCG has no AVX, so there is no wider vector state; the x87
-data registers are not saved (the Python binding cannot read all 80 bits), which is safe for
-processes stopped at a syscall (the ABI leaves the x87 stack empty across calls).
+Registers: the general registers, rip, rflags, fs/gs base, SSE (xmm0-15, mxcsr) and x87 (control,
+status and tag words, st0-7 with all 80 bits, read raw: the Python binding's typed read drops the
+exponent). Unicorn's TCG has no AVX, so there is no wider vector state.
 """
 from __future__ import annotations
 
+import ctypes
 from typing import TYPE_CHECKING, Any, Callable
 
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
@@ -32,6 +32,7 @@ REG_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9",
              "r12", "r13", "r14", "r15", "rip", "rflags", "fs_base", "gs_base", "mxcsr", "fpcw",
              "fpsw", "fptag") + tuple(f"xmm{i}" for i in range(16))
 REG_IDS = tuple(getattr(X, "UC_X86_REG_" + n.upper()) for n in REG_NAMES)
+ST_IDS = tuple(getattr(X, f"UC_X86_REG_ST{i}") for i in range(8))
 SYSCALL_INSN = 2  # `syscall` is 0f 05
 NR_WRITE = 1
 
@@ -44,8 +45,17 @@ class Unsupported(Exception):
 # registers
 
 
-def read_regs(k: "Kernel") -> dict[str, int]:
-    return dict(zip(REG_NAMES, k.cpu.uc.reg_read_batch(REG_IDS)))
+def _read_all(uc: Any) -> dict[str, Any]:
+    regs: dict[str, Any] = dict(zip(REG_NAMES, uc.reg_read_batch(REG_IDS)))
+    buf = (ctypes.c_uint8 * 16)()
+    for i, rid in enumerate(ST_IDS):
+        uc._do_reg_read(rid, ctypes.byref(buf))
+        regs[f"st{i}"] = bytes(buf[:10]).hex()
+    return regs
+
+
+def read_regs(k: "Kernel") -> dict[str, Any]:
+    return _read_all(k.cpu.uc)
 
 
 _scratch: Uc | None = None
@@ -58,7 +68,7 @@ def regs_of(k: "Kernel", ctx: object, overrides: dict[str, int]) -> dict[str, in
     if _scratch is None:
         _scratch = Uc(UC_ARCH_X86, UC_MODE_64)
     _scratch.context_restore(ctx)
-    regs = dict(zip(REG_NAMES, _scratch.reg_read_batch(REG_IDS)))
+    regs = _read_all(_scratch)
     regs.update({n: v & 0xFFFFFFFFFFFFFFFF for n, v in overrides.items()})
     return regs
 
@@ -66,7 +76,12 @@ def regs_of(k: "Kernel", ctx: object, overrides: dict[str, int]) -> dict[str, in
 def context_from(k: "Kernel", regs: dict[str, int]) -> object:
     cpu = k.cpu
     cpu.restore_context(k.pristine_ctx)
-    cpu.uc.reg_write_batch([(getattr(X, "UC_X86_REG_" + n.upper()), v) for n, v in regs.items()])
+    cpu.uc.reg_write_batch([(getattr(X, "UC_X86_REG_" + n.upper()), v) for n, v in regs.items()
+                            if not n.startswith("st")])
+    for i, rid in enumerate(ST_IDS):  # after fpsw (its TOP field says which register is st0)
+        if f"st{i}" in regs:
+            raw = bytes.fromhex(regs[f"st{i}"]).ljust(16, b"\0")
+            cpu.uc._do_reg_write(rid, ctypes.byref((ctypes.c_uint8 * 16).from_buffer_copy(raw)))
     return cpu.save_context()
 
 
