@@ -16,7 +16,6 @@ from __future__ import annotations
 import ctypes
 from typing import TYPE_CHECKING, Any, Callable
 
-from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
 from unicorn import x86_const as X
 
 from guestkernel.checkpoint.store import pack_pages, unpack_pages
@@ -45,30 +44,29 @@ class Unsupported(Exception):
 # registers
 
 
-def _read_all(uc: Any) -> dict[str, Any]:
-    regs: dict[str, Any] = dict(zip(REG_NAMES, uc.reg_read_batch(REG_IDS)))
-    buf = (ctypes.c_uint8 * 16)()
-    for i, rid in enumerate(ST_IDS):
-        uc._do_reg_read(rid, ctypes.byref(buf))
-        regs[f"st{i}"] = bytes(buf[:10]).hex()
+ALL_IDS = REG_IDS + ST_IDS
+_WIDTH = {"mxcsr": 4, "fpcw": 2, "fpsw": 2, "fptag": 2}
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
+    regs: dict[str, Any] = {}
+    for i, name in enumerate(REG_NAMES):
+        width = 16 if name.startswith("xmm") else _WIDTH.get(name, 8)
+        regs[name] = int.from_bytes(raw[16 * i : 16 * i + width], "little")
+    base = 16 * len(REG_NAMES)
+    for i in range(8):
+        regs[f"st{i}"] = raw[base + 16 * i : base + 16 * i + 10].hex()
     return regs
 
 
 def read_regs(k: "Kernel") -> dict[str, Any]:
-    return _read_all(k.cpu.uc)
+    """The running process's registers (inside its syscall hook)."""
+    return _decode(k.cpu.read_regs_raw(ALL_IDS))
 
 
-_scratch: Uc | None = None
-
-
-def regs_of(k: "Kernel", ctx: object, overrides: dict[str, int]) -> dict[str, int]:
-    """Registers of a saved context. They are read on a scratch Unicorn engine: loading another
-    context on the machine's CPU inside its syscall hook would disturb the running process."""
-    global _scratch
-    if _scratch is None:
-        _scratch = Uc(UC_ARCH_X86, UC_MODE_64)
-    _scratch.context_restore(ctx)
-    regs = _read_all(_scratch)
+def regs_of(k: "Kernel", ctx: object, overrides: dict[str, int]) -> dict[str, Any]:
+    """Registers of a saved context, read from the context itself (the CPU is not touched)."""
+    regs = _decode(k.cpu.read_regs_raw(ALL_IDS, ctx))
     regs.update({n: v & 0xFFFFFFFFFFFFFFFF for n, v in overrides.items()})
     return regs
 

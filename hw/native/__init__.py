@@ -49,6 +49,8 @@ struct icache *emu_icache_new(void);
 void emu_icache_free(struct icache *ic);
 void emu_icache_clear(struct icache *ic);
 uint64_t emu_access(struct emu_state *st, uint64_t cr3, uint64_t gva, int access);
+typedef struct uc_context uc_context;
+int emu_read_regs(uc_engine *uc, uc_context *ctx, const int *ids, int n, uint8_t *out);
 uint64_t emu_pt_leaves(struct emu_state *st, uint64_t cr3, uint64_t start, uint64_t end, uint64_t *out, uint64_t max);
 uint64_t emu_translate(struct emu_state *st, uint64_t cr3, uint64_t gva, int access);
 int emu_read_virt(struct emu_state *st, uint64_t cr3, uint64_t gva, uint8_t *buf, uint64_t n);

@@ -148,6 +148,19 @@ uint64_t emu_pt_leaves(struct emu_state *st, uint64_t cr3, uint64_t start, uint6
     return cr3 ? pt_leaves_rec(st, cr3, 3, 0, start, end, out, max, 0) : 0;
 }
 
+/* Registers in one call, without the Python binding's per-register cost: from the live CPU
+ * (ctx == NULL) or from a saved context. Each value lands in its own 16-byte slot of `out`
+ * (zeroed first; little-endian, as wide as the register). */
+int emu_read_regs(uc_engine *uc, uc_context *ctx, const int *ids, int n, uint8_t *out)
+{
+    void *ptrs[128];
+    if (n > 128) return -1;
+    memset(out, 0, (size_t)n * 16);
+    for (int i = 0; i < n; i++) ptrs[i] = out + 16 * i;
+    uc_err err = ctx ? uc_context_reg_read_batch(ctx, ids, ptrs, n) : uc_reg_read_batch(uc, ids, ptrs, n);
+    return err == UC_ERR_OK ? 0 : -(int)err;
+}
+
 uint64_t emu_translate(struct emu_state *st, uint64_t cr3, uint64_t gva, int access)
 {
     /* For the kernel: gpa of gva, or ~0 when the access would fault. Sets no bits. */
