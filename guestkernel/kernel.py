@@ -597,7 +597,8 @@ class Kernel:
         """Retry p's parked syscall; False if it is still blocked (or was interrupted and the
         process must first take a signal)."""
         call, nr = p.pending_call, p.pending_nr
-        if self.deliverable(p) & ~self._ignored_mask(p):
+        # Signals interrupt a parked call, except a vfork parent's wait (uninterruptible on Linux).
+        if not p.vfork_parent_blocked and self.deliverable(p) & ~self._ignored_mask(p):
             p.pending_call = None
             act_restart = any(p.action(s).flags & SA_RESTART for s in _bits(self.deliverable(p)))
             if act_restart:
@@ -615,6 +616,7 @@ class Kernel:
             return False
         p.pending_call = None
         p.pending_done = 0
+        p.vfork_parent_blocked = False
         if ret is not NO_RETURN:
             self.cpu.set_reg("rax", ret)  # type: ignore[arg-type]
         return p.state == RUNNABLE

@@ -94,7 +94,7 @@ class Process:
     children: list["Process"] = field(default_factory=list)
     child_waitq: WaitQueue = field(default_factory=lambda: WaitQueue("wait4"))
     vfork_waitq: WaitQueue | None = None    # woken when this vfork child execs or exits
-    vfork_parent_blocked: bool = False
+    vfork_parent_blocked: bool = False      # parked inside vfork until its pid is returned
     sigactions: dict[int, SigAction] = field(default_factory=dict)
     sigmask: int = 0
     sigpending: int = 0

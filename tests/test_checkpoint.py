@@ -310,3 +310,31 @@ def test_x87_and_sse_registers_live_across_a_syscall_survive_a_restart(tmp_path:
         r2, m2, after = _restart(state, argv, cfg)
         assert r.power_failed and m2.restart_how == "resumed"
         assert before + after == ref_out, at
+
+
+def test_replayed_directory_change_answers_with_its_recorded_outcome(tmp_path: Path, base_image: Path) -> None:
+    """Fallback to the image taken at mkdir's entry while storage already has the directory:
+    the replayed mkdir fails with EEXIST, and the recorded success is returned instead."""
+    argv = ["/bin/sh", "-c", "mkdir /tmp/q && echo made"]
+    cfg = _config("0")
+    ref, m, ref_out = _run(tmp_path / "ref", base_image, argv, cfg)
+    assert ref_out == b"made\n"
+    ck = m.kernel.checkpointer
+    seq, nr, result = ck.store.read_outcome()
+    assert nr == 83 and result == 0  # mkdir, succeeded
+    spans = {s[0]: s for s in ck.spans}
+    after = spans[seq + 1]
+    assert after[3] > 0  # the next checkpoint wrote the new directory's blocks
+    state = tmp_path / "s"
+    r, _m, before = _run(state, base_image, argv, cfg, power_fail_at_event=after[2] + 1)
+    assert r.power_failed
+    media = bytearray((state / "pmem0.media").read_bytes())
+    st = ImageStore(ScmMedium(memoryview(media), 0, None, _Clock()))
+    newest = st.read_table()[0]
+    assert newest.seq == seq + 1
+    media[newest.meta_page * PAGE + 10] ^= 0xFF
+    (state / "pmem0.media").write_bytes(media)
+    r2, _m2, out = _restart(state, argv, cfg)
+    assert r2.checkpoint["fallbacks"] == 1 and r2.checkpoint["replayed_outcomes"] == 1
+    assert before + out == b"made\n" and r2.exit_code == 0
+    assert ct.fsck(state / "disk.img") is None

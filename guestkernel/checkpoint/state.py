@@ -170,7 +170,11 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
 
     # What a checkpoint cannot describe is refused before anything is written or cleared.
     for p in k.procs.values():
-        if p.state != ZOMBIE and (p.vfork_waitq is not None or (p.pending_call is not None and p.pending_nr == 0)):
+        # A vfork child that has not exec'd yet shares its parent's memory and the parent waits
+        # inside vfork: no consistent picture. Once the child exec'd or exited, the parent's
+        # vfork only has to return the child's pid.
+        if p.state != ZOMBIE and (p.vfork_waitq is not None
+                                  or (p.vfork_parent_blocked and p.state != RUNNABLE)):
             raise Unsupported("a vfork in progress")
         if p.state != ZOMBIE and p is not cur and p.ctx is None:
             raise Unsupported(f"process {p.pid} has no saved context")
@@ -250,6 +254,8 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
                 done = getattr(p, "pending_done", 0)
                 if done and p.pending_nr == NR_WRITE:
                     resume = {"kind": "write_rest", "done": done}    # rip after the syscall
+                elif p.vfork_parent_blocked:  # a released vfork: returns the child's pid
+                    resume = {"kind": "return", "value": p.pending_call()}
                 else:
                     regs["rip"] -= SYSCALL_INSN
                     resume = {"kind": "syscall", "nr": p.pending_nr}
@@ -368,6 +374,10 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
             p.pending_call = (lambda p=p, f=f, buf=buf, count=count, done=done:
                               resume_write(k, p, f, buf, count, done))
             p.pending_nr = NR_WRITE
+        elif resume["kind"] == "return":
+            p.pending_call = lambda value=resume["value"]: value
+            p.pending_nr = 0
+            p.vfork_parent_blocked = True
         p.state = RUNNABLE
     for p in procs.values():
         parent = procs.get(p.ppid)

@@ -42,6 +42,7 @@ def do_clone(k, p, flags, stack, parent_tid, child_tid, tls):  # type: ignore[no
         q = child.vfork_waitq
         pid = child.pid
         k.park(p, lambda: pid, 0, q)
+        p.vfork_parent_blocked = True  # until the parked vfork returns the pid (finish_parked)
         k.cpu.request_stop()
         from guestkernel.kernel import NO_RETURN
 
