@@ -640,14 +640,17 @@ def control(c: Campaign) -> str | None:
 
 
 def selected_checkpoints(c: Campaign, k: int) -> list[dict[str, Any]]:
-    """The k checkpoints whose every event is a cut point: among those that also write blocks
-    back (so their cuts cover the commit and the write-back), the k with the fewest events,
-    earliest first on ties; then, if there are too few such, the smallest of the others."""
+    """The k checkpoints whose every event is a cut point. Preferred: checkpoints that also write
+    blocks back (their cuts cover the commit and the write-back); among those no more than twice
+    the size of the smallest, the ones writing the most blocks; then the smallest of the rest."""
     cks = [ck for ck in c.reference.get("checkpoints", []) if ck["last_event"] >= ck["first_event"]]
-    size = lambda ck: (ck["last_event"] - ck["first_event"], ck["seq"])  # noqa: E731
-    with_blocks = sorted((ck for ck in cks if ck["blocks"]), key=size)
-    others = sorted((ck for ck in cks if not ck["blocks"]), key=size)
-    return sorted((with_blocks + others)[:k], key=lambda ck: ck["seq"])
+    size = lambda ck: ck["last_event"] - ck["first_event"] + 1  # noqa: E731
+    with_blocks = [ck for ck in cks if ck["blocks"]]
+    smallest = min((size(ck) for ck in with_blocks), default=0)
+    preferred = sorted((ck for ck in with_blocks if size(ck) <= 2 * smallest),
+                       key=lambda ck: (-ck["blocks"], size(ck), ck["seq"]))
+    rest = sorted((ck for ck in cks if ck not in preferred), key=lambda ck: (size(ck), ck["seq"]))
+    return sorted((preferred + rest)[:k], key=lambda ck: ck["seq"])
 
 
 def points_for(c: Campaign, n: int, seed: int, writeback: bool, checkpoints: int = 0) -> list[tuple[int, str, int]]:
