@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from emu.clock import BLOCK_IO_NS, CKPT_NS, CKPT_SCAN_NS, COPY_NS_PER_KIB
 from guestkernel.checkpoint.state import PageTracker, Unsupported, capture, restore
-from guestkernel.checkpoint.store import PAGE, ImageStore, ScmMedium
+from guestkernel.checkpoint.store import PAGE, ImageStore, ScmMedium, page_refs
 
 if TYPE_CHECKING:
     from guestkernel.kernel import Kernel
@@ -184,17 +184,11 @@ class Checkpointer:
         self.phase = "commit"
         try:
             k.fs.store_meta()  # group descriptors and superblock counts into their blocks
-            copied = [0]
-
-            def store_page(view: memoryview) -> tuple[int, int]:
-                copied[0] += 1
-                return self.store.write_page(view)
-
             if finished:
                 meta: dict[str, Any] = {"procs": [], "files": [], "pipes": []}
                 scan = {"pages_scanned": 0, "pages_copied": 0}
             else:
-                meta, scan = capture(k, self.tracker, store_page, nr)
+                meta, scan = capture(k, self.tracker, self.store.write_page, nr)
             bs = k.pagecache.block_size
             blocks = []
             for blockno in sorted(k.pagecache.dirty):
@@ -207,7 +201,7 @@ class Checkpointer:
                 rng=_rng_state(k), last_pid=getattr(k, "_last_pid", 0),
                 current=k.current.pid if k.current is not None and not finished else None,
             )
-            self.seq = self.store.commit(meta, self._pages_of(meta))
+            self.seq = self.store.commit(meta, {pg for pg, _crc in page_refs(meta)})
         except (Unsupported, MemoryError) as e:
             # Nothing was committed: forget the pages written so far, and what the tracker
             # learnt from this attempt (the next checkpoint copies every page afresh).
@@ -221,12 +215,12 @@ class Checkpointer:
             for blockno, _pg, _crc in blocks:
                 k.pagecache._write_back(blockno)
             k.clock.charge(CKPT_NS + scan["pages_scanned"] * CKPT_SCAN_NS
-                           + (copied[0] + len(blocks)) * 4 * COPY_NS_PER_KIB + len(blocks) * BLOCK_IO_NS)
+                           + (scan["pages_copied"] + len(blocks)) * 4 * COPY_NS_PER_KIB + len(blocks) * BLOCK_IO_NS)
             st.checkpoints += 1
             st.pages_scanned += scan["pages_scanned"]
             st.pages_copied += scan["pages_copied"]
             st.blocks_logged += len(blocks)
-            st.bytes_copied += (copied[0] + len(blocks)) * PAGE
+            st.bytes_copied += (scan["pages_copied"] + len(blocks)) * PAGE
             st.lines_flushed += self.medium.lines_flushed - lines0
             st.fences += self.medium.fences - fences0
             self.last_ns = k.clock.uptime_ns()
@@ -242,12 +236,6 @@ class Checkpointer:
     def _events(self) -> int:
         cache = self.k.cache
         return int(cache.stats.events) if cache is not None else 0
-
-    @staticmethod
-    def _pages_of(meta: dict[str, Any]) -> set[int]:
-        from guestkernel.checkpoint.store import page_refs
-
-        return {pg for pg, _crc in page_refs(meta)}
 
     def finish(self) -> None:
         """The group has ended: a last image records that (and syncs storage with it)."""

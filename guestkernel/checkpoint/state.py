@@ -20,8 +20,8 @@ from unicorn import x86_const as X
 
 from guestkernel.checkpoint.store import pack_pages, unpack_pages
 from guestkernel.mm import MM, PAGE, TASK_SIZE, VMA
-from guestkernel.paging import PTE_ADDR, PTE_D, PTE_NX, PTE_W
-from guestkernel.process import BLOCKED, RUNNABLE, ZOMBIE, FDTable, Process, SigAction
+from guestkernel.paging import PTE_ADDR, PTE_D
+from guestkernel.process import RUNNABLE, ZOMBIE, FDTable, Process, SigAction
 from guestkernel.vfs import DEV_DIR, ConsoleFile, DevDirFile, DevFile, InodeFile, OpenFile, Pipe, PipeEnd
 
 if TYPE_CHECKING:
@@ -422,4 +422,4 @@ def _restore_mm(k: "Kernel", md: dict[str, Any], pages: list[tuple[int, int, int
     return mm
 
 
-__all__ = ["PageTracker", "Unsupported", "capture", "restore", "BLOCKED", "PTE_W", "PTE_NX"]
+__all__ = ["PageTracker", "Unsupported", "capture", "restore"]
