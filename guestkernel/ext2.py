@@ -16,10 +16,9 @@ Design notes:
     cache by `sync()`; the counts are kept exact at all times.
   * Inodes are cached as `_Inode` objects and written through on every change, so there
     is exactly one live object per inode (avoids lost updates inside an operation).
-  * The driver never frees an inode from `unlink`; the kernel calls `release()` once the
-    inode has no links and no open files.  `rename` over an existing file drops the
-    victim's last link itself; it frees the inode at once unless the kernel-settable hook
-    `Ext2.is_busy(ino)` says it is still open (then the kernel releases it on close).
+  * The driver never frees a file's inode from `unlink` or from `rename` over it: both
+    return the inode whose link they dropped, and the kernel calls `release()` once the
+    inode has no links and no open files (an open file outlives its last name, as on Linux).
   * Errors are FsError(errno); corrupt metadata (bad pointers, bad directory records)
     surfaces as EIO rather than as a Python exception.
 """
@@ -310,7 +309,6 @@ class Ext2:
         self._gen = 0
         # Called by rename() for an inode whose last link it removed: if it returns True
         # the inode is left for the kernel to release() later (it is still open).
-        self.is_busy: Callable[[int], bool] = lambda ino: False
         root = self._iget(ROOT_INO)
         if not S.S_ISDIR(root.mode):
             raise FsError(errno.EINVAL, "ext2: root inode is not a directory")
@@ -1198,7 +1196,11 @@ class Ext2:
         ind.links = 0
         self._destroy(ind)
 
-    def rename(self, old_dir: int, old_name: bytes, new_dir: int, new_name: bytes) -> None:
+    def rename(self, old_dir: int, old_name: bytes, new_dir: int, new_name: bytes) -> int:
+        """Move old_name to new_name, replacing a file or an empty directory there.
+
+        Returns the inode of a replaced file whose link count it dropped (the caller releases
+        it when it has no links and is not open), else 0. A replaced directory is freed here."""
         old_name, new_name = self._check_name(old_name), self._check_name(new_name)
         for nm in (old_name, new_name):
             if nm in (b".", b".."):
@@ -1215,10 +1217,11 @@ class Ext2:
             raise FsError(errno.EINVAL, "ext2: cannot move a directory into its own subtree")
         tfound = self._find(ndir, new_name)
         ft = self._ftype(src.mode)
+        replaced = 0
         if tfound is not None:
             tgt = self._iget(tfound[0])
             if tgt.ino == src.ino:
-                return  # both names are links to the same inode: POSIX says do nothing
+                return 0  # both names are links to the same inode: POSIX says do nothing
             if is_dir:
                 if not S.S_ISDIR(tgt.mode):
                     raise FsError(errno.ENOTDIR, f"ext2: {new_name!r} is not a directory")
@@ -1236,8 +1239,7 @@ class Ext2:
                 tgt.links = max(tgt.links - 1, 0)
                 tgt.ctime = self.now()
                 self._iput(tgt)
-                if tgt.links == 0 and not self.is_busy(tgt.ino):
-                    self._destroy(tgt)
+                replaced = tgt.ino
         else:
             if is_dir and old_dir != new_dir and ndir.links >= LINK_MAX:
                 raise FsError(errno.EMLINK, "ext2: too many links to target directory")
@@ -1251,6 +1253,7 @@ class Ext2:
             self._iput(ndir)
         src.ctime = self.now()
         self._iput(src)
+        return replaced
 
     def _is_ancestor(self, anc: int, ino: int) -> bool:
         """Is directory anc on the '..' chain from directory ino up to the root?"""

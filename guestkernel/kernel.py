@@ -189,7 +189,6 @@ class Kernel:
         if self.cache is not None:
             access = self.cache.access_range
             self.frames.on_kernel_access = lambda hpa, n, write: access(hpa, n, write, True)
-        self.fs.is_busy = lambda ino: self.vfs.open_count.get(ino, 0) > 0  # rename over an open file
         self.rng = self.vfs.rng
         # The FPU state a process starts with, as Linux sets it at exec (x87 control word 0x37f:
         # 64-bit precision, exceptions masked; MXCSR 0x1f80). Unicorn's reset leaves both 0.

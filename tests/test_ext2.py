@@ -391,8 +391,10 @@ def test_rename(tmp_path: Path) -> None:
     fs.write(f, 0, b"hello")
     g = fs.create(d2, b"g", 0o644, 0, 0)
     fs.write(g, 0, b"victim")
-    # file across parents, replacing an existing file (whose inode is then freed)
-    fs.rename(d1, b"f", d2, b"g")
+    # file across parents, replacing an existing file (freed once the kernel releases it)
+    assert fs.rename(d1, b"f", d2, b"g") == g
+    assert fs.stat(g).nlink == 0
+    fs.release(g)
     assert fs.lookup(d2, b"g") == f
     with pytest.raises(FsError):
         fs.lookup(d1, b"f")
@@ -413,7 +415,7 @@ def test_rename(tmp_path: Path) -> None:
         with pytest.raises(FsError) as ei:
             fs.rename(*args)
         assert ei.value.errno == err
-    fs.rename(d2, b"moved", d1, b"empty")
+    assert fs.rename(d2, b"moved", d1, b"empty") == 0  # a replaced directory is freed at once
     assert fs.lookup(d1, b"empty") == sub and fs.lookup(sub, b"..") == d1
     with pytest.raises(FsError):
         fs.stat(empty)
@@ -421,7 +423,7 @@ def test_rename(tmp_path: Path) -> None:
     # same-dir rename and rename onto another link of the same inode
     fs.rename(d2, b"g", d2, b"g2")
     fs.link(d2, b"g3", f)
-    fs.rename(d2, b"g2", d2, b"g3")
+    assert fs.rename(d2, b"g2", d2, b"g3") == 0
     assert fs.stat(f).nlink == 2
     fs.sync()
     fsck(img)
@@ -429,14 +431,13 @@ def test_rename(tmp_path: Path) -> None:
     assert set(dbg_ls(img, "/d1/empty")) == {b".", b"..", b"inside"}
 
 
-def test_rename_busy_target_is_kept(tmp_path: Path) -> None:
+def test_rename_target_lives_until_released(tmp_path: Path) -> None:
     img = mkimg(tmp_path / "img")
     cache, fs = mount(img)
     a = fs.create(2, b"a", 0o644, 0, 0)
     b = fs.create(2, b"b", 0o644, 0, 0)
     fs.write(b, 0, b"still open")
-    fs.is_busy = lambda ino: ino == b
-    fs.rename(2, b"a", 2, b"b")
+    assert fs.rename(2, b"a", 2, b"b") == b
     assert fs.stat(b).nlink == 0 and fs.read(b, 0, 100) == b"still open"
     fs.release(b)
     fs.sync()
@@ -1006,7 +1007,9 @@ def apply_op(fs: Ext2, m: Model, op: tuple) -> None:
             if err:
                 expect_err(err, fs.rename, *args)
                 return
-        fs.rename(*args)
+        victim = fs.rename(*args)
+        if victim:
+            fs.release(victim)
         moved = {p: e for p, e in m.ents.items() if p == sp or p.startswith(sp + "/")}
         for p in moved:
             del m.ents[p]

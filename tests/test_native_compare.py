@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from images.build import read_file
-from tests.conftest import run_native
+from tests.conftest import put_file, run_native
 
 GREP_CASES = [
     ["grep", "-c", "persistent", "data/corpus.txt"],
@@ -117,3 +117,32 @@ def test_dash_script_matches_native(emu, native_root):
     native = run_native(["/bin/dash", "-c", DASH_SCRIPT.replace("set -e\n", "")], native_root)
     assert run.stdout == native.stdout
     assert run.result.exit_code == native.returncode == 3
+
+
+# Renames that replace something, through the syscall layer: over a file (which an open
+# descriptor keeps alive), over an empty directory, onto another link of the same inode (a
+# no-op), and the refusals (a non-empty directory, a file over a directory and back).
+RENAME_SCRIPT = r"""
+cd "$1"
+printf a > h; printf n > n
+exec 3< h
+$R n h; cat h; echo; cat <&3; echo
+exec 3<&-
+printf z > y; $R y h; cat h; echo
+mkdir d e; touch d/in; $R d e; ls e; ls -d d 2>/dev/null || echo "d gone"
+mkdir f g; touch g/x; $R f g; ls -d f g
+printf 1 > l1; ln l1 l2; $R l1 l2; ls l1 l2; stat -c '%h %s' l2
+$R h e; $R e h; $R nothere h; $R e e/sub; $R . x
+ls -a; stat -c '%n %h %s %F' . e f g h l1 l2
+"""
+
+
+def test_rename_replacing_matches_native(emu, tmp_path, guest_programs):
+    (tmp_path / "w").mkdir()
+    env_native = f"R={guest_programs / 'renameto'}; "
+    native = run_native(["/bin/dash", "-c", env_native + RENAME_SCRIPT, "sh", str(tmp_path / "w")], tmp_path)
+    image = emu.fresh_image()
+    put_file(image, guest_programs / "renameto", "/bin/renameto")
+    run = emu(["/bin/sh", "-c", "R=/bin/renameto; mkdir /tmp/w && " + RENAME_SCRIPT, "sh", "/tmp/w"], image)
+    assert native.returncode == 0 and native.stdout.count(b" = 0") == 4, native.stdout
+    assert (run.stdout, run.stderr, run.result.exit_code) == (native.stdout, native.stderr, 0)

@@ -596,9 +596,9 @@ def do_rename(k: "Kernel", p: "Process", olddirfd: int, old: bytes, newdirfd: in
     if replaced == src:
         return 0
     k.on_dir_change(p)
-    fs_call(k.fs.rename, op, on, np_, nn)
-    if isinstance(replaced, int) and replaced != src:
-        k.vfs.maybe_release(replaced)
+    victim = fs_call(k.fs.rename, op, on, np_, nn)
+    if victim:
+        k.vfs.maybe_release(victim)  # a replaced file lives on while it is open
     return 0
 
 
