@@ -3,14 +3,17 @@
     emu run [--image PATH] [--machine FILE] [--set KEY=VALUE] [--summary] [--stats]
             [--state DIR] [--power-fail-at N | --power-fail-at-event K] -- PROGRAM [ARGS...]
     emu boot [--image PATH] [--state DIR]   run the image's /sbin/init (cold boot from DIR)
-    emu restart DIR                         power back on after a failure: resume the checkpointed
-                                            programs from SCM and run them to the end
+    emu restart DIR [--start-over]          power back on after a failure: resume the checkpointed
+                                            programs from SCM and run them to the end (or refuse,
+                                            changing nothing, when that cannot be done faithfully)
     emu machine show [FILE]                 the resolved memory map and settings
     emu stats DIR                           the counters of a finished run
     emu image build [RECIPE] [-o PATH]      build a guest image (see images/)
     emu image list
 
-User mistakes end in one line on stderr and a non-zero exit, never a traceback.
+User mistakes end in one line on stderr and a non-zero exit, never a traceback. Exit statuses:
+the guest's own (pid 1's, as a shell's $?), or emu's (emu/errors.py): 1 a user mistake, 2 bad
+arguments, 65 a refused restart, 70 a bug in emu, 75 a run cut by a power failure.
 """
 from __future__ import annotations
 
@@ -22,9 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from emu.errors import EmuError
-
-EXIT_USAGE = 2
+from emu.errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_POWER_FAILED, EXIT_USAGE, EmuError, RestartRefusedError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -87,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     boot.set_defaults(func=cmd_boot, program=["/sbin/init"])
     restart = sub.add_parser("restart", help="power on after a power failure and resume from the newest checkpoint in SCM")
     restart.add_argument("dir", help="the state directory the failed run left (emu run --state DIR ...)")
+    restart.add_argument("--start-over", action="store_true",
+                         help="run the program again from the start on storage as it is, ignoring the checkpoints (when a restart was refused)")
     add_machine_options(restart)
     restart.set_defaults(func=cmd_restart)
     mach = sub.add_parser("machine", help="machine configurations")
@@ -128,9 +131,9 @@ def resolve_config(args: argparse.Namespace, state: Path | None) -> object:
     return machine_config(args.machine, overrides)
 
 
-def machine_for(args: argparse.Namespace) -> tuple[object, Path | None, Path | None]:
+def machine_for(args: argparse.Namespace, keep_config: bool = False) -> tuple[object, Path | None, Path | None]:
     """Build the Machine the options describe; returns it, a scratch directory to remove, and
-    the state directory (if any)."""
+    the state directory (if any). `keep_config`: leave a state directory's config.json as it is."""
     from emu.config import save_resolved
     from emu.machine import Machine, load_kernel
     from images.build import ImageError, default_image
@@ -156,7 +159,8 @@ def machine_for(args: argparse.Namespace) -> tuple[object, Path | None, Path | N
         if not image.exists():
             shutil.copyfile(base_image(), image)
         check_image(image)
-        save_resolved(cfg, state / "config.json")
+        if not (keep_config and (state / "config.json").exists()):
+            save_resolved(cfg, state / "config.json")
         media_dir = state
     elif args.image:
         image = base_image()
@@ -221,7 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if epochs is not None:
         epochs.finish(Path(args.stats_csv))
     report(args, machine, result, state)
-    return 0 if result.power_failed else result.exit_code
+    return EXIT_POWER_FAILED if result.power_failed else result.exit_code
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
@@ -244,15 +248,29 @@ def cmd_restart(args: argparse.Namespace) -> int:
         program = json.loads((state / COMMAND_FILE).read_text())["argv"]
     except (OSError, ValueError, KeyError):
         raise EmuError(f"{state}/{COMMAND_FILE} is missing or unreadable: which program ran is unknown") from None
-    machine, _scratch, _ = machine_for(args)
+    machine, _scratch, _ = machine_for(args, keep_config=True)
     try:
-        result = machine.run_restart(program)  # type: ignore[attr-defined]
+        result = machine.run_restart(program, start_over=args.start_over)  # type: ignore[attr-defined]
+    except RestartRefusedError as e:
+        raise RestartRefusedError(f"{e}; {state} is unchanged (emu restart --start-over runs the program again from the start)") from None
     except ValueError as e:
         raise EmuError(str(e)) from None
-    how = machine.restart_how  # type: ignore[attr-defined]
-    print(f"emu: restart: {how}" + (" from the newest good checkpoint" if how == "resumed" else ""), file=sys.stderr)
+    print(f"emu: restart: {restart_line(machine.restart_how, result.restart)}", file=sys.stderr)  # type: ignore[attr-defined]
     report(args, machine, result, state)
-    return 0 if result.power_failed else result.exit_code
+    return EXIT_POWER_FAILED if result.power_failed else result.exit_code
+
+
+def restart_line(how: str, info: dict) -> str:
+    """What a restart did, in one line: the image it resumed from and the newer ones it skipped."""
+    if how in ("resumed", "finished"):
+        text = f"{how} from checkpoint image {info.get('image', '?')}"
+        if how == "finished":
+            text = f"finished: checkpoint image {info.get('image', '?')} says the run had ended"
+        skipped = info.get("rejected") or []
+        return text + (f"; skipped {len(skipped)} newer: {'; '.join(skipped)}" if skipped else "; it is the newest")
+    if how == "started over":
+        return "started over, as asked: the program runs again from the start on storage as it is"
+    return f"{how}: {info.get('why', 'no checkpoint image')}; the program runs from the start"
 
 
 def cmd_crashtest(args: argparse.Namespace) -> int:
@@ -298,8 +316,16 @@ def report(args: argparse.Namespace, machine: object, result: object, state: Pat
         stats["run"] = {key: v for key, v in r.to_dict().items() if key not in ("wall_s", "mips")}  # type: ignore[attr-defined]
     if state is not None:
         write_stats(stats, state / "stats.json")  # type: ignore[arg-type]
+        rep_file = state / "report.json"
         if r.power_failed:  # type: ignore[attr-defined]
-            (state / "report.json").write_text(json.dumps(r.power_report, indent=2) + "\n")  # type: ignore[attr-defined]
+            rep_file.write_text(json.dumps(dict(r.power_report, **({"restart": r.restart} if r.restart else {})), indent=2) + "\n")  # type: ignore[attr-defined]
+        elif r.restart:  # type: ignore[attr-defined]
+            # The failure's report stays; what the restart did is added to it.
+            try:
+                rep = json.loads(rep_file.read_text())
+            except (OSError, ValueError):
+                rep = {}
+            rep_file.write_text(json.dumps(dict(rep, restart=r.restart), indent=2) + "\n")  # type: ignore[attr-defined]
     if args.stats_json:
         write_stats(stats, Path(args.stats_json))  # type: ignore[arg-type]
         from emu.config import save_resolved
@@ -327,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except EmuError as e:
         print(f"emu: error: {e}", file=sys.stderr)
-        return 1
+        return getattr(e, "exit_status", EXIT_ERROR)
     except KeyboardInterrupt:
         print("emu: interrupted", file=sys.stderr)
         return 130
@@ -338,11 +364,11 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(e, KernelPanic):
             print(f"emu: kernel panic: {e}", file=sys.stderr)
-            return 1
+            return EXIT_ERROR
         if os.environ.get("EMU_DEBUG"):
             raise
         print(f"emu: internal error: {type(e).__name__}: {e} (set EMU_DEBUG=1 for a traceback)", file=sys.stderr)
-        return 70
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

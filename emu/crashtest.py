@@ -48,6 +48,16 @@ boot, else `python -m emu.crashtest restart --state DIR --restart HOW -- PROGRAM
 
 State directories of the points are kept under CAMPAIGN/points (--keep: all, failed, none).
 
+Media faults
+------------
+`--media-faults K` adds, after each cut and before the restart, K seeded faults to the SCM media
+that holds the checkpoint images (emu/mediafaults.py: bit flips in the table, a slot, metadata or
+data pages, a torn line, a zeroed page). The oracle: the restart resumes and every check passes
+("resumed identical"), or it refuses (`RestartRefusedError`, exit 65) and leaves the state
+directory byte for byte as it was ("refused"); anything else is a silent mismatch, a failure.
+Without media faults a refusal is a failure too. Each point records its faults, and its
+reproducing commands apply them again (`python -m emu.mediafaults MEDIA FAULTS_JSON`).
+
 Phases from the kernel: `PhaseProbe` is mixed into the kernel class (the default
 `guestkernel.kernel.Kernel` or --kernel's) and notes the instruction count of every syscall,
 whether a syscall is being served and the event count when shutdown begins; the block device's
@@ -75,10 +85,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emu.errors import EmuError
+from emu.errors import EXIT_USAGE, EmuError
 
 PHASES = ("user", "syscall", "write-back", "checkpoint")
-EXIT_USAGE = 2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,7 +276,7 @@ def restart_main(argv: list[str] | None = None) -> int:
         out, err, code = choose_restart(a.kernel, a.restart, cfg)(state, prog, cfg)
     except EmuError as e:
         print(f"emu: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return getattr(e, "exit_status", EXIT_USAGE)
     sys.stdout.buffer.write(out)
     sys.stderr.buffer.write(err)
     return code
@@ -430,6 +439,8 @@ class Campaign:
     kernel: str | None
     restart: ColdBootRestart
     keep: str = "failed"
+    media_faults: int = 0     # faults added to the checkpoint range's media after each cut
+    seed: int = 1
     reference: dict[str, Any] = field(default_factory=dict)
     ref_tree: dict[str, dict[str, Any]] = field(default_factory=dict)
     ref_stdout: bytes = b""
@@ -471,24 +482,59 @@ def emu_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "emu.cli"]
 
 
-def reproduce(c: Campaign, index: int, kind: str, at: int) -> list[list[str]]:
+def reproduce(c: Campaign, index: int, kind: str, at: int, faults: list[dict[str, Any]] | None = None,
+              media: str = "") -> list[list[str]]:
     d = (c.dir / "repro" / f"p{index:04d}").resolve()
     emu = emu_command()
     cut = ["--power-fail-at", str(at)] if kind == "instruction" else ["--power-fail-at-event", str(at)]
     kern = ["--kernel", c.kernel] if c.kernel else []
+    inject = [[sys.executable, "-m", "emu.mediafaults", str(d / f"{media}.media"), json.dumps(faults)]] if faults else []
     return [
         ["rm", "-rf", str(d)],
         [*emu, "run", "--machine", str(c.machine_file.resolve()), "--image", str(c.start_image.resolve()),
          "--state", str(d), *kern, *cut, "--", *c.argv],
+        *inject,
         c.restart.command(emu, d, c.argv),
     ]
 
 
+def add_media_faults(c: Campaign, index: int, state: Path, m: Any) -> tuple[list[dict[str, Any]], str]:
+    """After the cut: c.media_faults faults on the media of the range holding the checkpoints,
+    seeded by the campaign's seed and the point (see emu/mediafaults.py)."""
+    import mmap
+    import random
+
+    from emu.mediafaults import inject
+
+    name = m.kernel.checkpointer.range_name
+    cpu_view = next(r.buffer for r in m.physmem.scm_ranges() if r.spec.name == name)
+    with open(state / f"{name}.media", "r+b") as f, mmap.mmap(f.fileno(), 0) as media:
+        faults = inject(media, cpu_view, c.media_faults, random.Random(f"{c.seed}:{index}"))
+    return faults, name
+
+
+def state_digest(state: Path) -> str:
+    """One hash of every file in a state directory (a refused restart must change none)."""
+    h = hashlib.sha256()
+    for f in sorted(state.iterdir()):
+        if f.is_file():
+            h.update(f.name.encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
 def run_point(c: Campaign, index: int, kind: str, at: int) -> dict[str, Any]:
-    """One point: cut, restart, check. Never raises for what the machine does."""
+    """One point: cut, (media faults,) restart, check. Never raises for what the machine does.
+
+    Outcomes: "identical" (every check passed), "refused" (the restart refused to resume and
+    changed nothing: a pass only when media faults were added), "mismatch" (a failure)."""
+    from emu.errors import RestartRefusedError
+
     state = c.dir / "points" / f"p{index:04d}-{kind[0]}{at}"
     p: dict[str, Any] = {"index": index, "cut": {"kind": kind, "at": at}, "phase": "none", "passed": False,
-                         "reasons": [], "state_dir": str(state.resolve()),
+                         "outcome": "mismatch", "reasons": [], "state_dir": str(state.resolve()),
                          "reproduce": [shlex.join(cmd) for cmd in reproduce(c, index, kind, at)]}
     reasons: list[str] = p["reasons"]
     pre_out = b""
@@ -499,14 +545,26 @@ def run_point(c: Campaign, index: int, kind: str, at: int) -> dict[str, Any]:
                  stdout_before_cut=len(pre_out))
         if not r.power_failed:
             reasons.append("the power was never cut (the run ended first)")
+        elif c.media_faults:
+            faults, media = add_media_faults(c, index, state, m)
+            p["faults"] = faults
+            p["reproduce"] = [shlex.join(cmd) for cmd in reproduce(c, index, kind, at, faults, media)]
     except Exception as e:  # noqa: BLE001  (a kernel panic and the like: a finding, not a crash of the tool)
         reasons.append(f"cut run: {type(e).__name__}: {e}")
     post_out = b""
+    before = state_digest(state) if state.is_dir() else ""
     try:
         post_out, _, code = c.restart(state, c.argv, c.config())
         p.update(stdout_after_restart=len(post_out), restart_exit_code=code)
         if c.restart.resumes and code != c.reference["exit_code"]:
             reasons.append(f"exit code {code} instead of {c.reference['exit_code']}")
+    except RestartRefusedError as e:
+        p["refused"] = str(e)
+        if not c.media_faults:
+            reasons.append(f"restart refused on intact media: {e}")
+        if state_digest(state) != before:
+            reasons.append("a refused restart changed the state directory")
+        return _finish_point(c, p, state, "refused" if not reasons else "mismatch")
     except Exception as e:  # noqa: BLE001  (a restart that cannot mount what the cut left is a finding)
         reasons.append(f"restart: {type(e).__name__}: {e}")
     checks = {}
@@ -527,6 +585,12 @@ def run_point(c: Campaign, index: int, kind: str, at: int) -> dict[str, Any]:
     if why:
         reasons.append(why)
     p["checks"] = checks
+    return _finish_point(c, p, state, "identical" if not reasons else "mismatch")
+
+
+def _finish_point(c: Campaign, p: dict[str, Any], state: Path, outcome: str) -> dict[str, Any]:
+    reasons = p["reasons"]
+    p["outcome"] = outcome
     p["passed"] = not reasons
     p["reason"] = reasons[0] if reasons else None
     if c.keep == "none" or (c.keep == "failed" and p["passed"]):
@@ -572,6 +636,8 @@ def prepare(args: argparse.Namespace) -> tuple[Campaign, Any]:
         raise EmuError("cutting at persistence events (--events-of-writeback, --every-event-of-checkpoint) needs a cache model: use --level persist or full")
     if args.every_event_of_checkpoint and not cfg.checkpoint.enabled:
         raise EmuError("--every-event-of-checkpoint needs checkpointing on (--checkpoint tcp=...)")
+    if args.media_faults and not cfg.checkpoint.enabled:
+        raise EmuError("--media-faults damages the checkpoint images: it needs checkpointing on (--checkpoint tcp=...)")
     restart = choose_restart(args.kernel, args.restart, cfg)
     if args.image:
         base = Path(args.image)
@@ -587,7 +653,8 @@ def prepare(args: argparse.Namespace) -> tuple[Campaign, Any]:
     created = not d.exists()
     d.mkdir(parents=True, exist_ok=True)
     try:
-        return make_reference(Campaign(d, argv, args.kernel, restart, keep=args.keep), base, cfg)
+        return make_reference(Campaign(d, argv, args.kernel, restart, keep=args.keep, media_faults=args.media_faults,
+                                       seed=args.seed), base, cfg)
     except BaseException:
         # nothing of a campaign that never started
         for q in [d] if created else list(d.iterdir()):
@@ -684,28 +751,40 @@ def run_campaign(c: Campaign, jobs: list[tuple[int, str, int]], workers: int,
     return sorted(results, key=lambda p: p["index"])
 
 
+OUTCOMES = ("identical", "refused", "mismatch")
+
+
 def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
-    by: dict[str, dict[str, int]] = {ph: {"tried": 0, "passed": 0, "failed": 0} for ph in PHASES}
+    def row() -> dict[str, int]:
+        return {"tried": 0, "passed": 0, "failed": 0, **{o: 0 for o in OUTCOMES}}
+
+    by: dict[str, dict[str, int]] = {ph: row() for ph in PHASES}
     for p in points:
-        row = by.setdefault(p["phase"], {"tried": 0, "passed": 0, "failed": 0})
-        row["tried"] += 1
-        row["passed" if p["passed"] else "failed"] += 1
+        r = by.setdefault(p["phase"], row())
+        r["tried"] += 1
+        r["passed" if p["passed"] else "failed"] += 1
+        r[p.get("outcome", "mismatch")] += 1
     passed = sum(p["passed"] for p in points)
-    return {"tried": len(points), "passed": passed, "failed": len(points) - passed, "by_phase": by}
+    outcomes = {o: sum(p.get("outcome") == o for p in points) for o in OUTCOMES}
+    return {"tried": len(points), "passed": passed, "failed": len(points) - passed, "outcomes": outcomes, "by_phase": by}
 
 
 def report_table(summary: dict[str, Any], points: list[dict[str, Any]]) -> list[Any]:
     from rich.table import Table
 
     t = Table(title="crash campaign", title_justify="left")
-    for col, just in (("phase", "left"), ("tried", "right"), ("passed", "right"), ("failed", "right")):
+    for col, just in (("phase", "left"), ("tried", "right"), ("passed", "right"), ("failed", "right"),
+                      ("resumed identical", "right"), ("refused", "right"), ("mismatch", "right")):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for ph, row in summary["by_phase"].items():
-        t.add_row(ph, str(row["tried"]), str(row["passed"]),
-                  f"[red]{row['failed']}[/]" if row["failed"] else "0")
+        t.add_row(ph, str(row["tried"]), str(row["passed"]), f"[red]{row['failed']}[/]" if row["failed"] else "0",
+                  str(row["identical"]), str(row["refused"]), f"[red]{row['mismatch']}[/]" if row["mismatch"] else "0")
     t.add_section()
+    o = summary["outcomes"]
     t.add_row("[bold]all", f"[bold]{summary['tried']}", f"[bold]{summary['passed']}",
-              f"[bold red]{summary['failed']}" if summary["failed"] else "[bold]0")
+              f"[bold red]{summary['failed']}" if summary["failed"] else "[bold]0",
+              f"[bold]{o['identical']}", f"[bold]{o['refused']}",
+              f"[bold red]{o['mismatch']}" if o["mismatch"] else "[bold]0")
     out: list[Any] = [t]
     failed = [p for p in points if not p["passed"]]
     if failed:
@@ -762,7 +841,7 @@ def main(args: argparse.Namespace) -> int:
     summary = summarize(points)
     doc = {"campaign": str(c.dir), "program": c.argv, "machine": str(c.machine_file), "image": str(c.start_image),
            "kernel": c.kernel, "restart": c.restart.name, "seed": args.seed, "points_requested": args.points,
-           "events_of_writeback": args.events_of_writeback,
+           "events_of_writeback": args.events_of_writeback, "media_faults": args.media_faults,
            "every_event_of_checkpoint": [ck["seq"] for ck in selected_checkpoints(c, args.every_event_of_checkpoint)],
            "reference": rf, "summary": summary, "points": points}
     out = Path(args.json) if args.json else c.dir / "crashtest.json"
@@ -770,7 +849,9 @@ def main(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(doc, indent=2) + "\n")
     for r in report_table(summary, points):
         con.print(r)
-    con.print(f"crashtest: {summary['passed']}/{summary['tried']} points passed; JSON in {out}", highlight=False)
+    o = summary["outcomes"]
+    con.print(f"crashtest: {summary['passed']}/{summary['tried']} points passed ({o['identical']} resumed identical, "
+              f"{o['refused']} refused); {o['mismatch']} mismatches; JSON in {out}", highlight=False)
     return 0 if summary["failed"] == 0 else 1
 
 
@@ -784,6 +865,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also cut at every persistence event of K checkpoints of the reference (commit and write-back)")
     p.add_argument("--checkpoint", metavar="tcp=DURATION|off", type=checkpoint_spec,
                    help="checkpointing into SCM, as emu run --checkpoint (restart then resumes from it)")
+    p.add_argument("--media-faults", type=int, default=0, metavar="K",
+                   help="after each cut, K seeded faults on the SCM media holding the checkpoints (bit flips in the table, "
+                        "slots, metadata, data pages; torn lines; zeroed pages): the restart must resume identically or refuse")
     p.add_argument("--jobs", type=positive_int, default=None, metavar="J", help="points run in parallel (default: the CPU count)")
     p.add_argument("--json", metavar="FILE", help="write every point as JSON (default: CAMPAIGN/crashtest.json)")
     p.add_argument("--dir", metavar="DIR", help="campaign directory (default: a fresh emu-runs/crashtest-NNNN)")

@@ -3,3 +3,19 @@
 
 class EmuError(Exception):
     """A problem with what the user asked for (bad image, bad config, bad arguments)."""
+
+
+# Exit statuses of `emu` besides the guest's own (documented in README.md). A guest can exit with
+# any status of 0..255, so report.json / --summary-json say unambiguously what happened; these
+# come from sysexits.h, which guest programs seldom use.
+EXIT_ERROR = 1             # a user mistake (one line on stderr)
+EXIT_USAGE = 2             # bad command-line arguments
+EXIT_RESTART_REFUSED = 65  # EX_DATAERR: `emu restart` cannot resume faithfully; nothing changed
+EXIT_INTERNAL = 70         # EX_SOFTWARE: a bug in emu
+EXIT_POWER_FAILED = 75     # EX_TEMPFAIL: the run was cut by a power failure (restart it)
+
+
+class RestartRefusedError(EmuError):
+    """`emu restart` refuses: the persistent state cannot reproduce an uninterrupted run."""
+
+    exit_status = EXIT_RESTART_REFUSED

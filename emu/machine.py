@@ -27,8 +27,9 @@ from typing import Any
 
 from emu.clock import Clock
 from emu.config import MachineConfig, default_machine
-from emu.errors import EmuError
+from emu.errors import EmuError, RestartRefusedError
 from guestkernel.errors import SyscallError
+from guestkernel.interface import RestartRefused
 from hw.blockdev import BlockDevice
 from hw.console import Console
 from hw.cpu import CPU, STOP_DEADLINE
@@ -54,6 +55,7 @@ class RunResult:
     power_failed: bool = False
     power_report: dict[str, Any] = field(default_factory=dict)
     checkpoint: dict[str, int] = field(default_factory=dict)  # checkpoint counters (if on)
+    restart: dict[str, Any] = field(default_factory=dict)     # what a restart resumed from, and why
 
     @property
     def mips(self) -> float:
@@ -158,25 +160,33 @@ class Machine:
         """Boot `argv` as the first process and run the machine until it ends or loses power."""
         return self._run(argv, env, restart=False)
 
-    def run_restart(self, argv: list[str | bytes], env: list[str | bytes] | None = None) -> RunResult:
+    def run_restart(self, argv: list[str | bytes], env: list[str | bytes] | None = None,
+                    start_over: bool = False) -> RunResult:
         """Power back on after a failure: the kernel resumes from the newest good checkpoint
-        in SCM (or starts `argv` over if there is none) and runs to the end."""
+        in SCM (or starts `argv` over if nothing was ever committed, or if `start_over`) and
+        runs to the end. RestartRefusedError, with the state as it was, when the persistent
+        state cannot reproduce an uninterrupted run."""
         if not hasattr(self.kernel, "restart_from_state"):
             raise EmuError(f"kernel {getattr(self.kernel, 'name', '?')} cannot restart from a checkpoint")
         if not self.config.checkpoint.enabled:
             raise EmuError("restart needs checkpointing: this machine ran with checkpoint.enabled = false")
-        return self._run(argv, env, restart=True)
+        return self._run(argv, env, restart=True, start_over=start_over)
 
-    def _run(self, argv: list[str | bytes], env: list[str | bytes] | None, restart: bool) -> RunResult:
+    def _run(self, argv: list[str | bytes], env: list[str | bytes] | None, restart: bool,
+             start_over: bool = False) -> RunResult:
         argv_b = [a.encode() if isinstance(a, str) else a for a in argv]
         env_b = None if env is None else [e.encode() if isinstance(e, str) else e for e in env]
         t0 = time.perf_counter()
         k = self.kernel
         try:
             if restart:
-                self.restart_how = k.restart_from_state(self, argv_b, env_b)
+                self.restart_how = (k.restart_from_state(self, argv_b, env_b, start_over=True) if start_over
+                                    else k.restart_from_state(self, argv_b, env_b))
             else:
                 k.boot(self, argv_b, env_b)
+        except RestartRefused as e:
+            self._abandon()
+            raise RestartRefusedError(f"cannot resume faithfully: {e}") from None
         except SyscallError as e:
             return self._boot_failure(argv_b[0], e, t0)
         except PowerFailure:
@@ -247,6 +257,11 @@ class Machine:
         self._close()
         return self._result(t0, 0, 0, power_failed=True)
 
+    def _abandon(self) -> None:
+        """Power off having changed nothing: no console record, no media or storage writes
+        (the media mappings stay open: the CPU still holds pointers into them)."""
+        self.blockdev.close()
+
     def _close(self) -> None:
         if self.media_dir is not None:
             # The console is outside the machine: what it showed survives a power failure.
@@ -266,6 +281,7 @@ class Machine:
             page_faults=k.page_faults, log=list(k.log), model_level=self.config.model_level,
             power_failed=power_failed, power_report=self.power_report,
             checkpoint=ck.stats_dict() if (ck := getattr(k, "checkpointer", None)) is not None else {},
+            restart=dict(getattr(ck, "resumed_from", {}) or {}),
         )
 
     def _boot_failure(self, prog: bytes, e: SyscallError, t0: float) -> RunResult:

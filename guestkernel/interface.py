@@ -19,6 +19,16 @@ class that implements them can be loaded with `emu --kernel MODULE:CLASS` (const
                                 instruction, the deadline, or a requested stop.
     shutdown()                  end of run: release everything, write caches back to storage.
 
+Optional, for kernels that checkpoint (`emu restart`):
+
+    restart_from_state(machine, argv, envp, start_over=False) -> str
+                                power on after a failure: resume from what the persistent state
+                                holds ("resumed"), see that the run had finished ("finished"), or
+                                start argv over ("started": nothing was ever committed, or the
+                                user asked with start_over). Raise RestartRefused, before
+                                changing anything, when the state cannot reproduce an
+                                uninterrupted run.
+
 Attributes the machine reads afterwards: `init_status` (wait status of pid 1), `syscall_counts`
 (name -> count), `page_faults`, `log` (lines for the run log).
 
@@ -33,6 +43,12 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from emu.machine import Machine
     from hw.cpu import Stop
+
+
+class RestartRefused(Exception):
+    """The persistent state cannot reproduce an uninterrupted run (every image corrupt, storage
+    ahead of every image): the restart refuses, having changed nothing. The message says which
+    structures failed their checks."""
 
 
 class KernelInterface(Protocol):

@@ -110,12 +110,16 @@ class Kernel:
         self._bring_up(machine)
         self.boot_init(argv, envp)
 
-    def restart_from_state(self, machine: "Machine", argv: list[bytes], envp: list[bytes] | None = None) -> str:
+    def restart_from_state(self, machine: "Machine", argv: list[bytes], envp: list[bytes] | None = None,
+                           start_over: bool = False) -> str:
         """Boot after a power failure: replay the newest good checkpoint image's block log,
         mount, rebuild its processes and let them re-execute their interrupted syscalls. With
-        no image (the power failed before the first checkpoint, when storage was still
-        untouched) the program starts over from `argv`. Returns what was done: "resumed",
-        "finished" (the image says the group had ended) or "started"."""
+        nothing ever committed (the power failed before the first checkpoint, when storage was
+        still untouched) the program starts over from `argv`, and the console swallows what the
+        failed run had shown. Returns what was done: "resumed", "finished" (the image says the
+        group had ended), "started", or "started over" (`start_over`: the user's choice, on
+        storage as it is, showing everything again). RestartRefused (from the checkpointer,
+        before anything changed) when the state cannot reproduce an uninterrupted run."""
         if not machine.config.checkpoint.enabled:
             raise ValueError("restart needs a machine with checkpointing on")
         meta: dict | None = None
@@ -123,12 +127,16 @@ class Kernel:
         def before_mount() -> None:
             nonlocal meta
             assert self.checkpointer is not None
-            meta = self.checkpointer.open_image(machine.blockdev)
+            meta = self.checkpointer.open_image(machine.blockdev, start_over)
 
         self._bring_up(machine, before_mount)
         ck = self.checkpointer
         assert ck is not None
         shown = machine.console.shown_before()
+        if start_over:
+            machine.console.resume_at({1: 0, 2: 0}, {1: 0, 2: 0})
+            self.boot_init(argv, envp)
+            return "started over"
         if meta is None:
             machine.console.resume_at({1: 0, 2: 0}, shown)
             self.boot_init(argv, envp)

@@ -80,9 +80,14 @@ class PageCache:
             self.frames.put(pfn)
 
     def _write_back(self, blockno: int) -> None:
+        self.write_now(blockno)
+        del self.dirty[blockno]
+
+    def write_now(self, blockno: int) -> None:
+        """Write a cached block to the device at once, dirty or not (it stays as it was in the
+        dirty map: a checkpoint's own note on storage, see checkpoint/generation.py)."""
         pfn = self.pages[blockno]
         self.dev.write_at(blockno * self.block_size, self.frames.view(pfn)[: self.block_size])
-        del self.dirty[blockno]
         self.stats.writebacks += 1
 
     def _evict(self) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from emu.config import default_machine, derive
+from emu.errors import EXIT_POWER_FAILED
 from emu.machine import Machine
 from guestkernel.kernel import Kernel
 from hw.console import Console
@@ -110,7 +111,7 @@ def test_same_cut_gives_identical_state_directories(base_image, tmp_path):
         cmd = [sys.executable, "-m", "emu.cli", "run", "--level", "persist", "--state", str(d), "--image", str(base_image),
                "--power-fail-at", "13500", "--", "/bin/pmemlog", "append", "5"]
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        assert p.returncode == 0, p.stderr
+        assert p.returncode == EXIT_POWER_FAILED, p.stderr  # documented: a cut run is not a finished one
         assert "power failed after 13,500 instructions" in p.stderr
         dirs.append(d)
     names = sorted(f.name for f in dirs[0].iterdir())
@@ -173,7 +174,7 @@ def test_cold_boot_from_state_after_power_failure(base_image, tmp_path):
     cli = [sys.executable, "-m", "emu.cli"]
     p = subprocess.run(cli + ["run", "--level", "persist", "--state", str(state), "--power-fail-at-event", "3", "--",
                               "/bin/pmemlog", "append", "4"], cwd=ROOT, capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == EXIT_POWER_FAILED, p.stderr
     assert "at persistence event 3" in p.stderr
     report = json.loads((state / "report.json").read_text())
     assert report["fail_at_event"] == 3

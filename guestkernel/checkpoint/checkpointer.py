@@ -23,6 +23,13 @@ A directory-changing syscall's result is recorded (the outcome line of the table
 returns; a replay of it from that checkpoint that fails with EEXIST/ENOENT/ENOTEMPTY while the
 record says it succeeded answers with the recorded success.
 
+A restart either resumes faithfully or refuses (`RestartRefused`, before it changes anything).
+It starts the program over only when nothing was ever committed: both copies of the image table
+blank (store.py) and storage never written by a checkpoint (generation.py). When images were
+committed, it resumes from the newest readable one if storage agrees with it: storage holds no
+blocks of a newer image (generation `begun` <= the image), or exactly the next image's blocks,
+completely (then the paper's rules make the replay consistent). Anything else is refused.
+
 The console is part of the guarantee: every image records how many bytes each console stream had
 shown; after a restart the console swallows the bytes already shown before the power failed.
 """
@@ -35,8 +42,10 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from emu.clock import BLOCK_IO_NS, CKPT_NS, CKPT_SCAN_NS, COPY_NS_PER_KIB
+from guestkernel.checkpoint import generation
 from guestkernel.checkpoint.state import PageTracker, Unsupported, capture, restore
-from guestkernel.checkpoint.store import PAGE, ImageStore, ScmMedium, page_refs
+from guestkernel.checkpoint.store import PAGE, CorruptImage, ImageStore, ScmMedium, page_refs
+from guestkernel.interface import RestartRefused
 
 if TYPE_CHECKING:
     from guestkernel.kernel import Kernel
@@ -91,6 +100,8 @@ class Checkpointer:
         self.read_since: set[int] = set()   # inodes read (or stat'ed) since the last checkpoint
         self.mmap_filled = False            # a file-backed page was demand-filled since then
         self.seq = 0
+        self.storage_gen = 0        # storage holds every block of images up to this one
+        self.resumed_from: dict[str, Any] = {}  # what the restart chose, and why (reports)
         self.outcome_due: tuple[int, int] | None = None   # (pid, nr) of a dir op to record
         self.replay: tuple[int, int, int] | None = None   # (pid, nr, recorded result)
         self.reported: set[str] = set()                   # reasons for skipped checkpoints, logged once
@@ -210,12 +221,18 @@ class Checkpointer:
             self.phase = None
             raise e if isinstance(e, Unsupported) else Unsupported(str(e)) from None
         try:
-            # Write-back: the logged blocks in place (a cut here is repaired by the restart).
+            # Write-back: the logged blocks in place (a cut here is repaired by the restart),
+            # between two notes of the generation on storage.
             self.phase = "write-back"
-            for blockno, _pg, _crc in blocks:
-                k.pagecache._write_back(blockno)
+            if blocks:
+                self._note_generation(self.seq, self.storage_gen)
+                for blockno, _pg, _crc in blocks:
+                    k.pagecache._write_back(blockno)
+                self._note_generation(self.seq, self.seq)
+                self.storage_gen = self.seq
+            io_blocks = len(blocks) + 2 * bool(blocks)  # the log and the two generation notes
             k.clock.charge(CKPT_NS + scan["pages_scanned"] * CKPT_SCAN_NS
-                           + (scan["pages_copied"] + len(blocks)) * 4 * COPY_NS_PER_KIB + len(blocks) * BLOCK_IO_NS)
+                           + (scan["pages_copied"] + len(blocks)) * 4 * COPY_NS_PER_KIB + io_blocks * BLOCK_IO_NS)
             st.checkpoints += 1
             st.pages_scanned += scan["pages_scanned"]
             st.pages_copied += scan["pages_copied"]
@@ -237,33 +254,98 @@ class Checkpointer:
         cache = self.k.cache
         return int(cache.stats.events) if cache is not None else 0
 
+    def _note_generation(self, begun: int, done: int) -> None:
+        """Block 0's boot sector records the generation; written at once (a persistence event)."""
+        pc = self.k.pagecache
+        generation.write(pc.get(0), begun, done)
+        pc.write_now(0)
+
     def finish(self) -> None:
         """The group has ended: a last image records that (and syncs storage with it)."""
         try:
             self.checkpoint(finished=True)
         except Unsupported as e:
+            # Storage moves past every image: a restart from here must refuse.
             self.k.log.append(f"last checkpoint skipped ({e}): plain write-back")
+            self._note_generation(self.seq + 1, self.seq + 1)
             self.k.sync()
 
     # -- restart ------------------------------------------------------------------------------
-    def open_image(self, dev: Any) -> dict[str, Any] | None:
+    def open_image(self, dev: Any, start_over: bool = False) -> dict[str, Any] | None:
         """Before the file system is mounted: pick the newest good image and replay its block
-        log onto storage. None if SCM holds no image."""
-        img, rejected = self.store.open_newest()
+        log onto storage. None: start the program over (nothing was ever committed, or the
+        user asked). RestartRefused, with storage untouched, when the persistent state cannot
+        reproduce an uninterrupted run (see the module docstring)."""
         k = self.k
+        gen = generation.decode(dev.read_at)
+        if start_over:
+            self.resumed_from = {"how": "started over", "why": "asked (--start-over)"}
+            self._note_start_over(dev, gen)
+            return None
+        table = self.store.table_state()
+        img, rejected = self.store.open_newest()
+        self.resumed_from = {"rejected": rejected, "table_damaged": table.damaged,
+                             "storage_generation": {"begun": gen.begun, "done": gen.done, "damaged": gen.damaged}}
+        if img is None:
+            if rejected or table.committed is not False or gen.begun or gen.damaged:
+                raise RestartRefused(self._refusal("no checkpoint image is readable", rejected, table, gen))
+            self.resumed_from.update(how="started", why="no checkpoint was ever committed")
+            return None
+        s = img.slot.seq
+        if gen.damaged:
+            raise RestartRefused(self._refusal(f"image {s} is readable but the generation on storage is not",
+                                               rejected, table, gen))
+        if s < gen.begun and not (s == gen.begun - 1 and not gen.torn):
+            state = f"part of image {gen.begun}" if gen.torn else f"image {gen.begun}"
+            raise RestartRefused(self._refusal(f"storage holds {state}, newer than the newest readable image {s}",
+                                               rejected, table, gen))
+        cur = img.meta.get("current")
+        try:
+            self.store.read_outcome()
+        except CorruptImage as e:
+            # Only a resumed directory change needs its outcome: without it a replay could
+            # answer EEXIST where the original run succeeded.
+            if cur is not None and any(_resumes_syscall(img.meta, cur, nr) for nr in (*DIR_CHANGING, OPEN, OPENAT)):
+                raise RestartRefused(self._refusal(f"image {s} resumes a directory change whose outcome is unreadable ({e})",
+                                                   rejected, table, gen)) from None
         for why in rejected:
             k.log.append(f"checkpoint: {why}; using an older image")
         if rejected:
             self.stats.fallbacks += 1
-        if img is None:
-            return None
         meta = img.meta
         bs = meta["block_size"]
         for blockno, pg, _crc in meta["blocks"]:
             dev.write_at(blockno * bs, self.store.page(pg)[:bs])
-        self.seq = img.slot.seq
+        # Storage now holds image s (or the next one, completely): say so on storage again,
+        # since the log's copy of block 0 may have carried an older note.
+        self.storage_gen = max(s, gen.done)
+        dev.write_at(0, generation.encode(self.storage_gen, self.storage_gen))
+        dev.write_at(generation.COPIES[1], generation.encode(self.storage_gen, self.storage_gen))
+        self.store.last_seq = max(self.store.last_seq, table.max_seq, gen.begun)
+        self.seq = s
         self.stats.restarts += 1
+        self.resumed_from.update(how="resumed", image=s, skipped=len(rejected),
+                                 why="newest readable image" + (f" (skipped: {'; '.join(rejected)})" if rejected else ""))
         return meta
+
+    def _note_start_over(self, dev: Any, gen: "generation.Generation") -> None:
+        """A start over on storage checkpoints already changed: number the new images above
+        anything seen, so that the old notes cannot vouch for them."""
+        self.store.last_seq = max(self.store.table_state().max_seq, gen.begun)
+        self.storage_gen = self.store.last_seq
+        if gen.begun or gen.damaged:
+            for off in generation.COPIES:
+                dev.write_at(off, generation.encode(self.storage_gen, self.storage_gen))
+
+    @staticmethod
+    def _refusal(what: str, rejected: list[str], table: Any, gen: "generation.Generation") -> str:
+        failed = list(rejected) + [f"table {name}" for name in table.damaged]
+        if gen.damaged:
+            failed.append("storage generation (both copies)")
+        past = ("checkpoints were committed" if table.committed else
+                "checkpoints may have been committed" if table.committed is None or gen.damaged else
+                f"storage was written by checkpoint {gen.begun}")
+        return f"{what}; {past}" + (f"; failed checks: {', '.join(failed)}" if failed else "")
 
     def resume(self, meta: dict[str, Any]) -> None:
         """After the mount: rebuild the group of `meta` and arm the outcome replay."""
@@ -276,8 +358,11 @@ class Checkpointer:
         if meta["rng"] is not None:
             k.vfs.rng.setstate(_rng_from(meta["rng"]))
         self.last_ns = k.clock.uptime_ns()
-        outcome = self.store.read_outcome()
         cur = meta.get("current")
+        try:
+            outcome = self.store.read_outcome()
+        except CorruptImage:
+            outcome = None  # open_image refused if the resumed syscall needed it
         if outcome is not None and outcome[0] == self.seq and cur is not None and _resumes_syscall(meta, cur, outcome[1]):
             self.replay = (cur, outcome[1], outcome[2])
 
