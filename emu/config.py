@@ -4,15 +4,30 @@
     cfg = apply_overrides(cfg, ["cache.size=4M", "model_level=full"])   # emu --set ...
     save_resolved(cfg, results_dir / "machine.json")    # the fully resolved config, beside results
 
-Field names carry their units (`size_bytes`, `cpu_hz`, `quantum_insns`); in the TOML file the
-unit goes into the value instead (`size = "8MiB"`, `cpu_hz = "2GHz"`). Sizes take ints or strings
-with K/M/G/T (binary: K = KiB = 1024), frequencies ints or "2GHz"/"2000MHz", addresses ints or
-hex strings. Every key is optional in a machine file; what is left out takes the default machine's
-value (a file without `[[ram]]` gets the default memory map).
+Field names carry their units (`size_bytes`, `cpu_hz`, `quantum_insns`) or their address space
+(`base_hpa`, `base_gpa`); in the TOML file the unit goes into the value instead (`size = "8MiB"`,
+`cpu_hz = "2GHz"`). Sizes take ints or strings with K/M/G/T (binary: K = KiB = 1024), frequencies
+ints or "2GHz"/"2000MHz", addresses ints or hex strings. Every key is optional in a machine file;
+what is left out takes the default machine's value (a file without `[[pool]]` gets the default
+host memory, without `[guest]` the default guest map).
+
+Two memory maps:
+
+- the host memory, `[[pool]]`: DRAM and SCM (PCM, STT-MRAM...) pools at host-physical addresses,
+  each on a channel (or interleaved over several). `[[ram]]` is the older name, still read.
+- the guest-physical map the guest kernel sees, `[guest]`: RAM ranges laid out from gpa 0 in the
+  order given, each taken from a pool (`ram = [{size = "96MiB", from = "mram"}, {from = "dram"}]`;
+  no size: the rest of the pool), then, from 4 GiB (or the next GiB above RAM), the windows of the
+  persistent-memory devices (`pmem = ["pmem0"]`, /dev/pmemN) and of the checkpoint range
+  (`checkpoint.range`). Without `[guest]`: every DRAM pool as RAM in host order, every SCM pool
+  not holding checkpoints as a pmem device. `GuestRange` is one entry of the derived map.
+
+The EPT (hw/ept.py) maps each guest page to a page of its pool: `[ept] initial = "identity"`
+keeps pool order, `"shuffled"` a permutation seeded by `seed` (proves nothing assumes gpa == hpa).
 
 Every problem is a `ConfigError`, one line naming the file, the key and what is wrong:
 
-    machines/x.toml: ram[1].base: range 'dram1' base 0x1001 is not a multiple of 4 KiB
+    machines/x.toml: pool[1].base: pool 'dram1' base 0x1001 is not a multiple of 4 KiB
 
 The resolved JSON uses the dataclass field names and plain ints; `load_machine` reads it back.
 """
@@ -38,6 +53,8 @@ PAGE_BYTES = 4 * KiB          # ranges are page aligned
 MAX_CHANNEL = 15
 
 KINDS = ("dram", "scm")                       # scm: storage-class memory, persistent
+EPT_INITIAL = ("identity", "shuffled")
+DEVICE_WINDOW_GPA = 4 * GiB                   # pmem and checkpoint windows start here (or above RAM)
 PERSISTENCE_DOMAINS = ("adr", "eadr")         # adr: memory controller; eadr: caches too
 MODEL_LEVELS = ("fast", "persist", "full")
 SUPPORTED_LINE_BYTES = 64
@@ -73,27 +90,27 @@ class CacheConfig:
 
 @dataclass(frozen=True)
 class RangeConfig:
-    """One range of the physical memory map."""
+    """One pool of host memory (host-physical addresses, on memory channels)."""
 
     name: str = _f("name in the memory map and in statistics", parse="str")
     kind: str = _f("'dram' (volatile) or 'scm' (persistent)", parse="str")
-    base_bytes: int = _f("first physical address", parse="addr", toml="base")
+    base_hpa: int = _f("first host-physical address", parse="addr", toml="base")
     size_bytes: int = _f("length, a multiple of 4 KiB", parse="size", toml="size")
     channel: int = _f("memory channel (0..15) when not interleaved", default=0)
     channels: tuple[int, ...] = _f("channels to interleave over when interleave is on",
                                    parse="channels", default=())
 
     @property
-    def end_bytes(self) -> int:
+    def end_hpa(self) -> int:
         """One past the last address."""
-        return self.base_bytes + self.size_bytes
+        return self.base_hpa + self.size_bytes
 
     @property
     def persistent(self) -> bool:
         return self.kind == "scm"
 
     def contains(self, hpa: int) -> bool:
-        return self.base_bytes <= hpa < self.end_bytes
+        return self.base_hpa <= hpa < self.end_hpa
 
     def channel_of(self, hpa: int, interleave: InterleaveConfig | None = None) -> int:
         """The channel serving `hpa`: with interleave on and several channels listed, the
@@ -102,7 +119,7 @@ class RangeConfig:
             raise ValueError(f"address {hex_addr(hpa)} is not in range {self.name!r}")
         if interleave is None or not interleave.enabled or len(self.channels) < 2:
             return self.channel
-        offset = hpa - self.base_bytes
+        offset = hpa - self.base_hpa
         return self.channels[(offset // interleave.granularity_bytes) % len(self.channels)]
 
 
@@ -138,7 +155,50 @@ class CheckpointConfig:
                     parse="str", default="")
 
 
-def _default_ram() -> tuple[RangeConfig, ...]:
+@dataclass(frozen=True)
+class GuestRamConfig:
+    """One range of guest RAM, taken from a pool (in the order of `guest.ram`, from gpa 0)."""
+
+    pool: str = _f("the pool backing it", parse="str", toml="from")
+    size_bytes: int = _f("length, a multiple of 4 KiB (0: what the pool has left)", parse="size",
+                         toml="size", default=0)
+
+
+@dataclass(frozen=True)
+class GuestConfig:
+    """The guest-physical map (empty lists: derived from the pools, see the module docstring)."""
+
+    ram: tuple[GuestRamConfig, ...] = _f("guest RAM, from gpa 0, in this order", parse="guest_ram",
+                                         default=())
+    pmem: tuple[str, ...] = _f("SCM pools offered as /dev/pmem devices, in this order", parse="names",
+                               default=())
+
+
+@dataclass(frozen=True)
+class EptConfig:
+    """How the EPT maps guest pages onto their pools at power-on."""
+
+    initial: str = _f("'identity' (pool order) or 'shuffled' (a permutation seeded by `seed`)",
+                      parse="str", default="identity")
+
+
+@dataclass(frozen=True)
+class GuestRange:
+    """One range of the derived guest-physical map."""
+
+    name: str          # the pool's name, or pool/index for a pool split over several RAM ranges
+    kind: str          # "ram", "pmem" (/dev/pmemN) or "checkpoint"
+    base_gpa: int
+    size_bytes: int
+    pool: str
+    pool_offset_bytes: int
+
+    @property
+    def end_gpa(self) -> int:
+        return self.base_gpa + self.size_bytes
+
+
+def _default_pools() -> tuple[RangeConfig, ...]:
     return (
         RangeConfig("dram0", "dram", 0x0000_0000, 256 * MiB, channel=0),
         RangeConfig("dram1", "dram", 0x1000_0000, 256 * MiB, channel=1),
@@ -153,8 +213,10 @@ class MachineConfig:
     name: str = _f("machine name (shown in results)", parse="str", default="default")
     cpu_hz: int = _f("virtual clock; one instruction per cycle", parse="hz",
                      default=2_000_000_000)
-    ram: tuple[RangeConfig, ...] = _f("the physical memory map", parse="ram",
-                                      factory=_default_ram)
+    pools: tuple[RangeConfig, ...] = _f("the host memory: pools at host-physical addresses", parse="pools",
+                                        toml="pool", factory=_default_pools)
+    guest: GuestConfig = _f("the guest-physical map", parse="table", factory=GuestConfig)
+    ept: EptConfig = _f("the EPT at power-on", parse="table", factory=EptConfig)
     cache: CacheConfig = _f("last-level cache", parse="table", factory=CacheConfig)
     interleave: InterleaveConfig = _f("channel interleaving", parse="table",
                                       factory=InterleaveConfig)
@@ -169,35 +231,81 @@ class MachineConfig:
     quantum_insns: int = _f("scheduler time slice", default=10_000_000)
 
     def range_of(self, hpa: int) -> RangeConfig:
-        for r in self.ram:
+        for r in self.pools:
             if r.contains(hpa):
                 return r
-        raise ValueError(f"address {hex_addr(hpa)} is not in the memory map of {self.name!r}")
+        raise ValueError(f"address {hex_addr(hpa)} is not in the host memory of {self.name!r}")
 
     def channel_of(self, hpa: int) -> int:
         return self.range_of(hpa).channel_of(hpa, self.interleave)
 
+    def pool(self, name: str) -> RangeConfig:
+        return next(r for r in self.pools if r.name == name)
+
     @property
     def dram(self) -> tuple[RangeConfig, ...]:
-        return tuple(r for r in self.ram if r.kind == "dram")
+        return tuple(r for r in self.pools if r.kind == "dram")
 
     @property
     def scm(self) -> tuple[RangeConfig, ...]:
-        return tuple(r for r in self.ram if r.kind == "scm")
+        return tuple(r for r in self.pools if r.kind == "scm")
+
+    @property
+    def ram_pools(self) -> tuple[str, ...]:
+        """The pools backing guest RAM (given, or every DRAM pool)."""
+        return tuple(dict.fromkeys(g.pool for g in self.guest.ram)) if self.guest.ram else tuple(r.name for r in self.dram)
+
+    @property
+    def checkpoint_pool(self) -> str:
+        """The SCM pool holding checkpoint images (when checkpointing is on): the named one, or
+        the first SCM pool that backs no guest RAM."""
+        return self.checkpoint.range or next((r.name for r in self.scm if r.name not in self.ram_pools), "")
 
     def range_specs(self) -> list[Any]:
-        """The memory map as `hw.physmem.RangeSpec`s, for `PhysicalMemory`."""
+        """The host memory as `hw.physmem.RangeSpec`s, for `PhysicalMemory`."""
         from hw.physmem import RangeSpec
 
-        return [RangeSpec(r.name, r.kind, r.base_bytes, r.size_bytes, r.channel) for r in self.ram]
+        return [RangeSpec(r.name, r.kind, r.base_hpa, r.size_bytes, r.channel) for r in self.pools]
+
+    def guest_map(self) -> list[GuestRange]:
+        """The guest-physical map (see the module docstring), in gpa order."""
+        out: list[GuestRange] = []
+        used: dict[str, int] = {}  # bytes of each pool handed out so far
+        ram = self.guest.ram or tuple(GuestRamConfig(r.name) for r in self.dram)
+        gpa = 0
+        per_pool = {g.pool: sum(1 for x in ram if x.pool == g.pool) for g in ram}
+        for g in ram:
+            pool = self.pool(g.pool)
+            off = used.get(g.pool, 0)
+            size = g.size_bytes or pool.size_bytes - off
+            name = g.pool if per_pool[g.pool] == 1 else f"{g.pool}/{sum(1 for x in out if x.pool == g.pool)}"
+            out.append(GuestRange(name, "ram", gpa, size, g.pool, off))
+            used[g.pool] = off + size
+            gpa += size
+        devices = [(name, "pmem") for name in self.guest.pmem] if self.guest.pmem else \
+            [(r.name, "pmem") for r in self.scm if r.name not in self.ram_pools
+             and not (self.checkpoint.enabled and r.name == self.checkpoint_pool)]
+        if self.checkpoint.enabled and self.checkpoint_pool:
+            devices.append((self.checkpoint_pool, "checkpoint"))
+        gpa = max(DEVICE_WINDOW_GPA, -(-gpa // GiB) * GiB)
+        for name, kind in devices:
+            size = self.pool(name).size_bytes
+            out.append(GuestRange(name, kind, gpa, size, name, 0))
+            gpa += -(-size // GiB) * GiB  # each window on a GiB boundary
+        return out
+
+    def guest_ranges(self, kind: str) -> list[GuestRange]:
+        return [g for g in self.guest_map() if g.kind == kind]
 
 
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "interleave": InterleaveConfig,
-                             "storage": StorageConfig, "checkpoint": CheckpointConfig}
+                             "storage": StorageConfig, "checkpoint": CheckpointConfig,
+                             "guest": GuestConfig, "ept": EptConfig}
 
 
 def default_machine() -> MachineConfig:
-    """Two 256 MiB DRAM ranges on channels 0 and 1, a 64 MiB SCM range 'pmem0' at 4 GiB."""
+    """Two 256 MiB DRAM pools on channels 0 and 1, a 64 MiB SCM pool 'pmem0' at 4 GiB; guest RAM
+    is the two DRAM pools from gpa 0, /dev/pmem0 the SCM pool at gpa 4 GiB."""
     return MachineConfig()
 
 
@@ -398,42 +506,64 @@ def _check_table(v: Any, source: str, key: str, hint: str = "a table") -> dict[s
     return v
 
 
+# Older machine files and resolved JSON: [[ram]] = the pools, base_bytes = base_hpa.
+LEGACY_KEYS: dict[str, dict[str, str]] = {"MachineConfig": {"ram": "pools"}, "RangeConfig": {"base_bytes": "base_hpa"}}
+
+
 def _build(cls: type, table: dict[str, Any], source: str, prefix: str, style: str) -> Any:
     by_key = {_key_of(f, style): f for f in fields(cls)}
     kwargs: dict[str, Any] = {}
     for k, v in table.items():
         path = f"{prefix}.{k}" if prefix else k
         f = by_key.get(k)
+        legacy = LEGACY_KEYS.get(cls.__name__, {}).get(k)
+        if f is None and legacy:
+            f = next(x for x in fields(cls) if x.name == legacy)
         if f is None:
             raise _unknown_key(source, path, k, by_key)
         parse = f.metadata["parse"]
         if parse == "table":
             sub = SECTIONS[f.name]
             kwargs[f.name] = _build(sub, _check_table(v, source, path), source, path, style)
-        elif parse == "ram":
-            kwargs[f.name] = _build_ram(v, source, path, style)
+        elif parse == "pools":
+            kwargs[f.name] = _build_list(RangeConfig, v, source, path, style, f"[[{k}]]")
+        elif parse == "guest_ram":
+            kwargs[f.name] = _build_list(GuestRamConfig, v, source, path, style, "[{size = ..., from = ...}, ...]")
         else:
             try:
                 kwargs[f.name] = _PARSERS[parse](v, False)
             except _Bad as e:
                 raise _err(source, path, str(e)) from None
-    if cls is RangeConfig:
+    if cls in (RangeConfig, GuestRamConfig):
         missing = [k for k, f in by_key.items()
                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
                    and f.name not in kwargs]
         if missing:
-            raise _err(source, prefix, f"missing key {missing[0]!r} (a range needs "
-                       + ", ".join(repr(k) for k in by_key if k not in ("channel", "channels")) + ")")
-        if "channel" not in kwargs and kwargs.get("channels"):
-            kwargs["channel"] = kwargs["channels"][0]
+            what = "a pool" if cls is RangeConfig else "a guest RAM range"
+            raise _err(source, prefix, f"missing key {missing[0]!r} ({what} needs "
+                       + ", ".join(repr(k) for k, f in by_key.items()
+                                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING) + ")")
+    if cls is RangeConfig and "channel" not in kwargs and kwargs.get("channels"):
+        kwargs["channel"] = kwargs["channels"][0]
     return cls(**kwargs)
 
 
-def _build_ram(v: Any, source: str, key: str, style: str) -> tuple[RangeConfig, ...]:
+def _build_list(cls: type, v: Any, source: str, key: str, style: str, hint: str) -> tuple[Any, ...]:
     if not isinstance(v, list):
-        raise _err(source, key, f"expected an array of tables ([[ram]]), got {_describe(v)}")
-    return tuple(_build(RangeConfig, _check_table(t, source, f"{key}[{i}]"), source,
+        raise _err(source, key, f"expected an array of tables ({hint}), got {_describe(v)}")
+    return tuple(_build(cls, _check_table(t, source, f"{key}[{i}]"), source,
                         f"{key}[{i}]", style) for i, t in enumerate(v))
+
+
+def _parse_names(v: Any, text: bool = False) -> tuple[str, ...]:
+    if text and isinstance(v, str):
+        return tuple(p for p in re.split(r"[,\s]+", v.strip().strip("[]()")) if p)
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+        raise _Bad(f"expected an array of pool names, got {_describe(v)}")
+    return tuple(v)
+
+
+_PARSERS["names"] = _parse_names
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,18 +571,18 @@ def _build_ram(v: Any, source: str, key: str, style: str) -> tuple[RangeConfig, 
 # --------------------------------------------------------------------------------------------
 
 def _resolve(cfg: MachineConfig) -> MachineConfig:
-    """Fill in what the file leaves implicit: DRAM ranges without their own `channels` take the
+    """Fill in what the file leaves implicit: DRAM pools without their own `channels` take the
     interleave section's, when interleaving is on."""
     il = cfg.interleave
     if not (il.enabled and il.channels):
         return cfg
-    ram = []
-    for r in cfg.ram:
+    pools = []
+    for r in cfg.pools:
         if r.kind == "dram" and not r.channels:
             ch = r.channel if r.channel in il.channels else il.channels[0]
             r = dataclasses.replace(r, channels=il.channels, channel=ch)
-        ram.append(r)
-    return dataclasses.replace(cfg, ram=tuple(ram))
+        pools.append(r)
+    return dataclasses.replace(cfg, pools=tuple(pools))
 
 
 def _choice(source: str, key: str, what: str, v: str, choices: tuple[str, ...]) -> None:
@@ -471,9 +601,11 @@ def _check_channel(source: str, key: str, ch: int) -> None:
         raise _err(source, key, f"channel {ch} is out of range (0..{MAX_CHANNEL})")
 
 
-def validate(cfg: MachineConfig, source: str = "<machine>", style: str = "toml") -> MachineConfig:
+def validate(cfg: MachineConfig, source: str = "<machine>", style: str = "toml", pool_key: str = "") -> MachineConfig:
     """Check the whole configuration; raise ConfigError naming `source` and the key. Key names
-    follow `style`: "toml" (machine file) or "field" (resolved JSON)."""
+    follow `style`: "toml" (machine file) or "field" (resolved JSON); `pool_key` is the name the
+    file gave the pools (`ram` in older files)."""
+    pool_key = pool_key or ("pool" if style == "toml" else "pools")
     def k(cls: type, name: str) -> str:
         return _key_of({f.name: f for f in fields(cls)}[name], style)
 
@@ -521,33 +653,24 @@ def validate(cfg: MachineConfig, source: str = "<machine>", style: str = "toml")
         raise _err(source, f"storage.{k(StorageConfig, 'block_size_bytes')}",
                    f"{bs} must be a power of two between 512 and 65536")
 
-    # checkpointing
-    ck = cfg.checkpoint
-    if ck.enabled:
-        names = [r.name for r in cfg.scm]
-        if not names:
-            raise _err(source, "checkpoint.enabled", "checkpointing needs an 'scm' range in the memory map")
-        if ck.range and ck.range not in names:
-            raise _err(source, "checkpoint.range", f"{ck.range!r} is not an SCM range (have: {', '.join(names)})")
-
-    # memory map
-    if not cfg.ram:
-        raise _err(source, "ram", "the memory map is empty; at least one 'dram' range is needed")
-    base_k, size_k = k(RangeConfig, "base_bytes"), k(RangeConfig, "size_bytes")
+    # host memory
+    if not cfg.pools:
+        raise _err(source, pool_key, "the host memory is empty; at least one pool is needed")
+    base_k, size_k = k(RangeConfig, "base_hpa"), k(RangeConfig, "size_bytes")
     seen: dict[str, int] = {}
-    for i, r in enumerate(cfg.ram):
-        at = f"ram[{i}]"
-        if not r.name:
-            raise _err(source, f"{at}.name", "must not be empty")
+    for i, r in enumerate(cfg.pools):
+        at = f"{pool_key}[{i}]"
+        if not r.name or "/" in r.name:
+            raise _err(source, f"{at}.name", "must not be empty or contain '/'")
         if r.name in seen:
-            raise _err(source, f"{at}.name", f"range name {r.name!r} is already used by ram[{seen[r.name]}]")
+            raise _err(source, f"{at}.name", f"pool name {r.name!r} is already used by {pool_key}[{seen[r.name]}]")
         seen[r.name] = i
         _choice(source, f"{at}.kind", "kind", r.kind, KINDS)
-        if r.base_bytes % PAGE_BYTES:
-            raise _err(source, f"{at}.{base_k}", f"range {r.name!r} base {hex_addr(r.base_bytes)} "
+        if r.base_hpa % PAGE_BYTES:
+            raise _err(source, f"{at}.{base_k}", f"pool {r.name!r} base {hex_addr(r.base_hpa)} "
                        f"is not a multiple of 4 KiB")
         if r.size_bytes <= 0 or r.size_bytes % PAGE_BYTES:
-            raise _err(source, f"{at}.{size_k}", f"range {r.name!r} size {r.size_bytes} is not a "
+            raise _err(source, f"{at}.{size_k}", f"pool {r.name!r} size {r.size_bytes} is not a "
                        f"positive multiple of 4 KiB")
         _check_channel(source, f"{at}.channel", r.channel)
         for ch in r.channels:
@@ -556,32 +679,65 @@ def validate(cfg: MachineConfig, source: str = "<machine>", style: str = "toml")
             if len(set(r.channels)) != len(r.channels):
                 raise _err(source, f"{at}.channels", f"lists a channel twice: {list(r.channels)}")
             if r.channel not in r.channels:
-                raise _err(source, f"{at}.channel", f"channel {r.channel} of range {r.name!r} is not "
+                raise _err(source, f"{at}.channel", f"channel {r.channel} of pool {r.name!r} is not "
                            f"among its channels {list(r.channels)}")
             if il.enabled and len(r.channels) > 1 and r.size_bytes % il.granularity_bytes:
-                raise _err(source, f"{at}.{size_k}", f"range {r.name!r} size is not a multiple of "
+                raise _err(source, f"{at}.{size_k}", f"pool {r.name!r} size is not a multiple of "
                            f"the interleave granularity ({human_size(il.granularity_bytes)})")
-    order = sorted(range(len(cfg.ram)), key=lambda i: cfg.ram[i].base_bytes)
+    order = sorted(range(len(cfg.pools)), key=lambda i: cfg.pools[i].base_hpa)
     for a, b in zip(order, order[1:]):
-        ra, rb = cfg.ram[a], cfg.ram[b]
-        if ra.end_bytes > rb.base_bytes:
-            raise _err(source, f"ram[{b}].{base_k}", f"range {rb.name!r} "
-                       f"[{hex_addr(rb.base_bytes)}, {hex_addr(rb.end_bytes)}) overlaps range "
-                       f"{ra.name!r} [{hex_addr(ra.base_bytes)}, {hex_addr(ra.end_bytes)})")
-    drams = [i for i in order if cfg.ram[i].kind == "dram"]
-    if not drams:
-        raise _err(source, "ram", "no 'dram' range; the kernel needs DRAM at address 0")
-    first = cfg.ram[drams[0]]
-    if first.base_bytes != 0:
-        raise _err(source, f"ram[{drams[0]}].{base_k}", f"the first DRAM range must start at 0 "
-                   f"(the kernel boots from it); {first.name!r} starts at {hex_addr(first.base_bytes)}")
+        ra, rb = cfg.pools[a], cfg.pools[b]
+        if ra.end_hpa > rb.base_hpa:
+            raise _err(source, f"{pool_key}[{b}].{base_k}", f"pool {rb.name!r} "
+                       f"[{hex_addr(rb.base_hpa)}, {hex_addr(rb.end_hpa)}) overlaps pool "
+                       f"{ra.name!r} [{hex_addr(ra.base_hpa)}, {hex_addr(ra.end_hpa)})")
+
+    # checkpointing
+    ck = cfg.checkpoint
+    scm_names = [r.name for r in cfg.scm]
+    if ck.enabled:
+        if not cfg.checkpoint_pool:
+            raise _err(source, "checkpoint.enabled", "checkpointing needs an 'scm' pool that backs no guest RAM")
+        if ck.range and ck.range not in scm_names:
+            raise _err(source, "checkpoint.range", f"{ck.range!r} is not an SCM pool (have: {', '.join(scm_names)})")
+
+    # the guest-physical map
+    _choice(source, "ept.initial", "initial EPT", cfg.ept.initial, EPT_INITIAL)
+    names = [r.name for r in cfg.pools]
+    given: dict[str, int] = {}
+    use: dict[str, str] = {}  # pool -> what it backs
+    for i, g in enumerate(cfg.guest.ram):
+        at = f"guest.ram[{i}]"
+        if g.pool not in names:
+            raise _err(source, f"{at}.from", f"no pool {g.pool!r}{_suggest(g.pool, names)}")
+        if g.size_bytes % PAGE_BYTES:
+            raise _err(source, f"{at}.size", f"{g.size_bytes} is not a multiple of 4 KiB")
+        pool = cfg.pool(g.pool)
+        left = pool.size_bytes - given.get(g.pool, 0)
+        size = g.size_bytes or left
+        if size <= 0 or size > left:
+            raise _err(source, f"{at}.size", f"pool {g.pool!r} has {human_size(left)} left, "
+                       f"{human_size(size) if size > 0 else 'nothing'} asked")
+        given[g.pool] = given.get(g.pool, 0) + size
+        use[g.pool] = "RAM"
+    for i, name in enumerate(cfg.guest.pmem):
+        at = f"guest.pmem[{i}]"
+        if name not in scm_names:
+            raise _err(source, at, f"{name!r} is not an SCM pool (have: {', '.join(scm_names) or 'none'})")
+        if name in use:
+            raise _err(source, at, f"pool {name!r} already backs guest {use[name]}")
+        use[name] = "pmem"
+    if ck.enabled and cfg.checkpoint_pool in use:
+        raise _err(source, "checkpoint.range", f"pool {cfg.checkpoint_pool!r} already backs guest {use[cfg.checkpoint_pool]}")
+    if not cfg.guest.ram and not cfg.dram:
+        raise _err(source, "guest.ram", "no guest RAM: list it (guest.ram = [{from = POOL}]) or add a 'dram' pool")
     return cfg
 
 
-def _finish(cfg: MachineConfig, source: str, style: str) -> MachineConfig:
-    """Resolve, validate (with the file's own range order in messages), sort the map by address."""
-    cfg = validate(_resolve(cfg), source, style)
-    return dataclasses.replace(cfg, ram=tuple(sorted(cfg.ram, key=lambda r: r.base_bytes)))
+def _finish(cfg: MachineConfig, source: str, style: str, pool_key: str = "") -> MachineConfig:
+    """Resolve, validate (with the file's own pool order in messages), sort the pools by address."""
+    cfg = validate(_resolve(cfg), source, style, pool_key)
+    return dataclasses.replace(cfg, pools=tuple(sorted(cfg.pools, key=lambda r: r.base_hpa)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -593,13 +749,13 @@ def machine_from_toml(text: str, source: str = "<toml>") -> MachineConfig:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: bad TOML: {' '.join(str(e).split())}") from None
-    return _finish(_build(MachineConfig, table, source, "", "toml"), source, "toml")
+    return _finish(_build(MachineConfig, table, source, "", "toml"), source, "toml", "ram" if "ram" in table else "")
 
 
 def machine_from_dict(d: dict[str, Any], source: str = "<dict>") -> MachineConfig:
     """The inverse of `machine_to_dict` (field names, plain ints)."""
     _check_table(d, source, "", "a JSON object")
-    return _finish(_build(MachineConfig, d, source, "", "field"), source, "field")
+    return _finish(_build(MachineConfig, d, source, "", "field"), source, "field", "ram" if "ram" in d else "")
 
 
 def load_machine(path: str | os.PathLike[str] | None) -> MachineConfig:
@@ -651,6 +807,7 @@ def _field_named(cls: type, name: str, source: str, path: str) -> dataclasses.Fi
         names[f.name] = f
         if f.metadata.get("toml"):
             names[f.metadata["toml"]] = f
+    name = LEGACY_KEYS.get(cls.__name__, {}).get(name, name)
     if name not in names:
         raise _unknown_key(source, path, name, names)
     return names[name]
@@ -658,11 +815,11 @@ def _field_named(cls: type, name: str, source: str, path: str) -> dataclasses.Fi
 
 def _coerce(f: dataclasses.Field, v: Any, text: bool, source: str, path: str) -> Any:
     parse = f.metadata["parse"]
-    if parse in ("table", "ram"):
+    if parse in ("table", "pools", "guest_ram"):
         expected = SECTIONS[f.name] if parse == "table" else tuple
         if not isinstance(v, expected):
             hint = "; set its keys one by one, e.g. cache.size=4M" if parse == "table" else \
-                "; set range keys as ram.<name>.<key>, or use a machine file to change the map"
+                "; set pool keys as pool.<name>.<key>, or use a machine file to change the maps"
             raise _err(source, path, f"expected a {getattr(expected, '__name__', expected)}, got "
                        f"{_describe(v)}{hint}")
         return v
@@ -683,18 +840,18 @@ def _set(cfg: MachineConfig, key: str, value: Any, text: bool, source: str) -> M
         f = _field_named(type(sub), parts[1], source, key)
         new = dataclasses.replace(sub, **{f.name: _coerce(f, value, text, source, key)})
         return dataclasses.replace(cfg, **{top.name: new})
-    if parse == "ram" and len(parts) == 3:
+    if parse == "pools" and len(parts) == 3:
         sel = parts[1]
         m = re.fullmatch(r"\[?(\d+)\]?", sel)
-        idx = int(m.group(1)) if m else next((i for i, r in enumerate(cfg.ram) if r.name == sel), None)
-        if idx is None or idx >= len(cfg.ram):
-            names = [r.name for r in cfg.ram]
-            raise _err(source, key, f"no range {sel!r} in the memory map{_suggest(sel, names)}")
+        idx = int(m.group(1)) if m else next((i for i, r in enumerate(cfg.pools) if r.name == sel), None)
+        if idx is None or idx >= len(cfg.pools):
+            names = [r.name for r in cfg.pools]
+            raise _err(source, key, f"no pool {sel!r} in the host memory{_suggest(sel, names)}")
         f = _field_named(RangeConfig, parts[2], source, key)
-        ram = list(cfg.ram)
-        ram[idx] = dataclasses.replace(ram[idx], **{f.name: _coerce(f, value, text, source, key)})
-        return dataclasses.replace(cfg, ram=tuple(ram))
-    raise _err(source, key, "bad key (use KEY, SECTION.KEY or ram.<name>.KEY)")
+        pools = list(cfg.pools)
+        pools[idx] = dataclasses.replace(pools[idx], **{f.name: _coerce(f, value, text, source, key)})
+        return dataclasses.replace(cfg, pools=tuple(pools))
+    raise _err(source, key, "bad key (use KEY, SECTION.KEY or pool.<name>.KEY)")
 
 
 def derive(cfg: MachineConfig, **overrides: Any) -> MachineConfig:
@@ -707,7 +864,7 @@ def derive(cfg: MachineConfig, **overrides: Any) -> MachineConfig:
 
 
 def apply_overrides(cfg: MachineConfig, items: Iterable[str]) -> MachineConfig:
-    """CLI overrides: ["cache.size=4M", "model_level=full", "ram.pmem0.size=128M"]."""
+    """CLI overrides: ["cache.size=4M", "model_level=full", "pool.pmem0.size=128M", "ept.initial=shuffled"]."""
     for item in items:
         key, eq, value = item.partition("=")
         source = f"override {item!r}"
@@ -736,16 +893,32 @@ def _channels_text(r: RangeConfig, il: InterleaveConfig) -> str:
 
 
 def memory_table(cfg: MachineConfig) -> Any:
+    """The host memory: one row per pool."""
     from rich.table import Table
 
-    t = Table(title=f"memory map of {cfg.name!r}", title_justify="left")
-    for col, just in (("name", "left"), ("kind", "left"), ("base", "right"), ("end", "right"),
+    t = Table(title=f"host memory of {cfg.name!r} (hpa)", title_justify="left")
+    for col, just in (("pool", "left"), ("kind", "left"), ("base hpa", "right"), ("end hpa", "right"),
                       ("size", "right"), ("channel(s)", "right"), ("persistent", "left")):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
-    for r in cfg.ram:
-        t.add_row(r.name, r.kind, hex_addr(r.base_bytes), hex_addr(r.end_bytes),
+    for r in cfg.pools:
+        t.add_row(r.name, r.kind, hex_addr(r.base_hpa), hex_addr(r.end_hpa),
                   human_size(r.size_bytes), _channels_text(r, cfg.interleave),
                   "yes" if r.persistent else "no")
+    return t
+
+
+def guest_table(cfg: MachineConfig) -> Any:
+    """The guest-physical map: one row per range, with the pool (and offset) backing it."""
+    from rich.table import Table
+
+    t = Table(title=f"guest-physical map (gpa; EPT {cfg.ept.initial})", title_justify="left")
+    for col, just in (("range", "left"), ("use", "left"), ("base gpa", "right"), ("end gpa", "right"),
+                      ("size", "right"), ("pool", "left"), ("at", "right")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    use = {"ram": "RAM", "pmem": "/dev/{}", "checkpoint": "checkpoints"}
+    for g in cfg.guest_map():
+        t.add_row(g.name, use[g.kind].format(g.name), hex_addr(g.base_gpa), hex_addr(g.end_gpa),
+                  human_size(g.size_bytes), g.pool, f"+{human_size(g.pool_offset_bytes) if g.pool_offset_bytes else 0}")
     return t
 
 
@@ -764,45 +937,56 @@ def settings_table(cfg: MachineConfig) -> Any:
     t.add_row("model level", cfg.model_level)
     t.add_row("storage block", human_size(cfg.storage.block_size_bytes))
     t.add_row("seed / quantum", f"{cfg.seed} / {cfg.quantum_insns:,} insns")
+    t.add_row("EPT at power-on", cfg.ept.initial)
     ck = cfg.checkpoint
-    t.add_row("checkpointing", f"on, tcp {ck.tcp_ns / 1e9:g} s, into {ck.range or cfg.scm[0].name}"
+    t.add_row("checkpointing", f"on, tcp {ck.tcp_ns / 1e9:g} s, into {cfg.checkpoint_pool}"
               if ck.enabled else "off")
     return t
 
 
 def show_table(cfg: MachineConfig) -> Any:
-    """A rich Table (grid) holding the memory map table and the settings table."""
+    """A rich Table (grid) holding the guest map, the host memory and the settings."""
     from rich.table import Table
 
     grid = Table.grid(padding=(1, 0))
     grid.add_column()
+    grid.add_row(guest_table(cfg))
     grid.add_row(memory_table(cfg))
     grid.add_row(settings_table(cfg))
     return grid
 
 
-def memory_map_ascii(cfg: MachineConfig) -> str:
-    """The memory map drawn like xv6's memlayout.h: high addresses on top, holes marked."""
-    ranges = sorted(cfg.ram, key=lambda r: r.base_bytes)
-    labels = [f"{r.name}  {r.kind}  {human_size(r.size_bytes)}  ch {_channels_text(r, cfg.interleave)}"
-              for r in ranges]
-    width = max([len(s) for s in labels] + [20]) + 4
+def _ascii_map(title: str, ranges: list[tuple[int, int, str, str]]) -> list[str]:
+    """(base, end, label, note) ranges drawn like xv6's memlayout.h: high addresses on top."""
+    ranges = sorted(ranges)
+    width = max([len(r[2]) for r in ranges] + [20, len(title)]) + 4
     edge = "+" + "-" * width + "+"
-    addr_w = max(len(hex_addr(r.end_bytes)) for r in ranges)
-    lines: list[str] = []
+    addr_w = max(len(hex_addr(r[1])) for r in ranges)
+    pad = " " * (addr_w + 1)
+    lines = [f"{pad} {title.center(width)}"]
 
     def boundary(addr: int) -> None:
         lines.append(f"{hex_addr(addr):>{addr_w}} {edge}")
 
-    pad = " " * (addr_w + 1)
     for i in range(len(ranges) - 1, -1, -1):
-        r = ranges[i]
-        boundary(r.end_bytes)
-        note = "  persistent" if r.persistent else ""
-        lines.append(f"{pad}|{labels[i].center(width)}|{note}")
-        below = ranges[i - 1].end_bytes if i else None
-        if below is not None and below < r.base_bytes:
-            boundary(r.base_bytes)
-            lines.append(f"{pad}:{('(unmapped, ' + human_size(r.base_bytes - below) + ')').center(width)}:")
-    boundary(ranges[0].base_bytes if ranges else 0)
-    return "\n".join(lines) + "\n"
+        base, end, label, note = ranges[i]
+        boundary(end)
+        lines.append(f"{pad}|{label.center(width)}|{note}")
+        below = ranges[i - 1][1] if i else None
+        if below is not None and below < base:
+            boundary(base)
+            lines.append(f"{pad}:{('(unmapped, ' + human_size(base - below) + ')').center(width)}:")
+    boundary(ranges[0][0] if ranges else 0)
+    return lines
+
+
+def memory_map_ascii(cfg: MachineConfig) -> str:
+    """Both maps, guest-physical above host-physical; each guest range names its pool."""
+    use = {"ram": "RAM", "pmem": "/dev/{}", "checkpoint": "checkpoints"}
+    guest = [(g.base_gpa, g.end_gpa, f"{g.name}  {use[g.kind].format(g.name)}  {human_size(g.size_bytes)}",
+              f"  -> pool {g.pool}" + (f" +{human_size(g.pool_offset_bytes)}" if g.pool_offset_bytes else ""))
+             for g in cfg.guest_map()]
+    host = [(r.base_hpa, r.end_hpa, f"{r.name}  {r.kind}  {human_size(r.size_bytes)}  ch {_channels_text(r, cfg.interleave)}",
+             "  persistent" if r.persistent else "") for r in cfg.pools]
+    return "\n".join(_ascii_map("guest-physical (gpa)", guest) + [""]
+                     + _ascii_map(f"host-physical (hpa), EPT {cfg.ept.initial}", host)) + "\n"

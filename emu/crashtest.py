@@ -506,11 +506,13 @@ def add_media_faults(c: Campaign, index: int, state: Path, m: Any) -> tuple[list
 
     from emu.mediafaults import inject
 
-    name = m.kernel.checkpointer.range_name
-    cpu_view = next(r.buffer for r in m.physmem.scm_ranges() if r.spec.name == name)
-    with open(state / f"{name}.media", "r+b") as f, mmap.mmap(f.fileno(), 0) as media:
-        faults = inject(media, cpu_view, c.media_faults, random.Random(f"{c.seed}:{index}"))
-    return faults, name
+    window = next(g for g in m.guest_map if g.kind == "checkpoint")
+    pool = next(r for r in m.physmem.ranges if r.spec.name == window.pool)
+    first_hpfn = pool.spec.base_hpa >> 12
+    page_map = [m.ept.hpfn((window.base_gpa >> 12) + i) - first_hpfn for i in range(window.size_bytes >> 12)]
+    with open(state / f"{window.pool}.media", "r+b") as f, mmap.mmap(f.fileno(), 0) as media:
+        faults = inject(media, pool.buffer, c.media_faults, random.Random(f"{c.seed}:{index}"), page_map=page_map)
+    return faults, window.pool
 
 
 def state_digest(state: Path) -> str:

@@ -33,7 +33,7 @@ from guestkernel.interface import RestartRefused
 from hw.blockdev import BlockDevice
 from hw.console import Console
 from hw.cpu import CPU, STOP_DEADLINE
-from hw.ept import EPT
+from hw.ept import EPT, Backing
 from hw.physmem import PhysicalMemory
 from hw.power import PowerFailure
 
@@ -105,7 +105,14 @@ class Machine:
     def __init__(self, image: str | os.PathLike[str], config: MachineConfig | None = None, *,
                  kernel: Any = None, console: Console | None = None, media_dir: str | os.PathLike[str] | None = None,
                  power_fail_at: int | None = None, power_fail_at_event: int | None = None) -> None:
-        self.config = cfg = config or default_machine()
+        cfg = config or default_machine()
+        # EMU_SET="key=value ...": overrides applied to every machine built (test matrices,
+        # e.g. the whole suite once more with ept.initial=shuffled; see scripts/test.sh).
+        if os.environ.get("EMU_SET", "").strip():
+            from emu.config import apply_overrides
+
+            cfg = apply_overrides(cfg, os.environ["EMU_SET"].split())
+        self.config = cfg
         image = Path(image)
         if not image.is_file():
             raise EmuError(f"image {image} does not exist")
@@ -125,7 +132,10 @@ class Machine:
         else:
             buffers = {r.name: open_media(media_paths[r.name], r.size_bytes, private=True) for r in cfg.scm}
         self.physmem = PhysicalMemory(cfg.range_specs(), buffers)
-        self.ept = EPT(self.physmem)
+        # The guest-physical map the kernel sees, and the EPT that backs it with the pools.
+        self.guest_map = cfg.guest_map()
+        self.ept = EPT(self.physmem, [Backing(g.base_gpa, g.size_bytes, g.pool, g.pool_offset_bytes) for g in self.guest_map],
+                       shuffle_seed=cfg.seed if cfg.ept.initial == "shuffled" else None)
         # At level persist SCM is MMIO, so DRAM accesses pay nothing for the model.
         mmio = frozenset(r.spec.name for r in self.physmem.scm_ranges()) if self.level == 1 else frozenset()
         self.cpu = CPU(self.physmem, self.ept, mmio)
@@ -317,7 +327,7 @@ def build_cache(m: Machine) -> Any:
     cfg, cpu = m.config, m.cpu
     cache = CacheModel(cfg.cache.size_bytes, cfg.cache.ways, cfg.cache.line_bytes, level=cfg.model_level,
                        native=(cpu.ffi, cpu.lib))
-    ranges = {r.name: r for r in cfg.ram}
+    ranges = {r.name: r for r in cfg.pools}
     for r in m.physmem.ranges:
         spec = r.spec
         index = cache.add_range(spec.name, spec.kind, spec.base_hpa, spec.size_bytes, spec.channel, cpu=r.buffer,

@@ -13,7 +13,9 @@ media bytes of the range that holds the checkpoint images (see guestkernel/check
 
 Faults are placed where they matter: the layout is read from the media itself (the table and
 the images it names, as far as they are readable); where it is not readable, a written page of
-the range stands in. Each fault is returned as a dict (kind, page, offset, detail), so a campaign
+the range stands in. The media file is the host pool, in host page order; `page_map` gives the
+pool page behind each page of the guest's checkpoint window (the EPT's mapping: not the
+identity with `ept.initial = "shuffled"`). Offsets in the returned faults are media offsets. Each fault is returned as a dict (kind, page, offset, detail), so a campaign
 can report and reproduce it: the same seed, media and cut give the same faults.
 """
 from __future__ import annotations
@@ -27,21 +29,18 @@ _ZERO = bytes(PAGE)
 KINDS = ("table-flip", "slot-flip", "meta-flip", "data-flip", "torn-line", "zero-page")
 
 
-class _NoClock:
-    def charge(self, ns: int) -> None:
-        pass
-
-
-def layout(media: bytes | bytearray | memoryview) -> dict[str, list[int]]:
+def layout(media: bytes | bytearray | memoryview, page_map: list[int] | None = None) -> dict[str, list[int]]:
     """Where things are on the media: table lines (byte offsets), slot lines, metadata pages
     and data pages of every image the table names (readable or not, as far as it goes), the
     pages of all these ("live") and every written page ("used")."""
     view = memoryview(media)
-    store = ImageStore(ScmMedium(view, 0, None, _NoClock()))
+    pm = page_map if page_map is not None else list(range(len(view) // PAGE))
+    store = ImageStore(ScmMedium(lambda i: view[pm[i] * PAGE : (pm[i] + 1) * PAGE], lambda i: pm[i] * PAGE,
+                                 len(pm)))
     lines, slots, meta, data = [], [], [], []
-    for base in (0, store.mirror * PAGE):
+    for pg in (0, store.mirror):
         for line in range(4):
-            off = base + line * LINE
+            off = pm[pg] * PAGE + line * LINE
             if view[off : off + LINE] != _ZERO[:LINE]:
                 lines.append(off)
                 if line in (1, 2):
@@ -51,13 +50,13 @@ def layout(media: bytes | bytearray | memoryview) -> dict[str, list[int]]:
     except CorruptImage:
         table = []
     for slot in table:
-        meta.extend(p for p in range(slot.meta_page, slot.meta_page + slot.meta_pages) if 0 < p < store.mirror)
+        meta.extend(pm[p] for p in range(slot.meta_page, slot.meta_page + slot.meta_pages) if 0 < p < store.mirror)
         try:
             img = store.load(slot)
         except CorruptImage:
             continue
-        data.extend(pg for pg, _crc in page_refs(img.meta))
-    used = [pg for pg in range(store.npages) if view[pg * PAGE : (pg + 1) * PAGE] != _ZERO]
+        data.extend(pm[pg] for pg, _crc in page_refs(img.meta))
+    used = [pg for pg in range(len(view) // PAGE) if view[pg * PAGE : (pg + 1) * PAGE] != _ZERO]
     live = sorted({off // PAGE for off in lines} | set(meta) | set(data))
     return {"table": lines, "slots": slots, "meta": sorted(set(meta)), "data": sorted(set(data)), "live": live,
             "used": used}
@@ -77,12 +76,12 @@ def in_flight(media: bytes | bytearray | memoryview, cpu_view: bytes | bytearray
 
 
 def inject(media: bytearray | memoryview, cpu_view: bytes | bytearray | memoryview | None, k: int,
-           rng: random.Random, kinds: tuple[str, ...] = KINDS) -> list[dict[str, Any]]:
+           rng: random.Random, kinds: tuple[str, ...] = KINDS, page_map: list[int] | None = None) -> list[dict[str, Any]]:
     """Apply k faults to `media` in place; returns what was done. A kind with nowhere to act
     (no image to flip, no line in flight) gives way to a flip in a written page."""
     faults = []
     for _ in range(k):
-        where = layout(media)  # earlier faults may have changed what is readable
+        where = layout(media, page_map)  # earlier faults may have changed what is readable
         kind = rng.choice(kinds)
         fault = _one(media, cpu_view, kind, where, rng)
         if fault is None:

@@ -1,4 +1,9 @@
-"""Page frames: buddy allocators (one zone per DRAM range) plus reference counts and zeroing.
+"""Page frames: buddy allocators (zones) plus reference counts and zeroing.
+
+Zones are Linux's on x86-64, by guest-physical address: DMA below 16 MiB, DMA32 below 4 GiB,
+Normal above; each holds the guest RAM inside its limits (the guest sees RAM, not the host pools
+behind it). Allocation tries the highest zone first and falls back downwards (Linux's zonelist),
+and a zone hands out its highest free blocks first, so the low DMA zone stays free longest.
 
 The kernel works in guest-physical frame numbers (`pfn` here is a gpfn); the EPT says which
 host-physical page backs each, so every access goes through `page(pfn)`. A frame may be shared
@@ -16,15 +21,35 @@ from hw.ept import EPT
 from hw.physmem import PAGE_SIZE, PhysicalMemory
 
 ZERO_PAGE = bytes(PAGE_SIZE)
+ZONE_LIMITS = (("DMA", 16 << 20), ("DMA32", 4 << 30), ("Normal", 1 << 62))  # name, end gpa
+
+
+def linux_zones(ram: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """(zone, first gpfn, frames) of the zones that hold some of the RAM ranges (name, base_gpa,
+    size_bytes), in address order; contiguous ranges share a zone."""
+    out: list[tuple[str, int, int]] = []
+    lo = 0
+    for zone, hi in ZONE_LIMITS:
+        pieces = sorted((max(base, lo), min(base + size, hi)) for _n, base, size in ram if base < hi and base + size > lo)
+        merged: list[list[int]] = []
+        for a, b in pieces:
+            if merged and merged[-1][1] == a:
+                merged[-1][1] = b
+            else:
+                merged.append([a, b])
+        for i, (a, b) in enumerate(merged):
+            out.append((zone if len(merged) == 1 else f"{zone}.{i}", a // PAGE_SIZE, (b - a) // PAGE_SIZE))
+        lo = hi
+    return out
 
 
 class Frames:
-    def __init__(self, physmem: PhysicalMemory, ept: EPT) -> None:
+    def __init__(self, physmem: PhysicalMemory, ept: EPT, ram: list[tuple[str, int, int]]) -> None:
+        """`ram`: the guest RAM ranges as (name, base_gpa, size_bytes)."""
         self.physmem = physmem
         self.ept = ept
-        # Zonelist: allocation tries the DRAM ranges in address order.
-        self.zones = [BuddyAllocator(r.spec.base_hpa // PAGE_SIZE, r.spec.size_bytes // PAGE_SIZE, r.spec.name)
-                      for r in physmem.dram_ranges()]
+        self.zones = [BuddyAllocator(first, n, name) for name, first, n in linux_zones(ram)]
+        self.zonelist = list(reversed(self.zones))  # highest zone first
         self.refs = array("I", [0]) * ept.pages
         # Bumped each time a frame is handed out: a checkpoint tells a reused frame from the
         # one it saved before (same pfn, other contents).
@@ -48,7 +73,7 @@ class Frames:
         return sum(z.free_frames for z in self.zones)
 
     def _zone_alloc(self, order: int) -> int:
-        for z in self.zones:
+        for z in self.zonelist:
             if z.free_frames >= 1 << order:
                 try:
                     return z.alloc(order)

@@ -169,7 +169,8 @@ class Kernel:
         self.machine = machine
         self.cpu = machine.cpu
         self.clock = machine.clock
-        self.frames = Frames(machine.physmem, machine.ept)
+        self.frames = Frames(machine.physmem, machine.ept,
+                             [(g.name, g.base_gpa, g.size_bytes) for g in machine.guest_map if g.kind == "ram"])
         self.frames.on_code_reuse = self.cpu.flush_translations
         self.sentinel_pfn = self.frames.alloc()
         self.cache = getattr(machine, "cache", None)
@@ -177,7 +178,8 @@ class Kernel:
         if ck_cfg.enabled:
             from guestkernel.checkpoint import Checkpointer
 
-            self.checkpointer = Checkpointer(self, ck_cfg.tcp_ns, ck_cfg.range)
+            window = next(g for g in machine.guest_map if g.kind == "checkpoint")
+            self.checkpointer = Checkpointer(self, ck_cfg.tcp_ns, window)
         if before_mount is not None:
             before_mount()
         dev = machine.blockdev
@@ -186,9 +188,8 @@ class Kernel:
         self.pagecache.on_read = lambda: self.clock.charge(BLOCK_IO_NS)
         self.fs = Ext2(self.pagecache, now=self.clock.now_s)
         ck = self.checkpointer
-        # The range that holds checkpoint images is the kernel's, not a /dev/pmem device.
-        pmem = [PmemRegion(r.spec.name, r.spec.base_hpa, r.spec.size_bytes) for r in machine.physmem.scm_ranges()
-                if ck is None or r.spec.name != ck.range_name]
+        # The persistent-memory devices of the guest map (the checkpoint window is the kernel's).
+        pmem = [PmemRegion(g.name, g.base_gpa, g.size_bytes) for g in machine.guest_map if g.kind == "pmem"]
         self.vfs = VFS(self.fs, machine.console, now=self.clock.now_s, seed=self.config.seed,
                        frames=self.frames, pmem=pmem)
         if ck is not None:

@@ -56,6 +56,9 @@ class PageCache:
         pfn = self.frames.alloc(zero=False)
         view = self.frames.view(pfn)[: self.block_size]
         view[:] = self.dev.read_at(blockno * self.block_size, self.block_size)
+        # The device's DMA into the frame: it lands in the last-level cache (Intel's DDIO),
+        # which the cache model sees as a kernel write of the block.
+        self.frames.kernel_access(pfn << 12, self.block_size, True)
         self.on_read()
         self.pages[blockno] = pfn
         self.frame_set.add(pfn)

@@ -1,14 +1,18 @@
 """The EPT: guest-physical to host-physical page mapping, with accessed and dirty bits.
 
 The kernel hands out guest-physical frames (`gpfn`); the EPT says which host-physical frame
-(`hpfn`, a page of one of the memory map's ranges, on some channel) backs each. It starts as the
-identity. The native TLB fill and the kernel's own accesses set the A/D bits; the host side can
+(`hpfn`, a page of one of the host memory's pools, on some channel) backs each. At power-on each
+guest range (`Backing`: gpa window -> a run of its pool) maps onto its pool's pages in order, or
+in a seeded random order within the pool (`shuffle_seed`), which proves that nothing above the
+hardware assumes gpa == hpa. The native TLB fill and the kernel's own accesses set the A/D bits; the host side can
 scan and clear them (later accesses set them again) and, while the guest is paused, swap two
 pages' backing (data and mapping), which is how a hypervisor migrates a page between DRAM and SCM.
 """
 from __future__ import annotations
 
+import random
 from array import array
+from dataclasses import dataclass
 from typing import Callable
 
 from hw.physmem import PAGE_SIZE, PhysicalMemory
@@ -18,15 +22,40 @@ EPT_D = 2
 INVALID = 0xFFFFFFFF
 
 
+@dataclass(frozen=True)
+class Backing:
+    """A guest-physical window backed by a run of one pool: [base_gpa, +size) -> the pool's
+    pages from pool_offset_bytes on."""
+
+    base_gpa: int
+    size_bytes: int
+    pool: str
+    pool_offset_bytes: int = 0
+
+
 class EPT:
-    def __init__(self, physmem: PhysicalMemory) -> None:
+    def __init__(self, physmem: PhysicalMemory, backings: list[Backing] | None = None,
+                 shuffle_seed: int | None = None) -> None:
         self.physmem = physmem
-        self.pages = max(r.end_hpa for r in physmem.ranges) // PAGE_SIZE
+        if backings is None:  # every pool at its own address (tests of the models alone)
+            backings = [Backing(r.spec.base_hpa, r.spec.size_bytes, r.spec.name) for r in physmem.ranges]
+        self.pages = max(b.base_gpa + b.size_bytes for b in backings) // PAGE_SIZE
         self.map = array("I", [INVALID]) * self.pages
+        order: dict[str, list[int]] = {}  # pool -> its hpfns, in the order guest pages take them
         for r in physmem.ranges:
             first = r.spec.base_hpa // PAGE_SIZE
-            for gpfn in range(first, first + r.spec.size_bytes // PAGE_SIZE):
-                self.map[gpfn] = gpfn
+            hpfns = list(range(first, first + r.spec.size_bytes // PAGE_SIZE))
+            if shuffle_seed is not None:
+                random.Random(f"ept:{shuffle_seed}:{r.spec.name}").shuffle(hpfns)
+            order[r.spec.name] = hpfns
+        for b in backings:
+            if b.base_gpa % PAGE_SIZE or b.size_bytes % PAGE_SIZE or b.pool_offset_bytes % PAGE_SIZE:
+                raise ValueError(f"guest window of pool {b.pool!r} is not page aligned")
+            hpfns = order[b.pool]
+            first, n = b.pool_offset_bytes // PAGE_SIZE, b.size_bytes // PAGE_SIZE
+            if first + n > len(hpfns):
+                raise ValueError(f"guest window of {b.size_bytes} bytes runs past the end of pool {b.pool!r}")
+            self.map[b.base_gpa // PAGE_SIZE : b.base_gpa // PAGE_SIZE + n] = array("I", hpfns[first : first + n])
         self.bits = bytearray(self.pages)
         self.swaps = 0
         self.on_change: Callable[[], None] = lambda: None     # a mapping or bit changed: flush TLBs

@@ -22,13 +22,8 @@ from hw.console import Console
 ROOT = Path(__file__).parent.parent
 
 
-class _Clock:
-    def charge(self, ns: int) -> None:
-        pass
-
-
 def _store(buf: bytearray) -> ImageStore:
-    return ImageStore(ScmMedium(memoryview(buf), 0, None, _Clock()))
+    return ImageStore(ScmMedium.over(buf))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,7 +174,7 @@ def test_a_corrupted_newest_image_is_detected_and_the_previous_one_used(referenc
     r, _m, before = _run(state, base_image, workload("tar-czf"), cfg, power_fail_at=ref.instructions // 2)
     assert r.power_failed
     media = bytearray((state / "pmem0.media").read_bytes())
-    st = ImageStore(ScmMedium(memoryview(media), 0, None, _Clock()))
+    st = ImageStore(ScmMedium.over(media))
     slots = st.read_table()
     assert len(slots) == 2
     newest = slots[0]
@@ -284,8 +279,8 @@ def test_a_full_scm_range_skips_checkpoints_and_the_run_goes_on(tmp_path: Path, 
     import dataclasses
 
     cfg = _config("0")
-    ram = tuple(dataclasses.replace(r, size_bytes=256 * 1024) if r.kind == "scm" else r for r in cfg.ram)
-    small = dataclasses.replace(cfg, ram=ram)
+    pools = tuple(dataclasses.replace(r, size_bytes=256 * 1024) if r.kind == "scm" else r for r in cfg.pools)
+    small = dataclasses.replace(cfg, pools=pools)
     r, _m, out = _run(tmp_path / "s", base_image, workload("dirs"), small)
     assert r.exit_code == 0 and out.endswith(b"done\n")
     assert r.checkpoint["unsupported"] > 0
@@ -337,7 +332,7 @@ def test_replayed_directory_change_answers_with_its_recorded_outcome(tmp_path: P
     r, _m, before = _run(state, base_image, argv, cfg, power_fail_at_event=after[2] + 1)
     assert r.power_failed
     media = bytearray((state / "pmem0.media").read_bytes())
-    st = ImageStore(ScmMedium(memoryview(media), 0, None, _Clock()))
+    st = ImageStore(ScmMedium.over(media))
     newest = st.read_table()[0]
     assert newest.seq == seq + 1
     media[newest.meta_page * PAGE + 10] ^= 0xFF

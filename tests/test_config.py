@@ -26,7 +26,7 @@ MACHINE_FILES = sorted(MACHINES.glob("*.toml"))
 
 def test_default_machine_ranges():
     cfg = default_machine()
-    assert [(r.name, r.kind, r.base_bytes, r.size_bytes, r.channel) for r in cfg.ram] == [
+    assert [(r.name, r.kind, r.base_hpa, r.size_bytes, r.channel) for r in cfg.pools] == [
         ("dram0", "dram", 0, 256 * MiB, 0),
         ("dram1", "dram", 0x1000_0000, 256 * MiB, 1),
         ("pmem0", "scm", 0x1_0000_0000, 64 * MiB, 2),
@@ -35,7 +35,7 @@ def test_default_machine_ranges():
     assert cfg.cache == CacheConfig(8 * MiB, 16, 64) and cfg.cache.sets == 8192
     assert (cfg.cpu_hz, cfg.persistence_domain, cfg.model_level) == (2_000_000_000, "adr", "fast")
     assert (cfg.seed, cfg.quantum_insns, cfg.storage.block_size_bytes) == (1, 10_000_000, 4096)
-    assert [r.persistent for r in cfg.ram] == [False, False, True]
+    assert [r.persistent for r in cfg.pools] == [False, False, True]
 
 
 def test_default_machine_is_valid():
@@ -60,11 +60,11 @@ def test_machine_files_exist():
 @pytest.mark.parametrize("path", MACHINE_FILES, ids=lambda p: p.name)
 def test_machine_file_loads(path):
     cfg = load_machine(path)
-    assert cfg.ram[0].base_bytes == 0 and cfg.ram[0].kind == "dram"
+    assert cfg.pools[0].base_hpa == 0 and cfg.pools[0].kind == "dram"
     Console(file=io.StringIO(), width=120).print(show_table(cfg))
     assert isinstance(show_table(cfg), Table)
     art = memory_map_ascii(cfg)
-    for r in cfg.ram:
+    for r in cfg.pools:
         assert r.name in art
 
 
@@ -75,16 +75,21 @@ def test_default_toml_is_the_default_machine():
 def test_eadr_toml():
     cfg = load_machine(MACHINES / "eadr.toml")
     assert cfg.persistence_domain == "eadr"
-    assert cfg.ram == default_machine().ram
+    assert cfg.pools == default_machine().pools
 
 
 def test_hybrid_mram_toml():
     cfg = load_machine(MACHINES / "hybrid-mram.toml")
-    assert [(r.name, r.kind, r.base_bytes, r.size_bytes, r.channel) for r in cfg.ram] == [
-        ("dram0", "dram", 0, 128 * MiB, 2),
-        ("mram", "scm", 128 * MiB, 896 * MiB, 3),
+    assert [(r.name, r.kind, r.base_hpa, r.size_bytes, r.channel) for r in cfg.pools] == [
+        ("dram", "dram", 0, 4 * MiB, 2),
+        ("mram", "scm", 4 * MiB, 156 * MiB, 3),
     ]
     assert not cfg.interleave.enabled
+    # the paper's layout: guest RAM is MRAM first, then DRAM; no pmem device
+    assert [(g.name, g.kind, g.base_gpa, g.size_bytes, g.pool) for g in cfg.guest_map()] == [
+        ("mram", "ram", 0, 156 * MiB, "mram"),
+        ("dram", "ram", 156 * MiB, 4 * MiB, "dram"),
+    ]
 
 
 def test_partial_file_takes_defaults(tmp_path):
@@ -92,14 +97,17 @@ def test_partial_file_takes_defaults(tmp_path):
     p.write_text('name = "small"\n[cache]\nsize = "4M"\n')
     cfg = load_machine(p)
     assert cfg.name == "small" and cfg.cache.size_bytes == 4 * MiB
-    assert cfg.ram == default_machine().ram and cfg.cache.ways == 16
+    assert cfg.pools == default_machine().pools and cfg.cache.ways == 16
 
 
 def test_memory_map_ascii_order():
     art = memory_map_ascii(default_machine())
-    lines = art.splitlines()
-    assert lines[0].startswith("0x1_0400_0000") and lines[-1].strip().startswith("0x0")
-    assert "unmapped" in art and "persistent" in art
+    guest, host = art.split("\n\n")
+    for part, title in ((guest, "guest-physical (gpa)"), (host, "host-physical (hpa)")):
+        lines = part.splitlines()
+        assert title in lines[0]
+        assert lines[1].startswith("0x1_0400_0000") and lines[-1].strip().startswith("0x0")
+    assert "unmapped" in art and "persistent" in host and "-> pool pmem0" in guest
 
 
 # --- units --------------------------------------------------------------------------------
@@ -139,8 +147,12 @@ def test_round_trip_json(path, tmp_path):
 def test_resolved_dict_uses_field_names():
     d = machine_to_dict(default_machine())
     assert d["cache"] == {"size_bytes": 8 * MiB, "ways": 16, "line_bytes": 64}
-    assert d["ram"][2] == {"name": "pmem0", "kind": "scm", "base_bytes": 0x1_0000_0000,
-                           "size_bytes": 64 * MiB, "channel": 2, "channels": []}
+    assert d["pools"][2] == {"name": "pmem0", "kind": "scm", "base_hpa": 0x1_0000_0000,
+                             "size_bytes": 64 * MiB, "channel": 2, "channels": []}
+    assert d["guest"] == {"ram": [], "pmem": []} and d["ept"] == {"initial": "identity"}
+    old = dict(d, ram=[{("base_bytes" if k == "base_hpa" else k): v for k, v in r.items()} for r in d.pop("pools")])
+    del old["guest"], old["ept"]  # the resolved JSON of older runs still loads
+    assert machine_from_dict(old) == default_machine()
 
 
 # --- overrides ----------------------------------------------------------------------------
@@ -151,14 +163,14 @@ def test_apply_overrides():
                                               "interleave.enabled=true", "seed=0x10"])
     assert cfg.cache == CacheConfig(4 * MiB, 8, 64)
     assert cfg.model_level == "full" and cfg.cpu_hz == 3_000_000_000 and cfg.seed == 16
-    assert cfg.ram[2].size_bytes == 128 * MiB and cfg.interleave.enabled
+    assert cfg.pools[2].size_bytes == 128 * MiB and cfg.interleave.enabled
     assert default_machine().cache.size_bytes == 8 * MiB  # frozen, untouched
 
 
 def test_overrides_by_toml_key_and_index():
     cfg = apply_overrides(default_machine(), ["cache.size=2MiB", "ram.2.channel=5",
                                               "persistence_domain=eadr"])
-    assert cfg.cache.size_bytes == 2 * MiB and cfg.ram[2].channel == 5
+    assert cfg.cache.size_bytes == 2 * MiB and cfg.pools[2].channel == 5
     assert cfg.persistence_domain == "eadr"
 
 
@@ -179,7 +191,9 @@ def test_derive():
     (["ram.pmem1.size=4M"], "ram.pmem1.size", "did you mean 'pmem0'"),
     (["cache.ways=many"], "cache.ways", "expected an integer"),
     (["seed"], "seed", "KEY=VALUE"),
-    (["ram.dram1.base=0x1000"], "ram[1].base", "overlaps"),
+    (["ram.dram1.base=0x1000"], "pools[1].base_hpa", "overlaps"),
+    (["pool.dram1.base=0x1000"], "pools[1].base_hpa", "overlaps"),
+    (["ept.initial=scrambled"], "ept.initial", "unknown initial EPT"),
 ])
 def test_bad_overrides(items, key, problem):
     with pytest.raises(ConfigError) as ei:
@@ -226,11 +240,14 @@ BROKEN = [
     ("unaligned-size", GOOD_RAM.replace('"256MiB"', "5000"), "ram[0].size",
      "not a positive multiple of 4 KiB"),
     ("overlap", GOOD_RAM + '[[ram]]\nname = "p"\nkind = "scm"\nbase = "0x0800_0000"\n'
-     'size = "256MiB"\nchannel = 2\n', "ram[1].base", "overlaps range 'dram0'"),
-    ("no-dram", GOOD_RAM.replace('"dram"', '"scm"'), "ram", "no 'dram' range"),
-    ("empty-ram", "ram = []\n", "ram", "at least one 'dram' range"),
-    ("dram-not-at-0", GOOD_RAM.replace('"0x0"', '"0x10_0000"'), "ram[0].base",
-     "must start at 0 (the kernel boots from it)"),
+     'size = "256MiB"\nchannel = 2\n', "ram[1].base", "overlaps pool 'dram0'"),
+    ("no-dram", GOOD_RAM.replace('"dram"', '"scm"'), "guest.ram", "no guest RAM"),
+    ("empty-ram", "ram = []\n", "ram", "the host memory is empty"),
+    ("empty-pool", "pool = []\n", "pool", "the host memory is empty"),
+    ("guest-ram-pool", 'guest.ram = [{from = "dram9"}]\n', "guest.ram[0].from", "no pool 'dram9'"),
+    ("guest-ram-too-big", 'guest.ram = [{from = "dram0", size = "300MiB"}]\n', "guest.ram[0].size", "has 256 MiB left"),
+    ("guest-pmem-dram", 'guest.pmem = ["dram0"]\n', "guest.pmem[0]", "is not an SCM pool"),
+    ("ept-initial", 'ept.initial = "random"\n', "ept.initial", "unknown initial EPT 'random'"),
     ("cache-sets", '[cache]\nsize = "6MiB"\n', "cache.size", "not a power of two"),
     ("cache-multiple", '[cache]\nsize = 1000\n', "cache.size", "not a multiple of ways x line"),
     ("cache-line", "[cache]\nline = 128\n", "cache.line", "only 64-byte lines are supported for now"),
@@ -315,8 +332,8 @@ def test_interleave_default_channels(tmp_path):
     p = tmp_path / "m.toml"
     p.write_text('[interleave]\nenabled = true\ngranularity = "64KiB"\nchannels = [0, 1]\n')
     cfg = load_machine(p)
-    assert [r.channels for r in cfg.ram] == [(0, 1), (0, 1), ()]
-    assert cfg.ram[1].channel == 1  # its home channel is kept
+    assert [r.channels for r in cfg.pools] == [(0, 1), (0, 1), ()]
+    assert cfg.pools[1].channel == 1  # its home channel is kept
     assert [cfg.channel_of(i * 65536) for i in range(4)] == [0, 1, 0, 1]
     assert cfg.channel_of(0x1000_0000) == 0  # dram1's offset 0
     # the resolved config is stable: resolving it again changes nothing

@@ -29,11 +29,6 @@ SCENARIO = ["/bin/sh", "-c", "for i in 1 2 3 4 5 6 7 8; do echo line$i >> /log; 
 APPENDS = ["/bin/sh", "-c", "for i in 1 2 3 4 5 6; do echo line$i >> /log; done; cat /log | wc -l"]
 
 
-class _Clock:
-    def charge(self, ns: int) -> None:
-        pass
-
-
 def _cfg():  # type: ignore[no-untyped-def]
     return apply_overrides(default_machine(), ["model_level=persist", "checkpoint.enabled=true", "checkpoint.tcp=0"])
 
@@ -61,7 +56,7 @@ def _media(state: Path) -> bytearray:
 
 
 def _store(buf: bytearray) -> ImageStore:
-    return ImageStore(ScmMedium(memoryview(buf), 0, None, _Clock()))
+    return ImageStore(ScmMedium.over(buf))
 
 
 # ----------------------------------------------------------------------------------------------

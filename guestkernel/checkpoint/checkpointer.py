@@ -84,15 +84,16 @@ class CheckpointStats:
 
 
 class Checkpointer:
-    def __init__(self, k: "Kernel", tcp_ns: int, range_name: str = "") -> None:
+    def __init__(self, k: "Kernel", tcp_ns: int, window: Any) -> None:
+        """`window`: the guest-physical range holding the images (name, base_gpa, size_bytes);
+        the kernel reaches it page by page through its frames, like any guest memory."""
         self.k = k
         self.tcp_ns = tcp_ns
-        ranges = k.machine.physmem.scm_ranges()
-        rng = next((r for r in ranges if r.spec.name == range_name), None) if range_name else ranges[0]
-        if rng is None:
-            raise ValueError(f"no SCM range {range_name!r} for checkpoints")
-        self.range_name = rng.spec.name
-        self.medium = ScmMedium(memoryview(rng.buffer), rng.spec.base_hpa, k.cache, k.clock)  # type: ignore[arg-type]
+        self.range_name = window.name
+        first = window.base_gpa >> 12
+        ept = k.machine.ept
+        self.medium = ScmMedium(lambda i: k.frames.page(first + i), lambda i: ept.hpfn(first + i) << 12,
+                                window.size_bytes // PAGE, k.cache, k.clock)
         self.store = ImageStore(self.medium)
         self.tracker = PageTracker()
         self.stats = CheckpointStats()

@@ -34,7 +34,7 @@ import json
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from emu.clock import SCM_FENCE_NS, SCM_LINE_NS
 from hw.power import PowerFailure
@@ -110,41 +110,67 @@ def _blank(raw: bytes) -> bool:
 
 
 class ScmMedium:
-    """The kernel's stores into one SCM range: bytes go into the CPU's view of the range and the
-    cache model learns of them; `flush`/`fence` are clflush/mfence through the model (each line
-    written back and each fence is a persistence event, where the power may fail). Without a
-    model (level fast) the view is the media itself: every store is durable at once."""
+    """The kernel's stores into the checkpoint window: bytes go into the CPU's view of its pages
+    and the cache model learns of them (at the host-physical address each page has through the
+    EPT); `flush`/`fence` are clflush/mfence through the model (each line written back and each
+    fence is a persistence event, where the power may fail). Without a model (level fast) the
+    view is the media itself: every store is durable at once.
 
-    def __init__(self, view: memoryview, base_hpa: int, cache: Any, clock: Any) -> None:
-        self.view = view
-        self.base = base_hpa
-        self.size = len(view)
+    `page_view(i)` / `page_hpa(i)` give page i of the window; `ScmMedium.over(buffer)` serves a
+    contiguous buffer (tools and tests)."""
+
+    def __init__(self, page_view: Callable[[int], memoryview], page_hpa: Callable[[int], int], npages: int,
+                 cache: Any = None, clock: Any = None) -> None:
+        self.page_view = page_view
+        self.page_hpa = page_hpa
+        self.size = npages * PAGE
         self.cache = cache
         self.clock = clock
         self.lines_flushed = 0
         self.fences = 0
 
+    @classmethod
+    def over(cls, view: memoryview | bytearray, base_hpa: int = 0, cache: Any = None, clock: Any = None) -> "ScmMedium":
+        mv = memoryview(view)
+        return cls(lambda i: mv[i * PAGE : (i + 1) * PAGE], lambda i: base_hpa + i * PAGE, len(mv) // PAGE,
+                   cache, clock)
+
+    def _pieces(self, off: int, n: int) -> Iterator[tuple[int, int, int]]:
+        """(page, offset in page, length) of [off, off+n), page by page."""
+        while n > 0:
+            pg, at = divmod(off, PAGE)
+            k = min(n, PAGE - at)
+            yield pg, at, k
+            off += k
+            n -= k
+
     def read(self, off: int, n: int) -> bytes:
-        return bytes(self.view[off : off + n])
+        return b"".join(bytes(self.page_view(pg)[at : at + k]) for pg, at, k in self._pieces(off, n))
 
     def write(self, off: int, data: bytes | memoryview) -> None:
-        n = len(data)
-        self.view[off : off + n] = data
-        if self.cache is not None:
-            self.cache.access_range(self.base + off, n, True, True)
+        mv = memoryview(data)
+        done = 0
+        for pg, at, k in self._pieces(off, len(mv)):
+            self.page_view(pg)[at : at + k] = mv[done : done + k]
+            if self.cache is not None:
+                self.cache.access_range(self.page_hpa(pg) + at, k, True, True)
+            done += k
 
     def flush(self, off: int, n: int) -> None:
         lines = (off + n + LINE - 1) // LINE - off // LINE
         self.lines_flushed += lines
-        self.clock.charge(lines * SCM_LINE_NS)
+        if self.clock is not None:
+            self.clock.charge(lines * SCM_LINE_NS)
         if self.cache is not None:
-            self.cache.clflush_range(self.base + off, n, True)
-            if self.cache.power_failed:
-                raise PowerFailure("event")
+            for pg, at, k in self._pieces(off, n):
+                self.cache.clflush_range(self.page_hpa(pg) + at, k, True)
+                if self.cache.power_failed:
+                    raise PowerFailure("event")
 
     def fence(self) -> None:
         self.fences += 1
-        self.clock.charge(SCM_FENCE_NS)
+        if self.clock is not None:
+            self.clock.charge(SCM_FENCE_NS)
         if self.cache is not None:
             self.cache.fence("mfence", True)
             if self.cache.power_failed:
@@ -317,7 +343,7 @@ class ImageStore:
         for pg, crc in page_refs(meta):
             if not 1 <= pg < self.mirror:
                 raise CorruptImage(f"image {slot.seq}: page {pg} outside the range")
-            if zlib.crc32(self.m.view[pg * PAGE : (pg + 1) * PAGE]) != crc:
+            if zlib.crc32(self.m.page_view(pg)) != crc:
                 raise CorruptImage(f"image {slot.seq}: page {pg} checksum mismatch")
             pages.add(pg)
         return Image(slot, meta, pages)
@@ -346,7 +372,7 @@ class ImageStore:
         return chosen, rejected
 
     def page(self, pg: int) -> memoryview:
-        return self.m.view[pg * PAGE : (pg + 1) * PAGE]
+        return self.m.page_view(pg)
 
 
 _PAGE_REF = struct.Struct("<QII")  # gva, SCM page, crc32
