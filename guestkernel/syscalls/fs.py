@@ -13,6 +13,7 @@ from guestkernel.errors import (EBADF, EEXIST, EOPNOTSUPP, EFAULT, EINVAL, EISDI
                                 EPIPE, ERANGE, EXDEV, SyscallError)
 from guestkernel.syscalls import syscall
 from guestkernel.vfs import (DEV_DIR, FD_ALIASES, O_ACCMODE, O_APPEND, O_CLOEXEC, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_PATH, O_TRUNC, DevDirFile, InodeFile, OpenFile, Pipe, PipeEnd, Stat)
+from guestkernel.sysfs import SysDirFile, SysNode
 
 if TYPE_CHECKING:
     from guestkernel.kernel import Kernel
@@ -55,6 +56,8 @@ def dir_node(k: "Kernel", p: "Process", dirfd: int) -> object:
     f = p.fds.get(dirfd)
     if isinstance(f, DevDirFile):
         return DEV_DIR
+    if isinstance(f, SysDirFile):
+        return f.node
     if not isinstance(f, InodeFile):
         raise SyscallError(ENOTDIR)
     if not S.S_ISDIR(k.fs.stat(f.ino).mode):
@@ -436,7 +439,7 @@ def sys_faccessat(k, p, dirfd, path, mode, flags, *_):  # type: ignore[no-untype
 @syscall("getdents64")
 def sys_getdents64(k, p, fd, buf, count, *_):  # type: ignore[no-untyped-def]
     f = p.fds.get(s32(fd))
-    if not isinstance(f, (InodeFile, DevDirFile)):
+    if not isinstance(f, (InodeFile, DevDirFile, SysDirFile)):
         raise SyscallError(ENOTDIR)
     if isinstance(f, InodeFile) and not S.S_ISDIR(k.fs.stat(f.ino).mode):
         raise SyscallError(ENOTDIR)
@@ -471,6 +474,8 @@ def cwd_path(k: "Kernel", node: object) -> bytes:
     """Walk '..' up to the root, finding each directory's name in its parent."""
     if node == DEV_DIR:
         return b"/dev"
+    if isinstance(node, SysNode):
+        return node.guest_path
     parts = []
     fs = k.fs
     cur = node
