@@ -20,6 +20,7 @@ from guestkernel.errors import (EACCES, ENOENT, ENOEXEC, ENOSYS, EINTR, ELOOP, B
                                 SyscallError)
 from guestkernel.ext2 import Ext2, probe_block_size
 from guestkernel.frames import Frames
+from guestkernel.locks import Locks
 from guestkernel.mm import MM, PAGE, VMA, page_up
 from guestkernel.pagecache import PageCache
 from guestkernel.process import BLOCKED, RUNNABLE, ZOMBIE, FDTable, Process, SigAction
@@ -102,6 +103,7 @@ class Kernel:
         self.rdtsc_emulated = 0
         self.uname = dict(UNAME)
         self.checkpointer: "Checkpointer | None" = None  # on with the machine's [checkpoint]
+        self.locks = Locks()                   # flock, POSIX and OFD file locks
 
     # ------------------------------------------------------------------------------------------
     # boot and shutdown
@@ -395,6 +397,7 @@ class Kernel:
     def close_fd(self, p: Process, fd: int) -> None:
         f = p.fds.remove(fd)
         f.refs -= 1
+        self.locks.on_close(p, f, last=f.refs == 0)
         if f.refs == 0:
             f.close()
 

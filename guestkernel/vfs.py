@@ -206,7 +206,10 @@ class InodeFile(OpenFile):
         if not self.writable:
             raise SyscallError(EBADF)
         self.vfs.on_file_write(self.ino)
-        return self.vfs.fs.write(self.ino, offset, data)
+        try:
+            return self.vfs.fs.write(self.ino, offset, data)
+        except Exception as e:  # FsError: ENOSPC, EFBIG, EIO reach the caller as its errno
+            raise _fs_error(e) from None
 
     def seek(self, offset: int, whence: int) -> int:
         if whence == 0:
