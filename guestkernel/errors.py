@@ -43,6 +43,7 @@ ENOTSUP = _errno.EOPNOTSUPP
 EOPNOTSUPP = _errno.EOPNOTSUPP
 EDEADLK = _errno.EDEADLK
 EIDRM = _errno.EIDRM
+ETIMEDOUT = _errno.ETIMEDOUT
 
 
 class SyscallError(Exception):

@@ -65,12 +65,15 @@ class WaitQueue:
     def __init__(self, name: str) -> None:
         self.name = name
         self.waiters: list[Any] = []
+        self.pollers: list["WaitQueue"] = []  # select/poll calls watching this queue too
 
     def wake(self) -> None:
         for p in self.waiters:
             p.state = "runnable"
             p.waiting_on = None
         self.waiters.clear()
+        for q in self.pollers:
+            q.wake()
 
 
 # ------------------------------------------------------------------------------------------------
