@@ -5,7 +5,7 @@ Each locked file has one `InodeLocks`: a list of record locks (POSIX and OFD tog
 Linux's i_flctx->flc_posix), a list of flock locks and a wait queue. Owners decide conflicts:
 
     lock kind   owner                          released when
-    POSIX       the process (pid)              any descriptor of the file is closed by that
+    POSIX       the process (thread group)     any descriptor of the file is closed by that
                                                process, or it exits; not inherited by fork
     OFD         the open file description      the description's last descriptor is closed
     flock       the open file description      same; one lock per description, converted in
@@ -68,8 +68,8 @@ def lock_key(f: OpenFile) -> object:
 class Locks:
     def __init__(self) -> None:
         self.files: dict[object, InodeLocks] = {}
-        # pid -> the lock it waits for (F_SETLKW), for deadlock detection
-        self.waiting: dict[int, FileLock] = {}
+        # owner pid -> (the waiting process, the lock it waits for), for deadlock detection
+        self.waiting: dict[int, tuple["Process", FileLock]] = {}
 
     def _of(self, f: OpenFile, create: bool = True) -> InodeLocks | None:
         key = lock_key(f)
@@ -96,16 +96,17 @@ class Locks:
             raise SyscallError(EBADF)
         il = self._of(f)
         assert il is not None
-        self.waiting.pop(p.pid, None)
+        pid = tgid(p)
+        self.waiting.pop(pid, None)
         if want.type != F_UNLCK:
             blocker = next((held for held in il.posix if held.conflicts(want)), None)
             if blocker is not None:
                 if not wait:
                     raise SyscallError(EAGAIN)
-                if not ofd and self._deadlock(p.pid, blocker):
+                if not ofd and self._deadlock(pid, blocker):
                     raise SyscallError(EDEADLK)
                 if not ofd:
-                    self.waiting[p.pid] = blocker
+                    self.waiting[pid] = (p, blocker)
                 raise Block(il.waitq)
         self._apply(il, want)
         il.waitq.wake()  # waiters retry: the range may have been unlocked or downgraded
@@ -119,9 +120,9 @@ class Locks:
             if blocker.owner == pid:
                 return True
             nxt = self.waiting.get(blocker.owner)
-            if nxt is None:
+            if nxt is None or nxt[0].state != "blocked":  # not waiting any more (a signal, exit)
                 return False
-            blocker = nxt
+            blocker = nxt[1]
         return False
 
     @staticmethod
@@ -180,15 +181,18 @@ class Locks:
         if il is None:
             return
         before = (len(il.posix), len(il.flock))
-        il.posix = [l for l in il.posix if l.owner != p.pid and not (last and l.owner is f)]
+        il.posix = [l for l in il.posix if l.owner != tgid(p) and not (last and l.owner is f)]
         if last:
             il.flock = [l for l in il.flock if l.owner is not f]
         if (len(il.posix), len(il.flock)) != before:
             il.waitq.wake()
         self._tidy(f, il)
 
-    def on_exit(self, p: "Process") -> None:
-        self.waiting.pop(p.pid, None)
+
+
+def tgid(p: "Process") -> int:
+    """The owner of a process's POSIX locks: its thread group."""
+    return (p.leader or p).pid
 
 
 def parse_flock(raw: bytes, f: OpenFile, size: int) -> tuple[FileLock, int, int]:

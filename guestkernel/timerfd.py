@@ -105,5 +105,9 @@ class TimerFile(OpenFile):
     def write(self, data: bytes) -> int:
         raise SyscallError(EINVAL)
 
+    def close(self) -> None:
+        self.generation += 1  # its pending kernel timer does nothing, and is not re-armed
+        self.deadline = 0
+
     def stat(self) -> Stat:
         return Stat(ino=1, mode=S.S_IFREG | 0o600, dev=0xE)  # anon_inode

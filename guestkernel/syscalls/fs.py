@@ -1030,7 +1030,7 @@ def record_lock(k: "Kernel", p: "Process", f: OpenFile, cmd: int, arg: int) -> i
     want, lpid, ltype = locks.parse_flock(raw, f, size)
     if ofd and lpid != 0:
         raise SyscallError(EINVAL)
-    want.owner, want.pid = (f, -1) if ofd else (p.pid, p.pid)
+    want.owner, want.pid = (f, -1) if ofd else (locks.tgid(p), locks.tgid(p))
     if cmd in (F_GETLK, F_OFD_GETLK):
         if ltype == locks.F_UNLCK:
             raise SyscallError(EINVAL)
