@@ -1100,37 +1100,6 @@ def sys_fadvise64(k, p, fd, *_):  # type: ignore[no-untyped-def]
     return 0
 
 
-@syscall("poll")
-def sys_poll(k, p, fds, nfds, timeout, *_):  # type: ignore[no-untyped-def]
-    raw = bytearray(p.mm.copy_in(fds, 8 * nfds))
-    ready = 0
-    for i in range(nfds):
-        fd, events, _ = struct.unpack_from("<ihh", raw, 8 * i)
-        rev = 0
-        f = p.fds.fds.get(fd)
-        if fd >= 0:
-            if f is None:
-                rev = 0x20  # POLLNVAL
-            elif isinstance(f, PipeEnd):
-                if f.write_end:
-                    rev = (events & 4) if f.pipe.readers else 8
-                else:
-                    rev = (events & 1) if f.pipe.count else (0x10 if f.pipe.writers == 0 else 0)
-            else:
-                rev = events & 5
-        struct.pack_into("<ihh", raw, 8 * i, fd, events, rev)
-        ready += bool(rev)
-    if not ready and s32(timeout) != 0:
-        pipes = [p.fds.fds.get(struct.unpack_from("<i", raw, 8 * i)[0]) for i in range(nfds)]
-        q = next((f.pipe.waitq for f in pipes if isinstance(f, PipeEnd)), None)
-        if q is not None:
-            from guestkernel.errors import Block
-
-            raise Block(q)
-    p.mm.copy_out(fds, bytes(raw))
-    return ready
-
-
 # Extended attributes: the ext2 driver has none (as a file system mounted without user_xattr).
 # The file must exist; reading or changing an attribute is EOPNOTSUPP, listing finds none.
 def _xattr_target(k, p, path, follow: bool):  # type: ignore[no-untyped-def]

@@ -1,9 +1,11 @@
 /* Threads and the waits fio's helper thread uses: pthread_create/join (clone with
  * CLONE_THREAD, CLONE_CHILD_CLEARTID + futex wake), a mutex and a condition variable (futex
- * wait/wake), a timed wait that expires, a timerfd read through pselect6 beside a pipe, and
- * exit_group from a thread. Only the main thread prints; the test compares with the native run. */
+ * wait/wake), a timed wait that expires, a timerfd read through pselect6 beside a pipe, select,
+ * poll and ppoll with timeouts, and exit_group from a thread. Only the main thread prints; the
+ * test compares with the native run. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -91,6 +93,23 @@ int main(void) {
     FD_ZERO(&r);
     FD_SET(p[0], &r);
     printf("select pipe: %d\n", select(p[0] + 1, &r, NULL, NULL, NULL));
+
+    char byte;
+    if (read(p[0], &byte, 1) != 1)
+        return 2;
+    struct pollfd pf[3] = {{.fd = p[0], .events = POLLIN}, {.fd = p[1], .events = POLLOUT}, {.fd = -1}};
+    int pr = poll(pf, 3, 30);
+    printf("poll: %d in=%x out=%x\n", pr, pf[0].revents, pf[1].revents);
+    pf[1].fd = -1;
+    pr = poll(pf, 2, 30);
+    printf("poll timeout: %d\n", pr);
+    struct timespec pts = {0, 20000000};
+    close(p[1]);
+    pr = ppoll(pf, 1, &pts, NULL);
+    printf("ppoll hangup: %d revents=%x\n", pr, pf[0].revents);
+    pf[0].fd = 999;
+    pr = poll(pf, 1, 0);
+    printf("poll bad fd: %d revents=%x\n", pr, pf[0].revents);
 
     fflush(stdout);
     pid_t child = fork();
