@@ -737,7 +737,8 @@ class Kernel:
             self._quantum_over = True
 
     def add_timer(self, deadline_ns: int, fire: Callable[[], None]) -> None:
-        """Call `fire` once the machine's uptime reaches deadline_ns (futex timeouts)."""
+        """Call `fire` once the machine's uptime reaches deadline_ns (sleeps, futex and select
+        timeouts, timerfd)."""
         self._timer_seq += 1
         heapq.heappush(self.timers, (deadline_ns, self._timer_seq, fire))
 
