@@ -68,7 +68,7 @@ def test_fs_stressors(emu, stress_copy):
 
 @pytest.mark.slow
 def test_link_stressors(emu, stress_copy):
-    # One bogo op of these is a pass over 8192 links in one directory (about a minute here).
+    # One bogo op of these is a pass over 8192 links in one directory (~15 s of CPU for both).
     run_stress_ng(emu, stress_copy(), {"link": 1, "symlink": 1})
 
 
