@@ -121,3 +121,31 @@ def test_sysfs_cpu(emu, stress_copy):
     assert run.stdout.decode() == "0\n0\n0\ncpu0\nkernel_max\noffline\nonline\npossible\npresent\nrefused\nrefused\n"
     assert run.stderr.decode() == ("/bin/sh: 1: cannot create /sys/devices/system/cpu/online: Permission denied\n"
                                    "mkdir: cannot create directory '/sys/x': Operation not permitted\n")
+
+
+FALLOCATE_EXT2 = """\
+mode 0: -1 EOPNOTSUPP
+keep size: -1 EOPNOTSUPP
+punch hole: -1 EOPNOTSUPP
+punch without keep size: -1 EOPNOTSUPP
+collapse with keep size: -1 EINVAL
+unknown mode bit: -1 EOPNOTSUPP
+zero length: -1 EINVAL
+negative offset: -1 EINVAL
+read-only fd: -1 EBADF
+pipe: -1 ESPIPE
+/dev/null: -1 ENODEV
+bad fd: -1 EBADF
+posix_fallocate: 0 size=100000
+"""
+
+
+def test_fallocate_is_linux_ext2s(emu, stress_copy, static_program):
+    """Linux 6.1's fs/ext2 driver (what uname says the guest runs): vfs_fallocate's checks, then
+    EOPNOTSUPP. Not compared with a native run: hosts mount ext2 with the ext4 driver, which
+    punches holes, and newer kernels order the mode checks differently."""
+    image = stress_copy()
+    put_file(image, static_program("fallocate"), "/bin/fallocate")
+    run = emu(["/bin/fallocate", "/tmp/f"], image)
+    assert run.result.exit_code == 0
+    assert run.stdout.decode() == FALLOCATE_EXT2
