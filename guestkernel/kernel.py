@@ -373,7 +373,10 @@ class Kernel:
             self.cpu.free_icache(mm.icache)
             mm.release()
             raise
-        # Point of no return.
+        # Point of no return. The other threads of the group end (from the leader: Linux
+        # would also let a thread's exec take over the leader; not modelled).
+        for t in [q for q in self.procs.values() if q.leader is p]:
+            self.exit_thread(t)
         old = p.mm
         p.mm = mm
         if old is not None:
