@@ -7,7 +7,7 @@ runs at `cpu_hz` with one instruction per cycle; kernel work is charged in nanos
     page fault handled        FAULT_NS
     byte copied user<->kernel COPY_NS_PER_KIB / 1024
     block read or written     BLOCK_IO_NS
-    sleeping (nanosleep)      the requested time
+    idle (all processes wait) up to the next kernel timer (a sleep, a futex/select timeout)
     checkpoint decision+meta  CKPT_NS, plus CKPT_SCAN_NS per resident page whose dirty bit is read
     SCM line written back     SCM_LINE_NS (clflush of a dirty line: 64 B at about 3 GB/s)
     SCM fence                 SCM_FENCE_NS

@@ -41,6 +41,9 @@ ENOTEMPTY = _errno.ENOTEMPTY
 ELOOP = _errno.ELOOP
 ENOTSUP = _errno.EOPNOTSUPP
 EOPNOTSUPP = _errno.EOPNOTSUPP
+EDEADLK = _errno.EDEADLK
+EIDRM = _errno.EIDRM
+ETIMEDOUT = _errno.ETIMEDOUT
 
 
 class SyscallError(Exception):

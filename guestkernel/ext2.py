@@ -279,6 +279,9 @@ class Ext2:
         self._ptrs = bs // 4  # block pointers per indirect block
         self._b512 = bs // 512  # i_blocks units per block
         self._zero = bytes(bs)
+        # dir ino -> (n, need): its first n blocks have no room for a record of `need` bytes
+        # (so adding 8192 names to one directory is not quadratic); dropped on any removal.
+        self._dir_full: dict[int, tuple[int, int]] = {}
         self._ind_fmt = struct.Struct(f"<{self._ptrs}I")
         self._itable_blocks = (self.ipg * self.inode_size + bs - 1) // bs
         # Max file size: addressable blocks, also bounded by 32-bit i_blocks.
@@ -493,6 +496,7 @@ class Ext2:
         raise FsError(errno.ENOSPC, "ext2: no free inodes")
 
     def _free_inode(self, ind: _Inode) -> None:
+        self._dir_full.pop(ind.ino, None)
         g, bit = divmod(ind.ino - 1, self.ipg)
         grp = self._groups[g]
         view = self.cache.get(grp.inode_bitmap)
@@ -829,12 +833,13 @@ class Ext2:
             return n
         return 65535 if n == 65536 else (n & 65532) | ((n >> 16) & 3)
 
-    def _dir_blocks(self, dind: _Inode) -> Iterator[tuple[int, int, bytes]]:
-        """(file block, physical block, copy of contents) for each directory block."""
+    def _dir_blocks(self, dind: _Inode, start: int = 0) -> Iterator[tuple[int, int, bytes]]:
+        """(file block, physical block, copy of contents) for each directory block from `start`."""
         nblk = dind.size // self.block_size
         if dind.size % self.block_size or nblk > self.blocks_count:
             raise FsError(errno.EIO, f"ext2: directory {dind.ino} has bad size {dind.size}")
-        for fb, p in enumerate(self._map_range(dind, 0, nblk)):
+        start = min(start, nblk)
+        for fb, p in enumerate(self._map_range(dind, start, nblk - start), start):
             if p:
                 if not self.first_data <= p < self.blocks_count:
                     raise FsError(errno.EIO, f"ext2: dir {dind.ino}: block {p} out of range")
@@ -905,10 +910,12 @@ class Ext2:
 
     def _add_entry(self, dind: _Inode, name: bytes, ino: int, ft: int) -> None:
         need = _rec_size(len(name))
-        for _fb, p, buf in self._dir_blocks(dind):
+        full, full_need = self._dir_full.get(dind.ino, (0, 0))
+        for fb, p, buf in self._dir_blocks(dind, full if need >= full_need else 0):
             for off, eino, rl, _ft, nm in self._entries(buf, dind.ino):
                 used = _rec_size(len(nm)) if eino else 0
                 if rl - used >= need:
+                    self._dir_full[dind.ino] = (fb, need)
                     view = self.cache.get(p)
                     if eino:  # split the slack off an existing entry
                         struct.pack_into("<H", view, off + 4, self._encode_rec_len(used))
@@ -928,6 +935,7 @@ class Ext2:
         except FsError:
             self._iput(dind)
             raise
+        self._dir_full[dind.ino] = (fb, need)
         view = self.cache.get(p)
         view[:] = self._zero
         self._put_entry(view, 0, ino, bs, name, ft)
@@ -938,6 +946,7 @@ class Ext2:
         self._iput(dind)
 
     def _remove_entry(self, dind: _Inode, name: bytes) -> tuple[int, int]:
+        self._dir_full.pop(dind.ino, None)
         for _fb, p, buf in self._dir_blocks(dind):
             if name not in buf:
                 continue

@@ -8,6 +8,7 @@ cache, which is written back on sync, periodically in virtual time and at shutdo
 """
 from __future__ import annotations
 
+import heapq
 import stat as S
 import struct
 from collections import Counter
@@ -20,6 +21,7 @@ from guestkernel.errors import (EACCES, ENOENT, ENOEXEC, ENOSYS, EINTR, ELOOP, B
                                 SyscallError)
 from guestkernel.ext2 import Ext2, probe_block_size
 from guestkernel.frames import Frames
+from guestkernel.locks import Locks
 from guestkernel.mm import MM, PAGE, VMA, page_up
 from guestkernel.pagecache import PageCache
 from guestkernel.process import BLOCKED, RUNNABLE, ZOMBIE, FDTable, Process, SigAction
@@ -102,6 +104,9 @@ class Kernel:
         self.rdtsc_emulated = 0
         self.uname = dict(UNAME)
         self.checkpointer: "Checkpointer | None" = None  # on with the machine's [checkpoint]
+        self.locks = Locks()                   # flock, POSIX and OFD file locks
+        self.timers: list[tuple[int, int, Callable[[], None]]] = []  # (uptime ns, seq, fire)
+        self._timer_seq = 0
 
     # ------------------------------------------------------------------------------------------
     # boot and shutdown
@@ -377,7 +382,10 @@ class Kernel:
             self.cpu.free_icache(mm.icache)
             mm.release()
             raise
-        # Point of no return.
+        # Point of no return. The other threads of the group end (from the leader: Linux
+        # would also let a thread's exec take over the leader; not modelled).
+        for t in [q for q in self.procs.values() if q.leader is p]:
+            self.exit_thread(t)
         old = p.mm
         p.mm = mm
         if old is not None:
@@ -404,20 +412,51 @@ class Kernel:
     def close_fd(self, p: Process, fd: int) -> None:
         f = p.fds.remove(fd)
         f.refs -= 1
+        self.locks.on_close(p, f, last=f.refs == 0)
         if f.refs == 0:
             f.close()
 
-    def exit_process(self, p: Process, status: int) -> None:
-        """Make p a zombie with the given wait status; wake its parent."""
-        if p.state == ZOMBIE:
+    def exit_thread(self, t: Process) -> None:
+        """A thread ends alone (the descriptors, memory and signal actions stay with its
+        group) and is reaped at once; a futex waiter on its clear_child_tid word is woken
+        (pthread_join)."""
+        if t.state == ZOMBIE:
             return
-        for fd in sorted(p.fds.fds):
-            self.close_fd(p, fd)
+        self._clear_child_tid(t)
+        if t.waiting_on is not None and t in t.waiting_on.waiters:
+            t.waiting_on.waiters.remove(t)
+        t.pending_call = None
+        t.state = ZOMBIE
+        mm, t.mm = t.mm, None  # type: ignore[assignment]
+        self.drop_mm(mm, t)
+        if self.current is t:
+            self.current = None
+        del self.procs[t.pid]
+
+    def _clear_child_tid(self, p: Process) -> None:
         if p.clear_child_tid and p.mm is not None:
             try:
                 p.mm.copy_out(p.clear_child_tid, b"\0\0\0\0")
             except SyscallError:
-                pass
+                return
+            from guestkernel.futex import futex_table
+
+            ft = futex_table(self)
+            ft.wake_key(ft.key(p, p.clear_child_tid, private=False), 1)
+
+    def exit_process(self, p: Process, status: int) -> None:
+        """Make p a zombie with the given wait status; wake its parent. A thread ends alone;
+        a group leader takes its threads with it (exit_group)."""
+        if p.state == ZOMBIE:
+            return
+        if p.leader is not None:
+            self.exit_thread(p)
+            return
+        for t in [q for q in self.procs.values() if q.leader is p]:
+            self.exit_thread(t)
+        for fd in sorted(p.fds.fds):
+            self.close_fd(p, fd)
+        self._clear_child_tid(p)
         if p.waiting_on is not None and p in p.waiting_on.waiters:
             p.waiting_on.waiters.remove(p)
         p.pending_call = None
@@ -479,7 +518,7 @@ class Kernel:
             if act.handler == SIG_DFL:
                 if sig in DEFAULT_IGNORE or sig in DEFAULT_STOP:
                     continue
-                self.exit_process(p, sig | (0x80 if sig in DEFAULT_CORE else 0))
+                self.exit_process(p.leader or p, sig | (0x80 if sig in DEFAULT_CORE else 0))  # the whole group
                 return
             self.setup_frame(p, sig, act)
             return
@@ -488,7 +527,7 @@ class Kernel:
         """A synchronous fault: deliver now, or kill if it is blocked or left at default."""
         act = p.action(sig)
         if act.handler in (SIG_DFL, SIG_IGN) or p.sigmask & (1 << (sig - 1)):
-            self.exit_process(p, sig | (0x80 if sig in DEFAULT_CORE else 0))
+            self.exit_process(p.leader or p, sig | (0x80 if sig in DEFAULT_CORE else 0))
             return
         self.setup_frame(p, sig, act, addr)
 
@@ -555,6 +594,10 @@ class Kernel:
         while not self.halted:
             self.tick()
             p = self.pick()
+            if p is None and self.timers and any(q.state == BLOCKED for q in self.procs.values()):
+                # Idle: the clock jumps to the next timer, as a halted CPU sleeps until it.
+                self.clock.charge(max(0, self.timers[0][0] - self.clock.uptime_ns()))
+                continue
             if p is None:
                 if any(q.state == BLOCKED for q in self.procs.values()):
                     blocked = ", ".join(f"{q.pid}:{q.comm.decode(errors='replace')}" for q in self.procs.values() if q.state == BLOCKED)
@@ -680,7 +723,7 @@ class Kernel:
             return
         if ck is not None:
             ret = ck.after_syscall(p, nr, ret)
-        cpu.set_reg("rax", ret)
+        cpu.set_rax(ret)
         if p.state != RUNNABLE or self.halted:
             cpu.request_stop()
 
@@ -705,9 +748,17 @@ class Kernel:
         elif stop.kind == STOP_DEADLINE:
             self._quantum_over = True
 
+    def add_timer(self, deadline_ns: int, fire: Callable[[], None]) -> None:
+        """Call `fire` once the machine's uptime reaches deadline_ns (sleeps, futex and select
+        timeouts, timerfd)."""
+        self._timer_seq += 1
+        heapq.heappush(self.timers, (deadline_ns, self._timer_seq, fire))
+
     def tick(self) -> None:
-        """Periodic kernel work in virtual time: write the page cache back (not with
-        checkpointing, where storage changes only together with a checkpoint)."""
+        """Periodic kernel work in virtual time: due timers, and the page-cache write-back
+        (not with checkpointing, where storage changes only together with a checkpoint)."""
+        while self.timers and self.timers[0][0] <= self.clock.uptime_ns():
+            heapq.heappop(self.timers)[2]()
         if self.checkpointer is None and self.clock.uptime_ns() >= self.next_writeback_ns:
             self.sync()
             self.next_writeback_ns = self.clock.uptime_ns() + self.config.writeback_interval_ns

@@ -52,6 +52,9 @@ class Backing(Protocol):
         """A frame holding the page at `offset` to share read-only (a reference is taken for
         the caller), or None to have the page copied."""
 
+    # Optional: `vma_closed()`, called after a VMA of this backing is unmapped (shm segments
+    # count their attaches).
+
 
 @dataclass
 class VMA:
@@ -163,6 +166,7 @@ class MM:
         self._reindex()
         for v in gone:
             self._drop_pages(v.start, v.end, v.device)
+        _closed(gone)
 
     def _drop_pages(self, start: int, end: int, device: bool = False) -> None:
         dropped = False
@@ -396,11 +400,19 @@ class MM:
                 continue
             for gva, slot, pte in self.aspace.leaves(v.start, v.end):
                 self.frames.put((pte & PTE_ADDR) >> 12)
-        self.vmas = []
+        gone, self.vmas = self.vmas, []
         self._starts = []
+        _closed(gone)
         self.frames.put(self.sentinel_pfn)
         self.frames.put(self.sentinel_pfn)
         self.aspace.destroy()
 
     def resident_pages(self) -> int:
         return sum(1 for v in self.vmas for _ in self.aspace.leaves(v.start, v.end))
+
+
+def _closed(vmas: list[VMA]) -> None:
+    for v in vmas:
+        closed = getattr(v.backing, "vma_closed", None)
+        if closed is not None:
+            closed()

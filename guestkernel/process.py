@@ -100,6 +100,7 @@ class Process:
     sigpending: int = 0
     sigframes: list[tuple[object, int]] = field(default_factory=list)  # (saved context, old mask)
     clear_child_tid: int = 0
+    leader: "Process | None" = None         # a thread's group leader (None: a process)
     rlimits: dict[int, tuple[int, int]] = field(default_factory=dict)
     utime_insns: int = 0
     syscalls: int = 0

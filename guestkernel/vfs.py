@@ -3,7 +3,8 @@
 Paths resolve inside the guest's root file system only: `..` at the root stays at the root and
 absolute symlink targets restart at the guest root, so nothing of the host is reachable. `/dev` is
 a small device directory provided by the kernel (null, zero, full, random, urandom, tty, console,
-stdin/stdout/stderr), laid over the image.
+stdin/stdout/stderr), laid over the image; `/sys` likewise is the kernel's read-only sysfs
+(guestkernel/sysfs.py).
 """
 from __future__ import annotations
 
@@ -64,12 +65,15 @@ class WaitQueue:
     def __init__(self, name: str) -> None:
         self.name = name
         self.waiters: list[Any] = []
+        self.pollers: list["WaitQueue"] = []  # select/poll calls watching this queue too
 
     def wake(self) -> None:
         for p in self.waiters:
             p.state = "runnable"
             p.waiting_on = None
         self.waiters.clear()
+        for q in self.pollers:
+            q.wake()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -104,7 +108,7 @@ class PmemRegion:
     base_gpa: int
     size: int
 DEV_DIR = "devdir"  # the node of /dev itself
-Node = int | DevNode | str  # an ext2 inode number, a device, or DEV_DIR
+Node = Any  # an ext2 inode number, a DevNode, DEV_DIR, an "fd:" alias or a sysfs.SysNode
 
 
 # ------------------------------------------------------------------------------------------------
@@ -205,7 +209,10 @@ class InodeFile(OpenFile):
         if not self.writable:
             raise SyscallError(EBADF)
         self.vfs.on_file_write(self.ino)
-        return self.vfs.fs.write(self.ino, offset, data)
+        try:
+            return self.vfs.fs.write(self.ino, offset, data)
+        except Exception as e:  # FsError: ENOSPC, EFBIG, EIO reach the caller as its errno
+            raise _fs_error(e) from None
 
     def seek(self, offset: int, whence: int) -> int:
         if whence == 0:
@@ -532,10 +539,14 @@ class VFS:
             if dev is None and name.decode(errors="replace") not in FD_ALIASES:
                 raise SyscallError(ENOENT)
             return dev if dev is not None else "fd:" + name.decode()
+        if isinstance(dir_node, sysfs.SysNode):
+            return self.fs.root_ino if dir_node == sysfs.ROOT and name == b".." else sysfs.lookup(dir_node, name)
         if isinstance(dir_node, (DevNode, str)):
             raise SyscallError(ENOTDIR)
         if dir_node == self.fs.root_ino and name == b"dev":
             return DEV_DIR
+        if dir_node == self.fs.root_ino and name == b"sys":
+            return sysfs.ROOT
         try:
             return self.fs.lookup(dir_node, name)
         except Exception as e:  # FsError carries an errno
@@ -592,13 +603,14 @@ class VFS:
         return nxt
 
     def _require_dir(self, node: Node) -> None:
-        if node == DEV_DIR:
+        if node == DEV_DIR or (isinstance(node, sysfs.SysNode) and node.is_dir):
             return
         if not isinstance(node, int) or not S.S_ISDIR(self.fs.stat(node).mode):
             raise SyscallError(ENOTDIR)
 
     def is_dir(self, node: Node) -> bool:
-        return node == DEV_DIR or (isinstance(node, int) and S.S_ISDIR(self.fs.stat(node).mode))
+        return (node == DEV_DIR or (isinstance(node, int) and S.S_ISDIR(self.fs.stat(node).mode))
+                or (isinstance(node, sysfs.SysNode) and node.is_dir))
 
     # --- attributes -----------------------------------------------------------------------------
     def stat_node(self, node: Node) -> Stat:
@@ -609,6 +621,8 @@ class VFS:
             return Stat(ino=100 + node.minor + 16 * node.major, mode=kind, rdev=node.rdev, dev=0x5)
         if isinstance(node, str):
             return Stat(ino=3, mode=S.S_IFLNK | 0o777, dev=0x5)
+        if isinstance(node, sysfs.SysNode):
+            return sysfs.stat(node)
         st = self.fs.stat(node)
         self.on_file_read(node)
         return Stat(ino=st.ino, mode=st.mode, nlink=st.nlink, uid=st.uid, gid=st.gid, size=st.size,
@@ -630,6 +644,8 @@ class VFS:
             return DevFile(self, node, flags)
         if isinstance(node, str):
             raise SyscallError(ENOENT)  # fd aliases are handled by the caller
+        if isinstance(node, sysfs.SysNode):
+            return sysfs.open_node(node, flags)
         st = self.fs.stat(node)
         if S.S_ISDIR(st.mode) and (flags & O_ACCMODE) != O_RDONLY:
             raise SyscallError(EISDIR)
@@ -662,10 +678,14 @@ class VFS:
                      for n, d in self.devices.items()]
             ents += [(n.encode(), 3, DT_LNK) for n in FD_ALIASES]
             return ents
+        if isinstance(f, sysfs.SysDirFile):
+            return sysfs.readdir(f, self.fs.root_ino)
         assert isinstance(f, InodeFile)
         ents = self.fs.readdir(f.ino)
-        if f.ino == self.fs.root_ino and not any(n == b"dev" for n, _, _ in ents):
-            ents = ents + [(b"dev", 1, DT_DIR)]
+        if f.ino == self.fs.root_ino:
+            for name, ino in ((b"dev", 1), (b"sys", sysfs.stat(sysfs.ROOT).ino)):
+                if not any(n == name for n, _, _ in ents):
+                    ents = ents + [(name, ino, DT_DIR)]
         return ents
 
 
@@ -674,3 +694,6 @@ def _fs_error(e: Exception) -> SyscallError:
     if isinstance(err, int):
         return SyscallError(err, str(e))
     raise e
+
+
+from guestkernel import sysfs  # noqa: E402  (sysfs's files build on OpenFile above)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything emu needs on a fresh Debian machine with Python 3.11 and gcc:
 # a virtual environment with the Python dependencies, the native hot path (C via cffi) and
-# e2fsprogs (mke2fs, debugfs, e2fsck). Guest images are built on first use and cached.
+# e2fsprogs (mke2fs, debugfs, e2fsck), and stress-ng and fio for the stress image. Guest images
+# are built on first use and cached.
 # Idempotent and quiet when there is nothing to do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,18 @@ if ! command -v mke2fs >/dev/null 2>&1 && ! [ -x /usr/sbin/mke2fs ] && ! [ -x /s
   fi
 fi
 export PATH="$PATH:/usr/sbin:/sbin"
+
+# The stress image (images/recipes/stress.py) copies the host's stress-ng and fio.
+missing=()
+for pkg in stress-ng fio; do command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing ${missing[*]}" >&2
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "setup: ${missing[*]} missing (the stress image needs them): install the Debian packages ${missing[*]}" >&2
+  fi
+fi
 
 stamp=.venv/.emu-setup
 want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)

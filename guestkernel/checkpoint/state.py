@@ -176,10 +176,12 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
         if p.state != ZOMBIE and (p.vfork_waitq is not None
                                   or (p.vfork_parent_blocked and p.state != RUNNABLE)):
             raise Unsupported("a vfork in progress")
+        if p.leader is not None:
+            raise Unsupported("a process with threads")
         if p.state != ZOMBIE and p is not cur and p.ctx is None:
             raise Unsupported(f"process {p.pid} has no saved context")
         if p.state != ZOMBIE and p.mm is not None and any(v.device for v in p.mm.vmas):
-            raise Unsupported("a device (pmem) mapping")
+            raise Unsupported("a device (pmem) or System V shared memory mapping")
     stats = {"pages_scanned": 0, "pages_copied": 0}
 
     # Pass 1: leaves of every address space; frames written through any mapping.

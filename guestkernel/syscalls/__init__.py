@@ -25,7 +25,7 @@ def syscall(*names: str) -> Callable[[Handler], Handler]:
 
 
 def load_all() -> dict[int, tuple[str, Handler]]:
-    from guestkernel.syscalls import fs, misc, mman, proc, signal, time  # noqa: F401  (registration)
+    from guestkernel.syscalls import fs, ipc, misc, mman, proc, select, signal, time  # noqa: F401  (registration)
 
     return TABLE
 

@@ -10,9 +10,11 @@ from emu.clock import COPY_NS_PER_KIB
 from guestkernel.errors import Block
 from guestkernel.mm import TASK_SIZE
 from guestkernel.errors import (EBADF, EEXIST, EOPNOTSUPP, EFAULT, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTEMPTY, ENOTTY, EPERM,
-                                EPIPE, ERANGE, EXDEV, SyscallError)
+                                EPIPE, ERANGE, EXDEV, EFBIG, ENODEV, ESPIPE, SyscallError)
 from guestkernel.syscalls import syscall
 from guestkernel.vfs import (DEV_DIR, FD_ALIASES, O_ACCMODE, O_APPEND, O_CLOEXEC, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_PATH, O_TRUNC, DevDirFile, InodeFile, OpenFile, Pipe, PipeEnd, Stat)
+from guestkernel.sysfs import SysDirFile, SysNode
+from guestkernel import locks
 
 if TYPE_CHECKING:
     from guestkernel.kernel import Kernel
@@ -25,6 +27,7 @@ AT_SYMLINK_FOLLOW = 0x400
 AT_EMPTY_PATH = 0x1000
 F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_GETLK, F_SETLK, F_SETLKW = 0, 1, 2, 3, 4, 5, 6, 7
 F_DUPFD_CLOEXEC = 1030
+F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW = 36, 37, 38
 FD_CLOEXEC = 1
 MAX_IO = 0x7FFFF000  # Linux caps one read/write at this many bytes
 IO_CHUNK = 1 << 20
@@ -55,6 +58,8 @@ def dir_node(k: "Kernel", p: "Process", dirfd: int) -> object:
     f = p.fds.get(dirfd)
     if isinstance(f, DevDirFile):
         return DEV_DIR
+    if isinstance(f, SysDirFile):
+        return f.node
     if not isinstance(f, InodeFile):
         raise SyscallError(ENOTDIR)
     if not S.S_ISDIR(k.fs.stat(f.ino).mode):
@@ -311,6 +316,56 @@ def sys_readv(k, p, fd, iov, iovcnt, *_):  # type: ignore[no-untyped-def]
     return total
 
 
+RWF_SUPPORTED = 0x1F  # HIPRI, DSYNC, SYNC, NOWAIT, APPEND
+
+
+def positioned_iov(k, p, fd, iov, iovcnt, offset, flags, write: bool) -> int:  # type: ignore[no-untyped-def]
+    """preadv/pwritev(2) and their *2 forms (flags not None): the vector at an offset, or with
+    offset -1 in the *2 forms at the file position like readv/writev. The RWF_ hints change
+    nothing here: every write reaches the page cache at once and no request waits."""
+    f = p.fds.get(s32(fd))
+    offset = s64(offset)
+    if flags is not None:
+        if flags & ~RWF_SUPPORTED:
+            raise SyscallError(EOPNOTSUPP)
+        if offset == -1:
+            return (sys_writev if write else sys_readv)(k, p, fd, iov, iovcnt)
+    if offset < 0:
+        raise SyscallError(EINVAL)
+    if not isinstance(f, InodeFile):
+        raise SyscallError(ESPIPE)
+    io = write_from if write else read_into
+    total = 0
+    for base, length in iovecs(p, iov, iovcnt):
+        if not length:
+            continue
+        n = io(k, p, f, base, length, offset + total)
+        total += n
+        if n < length:
+            break
+    return total
+
+
+@syscall("preadv")
+def sys_preadv(k, p, fd, iov, iovcnt, pos_l, pos_h, *_):  # type: ignore[no-untyped-def]
+    return positioned_iov(k, p, fd, iov, iovcnt, pos_l, None, write=False)
+
+
+@syscall("pwritev")
+def sys_pwritev(k, p, fd, iov, iovcnt, pos_l, pos_h, *_):  # type: ignore[no-untyped-def]
+    return positioned_iov(k, p, fd, iov, iovcnt, pos_l, None, write=True)
+
+
+@syscall("preadv2")
+def sys_preadv2(k, p, fd, iov, iovcnt, pos_l, pos_h, flags, *_):  # type: ignore[no-untyped-def]
+    return positioned_iov(k, p, fd, iov, iovcnt, pos_l, s32(flags), write=False)
+
+
+@syscall("pwritev2")
+def sys_pwritev2(k, p, fd, iov, iovcnt, pos_l, pos_h, flags, *_):  # type: ignore[no-untyped-def]
+    return positioned_iov(k, p, fd, iov, iovcnt, pos_l, s32(flags), write=True)
+
+
 @syscall("writev")
 def sys_writev(k, p, fd, iov, iovcnt, *_):  # type: ignore[no-untyped-def]
     f = p.fds.get(s32(fd))
@@ -436,7 +491,7 @@ def sys_faccessat(k, p, dirfd, path, mode, flags, *_):  # type: ignore[no-untype
 @syscall("getdents64")
 def sys_getdents64(k, p, fd, buf, count, *_):  # type: ignore[no-untyped-def]
     f = p.fds.get(s32(fd))
-    if not isinstance(f, (InodeFile, DevDirFile)):
+    if not isinstance(f, (InodeFile, DevDirFile, SysDirFile)):
         raise SyscallError(ENOTDIR)
     if isinstance(f, InodeFile) and not S.S_ISDIR(k.fs.stat(f.ino).mode):
         raise SyscallError(ENOTDIR)
@@ -471,6 +526,8 @@ def cwd_path(k: "Kernel", node: object) -> bytes:
     """Walk '..' up to the root, finding each directory's name in its parent."""
     if node == DEV_DIR:
         return b"/dev"
+    if isinstance(node, SysNode):
+        return node.guest_path
     parts = []
     fs = k.fs
     cur = node
@@ -839,15 +896,41 @@ def sys_ftruncate(k, p, fd, length, *_):  # type: ignore[no-untyped-def]
     return 0
 
 
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_COLLAPSE_RANGE = 0x01, 0x02, 0x08
+FALLOC_FL_ZERO_RANGE, FALLOC_FL_INSERT_RANGE, FALLOC_FL_UNSHARE_RANGE = 0x10, 0x20, 0x40
+FALLOC_FL_SUPPORTED_MASK = 0x7B
+EXT2_MAX_BYTES = (1 << 32) * 4096  # s_maxbytes of a 4 KiB-block ext2, bounded by i_blocks
+
+
 @syscall("fallocate")
 def sys_fallocate(k, p, fd, mode, offset, length, *_):  # type: ignore[no-untyped-def]
+    """Linux's vfs_fallocate checks, in its order. ext2 has no fallocate operation, so every
+    valid request on one of its files ends in EOPNOTSUPP (glibc's posix_fallocate then falls
+    back to writing a byte per block)."""
     f = p.fds.get(s32(fd))
-    if not isinstance(f, InodeFile) or mode:
+    mode, offset, length = s32(mode), s64(offset), s64(length)
+    if offset < 0 or length <= 0:
+        raise SyscallError(EINVAL)
+    if mode & ~FALLOC_FL_SUPPORTED_MASK:
         raise SyscallError(EOPNOTSUPP)
-    end = offset + length
-    if end > k.fs.stat(f.ino).size:
-        fs_call(k.fs.truncate, f.ino, end)
-    return 0
+    if mode & FALLOC_FL_PUNCH_HOLE and (mode & FALLOC_FL_ZERO_RANGE or not mode & FALLOC_FL_KEEP_SIZE):
+        raise SyscallError(EOPNOTSUPP)
+    for only, allowed in ((FALLOC_FL_COLLAPSE_RANGE, 0), (FALLOC_FL_INSERT_RANGE, 0),
+                          (FALLOC_FL_UNSHARE_RANGE, FALLOC_FL_KEEP_SIZE)):
+        if mode & only and mode & ~(only | allowed):
+            raise SyscallError(EINVAL)
+    if not f.writable or f.flags & O_PATH:
+        raise SyscallError(EBADF)
+    fmt = S.S_IFMT(f.stat().mode)
+    if fmt == S.S_IFIFO:
+        raise SyscallError(ESPIPE)
+    if fmt == S.S_IFDIR:
+        raise SyscallError(EISDIR)
+    if fmt not in (S.S_IFREG, S.S_IFBLK):
+        raise SyscallError(ENODEV)
+    if fmt == S.S_IFREG and offset + length > EXT2_MAX_BYTES:
+        raise SyscallError(EFBIG)
+    raise SyscallError(EOPNOTSUPP)  # neither ext2 nor a pmem device implements fallocate
 
 
 @syscall("fsync", "fdatasync", "syncfs")
@@ -930,22 +1013,45 @@ def sys_fcntl(k, p, fd, cmd, arg, *_):  # type: ignore[no-untyped-def]
         keep = O_ACCMODE
         f.flags = (f.flags & keep) | (arg & (O_APPEND | O_NONBLOCK | 0o40000 | 0o1000000))
         return 0
-    if cmd in (F_GETLK,):
-        raw = bytearray(p.mm.copy_in(arg, 32))
-        raw[0:2] = (2).to_bytes(2, "little")  # F_UNLCK: nobody else holds a lock
-        p.mm.copy_out(arg, bytes(raw))
-        return 0
-    if cmd in (F_SETLK, F_SETLKW, 36, 37, 38):  # single machine, no other lockers
-        return 0
+    if cmd in (F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW):
+        return record_lock(k, p, f, cmd, arg)
     if cmd in (1031, 1032):  # F_SETPIPE_SZ / F_GETPIPE_SZ
         return 65536
     raise SyscallError(EINVAL)
 
 
+def record_lock(k: "Kernel", p: "Process", f: OpenFile, cmd: int, arg: int) -> int:
+    """fcntl's POSIX (F_GETLK, F_SETLK, F_SETLKW) and OFD (F_OFD_*) record locks."""
+    ofd = cmd in (F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW)
+    if f.flags & O_PATH:
+        raise SyscallError(EBADF)
+    raw = p.mm.copy_in(arg, 32)
+    size = f.stat().size if isinstance(f, InodeFile) else 0
+    want, lpid, ltype = locks.parse_flock(raw, f, size)
+    if ofd and lpid != 0:
+        raise SyscallError(EINVAL)
+    want.owner, want.pid = (f, -1) if ofd else (locks.tgid(p), locks.tgid(p))
+    if cmd in (F_GETLK, F_OFD_GETLK):
+        if ltype == locks.F_UNLCK:
+            raise SyscallError(EINVAL)
+        p.mm.copy_out(arg, locks.pack_flock(raw, k.locks.test(f, want)))
+        return 0
+    return k.locks.set(p, f, want, wait=cmd in (F_SETLKW, F_OFD_SETLKW), ofd=ofd)
+
+
 @syscall("flock")
 def sys_flock(k, p, fd, op, *_):  # type: ignore[no-untyped-def]
-    p.fds.get(s32(fd))
-    return 0
+    """flock(2) in Linux's order: a LOCK_MAND request is ignored, a bad operation is EINVAL
+    before the descriptor is looked at, an O_PATH descriptor can only unlock."""
+    op = s32(op)
+    if op & locks.LOCK_MAND:
+        return 0
+    if op & ~locks.LOCK_NB not in (locks.LOCK_SH, locks.LOCK_EX, locks.LOCK_UN):
+        raise SyscallError(EINVAL)
+    f = p.fds.get(s32(fd))
+    if op & ~locks.LOCK_NB != locks.LOCK_UN and f.flags & O_PATH:
+        raise SyscallError(EBADF)
+    return k.locks.flock(p, f, op)
 
 
 TCGETS, TIOCGWINSZ, TIOCGPGRP, TIOCSPGRP, FIONREAD = 0x5401, 0x5413, 0x540F, 0x5410, 0x541B
@@ -992,37 +1098,6 @@ def sys_pipe2(k, p, fds_ptr, flags, *_):  # type: ignore[no-untyped-def]
 def sys_fadvise64(k, p, fd, *_):  # type: ignore[no-untyped-def]
     p.fds.get(s32(fd))
     return 0
-
-
-@syscall("poll")
-def sys_poll(k, p, fds, nfds, timeout, *_):  # type: ignore[no-untyped-def]
-    raw = bytearray(p.mm.copy_in(fds, 8 * nfds))
-    ready = 0
-    for i in range(nfds):
-        fd, events, _ = struct.unpack_from("<ihh", raw, 8 * i)
-        rev = 0
-        f = p.fds.fds.get(fd)
-        if fd >= 0:
-            if f is None:
-                rev = 0x20  # POLLNVAL
-            elif isinstance(f, PipeEnd):
-                if f.write_end:
-                    rev = (events & 4) if f.pipe.readers else 8
-                else:
-                    rev = (events & 1) if f.pipe.count else (0x10 if f.pipe.writers == 0 else 0)
-            else:
-                rev = events & 5
-        struct.pack_into("<ihh", raw, 8 * i, fd, events, rev)
-        ready += bool(rev)
-    if not ready and s32(timeout) != 0:
-        pipes = [p.fds.fds.get(struct.unpack_from("<i", raw, 8 * i)[0]) for i in range(nfds)]
-        q = next((f.pipe.waitq for f in pipes if isinstance(f, PipeEnd)), None)
-        if q is not None:
-            from guestkernel.errors import Block
-
-            raise Block(q)
-    p.mm.copy_out(fds, bytes(raw))
-    return ready
 
 
 # Extended attributes: the ext2 driver has none (as a file system mounted without user_xattr).

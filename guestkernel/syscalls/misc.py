@@ -34,7 +34,8 @@ def sys_getrandom(k, p, buf, n, flags, *_):  # type: ignore[no-untyped-def]
     return n
 
 
-@syscall("rseq", "clone3", "io_uring_setup", "memfd_create", "pidfd_open", "landlock_create_ruleset")
+@syscall("rseq", "clone3", "io_uring_setup", "memfd_create", "pidfd_open", "landlock_create_ruleset",
+         "get_mempolicy", "set_mempolicy", "mbind")  # the last three: a kernel without NUMA
 def sys_enosys(k, p, *_):  # type: ignore[no-untyped-def]
     raise SyscallError(ENOSYS)
 

@@ -5,6 +5,7 @@ import struct
 
 from guestkernel.errors import ECHILD, EINVAL, ENOSYS, EPERM, ESRCH, Block, SyscallError
 from guestkernel.process import ZOMBIE
+from guestkernel import futex
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.fs import path_arg, s32
 
@@ -16,15 +17,28 @@ ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1
 ARCH_CET_STATUS = 0x3001
 
 
+THREAD_FLAGS = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD
+
+
 def do_clone(k, p, flags, stack, parent_tid, child_tid, tls):  # type: ignore[no-untyped-def]
-    if flags & CLONE_THREAD:
-        raise SyscallError(ENOSYS, "threads are not supported")
+    thread = bool(flags & CLONE_THREAD)
+    if thread and flags & THREAD_FLAGS != THREAD_FLAGS:
+        raise SyscallError(EINVAL, "a thread shares memory, files, fs and signal actions")
+    if flags & CLONE_SIGHAND and not flags & CLONE_VM:
+        raise SyscallError(EINVAL)
     share_vm = bool(flags & CLONE_VM)
-    if share_vm and not flags & CLONE_VFORK:
-        raise SyscallError(ENOSYS, "CLONE_VM without CLONE_VFORK")
-    from guestkernel.process import MAX_FDS  # noqa: F401
+    if share_vm and not thread and not flags & CLONE_VFORK:
+        raise SyscallError(ENOSYS, "CLONE_VM without CLONE_VFORK or CLONE_THREAD")
 
     child = k.fork(p, share_vm=share_vm)
+    if thread:
+        # One address space, descriptor table and signal actions; not a child to wait for.
+        for f in child.fds.fds.values():
+            f.refs -= 1
+        child.fds, child.sigactions = p.fds, p.sigactions
+        leader = p.leader or p
+        child.leader, child.ppid = leader, leader.ppid
+        p.children.remove(child)
     if stack:
         child.set_regs["rsp"] = stack
     if flags & CLONE_SETTLS:
@@ -78,6 +92,7 @@ def sys_execve(k, p, path, argv, envp, *_):  # type: ignore[no-untyped-def]
 
 @syscall("exit")
 def sys_exit(k, p, code, *_):  # type: ignore[no-untyped-def]
+    """The calling thread ends (a process's only thread: the process)."""
     k.exit_process(p, (code & 0xFF) << 8)
     from guestkernel.kernel import NO_RETURN
 
@@ -86,7 +101,14 @@ def sys_exit(k, p, code, *_):  # type: ignore[no-untyped-def]
 
 @syscall("exit_group")
 def sys_exit_group(k, p, code, *_):  # type: ignore[no-untyped-def]
-    return sys_exit(k, p, code)
+    """Every thread of the group ends; the leader carries the status."""
+    leader = p.leader or p
+    k.exit_process(leader, (code & 0xFF) << 8)
+    if p.state != ZOMBIE:
+        k.exit_process(p, (code & 0xFF) << 8)
+    from guestkernel.kernel import NO_RETURN
+
+    return NO_RETURN
 
 
 def matches(p, child, pid: int) -> bool:  # type: ignore[no-untyped-def]
@@ -138,14 +160,19 @@ def sys_waitid(k, p, idtype, id_, infop, options, *_):  # type: ignore[no-untype
     raise Block(p.child_waitq)
 
 
-@syscall("getpid", "gettid")
+@syscall("getpid")
 def sys_getpid(k, p, *_):  # type: ignore[no-untyped-def]
+    return (p.leader or p).pid
+
+
+@syscall("gettid")
+def sys_gettid(k, p, *_):  # type: ignore[no-untyped-def]
     return p.pid
 
 
 @syscall("getppid")
 def sys_getppid(k, p, *_):  # type: ignore[no-untyped-def]
-    return p.ppid
+    return (p.leader or p).ppid
 
 
 @syscall("getuid", "geteuid", "getgid", "getegid")
@@ -320,14 +347,5 @@ def sys_robust_list(k, p, *_):  # type: ignore[no-untyped-def]
 
 
 @syscall("futex")
-def sys_futex(k, p, uaddr, op, val, *_):  # type: ignore[no-untyped-def]
-    cmd = op & 0x7F
-    if cmd in (1, 10):  # FUTEX_WAKE, FUTEX_WAKE_BITSET: single-threaded, nobody waits
-        return 0
-    if cmd in (0, 9):  # FUTEX_WAIT: would wait forever with one thread
-        if int.from_bytes(p.mm.copy_in(uaddr, 4), "little") != val & 0xFFFFFFFF:
-            from guestkernel.errors import EAGAIN
-
-            raise SyscallError(EAGAIN)
-        raise SyscallError(EINVAL, "futex wait in a single-threaded process")
-    raise SyscallError(ENOSYS)
+def sys_futex(k, p, uaddr, op, val, timeout, uaddr2, val3):  # type: ignore[no-untyped-def]
+    return futex.sys_futex(k, p, uaddr, s32(op), val, timeout, uaddr2, val3)

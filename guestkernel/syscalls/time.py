@@ -1,10 +1,14 @@
-"""Time syscalls, all answered from the virtual clock (deterministic guest time)."""
+"""Time syscalls, all answered from the virtual clock (deterministic guest time), and timerfd."""
 from __future__ import annotations
 
 import struct
 
-from guestkernel.errors import EINVAL, SyscallError
+from guestkernel.errors import EINVAL, Block, SyscallError
 from guestkernel.syscalls import syscall
+from guestkernel.syscalls.fs import s32
+from guestkernel.vfs import WaitQueue
+from guestkernel.timerfd import (CLOCKS, TFD_TIMER_ABSTIME, TFD_TIMER_CANCEL_ON_SET, TimerFile, pack_timespec,
+                                 unpack_timespec)
 
 CLOCK_REALTIME, CLOCK_MONOTONIC = 0, 1
 
@@ -57,10 +61,23 @@ def sleep(k, p, req: int, rem: int) -> int:  # type: ignore[no-untyped-def]
     sec, nsec = struct.unpack("<qq", p.mm.copy_in(req, 16))
     if sec < 0 or not 0 <= nsec < 10**9:
         raise SyscallError(EINVAL)
-    k.clock.charge(sec * 10**9 + nsec)  # sleeping advances virtual time, costs no wall time
-    if rem:
-        p.mm.copy_out(rem, bytes(16))
-    return 0
+    return sleep_until(k, k.clock.uptime_ns() + sec * 10**9 + nsec)
+
+
+def sleep_until(k, deadline_ns: int) -> int:  # type: ignore[no-untyped-def]
+    """Park the caller until the machine's uptime reaches deadline_ns: other processes run
+    meanwhile, and when none can, the clock jumps there (sleeping costs no wall time)."""
+    if k.clock.uptime_ns() >= deadline_ns:
+        return 0
+    q = WaitQueue("sleep")
+    k.add_timer(deadline_ns, q.wake)
+
+    def retry() -> int:
+        if k.clock.uptime_ns() >= deadline_ns:
+            return 0
+        raise Block(q, retry=retry)
+
+    raise Block(q, retry=retry)
 
 
 @syscall("nanosleep")
@@ -72,8 +89,45 @@ def sys_nanosleep(k, p, req, rem, *_):  # type: ignore[no-untyped-def]
 def sys_clock_nanosleep(k, p, clk, flags, req, rem, *_):  # type: ignore[no-untyped-def]
     if flags & 1:  # TIMER_ABSTIME
         sec, nsec = struct.unpack("<qq", p.mm.copy_in(req, 16))
-        delta = sec * 10**9 + nsec - clock_ns(k, clk)
-        if delta > 0:
-            k.clock.charge(delta)
-        return 0
+        return sleep_until(k, k.clock.uptime_ns() + sec * 10**9 + nsec - clock_ns(k, clk))
     return sleep(k, p, req, rem)
+
+
+# --- timerfd (guestkernel/timerfd.py) ---------------------------------------------------------
+
+TFD_CLOEXEC, TFD_NONBLOCK = 0o2000000, 0o4000
+
+
+@syscall("timerfd_create")
+def sys_timerfd_create(k, p, clk, flags, *_):  # type: ignore[no-untyped-def]
+    clk, flags = s32(clk), s32(flags)
+    if clk not in CLOCKS or flags & ~(TFD_CLOEXEC | TFD_NONBLOCK):
+        raise SyscallError(EINVAL)
+    return p.fds.install(TimerFile(k, clk, flags), cloexec=bool(flags & TFD_CLOEXEC))
+
+
+def timer_file(p, fd):  # type: ignore[no-untyped-def]
+    f = p.fds.get(s32(fd))
+    if not isinstance(f, TimerFile):
+        raise SyscallError(EINVAL)
+    return f
+
+
+@syscall("timerfd_settime")
+def sys_timerfd_settime(k, p, fd, flags, new, old, *_):  # type: ignore[no-untyped-def]
+    f = timer_file(p, fd)
+    if s32(flags) & ~(TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET):
+        raise SyscallError(EINVAL)
+    raw = p.mm.copy_in(new, 32)
+    interval, value = unpack_timespec(raw[:16]), unpack_timespec(raw[16:])
+    was_value, was_interval = f.settime(s32(flags), value, interval)
+    if old:
+        p.mm.copy_out(old, pack_timespec(was_interval) + pack_timespec(was_value))
+    return 0
+
+
+@syscall("timerfd_gettime")
+def sys_timerfd_gettime(k, p, fd, cur, *_):  # type: ignore[no-untyped-def]
+    value, interval = timer_file(p, fd).gettime()
+    p.mm.copy_out(cur, pack_timespec(interval) + pack_timespec(value))
+    return 0

@@ -1,0 +1,140 @@
+"""Futexes: FUTEX_WAIT/WAKE (and the _BITSET forms) with timeouts in virtual time.
+
+A waiter parks on a wait queue of its own, so that FUTEX_WAKE wakes exactly the waiters it
+picks (oldest first). Futexes are keyed as Linux keys them: a private futex (FUTEX_PRIVATE_FLAG,
+or a word in a private mapping) by (address space, address), a shared one by the guest-physical
+address of the word, so that processes sharing a MAP_SHARED or System V segment meet on it.
+
+A timed wait registers a timer with the kernel (`Kernel.add_timer`): when it expires the waiter
+is woken and its call returns ETIMEDOUT; when every process waits, the machine clock jumps to
+the next timer, as an idle CPU would sleep until its next interrupt.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from guestkernel.errors import EAGAIN, EINVAL, ENOSYS, ETIMEDOUT, Block, SyscallError
+from guestkernel.vfs import WaitQueue
+
+if TYPE_CHECKING:
+    from guestkernel.kernel import Kernel
+    from guestkernel.process import Process
+
+FUTEX_WAIT, FUTEX_WAKE, FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 0, 1, 9, 10
+FUTEX_PRIVATE_FLAG, FUTEX_CLOCK_REALTIME = 128, 256
+FUTEX_BITSET_MATCH_ANY = 0xFFFFFFFF
+
+
+@dataclass
+class Waiter:
+    proc: "Process"
+    bitset: int
+    waitq: WaitQueue = field(default_factory=lambda: WaitQueue("futex"))
+    woken: bool = False
+    timed_out: bool = False
+
+
+class Futexes:
+    def __init__(self) -> None:
+        self.waiters: dict[object, list[Waiter]] = {}
+
+    @staticmethod
+    def key(p: "Process", uaddr: int, private: bool) -> object:
+        if not private:
+            v = p.mm.find(uaddr)
+            if v is not None and v.shared:
+                return ("shared", p.mm._gpa(uaddr, 0))
+        return ("private", id(p.mm), uaddr)
+
+    def wait(self, k: "Kernel", p: "Process", uaddr: int, val: int, deadline_ns: int | None, bitset: int,
+             private: bool) -> int:
+        if uaddr % 4:
+            raise SyscallError(EINVAL)
+        if bitset == 0:
+            raise SyscallError(EINVAL)
+        if int.from_bytes(p.mm.copy_in(uaddr, 4), "little") != val & 0xFFFFFFFF:
+            raise SyscallError(EAGAIN)
+        if deadline_ns is not None and k.clock.uptime_ns() >= deadline_ns:
+            raise SyscallError(ETIMEDOUT)
+        key = self.key(p, uaddr, private)
+        w = Waiter(p, bitset)
+        self.waiters.setdefault(key, []).append(w)
+        if deadline_ns is not None:
+            def expire() -> None:
+                if not w.woken:
+                    w.timed_out = True
+                    self._drop(key, w)
+                    w.waitq.wake()
+            k.add_timer(deadline_ns, expire)
+
+        def retry() -> int:
+            if w.woken:
+                return 0
+            if w.timed_out:
+                raise SyscallError(ETIMEDOUT)
+            raise Block(w.waitq, retry=retry)
+
+        raise Block(w.waitq, retry=retry)
+
+    def wake(self, p: "Process", uaddr: int, n: int, bitset: int, private: bool) -> int:
+        if bitset == 0:
+            raise SyscallError(EINVAL)
+        return self.wake_key(self.key(p, uaddr, private), n, bitset)
+
+    def wake_key(self, key: object, n: int, bitset: int = FUTEX_BITSET_MATCH_ANY) -> int:
+        woken = 0
+        for w in list(self.waiters.get(key, [])):
+            if woken >= n:
+                break
+            if w.proc.waiting_on is not w.waitq or w.proc.state != "blocked":
+                self._drop(key, w)  # interrupted by a signal or gone: no longer waiting
+                continue
+            if not w.bitset & bitset:
+                continue
+            w.woken = True
+            self._drop(key, w)
+            w.waitq.wake()
+            woken += 1
+        return woken
+
+    def _drop(self, key: object, w: Waiter) -> None:
+        ws = self.waiters.get(key)
+        if ws is not None and w in ws:
+            ws.remove(w)
+            if not ws:
+                del self.waiters[key]
+
+
+def futex_table(k: "Kernel") -> Futexes:
+    ft = getattr(k, "futexes", None)
+    if ft is None:
+        ft = k.futexes = Futexes()
+    return ft
+
+
+def sys_futex(k: "Kernel", p: "Process", uaddr: int, op: int, val: int, timeout: int, uaddr2: int,
+              val3: int) -> int:
+    cmd = op & 0x7F
+    private = bool(op & FUTEX_PRIVATE_FLAG)
+    ft = futex_table(k)
+    if cmd in (FUTEX_WAIT, FUTEX_WAIT_BITSET):
+        bitset = FUTEX_BITSET_MATCH_ANY if cmd == FUTEX_WAIT else val3 & 0xFFFFFFFF
+        deadline = None
+        if timeout:
+            sec, nsec = struct.unpack("<qq", p.mm.copy_in(timeout, 16))
+            if sec < 0 or not 0 <= nsec < 10**9:
+                raise SyscallError(EINVAL)
+            ns = sec * 10**9 + nsec
+            if cmd == FUTEX_WAIT:
+                deadline = k.clock.uptime_ns() + ns  # relative, CLOCK_MONOTONIC
+            elif op & FUTEX_CLOCK_REALTIME:
+                deadline = k.clock.uptime_ns() + (ns - k.clock.now_ns())
+            else:
+                deadline = ns  # absolute CLOCK_MONOTONIC (= uptime)
+        return ft.wait(k, p, uaddr, val, deadline, bitset, private)
+    if cmd in (FUTEX_WAKE, FUTEX_WAKE_BITSET):
+        bitset = FUTEX_BITSET_MATCH_ANY if cmd == FUTEX_WAKE else val3 & 0xFFFFFFFF
+        return ft.wake(p, uaddr, val & 0x7FFFFFFF, bitset, private)
+    raise SyscallError(ENOSYS)

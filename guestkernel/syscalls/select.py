@@ -1,0 +1,184 @@
+"""select, pselect6, poll and ppoll: readiness of pipes, timerfds and always-ready files,
+waiting on all of them at once, with a timeout in virtual time.
+
+A waiting call parks on a wait queue of its own, registered as a poller of every watched
+object's queue (a pipe's, a timerfd's): whichever is woken wakes the call, which then looks
+again. A timeout is a kernel timer (`Kernel.add_timer`). The signal masks of pselect6 and ppoll
+are not applied while waiting (a signal still interrupts the wait)."""
+from __future__ import annotations
+
+import struct
+
+from guestkernel.errors import EBADF, EINVAL, Block, SyscallError
+from guestkernel.syscalls import syscall
+from guestkernel.syscalls.fs import s32
+from guestkernel.timerfd import TimerFile
+from guestkernel.vfs import OpenFile, PipeEnd, WaitQueue
+
+FD_SETSIZE = 1024
+
+
+def readiness(f: OpenFile) -> tuple[bool, bool, bool]:
+    """(readable, writable, exceptional) without blocking."""
+    if isinstance(f, PipeEnd):
+        pipe = f.pipe
+        if f.write_end:
+            return False, pipe.readers == 0 or pipe.count < 65536, False
+        return pipe.count > 0 or pipe.writers == 0, False, False
+    if isinstance(f, TimerFile):
+        return f.ready(), False, False
+    return True, True, False  # files, devices, the console: never block
+
+
+def watched_queue(f: OpenFile) -> WaitQueue | None:
+    if isinstance(f, PipeEnd):
+        return f.pipe.waitq
+    if isinstance(f, TimerFile):
+        return f.waitq
+    return None
+
+
+def read_set(p, ptr: int, nfds: int) -> set[int]:  # type: ignore[no-untyped-def]
+    if not ptr:
+        return set()
+    bits = int.from_bytes(p.mm.copy_in(ptr, (nfds + 63) // 64 * 8), "little")
+    return {fd for fd in range(nfds) if bits >> fd & 1}
+
+
+def write_set(p, ptr: int, nfds: int, fds: set[int]) -> None:  # type: ignore[no-untyped-def]
+    if ptr:
+        p.mm.copy_out(ptr, sum(1 << fd for fd in fds).to_bytes((nfds + 63) // 64 * 8, "little"))
+
+
+def wait_ready(k, p, files, check, timeout_ns: int | None) -> int:  # type: ignore[no-untyped-def]
+    """Return check(timed_out) once it gives a result (not None), parking the caller on a
+    queue of its own, registered as a poller of every watched file's queue, in between; a
+    timeout (None: none, 0: do not wait) is a kernel timer."""
+    own = WaitQueue("select")
+    state = {"timed_out": timeout_ns == 0}
+    watched = [q for q in (watched_queue(f) for f in files) if q is not None]
+    if timeout_ns:
+        def expire() -> None:
+            state["timed_out"] = True
+            own.wake()
+        k.add_timer(k.clock.uptime_ns() + timeout_ns, expire)
+
+    def attempt() -> int:
+        result = check(state["timed_out"])
+        if result is not None:
+            for q in watched:
+                if own in q.pollers:
+                    q.pollers.remove(own)
+            return result
+        for q in watched:
+            if own not in q.pollers:
+                q.pollers.append(own)
+        raise Block(own, retry=attempt)
+
+    return attempt()
+
+
+def do_select(k, p, nfds: int, rptr: int, wptr: int, eptr: int, timeout_ns: int | None) -> int:  # type: ignore[no-untyped-def]
+    if nfds < 0 or nfds > FD_SETSIZE:
+        raise SyscallError(EINVAL)
+    sets = [read_set(p, ptr, nfds) for ptr in (rptr, wptr, eptr)]
+    files = {}
+    for fd in set().union(*sets):
+        f = p.fds.fds.get(fd)
+        if f is None:
+            raise SyscallError(EBADF)
+        files[fd] = f
+
+    def check(timed_out: bool) -> int | None:
+        ready: list[set[int]] = [set(), set(), set()]
+        for i, fds in enumerate(sets):
+            ready[i] = {fd for fd in fds if readiness(files[fd])[i]}
+        n = sum(len(r) for r in ready)
+        if not n and not timed_out:
+            return None
+        for ptr, r in zip((rptr, wptr, eptr), ready):
+            write_set(p, ptr, nfds, r)
+        return n
+
+    return wait_ready(k, p, files.values(), check, timeout_ns)
+
+
+POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20
+POLLRDNORM, POLLWRNORM = 0x40, 0x100
+
+
+def poll_mask(f: OpenFile) -> int:
+    """What a file reports to poll, as Linux's pipe_poll / DEFAULT_POLLMASK do."""
+    if isinstance(f, PipeEnd):
+        pipe = f.pipe
+        if f.write_end:
+            return (POLLOUT | POLLWRNORM if pipe.count < 65536 else 0) | (POLLERR if pipe.readers == 0 else 0)
+        return (POLLIN | POLLRDNORM if pipe.count else 0) | (POLLHUP if pipe.writers == 0 else 0)
+    if isinstance(f, TimerFile):
+        return POLLIN | POLLRDNORM if f.ready() else 0
+    return POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM
+
+
+def do_poll(k, p, fds_ptr: int, nfds: int, timeout_ns: int | None) -> int:  # type: ignore[no-untyped-def]
+    if nfds < 0 or nfds > 1024:
+        raise SyscallError(EINVAL)
+    raw = bytearray(p.mm.copy_in(fds_ptr, 8 * nfds))
+    entries = [struct.unpack_from("<ihh", raw, 8 * i) for i in range(nfds)]
+    files = [p.fds.fds.get(fd) if fd >= 0 else None for fd, _, _ in entries]
+
+    def check(timed_out: bool) -> int | None:
+        ready = 0
+        for i, ((fd, events, _), f) in enumerate(zip(entries, files)):
+            if fd < 0:
+                rev = 0
+            elif f is None:
+                rev = POLLNVAL
+            else:
+                rev = poll_mask(f) & ((events & 0xFFFF) | POLLERR | POLLHUP)
+            struct.pack_into("<ihh", raw, 8 * i, fd, events, rev)
+            ready += bool(rev)
+        if not ready and not timed_out:
+            return None
+        p.mm.copy_out(fds_ptr, bytes(raw))
+        return ready
+
+    return wait_ready(k, p, [f for f in files if f is not None], check, timeout_ns)
+
+
+@syscall("poll")
+def sys_poll(k, p, fds, nfds, timeout, *_):  # type: ignore[no-untyped-def]
+    ms = s32(timeout)
+    return do_poll(k, p, fds, s32(nfds), None if ms < 0 else ms * 10**6)
+
+
+@syscall("ppoll")
+def sys_ppoll(k, p, fds, nfds, tsp, sigmask, *_):  # type: ignore[no-untyped-def]
+    timeout = None
+    if tsp:
+        sec, nsec = struct.unpack("<qq", p.mm.copy_in(tsp, 16))
+        if sec < 0 or not 0 <= nsec < 10**9:
+            raise SyscallError(EINVAL)
+        timeout = sec * 10**9 + nsec
+    return do_poll(k, p, fds, s32(nfds), timeout)
+
+
+@syscall("select")
+def sys_select(k, p, nfds, rptr, wptr, eptr, tvp, *_):  # type: ignore[no-untyped-def]
+    timeout = None
+    if tvp:
+        sec, usec = struct.unpack("<qq", p.mm.copy_in(tvp, 16))
+        if sec < 0 or not 0 <= usec < 10**6:
+            raise SyscallError(EINVAL)
+        timeout = sec * 10**9 + usec * 1000
+    return do_select(k, p, s32(nfds), rptr, wptr, eptr, timeout)
+
+
+@syscall("pselect6")
+def sys_pselect6(k, p, nfds, rptr, wptr, eptr, tsp, sigmask, *_):  # type: ignore[no-untyped-def]
+    timeout = None
+    if tsp:
+        sec, nsec = struct.unpack("<qq", p.mm.copy_in(tsp, 16))
+        if sec < 0 or not 0 <= nsec < 10**9:
+            raise SyscallError(EINVAL)
+        timeout = sec * 10**9 + nsec
+    return do_select(k, p, s32(nfds), rptr, wptr, eptr, timeout)
