@@ -104,7 +104,15 @@ class PmemRegion:
     base_gpa: int
     size: int
 DEV_DIR = "devdir"  # the node of /dev itself
-Node = int | DevNode | str  # an ext2 inode number, a device, or DEV_DIR
+Node = int | DevNode | str  # an ext2 inode number, a device, DEV_DIR or "fd:NAME"
+
+
+def alias_fd(node: Node) -> int | None:
+    """The descriptor that /dev/stdin, /dev/stdout or /dev/stderr (node "fd:NAME") names; None for
+    any other node (DEV_DIR is a str too)."""
+    if isinstance(node, str) and node.startswith("fd:"):
+        return FD_ALIASES[node[3:]]
+    return None
 
 
 # ------------------------------------------------------------------------------------------------
