@@ -18,7 +18,7 @@ from emu.clock import BLOCK_IO_NS, FAULT_NS, SYSCALL_NS
 from guestkernel import elf
 from guestkernel.errors import (EACCES, ENOENT, ENOEXEC, ENOSYS, EINTR, ELOOP, Block,
                                 SyscallError)
-from guestkernel.ext2 import Ext2, probe_block_size
+from guestkernel.ext2 import Ext2, FsError, probe_block_size
 from guestkernel.frames import Frames
 from guestkernel.mm import MM, PAGE, VMA, page_up
 from guestkernel.pagecache import PageCache
@@ -173,10 +173,13 @@ class Kernel:
         if before_mount is not None:
             before_mount()
         dev = machine.blockdev
-        block_size = probe_block_size(dev.read_at)
-        self.pagecache = PageCache(dev, self.frames, block_size, self.config.page_cache_pages)
-        self.pagecache.on_read = lambda: self.clock.charge(BLOCK_IO_NS)
-        self.fs = Ext2(self.pagecache, now=self.clock.now_s)
+        try:
+            block_size = probe_block_size(dev.read_at)
+            self.pagecache = PageCache(dev, self.frames, block_size, self.config.page_cache_pages)
+            self.pagecache.on_read = lambda: self.clock.charge(BLOCK_IO_NS)
+            self.fs = Ext2(self.pagecache, now=self.clock.now_s, log=self.log.append)
+        except FsError as e:  # the driver refuses the image: the machine reports it in one line
+            raise ValueError(str(e)) from None
         ck = self.checkpointer
         # The range that holds checkpoint images is the kernel's, not a /dev/pmem device.
         pmem = [PmemRegion(r.spec.name, r.spec.base_hpa, r.spec.size_bytes) for r in machine.physmem.scm_ranges()
