@@ -524,8 +524,6 @@ class Ext2:
             n = 0
             while i < len(blocks) and blocks[i] < end:
                 bit = blocks[i] - start
-                if bit < 0:
-                    raise FsError(errno.EIO, f"ext2: freeing invalid block {blocks[i]}")
                 mask = 1 << (bit & 7)
                 if view[bit >> 3] & mask:
                     view[bit >> 3] &= ~mask & 0xFF
@@ -829,7 +827,7 @@ class Ext2:
             elif lo_ok <= p < hi:
                 parts.append(get(p)[boff:boff + chunk].tobytes())
             else:
-                raise FsError(errno.EIO, f"ext2: inode {ind.ino}: block pointer {p} out of range")
+                raise self.errors.error("ext2_get_block", f"inode {ind.ino}: block pointer {p} outside the file system")
             pos += chunk
         return b"".join(parts)
 
@@ -940,7 +938,7 @@ class Ext2:
         """(file block, physical block, copy of contents) for each directory block."""
         nblk = dind.size // self.block_size
         if dind.size % self.block_size or nblk > self.blocks_count:
-            raise FsError(errno.EIO, f"ext2: directory {dind.ino} has bad size {dind.size}")
+            raise self.errors.error("ext2_readdir", f"directory {dind.ino} has bad size {dind.size}")
         for fb, p in enumerate(self._map_range(dind, 0, nblk)):
             if p:
                 self._data_block(p, "ext2_get_page", dind.ino)  # we may write records into it

@@ -179,7 +179,7 @@ class Kernel:
             self.pagecache.on_read = lambda: self.clock.charge(BLOCK_IO_NS)
             self.fs = Ext2(self.pagecache, now=self.clock.now_s, log=self.log.append)
         except FsError as e:  # the driver refuses the image: the machine reports it in one line
-            raise ValueError(str(e)) from None
+            raise ValueError(e.msg or str(e)) from None
         ck = self.checkpointer
         # The range that holds checkpoint images is the kernel's, not a /dev/pmem device.
         pmem = [PmemRegion(r.spec.name, r.spec.base_hpa, r.spec.size_bytes) for r in machine.physmem.scm_ranges()
