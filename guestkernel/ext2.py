@@ -798,7 +798,10 @@ class Ext2:
             return 0
         if file_block >= N_DIRECT + self._ptrs + self._ptrs ** 2 + self._ptrs ** 3:
             return 0
-        return self._map_range(ind, file_block, 1)[0]
+        p = self._map_range(ind, file_block, 1)[0]
+        if p and not self.first_data <= p < self.blocks_count:
+            raise self.errors.error("ext2_get_block", f"inode {ino}: block pointer {p} outside the file system")
+        return p
 
     def read(self, ino: int, offset: int, n: int) -> bytes:
         ind = self._live(ino)
@@ -815,7 +818,16 @@ class Ext2:
         n = min(n, size - offset)
         bs = self.block_size
         fb0, fb1 = offset // bs, (offset + n - 1) // bs
-        phys = self._map_range(ind, fb0, fb1 - fb0 + 1)
+        try:
+            phys = self._map_range(ind, fb0, fb1 - fb0 + 1)
+        except FsError:  # a bad indirect block: map block by block, up to it
+            phys = []
+            for fb in range(fb0, fb1 + 1):
+                try:
+                    phys.append(self._map_range(ind, fb, 1)[0])
+                except FsError:
+                    phys.append(-1)
+                    break
         parts: list[bytes] = []
         get, zero, lo_ok, hi = self.cache.get, self._zero, self.first_data, self.blocks_count
         pos, end = offset, offset + n
@@ -826,6 +838,10 @@ class Ext2:
                 parts.append(zero[:chunk])
             elif lo_ok <= p < hi:
                 parts.append(get(p)[boff:boff + chunk].tobytes())
+            elif parts:  # a short read up to the bad block, as Linux reads page by page
+                break
+            elif p == -1:
+                self._map_range(ind, fb0, 1)  # raises the error again
             else:
                 raise self.errors.error("ext2_get_block", f"inode {ind.ino}: block pointer {p} outside the file system")
             pos += chunk

@@ -686,7 +686,12 @@ class Kernel:
         if stop.kind == STOP_FAULT:
             self.page_faults += 1
             self.clock.charge(FAULT_NS)
-            if not p.mm.fault(stop.fault_gva, stop.fault_access):
+            try:
+                ok = p.mm.fault(stop.fault_gva, stop.fault_access)
+            except SyscallError:  # the file behind the mapping could not be read (EIO)
+                self.force_signal(p, SIGBUS, stop.fault_gva)
+                return
+            if not ok:
                 self.force_signal(p, SIGSEGV, stop.fault_gva)
             elif self.checkpointer is not None:
                 v = p.mm.find(stop.fault_gva)

@@ -24,7 +24,7 @@ from emu.machine import Machine
 from guestkernel.blockcache import FileBlockCache
 from guestkernel.ext2 import ROOT_INO, Ext2, FsError
 from hw.console import Console
-from tests.conftest import put_file
+from tests.conftest import put_file, run_emu
 from tests.test_ext2 import Clock, make_staging, mkimg, mount, resolve
 
 BUDGET_INSNS = 400_000_000   # the workload needs ~?; a corrupt binary that spins stops here
@@ -554,3 +554,21 @@ def test_dev_reached_relative_to_root(emu):
     """find / does fstatat(fd of /, "dev"): the /dev node must not be taken for /dev/stdin & co."""
     run = emu(["/bin/sh", "-c", "cd / && ls -d dev && find / -maxdepth 1 -name dev && cat dev/stdin < /dev/null"])
     assert (run.result.exit_code, run.stdout) == (0, b"dev\n/dev\n")
+
+
+def test_mapped_page_that_cannot_be_read_is_sigbus(fuzz_image, tmp_path):
+    image, lay = fuzz_image
+    img = tmp_path / "bad.img"
+    shutil.copyfile(image, img)
+    cache = FileBlockCache(img, readonly=True)
+    fs = Ext2(cache, now=lambda: 0)
+    ino = resolve(fs, "data/corpus.txt")
+    blk, off = fs._iloc(ino)
+    cache.close()
+    poke(img, blk * lay.block_size + off + 40 + 4, struct.pack("<I", lay.blocks_count + 1))  # i_block[1]
+    run = run_emu(img, ["/bin/sh", "-c", "/bin/fswalk mmap /data/corpus.txt; head -c 5000 /data/corpus.txt | wc -c"])
+    assert run.result.exit_code == 0
+    assert run.stdout == b"sigbus=1\n4096\n"
+    assert run.stderr == b"head: error reading '/data/corpus.txt': Input/output error\n"
+    assert run.result.log == [f"EXT2-fs error (device vda): ext2_get_block: inode {ino}: block pointer "
+                              f"{lay.blocks_count + 1} outside the file system"]

@@ -2,15 +2,20 @@
  * cheap static process. Walks the tree from / (lstat, readdir, read, readlink, stat through
  * links), then changes what it found (append, overwrite, truncate, rename, unlink, rmdir of the
  * emptied directories) and makes a new tree in /tmp (files big enough for indirect blocks).
- * Every failure is counted by errno, never fatal: it prints "errors=N eio=N" and exits 0.
- * Bounded: at most MAX_ENTRIES entries, MAX_DEPTH levels, READ_MAX bytes read per file. */
+ * Files are also mapped and touched page by page (a page that cannot be read is SIGBUS, caught).
+ * Every failure is counted by errno, never fatal: it prints "errors=N eio=N sigbus=N", exits 0.
+ * Bounded: at most MAX_ENTRIES entries, MAX_DEPTH levels, READ_MAX bytes read per file.
+ * `fswalk mmap PATH` only maps PATH and touches its pages. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,7 +24,8 @@
 #define READ_MAX (64 * 1024)
 #define MAX_VICTIMS 48
 
-static long entries, errors, eio;
+static long entries, errors, eio, sigbus;
+static sigjmp_buf on_bus;
 static char victims[MAX_VICTIMS][512];
 static int nvictims;
 static char dirs[MAX_VICTIMS][512];
@@ -36,6 +42,25 @@ static void fail_at(int line)
 }
 
 #define TRY(expr) do { if ((expr) < 0) fail(); } while (0)
+
+static void bus(int sig)
+{
+    (void)sig;
+    siglongjmp(on_bus, 1);
+}
+
+/* Map up to READ_MAX bytes of an open file and read one byte per page. */
+static void touch_pages(int fd, off_t size)
+{
+    size_t len = size < READ_MAX ? (size_t)size : READ_MAX;
+    if (!len) return;
+    volatile char *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED) { fail(); return; }
+    volatile long sum = 0;
+    if (sigsetjmp(on_bus, 1)) sigbus++;
+    else for (size_t off = 0; off < len; off += 4096) sum += m[off];
+    munmap((void *)m, len);
+}
 
 static void walk(const char *path, int depth, dev_t dev)
 {
@@ -66,6 +91,7 @@ static void walk(const char *path, int depth, dev_t dev)
             while (total < READ_MAX && (n = read(fd, buf, READ_MAX - total)) > 0) total += n;
             if (n < 0) fail();
             if (st.st_size > READ_MAX) TRY(pread(fd, buf, 4096, st.st_size - 4096));
+            touch_pages(fd, st.st_size);
             close(fd);
             if (nvictims < MAX_VICTIMS && entries % 5 == 0 && strncmp(p, "/bin", 4) && strncmp(p, "/lib", 4)
                 && strncmp(p, "/usr", 4))
@@ -123,8 +149,17 @@ static void change_victims(void)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    signal(SIGBUS, bus);
+    if (argc == 3 && !strcmp(argv[1], "mmap")) {
+        int fd = open(argv[2], O_RDONLY);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0) { perror(argv[2]); return 1; }
+        touch_pages(fd, st.st_size);
+        printf("sigbus=%ld\n", sigbus);
+        return 0;
+    }
     struct stat root;
     if (stat("/", &root) < 0) { fail(); return 0; }
     walk("/", 0, root.st_dev);
@@ -132,6 +167,6 @@ int main(void)
     change_victims();
     make_tree();
     sync();
-    printf("entries=%ld errors=%ld eio=%ld\n", entries, errors, eio);
+    printf("entries=%ld errors=%ld eio=%ld sigbus=%ld\n", entries, errors, eio, sigbus);
     return 0;
 }
