@@ -1347,6 +1347,8 @@ class Ext2:
             raise FsError(errno.EINVAL, "ext2: cannot move a directory into itself")
         if is_dir and old_dir != new_dir and self._is_ancestor(src.ino, new_dir):
             raise FsError(errno.EINVAL, "ext2: cannot move a directory into its own subtree")
+        if is_dir and old_dir != new_dir and self._find(src, b"..") is None:  # before changing anything
+            raise self.errors.error("ext2_rename", f"directory {src.ino} has no '..' entry")
         tfound = self._find(ndir, new_name)
         ft = self._ftype(src.mode)
         replaced = 0
