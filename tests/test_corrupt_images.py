@@ -572,3 +572,16 @@ def test_mapped_page_that_cannot_be_read_is_sigbus(fuzz_image, tmp_path):
     assert run.stderr == b"head: error reading '/data/corpus.txt': Input/output error\n"
     assert run.result.log == [f"EXT2-fs error (device vda): ext2_get_block: inode {ino}: block pointer "
                               f"{lay.blocks_count + 1} outside the file system"]
+
+
+def test_rename_of_a_directory_without_dotdot_changes_nothing(tmp_path):
+    img = small_image(tmp_path)
+    cache, fs = mount(img)
+    a = fs.mkdir(2, b"a", 0o755, 0, 0)
+    fs._remove_entry(fs._iget(a), b"..")
+    links = fs.stat(2).nlink
+    with pytest.raises(FsError) as ei:
+        fs.rename(2, b"a", resolve(fs, "d1"), b"a")
+    assert ei.value.errno == errno.EIO
+    assert fs.lookup(2, b"a") == a and fs.stat(2).nlink == links
+    assert fs.errors.reported == {f"EXT2-fs error (device vda): ext2_rename: directory {a} has no '..' entry"}

@@ -76,6 +76,8 @@ static void walk(const char *path, int depth, dev_t dev)
         if (lstat(p, &st) < 0) { fail(); continue; }
         if (st.st_dev != dev) continue;  /* /dev: not the disk */
         if (S_ISDIR(st.st_mode)) {
+            char cwd[512];
+            if (chdir(p) == 0 && !getcwd(cwd, sizeof cwd)) fail();  /* walks the '..' chain */
             if (depth < MAX_DEPTH) walk(p, depth + 1, dev);
             if (ndirs < MAX_VICTIMS && entries % 3 == 0) strcpy(dirs[ndirs++], p);
         } else if (S_ISLNK(st.st_mode)) {
