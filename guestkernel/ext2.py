@@ -384,7 +384,7 @@ class Ext2:
         ind = _Inode(ino, bytearray(self.cache.get(blk)[off:off + self.inode_size]))
         if ind.flags & (EXT4_EXTENTS_FL | EXT4_INLINE_DATA_FL) and ind.mode:
             raise self.errors.error("ext2_iget", f"inode {ino} uses extents/inline data (not ext2)")
-        bad = ext2check.check_inode(ind.mode, ind.size, ind.blocks, ind.links, self.max_file_size, self.block_size,
+        bad = ext2check.check_inode(ind.mode, ind.size, ind.blocks, self.max_file_size, self.block_size,
                                     self.blocks_count, S.S_ISLNK(ind.mode) and self._is_fast_symlink(ind))
         if bad:
             raise self.errors.error("ext2_iget", f"inode {ino}: {bad}")
@@ -905,6 +905,7 @@ class Ext2:
             return
         p = self._map_range(ind, size // bs, 1)[0]
         if p:
+            self._data_block(p, "ext2_truncate", ind.ino)  # never write through a corrupt pointer
             view = self.cache.get(p)
             lo, hi = size % bs, min(bs, upto - (size // bs) * bs)
             view[lo:hi] = bytes(hi - lo)

@@ -123,10 +123,11 @@ def check_dirent(off: int, rec_len: int, name_len: int, ino: int, size: int, ino
     return None
 
 
-def check_inode(mode: int, size: int, blocks_512: int, links: int, max_size: int, block_size: int,
-                fs_blocks: int, fast_symlink: bool) -> str | None:
+def check_inode(mode: int, size: int, blocks_512: int, max_size: int, block_size: int, fs_blocks: int,
+                fast_symlink: bool) -> str | None:
     """ext2_iget's view of an inode record, plus the bounds our block map relies on. Returns
-    the problem, or None."""
+    the problem, or None. (A link count of 0 means a deleted inode, as in ext2_iget: see
+    Ext2._live and Ext2.lookup.)"""
     fmt = S.S_IFMT(mode)
     if fmt not in VALID_FMTS:
         return f"bad file type {mode:#o}"

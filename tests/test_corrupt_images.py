@@ -401,6 +401,9 @@ def test_write_through_a_pointer_into_metadata_fails(tmp_path):
     with pytest.raises(FsError) as ei:
         fs.write(ino, 0, b"scribble")
     assert ei.value.errno == errno.EIO
+    with pytest.raises(FsError) as ei:
+        fs.truncate(ino, 100)  # zeroes the tail of the block holding the new end
+    assert ei.value.errno == errno.EIO
     assert bytes(cache.get(itable)) == before
     fs._iget(ino).block[3] = fs.blocks_count + 7
     with pytest.raises(FsError) as ei:
