@@ -230,7 +230,7 @@ def run_corrupted(image: Path, lay: Layout, tmp: Path, kind: str, which: int, ed
     return f"ran, {eio}" if r.exit_code == 0 else f"guest failed {r.exit_code}"
 
 
-CASES = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+CASES = settings(max_examples=26, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 @pytest.mark.parametrize("kind", KINDS)
