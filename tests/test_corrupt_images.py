@@ -27,7 +27,8 @@ from hw.console import Console
 from tests.conftest import put_file, run_emu
 from tests.test_ext2 import Clock, make_staging, mkimg, mount, resolve
 
-BUDGET_INSNS = 50_000_000    # ~80x what the workload needs (0.6 M): a corrupt binary that spins stops
+BUDGET_INSNS = 10_000_000    # ~16x what the workload needs (0.6 M): a corrupt binary that spins stops
+#                              (a loop of syscalls retires few instructions per second of Python)
 ALARM_S = 60                 # a kernel loop (Python) is a hang: fail the example
 FIRST_BYTES = 2 << 20        # "random bytes in the first 2 MiB"
 WORKLOAD = ["/bin/fswalk"]
@@ -225,8 +226,8 @@ def run_corrupted(image: Path, lay: Layout, tmp: Path, kind: str, which: int, ed
     if r.power_failed:
         return "budget"
     out = console.captured[1].decode(errors="replace")
-    m = re.search(r"eio=(\d+)", out)
-    eio = "eio" if m and int(m.group(1)) else "no eio"
+    found = re.search(r"eio=(\d+)", out)
+    eio = "eio" if found and int(found.group(1)) else "no eio"
     return f"ran, {eio}" if r.exit_code == 0 else f"guest failed {r.exit_code}"
 
 
@@ -588,3 +589,26 @@ def test_rename_of_a_directory_without_dotdot_changes_nothing(tmp_path):
     assert ei.value.errno == errno.EIO
     assert fs.lookup(2, b"a") == a and fs.stat(2).nlink == links
     assert fs.errors.reported == {f"EXT2-fs error (device vda): ext2_rename: directory {a} has no '..' entry"}
+
+
+ISSUE_BUDGET_INSNS = 25_000_000  # ~3.5x what the shell tools need (7 M; seed 15 spins in mincore)
+ISSUE_WORKLOAD = ["/bin/sh", "-c", "find / -xdev | wc -l; cat /data/corpus.txt | wc -c; ls -lR /data >/dev/null; "
+                  "mkdir /tmp/z && echo hi > /tmp/z/f && cat /tmp/z/f; rm -r /tmp/z; grep -r persistent /data/tree | wc -l"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(16))
+def test_issue_reproduction_random_bytes_with_shell_tools(base_image, tmp_path, seed):
+    """The report's reproduction: 64 random bytes in the first 2 MiB, the shell tools over it."""
+    import random
+
+    img = tmp_path / "bad.img"
+    shutil.copyfile(base_image, img)
+    rng = random.Random(seed)
+    for _ in range(64):
+        poke(img, rng.randrange(FIRST_BYTES), bytes([rng.randrange(256)]))
+    console = Console(out_fd=None, err_fd=None, capture=True)
+    try:
+        Machine(img, console=console, power_fail_at=ISSUE_BUDGET_INSNS).run(ISSUE_WORKLOAD)
+    except EmuError as e:
+        assert "cannot mount" in str(e)
