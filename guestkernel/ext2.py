@@ -19,8 +19,9 @@ Design notes:
   * The driver never frees a file's inode from `unlink` or from `rename` over it: both
     return the inode whose link they dropped, and the kernel calls `release()` once the
     inode has no links and no open files (an open file outlives its last name, as on Linux).
-  * Errors are FsError(errno); corrupt metadata (bad pointers, bad directory records)
-    surfaces as EIO rather than as a Python exception.
+  * Errors are FsError(errno), a SyscallError: the syscall that met it fails with that errno.
+    Corrupt metadata is refused at mount (EINVAL) or reported once in the kernel log and
+    surfaces as EIO, never as another Python exception (the checks: ext2check.py).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from . import ext2check
 from .blockcache import BlockCache
+from .errors import SyscallError
 
 __all__ = ["FsError", "Stat", "Ext2", "probe_block_size"]
 
@@ -76,12 +79,11 @@ _DIRENT = struct.Struct("<IHBB")
 _NOT_FF = re.compile(rb"[^\xff]")
 
 
-class FsError(Exception):
-    """File-system error carrying an errno value."""
+class FsError(SyscallError):
+    """File-system error carrying an errno value (the syscall's, when it reaches one)."""
 
     def __init__(self, err: int, msg: str = "") -> None:
-        super().__init__(err, msg or errno.errorcode.get(err, str(err)))
-        self.errno = err
+        super().__init__(err, msg)
         self.msg = msg
 
     def __str__(self) -> str:
@@ -252,9 +254,12 @@ class Ext2:
     GD_SIZE = 32
     INODE_CACHE_MAX = 4096
 
-    def __init__(self, cache: BlockCache, now: Callable[[], int]) -> None:
+    def __init__(self, cache: BlockCache, now: Callable[[], int], log: Callable[[str], None] | None = None) -> None:
         self.cache = cache
         self.now = now
+        self.errors = ext2check.ErrorLog()  # corruption found after mount, once per line
+        if log is not None:
+            self.errors.sink = log
         bs = cache.block_size
         if bs < 1024 or bs & (bs - 1):
             raise FsError(errno.EINVAL, f"ext2: cache block size {bs} is invalid")
@@ -263,6 +268,7 @@ class Ext2:
         sb = _parse_super(bytes(cache.get(sb_blk)[self._sb_off:self._sb_off + 1024]))
         if sb["block_size"] != bs:
             raise FsError(errno.EINVAL, f"ext2: block size {sb['block_size']} != cache block size {bs}")
+        ext2check.check_geometry(sb, getattr(cache, "nblocks", None))
         self.block_size = bs
         self.inode_size: int = sb["inode_size"]
         self.inodes_count: int = sb["inodes"]
@@ -301,10 +307,18 @@ class Ext2:
             off = (g % per_blk) * self.GD_SIZE
             raw = bytearray(cache.get(blk)[off:off + self.GD_SIZE])
             grp = _Group(g, raw)
-            for b in (grp.block_bitmap, grp.inode_bitmap, grp.inode_table):
-                if not self.first_data <= b < self.blocks_count:
-                    raise FsError(errno.EINVAL, f"ext2: group {g} descriptor points outside the device")
+            first = self._group_start(g)
+            bad = ext2check.check_descriptor(g, grp, first, first + self._group_nblocks(g) - 1, self._itable_blocks)
+            if bad:
+                raise FsError(errno.EINVAL, f"ext2: group descriptors corrupted: {bad}")
+            if grp.free_blocks > self._group_nblocks(g) or grp.free_inodes > self.ipg or grp.used_dirs > self.ipg:
+                self.errors.error("ext2_check_descriptors", f"group {g}: free counts out of range")
+                grp.free_blocks = min(grp.free_blocks, self._group_nblocks(g))
+                grp.free_inodes = min(grp.free_inodes, self.ipg)
+                grp.used_dirs = min(grp.used_dirs, self.ipg)
             self._groups.append(grp)
+        self.system_zone = self._system_zone()
+        self._bitmaps_ok: set[int] = set()  # groups whose block bitmap passed the check
         self.free_blocks = sum(g.free_blocks for g in self._groups)
         self.free_inodes = sum(g.free_inodes for g in self._groups)
         self._meta_dirty = (self.free_blocks != sb["free_blocks"] or self.free_inodes != sb["free_inodes"])
@@ -312,9 +326,35 @@ class Ext2:
         self._gen = 0
         # Called by rename() for an inode whose last link it removed: if it returns True
         # the inode is left for the kernel to release() later (it is still open).
-        root = self._iget(ROOT_INO)
-        if not S.S_ISDIR(root.mode):
-            raise FsError(errno.EINVAL, "ext2: root inode is not a directory")
+        try:
+            root = self._iget(ROOT_INO)
+        except FsError as e:
+            raise FsError(errno.EINVAL, f"ext2: corrupt root inode: {e.msg}") from None
+        if not S.S_ISDIR(root.mode) or not root.size or not root.blocks:
+            raise FsError(errno.EINVAL, "ext2: corrupt root inode, run e2fsck")
+
+    def _system_zone(self) -> ext2check.SystemZone:
+        """Superblocks, descriptors (and the reserved ones), bitmaps and inode tables."""
+        sparse = bool(self.ro_compat & RO_SPARSE_SUPER)
+        view = self.cache.get(self._sb_blk)
+        reserved_gdt = int.from_bytes(view[self._sb_off + 206:self._sb_off + 208], "little") if self.rev else 0
+        del view
+        ranges = [(0, self.first_data + 1)]
+        for g, grp in enumerate(self._groups):
+            start = self._group_start(g)
+            if self._has_super(g, sparse):
+                ranges.append((start, start + 1 + len(self._gd_blocks) + reserved_gdt))
+            ranges += [(grp.block_bitmap, grp.block_bitmap + 1), (grp.inode_bitmap, grp.inode_bitmap + 1),
+                       (grp.inode_table, grp.inode_table + self._itable_blocks)]
+        return ext2check.SystemZone(ranges)
+
+    def _data_block(self, blk: int, func: str, ino: int) -> int:
+        """blk, if a block pointer of inode ino may be written or freed through; else EIO."""
+        if not self.first_data <= blk < self.blocks_count:
+            raise self.errors.error(func, f"inode {ino}: block pointer {blk} outside the file system")
+        if blk in self.system_zone:
+            raise self.errors.error(func, f"inode {ino}: block pointer {blk} into the system zone")
+        return blk
 
     def _meta_blocks(self, nblocks: int) -> int:
         """Indirect blocks needed to map nblocks file blocks without holes."""
@@ -346,7 +386,11 @@ class Ext2:
         blk, off = self._iloc(ino)
         ind = _Inode(ino, bytearray(self.cache.get(blk)[off:off + self.inode_size]))
         if ind.flags & (EXT4_EXTENTS_FL | EXT4_INLINE_DATA_FL) and ind.mode:
-            raise FsError(errno.EIO, f"ext2: inode {ino} uses extents/inline data (not ext2)")
+            raise self.errors.error("ext2_iget", f"inode {ino} uses extents/inline data (not ext2)")
+        bad = ext2check.check_inode(ind.mode, ind.size, ind.blocks, self.max_file_size, self.block_size,
+                                    self.blocks_count, S.S_ISLNK(ind.mode) and self._is_fast_symlink(ind))
+        if bad:
+            raise self.errors.error("ext2_iget", f"inode {ino}: {bad}")
         self._icache[ino] = ind
         if len(self._icache) > self.INODE_CACHE_MAX:
             self._icache.popitem(last=False)
@@ -418,7 +462,13 @@ class Ext2:
             if grp.free_blocks == 0:
                 continue
             start = goal - self._group_start(g) if k == 0 else 0
-            bit = self._take_bit(grp.block_bitmap, start, 0, self._group_nblocks(g), True)
+            self._check_block_bitmap(g)
+            while True:
+                bit = self._take_bit(grp.block_bitmap, start, 0, self._group_nblocks(g), True)
+                if bit < 0 or self._group_start(g) + bit not in self.system_zone:
+                    break
+                # The bitmap said a metadata block was free: leave it marked in use.
+                self.errors.error("ext2_new_blocks", f"Allocating block in system zone - block = {self._group_start(g) + bit}")
             if bit < 0:
                 continue  # descriptor count was optimistic; try elsewhere
             grp.free_blocks -= 1
@@ -426,6 +476,21 @@ class Ext2:
             self._meta_dirty = True
             return self._group_start(g) + bit
         raise FsError(errno.ENOSPC, "ext2: no free blocks")
+
+    def _check_block_bitmap(self, g: int) -> None:
+        """ext2_valid_block_bitmap: the group's own bitmaps and inode table are marked in use
+        (checked once: the driver never clears those bits)."""
+        if g in self._bitmaps_ok:
+            return
+        grp = self._groups[g]
+        start = self._group_start(g)
+        view = self.cache.get(grp.block_bitmap)
+        for blk in (grp.block_bitmap, grp.inode_bitmap, *range(grp.inode_table, grp.inode_table + self._itable_blocks)):
+            bit = blk - start
+            if not view[bit >> 3] >> (bit & 7) & 1:
+                raise self.errors.error("ext2_valid_block_bitmap", f"Invalid block bitmap - block_group = {g}, "
+                                        f"block = {grp.block_bitmap}")
+        self._bitmaps_ok.add(g)
 
     def _alloc_zeroed(self, goal: int) -> int:
         blk = self._alloc_block(goal)
@@ -437,26 +502,41 @@ class Ext2:
     def _free_blocks(self, blocks: list[int]) -> None:
         if not blocks:
             return
-        blocks.sort()
+        ok = []
+        for b in blocks:  # never clear a bit for a block outside the data zone
+            if not self.first_data <= b < self.blocks_count:
+                self.errors.error("ext2_free_blocks", f"Freeing blocks not in datazone - block = {b}, count = 1")
+            elif b in self.system_zone:
+                self.errors.error("ext2_free_blocks", f"Freeing blocks in system zones - Block = {b}, count = 1")
+            else:
+                ok.append(b)
+        blocks = sorted(set(ok))
         i = 0
         while i < len(blocks):
             g = (blocks[i] - self.first_data) // self.bpg
             grp = self._groups[g]
             start = self._group_start(g)
             end = start + self._group_nblocks(g)
+            try:
+                self._check_block_bitmap(g)
+            except FsError:  # logged; the blocks stay allocated (lost, not double-used)
+                while i < len(blocks) and blocks[i] < end:
+                    i += 1
+                continue
             view = self.cache.get(grp.block_bitmap)
             n = 0
             while i < len(blocks) and blocks[i] < end:
                 bit = blocks[i] - start
-                if bit < 0:
-                    raise FsError(errno.EIO, f"ext2: freeing invalid block {blocks[i]}")
                 mask = 1 << (bit & 7)
                 if view[bit >> 3] & mask:
                     view[bit >> 3] &= ~mask & 0xFF
                     n += 1
+                else:
+                    self.errors.error("ext2_free_blocks", f"bit already cleared for block {blocks[i]}")
                 i += 1
             self.cache.mark_dirty(grp.block_bitmap, 0)
             del view
+            n = min(n, end - start - grp.free_blocks)  # a corrupt count must still fit
             grp.free_blocks += n
             self.free_blocks += n
         self._meta_dirty = True
@@ -484,7 +564,12 @@ class Ext2:
             low = max(0, self.first_ino - 1 - g * self.ipg)
             if low >= self.ipg:
                 continue
-            bit = self._take_bit(grp.inode_bitmap, low, low, self.ipg, False)
+            while True:
+                bit = self._take_bit(grp.inode_bitmap, low, low, self.ipg, False)
+                if bit < 0 or not self._inode_in_use(g * self.ipg + bit + 1):
+                    break
+                # The bitmap said a live inode was free: leave it marked in use.
+                self.errors.error("ext2_new_inode", f"inode {g * self.ipg + bit + 1} is in use but free in the bitmap")
             if bit < 0:
                 continue
             grp.free_inodes -= 1
@@ -494,6 +579,12 @@ class Ext2:
             self._meta_dirty = True
             return g * self.ipg + bit + 1
         raise FsError(errno.ENOSPC, "ext2: no free inodes")
+
+    def _inode_in_use(self, ino: int) -> bool:
+        blk, off = self._iloc(ino)
+        mode, links, dtime = (int.from_bytes(self.cache.get(blk)[off + a:off + b], "little")
+                              for a, b in ((0, 2), (26, 28), (20, 24)))
+        return mode != 0 and links > 0 and dtime == 0
 
     def _free_inode(self, ind: _Inode) -> None:
         self._dir_full.pop(ind.ino, None)
@@ -505,10 +596,12 @@ class Ext2:
         view[bit >> 3] &= ~mask & 0xFF
         self.cache.mark_dirty(grp.inode_bitmap, 0)
         del view
-        if was_set:
+        if not was_set:
+            self.errors.error("ext2_free_inode", f"bit already cleared for inode {ind.ino}")
+        elif grp.free_inodes < self.ipg:  # a corrupt count must still fit
             grp.free_inodes += 1
             self.free_inodes += 1
-            if S.S_ISDIR(ind.mode):
+            if S.S_ISDIR(ind.mode) and grp.used_dirs:
                 grp.used_dirs -= 1
             self._meta_dirty = True
 
@@ -533,7 +626,9 @@ class Ext2:
 
     def _ptrs_of(self, blk: int) -> tuple[int, ...]:
         if not self.first_data <= blk < self.blocks_count:
-            raise FsError(errno.EIO, f"ext2: indirect block pointer {blk} out of range")
+            raise self.errors.error("ext2_get_branch", f"indirect block pointer {blk} outside the file system")
+        if blk in self.system_zone:
+            raise self.errors.error("ext2_get_branch", f"indirect block pointer {blk} into the system zone")
         return self._ind_fmt.unpack(self.cache.get(blk))
 
     def _map_range(self, ind: _Inode, start: int, count: int) -> list[int]:
@@ -574,6 +669,8 @@ class Ext2:
         Updates ind.block / ind.blocks in memory; the caller writes the inode back."""
         slot, idx = self._path(fb)
         p = ind.block[slot]
+        if p:  # never write through a corrupt pointer
+            self._data_block(p, "ext2_get_blocks", ind.ino)
         if not idx:
             if p:
                 return p, False
@@ -603,8 +700,8 @@ class Ext2:
                 ind.blocks += self._b512
                 new = leaf
                 goal = child + 1
-            elif not self.first_data <= child < self.blocks_count:
-                raise FsError(errno.EIO, f"ext2: inode {ind.ino}: block pointer {child} out of range")
+            else:
+                self._data_block(child, "ext2_get_blocks", ind.ino)
             p = child
         return p, new
 
@@ -635,11 +732,12 @@ class Ext2:
                 ind.block[i] = 0
         a = self._ptrs
         base = N_DIRECT
+        seen: set[int] = set()  # indirect blocks visited: a block map is a tree, never a graph
         for level, slot in ((1, 12), (2, 13), (3, 14)):
             span = a ** level
             p = ind.block[slot]
             if p and keep < base + span:
-                if self._trunc_tree(p, level, base, keep, freed):
+                if self._trunc_tree(p, level, base, keep, freed, seen):
                     ind.block[slot] = 0
             base += span
         ind.blocks -= len(freed) * self._b512
@@ -647,10 +745,11 @@ class Ext2:
             ind.blocks = 0
         self._free_blocks(freed)
 
-    def _trunc_tree(self, blk: int, level: int, base: int, keep: int, freed: list[int]) -> bool:
+    def _trunc_tree(self, blk: int, level: int, base: int, keep: int, freed: list[int], seen: set[int]) -> bool:
         """Free the part of an indirect tree mapping file blocks >= keep.
 
         Returns True if blk itself ended up empty and was freed."""
+        self._visit(blk, seen)
         ptrs = list(self._ptrs_of(blk))
         child_span = self._ptrs ** (level - 1)
         changed = False
@@ -660,11 +759,11 @@ class Ext2:
             cbase = base + i * child_span
             if cbase >= keep:
                 if level > 1:
-                    self._free_tree(c, level - 1, freed)
+                    self._free_tree(c, level - 1, freed, seen)
                 else:
                     freed.append(c)
             elif level > 1 and cbase + child_span > keep:
-                if not self._trunc_tree(c, level - 1, cbase, keep, freed):
+                if not self._trunc_tree(c, level - 1, cbase, keep, freed, seen):
                     continue
             else:
                 continue
@@ -679,12 +778,18 @@ class Ext2:
             self.cache.mark_dirty(blk, 0)
         return False
 
-    def _free_tree(self, blk: int, level: int, freed: list[int]) -> None:
+    def _visit(self, blk: int, seen: set[int]) -> None:
+        if blk in seen:
+            raise self.errors.error("ext2_free_branches", f"indirect block {blk} referenced twice")
+        seen.add(blk)
+
+    def _free_tree(self, blk: int, level: int, freed: list[int], seen: set[int]) -> None:
+        self._visit(blk, seen)
         ptrs = self._ptrs_of(blk)
         for c in ptrs:
             if c:
                 if level > 1:
-                    self._free_tree(c, level - 1, freed)
+                    self._free_tree(c, level - 1, freed, seen)
                 else:
                     freed.append(c)
         freed.append(blk)
@@ -697,7 +802,10 @@ class Ext2:
             return 0
         if file_block >= N_DIRECT + self._ptrs + self._ptrs ** 2 + self._ptrs ** 3:
             return 0
-        return self._map_range(ind, file_block, 1)[0]
+        p = self._map_range(ind, file_block, 1)[0]
+        if p and not self.first_data <= p < self.blocks_count:
+            raise self.errors.error("ext2_get_block", f"inode {ino}: block pointer {p} outside the file system")
+        return p
 
     def read(self, ino: int, offset: int, n: int) -> bytes:
         ind = self._live(ino)
@@ -714,7 +822,16 @@ class Ext2:
         n = min(n, size - offset)
         bs = self.block_size
         fb0, fb1 = offset // bs, (offset + n - 1) // bs
-        phys = self._map_range(ind, fb0, fb1 - fb0 + 1)
+        try:
+            phys = self._map_range(ind, fb0, fb1 - fb0 + 1)
+        except FsError:  # a bad indirect block: map block by block, up to it
+            phys = []
+            for fb in range(fb0, fb1 + 1):
+                try:
+                    phys.append(self._map_range(ind, fb, 1)[0])
+                except FsError:
+                    phys.append(-1)
+                    break
         parts: list[bytes] = []
         get, zero, lo_ok, hi = self.cache.get, self._zero, self.first_data, self.blocks_count
         pos, end = offset, offset + n
@@ -725,8 +842,12 @@ class Ext2:
                 parts.append(zero[:chunk])
             elif lo_ok <= p < hi:
                 parts.append(get(p)[boff:boff + chunk].tobytes())
+            elif parts:  # a short read up to the bad block, as Linux reads page by page
+                break
+            elif p == -1:
+                self._map_range(ind, fb0, 1)  # raises the error again
             else:
-                raise FsError(errno.EIO, f"ext2: inode {ind.ino}: block pointer {p} out of range")
+                raise self.errors.error("ext2_get_block", f"inode {ind.ino}: block pointer {p} outside the file system")
             pos += chunk
         return b"".join(parts)
 
@@ -788,6 +909,7 @@ class Ext2:
             return
         p = self._map_range(ind, size // bs, 1)[0]
         if p:
+            self._data_block(p, "ext2_truncate", ind.ino)  # never write through a corrupt pointer
             view = self.cache.get(p)
             lo, hi = size % bs, min(bs, upto - (size // bs) * bs)
             view[lo:hi] = bytes(hi - lo)
@@ -837,12 +959,11 @@ class Ext2:
         """(file block, physical block, copy of contents) for each directory block from `start`."""
         nblk = dind.size // self.block_size
         if dind.size % self.block_size or nblk > self.blocks_count:
-            raise FsError(errno.EIO, f"ext2: directory {dind.ino} has bad size {dind.size}")
+            raise self.errors.error("ext2_readdir", f"directory {dind.ino} has bad size {dind.size}")
         start = min(start, nblk)
         for fb, p in enumerate(self._map_range(dind, start, nblk - start), start):
             if p:
-                if not self.first_data <= p < self.blocks_count:
-                    raise FsError(errno.EIO, f"ext2: dir {dind.ino}: block {p} out of range")
+                self._data_block(p, "ext2_get_page", dind.ino)  # we may write records into it
                 yield fb, p, bytes(self.cache.get(p))
 
     def _entries(self, buf: bytes, dino: int) -> Iterator[tuple[int, int, int, int, bytes]]:
@@ -854,8 +975,10 @@ class Ext2:
             if not self.has_filetype:
                 nl |= ft << 8
                 ft = 0
-            if rl < 8 or rl & 3 or off + rl > bs or nl + 8 > rl:
-                raise FsError(errno.EIO, f"ext2: corrupt entry in directory {dino} at offset {off}")
+            if rl < 12 or rl & 3 or off + rl > bs or nl + 8 > rl or ino > self.inodes_count:
+                bad = ext2check.check_dirent(off, rl, nl, ino, bs, self.inodes_count)
+                raise self.errors.error("ext2_check_page", f"bad entry in directory #{dino}: {bad} - "
+                                        f"offset={off}, inode={ino}, rec_len={rl}, name_len={nl}")
             yield off, ino, rl, ft, buf[off + 8:off + 8 + nl]
             off += rl
 
@@ -880,7 +1003,13 @@ class Ext2:
         found = self._find(dind, bytes(name))
         if found is None:
             raise FsError(errno.ENOENT, f"ext2: {bytes(name)!r} not found")
-        return found[0]
+        ino = found[0]
+        if ino != ROOT_INO and ino < self.first_ino:
+            raise self.errors.error("ext2_get_inode", f"bad inode number: {ino}")
+        ind = self._iget(ino)
+        if ind.mode == 0 or (ind.links == 0 and ind.dtime):
+            raise self.errors.error("ext2_lookup", f"deleted inode referenced: {ino}")
+        return ino
 
     def readdir(self, ino: int) -> list[tuple[bytes, int, int]]:
         dind = self._dir(ino)
@@ -1030,7 +1159,10 @@ class Ext2:
     def _destroy(self, ind: _Inode) -> None:
         """Free an inode's blocks (data, indirect, xattr) and the inode itself."""
         if self._has_blockmap(ind):
-            self._truncate_blocks(ind, 0)
+            try:
+                self._truncate_blocks(ind, 0)
+            except FsError:  # a corrupt block map (logged): its blocks are lost, the inode is freed
+                ind.block[:] = [0] * len(ind.block)
         if ind.file_acl:
             self._drop_xattr_block(ind)
         ind.size = 0
@@ -1043,7 +1175,8 @@ class Ext2:
         blk = ind.file_acl
         ind.file_acl = 0
         ind.blocks = max(0, ind.blocks - self._b512)
-        if not self.first_data <= blk < self.blocks_count:
+        if not self.first_data <= blk < self.blocks_count or blk in self.system_zone:
+            self.errors.error("ext2_xattr_delete_inode", f"inode {ind.ino}: bad xattr block {blk}")
             return
         view = self.cache.get(blk)
         magic, refcount = struct.unpack_from("<II", view, 0)
@@ -1224,6 +1357,8 @@ class Ext2:
             raise FsError(errno.EINVAL, "ext2: cannot move a directory into itself")
         if is_dir and old_dir != new_dir and self._is_ancestor(src.ino, new_dir):
             raise FsError(errno.EINVAL, "ext2: cannot move a directory into its own subtree")
+        if is_dir and old_dir != new_dir and self._find(src, b"..") is None:  # before changing anything
+            raise self.errors.error("ext2_rename", f"directory {src.ino} has no '..' entry")
         tfound = self._find(ndir, new_name)
         ft = self._ftype(src.mode)
         replaced = 0

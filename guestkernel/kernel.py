@@ -19,7 +19,7 @@ from emu.clock import BLOCK_IO_NS, FAULT_NS, SYSCALL_NS
 from guestkernel import elf
 from guestkernel.errors import (EACCES, ENOENT, ENOEXEC, ENOSYS, EINTR, ELOOP, Block,
                                 SyscallError)
-from guestkernel.ext2 import Ext2, probe_block_size
+from guestkernel.ext2 import Ext2, FsError, probe_block_size
 from guestkernel.frames import Frames
 from guestkernel.locks import Locks
 from guestkernel.mm import MM, PAGE, VMA, page_up
@@ -188,10 +188,13 @@ class Kernel:
         if before_mount is not None:
             before_mount()
         dev = machine.blockdev
-        block_size = probe_block_size(dev.read_at)
-        self.pagecache = PageCache(dev, self.frames, block_size, self.config.page_cache_pages)
-        self.pagecache.on_read = lambda: self.clock.charge(BLOCK_IO_NS)
-        self.fs = Ext2(self.pagecache, now=self.clock.now_s)
+        try:
+            block_size = probe_block_size(dev.read_at)
+            self.pagecache = PageCache(dev, self.frames, block_size, self.config.page_cache_pages)
+            self.pagecache.on_read = lambda: self.clock.charge(BLOCK_IO_NS)
+            self.fs = Ext2(self.pagecache, now=self.clock.now_s, log=self.log.append)
+        except FsError as e:  # the driver refuses the image: the machine reports it in one line
+            raise ValueError(e.msg or str(e)) from None
         ck = self.checkpointer
         # The persistent-memory devices of the guest map (the checkpoint window is the kernel's).
         pmem = [PmemRegion(g.name, g.base_gpa, g.size_bytes) for g in machine.guest_map if g.kind == "pmem"]
@@ -735,7 +738,12 @@ class Kernel:
         if stop.kind == STOP_FAULT:
             self.page_faults += 1
             self.clock.charge(FAULT_NS)
-            if not p.mm.fault(stop.fault_gva, stop.fault_access):
+            try:
+                ok = p.mm.fault(stop.fault_gva, stop.fault_access)
+            except SyscallError:  # the file behind the mapping could not be read (EIO)
+                self.force_signal(p, SIGBUS, stop.fault_gva)
+                return
+            if not ok:
                 self.force_signal(p, SIGSEGV, stop.fault_gva)
             elif self.checkpointer is not None:
                 v = p.mm.find(stop.fault_gva)

@@ -263,9 +263,9 @@ class MM:
                 return False
             self.aspace.map(page, pfn, writable=writable, executable=executable)
             return True
+        data = v.backing.read_at(offset, PAGE) if v.backing is not None else b""  # may fail (EIO): before alloc
         pfn = self.frames.alloc(zero=v.backing is None)
         if v.backing is not None:
-            data = v.backing.read_at(offset, PAGE)
             view = self.frames.view(pfn)
             view[: len(data)] = data
             if len(data) < PAGE:

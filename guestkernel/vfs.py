@@ -111,6 +111,14 @@ DEV_DIR = "devdir"  # the node of /dev itself
 Node = Any  # an ext2 inode number, a DevNode, DEV_DIR, an "fd:" alias or a sysfs.SysNode
 
 
+def alias_fd(node: Node) -> int | None:
+    """The descriptor that /dev/stdin, /dev/stdout or /dev/stderr (node "fd:NAME") names; None for
+    any other node (DEV_DIR is a str too)."""
+    if isinstance(node, str) and node.startswith("fd:"):
+        return FD_ALIASES[node[3:]]
+    return None
+
+
 # ------------------------------------------------------------------------------------------------
 # Open file descriptions.
 
@@ -663,7 +671,10 @@ class VFS:
         n = self.open_count.get(ino, 0) - 1
         if n <= 0:
             self.open_count.pop(ino, None)
-            self.maybe_release(ino)
+            try:
+                self.maybe_release(ino)
+            except SyscallError:  # corrupt metadata (logged by the driver): the inode stays, as
+                pass              # Linux's eviction cannot fail either
         else:
             self.open_count[ino] = n
 

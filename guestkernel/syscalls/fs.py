@@ -12,7 +12,7 @@ from guestkernel.mm import TASK_SIZE
 from guestkernel.errors import (EBADF, EEXIST, EOPNOTSUPP, EFAULT, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTEMPTY, ENOTTY, EPERM,
                                 EPIPE, ERANGE, EXDEV, EFBIG, ENODEV, ESPIPE, SyscallError)
 from guestkernel.syscalls import syscall
-from guestkernel.vfs import (DEV_DIR, FD_ALIASES, O_ACCMODE, O_APPEND, O_CLOEXEC, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_PATH, O_TRUNC, DevDirFile, InodeFile, OpenFile, Pipe, PipeEnd, Stat)
+from guestkernel.vfs import (DEV_DIR, O_ACCMODE, O_APPEND, O_CLOEXEC, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_PATH, O_TRUNC, DevDirFile, alias_fd, InodeFile, OpenFile, Pipe, PipeEnd, Stat)
 from guestkernel.sysfs import SysDirFile, SysNode
 from guestkernel import locks
 
@@ -102,8 +102,9 @@ def stat_path(k: "Kernel", p: "Process", dirfd: int, path: bytes, follow: bool, 
             return k.vfs.stat_node(p.cwd)
         return p.fds.get(s32(dirfd)).stat()
     node = k.vfs.resolve(path, dir_node(k, p, dirfd), follow=follow)
-    if isinstance(node, str):  # /dev/stdout etc: the descriptor it names
-        return p.fds.get(FD_ALIASES[node[3:]]).stat()
+    fd = alias_fd(node)
+    if fd is not None:  # /dev/stdout etc: the descriptor it names
+        return p.fds.get(fd).stat()
     return k.vfs.stat_node(node)
 
 
@@ -146,8 +147,9 @@ def do_open(k: "Kernel", p: "Process", dirfd: int, path: bytes, flags: int, mode
             from guestkernel.errors import ELOOP
 
             raise SyscallError(ELOOP)
-    if isinstance(node, str):  # /dev/stdin, /dev/stdout, /dev/stderr: dup of that descriptor
-        f = p.fds.get(FD_ALIASES[node[3:]])
+    fd = alias_fd(node)
+    if fd is not None:  # /dev/stdin, /dev/stdout, /dev/stderr: dup of that descriptor
+        f = p.fds.get(fd)
         f.refs += 1
         return p.fds.install(f, cloexec=cloexec)
     f = fs_call(vfs.open_node, node, flags, path)
@@ -723,8 +725,9 @@ def do_readlink(k: "Kernel", p: "Process", dirfd: int, path: bytes, buf: int, si
     if s64(size) <= 0:
         raise SyscallError(EINVAL)
     node = k.vfs.resolve(path, dir_node(k, p, dirfd), follow=False)
-    if isinstance(node, str):
-        target = b"/proc/self/fd/" + str(FD_ALIASES[node[3:]]).encode()
+    fd = alias_fd(node)
+    if fd is not None:
+        target = b"/proc/self/fd/" + str(fd).encode()
     elif not isinstance(node, int) or not S.S_ISLNK(k.fs.stat(node).mode):
         raise SyscallError(EINVAL)
     else:
