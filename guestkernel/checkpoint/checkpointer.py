@@ -320,8 +320,7 @@ class Checkpointer:
         # Storage now holds image s (or the next one, completely): say so on storage again,
         # since the log's copy of block 0 may have carried an older note.
         self.storage_gen = max(s, gen.done)
-        dev.write_at(0, generation.encode(self.storage_gen, self.storage_gen))
-        dev.write_at(generation.COPIES[1], generation.encode(self.storage_gen, self.storage_gen))
+        generation.write_device(dev.write_at, self.storage_gen, self.storage_gen)
         self.store.last_seq = max(self.store.last_seq, table.max_seq, gen.begun)
         self.seq = s
         self.stats.restarts += 1
@@ -335,8 +334,7 @@ class Checkpointer:
         self.store.last_seq = max(self.store.table_state().max_seq, gen.begun)
         self.storage_gen = self.store.last_seq
         if gen.begun or gen.damaged:
-            for off in generation.COPIES:
-                dev.write_at(off, generation.encode(self.storage_gen, self.storage_gen))
+            generation.write_device(dev.write_at, self.storage_gen, self.storage_gen)
 
     @staticmethod
     def _refusal(what: str, rejected: list[str], table: Any, gen: "generation.Generation") -> str:

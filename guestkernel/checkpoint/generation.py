@@ -60,6 +60,13 @@ def decode(read_at: Callable[[int, int], bytes]) -> Generation:
     return Generation(damaged=blank < len(COPIES))
 
 
+def write_device(write_at: Callable[[int, bytes], None], begun: int, done: int) -> None:
+    """Both copies straight onto the device (at restart, before the file system is mounted)."""
+    rec = encode(begun, done)
+    for off in COPIES:
+        write_at(off, rec)
+
+
 def write(view: memoryview, begun: int, done: int) -> None:
     """Put both copies into block 0's bytes (the caller writes the block to the device)."""
     rec = encode(begun, done)
