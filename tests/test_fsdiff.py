@@ -1,0 +1,273 @@
+"""Differential tests of the file-system syscalls against Linux: scripts of calls (open/creat,
+read/write, pread/pwrite, lseek with SEEK_DATA/SEEK_HOLE, truncation, rename/renameat2, links,
+symlinks, directories, chmod, utimensat, getdents, stat, dup, fcntl, record locks, file mappings)
+run by tests/guest/fsdiff.c in the guest and natively on a real ext2 file system (a loop mount
+made with mke2fs like the guest image), and the two outputs must be identical.
+
+Hypothesis writes the scripts over a small namespace (a, b, c, directories D and E, a link l) so
+that calls collide: renames over existing targets, unlinks of open files, links to symlinks.
+Many scripts run in one guest boot (one directory each). A mismatch is minimised by deleting
+lines (each round one batch of candidates) and reported as the smallest script that still
+differs; every mismatch found so far is a named regression script below."""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import e2fsck_clean, put_file, run_emu
+
+BLOCK_SIZE = 4096  # as the guest image (images/build.py)
+
+
+# ----------------------------------------------------------------------------------------------
+# the native side: a real ext2 file system
+
+
+@pytest.fixture(scope="session")
+def native_fs():
+    """(scratch root, "ext2" or "other"): a loop-mounted ext2 image made like the guest's, or a
+    host temporary directory when mounting is not possible (then SEEK_DATA/SEEK_HOLE answer as
+    that file system does, and only those lines are normalised)."""
+    work = Path(tempfile.mkdtemp(prefix="emu-fsdiff-"))
+    img, mnt = work / "native.img", work / "mnt"
+    mnt.mkdir()
+    mounted = False
+    try:
+        subprocess.run(["mke2fs", "-q", "-F", "-t", "ext2", "-b", str(BLOCK_SIZE), "-O", "^dir_index",
+                        str(img), "64m"], check=True, capture_output=True)
+        mounted = subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], capture_output=True).returncode == 0
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    yield (mnt, "ext2") if mounted else (mnt, "other")
+    if mounted:
+        subprocess.run(["umount", str(mnt)], check=False)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# running batches of scripts
+
+
+HEADER = re.compile(r"^=== script (\d+)$", re.M)
+
+
+def split_outputs(out: str) -> list[str]:
+    """Per-script sections of fsdiff's output (what precedes the first header is dropped)."""
+    parts = HEADER.split(out)
+    return [parts[i + 1] for i in range(1, len(parts) - 1, 2)]
+
+
+def normalise(section: str, kind: str) -> str:
+    if kind == "ext2":
+        return section
+    # Not ext2 natively (no loop mount): holes are reported as that file system keeps them.
+    return re.sub(r"^(lseek \S+ \S+ (data|hole)) = .*$", r"\1 = ?", section, flags=re.M)
+
+
+class Runner:
+    """Runs batches of scripts in one guest (an image with /bin/fsdiff, reused across batches,
+    each batch in a fresh directory) and natively in a fresh directory of the native scratch."""
+
+    def __init__(self, image: Path, fsdiff: Path, native: tuple[Path, str], tmp: Path) -> None:
+        self.image, self.fsdiff, (self.native_root, self.kind), self.tmp = image, fsdiff, native, tmp
+        self.n = 0
+
+    def run(self, scripts: list[str]) -> tuple[list[str], list[str]]:
+        self.n += 1
+        batch = self.tmp / f"batch{self.n}.txt"
+        batch.write_text("\n===\n".join(s.strip("\n") for s in scripts) + "\n")
+        put_file(self.image, batch, f"/tmp/batch{self.n}", 0o100644)
+        run = run_emu(self.image, ["/bin/sh", "-c", f"mkdir /tmp/t{self.n} && cd /tmp/t{self.n} && "
+                                   f"/bin/fsdiff /tmp/batch{self.n}"])
+        wd = self.native_root / f"t{self.n}"
+        wd.mkdir()
+        native = subprocess.run([str(self.fsdiff), str(batch)], cwd=wd, capture_output=True)
+        assert native.returncode == 0 and not native.stderr, native.stderr
+        assert run.result.exit_code == 0, (run.result.exit_code, run.stderr.decode(errors="replace"))
+        guest_out = [normalise(s, self.kind) for s in split_outputs(run.stdout.decode(errors="replace"))]
+        native_out = [normalise(s, self.kind) for s in split_outputs(native.stdout.decode(errors="replace"))]
+        assert len(native_out) == len(scripts), native.stdout[-2000:]
+        return guest_out, native_out
+
+    def minimise(self, script: str, rounds: int = 40) -> str:
+        """Delete lines while the script still differs; each round runs every one-line
+        deletion in one batch."""
+        lines = script.strip("\n").splitlines()
+        for _ in range(rounds):
+            cands = [lines[:i] + lines[i + 1:] for i in range(len(lines))]
+            if not cands:
+                break
+            guest, native = self.run(["\n".join(c) for c in cands])
+            bad = [c for c, g, n in zip(cands, guest, native) if g != n]
+            if not bad:
+                break
+            lines = bad[0]
+        return "\n".join(lines)
+
+    def check(self, scripts: list[str]) -> None:
+        guest, native = self.run(scripts)
+        bad = [i for i, (g, n) in enumerate(zip(guest, native)) if g != n]
+        if not bad:
+            return
+        small = self.minimise(scripts[bad[0]])
+        (g,), (n,) = self.run([small])
+        diff = "\n".join(difflib.unified_diff(n.splitlines(), g.splitlines(), "linux", "emu", lineterm=""))
+        pytest.fail(f"{len(bad)} of {len(scripts)} scripts differ from Linux; the first, minimised:\n"
+                    f"{small}\n--- output (linux vs emu):\n{diff}", pytrace=False)
+
+
+@pytest.fixture
+def runner(emu, guest_programs, native_fs, tmp_path) -> Runner:
+    image = emu.fresh_image()  # e2fsck -fn'ed by the emu fixture at the end
+    put_file(image, guest_programs / "fsdiff", "/bin/fsdiff")
+    return Runner(image, guest_programs / "fsdiff", native_fs, tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# the scripts Hypothesis writes
+
+
+NAMES = ["a", "b", "c", "D", "E", "l", "D/a", "D/b", "D/F", "D/l", "E/a", "D/F/a"]
+ODD_PATHS = ["a/", "D/", "a/x", "nowhere/x", ".", "D/..", "l/", "D/F/.."]
+TARGETS = ["a", "b", "D", "../a", "../D", "l", "nowhere", "D/a", ".", "F/a"]
+MODES = ["644", "600", "755", "700", "000", "444", "4755", "1777"]
+SIZES = [0, 1, 3, 7, 100, 4095, 4096, 4097, 9000]
+OFFSETS = [0, 1, 5, 100, 4095, 4096, 8192, 12288, 50000]
+ACCESS = ["r", "w", "rw"]
+OPEN_FLAGS = ["creat", "excl", "trunc", "append", "directory", "nofollow", "cloexec"]
+SLOTS = st.sampled_from("0123")
+MAPS = st.sampled_from("01")
+paths = st.one_of(st.sampled_from(NAMES), st.sampled_from(NAMES), st.sampled_from(ODD_PATHS))
+chars = st.sampled_from("xyz")
+sizes = st.sampled_from(SIZES)
+offsets = st.sampled_from(OFFSETS)
+modes = st.sampled_from(MODES)
+
+
+@st.composite
+def open_flags(draw, creat_likely: bool = True) -> str:  # type: ignore[no-untyped-def]
+    access = draw(st.sampled_from(ACCESS))
+    extra = draw(st.lists(st.sampled_from(OPEN_FLAGS), max_size=3, unique=True))
+    if creat_likely and draw(st.booleans()) and "creat" not in extra:
+        extra.append("creat")
+    return ",".join([access] + extra)
+
+
+def times() -> st.SearchStrategy[str]:
+    return st.one_of(st.sampled_from(["now", "omit"]), st.integers(100, 999).map(str))
+
+
+@st.composite
+def script(draw, max_ops: int = 24) -> str:  # type: ignore[no-untyped-def]
+    """One script; the slots' access modes are tracked so that lock requests stay within what
+    the descriptor allows (the lock checks themselves are the stress branch's: see below)."""
+    access: dict[str, str] = {}
+    lines: list[str] = []
+    for _ in range(draw(st.integers(1, max_ops))):
+        op = draw(st.sampled_from([
+            "open", "open", "open", "openat", "creat", "close", "read", "read", "write", "write",
+            "pread", "pwrite", "lseek", "ftruncate", "truncate", "fsync", "rename", "rename",
+            "renameat2", "link", "unlink", "symlink", "readlink", "mkdir", "mkdir", "rmdir", "chmod",
+            "fchmod", "utimens", "stat", "lstat", "fstat", "getdents", "dup", "dup3", "fcntl", "lock",
+            "mmap", "mread", "mwrite", "munmap"]))
+        s = draw(SLOTS)
+        if op == "open":
+            fl = draw(open_flags())
+            access[s] = fl.split(",")[0]
+            lines.append(f"open {s} {draw(paths)} {fl} {draw(modes)}")
+        elif op == "openat":
+            fl = draw(open_flags())
+            access[s] = fl.split(",")[0]
+            lines.append(f"openat {s} {draw(st.sampled_from(['cwd', '0', '1']))} {draw(paths)} {fl}")
+        elif op == "creat":
+            access[s] = "w"
+            lines.append(f"creat {s} {draw(paths)} {draw(modes)}")
+        elif op in ("close", "fsync", "fstat", "getdents"):
+            lines.append(f"{op} {s}")
+        elif op == "read":
+            lines.append(f"read {s} {draw(sizes)}")
+        elif op == "write":
+            lines.append(f"write {s} {draw(sizes)} {draw(chars)}")
+        elif op == "pread":
+            lines.append(f"pread {s} {draw(sizes)} {draw(offsets)}")
+        elif op == "pwrite":
+            lines.append(f"pwrite {s} {draw(sizes)} {draw(chars)} {draw(offsets)}")
+        elif op == "lseek":
+            whence = draw(st.sampled_from(["set", "cur", "end", "data", "hole"]))
+            off = draw(st.one_of(offsets, st.sampled_from([-1, -5])))
+            lines.append(f"lseek {s} {off} {whence}")
+        elif op == "ftruncate":
+            lines.append(f"ftruncate {s} {draw(st.one_of(offsets, st.just(-1)))}")
+        elif op == "truncate":
+            lines.append(f"truncate {draw(paths)} {draw(offsets)}")
+        elif op in ("rename", "link"):
+            lines.append(f"{op} {draw(paths)} {draw(paths)}")
+        elif op == "renameat2":
+            fl = draw(st.sampled_from(["0", "noreplace", "exchange", "exchange", "noreplace,exchange"]))
+            lines.append(f"renameat2 {draw(paths)} {draw(paths)} {fl}")
+        elif op in ("unlink", "rmdir", "readlink", "stat", "lstat"):
+            lines.append(f"{op} {draw(paths)}")
+        elif op == "symlink":
+            lines.append(f"symlink {draw(st.sampled_from(TARGETS))} {draw(paths)}")
+        elif op in ("mkdir", "chmod"):
+            lines.append(f"{op} {draw(paths)} {draw(modes)}")
+        elif op == "fchmod":
+            lines.append(f"fchmod {s} {draw(modes)}")
+        elif op == "utimens":
+            fl = draw(st.sampled_from(["0", "nofollow"]))
+            lines.append(f"utimens {draw(paths)} {draw(times())} {draw(times())} {fl}")
+        elif op in ("dup", "dup3"):
+            t = draw(SLOTS)
+            access[t] = access.get(s, "r")
+            lines.append(f"dup {s} {t}" if op == "dup" else f"dup3 {s} {t} {draw(st.sampled_from(['0', 'cloexec']))}")
+        elif op == "fcntl":
+            cmd = draw(st.sampled_from(["getfl", "getfd", "setfl", "setfd"]))
+            arg = {"setfl": draw(st.sampled_from(["0", "append", "nonblock", "append,nonblock"])),
+                   "setfd": draw(st.sampled_from(["0", "1"]))}.get(cmd, "")
+            lines.append(f"fcntl {s} {cmd} {arg}".rstrip())
+        elif op == "lock":
+            kinds = {"r": ["rd", "un"], "w": ["wr", "un"], "rw": ["rd", "wr", "un"]}[access.get(s, "rw")]
+            lines.append(f"{draw(st.sampled_from(['setlk', 'getlk']))} {s} {draw(st.sampled_from(kinds))} "
+                         f"{draw(st.sampled_from([0, 10, 4096]))} {draw(st.sampled_from([0, 1, 100]))}")
+        elif op == "mmap":
+            lines.append(f"mmap {draw(MAPS)} {s} {draw(st.sampled_from([4096, 8192]))} "
+                         f"{draw(st.sampled_from([0, 4096]))} {draw(st.sampled_from(['private', 'shared']))}")
+        elif op == "mread":
+            lines.append(f"mread {draw(MAPS)} {draw(st.sampled_from([0, 1, 4000, 4096]))} {draw(st.sampled_from([1, 50, 96]))}")
+        elif op == "mwrite":
+            lines.append(f"mwrite {draw(MAPS)} {draw(st.sampled_from([0, 10, 4096]))} 5 {draw(chars)}")
+        elif op == "munmap":
+            lines.append(f"munmap {draw(MAPS)}")
+    return "\n".join(lines)
+
+
+# The quick suite: BATCHES guest runs of BATCH scripts each; the slow one many more.
+BATCH = 40
+BATCHES = 8
+SLOW_BATCHES = 50
+SLOW_BATCH = 100
+NO_SHRINK = [Phase.explicit, Phase.reuse, Phase.generate]  # Runner.minimise shrinks, in batches
+
+
+@settings(max_examples=BATCHES, phases=NO_SHRINK, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(scripts=st.lists(script(), min_size=BATCH, max_size=BATCH))
+def test_random_scripts_match_linux(runner, scripts):
+    runner.check(scripts)
+
+
+@pytest.mark.slow
+@settings(max_examples=SLOW_BATCHES, phases=NO_SHRINK, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(scripts=st.lists(script(), min_size=SLOW_BATCH, max_size=SLOW_BATCH))
+def test_many_random_scripts_match_linux(runner, scripts):
+    runner.check(scripts)
