@@ -1255,6 +1255,43 @@ class Ext2:
         self._iput(src)
         return replaced
 
+    def exchange(self, old_dir: int, old_name: bytes, new_dir: int, new_name: bytes) -> None:
+        """Swap two names atomically (renameat2 RENAME_EXCHANGE): each entry points at the other's
+        inode; a directory moved to another parent gets its '..' repointed, and when only one of
+        the two is a directory the parents' link counts follow it (as ext4_cross_rename)."""
+        old_name, new_name = self._check_name(old_name), self._check_name(new_name)
+        for nm in (old_name, new_name):
+            if nm in (b".", b".."):
+                raise FsError(errno.EINVAL, "ext2: cannot exchange '.' or '..'")
+        odir, ndir = self._dir(old_dir), self._dir(new_dir)
+        ofound, nfound = self._find(odir, old_name), self._find(ndir, new_name)
+        if ofound is None or nfound is None:
+            raise FsError(errno.ENOENT, "ext2: exchange needs both names")
+        a, b = self._iget(ofound[0]), self._iget(nfound[0])
+        if a.ino == b.ino:
+            return
+        a_dir, b_dir = S.S_ISDIR(a.mode), S.S_ISDIR(b.mode)
+        if old_dir != new_dir:
+            if a_dir and self._is_ancestor(a.ino, new_dir) or b_dir and self._is_ancestor(b.ino, old_dir):
+                raise FsError(errno.EINVAL, "ext2: cannot move a directory into its own subtree")
+        self._set_entry(odir, old_name, b.ino, self._ftype(b.mode))
+        self._set_entry(ndir, new_name, a.ino, self._ftype(a.mode))
+        if old_dir != new_dir:
+            if a_dir:
+                self._set_entry(a, b"..", new_dir, self._ftype(S.S_IFDIR))
+            if b_dir:
+                self._set_entry(b, b"..", old_dir, self._ftype(S.S_IFDIR))
+            if a_dir != b_dir:
+                moved_to, left = (ndir, odir) if a_dir else (odir, ndir)
+                moved_to.links += 1
+                left.links = max(left.links - 1, 0)
+                self._iput(odir)
+                self._iput(ndir)
+        t = self.now()
+        for ind in (a, b):
+            ind.ctime = t
+            self._iput(ind)
+
     def _is_ancestor(self, anc: int, ino: int) -> bool:
         """Is directory anc on the '..' chain from directory ino up to the root?"""
         seen: set[int] = set()

@@ -554,8 +554,12 @@ class VFS:
             return self.resolve(target, parent, follow=True, _depth=_depth + 1)
         return node
 
-    def resolve_parent(self, path: bytes, cwd: Node, *, _depth: int = 0) -> tuple[Node, bytes]:
-        """Resolve all but the last component; returns (directory node, last name)."""
+    def resolve_parent(self, path: bytes, cwd: Node, *, _depth: int = 0,
+                       keep_slash: bool = False) -> tuple[Node, bytes]:
+        """Resolve all but the last component; returns (directory node, last name). A trailing
+        slash makes the last component resolve to a directory (returned as (it, ".")), unless
+        keep_slash: calls that create or remove the last name (mkdir, rmdir, rename) take it as
+        a name and check the slash themselves, as Linux does."""
         if not path:
             raise SyscallError(ENOENT)
         if len(path) >= 4096:
@@ -572,7 +576,7 @@ class VFS:
         last = parts[-1]
         if len(last) > 255:
             raise SyscallError(ENAMETOOLONG)
-        if trailing_slash and last not in (b".", b".."):
+        if trailing_slash and last not in (b".", b"..") and not keep_slash:
             # "dir/" must name a directory: resolve it fully and hand back "."
             node = self._step(node, last, _depth)
             self._require_dir(node)

@@ -115,7 +115,9 @@ def do_open(k: "Kernel", p: "Process", dirfd: int, path: bytes, flags: int, mode
     vfs = k.vfs
     cloexec = bool(flags & O_CLOEXEC)
     if flags & O_CREAT:
-        parent, name = vfs.resolve_parent(path, base)
+        parent, name = vfs.resolve_parent(path, base, keep_slash=True)
+        if path.endswith(b"/"):
+            raise SyscallError(EISDIR)  # asks to create a directory
         try:
             node = vfs.lookup(parent, name) if name not in (b".", b"") else parent
             if flags & O_EXCL:
@@ -502,13 +504,15 @@ def sys_fchdir(k, p, fd, *_):  # type: ignore[no-untyped-def]
 
 
 def do_mkdir(k: "Kernel", p: "Process", dirfd: int, path: bytes, mode: int) -> int:
-    parent, name = k.vfs.resolve_parent(path, dir_node(k, p, dirfd))
+    parent, name = k.vfs.resolve_parent(path, dir_node(k, p, dirfd), keep_slash=True)
     if name in (b".", b".."):
         raise SyscallError(EEXIST)
     if not isinstance(parent, int):
         raise SyscallError(EPERM)
     k.on_dir_change(p)
-    fs_call(k.fs.mkdir, parent, name, S.S_IFDIR | (mode & 0o7777 & ~p.umask), 0, 0)
+    mode &= 0o1777 & ~p.umask  # mkdir(2) never sets set-user-ID; set-group-ID comes from the parent
+    mode |= k.fs.stat(parent).mode & S.S_ISGID
+    fs_call(k.fs.mkdir, parent, name, S.S_IFDIR | mode, 0, 0)
     return 0
 
 
@@ -528,7 +532,7 @@ def sys_mknod(k, p, *args):  # type: ignore[no-untyped-def]
 
 
 def do_unlink(k: "Kernel", p: "Process", dirfd: int, path: bytes, flags: int) -> int:
-    parent, name = k.vfs.resolve_parent(path, dir_node(k, p, dirfd))
+    parent, name = k.vfs.resolve_parent(path, dir_node(k, p, dirfd), keep_slash=bool(flags & AT_REMOVEDIR))
     if not isinstance(parent, int):
         raise SyscallError(EPERM)
     if flags & AT_REMOVEDIR:
@@ -562,40 +566,73 @@ def sys_unlinkat(k, p, dirfd, path, flags, *_):  # type: ignore[no-untyped-def]
     return do_unlink(k, p, dirfd, path_arg(k, p, path), flags)
 
 
+RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT = 1, 2, 4
+
+
+def in_chain(k: "Kernel", anc: int, ino: int) -> bool:
+    """Is directory anc on the '..' chain from directory ino (itself included) to the root?"""
+    for _ in range(4096):
+        if ino == anc:
+            return True
+        if ino == k.fs.root_ino:
+            return False
+        ino = k.fs.lookup(ino, b"..")
+    return False
+
+
 def do_rename(k: "Kernel", p: "Process", olddirfd: int, old: bytes, newdirfd: int, new: bytes, flags: int = 0) -> int:
-    op, on = k.vfs.resolve_parent(old, dir_node(k, p, olddirfd))
-    np_, nn = k.vfs.resolve_parent(new, dir_node(k, p, newdirfd))
+    """rename/renameat2 with Linux's checks in Linux's order (fs/namei.c do_renameat2, vfs_rename)."""
+    if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT) or \
+            flags & RENAME_NOREPLACE and flags & RENAME_EXCHANGE:
+        raise SyscallError(EINVAL)
+    if flags & RENAME_WHITEOUT:
+        raise SyscallError(EINVAL)  # no whiteouts on ext2 (no character devices to make them)
+    op, on = k.vfs.resolve_parent(old, dir_node(k, p, olddirfd), keep_slash=True)
+    np_, nn = k.vfs.resolve_parent(new, dir_node(k, p, newdirfd), keep_slash=True)
     if not isinstance(op, int) or not isinstance(np_, int):
         raise SyscallError(EXDEV)
-    if on in (b".", b"..") or nn in (b".", b".."):
-        from guestkernel.errors import EBUSY
+    from guestkernel.errors import EBUSY
 
+    if on in (b".", b".."):
         raise SyscallError(EBUSY)
+    if nn in (b".", b".."):
+        raise SyscallError(EEXIST if flags & RENAME_NOREPLACE else EBUSY)
     src = k.vfs.lookup(op, on)
-    if flags & 1:  # RENAME_NOREPLACE
-        try:
-            k.vfs.lookup(np_, nn)
-            raise SyscallError(EEXIST)
-        except SyscallError as e:
-            if e.errno != ENOENT:
-                raise
-    if isinstance(src, int) and S.S_ISDIR(k.fs.stat(src).mode):
-        # A directory cannot move into its own subtree.
-        cur = np_
-        for _ in range(4096):
-            if cur == src:
-                raise SyscallError(EINVAL)
-            if cur == k.fs.root_ino:
-                break
-            cur = k.fs.lookup(cur, b"..")
-    replaced = None
     try:
-        replaced = k.vfs.lookup(np_, nn)
-    except SyscallError:
-        pass
-    if replaced == src:
+        tgt = k.vfs.lookup(np_, nn)
+    except SyscallError as e:
+        if e.errno != ENOENT:
+            raise
+        tgt = None
+    if not isinstance(src, int) or not (tgt is None or isinstance(tgt, int)):
+        raise SyscallError(EXDEV)
+    src_dir = S.S_ISDIR(k.fs.stat(src).mode)
+    tgt_dir = tgt is not None and S.S_ISDIR(k.fs.stat(tgt).mode)
+    if flags & RENAME_NOREPLACE and tgt is not None:
+        raise SyscallError(EEXIST)
+    if flags & RENAME_EXCHANGE:
+        if tgt is None:
+            raise SyscallError(ENOENT)
+        if not tgt_dir and new.endswith(b"/"):
+            raise SyscallError(ENOTDIR)
+    if not src_dir and (old.endswith(b"/") or not flags & RENAME_EXCHANGE and new.endswith(b"/")):
+        raise SyscallError(ENOTDIR)
+    if op != np_:
+        if src_dir and in_chain(k, src, np_):
+            raise SyscallError(EINVAL)  # the source is an ancestor of the target
+        if tgt_dir and in_chain(k, tgt, op):  # the target is an ancestor of the source
+            raise SyscallError(EINVAL if flags & RENAME_EXCHANGE else ENOTEMPTY)
+    if tgt == src:
         return 0
+    if tgt is not None and not flags & RENAME_EXCHANGE:
+        if src_dir and not tgt_dir:
+            raise SyscallError(ENOTDIR)
+        if tgt_dir and not src_dir:
+            raise SyscallError(EISDIR)
     k.on_dir_change(p)
+    if flags & RENAME_EXCHANGE:
+        fs_call(k.fs.exchange, op, on, np_, nn)
+        return 0
     victim = fs_call(k.fs.rename, op, on, np_, nn)
     if victim:
         k.vfs.maybe_release(victim)  # a replaced file lives on while it is open
@@ -614,14 +651,26 @@ def sys_renameat(k, p, od, old, nd, new, *_):  # type: ignore[no-untyped-def]
 
 @syscall("renameat2")
 def sys_renameat2(k, p, od, old, nd, new, flags, *_):  # type: ignore[no-untyped-def]
-    if flags & ~1:
-        raise SyscallError(EINVAL)
     return do_rename(k, p, od, path_arg(k, p, old), nd, path_arg(k, p, new), flags)
+
+
+def new_name(k: "Kernel", p: "Process", nd: int, new: bytes) -> tuple[object, bytes]:
+    """The parent and name a link or symlink creates (Linux's filename_create): an existing
+    name is EEXIST; a trailing slash on a name that does not exist asks for a directory: ENOENT."""
+    parent, name = k.vfs.resolve_parent(new, dir_node(k, p, nd), keep_slash=True)
+    if new.endswith(b"/") and name not in (b".", b".."):
+        try:
+            k.vfs.lookup(parent, name)
+        except SyscallError as e:
+            if e.errno == ENOENT:
+                raise
+        raise SyscallError(EEXIST)
+    return parent, name
 
 
 def do_link(k: "Kernel", p: "Process", od: int, old: bytes, nd: int, new: bytes, flags: int) -> int:
     src = k.vfs.resolve(old, dir_node(k, p, od), follow=bool(flags & AT_SYMLINK_FOLLOW))
-    parent, name = k.vfs.resolve_parent(new, dir_node(k, p, nd))
+    parent, name = new_name(k, p, nd, new)
     if not isinstance(src, int) or not isinstance(parent, int):
         raise SyscallError(EXDEV)
     if S.S_ISDIR(k.fs.stat(src).mode):
@@ -642,7 +691,7 @@ def sys_linkat(k, p, od, old, nd, new, flags, *_):  # type: ignore[no-untyped-de
 
 
 def do_symlink(k: "Kernel", p: "Process", target: bytes, nd: int, new: bytes) -> int:
-    parent, name = k.vfs.resolve_parent(new, dir_node(k, p, nd))
+    parent, name = new_name(k, p, nd, new)
     if not isinstance(parent, int):
         raise SyscallError(EPERM)
     if not target:
