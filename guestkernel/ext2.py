@@ -1347,8 +1347,26 @@ class Ext2:
 
     def touch_atime(self, ino: int) -> None:
         ind = self._live(ino)
-        ind.atime = self.now()
-        self._iput(ind)
+        t = self.now()
+        if ind.atime != t:  # (no inode write for a second access within the same second)
+            ind.atime = t
+            self._iput(ind)
+
+    def seek_data(self, ino: int, offset: int, data: bool) -> int:
+        """lseek's SEEK_DATA (data=True) or SEEK_HOLE from offset: unmapped blocks are holes, the
+        end of the file is a hole; -1 when offset is at or past the end (ENXIO)."""
+        ind = self._live(ino)
+        if offset < 0 or offset >= ind.size:
+            return -1
+        bs, chunk = self.block_size, 1024
+        fb, last = offset // bs, (ind.size - 1) // bs
+        while fb <= last:
+            n = min(chunk, last - fb + 1)
+            for i, p in enumerate(self._map_range(ind, fb, n)):
+                if bool(p) == data:
+                    return max(offset, (fb + i) * bs) if data or (fb + i) * bs < ind.size else ind.size
+            fb += n
+        return -1 if data else ind.size
 
     # ------------------------------------------------------------ whole fs
 

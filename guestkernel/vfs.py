@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from guestkernel.errors import (EACCES, EAGAIN, EBADF, EINVAL, EISDIR, ELOOP, ENAMETOOLONG, ENOENT,
-                                ENOTDIR, EPIPE, ESPIPE, SyscallError, Block)
+                                ENOTDIR, ENXIO, EPIPE, ESPIPE, SyscallError, Block)
 
 if TYPE_CHECKING:
     from guestkernel.ext2 import Ext2
@@ -32,6 +32,8 @@ O_DIRECTORY = 0o200000
 O_NOFOLLOW = 0o400000
 O_CLOEXEC = 0o2000000
 O_PATH = 0o10000000
+O_LARGEFILE = 0o100000
+SEEK_DATA, SEEK_HOLE = 3, 4
 
 DT_UNKNOWN, DT_FIFO, DT_CHR, DT_DIR, DT_BLK, DT_REG, DT_LNK, DT_SOCK = 0, 1, 2, 4, 6, 8, 10, 12
 PIPE_CAPACITY = 65536
@@ -165,7 +167,6 @@ class InodeFile(OpenFile):
         self.ino = ino
         self.path = path
         self.dir_entries: list[tuple[bytes, int, int]] | None = None
-        self.atime_checked = False
         vfs.open_count[ino] = vfs.open_count.get(ino, 0) + 1
 
     def stat(self) -> Stat:
@@ -188,9 +189,7 @@ class InodeFile(OpenFile):
         st = self.vfs.fs.stat(self.ino)
         if S.S_ISDIR(st.mode):
             raise SyscallError(EISDIR)
-        if not self.atime_checked:
-            self.atime_checked = True
-            self.vfs.relatime(self.ino, st)
+        self.vfs.relatime(self.ino, st)  # every read, as Linux's file_accessed
         self.vfs.on_file_read(self.ino)
         return self.vfs.fs.read(self.ino, offset, n)
 
@@ -204,6 +203,8 @@ class InodeFile(OpenFile):
     def pwrite(self, data: bytes, offset: int) -> int:
         if not self.writable:
             raise SyscallError(EBADF)
+        if self.flags & O_APPEND:
+            offset = self.vfs.fs.stat(self.ino).size  # Linux appends even for pwrite(2)
         self.vfs.on_file_write(self.ino)
         return self.vfs.fs.write(self.ino, offset, data)
 
@@ -215,6 +216,11 @@ class InodeFile(OpenFile):
         elif whence == 2:
             new = self.vfs.fs.stat(self.ino).size + offset
             self.vfs.on_file_read(self.ino)  # the size was looked at
+        elif whence in (SEEK_DATA, SEEK_HOLE) and S.S_ISREG(self.vfs.fs.stat(self.ino).mode):
+            self.vfs.on_file_read(self.ino)
+            new = self.vfs.fs.seek_data(self.ino, offset, whence == SEEK_DATA)
+            if new < 0:
+                raise SyscallError(ENXIO)
         else:
             raise SyscallError(EINVAL)
         if new < 0:
@@ -551,6 +557,7 @@ class VFS:
             if _depth >= MAX_SYMLINKS:
                 raise SyscallError(ELOOP)
             target = self.fs.readlink(node)
+            self.relatime(node, self.fs.stat(node))  # following a link reads it
             return self.resolve(target, parent, follow=True, _depth=_depth + 1)
         return node
 
@@ -592,6 +599,7 @@ class VFS:
         if isinstance(nxt, int) and S.S_ISLNK(self.fs.stat(nxt).mode):
             if depth >= MAX_SYMLINKS:
                 raise SyscallError(ELOOP)
+            self.relatime(nxt, self.fs.stat(nxt))
             nxt = self.resolve(self.fs.readlink(nxt), node, follow=True, _depth=depth + 1)
         return nxt
 
@@ -620,8 +628,10 @@ class VFS:
                     blksize=self.fs.block_size)
 
     def relatime(self, ino: int, st: object) -> None:
-        """Linux's default atime rule: update when atime is not newer than mtime/ctime."""
-        if st.atime <= st.mtime or st.atime <= st.ctime:  # type: ignore[attr-defined]
+        """Linux's default atime rule: update when atime is not newer than mtime/ctime, or is a
+        day old."""
+        atime = st.atime  # type: ignore[attr-defined]
+        if atime <= st.mtime or atime <= st.ctime or self.now() - atime >= 24 * 3600:  # type: ignore[attr-defined]
             self.fs.touch_atime(ino)
 
     # --- opening --------------------------------------------------------------------------------
@@ -642,7 +652,7 @@ class VFS:
         if S.S_ISFIFO(st.mode) or S.S_ISSOCK(st.mode):
             raise SyscallError(EACCES)
         f = InodeFile(self, node, flags, path)
-        if flags & O_TRUNC and S.S_ISREG(st.mode) and f.writable and st.size:
+        if flags & O_TRUNC and S.S_ISREG(st.mode) and st.size:  # even O_RDONLY, as Linux
             self.on_file_write(node)
             self.fs.truncate(node, 0)
         return f

@@ -133,6 +133,178 @@ def runner(emu, guest_programs, native_fs, tmp_path) -> Runner:
 
 
 # ----------------------------------------------------------------------------------------------
+# regressions: every mismatch the random scripts found, as a fixed script named for what it checks
+
+
+REGRESSIONS = {
+    "trailing_slash_names": """
+mkdir a/ 755
+open 0 b/ rw,creat
+open 0 c rw,creat
+close 0
+open 0 c/ r
+rename c d/
+mkdir E 755
+rename E F/
+symlink c l/
+link c m/
+link c F/
+unlink c/
+rmdir F/
+stat F/
+""",
+    "rename_order_of_checks": """
+mkdir D 755
+mkdir D/F 755
+open 0 a rw,creat
+close 0
+rename D/F/ G/
+rename a D/F/b
+rename D/F D
+rename D/F/.. x
+rename D/F D/F/x
+renameat2 D a noreplace,exchange
+renameat2 a . noreplace
+renameat2 a . 0
+""",
+    "rename_exchange_file_and_directory_across_parents": """
+mkdir D 755
+mkdir D/F 755
+open 0 a w,creat
+write 0 5 x
+renameat2 a D/F exchange
+stat D/F
+stat a
+stat D
+lstat a/..
+renameat2 D/F a exchange
+stat D
+mkdir E 755
+renameat2 E D/F exchange
+stat D/F/..
+stat E/..
+renameat2 D E/F exchange
+renameat2 D/F D exchange
+renameat2 D D/F exchange
+renameat2 E E exchange
+renameat2 E/ a/ exchange
+""",
+    "mkdir_drops_setuid": """
+mkdir b 4755
+mkdir c 1777
+stat b
+stat c
+""",
+    "pwrite_appends_with_o_append": """
+open 0 a rw,creat,append 644
+write 0 5 x
+pwrite 0 3 y 0
+pread 0 10 0
+""",
+    "getfl_shows_largefile_not_open_time_flags": """
+open 0 a rw,creat,append,excl,trunc 644
+fcntl 0 getfl
+fcntl 0 setfl nonblock
+fcntl 0 getfl
+dup 0 1
+fcntl 1 getfl
+open 2 a r
+fcntl 2 setfl append
+fcntl 2 getfl
+""",
+    "seek_data_and_hole_follow_the_block_map": """
+open 0 a rw,creat 644
+lseek 0 0 data
+write 0 5 x
+lseek 0 0 data
+lseek 0 0 hole
+lseek 0 9 data
+lseek 0 100 hole
+pwrite 0 3 y 50000
+lseek 0 0 hole
+lseek 0 5000 data
+lseek 0 49151 data
+lseek 0 50002 hole
+lseek 0 50003 hole
+ftruncate 0 60000
+lseek 0 50003 hole
+lseek 0 50003 data
+""",
+    "o_trunc_truncates_even_read_only": """
+open 0 a w,creat 644
+write 0 10 x
+open 1 a r,trunc
+fstat 1
+ftruncate 1 0
+ftruncate 1 -1
+ftruncate 9 -1
+""",
+    "o_creat_through_a_dangling_symlink_makes_its_target": """
+symlink nowhere l
+open 0 l w,creat 600
+lstat l
+stat nowhere
+open 1 l w,creat,excl
+symlink l m
+open 2 m rw,creat,nofollow
+open 2 m rw,creat
+symlink D/ n
+open 3 n rw,creat
+""",
+    "o_creat_with_o_directory_is_einval": """
+open 0 b rw,directory,creat 600
+mkdir D 755
+open 0 D r,directory,creat
+""",
+    "atime_follows_relatime_on_every_access": """
+open 0 a rw,creat 644
+write 0 10 x
+utimens a 100 200 0
+read 0 5
+stat a
+utimens a 300 omit 0
+pread 0 2 0
+stat a
+symlink a l
+utimens l 400 500 nofollow
+lstat l
+stat l
+lstat l
+utimens l 400 500 nofollow
+readlink l
+lstat l
+mkdir D 755
+utimens D 600 700 0
+open 1 D r,directory
+getdents 1
+stat D
+""",
+    "utimensat_omitting_both_times_looks_nothing_up": """
+utimens D/F omit omit 0
+utimens D/F omit now 0
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def regression_outputs(base_image, guest_programs, native_fs, tmp_path_factory):
+    """All regression scripts in one guest run: name -> (emu output, Linux output)."""
+    tmp = tmp_path_factory.mktemp("fsdiff-reg")
+    image = tmp / "disk.img"
+    shutil.copyfile(base_image, image)
+    put_file(image, guest_programs / "fsdiff", "/bin/fsdiff")
+    guest, native = Runner(image, guest_programs / "fsdiff", native_fs, tmp).run(list(REGRESSIONS.values()))
+    e2fsck_clean(image)
+    return dict(zip(REGRESSIONS, zip(guest, native)))
+
+
+@pytest.mark.parametrize("name", REGRESSIONS)
+def test_regression_script_matches_linux(regression_outputs, name):
+    guest, native = regression_outputs[name]
+    assert guest == native
+
+
+# ----------------------------------------------------------------------------------------------
 # the scripts Hypothesis writes
 
 

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 from emu.clock import COPY_NS_PER_KIB
 from guestkernel.errors import Block
 from guestkernel.mm import TASK_SIZE
-from guestkernel.errors import (EBADF, EEXIST, EOPNOTSUPP, EFAULT, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTEMPTY, ENOTTY, EPERM,
+from guestkernel.errors import (EBADF, EEXIST, ELOOP, EOPNOTSUPP, EFAULT, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTEMPTY, ENOTTY, EPERM,
                                 EPIPE, ERANGE, EXDEV, SyscallError)
 from guestkernel.syscalls import syscall
-from guestkernel.vfs import (DEV_DIR, FD_ALIASES, O_ACCMODE, O_APPEND, O_CLOEXEC, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_PATH, O_TRUNC, DevDirFile, InodeFile, OpenFile, Pipe, PipeEnd, Stat)
+from guestkernel.vfs import (DEV_DIR, FD_ALIASES, MAX_SYMLINKS, O_APPEND, O_CLOEXEC, O_CREAT, O_DIRECTORY, O_EXCL, O_LARGEFILE, O_NOCTTY,
+                            O_NOFOLLOW, O_NONBLOCK, O_PATH, O_TRUNC, DevDirFile, InodeFile, OpenFile, Pipe, PipeEnd, Stat)
 
 if TYPE_CHECKING:
     from guestkernel.kernel import Kernel
@@ -26,6 +27,7 @@ AT_EMPTY_PATH = 0x1000
 F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_GETLK, F_SETLK, F_SETLKW = 0, 1, 2, 3, 4, 5, 6, 7
 F_DUPFD_CLOEXEC = 1030
 FD_CLOEXEC = 1
+SETFL_MASK = O_APPEND | O_NONBLOCK | 0o20000 | 0o40000 | 0o1000000  # + FASYNC, O_DIRECT, O_NOATIME
 MAX_IO = 0x7FFFF000  # Linux caps one read/write at this many bytes
 IO_CHUNK = 1 << 20
 
@@ -111,6 +113,8 @@ def charge_copy(k: "Kernel", n: int) -> None:
 
 
 def do_open(k: "Kernel", p: "Process", dirfd: int, path: bytes, flags: int, mode: int) -> int:
+    if flags & O_CREAT and flags & O_DIRECTORY:
+        raise SyscallError(EINVAL)  # Linux >= 6.4: it once made regular files
     base = dir_node(k, p, dirfd)
     vfs = k.vfs
     cloexec = bool(flags & O_CLOEXEC)
@@ -118,19 +122,28 @@ def do_open(k: "Kernel", p: "Process", dirfd: int, path: bytes, flags: int, mode
         parent, name = vfs.resolve_parent(path, base, keep_slash=True)
         if path.endswith(b"/"):
             raise SyscallError(EISDIR)  # asks to create a directory
-        try:
-            node = vfs.lookup(parent, name) if name not in (b".", b"") else parent
+        node = None
+        for depth in range(MAX_SYMLINKS + 1):
+            try:
+                node = vfs.lookup(parent, name) if name not in (b".", b"") else parent
+            except SyscallError as e:
+                if e.errno != ENOENT:
+                    raise
+                node = None
+                break
             if flags & O_EXCL:
                 raise SyscallError(EEXIST)
-            if isinstance(node, int) and S.S_ISLNK(k.fs.stat(node).mode):
-                if flags & O_NOFOLLOW:
-                    from guestkernel.errors import ELOOP
-
-                    raise SyscallError(ELOOP)
-                node = vfs.resolve(path, base, follow=True)
-        except SyscallError as e:
-            if e.errno != ENOENT:
-                raise
+            if not (isinstance(node, int) and S.S_ISLNK(k.fs.stat(node).mode)):
+                break
+            if flags & O_NOFOLLOW or depth == MAX_SYMLINKS:
+                raise SyscallError(ELOOP)
+            # Follow the link; a dangling one makes the file it names (as Linux does).
+            target = fs_call(k.fs.readlink, node)
+            vfs.relatime(node, k.fs.stat(node))
+            parent, name = vfs.resolve_parent(target, parent, keep_slash=True)
+            if target.endswith(b"/"):
+                raise SyscallError(EISDIR)
+        if node is None:
             if not isinstance(parent, int):
                 raise SyscallError(EPERM)
             node = fs_call(k.fs.create, parent, name, S.S_IFREG | (mode & 0o7777 & ~p.umask), 0, 0)
@@ -140,14 +153,14 @@ def do_open(k: "Kernel", p: "Process", dirfd: int, path: bytes, flags: int, mode
     else:
         node = vfs.resolve(path, base, follow=not flags & O_NOFOLLOW)
         if flags & O_NOFOLLOW and isinstance(node, int) and S.S_ISLNK(k.fs.stat(node).mode) and not flags & O_PATH:
-            from guestkernel.errors import ELOOP
-
             raise SyscallError(ELOOP)
     if isinstance(node, str):  # /dev/stdin, /dev/stdout, /dev/stderr: dup of that descriptor
         f = p.fds.get(FD_ALIASES[node[3:]])
         f.refs += 1
         return p.fds.install(f, cloexec=cloexec)
     f = fs_call(vfs.open_node, node, flags, path)
+    # What F_GETFL shows: open-time flags are gone, and 64-bit opens are always large-file.
+    f.flags = (f.flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC)) | O_LARGEFILE
     return p.fds.install(f, cloexec=cloexec)
 
 
@@ -444,6 +457,8 @@ def sys_getdents64(k, p, fd, buf, count, *_):  # type: ignore[no-untyped-def]
         raise SyscallError(ENOTDIR)
     if f.dir_entries is None:
         f.dir_entries = k.vfs.readdir(f)
+    if isinstance(f, InodeFile):
+        k.vfs.relatime(f.ino, k.fs.stat(f.ino))  # every call, as Linux's iterate_dir
     out = bytearray()
     idx = f.offset
     while idx < len(f.dir_entries):
@@ -721,6 +736,7 @@ def do_readlink(k: "Kernel", p: "Process", dirfd: int, path: bytes, buf: int, si
         raise SyscallError(EINVAL)
     else:
         target = fs_call(k.fs.readlink, node)
+        k.vfs.relatime(node, k.fs.stat(node))
     target = target[:size]
     p.mm.copy_out(buf, target)
     return len(target)
@@ -817,6 +833,8 @@ UTIME_OMIT = (1 << 30) - 2
 
 @syscall("utimensat")
 def sys_utimensat(k, p, dirfd, path, times, flags, *_):  # type: ignore[no-untyped-def]
+    if times and struct.unpack("<qqqq", p.mm.copy_in(times, 32))[1::2] == (UTIME_OMIT, UTIME_OMIT):
+        return 0  # nothing to do: Linux does not even look the path up
     if path:
         ino = node_for(k, p, dirfd, path_arg(k, p, path), not flags & AT_SYMLINK_NOFOLLOW)
     else:
@@ -878,10 +896,10 @@ def sys_truncate(k, p, path, length, *_):  # type: ignore[no-untyped-def]
 
 @syscall("ftruncate")
 def sys_ftruncate(k, p, fd, length, *_):  # type: ignore[no-untyped-def]
-    f = p.fds.get(s32(fd))
-    if not isinstance(f, InodeFile) or not f.writable:
-        raise SyscallError(EINVAL)
     if s64(length) < 0:
+        raise SyscallError(EINVAL)  # before the descriptor is looked at
+    f = p.fds.get(s32(fd))
+    if not isinstance(f, InodeFile) or not f.writable or not S.S_ISREG(k.fs.stat(f.ino).mode):
         raise SyscallError(EINVAL)
     k.vfs.on_file_write(f.ino)
     fs_call(k.fs.truncate, f.ino, length)
@@ -976,8 +994,7 @@ def sys_fcntl(k, p, fd, cmd, arg, *_):  # type: ignore[no-untyped-def]
     if cmd == F_GETFL:
         return f.flags & ~O_CLOEXEC
     if cmd == F_SETFL:
-        keep = O_ACCMODE
-        f.flags = (f.flags & keep) | (arg & (O_APPEND | O_NONBLOCK | 0o40000 | 0o1000000))
+        f.flags = (f.flags & ~SETFL_MASK) | (arg & SETFL_MASK)
         return 0
     if cmd in (F_GETLK,):
         raw = bytearray(p.mm.copy_in(arg, 32))

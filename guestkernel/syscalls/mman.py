@@ -42,6 +42,7 @@ def sys_mmap(k, p, addr, length, prot, flags, fd, offset):  # type: ignore[no-un
             from guestkernel.kernel import InodeBacking
 
             backing = InodeBacking(k.fs, k.pagecache, f.ino)
+            k.vfs.relatime(f.ino, k.fs.stat(f.ino))  # mapping a file reads it (file_accessed)
     mm = p.mm
     if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
         start = addr
