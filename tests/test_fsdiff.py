@@ -88,14 +88,15 @@ class Runner:
         put_file(self.image, batch, f"/tmp/batch{self.n}", 0o100644)
         run = run_emu(self.image, ["/bin/sh", "-c", f"mkdir /tmp/t{self.n} && cd /tmp/t{self.n} && "
                                    f"/bin/fsdiff /tmp/batch{self.n}"])
-        wd = self.native_root / f"t{self.n}"
-        wd.mkdir()
+        wd = Path(tempfile.mkdtemp(prefix="t", dir=self.native_root))
         native = subprocess.run([str(self.fsdiff), str(batch)], cwd=wd, capture_output=True)
+        shutil.rmtree(wd)
         assert native.returncode == 0 and not native.stderr, native.stderr
         assert run.result.exit_code == 0, (run.result.exit_code, run.stderr.decode(errors="replace"))
         guest_out = [normalise(s, self.kind) for s in split_outputs(run.stdout.decode(errors="replace"))]
         native_out = [normalise(s, self.kind) for s in split_outputs(native.stdout.decode(errors="replace"))]
         assert len(native_out) == len(scripts), native.stdout[-2000:]
+        assert len(guest_out) == len(scripts), run.stdout[-2000:]
         return guest_out, native_out
 
     def minimise(self, script: str, rounds: int = 40) -> str:
@@ -283,6 +284,12 @@ stat D
 utimens D/F omit omit 0
 utimens D/F omit now 0
 """,
+    "mmap_of_a_directory_is_enodev": """
+mkdir D 755
+open 0 D r
+mmap 1 0 4096 0 shared
+mmap 1 0 4096 0 private
+""",
 }
 
 
@@ -298,7 +305,30 @@ def regression_outputs(base_image, guest_programs, native_fs, tmp_path_factory):
     return dict(zip(REGRESSIONS, zip(guest, native)))
 
 
-@pytest.mark.parametrize("name", REGRESSIONS)
+# Record locks are the stress branch's: what they get wrong is recorded here, not fixed.
+LOCK_GAPS = {"record_locks_check_the_access_mode_and_type"}
+REGRESSIONS["record_locks_check_the_access_mode_and_type"] = """
+open 0 a rw,creat 644
+open 1 a r
+open 2 a w
+getlk 0 un 0 100
+setlk 1 wr 0 0
+setlk 2 rd 0 0
+setlk 1 rd 0 0
+setlk 2 wr 0 0
+getlk 0 wr 0 0
+mkdir D 755
+open 3 D r,directory
+setlk 3 rd 0 0
+setlk 3 wr 0 0
+"""
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(reason="F_SETLK/F_GETLK do not check the descriptor's access mode "
+                                            "or F_UNLCK for F_GETLK: record locks belong to the stress branch",
+                                            strict=True)) if n in LOCK_GAPS else n
+    for n in REGRESSIONS])
 def test_regression_script_matches_linux(regression_outputs, name):
     guest, native = regression_outputs[name]
     assert guest == native
@@ -340,9 +370,14 @@ def times() -> st.SearchStrategy[str]:
 
 @st.composite
 def script(draw, max_ops: int = 24) -> str:  # type: ignore[no-untyped-def]
-    """One script; the slots' access modes are tracked so that lock requests stay within what
-    the descriptor allows (the lock checks themselves are the stress branch's: see below)."""
-    access: dict[str, str] = {}
+    """One script. The lock requests stay within what a slot's descriptor surely allows (the
+    lock checks are the stress branch's work; see the xfail regression): a slot's lock kinds are
+    those of every open that may have landed in it."""
+    access: dict[str, set[str]] = {}
+
+    def opened(slot: str, mode: str) -> None:
+        kinds = {"r": {"rd"}, "w": {"wr"}, "rw": {"rd", "wr"}}[mode]
+        access[slot] = access.get(slot, kinds) & kinds
     lines: list[str] = []
     for _ in range(draw(st.integers(1, max_ops))):
         op = draw(st.sampled_from([
@@ -354,14 +389,14 @@ def script(draw, max_ops: int = 24) -> str:  # type: ignore[no-untyped-def]
         s = draw(SLOTS)
         if op == "open":
             fl = draw(open_flags())
-            access[s] = fl.split(",")[0]
+            opened(s, fl.split(",")[0])
             lines.append(f"open {s} {draw(paths)} {fl} {draw(modes)}")
         elif op == "openat":
             fl = draw(open_flags())
-            access[s] = fl.split(",")[0]
+            opened(s, fl.split(",")[0])
             lines.append(f"openat {s} {draw(st.sampled_from(['cwd', '0', '1']))} {draw(paths)} {fl}")
         elif op == "creat":
-            access[s] = "w"
+            opened(s, "w")
             lines.append(f"creat {s} {draw(paths)} {draw(modes)}")
         elif op in ("close", "fsync", "fstat", "getdents"):
             lines.append(f"{op} {s}")
@@ -399,7 +434,7 @@ def script(draw, max_ops: int = 24) -> str:  # type: ignore[no-untyped-def]
             lines.append(f"utimens {draw(paths)} {draw(times())} {draw(times())} {fl}")
         elif op in ("dup", "dup3"):
             t = draw(SLOTS)
-            access[t] = access.get(s, "r")
+            access[t] = access.get(t, set()) & access.get(s, set())
             lines.append(f"dup {s} {t}" if op == "dup" else f"dup3 {s} {t} {draw(st.sampled_from(['0', 'cloexec']))}")
         elif op == "fcntl":
             cmd = draw(st.sampled_from(["getfl", "getfd", "setfl", "setfd"]))
@@ -407,8 +442,9 @@ def script(draw, max_ops: int = 24) -> str:  # type: ignore[no-untyped-def]
                    "setfd": draw(st.sampled_from(["0", "1"]))}.get(cmd, "")
             lines.append(f"fcntl {s} {cmd} {arg}".rstrip())
         elif op == "lock":
-            kinds = {"r": ["rd", "un"], "w": ["wr", "un"], "rw": ["rd", "wr", "un"]}[access.get(s, "rw")]
-            lines.append(f"{draw(st.sampled_from(['setlk', 'getlk']))} {s} {draw(st.sampled_from(kinds))} "
+            cmd = draw(st.sampled_from(["setlk", "getlk"]))
+            kinds = ["rd", "wr"] if cmd == "getlk" else sorted(access.get(s, {"rd", "wr"})) + ["un"]
+            lines.append(f"{cmd} {s} {draw(st.sampled_from(kinds))} "
                          f"{draw(st.sampled_from([0, 10, 4096]))} {draw(st.sampled_from([0, 1, 100]))}")
         elif op == "mmap":
             lines.append(f"mmap {draw(MAPS)} {s} {draw(st.sampled_from([4096, 8192]))} "

@@ -32,7 +32,7 @@ def sys_mmap(k, p, addr, length, prot, flags, fd, offset):  # type: ignore[no-un
                 raise SyscallError(ENXIO)
             backing = f
         elif not isinstance(f, InodeFile) or f.is_dir():
-            raise SyscallError(ENODEV if not isinstance(f, InodeFile) else EACCES)
+            raise SyscallError(ENODEV)  # no mmap operation (a directory is readable: not EACCES)
         else:
             if not f.readable or (shared and prot & PROT_WRITE and not f.writable):
                 raise SyscallError(EACCES)
