@@ -645,8 +645,8 @@ class VFS:
         if isinstance(node, str):
             raise SyscallError(ENOENT)  # fd aliases are handled by the caller
         st = self.fs.stat(node)
-        if S.S_ISDIR(st.mode) and (flags & O_ACCMODE) != O_RDONLY:
-            raise SyscallError(EISDIR)
+        if S.S_ISDIR(st.mode) and ((flags & O_ACCMODE) != O_RDONLY or flags & O_TRUNC):
+            raise SyscallError(EISDIR)  # O_TRUNC asks for write access
         if flags & O_DIRECTORY and not S.S_ISDIR(st.mode):
             raise SyscallError(ENOTDIR)
         if S.S_ISFIFO(st.mode) or S.S_ISSOCK(st.mode):

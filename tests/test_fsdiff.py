@@ -290,6 +290,11 @@ open 0 D r
 mmap 1 0 4096 0 shared
 mmap 1 0 4096 0 private
 """,
+    "o_trunc_on_a_directory_is_eisdir": """
+open 0 . r,trunc,directory
+mkdir D 755
+open 1 D r,trunc
+""",
 }
 
 
@@ -459,8 +464,8 @@ def script(draw, max_ops: int = 24) -> str:  # type: ignore[no-untyped-def]
 
 
 # The quick suite: BATCHES guest runs of BATCH scripts each; the slow one many more.
-BATCH = 40
-BATCHES = 8
+BATCH = 50
+BATCHES = 10
 SLOW_BATCHES = 50
 SLOW_BATCH = 100
 NO_SHRINK = [Phase.explicit, Phase.reuse, Phase.generate]  # Runner.minimise shrinks, in batches
