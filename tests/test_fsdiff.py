@@ -295,6 +295,16 @@ open 0 . r,trunc,directory
 mkdir D 755
 open 1 D r,trunc
 """,
+    "unlink_with_a_trailing_slash_does_not_follow_the_name": """
+symlink D D
+unlink D/
+symlink E l
+mkdir E 755
+unlink l/
+unlink E/
+unlink nowhere/
+rmdir l/
+""",
 }
 
 

@@ -547,7 +547,7 @@ def sys_mknod(k, p, *args):  # type: ignore[no-untyped-def]
 
 
 def do_unlink(k: "Kernel", p: "Process", dirfd: int, path: bytes, flags: int) -> int:
-    parent, name = k.vfs.resolve_parent(path, dir_node(k, p, dirfd), keep_slash=bool(flags & AT_REMOVEDIR))
+    parent, name = k.vfs.resolve_parent(path, dir_node(k, p, dirfd), keep_slash=True)
     if not isinstance(parent, int):
         raise SyscallError(EPERM)
     if flags & AT_REMOVEDIR:
@@ -560,6 +560,8 @@ def do_unlink(k: "Kernel", p: "Process", dirfd: int, path: bytes, flags: int) ->
         return 0
     if name in (b".", b".."):
         raise SyscallError(EISDIR)
+    if path.endswith(b"/"):  # the name itself (a symlink is not followed) must be a directory
+        raise SyscallError(EISDIR if k.vfs.is_dir(k.vfs.lookup(parent, name)) else ENOTDIR)
     k.on_dir_change(p)
     ino = fs_call(k.fs.unlink, parent, name)
     k.vfs.maybe_release(ino)
