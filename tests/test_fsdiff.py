@@ -305,6 +305,15 @@ unlink E/
 unlink nowhere/
 rmdir l/
 """,
+    "link_checks_the_new_name_before_the_old_one_s_type": """
+link . .
+mkdir D 755
+open 0 a w,creat
+link D a
+link D b
+link a D/..
+symlink a .
+""",
 }
 
 

@@ -675,14 +675,17 @@ def new_name(k: "Kernel", p: "Process", nd: int, new: bytes) -> tuple[object, by
     """The parent and name a link or symlink creates (Linux's filename_create): an existing
     name is EEXIST; a trailing slash on a name that does not exist asks for a directory: ENOENT."""
     parent, name = k.vfs.resolve_parent(new, dir_node(k, p, nd), keep_slash=True)
-    if new.endswith(b"/") and name not in (b".", b".."):
-        try:
-            k.vfs.lookup(parent, name)
-        except SyscallError as e:
-            if e.errno == ENOENT:
-                raise
+    if name in (b".", b".."):
         raise SyscallError(EEXIST)
-    return parent, name
+    try:
+        k.vfs.lookup(parent, name)
+    except SyscallError as e:
+        if e.errno != ENOENT:
+            raise
+        if new.endswith(b"/"):
+            raise
+        return parent, name
+    raise SyscallError(EEXIST)
 
 
 def do_link(k: "Kernel", p: "Process", od: int, old: bytes, nd: int, new: bytes, flags: int) -> int:
