@@ -216,7 +216,7 @@ class InodeFile(OpenFile):
         elif whence == 2:
             new = self.vfs.fs.stat(self.ino).size + offset
             self.vfs.on_file_read(self.ino)  # the size was looked at
-        elif whence in (SEEK_DATA, SEEK_HOLE) and S.S_ISREG(self.vfs.fs.stat(self.ino).mode):
+        elif whence in (SEEK_DATA, SEEK_HOLE):  # directories too: ext2 maps them the same way
             self.vfs.on_file_read(self.ino)
             new = self.vfs.fs.seek_data(self.ino, offset, whence == SEEK_DATA)
             if new < 0:
