@@ -74,6 +74,10 @@ class InodeBacking:
     def read_at(self, offset: int, n: int) -> bytes:
         return self.fs.read(self.ino, offset, n)
 
+    def beyond_eof(self, offset: int) -> bool:
+        """Is the page at offset wholly past the end of the file (an access is SIGBUS)?"""
+        return offset >= self.fs.stat(self.ino).size
+
     def page_frame(self, offset: int) -> int | None:
         if self.cache.block_size != PAGE or offset % PAGE or offset + PAGE > self.fs.stat(self.ino).size:
             return None
@@ -684,7 +688,7 @@ class Kernel:
             self.page_faults += 1
             self.clock.charge(FAULT_NS)
             if not p.mm.fault(stop.fault_gva, stop.fault_access):
-                self.force_signal(p, SIGSEGV, stop.fault_gva)
+                self.force_signal(p, SIGBUS if p.mm.fault_beyond_eof else SIGSEGV, stop.fault_gva)
             elif self.checkpointer is not None:
                 v = p.mm.find(stop.fault_gva)
                 if v is not None and v.backing is not None:

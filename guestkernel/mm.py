@@ -95,6 +95,7 @@ class MM:
             self.aspace.map(gva, sentinel_pfn, writable=False, executable=True)
         self.vmas: list[VMA] = []
         self._starts: list[int] = []
+        self.fault_beyond_eof = False  # the last failed fault hit a file page past EOF (SIGBUS)
         self.brk_start = 0
         self.brk = 0
         self.icache: object = None  # the CPU's block-count table for this address space
@@ -215,7 +216,9 @@ class MM:
 
     # --- faults ---------------------------------------------------------------------------------
     def fault(self, gva: int, access: int) -> bool:
-        """Resolve a translation fault. False means the access is illegal (SIGSEGV)."""
+        """Resolve a translation fault. False means the access is illegal: SIGSEGV, or SIGBUS
+        when `fault_beyond_eof` (a file page wholly past the end of the file)."""
+        self.fault_beyond_eof = False
         v = self.find(gva)
         if v is None:
             return False
@@ -245,6 +248,10 @@ class MM:
                 self.on_tlb_stale()
             return True
         offset = v.offset + (page - v.start)
+        beyond_eof = getattr(v.backing, "beyond_eof", None)
+        if beyond_eof is not None and beyond_eof(offset):
+            self.fault_beyond_eof = True
+            return False
         if v.backing is not None and not (access == ACCESS_WRITE and writable):
             shared_pfn = v.backing.page_frame(offset)
             if shared_pfn is not None:

@@ -241,6 +241,23 @@ getdents 3
 lseek 3 0 set
 getdents 3
 """,
+    "mapped_page_past_the_end_of_the_file_is_sigbus": """
+open 0 a rw,creat 644
+mmap 0 0 8192 4096 shared
+mread 0 1 1
+write 0 5000 x
+mmap 1 0 8192 0 private
+mread 1 4000 96
+mread 1 4096 10
+""",
+    "o_nofollow_on_a_symlink_checks_o_directory_first": """
+mkdir D 755
+symlink ../a D/l
+open 1 D/l w,trunc,directory,nofollow 755
+open 1 D/l r,nofollow
+symlink D m
+open 1 m r,directory,nofollow
+""",
     "o_trunc_truncates_even_read_only": """
 open 0 a w,creat 644
 write 0 10 x

@@ -153,7 +153,7 @@ def do_open(k: "Kernel", p: "Process", dirfd: int, path: bytes, flags: int, mode
     else:
         node = vfs.resolve(path, base, follow=not flags & O_NOFOLLOW)
         if flags & O_NOFOLLOW and isinstance(node, int) and S.S_ISLNK(k.fs.stat(node).mode) and not flags & O_PATH:
-            raise SyscallError(ELOOP)
+            raise SyscallError(ENOTDIR if flags & O_DIRECTORY else ELOOP)  # (Linux checks O_DIRECTORY first)
     if isinstance(node, str):  # /dev/stdin, /dev/stdout, /dev/stderr: dup of that descriptor
         f = p.fds.get(FD_ALIASES[node[3:]])
         f.refs += 1
