@@ -258,6 +258,13 @@ open 1 D/l r,nofollow
 symlink D m
 open 1 m r,directory,nofollow
 """,
+    "reading_a_directory_is_eisdir_even_for_zero_bytes": """
+mkdir D 755
+open 3 D r,directory
+read 3 0
+pread 3 0 0
+read 3 10
+""",
     "o_trunc_truncates_even_read_only": """
 open 0 a w,creat 644
 write 0 10 x
