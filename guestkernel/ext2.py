@@ -307,8 +307,10 @@ class Ext2:
         self._meta_dirty = (self.free_blocks != sb["free_blocks"] or self.free_inodes != sb["free_inodes"])
         self._icache: OrderedDict[int, _Inode] = OrderedDict()
         self._gen = 0
-        # Called by rename() for an inode whose last link it removed: if it returns True
-        # the inode is left for the kernel to release() later (it is still open).
+        # Asked by rmdir() and rename() for a directory they remove: if it returns True the
+        # directory is still open and is left, empty and without links, for the kernel to
+        # release() when it is closed (as an unlinked open file).
+        self.is_open: Callable[[int], bool] = lambda ino: False
         root = self._iget(ROOT_INO)
         if not S.S_ISDIR(root.mode):
             raise FsError(errno.EINVAL, "ext2: root inode is not a directory")
@@ -1193,8 +1195,20 @@ class Ext2:
         self._remove_entry(dind, name)
         dind.links = max(dind.links - 1, 0)
         self._iput(dind)
+        self._drop_dir(ind, rmdir=True)
+
+    def _drop_dir(self, ind: _Inode, rmdir: bool) -> None:
+        """A directory lost its name: free it, or, while it is open, leave it dead (no links:
+        nothing can be created in it) until release(). rmdir also shows it empty (size 0), as
+        Linux's ext2/ext4 do; a directory renamed over keeps its size."""
         ind.links = 0
-        self._destroy(ind)
+        if self.is_open(ind.ino):
+            if rmdir:
+                ind.size = 0
+            ind.ctime = self.now()
+            self._iput(ind)
+        else:
+            self._destroy(ind)
 
     def rename(self, old_dir: int, old_name: bytes, new_dir: int, new_name: bytes) -> int:
         """Move old_name to new_name, replacing a file or an empty directory there.
@@ -1233,8 +1247,7 @@ class Ext2:
             if S.S_ISDIR(tgt.mode):
                 ndir.links = max(ndir.links - 1, 0)  # the victim's '..' is gone
                 self._iput(ndir)
-                tgt.links = 0
-                self._destroy(tgt)
+                self._drop_dir(tgt, rmdir=False)
             else:
                 tgt.links = max(tgt.links - 1, 0)
                 tgt.ctime = self.now()

@@ -187,6 +187,7 @@ class Kernel:
                 if ck is None or r.spec.name != ck.range_name]
         self.vfs = VFS(self.fs, machine.console, now=self.clock.now_s, seed=self.config.seed,
                        frames=self.frames, pmem=pmem)
+        self.fs.is_open = lambda ino: self.vfs.open_count.get(ino, 0) > 0
         if ck is not None:
             self.pagecache.may_write_back = False
             self.vfs.on_file_read = ck.note_read

@@ -265,6 +265,23 @@ read 3 0
 pread 3 0 0
 read 3 10
 """,
+    "an_open_directory_outlives_rmdir_and_rename_over_it": """
+mkdir D 755
+mkdir E 755
+open 3 D r,directory
+open 2 E r,directory
+rmdir D
+fstat 3
+getdents 3
+openat 0 3 x w,creat
+openat 0 3 . r
+mkdir F 755
+rename F E
+fstat 2
+getdents 2
+close 3
+close 2
+""",
     "o_trunc_truncates_even_read_only": """
 open 0 a w,creat 644
 write 0 10 x
@@ -389,7 +406,8 @@ setlk 3 wr 0 0
     for n in REGRESSIONS])
 def test_regression_script_matches_linux(regression_outputs, name):
     guest, native = regression_outputs[name]
-    assert guest == native
+    assert guest == native, "\n".join(difflib.unified_diff(native.splitlines(), guest.splitlines(), "linux", "emu",
+                                                          lineterm=""))
 
 
 # ----------------------------------------------------------------------------------------------

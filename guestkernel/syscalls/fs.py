@@ -457,6 +457,8 @@ def sys_getdents64(k, p, fd, buf, count, *_):  # type: ignore[no-untyped-def]
         raise SyscallError(ENOTDIR)
     if isinstance(f, InodeFile) and not S.S_ISDIR(k.fs.stat(f.ino).mode):
         raise SyscallError(ENOTDIR)
+    if isinstance(f, InodeFile) and k.fs.stat(f.ino).nlink == 0:
+        raise SyscallError(ENOENT)  # a removed directory, still open
     if f.dir_entries is None:
         f.dir_entries = k.vfs.readdir(f)
     if isinstance(f, InodeFile):
