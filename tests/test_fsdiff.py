@@ -574,3 +574,18 @@ def test_random_scripts_match_linux(runner, scripts):
 @given(scripts=st.lists(script(), min_size=SLOW_BATCH, max_size=SLOW_BATCH))
 def test_many_random_scripts_match_linux(runner, scripts):
     runner.check(scripts)
+
+
+def test_a_wrong_kernel_answer_is_caught_and_minimised(runner, monkeypatch):
+    """The harness can fail: with an ext2 whose RENAME_EXCHANGE does nothing (and says it did),
+    the mismatch is found among other scripts and cut down to the lines that make it."""
+    from guestkernel.ext2 import Ext2
+
+    monkeypatch.setattr(Ext2, "exchange", lambda self, *args: None)
+    script = "open 0 a w,creat\nwrite 0 3 x\nmkdir D 755\nstat a\nrenameat2 a D exchange\nstat D"
+    with pytest.raises(pytest.fail.Exception) as failed:
+        runner.check(["mkdir E 755\nstat E", script, "symlink a l\nreadlink l"])
+    report = str(failed.value)
+    assert report.startswith("1 of 3 scripts differ from Linux; the first, minimised:\n"
+                             "open 0 a w,creat\nmkdir D 755\nrenameat2 a D exchange\n--- output"), report
+    assert "-tree s0/D reg 0644 size=0" in report and "+tree s0/D dir 0755 size=4096" in report, report
