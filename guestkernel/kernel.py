@@ -188,6 +188,7 @@ class Kernel:
         self.vfs = VFS(self.fs, machine.console, now=self.clock.now_s, seed=self.config.seed,
                        frames=self.frames, pmem=pmem)
         self.fs.is_open = lambda ino: self.vfs.open_count.get(ino, 0) > 0
+        self.vfs.on_data_change = self.file_data_changed
         if ck is not None:
             self.pagecache.may_write_back = False
             self.vfs.on_file_read = ck.note_read
@@ -679,6 +680,12 @@ class Kernel:
         cpu.set_reg("rax", ret)
         if p.state != RUNNABLE or self.halted:
             cpu.request_stop()
+
+    def file_data_changed(self, ino: int, size: int | None) -> None:
+        """Every mapping of the file follows a write or a truncation (see MM.drop_file_pages)."""
+        for p in self.procs.values():
+            if p.mm is not None:
+                p.mm.drop_file_pages(ino, size)
 
     def stop(self, stop: Stop) -> None:
         """The CPU stopped; find out why and act."""

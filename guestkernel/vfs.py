@@ -206,7 +206,9 @@ class InodeFile(OpenFile):
         if self.flags & O_APPEND:
             offset = self.vfs.fs.stat(self.ino).size  # Linux appends even for pwrite(2)
         self.vfs.on_file_write(self.ino)
-        return self.vfs.fs.write(self.ino, offset, data)
+        n = self.vfs.fs.write(self.ino, offset, data)
+        self.vfs.on_data_change(self.ino, None)
+        return n
 
     def seek(self, offset: int, whence: int) -> int:
         if whence == 0:
@@ -521,6 +523,8 @@ class VFS:
         self.rng = random.Random(seed)
         self.open_count: dict[int, int] = {}
         self.on_file_write: Callable[[int], None] = lambda ino: None
+        # After a file's data changed (written, or truncated to a size): mappings follow it.
+        self.on_data_change: Callable[[int, int | None], None] = lambda ino, size: None
         # Reads of a file's data or attributes (the checkpoint rules' "access time").
         self.on_file_read: Callable[[int], None] = lambda ino: None
 
@@ -655,6 +659,7 @@ class VFS:
         if flags & O_TRUNC and S.S_ISREG(st.mode) and st.size:  # even O_RDONLY, as Linux
             self.on_file_write(node)
             self.fs.truncate(node, 0)
+            self.on_data_change(node, 0)
         return f
 
     def close_inode(self, ino: int) -> None:

@@ -282,6 +282,38 @@ getdents 2
 close 3
 close 2
 """,
+    "mappings_follow_writes_into_holes_and_truncation": """
+open 1 b rw,creat 600
+pwrite 1 9000 y 50000
+mmap 1 1 4096 0 private
+mread 1 0 50
+pwrite 1 4095 z 5
+mread 1 1 96
+mmap 0 1 8192 0 shared
+mread 0 4000 96
+ftruncate 1 4000
+mread 0 3990 20
+mread 0 4096 1
+ftruncate 1 100
+mread 1 0 10
+write 1 5 q
+mread 1 0 10
+""",
+    "a_private_mapping_keeps_its_own_writes": """
+open 0 a rw,creat 644
+write 0 100 x
+mmap 0 0 8192 0 private
+mmap 1 0 4096 0 shared
+mread 0 90 20
+mwrite 0 95 2 k
+pwrite 0 10 y 90
+mread 0 85 20
+mread 1 85 20
+ftruncate 0 5000
+mread 0 4096 20
+ftruncate 0 10
+mread 0 85 20
+""",
     "o_trunc_truncates_even_read_only": """
 open 0 a w,creat 644
 write 0 10 x

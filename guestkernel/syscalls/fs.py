@@ -900,6 +900,7 @@ def sys_truncate(k, p, path, length, *_):  # type: ignore[no-untyped-def]
         raise SyscallError(EISDIR)
     k.vfs.on_file_write(ino)
     fs_call(k.fs.truncate, ino, length)
+    k.vfs.on_data_change(ino, length)
     return 0
 
 
@@ -912,6 +913,7 @@ def sys_ftruncate(k, p, fd, length, *_):  # type: ignore[no-untyped-def]
         raise SyscallError(EINVAL)
     k.vfs.on_file_write(f.ino)
     fs_call(k.fs.truncate, f.ino, length)
+    k.vfs.on_data_change(f.ino, length)
     return 0
 
 
