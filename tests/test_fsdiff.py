@@ -521,7 +521,7 @@ def script(draw, max_ops: int = 24) -> str:  # type: ignore[no-untyped-def]
         elif op == "openat":
             fl = draw(open_flags())
             opened(s, fl.split(",")[0])
-            lines.append(f"openat {s} {draw(st.sampled_from(['cwd', '0', '1']))} {draw(paths)} {fl}")
+            lines.append(f"openat {s} {draw(st.sampled_from(['cwd', '3', '3', '0']))} {draw(paths)} {fl}")
         elif op == "creat":
             opened(s, "w")
             lines.append(f"creat {s} {draw(paths)} {draw(modes)}")
