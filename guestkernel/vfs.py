@@ -656,7 +656,7 @@ class VFS:
         if S.S_ISFIFO(st.mode) or S.S_ISSOCK(st.mode):
             raise SyscallError(EACCES)
         f = InodeFile(self, node, flags, path)
-        if flags & O_TRUNC and S.S_ISREG(st.mode) and st.size:  # even O_RDONLY, as Linux
+        if flags & O_TRUNC and S.S_ISREG(st.mode):  # even O_RDONLY or empty (mtime), as Linux
             self.on_file_write(node)
             self.fs.truncate(node, 0)
             self.on_data_change(node, 0)

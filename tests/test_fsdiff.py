@@ -373,6 +373,21 @@ open 0 D r
 mmap 1 0 4096 0 shared
 mmap 1 0 4096 0 private
 """,
+    "o_trunc_of_an_empty_file_still_sets_mtime": """
+open 0 a rw,creat 644
+utimens a 532 940 0
+creat 3 a 000
+stat a
+utimens a 532 940 0
+open 1 a r,trunc
+stat a
+utimens a 532 940 0
+write 0 0 x
+truncate a 0
+stat a
+ftruncate 0 0
+stat a
+""",
     "o_trunc_on_a_directory_is_eisdir": """
 open 0 . r,trunc,directory
 mkdir D 755
