@@ -324,8 +324,10 @@ class Ext2:
         self._meta_dirty = (self.free_blocks != sb["free_blocks"] or self.free_inodes != sb["free_inodes"])
         self._icache: OrderedDict[int, _Inode] = OrderedDict()
         self._gen = 0
-        # Called by rename() for an inode whose last link it removed: if it returns True
-        # the inode is left for the kernel to release() later (it is still open).
+        # Asked by rmdir() and rename() for a directory they remove: if it returns True the
+        # directory is still open and is left, empty and without links, for the kernel to
+        # release() when it is closed (as an unlinked open file).
+        self.is_open: Callable[[int], bool] = lambda ino: False
         try:
             root = self._iget(ROOT_INO)
         except FsError as e:
@@ -1335,8 +1337,20 @@ class Ext2:
         self._remove_entry(dind, name)
         dind.links = max(dind.links - 1, 0)
         self._iput(dind)
+        self._drop_dir(ind, rmdir=True)
+
+    def _drop_dir(self, ind: _Inode, rmdir: bool) -> None:
+        """A directory lost its name: free it, or, while it is open, leave it dead (no links:
+        nothing can be created in it) until release(). rmdir also shows it empty (size 0), as
+        Linux's ext2/ext4 do; a directory renamed over keeps its size."""
         ind.links = 0
-        self._destroy(ind)
+        if self.is_open(ind.ino):
+            if rmdir:
+                ind.size = 0
+            ind.ctime = self.now()
+            self._iput(ind)
+        else:
+            self._destroy(ind)
 
     def rename(self, old_dir: int, old_name: bytes, new_dir: int, new_name: bytes) -> int:
         """Move old_name to new_name, replacing a file or an empty directory there.
@@ -1377,8 +1391,7 @@ class Ext2:
             if S.S_ISDIR(tgt.mode):
                 ndir.links = max(ndir.links - 1, 0)  # the victim's '..' is gone
                 self._iput(ndir)
-                tgt.links = 0
-                self._destroy(tgt)
+                self._drop_dir(tgt, rmdir=False)
             else:
                 tgt.links = max(tgt.links - 1, 0)
                 tgt.ctime = self.now()
@@ -1398,6 +1411,43 @@ class Ext2:
         src.ctime = self.now()
         self._iput(src)
         return replaced
+
+    def exchange(self, old_dir: int, old_name: bytes, new_dir: int, new_name: bytes) -> None:
+        """Swap two names atomically (renameat2 RENAME_EXCHANGE): each entry points at the other's
+        inode; a directory moved to another parent gets its '..' repointed, and when only one of
+        the two is a directory the parents' link counts follow it (as ext4_cross_rename)."""
+        old_name, new_name = self._check_name(old_name), self._check_name(new_name)
+        for nm in (old_name, new_name):
+            if nm in (b".", b".."):
+                raise FsError(errno.EINVAL, "ext2: cannot exchange '.' or '..'")
+        odir, ndir = self._dir(old_dir), self._dir(new_dir)
+        ofound, nfound = self._find(odir, old_name), self._find(ndir, new_name)
+        if ofound is None or nfound is None:
+            raise FsError(errno.ENOENT, "ext2: exchange needs both names")
+        a, b = self._iget(ofound[0]), self._iget(nfound[0])
+        if a.ino == b.ino:
+            return
+        a_dir, b_dir = S.S_ISDIR(a.mode), S.S_ISDIR(b.mode)
+        if old_dir != new_dir:
+            if a_dir and self._is_ancestor(a.ino, new_dir) or b_dir and self._is_ancestor(b.ino, old_dir):
+                raise FsError(errno.EINVAL, "ext2: cannot move a directory into its own subtree")
+        self._set_entry(odir, old_name, b.ino, self._ftype(b.mode))
+        self._set_entry(ndir, new_name, a.ino, self._ftype(a.mode))
+        if old_dir != new_dir:
+            if a_dir:
+                self._set_entry(a, b"..", new_dir, self._ftype(S.S_IFDIR))
+            if b_dir:
+                self._set_entry(b, b"..", old_dir, self._ftype(S.S_IFDIR))
+            if a_dir != b_dir:
+                moved_to, left = (ndir, odir) if a_dir else (odir, ndir)
+                moved_to.links += 1
+                left.links = max(left.links - 1, 0)
+                self._iput(odir)
+                self._iput(ndir)
+        t = self.now()
+        for ind in (a, b):
+            ind.ctime = t
+            self._iput(ind)
 
     def _is_ancestor(self, anc: int, ino: int) -> bool:
         """Is directory anc on the '..' chain from directory ino up to the root?"""
@@ -1454,8 +1504,26 @@ class Ext2:
 
     def touch_atime(self, ino: int) -> None:
         ind = self._live(ino)
-        ind.atime = self.now()
-        self._iput(ind)
+        t = self.now()
+        if ind.atime != t:  # (no inode write for a second access within the same second)
+            ind.atime = t
+            self._iput(ind)
+
+    def seek_data(self, ino: int, offset: int, data: bool) -> int:
+        """lseek's SEEK_DATA (data=True) or SEEK_HOLE from offset: unmapped blocks are holes, the
+        end of the file is a hole; -1 when offset is at or past the end (ENXIO)."""
+        ind = self._live(ino)
+        if offset < 0 or offset >= ind.size:
+            return -1
+        bs, chunk = self.block_size, 1024
+        fb, last = offset // bs, (ind.size - 1) // bs
+        while fb <= last:
+            n = min(chunk, last - fb + 1)
+            for i, p in enumerate(self._map_range(ind, fb, n)):
+                if bool(p) == data:
+                    return max(offset, (fb + i) * bs) if data or (fb + i) * bs < ind.size else ind.size
+            fb += n
+        return -1 if data else ind.size
 
     # ------------------------------------------------------------ whole fs
 

@@ -76,6 +76,10 @@ class InodeBacking:
     def read_at(self, offset: int, n: int) -> bytes:
         return self.fs.read(self.ino, offset, n)
 
+    def beyond_eof(self, offset: int) -> bool:
+        """Is the page at offset wholly past the end of the file (an access is SIGBUS)?"""
+        return offset >= self.fs.stat(self.ino).size
+
     def page_frame(self, offset: int) -> int | None:
         if self.cache.block_size != PAGE or offset % PAGE or offset + PAGE > self.fs.stat(self.ino).size:
             return None
@@ -200,6 +204,8 @@ class Kernel:
         pmem = [PmemRegion(g.name, g.base_gpa, g.size_bytes) for g in machine.guest_map if g.kind == "pmem"]
         self.vfs = VFS(self.fs, machine.console, now=self.clock.now_s, seed=self.config.seed,
                        frames=self.frames, pmem=pmem)
+        self.fs.is_open = lambda ino: self.vfs.open_count.get(ino, 0) > 0
+        self.vfs.on_data_change = self.file_data_changed
         if ck is not None:
             self.pagecache.may_write_back = False
             self.vfs.on_file_read = ck.note_read
@@ -730,6 +736,12 @@ class Kernel:
         if p.state != RUNNABLE or self.halted:
             cpu.request_stop()
 
+    def file_data_changed(self, ino: int, size: int | None) -> None:
+        """Every mapping of the file follows a write or a truncation (see MM.drop_file_pages)."""
+        for p in self.procs.values():
+            if p.mm is not None:
+                p.mm.drop_file_pages(ino, size)
+
     def stop(self, stop: Stop) -> None:
         """The CPU stopped; find out why and act."""
         p = self.current
@@ -744,7 +756,7 @@ class Kernel:
                 self.force_signal(p, SIGBUS, stop.fault_gva)
                 return
             if not ok:
-                self.force_signal(p, SIGSEGV, stop.fault_gva)
+                self.force_signal(p, SIGBUS if p.mm.fault_beyond_eof else SIGSEGV, stop.fault_gva)
             elif self.checkpointer is not None:
                 v = p.mm.find(stop.fault_gva)
                 if v is not None and v.backing is not None:

@@ -98,6 +98,10 @@ class MM:
             self.aspace.map(gva, sentinel_pfn, writable=False, executable=True)
         self.vmas: list[VMA] = []
         self._starts: list[int] = []
+        self.fault_beyond_eof = False  # the last failed fault hit a file page past EOF (SIGBUS)
+        # Pages copied from a file at a read fault (a hole, the partial last page): a mapping
+        # must show later writes to the file, so they are dropped then (drop_file_pages).
+        self.file_copies: set[int] = set()
         self.brk_start = 0
         self.brk = 0
         self.icache: object = None  # the CPU's block-count table for this address space
@@ -174,7 +178,25 @@ class MM:
             self.aspace.write_slot(slot, 0)
             if not device:
                 self.frames.put((pte & PTE_ADDR) >> 12)
+            self.file_copies.discard(gva)
             dropped = True
+        if dropped:
+            self.on_tlb_stale()
+
+    def drop_file_pages(self, ino: int, eof: int | None) -> None:
+        """A file's data changed: drop the pages copied from it at read faults (the next access
+        reads the file again, as mappings share Linux's page cache) and, when it was truncated
+        to eof, every page of it wholly past eof (an access is then SIGBUS)."""
+        dropped = False
+        for v in self.vmas:
+            if v.device or getattr(v.backing, "ino", None) != ino:
+                continue
+            for gva, slot, pte in list(self.aspace.leaves(v.start, v.end)):
+                if gva in self.file_copies or eof is not None and v.offset + gva - v.start >= page_up(eof):
+                    self.aspace.write_slot(slot, 0)
+                    self.frames.put((pte & PTE_ADDR) >> 12)
+                    self.file_copies.discard(gva)
+                    dropped = True
         if dropped:
             self.on_tlb_stale()
 
@@ -219,7 +241,9 @@ class MM:
 
     # --- faults ---------------------------------------------------------------------------------
     def fault(self, gva: int, access: int) -> bool:
-        """Resolve a translation fault. False means the access is illegal (SIGSEGV)."""
+        """Resolve a translation fault. False means the access is illegal: SIGSEGV, or SIGBUS
+        when `fault_beyond_eof` (a file page wholly past the end of the file)."""
+        self.fault_beyond_eof = False
         v = self.find(gva)
         if v is None:
             return False
@@ -237,6 +261,7 @@ class MM:
         if pte & 1:
             if access != ACCESS_WRITE or pte & PTE_W:
                 return True  # already fine (e.g. another path filled it)
+            self.file_copies.discard(page)  # written: the process's own data from now on
             old = (pte & PTE_ADDR) >> 12
             if v.shared or v.device or self.frames.refs[old] == 1:
                 self.aspace.set(page, pte | PTE_W)
@@ -249,6 +274,10 @@ class MM:
                 self.on_tlb_stale()
             return True
         offset = v.offset + (page - v.start)
+        beyond_eof = getattr(v.backing, "beyond_eof", None)
+        if beyond_eof is not None and beyond_eof(offset):
+            self.fault_beyond_eof = True
+            return False
         if v.backing is not None and not (access == ACCESS_WRITE and writable):
             shared_pfn = v.backing.page_frame(offset)
             if shared_pfn is not None:
@@ -270,6 +299,9 @@ class MM:
             view[: len(data)] = data
             if len(data) < PAGE:
                 view[len(data):] = bytes(PAGE - len(data))
+            if access != ACCESS_WRITE:
+                self.file_copies.add(page)
+                writable = False  # a write fault will make it the process's own
         self._mark_code(pfn, executable)
         self.aspace.map(page, pfn, writable=writable, executable=executable)
         return True

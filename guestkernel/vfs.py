@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from guestkernel.errors import (EACCES, EAGAIN, EBADF, EINVAL, EISDIR, ELOOP, ENAMETOOLONG, ENOENT,
-                                ENOTDIR, EPIPE, ESPIPE, SyscallError, Block)
+                                ENOTDIR, ENXIO, EPIPE, ESPIPE, SyscallError, Block)
 
 if TYPE_CHECKING:
     from guestkernel.ext2 import Ext2
@@ -33,6 +33,8 @@ O_DIRECTORY = 0o200000
 O_NOFOLLOW = 0o400000
 O_CLOEXEC = 0o2000000
 O_PATH = 0o10000000
+O_LARGEFILE = 0o100000
+SEEK_DATA, SEEK_HOLE = 3, 4
 
 DT_UNKNOWN, DT_FIFO, DT_CHR, DT_DIR, DT_BLK, DT_REG, DT_LNK, DT_SOCK = 0, 1, 2, 4, 6, 8, 10, 12
 PIPE_CAPACITY = 65536
@@ -177,7 +179,6 @@ class InodeFile(OpenFile):
         self.ino = ino
         self.path = path
         self.dir_entries: list[tuple[bytes, int, int]] | None = None
-        self.atime_checked = False
         vfs.open_count[ino] = vfs.open_count.get(ino, 0) + 1
 
     def stat(self) -> Stat:
@@ -200,9 +201,7 @@ class InodeFile(OpenFile):
         st = self.vfs.fs.stat(self.ino)
         if S.S_ISDIR(st.mode):
             raise SyscallError(EISDIR)
-        if not self.atime_checked:
-            self.atime_checked = True
-            self.vfs.relatime(self.ino, st)
+        self.vfs.relatime(self.ino, st)  # every read, as Linux's file_accessed
         self.vfs.on_file_read(self.ino)
         return self.vfs.fs.read(self.ino, offset, n)
 
@@ -216,11 +215,15 @@ class InodeFile(OpenFile):
     def pwrite(self, data: bytes, offset: int) -> int:
         if not self.writable:
             raise SyscallError(EBADF)
+        if self.flags & O_APPEND:
+            offset = self.vfs.fs.stat(self.ino).size  # Linux appends even for pwrite(2)
         self.vfs.on_file_write(self.ino)
         try:
-            return self.vfs.fs.write(self.ino, offset, data)
+            n = self.vfs.fs.write(self.ino, offset, data)
         except Exception as e:  # FsError: ENOSPC, EFBIG, EIO reach the caller as its errno
             raise _fs_error(e) from None
+        self.vfs.on_data_change(self.ino, None)
+        return n
 
     def seek(self, offset: int, whence: int) -> int:
         if whence == 0:
@@ -230,6 +233,11 @@ class InodeFile(OpenFile):
         elif whence == 2:
             new = self.vfs.fs.stat(self.ino).size + offset
             self.vfs.on_file_read(self.ino)  # the size was looked at
+        elif whence in (SEEK_DATA, SEEK_HOLE):  # directories too: ext2 maps them the same way
+            self.vfs.on_file_read(self.ino)
+            new = self.vfs.fs.seek_data(self.ino, offset, whence == SEEK_DATA)
+            if new < 0:
+                raise SyscallError(ENXIO)
         else:
             raise SyscallError(EINVAL)
         if new < 0:
@@ -530,6 +538,8 @@ class VFS:
         self.rng = random.Random(seed)
         self.open_count: dict[int, int] = {}
         self.on_file_write: Callable[[int], None] = lambda ino: None
+        # After a file's data changed (written, or truncated to a size): mappings follow it.
+        self.on_data_change: Callable[[int, int | None], None] = lambda ino, size: None
         # Reads of a file's data or attributes (the checkpoint rules' "access time").
         self.on_file_read: Callable[[int], None] = lambda ino: None
 
@@ -570,11 +580,16 @@ class VFS:
             if _depth >= MAX_SYMLINKS:
                 raise SyscallError(ELOOP)
             target = self.fs.readlink(node)
+            self.relatime(node, self.fs.stat(node))  # following a link reads it
             return self.resolve(target, parent, follow=True, _depth=_depth + 1)
         return node
 
-    def resolve_parent(self, path: bytes, cwd: Node, *, _depth: int = 0) -> tuple[Node, bytes]:
-        """Resolve all but the last component; returns (directory node, last name)."""
+    def resolve_parent(self, path: bytes, cwd: Node, *, _depth: int = 0,
+                       keep_slash: bool = False) -> tuple[Node, bytes]:
+        """Resolve all but the last component; returns (directory node, last name). A trailing
+        slash makes the last component resolve to a directory (returned as (it, ".")), unless
+        keep_slash: calls that create or remove the last name (mkdir, rmdir, rename) take it as
+        a name and check the slash themselves, as Linux does."""
         if not path:
             raise SyscallError(ENOENT)
         if len(path) >= 4096:
@@ -591,7 +606,7 @@ class VFS:
         last = parts[-1]
         if len(last) > 255:
             raise SyscallError(ENAMETOOLONG)
-        if trailing_slash and last not in (b".", b".."):
+        if trailing_slash and last not in (b".", b"..") and not keep_slash:
             # "dir/" must name a directory: resolve it fully and hand back "."
             node = self._step(node, last, _depth)
             self._require_dir(node)
@@ -607,6 +622,7 @@ class VFS:
         if isinstance(nxt, int) and S.S_ISLNK(self.fs.stat(nxt).mode):
             if depth >= MAX_SYMLINKS:
                 raise SyscallError(ELOOP)
+            self.relatime(nxt, self.fs.stat(nxt))
             nxt = self.resolve(self.fs.readlink(nxt), node, follow=True, _depth=depth + 1)
         return nxt
 
@@ -638,8 +654,10 @@ class VFS:
                     blksize=self.fs.block_size)
 
     def relatime(self, ino: int, st: object) -> None:
-        """Linux's default atime rule: update when atime is not newer than mtime/ctime."""
-        if st.atime <= st.mtime or st.atime <= st.ctime:  # type: ignore[attr-defined]
+        """Linux's default atime rule: update when atime is not newer than mtime/ctime, or is a
+        day old."""
+        atime = st.atime  # type: ignore[attr-defined]
+        if atime <= st.mtime or atime <= st.ctime or self.now() - atime >= 24 * 3600:  # type: ignore[attr-defined]
             self.fs.touch_atime(ino)
 
     # --- opening --------------------------------------------------------------------------------
@@ -655,16 +673,17 @@ class VFS:
         if isinstance(node, sysfs.SysNode):
             return sysfs.open_node(node, flags)
         st = self.fs.stat(node)
-        if S.S_ISDIR(st.mode) and (flags & O_ACCMODE) != O_RDONLY:
-            raise SyscallError(EISDIR)
+        if S.S_ISDIR(st.mode) and ((flags & O_ACCMODE) != O_RDONLY or flags & O_TRUNC):
+            raise SyscallError(EISDIR)  # O_TRUNC asks for write access
         if flags & O_DIRECTORY and not S.S_ISDIR(st.mode):
             raise SyscallError(ENOTDIR)
         if S.S_ISFIFO(st.mode) or S.S_ISSOCK(st.mode):
             raise SyscallError(EACCES)
         f = InodeFile(self, node, flags, path)
-        if flags & O_TRUNC and S.S_ISREG(st.mode) and f.writable and st.size:
+        if flags & O_TRUNC and S.S_ISREG(st.mode):  # even O_RDONLY or empty (mtime), as Linux
             self.on_file_write(node)
             self.fs.truncate(node, 0)
+            self.on_data_change(node, 0)
         return f
 
     def close_inode(self, ino: int) -> None:

@@ -431,6 +431,33 @@ def test_rename(tmp_path: Path) -> None:
     assert set(dbg_ls(img, "/d1/empty")) == {b".", b"..", b"inside"}
 
 
+def test_exchange_swaps_names_with_dotdot_and_link_counts(tmp_path: Path) -> None:
+    img = mkimg(tmp_path / "img")
+    cache, fs = mount(img)
+    d1 = fs.mkdir(2, b"d1", 0o755, 0, 0)
+    d2 = fs.mkdir(2, b"d2", 0o755, 0, 0)
+    f = fs.create(d1, b"f", 0o644, 0, 0)
+    sub = fs.mkdir(d2, b"sub", 0o755, 0, 0)
+    fs.exchange(d1, b"f", d2, b"sub")  # a file and a directory across parents
+    assert (fs.lookup(d1, b"f"), fs.lookup(d2, b"sub")) == (sub, f)
+    assert fs.lookup(sub, b"..") == d1
+    assert (fs.stat(d1).nlink, fs.stat(d2).nlink) == (3, 2)
+    other = fs.mkdir(d2, b"other", 0o755, 0, 0)
+    fs.exchange(d1, b"f", d2, b"other")  # two directories: '..' swapped, counts unchanged
+    assert (fs.lookup(sub, b".."), fs.lookup(other, b"..")) == (d2, d1)
+    assert (fs.stat(d1).nlink, fs.stat(d2).nlink) == (3, 3)
+    with pytest.raises(FsError) as ei:
+        fs.exchange(2, b"d2", d2, b"sub")  # d2 into its own subtree
+    assert ei.value.errno == errno.EINVAL
+    with pytest.raises(FsError) as ei:
+        fs.exchange(d1, b"f", d2, b"nothere")
+    assert ei.value.errno == errno.ENOENT
+    fs.sync()
+    fsck(img)
+    d2_ents = dbg_ls(img, "/d2")
+    assert (dbg_ls(img, "/d1")[b"f"][0], d2_ents[b"other"][0], d2_ents[b"sub"][0]) == (other, sub, f)
+
+
 def test_rename_target_lives_until_released(tmp_path: Path) -> None:
     img = mkimg(tmp_path / "img")
     cache, fs = mount(img)

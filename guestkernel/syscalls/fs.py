@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 from emu.clock import COPY_NS_PER_KIB
 from guestkernel.errors import Block
 from guestkernel.mm import TASK_SIZE
-from guestkernel.errors import (EBADF, EEXIST, EOPNOTSUPP, EFAULT, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTEMPTY, ENOTTY, EPERM,
+from guestkernel.errors import (EBADF, EEXIST, ELOOP, EOPNOTSUPP, EFAULT, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTEMPTY, ENOTTY, EPERM,
                                 EPIPE, ERANGE, EXDEV, EFBIG, ENODEV, ESPIPE, SyscallError)
 from guestkernel.syscalls import syscall
-from guestkernel.vfs import (DEV_DIR, O_ACCMODE, O_APPEND, O_CLOEXEC, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_PATH, O_TRUNC, DevDirFile, alias_fd, InodeFile, OpenFile, Pipe, PipeEnd, Stat)
+from guestkernel.vfs import (DEV_DIR, MAX_SYMLINKS, O_APPEND, O_CLOEXEC, O_CREAT, O_DIRECTORY, O_EXCL, O_LARGEFILE, O_NOCTTY,
+                             O_NOFOLLOW, O_NONBLOCK, O_PATH, O_TRUNC, DevDirFile, alias_fd, InodeFile, OpenFile, Pipe, PipeEnd, Stat)
 from guestkernel.sysfs import SysDirFile, SysNode
 from guestkernel import locks
 
@@ -29,6 +30,7 @@ F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_GETLK, F_SETLK, F_SETLKW = 0, 1, 
 F_DUPFD_CLOEXEC = 1030
 F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW = 36, 37, 38
 FD_CLOEXEC = 1
+SETFL_MASK = O_APPEND | O_NONBLOCK | 0o20000 | 0o40000 | 0o1000000  # + FASYNC, O_DIRECT, O_NOATIME
 MAX_IO = 0x7FFFF000  # Linux caps one read/write at this many bytes
 IO_CHUNK = 1 << 20
 
@@ -117,24 +119,37 @@ def charge_copy(k: "Kernel", n: int) -> None:
 
 
 def do_open(k: "Kernel", p: "Process", dirfd: int, path: bytes, flags: int, mode: int) -> int:
+    if flags & O_CREAT and flags & O_DIRECTORY:
+        raise SyscallError(EINVAL)  # Linux >= 6.4: it once made regular files
     base = dir_node(k, p, dirfd)
     vfs = k.vfs
     cloexec = bool(flags & O_CLOEXEC)
     if flags & O_CREAT:
-        parent, name = vfs.resolve_parent(path, base)
-        try:
-            node = vfs.lookup(parent, name) if name not in (b".", b"") else parent
+        parent, name = vfs.resolve_parent(path, base, keep_slash=True)
+        if path.endswith(b"/"):
+            raise SyscallError(EISDIR)  # asks to create a directory
+        node = None
+        for depth in range(MAX_SYMLINKS + 1):
+            try:
+                node = vfs.lookup(parent, name) if name not in (b".", b"") else parent
+            except SyscallError as e:
+                if e.errno != ENOENT:
+                    raise
+                node = None
+                break
             if flags & O_EXCL:
                 raise SyscallError(EEXIST)
-            if isinstance(node, int) and S.S_ISLNK(k.fs.stat(node).mode):
-                if flags & O_NOFOLLOW:
-                    from guestkernel.errors import ELOOP
-
-                    raise SyscallError(ELOOP)
-                node = vfs.resolve(path, base, follow=True)
-        except SyscallError as e:
-            if e.errno != ENOENT:
-                raise
+            if not (isinstance(node, int) and S.S_ISLNK(k.fs.stat(node).mode)):
+                break
+            if flags & O_NOFOLLOW or depth == MAX_SYMLINKS:
+                raise SyscallError(ELOOP)
+            # Follow the link; a dangling one makes the file it names (as Linux does).
+            target = fs_call(k.fs.readlink, node)
+            vfs.relatime(node, k.fs.stat(node))
+            parent, name = vfs.resolve_parent(target, parent, keep_slash=True)
+            if target.endswith(b"/"):
+                raise SyscallError(EISDIR)
+        if node is None:
             if not isinstance(parent, int):
                 raise SyscallError(EPERM)
             node = fs_call(k.fs.create, parent, name, S.S_IFREG | (mode & 0o7777 & ~p.umask), 0, 0)
@@ -144,15 +159,15 @@ def do_open(k: "Kernel", p: "Process", dirfd: int, path: bytes, flags: int, mode
     else:
         node = vfs.resolve(path, base, follow=not flags & O_NOFOLLOW)
         if flags & O_NOFOLLOW and isinstance(node, int) and S.S_ISLNK(k.fs.stat(node).mode) and not flags & O_PATH:
-            from guestkernel.errors import ELOOP
-
-            raise SyscallError(ELOOP)
+            raise SyscallError(ENOTDIR if flags & O_DIRECTORY else ELOOP)  # (Linux checks O_DIRECTORY first)
     fd = alias_fd(node)
     if fd is not None:  # /dev/stdin, /dev/stdout, /dev/stderr: dup of that descriptor
         f = p.fds.get(fd)
         f.refs += 1
         return p.fds.install(f, cloexec=cloexec)
     f = fs_call(vfs.open_node, node, flags, path)
+    # What F_GETFL shows: open-time flags are gone, and 64-bit opens are always large-file.
+    f.flags = (f.flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC)) | O_LARGEFILE
     return p.fds.install(f, cloexec=cloexec)
 
 
@@ -204,6 +219,8 @@ def read_into(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, offs
     count = min(count, MAX_IO)
     access_ok(buf, count)
     seekable = isinstance(f, InodeFile)
+    if seekable and f.is_dir():
+        raise SyscallError(EISDIR)  # even for 0 bytes
     if count and not seekable:
         p.mm.user_pages(buf, 1, write=True)  # fail before consuming pipe data
     total = 0
@@ -497,8 +514,12 @@ def sys_getdents64(k, p, fd, buf, count, *_):  # type: ignore[no-untyped-def]
         raise SyscallError(ENOTDIR)
     if isinstance(f, InodeFile) and not S.S_ISDIR(k.fs.stat(f.ino).mode):
         raise SyscallError(ENOTDIR)
+    if isinstance(f, InodeFile) and k.fs.stat(f.ino).nlink == 0:
+        raise SyscallError(ENOENT)  # a removed directory, still open
     if f.dir_entries is None:
         f.dir_entries = k.vfs.readdir(f)
+    if isinstance(f, InodeFile):
+        k.vfs.relatime(f.ino, k.fs.stat(f.ino))  # every call, as Linux's iterate_dir
     out = bytearray()
     idx = f.offset
     while idx < len(f.dir_entries):
@@ -561,13 +582,15 @@ def sys_fchdir(k, p, fd, *_):  # type: ignore[no-untyped-def]
 
 
 def do_mkdir(k: "Kernel", p: "Process", dirfd: int, path: bytes, mode: int) -> int:
-    parent, name = k.vfs.resolve_parent(path, dir_node(k, p, dirfd))
+    parent, name = k.vfs.resolve_parent(path, dir_node(k, p, dirfd), keep_slash=True)
     if name in (b".", b".."):
         raise SyscallError(EEXIST)
     if not isinstance(parent, int):
         raise SyscallError(EPERM)
     k.on_dir_change(p)
-    fs_call(k.fs.mkdir, parent, name, S.S_IFDIR | (mode & 0o7777 & ~p.umask), 0, 0)
+    mode &= 0o1777 & ~p.umask  # mkdir(2) never sets set-user-ID; set-group-ID comes from the parent
+    mode |= k.fs.stat(parent).mode & S.S_ISGID
+    fs_call(k.fs.mkdir, parent, name, S.S_IFDIR | mode, 0, 0)
     return 0
 
 
@@ -587,7 +610,7 @@ def sys_mknod(k, p, *args):  # type: ignore[no-untyped-def]
 
 
 def do_unlink(k: "Kernel", p: "Process", dirfd: int, path: bytes, flags: int) -> int:
-    parent, name = k.vfs.resolve_parent(path, dir_node(k, p, dirfd))
+    parent, name = k.vfs.resolve_parent(path, dir_node(k, p, dirfd), keep_slash=True)
     if not isinstance(parent, int):
         raise SyscallError(EPERM)
     if flags & AT_REMOVEDIR:
@@ -600,6 +623,8 @@ def do_unlink(k: "Kernel", p: "Process", dirfd: int, path: bytes, flags: int) ->
         return 0
     if name in (b".", b".."):
         raise SyscallError(EISDIR)
+    if path.endswith(b"/"):  # the name itself (a symlink is not followed) must be a directory
+        raise SyscallError(EISDIR if k.vfs.is_dir(k.vfs.lookup(parent, name)) else ENOTDIR)
     k.on_dir_change(p)
     ino = fs_call(k.fs.unlink, parent, name)
     k.vfs.maybe_release(ino)
@@ -621,40 +646,73 @@ def sys_unlinkat(k, p, dirfd, path, flags, *_):  # type: ignore[no-untyped-def]
     return do_unlink(k, p, dirfd, path_arg(k, p, path), flags)
 
 
+RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT = 1, 2, 4
+
+
+def in_chain(k: "Kernel", anc: int, ino: int) -> bool:
+    """Is directory anc on the '..' chain from directory ino (itself included) to the root?"""
+    for _ in range(4096):
+        if ino == anc:
+            return True
+        if ino == k.fs.root_ino:
+            return False
+        ino = k.fs.lookup(ino, b"..")
+    return False
+
+
 def do_rename(k: "Kernel", p: "Process", olddirfd: int, old: bytes, newdirfd: int, new: bytes, flags: int = 0) -> int:
-    op, on = k.vfs.resolve_parent(old, dir_node(k, p, olddirfd))
-    np_, nn = k.vfs.resolve_parent(new, dir_node(k, p, newdirfd))
+    """rename/renameat2 with Linux's checks in Linux's order (fs/namei.c do_renameat2, vfs_rename)."""
+    if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT) or \
+            flags & RENAME_NOREPLACE and flags & RENAME_EXCHANGE:
+        raise SyscallError(EINVAL)
+    if flags & RENAME_WHITEOUT:
+        raise SyscallError(EINVAL)  # no whiteouts on ext2 (no character devices to make them)
+    op, on = k.vfs.resolve_parent(old, dir_node(k, p, olddirfd), keep_slash=True)
+    np_, nn = k.vfs.resolve_parent(new, dir_node(k, p, newdirfd), keep_slash=True)
     if not isinstance(op, int) or not isinstance(np_, int):
         raise SyscallError(EXDEV)
-    if on in (b".", b"..") or nn in (b".", b".."):
-        from guestkernel.errors import EBUSY
+    from guestkernel.errors import EBUSY
 
+    if on in (b".", b".."):
         raise SyscallError(EBUSY)
+    if nn in (b".", b".."):
+        raise SyscallError(EEXIST if flags & RENAME_NOREPLACE else EBUSY)
     src = k.vfs.lookup(op, on)
-    if flags & 1:  # RENAME_NOREPLACE
-        try:
-            k.vfs.lookup(np_, nn)
-            raise SyscallError(EEXIST)
-        except SyscallError as e:
-            if e.errno != ENOENT:
-                raise
-    if isinstance(src, int) and S.S_ISDIR(k.fs.stat(src).mode):
-        # A directory cannot move into its own subtree.
-        cur = np_
-        for _ in range(4096):
-            if cur == src:
-                raise SyscallError(EINVAL)
-            if cur == k.fs.root_ino:
-                break
-            cur = k.fs.lookup(cur, b"..")
-    replaced = None
     try:
-        replaced = k.vfs.lookup(np_, nn)
-    except SyscallError:
-        pass
-    if replaced == src:
+        tgt = k.vfs.lookup(np_, nn)
+    except SyscallError as e:
+        if e.errno != ENOENT:
+            raise
+        tgt = None
+    if not isinstance(src, int) or not (tgt is None or isinstance(tgt, int)):
+        raise SyscallError(EXDEV)
+    src_dir = S.S_ISDIR(k.fs.stat(src).mode)
+    tgt_dir = tgt is not None and S.S_ISDIR(k.fs.stat(tgt).mode)
+    if flags & RENAME_NOREPLACE and tgt is not None:
+        raise SyscallError(EEXIST)
+    if flags & RENAME_EXCHANGE:
+        if tgt is None:
+            raise SyscallError(ENOENT)
+        if not tgt_dir and new.endswith(b"/"):
+            raise SyscallError(ENOTDIR)
+    if not src_dir and (old.endswith(b"/") or not flags & RENAME_EXCHANGE and new.endswith(b"/")):
+        raise SyscallError(ENOTDIR)
+    if op != np_:
+        if src_dir and in_chain(k, src, np_):
+            raise SyscallError(EINVAL)  # the source is an ancestor of the target
+        if tgt_dir and in_chain(k, tgt, op):  # the target is an ancestor of the source
+            raise SyscallError(EINVAL if flags & RENAME_EXCHANGE else ENOTEMPTY)
+    if tgt == src:
         return 0
+    if tgt is not None and not flags & RENAME_EXCHANGE:
+        if src_dir and not tgt_dir:
+            raise SyscallError(ENOTDIR)
+        if tgt_dir and not src_dir:
+            raise SyscallError(EISDIR)
     k.on_dir_change(p)
+    if flags & RENAME_EXCHANGE:
+        fs_call(k.fs.exchange, op, on, np_, nn)
+        return 0
     victim = fs_call(k.fs.rename, op, on, np_, nn)
     if victim:
         k.vfs.maybe_release(victim)  # a replaced file lives on while it is open
@@ -673,14 +731,29 @@ def sys_renameat(k, p, od, old, nd, new, *_):  # type: ignore[no-untyped-def]
 
 @syscall("renameat2")
 def sys_renameat2(k, p, od, old, nd, new, flags, *_):  # type: ignore[no-untyped-def]
-    if flags & ~1:
-        raise SyscallError(EINVAL)
     return do_rename(k, p, od, path_arg(k, p, old), nd, path_arg(k, p, new), flags)
+
+
+def new_name(k: "Kernel", p: "Process", nd: int, new: bytes) -> tuple[object, bytes]:
+    """The parent and name a link or symlink creates (Linux's filename_create): an existing
+    name is EEXIST; a trailing slash on a name that does not exist asks for a directory: ENOENT."""
+    parent, name = k.vfs.resolve_parent(new, dir_node(k, p, nd), keep_slash=True)
+    if name in (b".", b".."):
+        raise SyscallError(EEXIST)
+    try:
+        k.vfs.lookup(parent, name)
+    except SyscallError as e:
+        if e.errno != ENOENT:
+            raise
+        if new.endswith(b"/"):
+            raise
+        return parent, name
+    raise SyscallError(EEXIST)
 
 
 def do_link(k: "Kernel", p: "Process", od: int, old: bytes, nd: int, new: bytes, flags: int) -> int:
     src = k.vfs.resolve(old, dir_node(k, p, od), follow=bool(flags & AT_SYMLINK_FOLLOW))
-    parent, name = k.vfs.resolve_parent(new, dir_node(k, p, nd))
+    parent, name = new_name(k, p, nd, new)
     if not isinstance(src, int) or not isinstance(parent, int):
         raise SyscallError(EXDEV)
     if S.S_ISDIR(k.fs.stat(src).mode):
@@ -701,7 +774,7 @@ def sys_linkat(k, p, od, old, nd, new, flags, *_):  # type: ignore[no-untyped-de
 
 
 def do_symlink(k: "Kernel", p: "Process", target: bytes, nd: int, new: bytes) -> int:
-    parent, name = k.vfs.resolve_parent(new, dir_node(k, p, nd))
+    parent, name = new_name(k, p, nd, new)
     if not isinstance(parent, int):
         raise SyscallError(EPERM)
     if not target:
@@ -732,6 +805,7 @@ def do_readlink(k: "Kernel", p: "Process", dirfd: int, path: bytes, buf: int, si
         raise SyscallError(EINVAL)
     else:
         target = fs_call(k.fs.readlink, node)
+        k.vfs.relatime(node, k.fs.stat(node))
     target = target[:size]
     p.mm.copy_out(buf, target)
     return len(target)
@@ -828,6 +902,8 @@ UTIME_OMIT = (1 << 30) - 2
 
 @syscall("utimensat")
 def sys_utimensat(k, p, dirfd, path, times, flags, *_):  # type: ignore[no-untyped-def]
+    if times and struct.unpack("<qqqq", p.mm.copy_in(times, 32))[1::2] == (UTIME_OMIT, UTIME_OMIT):
+        return 0  # nothing to do: Linux does not even look the path up
     if path:
         ino = node_for(k, p, dirfd, path_arg(k, p, path), not flags & AT_SYMLINK_NOFOLLOW)
     else:
@@ -884,18 +960,20 @@ def sys_truncate(k, p, path, length, *_):  # type: ignore[no-untyped-def]
         raise SyscallError(EISDIR)
     k.vfs.on_file_write(ino)
     fs_call(k.fs.truncate, ino, length)
+    k.vfs.on_data_change(ino, length)
     return 0
 
 
 @syscall("ftruncate")
 def sys_ftruncate(k, p, fd, length, *_):  # type: ignore[no-untyped-def]
-    f = p.fds.get(s32(fd))
-    if not isinstance(f, InodeFile) or not f.writable:
-        raise SyscallError(EINVAL)
     if s64(length) < 0:
+        raise SyscallError(EINVAL)  # before the descriptor is looked at
+    f = p.fds.get(s32(fd))
+    if not isinstance(f, InodeFile) or not f.writable or not S.S_ISREG(k.fs.stat(f.ino).mode):
         raise SyscallError(EINVAL)
     k.vfs.on_file_write(f.ino)
     fs_call(k.fs.truncate, f.ino, length)
+    k.vfs.on_data_change(f.ino, length)
     return 0
 
 
@@ -1013,8 +1091,7 @@ def sys_fcntl(k, p, fd, cmd, arg, *_):  # type: ignore[no-untyped-def]
     if cmd == F_GETFL:
         return f.flags & ~O_CLOEXEC
     if cmd == F_SETFL:
-        keep = O_ACCMODE
-        f.flags = (f.flags & keep) | (arg & (O_APPEND | O_NONBLOCK | 0o40000 | 0o1000000))
+        f.flags = (f.flags & ~SETFL_MASK) | (arg & SETFL_MASK)
         return 0
     if cmd in (F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW):
         return record_lock(k, p, f, cmd, arg)

@@ -32,7 +32,7 @@ def sys_mmap(k, p, addr, length, prot, flags, fd, offset):  # type: ignore[no-un
                 raise SyscallError(ENXIO)
             backing = f
         elif not isinstance(f, InodeFile) or f.is_dir():
-            raise SyscallError(ENODEV if not isinstance(f, InodeFile) else EACCES)
+            raise SyscallError(ENODEV)  # no mmap operation (a directory is readable: not EACCES)
         else:
             if not f.readable or (shared and prot & PROT_WRITE and not f.writable):
                 raise SyscallError(EACCES)
@@ -42,6 +42,7 @@ def sys_mmap(k, p, addr, length, prot, flags, fd, offset):  # type: ignore[no-un
             from guestkernel.kernel import InodeBacking
 
             backing = InodeBacking(k.fs, k.pagecache, f.ino)
+            k.vfs.relatime(f.ino, k.fs.stat(f.ino))  # mapping a file reads it (file_accessed)
     mm = p.mm
     if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
         start = addr
