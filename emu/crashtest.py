@@ -722,14 +722,20 @@ def selected_checkpoints(c: Campaign, k: int) -> list[dict[str, Any]]:
     return sorted((preferred + rest)[:k], key=lambda ck: ck["seq"])
 
 
-def points_for(c: Campaign, n: int, seed: int, writeback: bool, checkpoints: int = 0) -> list[tuple[int, str, int]]:
+def points_for(c: Campaign, n: int, seed: int, writeback: bool, checkpoints: int = 0,
+               stride: int = 1) -> list[tuple[int, str, int]]:
+    """Instruction points, then persistence events. `stride` thins a checkpoint's page copies
+    (every stride-th event) but keeps its last events whole: the slot lines that commit it, the
+    generation notes and every block written back."""
     ref = c.reference
     jobs = [("instruction", at) for at in instruction_points(ref["instructions"], n, seed)]
     events: set[int] = set()
     if writeback:
         events.update(range(ref["events_before_shutdown"] + 1, ref["events"] + 1))
     for ck in selected_checkpoints(c, checkpoints):
-        events.update(range(ck["first_event"], ck["last_event"] + 1))
+        first, last = ck["first_event"], ck["last_event"]
+        tail = last - (ck["blocks"] + 8)
+        events.update(e for e in range(first, last + 1) if e > tail or (e - first) % stride == 0)
     jobs += [("event", e) for e in sorted(events)]
     return [(i + 1, kind, at) for i, (kind, at) in enumerate(jobs)]
 
@@ -817,7 +823,8 @@ def main(args: argparse.Namespace) -> int:
     con = Console(stderr=True)
     try:
         c, _ = prepare(args)
-        jobs = points_for(c, args.points, args.seed, args.events_of_writeback, args.every_event_of_checkpoint)
+        jobs = points_for(c, args.points, args.seed, args.events_of_writeback, args.every_event_of_checkpoint,
+                          args.event_stride)
     except EmuError as e:
         print(f"emu: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -844,6 +851,7 @@ def main(args: argparse.Namespace) -> int:
     doc = {"campaign": str(c.dir), "program": c.argv, "machine": str(c.machine_file), "image": str(c.start_image),
            "kernel": c.kernel, "restart": c.restart.name, "seed": args.seed, "points_requested": args.points,
            "events_of_writeback": args.events_of_writeback, "media_faults": args.media_faults,
+           "event_stride": args.event_stride,
            "every_event_of_checkpoint": [ck["seq"] for ck in selected_checkpoints(c, args.every_event_of_checkpoint)],
            "reference": rf, "summary": summary, "points": points}
     out = Path(args.json) if args.json else c.dir / "crashtest.json"
@@ -865,6 +873,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events-of-writeback", action="store_true", help="also cut at every persistence event of the shutdown write-back")
     p.add_argument("--every-event-of-checkpoint", type=int, default=0, metavar="K",
                    help="also cut at every persistence event of K checkpoints of the reference (commit and write-back)")
+    p.add_argument("--event-stride", type=positive_int, default=1, metavar="S",
+                   help="with --every-event-of-checkpoint: every S-th event of the page copies, all of the commit's "
+                        "last lines and of the write-back (default 1: every event)")
     p.add_argument("--checkpoint", metavar="tcp=DURATION|off", type=checkpoint_spec,
                    help="checkpointing into SCM, as emu run --checkpoint (restart then resumes from it)")
     p.add_argument("--media-faults", type=int, default=0, metavar="K",

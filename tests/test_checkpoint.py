@@ -257,7 +257,10 @@ def _campaign(tmp: Path, argv: list[str], *opts: str) -> tuple[subprocess.Comple
 
 
 def test_campaign_with_checkpointing_loses_nothing(tmp_path: Path) -> None:
-    p, doc = _campaign(tmp_path, SMALL, "--checkpoint", "tcp=0", "--points", "8", "--every-event-of-checkpoint", "1")
+    # Every 16th event of the checkpoint's page copies, and all of its commit and write-back
+    # (the slow suite cuts at every event).
+    p, doc = _campaign(tmp_path, SMALL, "--checkpoint", "tcp=0", "--points", "8", "--every-event-of-checkpoint", "1",
+                       "--event-stride", "16")
     s = doc["summary"]
     assert p.returncode == 0, p.stderr[-3000:]
     assert s["failed"] == 0 and s["tried"] > 8
