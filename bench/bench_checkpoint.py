@@ -13,7 +13,7 @@ row. The configurations run interleaved (off, tcp1, tcp2, tcp4, tcp8, tcp0, then
 workload, then the next repetition) so that host noise hits all alike; tables show medians.
 
 Times: *virtual* = the summary's virtual_ns (retired instructions at cpu_hz plus kernel work
-charged by the cost model of emu/clock.py, deterministic); *kernel* = kernel_ns (the charged
+charged by the cost model of hw/clock.py, deterministic); *kernel* = kernel_ns (the charged
 part); *wall* = the summary's wall_s (Machine.run; emu's ~1.5 s of start-up per invocation is not
 in it). Targets (reported, not enforced), at the longest tcp: virtual-time overhead <= 4 %,
 wall-time overhead <= 10 %.
@@ -40,7 +40,7 @@ sys.path.insert(0, str(BENCH))
 from bench_foundation import _emu_unicorn_version
 
 from emu import clock as emu_clock
-from emu.clock import (
+from hw.clock import (
     BLOCK_IO_NS,
     CKPT_NS,
     CKPT_SCAN_NS,
@@ -212,7 +212,7 @@ def cost_model_note() -> dict:
     lines = [ln.strip() for ln in doc.splitlines()
              if ln.startswith("    ") and ("checkpoint" in ln or "SCM" in ln or "block" in ln)]
     return {
-        "source": "emu/clock.py (module docstring and constants)",
+        "source": "hw/clock.py (module docstring and constants)",
         "clock": "virtual_ns = retired instructions at cpu_hz (1 instruction per cycle) + "
                  "kernel_ns; kernel_ns is kernel work charged in ns by the cost model",
         "checkpoint_cost_lines": lines,

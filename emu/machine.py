@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emu.clock import Clock
+from hw.clock import Clock
 from emu.config import MachineConfig, default_machine
 from emu.errors import EmuError, RestartRefusedError
 from guestkernel.errors import SyscallError

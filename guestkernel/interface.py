@@ -32,17 +32,35 @@ Optional, for kernels that checkpoint (`emu restart`):
 Attributes the machine reads afterwards: `init_status` (wait status of pid 1), `syscall_counts`
 (name -> count), `page_faults`, `log` (lines for the run log).
 
-The kernel sees the hardware only through the machine: `machine.physmem` (guest-physical RAM),
-`machine.cpu` (registers, contexts, address-space switch, translation), `machine.clock` (charge
-kernel work), `machine.blockdev` and `machine.console`.
+The kernel sees the hardware only through the machine, as `MachineView` below says: what the
+default kernel reads today (narrowing it to memory access by gpa, the clock, devices and the
+persistence hooks is the next step of the host-side work).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from emu.machine import Machine
-    from hw.cpu import Stop
+    from hw.blockdev import BlockDevice
+    from hw.clock import Clock
+    from hw.console import Console
+    from hw.cpu import CPU, Stop
+    from hw.ept import EPT
+    from hw.physmem import PhysicalMemory
+
+
+class MachineView(Protocol):
+    """What a kernel may use of the machine that drives it (emu's Machine is one)."""
+
+    cpu: "CPU"                  # registers, contexts, address-space switch, translation
+    clock: "Clock"              # charge kernel work; guest time
+    physmem: "PhysicalMemory"   # host pools (frames reach them through the EPT)
+    ept: "EPT"                  # gpfn -> hpfn, A/D bits
+    guest_map: list[Any]        # the guest-physical map (emu.config.GuestRange entries)
+    blockdev: "BlockDevice"     # the root disk
+    console: "Console"          # guest stdout/stderr
+    config: Any                 # the machine's configuration (checkpointing, model level)
+    cache: Any                  # the cache model, or None at level fast
 
 
 class RestartRefused(Exception):
@@ -57,7 +75,7 @@ class KernelInterface(Protocol):
     page_faults: int
     log: list[str]
 
-    def boot(self, machine: "Machine", argv: list[bytes], envp: list[bytes] | None = None) -> None: ...
+    def boot(self, machine: MachineView, argv: list[bytes], envp: list[bytes] | None = None) -> None: ...
 
     def resume(self) -> int | None: ...
 

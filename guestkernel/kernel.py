@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from emu.clock import BLOCK_IO_NS, FAULT_NS, SYSCALL_NS
+from hw.clock import BLOCK_IO_NS, FAULT_NS, SYSCALL_NS
 from guestkernel import elf
 from guestkernel.errors import (EACCES, ENOENT, ENOEXEC, ENOSYS, EINTR, ELOOP, Block,
                                 SyscallError)
@@ -31,7 +31,7 @@ from hw.cpu import STOP_DEADLINE, STOP_EXCEPTION, STOP_FAULT, STOP_INVALID, Stop
 
 if TYPE_CHECKING:
     from guestkernel.checkpoint import Checkpointer
-    from emu.machine import Machine
+    from guestkernel.interface import MachineView
 
 NO_RETURN = object()  # a handler that replaced the registers (execve, exit, sigreturn)
 
@@ -115,11 +115,11 @@ class Kernel:
     # ------------------------------------------------------------------------------------------
     # boot and shutdown
 
-    def boot(self, machine: "Machine", argv: list[bytes], envp: list[bytes] | None = None) -> None:
+    def boot(self, machine: "MachineView", argv: list[bytes], envp: list[bytes] | None = None) -> None:
         self._bring_up(machine)
         self.boot_init(argv, envp)
 
-    def restart_from_state(self, machine: "Machine", argv: list[bytes], envp: list[bytes] | None = None,
+    def restart_from_state(self, machine: "MachineView", argv: list[bytes], envp: list[bytes] | None = None,
                            start_over: bool = False) -> str:
         """Boot after a power failure: replay the newest good checkpoint image's block log,
         mount, rebuild its processes and let them re-execute their interrupted syscalls. With
@@ -173,7 +173,7 @@ class Kernel:
     def console_position(self) -> dict[str, int]:
         return {str(s): n for s, n in self.machine.console.position.items()}
 
-    def _bring_up(self, machine: "Machine", before_mount: Callable[[], None] | None = None) -> None:
+    def _bring_up(self, machine: "MachineView", before_mount: Callable[[], None] | None = None) -> None:
         """Devices, memory, the root file system and the VFS (no process yet)."""
         self.machine = machine
         self.cpu = machine.cpu
@@ -182,7 +182,7 @@ class Kernel:
                              [(g.name, g.base_gpa, g.size_bytes) for g in machine.guest_map if g.kind == "ram"])
         self.frames.on_code_reuse = self.cpu.flush_translations
         self.sentinel_pfn = self.frames.alloc()
-        self.cache = getattr(machine, "cache", None)
+        self.cache = machine.cache
         ck_cfg = machine.config.checkpoint
         if ck_cfg.enabled:
             from guestkernel.checkpoint import Checkpointer

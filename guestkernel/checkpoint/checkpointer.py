@@ -41,7 +41,7 @@ from array import array
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from emu.clock import BLOCK_IO_NS, CKPT_NS, CKPT_SCAN_NS, COPY_NS_PER_KIB
+from hw.clock import BLOCK_IO_NS, CKPT_NS, CKPT_SCAN_NS, COPY_NS_PER_KIB
 from guestkernel.checkpoint import generation
 from guestkernel.checkpoint.state import PageTracker, Unsupported, capture, restore
 from guestkernel.checkpoint.store import PAGE, CorruptImage, ImageStore, ScmMedium, page_refs

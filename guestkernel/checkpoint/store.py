@@ -36,7 +36,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from emu.clock import SCM_FENCE_NS, SCM_LINE_NS
+from hw.clock import SCM_FENCE_NS, SCM_LINE_NS
 from hw.power import PowerFailure
 
 MAGIC = b"EMUCKPT1"

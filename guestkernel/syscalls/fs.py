@@ -6,7 +6,7 @@ import stat as S
 import struct
 from typing import TYPE_CHECKING
 
-from emu.clock import COPY_NS_PER_KIB
+from hw.clock import COPY_NS_PER_KIB
 from guestkernel.errors import Block
 from guestkernel.mm import TASK_SIZE
 from guestkernel.errors import (EBADF, EEXIST, ELOOP, EOPNOTSUPP, EFAULT, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTEMPTY, ENOTTY, EPERM,
