@@ -11,11 +11,11 @@ the next timer, as an idle CPU would sleep until its next interrupt.
 """
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from guestkernel.errors import EAGAIN, EINVAL, ENOSYS, ETIMEDOUT, Block, SyscallError
+from guestkernel.timerfd import unpack_timespec
 from guestkernel.vfs import WaitQueue
 
 if TYPE_CHECKING:
@@ -123,10 +123,7 @@ def sys_futex(k: "Kernel", p: "Process", uaddr: int, op: int, val: int, timeout:
         bitset = FUTEX_BITSET_MATCH_ANY if cmd == FUTEX_WAIT else val3 & 0xFFFFFFFF
         deadline = None
         if timeout:
-            sec, nsec = struct.unpack("<qq", p.mm.copy_in(timeout, 16))
-            if sec < 0 or not 0 <= nsec < 10**9:
-                raise SyscallError(EINVAL)
-            ns = sec * 10**9 + nsec
+            ns = unpack_timespec(p.mm.copy_in(timeout, 16))
             if cmd == FUTEX_WAIT:
                 deadline = k.clock.uptime_ns() + ns  # relative, CLOCK_MONOTONIC
             elif op & FUTEX_CLOCK_REALTIME:

@@ -12,7 +12,7 @@ import struct
 from guestkernel.errors import EBADF, EINVAL, Block, SyscallError
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.fs import s32
-from guestkernel.timerfd import TimerFile
+from guestkernel.timerfd import TimerFile, unpack_timespec
 from guestkernel.vfs import OpenFile, PipeEnd, WaitQueue
 
 FD_SETSIZE = 1024
@@ -155,10 +155,7 @@ def sys_poll(k, p, fds, nfds, timeout, *_):  # type: ignore[no-untyped-def]
 def sys_ppoll(k, p, fds, nfds, tsp, sigmask, *_):  # type: ignore[no-untyped-def]
     timeout = None
     if tsp:
-        sec, nsec = struct.unpack("<qq", p.mm.copy_in(tsp, 16))
-        if sec < 0 or not 0 <= nsec < 10**9:
-            raise SyscallError(EINVAL)
-        timeout = sec * 10**9 + nsec
+        timeout = unpack_timespec(p.mm.copy_in(tsp, 16))
     return do_poll(k, p, fds, s32(nfds), timeout)
 
 
@@ -177,8 +174,5 @@ def sys_select(k, p, nfds, rptr, wptr, eptr, tvp, *_):  # type: ignore[no-untype
 def sys_pselect6(k, p, nfds, rptr, wptr, eptr, tsp, sigmask, *_):  # type: ignore[no-untyped-def]
     timeout = None
     if tsp:
-        sec, nsec = struct.unpack("<qq", p.mm.copy_in(tsp, 16))
-        if sec < 0 or not 0 <= nsec < 10**9:
-            raise SyscallError(EINVAL)
-        timeout = sec * 10**9 + nsec
+        timeout = unpack_timespec(p.mm.copy_in(tsp, 16))
     return do_select(k, p, s32(nfds), rptr, wptr, eptr, timeout)

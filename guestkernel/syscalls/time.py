@@ -58,10 +58,7 @@ def sys_time(k, p, ptr, *_):  # type: ignore[no-untyped-def]
 
 
 def sleep(k, p, req: int, rem: int) -> int:  # type: ignore[no-untyped-def]
-    sec, nsec = struct.unpack("<qq", p.mm.copy_in(req, 16))
-    if sec < 0 or not 0 <= nsec < 10**9:
-        raise SyscallError(EINVAL)
-    return sleep_until(k, k.clock.uptime_ns() + sec * 10**9 + nsec)
+    return sleep_until(k, k.clock.uptime_ns() + unpack_timespec(p.mm.copy_in(req, 16)))
 
 
 def sleep_until(k, deadline_ns: int) -> int:  # type: ignore[no-untyped-def]
