@@ -24,12 +24,13 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 from emu.errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_POWER_FAILED, EXIT_USAGE, EmuError, RestartRefusedError
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+    def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"emu: error: {message} (see emu --help)\n")
 
 

@@ -1014,15 +1014,21 @@ class Ext2:
         return ino
 
     def readdir(self, ino: int) -> list[tuple[bytes, int, int]]:
+        return [(nm, i, dt) for _off, nm, i, dt in self.dir_stream(ino)]
+
+    def dir_stream(self, ino: int, pos: int = 0) -> list[tuple[int, bytes, int, int]]:
+        """(byte offset, name, ino, d_type) of each entry starting at or after `pos`: the offsets
+        are the directory's own positions, which getdents reports as d_off and lseek accepts."""
         dind = self._dir(ino)
-        out: list[tuple[bytes, int, int]] = []
-        for _fb, _p, buf in self._dir_blocks(dind):
-            for _off, eino, _rl, ft, nm in self._entries(buf, ino):
-                if eino:
-                    out.append((nm, eino, ft))
+        bs = self.block_size
+        out: list[tuple[int, bytes, int, int]] = []
+        for fb, _p, buf in self._dir_blocks(dind, max(pos, 0) // bs):
+            for off, eino, _rl, ft, nm in self._entries(buf, ino):
+                if eino and fb * bs + off >= pos:
+                    out.append((fb * bs + off, nm, eino, ft))
         if self.has_filetype:
-            return [(nm, i, _DT_BY_FT.get(ft, 0)) for nm, i, ft in out]
-        return [(nm, i, _DT_BY_FT[_FT_BY_FMT.get(S.S_IFMT(self._iget(i).mode), 0)]) for nm, i, _ in out]
+            return [(o, nm, i, _DT_BY_FT.get(ft, 0)) for o, nm, i, ft in out]
+        return [(o, nm, i, _DT_BY_FT[_FT_BY_FMT.get(S.S_IFMT(self._iget(i).mode), 0)]) for o, nm, i, _ in out]
 
     def _dir_touch(self, dind: _Inode) -> None:
         # Entries are added/removed linearly, so a hash index would go stale: drop it.

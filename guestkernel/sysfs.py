@@ -16,7 +16,7 @@ import stat as S
 from dataclasses import dataclass
 
 from guestkernel.errors import EACCES, EINVAL, EISDIR, ENOENT, ENOTDIR, SyscallError
-from guestkernel.vfs import DT_DIR, DT_REG, O_ACCMODE, O_RDONLY, OpenFile, Stat
+from guestkernel.vfs import DT_DIR, DT_REG, O_ACCMODE, O_RDONLY, OpenFile, Stat, counted_dir_seek
 
 SYSFS_DEV = 0x15          # st_dev of the sysfs mount
 SYSFS_FILE_SIZE = 4096    # what sysfs reports for every attribute file
@@ -142,17 +142,12 @@ class SysDirFile(OpenFile):
     def __init__(self, node: SysNode, flags: int) -> None:
         super().__init__(flags)
         self.node = node
-        self.dir_entries: list[tuple[bytes, int, int]] | None = None
 
     def stat(self) -> Stat:
         return stat(self.node)
 
     def seek(self, offset: int, whence: int) -> int:
-        if whence != 0 or offset < 0:
-            raise SyscallError(EINVAL)
-        self.offset = offset
-        self.dir_entries = None
-        return offset
+        return counted_dir_seek(self, offset, whence)
 
 
 def readdir(f: SysDirFile, root_ino: int) -> list[tuple[bytes, int, int]]:

@@ -178,7 +178,6 @@ class InodeFile(OpenFile):
         self.vfs = vfs
         self.ino = ino
         self.path = path
-        self.dir_entries: list[tuple[bytes, int, int]] | None = None
         vfs.open_count[ino] = vfs.open_count.get(ino, 0) + 1
 
     def stat(self) -> Stat:
@@ -243,8 +242,6 @@ class InodeFile(OpenFile):
         if new < 0:
             raise SyscallError(EINVAL)
         self.offset = new
-        if whence == 0 and offset == 0:
-            self.dir_entries = None  # rewinddir
         return new
 
     def close(self) -> None:
@@ -510,15 +507,21 @@ class DevDirFile(OpenFile):
     def __init__(self, vfs: "VFS", flags: int) -> None:
         super().__init__(flags)
         self.vfs = vfs
-        self.dir_entries: list[tuple[bytes, int, int]] | None = None
 
     def stat(self) -> Stat:
         return self.vfs.stat_node(DEV_DIR)
 
     def seek(self, offset: int, whence: int) -> int:
-        self.offset = offset
-        self.dir_entries = None
-        return offset
+        return counted_dir_seek(self, offset, whence)
+
+
+def counted_dir_seek(f: OpenFile, offset: int, whence: int) -> int:
+    """lseek on a directory whose positions count entries (Linux's dcache_dir_lseek)."""
+    new = offset + (f.offset if whence == 1 else 0)
+    if whence not in (0, 1) or new < 0:
+        raise SyscallError(EINVAL)
+    f.offset = new
+    return new
 
 
 # ------------------------------------------------------------------------------------------------
@@ -701,22 +704,35 @@ class VFS:
         if self.open_count.get(ino, 0) == 0 and self.fs.stat(ino).nlink == 0:
             self.fs.release(ino)
 
-    def readdir(self, f: OpenFile) -> list[tuple[bytes, int, int]]:
+    def readdir(self, f: OpenFile, pos: int) -> tuple[list[tuple[int, bytes, int, int]], int]:
+        """The entries of an open directory from position `pos` on, each as (position, name, ino,
+        d_type), and the position after the last one. ext2 positions are byte offsets into the
+        directory (as Linux's ext2_readdir); /dev and /sys count entries (as dcache_readdir)."""
         if isinstance(f, DevDirFile):
             ents = [(b".", 1, DT_DIR), (b"..", self.fs.root_ino, DT_DIR)]
             ents += [(n.encode(), self.stat_node(d).ino, DT_BLK if d.major == PMEM_MAJOR else DT_CHR)
                      for n, d in self.devices.items()]
             ents += [(n.encode(), 3, DT_LNK) for n in FD_ALIASES]
-            return ents
+            return _counted(ents, pos)
         if isinstance(f, sysfs.SysDirFile):
-            return sysfs.readdir(f, self.fs.root_ino)
+            return _counted(sysfs.readdir(f, self.fs.root_ino), pos)
         assert isinstance(f, InodeFile)
-        ents = self.fs.readdir(f.ino)
-        if f.ino == self.fs.root_ino:
+        size = self.fs.stat(f.ino).size
+        if pos >= size:
+            return [], pos  # at or past the end the position stays (Linux's ext4 driver, which
+                            # mounts ext2 on Debian's kernels and is the reference we test against)
+        ents = self.fs.dir_stream(f.ino, pos)
+        end = size
+        if f.ino == self.fs.root_ino:  # the mount points /dev and /sys, when the image lacks them
             for name, ino in ((b"dev", 1), (b"sys", sysfs.stat(sysfs.ROOT).ino)):
-                if not any(n == name for n, _, _ in ents):
-                    ents = ents + [(name, ino, DT_DIR)]
-        return ents
+                if not any(n == name for _, n, _, _ in self.fs.dir_stream(f.ino)):
+                    ents.append((end, name, ino, DT_DIR))
+                    end += 1
+        return ents, end
+
+
+def _counted(ents: list[tuple[bytes, int, int]], pos: int) -> tuple[list[tuple[int, bytes, int, int]], int]:
+    return [(i, n, ino, dt) for i, (n, ino, dt) in enumerate(ents) if i >= pos], max(pos, len(ents))
 
 
 def _fs_error(e: Exception) -> SyscallError:

@@ -445,6 +445,36 @@ setlk 3 wr 0 0
 """
 
 
+# Directory positions are ext2's byte offsets (d_off, lseek), and every getdents reads the
+# directory again: a CI run found `lseek(dir, -5, SEEK_CUR)` after a full listing refused with
+# EINVAL because positions counted entries.
+REGRESSIONS["directory_positions_are_byte_offsets"] = """
+mkdir D 755
+open 0 D/a w,creat 644
+open 1 D/bb w,creat 644
+open 3 D r,directory 644
+getdents 3
+lseek 3 0 cur
+lseek 3 -5 cur
+getdents 3
+lseek 3 0 cur
+lseek 3 13 set
+getdents 3
+lseek 3 0 set
+open 2 D/ccc w,creat 644
+getdents 3
+lseek 3 -1 end
+getdents 3
+lseek 3 0 cur
+lseek 3 100000 set
+getdents 3
+lseek 3 0 cur
+lseek 3 0 data
+lseek 3 0 hole
+lseek 3 -1 set
+"""
+
+
 @pytest.mark.parametrize("name", list(REGRESSIONS))
 def test_regression_script_matches_linux(regression_outputs, name):
     guest, native = regression_outputs[name]

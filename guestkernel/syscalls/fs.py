@@ -516,23 +516,21 @@ def sys_getdents64(k, p, fd, buf, count, *_):  # type: ignore[no-untyped-def]
         raise SyscallError(ENOTDIR)
     if isinstance(f, InodeFile) and k.fs.stat(f.ino).nlink == 0:
         raise SyscallError(ENOENT)  # a removed directory, still open
-    if f.dir_entries is None:
-        f.dir_entries = k.vfs.readdir(f)
     if isinstance(f, InodeFile):
         k.vfs.relatime(f.ino, k.fs.stat(f.ino))  # every call, as Linux's iterate_dir
+    ents, end = k.vfs.readdir(f, f.offset)
     out = bytearray()
-    idx = f.offset
-    while idx < len(f.dir_entries):
-        name, ino, dtype = f.dir_entries[idx]
+    for i, (_pos, name, ino, dtype) in enumerate(ents):
         reclen = (19 + len(name) + 1 + 7) & ~7
         if len(out) + reclen > count:
+            if not out:
+                raise SyscallError(EINVAL)  # not even one entry fits
+            end = ents[i][0]
             break
-        out += struct.pack("<QqHB", ino, idx + 1, reclen, dtype) + name + b"\0" * (reclen - 19 - len(name))
-        idx += 1
-    if not out and idx < len(f.dir_entries):
-        raise SyscallError(EINVAL)
+        d_off = ents[i + 1][0] if i + 1 < len(ents) else end  # where the next call starts
+        out += struct.pack("<QqHB", ino, d_off, reclen, dtype) + name + b"\0" * (reclen - 19 - len(name))
     p.mm.copy_out(buf, bytes(out))
-    f.offset = idx
+    f.offset = end
     return len(out)
 
 
