@@ -39,7 +39,7 @@ sys.path.insert(0, str(BENCH))
 # bench_foundation also puts the repo root on sys.path: import it before emu
 from bench_foundation import _emu_unicorn_version
 
-from emu import clock as emu_clock
+from hw import clock as emu_clock
 from hw.clock import (
     BLOCK_IO_NS,
     CKPT_NS,

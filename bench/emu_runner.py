@@ -30,7 +30,7 @@ def main() -> int:
               file=sys.stderr)
         return 2
     image, argv = args[0], args[2:]
-    from emu.machine import Machine
+    from vmm.machine import Machine
     from hw.console import Console
 
     cfg = None
@@ -38,7 +38,7 @@ def main() -> int:
     if hook_only:                    # Unicorn's own per-access dispatch cost, the bound for full
         level = "full"
     if level is not None:
-        from emu.config import default_machine, derive
+        from vmm.config import default_machine, derive
         cfg = derive(default_machine(), model_level=level)
 
     with tempfile.TemporaryDirectory(prefix="emu-bench-") as td:

@@ -12,7 +12,7 @@
     emu image list
 
 User mistakes end in one line on stderr and a non-zero exit, never a traceback. Exit statuses:
-the guest's own (pid 1's, as a shell's $?), or emu's (emu/errors.py): 1 a user mistake, 2 bad
+the guest's own (pid 1's, as a shell's $?), or emu's (vmm/errors.py): 1 a user mistake, 2 bad
 arguments, 65 a refused restart, 70 a bug in emu, 75 a run cut by a power failure.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import NoReturn
 
-from emu.errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_POWER_FAILED, EXIT_USAGE, EmuError, RestartRefusedError
+from vmm.errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_POWER_FAILED, EXIT_USAGE, EmuError, RestartRefusedError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace, state: Path | None) -> object:
-    from emu.config import load_machine, machine_config
+    from vmm.config import load_machine, machine_config
 
     overrides = list(args.set)
     if args.level:
@@ -126,7 +126,7 @@ def resolve_config(args: argparse.Namespace, state: Path | None) -> object:
     overrides += getattr(args, "checkpoint", None) or []
     if args.machine is None and state is not None and (state / "config.json").exists():
         cfg = load_machine(state / "config.json")  # the same machine the state was made on
-        from emu.config import apply_overrides
+        from vmm.config import apply_overrides
 
         return apply_overrides(cfg, overrides) if overrides else cfg
     return machine_config(args.machine, overrides)
@@ -135,8 +135,8 @@ def resolve_config(args: argparse.Namespace, state: Path | None) -> object:
 def machine_for(args: argparse.Namespace, keep_config: bool = False) -> tuple[object, Path | None, Path | None]:
     """Build the Machine the options describe; returns it, a scratch directory to remove, and
     the state directory (if any). `keep_config`: leave a state directory's config.json as it is."""
-    from emu.config import save_resolved
-    from emu.machine import Machine, load_kernel
+    from vmm.config import save_resolved
+    from vmm.machine import Machine, load_kernel
     from images.build import ImageError, default_image
 
     scratch = None
@@ -216,7 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     epochs = None
     try:
         if args.stats_csv:
-            from emu.report import EpochSampler
+            from vmm.stats import EpochSampler
 
             epochs = EpochSampler(machine, args.epoch)
         result = machine.run(program)  # type: ignore[attr-defined]
@@ -283,7 +283,7 @@ def cmd_crashtest(args: argparse.Namespace) -> int:
 def cmd_machine_show(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from emu.config import machine_config, machine_to_dict, memory_map_ascii, show_table
+    from vmm.config import machine_config, machine_to_dict, memory_map_ascii, show_table
 
     cfg = machine_config(args.file, args.set)
     if args.json:
@@ -329,7 +329,7 @@ def report(args: argparse.Namespace, machine: object, result: object, state: Pat
             rep_file.write_text(json.dumps(dict(rep, restart=r.restart), indent=2) + "\n")  # type: ignore[attr-defined]
     if args.stats_json:
         write_stats(stats, Path(args.stats_json))  # type: ignore[arg-type]
-        from emu.config import save_resolved
+        from vmm.config import save_resolved
 
         save_resolved(machine.config, Path(args.stats_json).with_suffix(".config.json"))  # type: ignore[attr-defined]
     if args.summary_json:
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 1
     except Exception as e:  # kernel panics and the like: one line, no traceback
-        from guestkernel.kernel import KernelPanic
+        from guestkernel.interface import KernelPanic
 
         if isinstance(e, KernelPanic):
             print(f"emu: kernel panic: {e}", file=sys.stderr)

@@ -85,7 +85,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emu.errors import EXIT_USAGE, EmuError
+from vmm.errors import EXIT_USAGE, EmuError
 
 PHASES = ("user", "syscall", "write-back", "checkpoint")
 
@@ -122,23 +122,19 @@ class PhaseProbe:
 
 def kernel_class(spec: str | None) -> type:
     """The class `--kernel MODULE:CLASS` names, or the default kernel's."""
-    if not spec:
-        from guestkernel.kernel import Kernel
+    from vmm.machine import DEFAULT_KERNEL, load_spec
 
-        return Kernel
-    from emu.machine import load_spec
-
-    return load_spec(spec, "kernel", "--kernel wants MODULE:CLASS")
+    return load_spec(spec or DEFAULT_KERNEL, "kernel", "--kernel wants MODULE:CLASS")
 
 
 def probed_kernel(spec: str | None, config: Any) -> Any:
     """An instance of the kernel class with PhaseProbe mixed in (same behaviour, more notes)."""
-    from guestkernel.kernel import KernelConfig
+    from vmm.machine import kernel_config
 
     base = kernel_class(spec)
     cls = type(f"Probed{base.__name__}", (PhaseProbe, base), {})
     try:
-        return cls(KernelConfig(quantum_insns=config.quantum_insns, seed=config.seed))
+        return cls(kernel_config(config))
     except TypeError:
         return cls()
 
@@ -187,7 +183,7 @@ def _capture_console() -> Any:
 
 def machine_on_state(state_dir: Path, config: Any, kernel: str | None = None) -> Any:
     """A Machine over what a state directory holds (its disk.img and SCM media), nothing cut."""
-    from emu.machine import Machine, load_kernel
+    from vmm.machine import Machine, load_kernel
 
     state_dir = Path(state_dir)
     k = load_kernel(kernel, config) if kernel else None
@@ -242,7 +238,7 @@ class PluggedRestart(ColdBootRestart):
     resumes: bool = True
 
     def __call__(self, state_dir: Path, argv: list[str], config: Any) -> tuple[bytes, bytes, int]:
-        from emu.machine import load_spec
+        from vmm.machine import load_spec
 
         out, err, code = load_spec(self.spec, "restart", "--restart wants MODULE:FUNC")(state_dir, argv, config)
         return bytes(out), bytes(err), int(code)
@@ -260,7 +256,7 @@ def restart_command(state_dir: Path, argv: list[str], how: str, kernel: str | No
 def restart_main(argv: list[str] | None = None) -> int:
     """`python -m emu.crashtest restart --state DIR [--restart HOW] [--kernel M:C] -- PROGRAM...`:
     one restart from a state directory, its output on stdout/stderr, its exit code as ours."""
-    from emu.config import load_machine
+    from vmm.config import load_machine
 
     ap = argparse.ArgumentParser(prog="python -m emu.crashtest")
     ap.add_argument("what", choices=("restart",))
@@ -290,7 +286,7 @@ def choose_restart(kernel: str | None, how: str = "auto", config: Any = None) ->
     if how == "machine":
         return MachineRestart(kernel)
     if how != "auto":
-        from emu.machine import load_spec
+        from vmm.machine import load_spec
 
         func = load_spec(how, "restart", "--restart wants auto, cold, machine or MODULE:FUNC")
         if not callable(func):
@@ -454,14 +450,14 @@ class Campaign:
         return self.dir / "machine.json"
 
     def config(self) -> Any:
-        from emu.config import load_machine
+        from vmm.config import load_machine
 
         return load_machine(self.machine_file)
 
 
 def run_cut(c: Campaign, state: Path, kind: str | None, at: int | None) -> tuple[Any, Any, bytes, bytes]:
     """Run the program on a fresh copy of the start image in `state`, cut at the point (or not)."""
-    from emu.machine import Machine
+    from vmm.machine import Machine
 
     state.mkdir(parents=True, exist_ok=True)
     sparse_copy(c.start_image, state / "disk.img")
@@ -532,7 +528,7 @@ def run_point(c: Campaign, index: int, kind: str, at: int) -> dict[str, Any]:
 
     Outcomes: "identical" (every check passed), "refused" (the restart refused to resume and
     changed nothing: a pass only when media faults were added), "mismatch" (a failure)."""
-    from emu.errors import RestartRefusedError
+    from vmm.errors import RestartRefusedError
 
     state = c.dir / "points" / f"p{index:04d}-{kind[0]}{at}"
     p: dict[str, Any] = {"index": index, "cut": {"kind": kind, "at": at}, "phase": "none", "passed": False,
@@ -624,7 +620,7 @@ def new_campaign_dir() -> Path:
 def prepare(args: argparse.Namespace) -> tuple[Campaign, Any]:
     """Check the options, make the campaign directory, run the reference."""
     from emu.cli import check_image
-    from emu.config import machine_config
+    from vmm.config import machine_config
     from images.build import ImageError, default_image
 
     argv = list(args.program)
@@ -665,7 +661,7 @@ def prepare(args: argparse.Namespace) -> tuple[Campaign, Any]:
 
 
 def make_reference(c: Campaign, base: Path, cfg: Any) -> tuple[Campaign, Any]:
-    from emu.config import save_resolved
+    from vmm.config import save_resolved
 
     d, argv = c.dir, c.argv
     sparse_copy(base, c.start_image)

@@ -35,8 +35,7 @@ def layout(media: bytes | bytearray | memoryview, page_map: list[int] | None = N
     pages of all these ("live") and every written page ("used")."""
     view = memoryview(media)
     pm = page_map if page_map is not None else list(range(len(view) // PAGE))
-    store = ImageStore(ScmMedium(lambda i: view[pm[i] * PAGE : (pm[i] + 1) * PAGE], lambda i: pm[i] * PAGE,
-                                 len(pm)))
+    store = ImageStore(ScmMedium(lambda i: view[pm[i] * PAGE : (pm[i] + 1) * PAGE], len(pm)))
     lines, slots, meta, data = [], [], [], []
     for pg in (0, store.mirror):
         for line in range(4):

@@ -7,71 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from emu.errors import EmuError
-from hw.stats import Epochs, Stat, StatsRegistry, pcm_memory_table, wear_histogram
-
-MACHINE_STATS = [
-    Stat("sim.instructions", "instructions", "retired guest instructions"),
-    Stat("sim.virtual_ns", "ns", "virtual time since boot (instructions at cpu_hz + kernel cost model)"),
-    Stat("sim.kernel_ns", "ns", "virtual time charged for kernel work"),
-    Stat("kernel.page_faults", "faults", "page faults handled (demand paging, copy-on-write)"),
-    Stat("kernel.syscalls", "calls", "syscalls served"),
-    Stat("pagecache.hits", "lookups", "page-cache lookups that found the block"),
-    Stat("pagecache.misses", "lookups", "page-cache lookups that read the block from storage"),
-    Stat("pagecache.writebacks", "blocks", "dirty blocks written back to storage"),
-    Stat("storage.reads", "requests", "block device read requests"),
-    Stat("storage.writes", "requests", "block device write requests"),
-    Stat("storage.read_bytes", "bytes", "bytes read from the block device"),
-    Stat("storage.write_bytes", "bytes", "bytes written to the block device"),
-    Stat("ept.swaps", "pages", "guest pages whose host backing was swapped"),
-    Stat("cpu.tlb_fills", "fills", "TLB misses served by walking the page table and the EPT"),
-    Stat("cpu.blocks_decoded", "blocks", "translated blocks whose instructions were counted"),
-]
-
-
-def registry_for(machine: Any) -> StatsRegistry:
-    reg = StatsRegistry()
-
-    def machine_values() -> dict[str, int]:
-        k = machine.kernel
-        pc = getattr(k, "pagecache", None)
-        dev = machine.blockdev.stats
-        return {
-            "sim.instructions": machine.cpu.icount, "sim.virtual_ns": machine.clock.uptime_ns(),
-            "sim.kernel_ns": machine.clock.kernel_ns, "kernel.page_faults": getattr(k, "page_faults", 0),
-            "kernel.syscalls": sum(getattr(k, "syscall_counts", {}).values()),
-            "pagecache.hits": pc.stats.hits if pc else 0, "pagecache.misses": pc.stats.misses if pc else 0,
-            "pagecache.writebacks": pc.stats.writebacks if pc else 0,
-            "storage.reads": dev.reads, "storage.writes": dev.writes,
-            "storage.read_bytes": dev.bytes_read, "storage.write_bytes": dev.bytes_written,
-            "ept.swaps": machine.ept.swaps,
-            "cpu.tlb_fills": machine.cpu.st.tlb_fills, "cpu.blocks_decoded": machine.cpu.st.blocks_decoded,
-        }
-
-    reg.register(machine_values, MACHINE_STATS)
-    if machine.cache is not None:
-        machine.cache.register_stats(reg)
-    return reg
-
-
-def machine_stats(machine: Any) -> dict[str, Any]:
-    """Everything, ready for JSON: values with units and descriptions, the memory map, the wear
-    histogram of each SCM range."""
-    reg = registry_for(machine)
-    out: dict[str, Any] = {
-        "machine": machine.config.name,
-        "model_level": machine.config.model_level,
-        "ranges": [{"name": r.spec.name, "kind": r.spec.kind, "base": r.spec.base_hpa, "size": r.spec.size_bytes,
-                    "channel": r.spec.channel} for r in machine.physmem.ranges],
-        "stats": reg.to_json(),
-        "wear": {},
-    }
-    if machine.cache is not None:
-        for name, kind, *_ in machine.cache.ranges:
-            if kind == "scm":
-                out["wear"][name] = wear_histogram(machine.cache.wear(name))
-    return out
-
+from vmm.errors import EmuError
+from hw.stats import pcm_memory_table
 
 def write_stats(stats: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,18 +106,3 @@ def print_summary(r: Any) -> None:
     con.print(s)
     for line in r.log:
         con.print(f"[yellow]log:[/] {line}")
-
-
-class EpochSampler:
-    """A time series of the counters every `epoch` instructions (sampled at the first block
-    boundary past each epoch; the row records the exact instruction count)."""
-
-    def __init__(self, machine: Any, epoch: int) -> None:
-        self.machine = machine
-        self.epochs = Epochs(registry_for(machine))
-        machine.epoch_insns = epoch
-        machine.on_epoch = self.epochs.sample
-
-    def finish(self, path: Path) -> None:
-        self.epochs.sample(self.machine.cpu.icount)
-        self.epochs.write_csv(path)

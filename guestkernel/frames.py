@@ -17,8 +17,8 @@ from array import array
 from typing import Callable
 
 from guestkernel.buddy import BuddyAllocator, OutOfMemory
-from hw.ept import EPT
-from hw.physmem import PAGE_SIZE, PhysicalMemory
+from hw.guestmem import GuestMemory
+from hw.physmem import PAGE_SIZE
 
 ZERO_PAGE = bytes(PAGE_SIZE)
 ZONE_LIMITS = (("DMA", 16 << 20), ("DMA32", 4 << 30), ("Normal", 1 << 62))  # name, end gpa
@@ -44,25 +44,22 @@ def linux_zones(ram: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
 
 
 class Frames:
-    def __init__(self, physmem: PhysicalMemory, ept: EPT, ram: list[tuple[str, int, int]]) -> None:
+    def __init__(self, memory: GuestMemory, ram: list[tuple[str, int, int]]) -> None:
         """`ram`: the guest RAM ranges as (name, base_gpa, size_bytes)."""
-        self.physmem = physmem
-        self.ept = ept
+        self.memory = memory
         self.zones = [BuddyAllocator(first, n, name) for name, first, n in linux_zones(ram)]
         self.zonelist = list(reversed(self.zones))  # highest zone first
-        self.refs = array("I", [0]) * ept.pages
+        self.refs = array("I", [0]) * memory.pages
         # Bumped each time a frame is handed out: a checkpoint tells a reused frame from the
         # one it saved before (same pfn, other contents).
-        self.gen = array("I", [0]) * ept.pages
+        self.gen = array("I", [0]) * memory.pages
         self.allocated = 0
         # Frames that were ever mapped executable. Unicorn caches translated code by physical
         # address and does not see the kernel's host-side writes, so reusing such a frame for
         # other contents must drop the translation cache first.
-        self.code = bytearray(ept.pages)
+        self.code = bytearray(memory.pages)
         self.on_code_reuse: Callable[[], None] = lambda: None
         self.code_reuses = 0
-        # The kernel's own accesses to guest memory are reported here (the cache model).
-        self.on_kernel_access: Callable[[int, int, bool], None] | None = None
 
     @property
     def total_frames(self) -> int:
@@ -131,7 +128,7 @@ class Frames:
 
     def page(self, pfn: int) -> memoryview:
         """The 4 KiB behind guest frame pfn (through the EPT)."""
-        return self.physmem.page_view(self.ept.map[pfn])
+        return self.memory.page(pfn)
 
     view = page
 
@@ -141,9 +138,5 @@ class Frames:
         self.kernel_access(dst_pfn << 12, PAGE_SIZE, True)
 
     def kernel_access(self, gpa: int, n: int, write: bool) -> None:
-        """The kernel read or wrote [gpa, gpa+n) (one page at most): set the EPT bits and tell
-        the cache model."""
-        gpfn = gpa >> 12
-        self.ept.bits[gpfn] |= 3 if write else 1
-        if self.on_kernel_access is not None:
-            self.on_kernel_access(self.ept.hpa(gpa), n, write)
+        """The kernel read or wrote [gpa, gpa+n) (one page at most)."""
+        self.memory.access(gpa, n, write)

@@ -1,6 +1,6 @@
 """The interface between the machine and a kernel.
 
-The machine (emu/machine.py) owns the hardware and drives a kernel through these calls; any
+The machine (vmm/machine.py) owns the hardware and drives a kernel through these calls; any
 class that implements them can be loaded with `emu --kernel MODULE:CLASS` (constructed with a
 `KernelConfig` if it accepts one, else with no arguments). The default implementation is
 `guestkernel.kernel.Kernel`.
@@ -29,38 +29,61 @@ Optional, for kernels that checkpoint (`emu restart`):
                                 changing anything, when the state cannot reproduce an
                                 uninterrupted run.
 
+Optional, for reports:
+
+    register_stats(registry)    declare the kernel's own counters (hw.stats.StatsRegistry)
+    lost_state() -> dict        at a power failure, what the kernel had that is now gone
+                                (dirty page-cache pages, live processes)
+
 Attributes the machine reads afterwards: `init_status` (wait status of pid 1), `syscall_counts`
 (name -> count), `page_faults`, `log` (lines for the run log).
 
-The kernel sees the hardware only through the machine, as `MachineView` below says: what the
-default kernel reads today (narrowing it to memory access by gpa, the clock, devices and the
-persistence hooks is the next step of the host-side work).
+The kernel sees the hardware only through `MachineView` below: the vCPU, the clock, guest-
+physical memory by gpfn (never a host address), the guest-physical map, the disk and the console.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+
+from guestkernel.errors import SyscallError
 
 if TYPE_CHECKING:
     from hw.blockdev import BlockDevice
     from hw.clock import Clock
     from hw.console import Console
     from hw.cpu import CPU, Stop
-    from hw.ept import EPT
-    from hw.physmem import PhysicalMemory
+    from hw.guestmem import GuestMemory
+
+__all__ = ["KernelConfig", "KernelInterface", "KernelPanic", "MachineView", "RestartRefused", "SyscallError"]
+
+
+@dataclass
+class KernelConfig:
+    """What the machine's configuration says to the kernel it boots."""
+
+    quantum_insns: int = 10_000_000      # scheduler time slice when several processes are runnable
+    writeback_interval_ns: int = 5 * 10**9  # periodic page-cache write-back, in virtual time
+    page_cache_pages: int = 16384        # at most this many frames hold cached blocks (64 MiB)
+    seed: int = 1                        # getrandom, AT_RANDOM, /dev/urandom
+    checkpoint_tcp_ns: int | None = None  # checkpoint interval (0: at every syscall); None: off
 
 
 class MachineView(Protocol):
-    """What a kernel may use of the machine that drives it (emu's Machine is one)."""
+    """What a kernel may use of the machine that drives it (vmm's Machine is one)."""
 
     cpu: "CPU"                  # registers, contexts, address-space switch, translation
     clock: "Clock"              # charge kernel work; guest time
-    physmem: "PhysicalMemory"   # host pools (frames reach them through the EPT)
-    ept: "EPT"                  # gpfn -> hpfn, A/D bits
-    guest_map: list[Any]        # the guest-physical map (emu.config.GuestRange entries)
+    memory: "GuestMemory"       # guest-physical pages by gpfn, access reports, clflush/mfence
+    guest_map: list[Any]        # the guest-physical map: ranges with name, kind (ram, pmem,
+                                # checkpoint), base_gpa, size_bytes
     blockdev: "BlockDevice"     # the root disk
     console: "Console"          # guest stdout/stderr
-    config: Any                 # the machine's configuration (checkpointing, model level)
-    cache: Any                  # the cache model, or None at level fast
+
+
+class KernelPanic(Exception):
+    """The kernel cannot go on (for example, every process is blocked): the run ends, and the
+    machine reports it in one line."""
 
 
 class RestartRefused(Exception):

@@ -12,7 +12,6 @@ import heapq
 import stat as S
 import struct
 from collections import Counter
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from hw.clock import BLOCK_IO_NS, FAULT_NS, SYSCALL_NS
@@ -21,6 +20,7 @@ from guestkernel.errors import (EACCES, ENOENT, ENOEXEC, ENOSYS, EINTR, ELOOP, B
                                 SyscallError)
 from guestkernel.ext2 import Ext2, FsError, probe_block_size
 from guestkernel.frames import Frames
+from guestkernel.interface import KernelConfig, KernelPanic
 from guestkernel.locks import Locks
 from guestkernel.mm import MM, PAGE, VMA, page_up
 from guestkernel.pagecache import PageCache
@@ -30,6 +30,7 @@ from guestkernel.vfs import VFS, ConsoleFile, O_RDONLY, O_WRONLY, PmemRegion, Wa
 from hw.cpu import STOP_DEADLINE, STOP_EXCEPTION, STOP_FAULT, STOP_INVALID, Stop
 
 if TYPE_CHECKING:
+    from hw.stats import StatsRegistry
     from guestkernel.checkpoint import Checkpointer
     from guestkernel.interface import MachineView
 
@@ -49,18 +50,6 @@ EXCEPTION_SIGNAL = {0: SIGFPE, 1: SIGTRAP, 3: SIGTRAP, 4: SIGSEGV, 5: SIGSEGV, 6
 
 DEFAULT_ENV = [b"PATH=/bin:/usr/bin:/sbin", b"HOME=/root", b"TERM=dumb", b"LANG=C", b"PWD=/"]
 UNAME = dict(sysname=b"Linux", nodename=b"emu", release=b"6.1.0-emu", version=b"#1 SMP emu", machine=b"x86_64", domainname=b"(none)")
-
-
-class KernelPanic(Exception):
-    """The kernel cannot go on (for example, every process is blocked): the run ends."""
-
-
-@dataclass
-class KernelConfig:
-    quantum_insns: int = 10_000_000      # scheduler time slice when several processes are runnable
-    writeback_interval_ns: int = 5 * 10**9  # periodic page-cache write-back, in virtual time
-    page_cache_pages: int = 16384        # at most this many frames hold cached blocks (64 MiB)
-    seed: int = 1                        # getrandom, AT_RANDOM, /dev/urandom
 
 
 class InodeBacking:
@@ -129,8 +118,8 @@ class Kernel:
         group had ended), "started", or "started over" (`start_over`: the user's choice, on
         storage as it is, showing everything again). RestartRefused (from the checkpointer,
         before anything changed) when the state cannot reproduce an uninterrupted run."""
-        if not machine.config.checkpoint.enabled:
-            raise ValueError("restart needs a machine with checkpointing on")
+        if self.config.checkpoint_tcp_ns is None:
+            raise ValueError("restart needs a kernel with checkpointing on")
         meta: dict | None = None
 
         def before_mount() -> None:
@@ -178,17 +167,15 @@ class Kernel:
         self.machine = machine
         self.cpu = machine.cpu
         self.clock = machine.clock
-        self.frames = Frames(machine.physmem, machine.ept,
-                             [(g.name, g.base_gpa, g.size_bytes) for g in machine.guest_map if g.kind == "ram"])
+        self.memory = machine.memory
+        self.frames = Frames(machine.memory, [(g.name, g.base_gpa, g.size_bytes) for g in machine.guest_map if g.kind == "ram"])
         self.frames.on_code_reuse = self.cpu.flush_translations
         self.sentinel_pfn = self.frames.alloc()
-        self.cache = machine.cache
-        ck_cfg = machine.config.checkpoint
-        if ck_cfg.enabled:
+        if self.config.checkpoint_tcp_ns is not None:
             from guestkernel.checkpoint import Checkpointer
 
             window = next(g for g in machine.guest_map if g.kind == "checkpoint")
-            self.checkpointer = Checkpointer(self, ck_cfg.tcp_ns, window)
+            self.checkpointer = Checkpointer(self, self.config.checkpoint_tcp_ns, window)
         if before_mount is not None:
             before_mount()
         dev = machine.blockdev
@@ -209,9 +196,6 @@ class Kernel:
         if ck is not None:
             self.pagecache.may_write_back = False
             self.vfs.on_file_read = ck.note_read
-        if self.cache is not None:
-            access = self.cache.access_range
-            self.frames.on_kernel_access = lambda hpa, n, write: access(hpa, n, write, True)
         self.rng = self.vfs.rng
         # The FPU state a process starts with, as Linux sets it at exec (x87 control word 0x37f:
         # 64-bit precision, exceptions masked; MXCSR 0x1f80). Unicorn's reset leaves both 0.
@@ -244,6 +228,31 @@ class Kernel:
             self.checkpointer.finish()
         else:
             self.sync()
+
+    def register_stats(self, reg: "StatsRegistry") -> None:
+        """The kernel's counters in the machine's statistics (see the kernel interface)."""
+        from hw.stats import Stat
+
+        def values() -> dict[str, int]:
+            pc = getattr(self, "pagecache", None)  # none before boot
+            return {"pagecache.hits": pc.stats.hits if pc else 0, "pagecache.misses": pc.stats.misses if pc else 0,
+                    "pagecache.writebacks": pc.stats.writebacks if pc else 0}
+
+        reg.register(values, [
+            Stat("pagecache.hits", "lookups", "page-cache lookups that found the block"),
+            Stat("pagecache.misses", "lookups", "page-cache lookups that read the block from storage"),
+            Stat("pagecache.writebacks", "blocks", "dirty blocks written back to storage"),
+        ])
+
+    def lost_state(self) -> dict[str, object]:
+        """What a power failure took from the kernel: dirty page-cache pages, live processes."""
+        out: dict[str, object] = {}
+        pc = getattr(self, "pagecache", None)
+        if pc is not None:
+            out["dirty_page_cache_pages"] = len(pc.dirty)
+            out["dirty_page_cache_inodes"] = sorted({ino for ino in pc.dirty.values() if ino})
+        out["processes"] = sorted(p.pid for p in self.procs.values() if p.state != ZOMBIE)
+        return out
 
     def sync(self) -> None:
         before = self.pagecache.stats.writebacks
@@ -290,7 +299,7 @@ class Kernel:
             if site.kind in ("rdtsc", "rdtscp"):
                 self._sites_hooked.add(site.gva)
                 self.cpu.add_code_hook(site.gva, self._rdtsc)
-            elif self.cache is not None:
+            elif self.memory.modelled:
                 self._sites_hooked.add(site.gva)
                 self.cpu.add_site(site)
 

@@ -37,6 +37,9 @@ class Clock:
     def charge(self, ns: int) -> None:
         self.kernel_ns += ns
 
+    def instructions(self) -> int:
+        return int(self._icount())
+
     def user_ns(self) -> int:
         return self._icount() * 10**9 // self.cpu_hz
 

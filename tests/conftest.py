@@ -18,7 +18,7 @@ settings.register_profile("ci", derandomize=True, deadline=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
-from emu.machine import Machine, MachineConfig, RunResult
+from vmm.machine import Machine, MachineConfig, RunResult
 from hw.console import Console
 from images.build import default_image, staged_dataset
 

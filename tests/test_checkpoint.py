@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from emu import crashtest as ct
-from emu.config import apply_overrides, default_machine
-from emu.machine import Machine
+from vmm.config import apply_overrides, default_machine
+from vmm.machine import Machine
 from emu.workloads import workload
 from guestkernel.checkpoint.store import LINE, PAGE, CorruptImage, ImageStore, ScmMedium, pack_pages
 from hw.console import Console

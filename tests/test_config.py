@@ -11,12 +11,12 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 
-from emu.config import (
+from vmm.config import (
     MiB, CacheConfig, ConfigError, InterleaveConfig, MachineConfig, RangeConfig, apply_overrides,
     default_machine, derive, load_machine, machine_from_dict, machine_to_dict, memory_map_ascii,
     parse_hz, parse_size, save_resolved, show_table,
 )
-from emu.errors import EmuError
+from vmm.errors import EmuError
 
 MACHINES = Path(__file__).parent.parent / "machines"
 MACHINE_FILES = sorted(MACHINES.glob("*.toml"))

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from emu.errors import EmuError
-from emu.machine import Machine
+from vmm.errors import EmuError
+from vmm.machine import Machine
 from guestkernel.blockcache import FileBlockCache
 from guestkernel.ext2 import ROOT_INO, Ext2, FsError
 from hw.console import Console

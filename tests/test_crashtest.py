@@ -14,8 +14,8 @@ import pytest
 
 from emu import crashtest as ct
 from emu.cli import main as cli_main
-from emu.config import apply_overrides, default_machine
-from emu.errors import EXIT_POWER_FAILED
+from vmm.config import apply_overrides, default_machine
+from vmm.errors import EXIT_POWER_FAILED
 from guestkernel.kernel import Kernel
 
 ROOT = Path(__file__).parent.parent
@@ -80,7 +80,7 @@ def test_cut_on_a_syscall_is_classified_syscall(campaign, tmp_path):  # type: ig
     c = ct.Campaign(d, doc["program"], None, ct.ColdBootRestart(), keep="none")
     import shutil
 
-    from emu.machine import Machine
+    from vmm.machine import Machine
 
     state = tmp_path / "mark"
     state.mkdir()

@@ -28,7 +28,7 @@ def test_guest_time_comes_from_the_virtual_clock(emu):
 
 
 def test_seed_changes_randomness(base_image, tmp_path):
-    from emu.machine import MachineConfig
+    from vmm.machine import MachineConfig
 
     outs = []
     for seed in (1, 1, 2):

@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from emu.config import default_machine, derive
-from emu.machine import Machine
+from vmm.config import default_machine, derive
+from vmm.machine import Machine
 from guestkernel.kernel import Kernel
 from hw.console import Console
 from tests.conftest import run_native
@@ -117,7 +117,7 @@ def test_machine_show():
 
 
 def test_interleaved_channels_share_the_traffic(base_image, tmp_path):
-    from emu.config import load_machine
+    from vmm.config import load_machine
 
     image = tmp_path / "disk.img"
     shutil.copyfile(base_image, image)

@@ -6,7 +6,7 @@ import shutil
 
 from hypothesis import given, settings, strategies as st
 
-from emu.machine import Machine
+from vmm.machine import Machine
 from guestkernel.buddy import MAX_ORDER, BuddyAllocator, OutOfMemory
 from hw.console import Console
 

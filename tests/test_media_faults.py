@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from emu import crashtest as ct
-from emu.config import apply_overrides, default_machine
-from emu.errors import EXIT_POWER_FAILED, EXIT_RESTART_REFUSED, RestartRefusedError
-from emu.machine import Machine
+from vmm.config import apply_overrides, default_machine
+from vmm.errors import EXIT_POWER_FAILED, EXIT_RESTART_REFUSED, RestartRefusedError
+from vmm.machine import Machine
 from emu.mediafaults import KINDS, apply, inject, layout
 from guestkernel.checkpoint import generation
 from guestkernel.checkpoint.store import LINE, PAGE, ImageStore, ScmMedium, pack_pages

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from emu.config import GiB, MiB, apply_overrides, default_machine, load_machine
-from emu.machine import Machine
+from vmm.config import GiB, MiB, apply_overrides, default_machine, load_machine
+from vmm.machine import Machine
 from guestkernel.frames import linux_zones
 from hw.console import Console
 from tests.conftest import run_native

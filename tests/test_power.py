@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from emu.config import default_machine, derive
-from emu.errors import EXIT_POWER_FAILED
-from emu.machine import Machine
+from vmm.config import default_machine, derive
+from vmm.errors import EXIT_POWER_FAILED
+from vmm.machine import Machine
 from guestkernel.kernel import Kernel
 from hw.console import Console
 

@@ -91,9 +91,8 @@ class Checkpointer:
         self.tcp_ns = tcp_ns
         self.range_name = window.name
         first = window.base_gpa >> 12
-        ept = k.machine.ept
-        self.medium = ScmMedium(lambda i: k.frames.page(first + i), lambda i: ept.hpfn(first + i) << 12,
-                                window.size_bytes // PAGE, k.cache, k.clock)
+        self.medium = ScmMedium(lambda i: k.frames.page(first + i), window.size_bytes // PAGE,
+                                k.memory, window.base_gpa, k.clock)
         self.store = ImageStore(self.medium)
         self.tracker = PageTracker()
         self.stats = CheckpointStats()
@@ -252,8 +251,7 @@ class Checkpointer:
         st.ns += k.clock.uptime_ns() - t0
 
     def _events(self) -> int:
-        cache = self.k.cache
-        return int(cache.stats.events) if cache is not None else 0
+        return self.k.memory.persistence_events()
 
     def _note_generation(self, begun: int, done: int) -> None:
         """Block 0's boot sector records the generation; written at once (a persistence event)."""

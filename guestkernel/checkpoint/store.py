@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from hw.clock import SCM_FENCE_NS, SCM_LINE_NS
-from hw.power import PowerFailure
 
 MAGIC = b"EMUCKPT1"
 VERSION = 1
@@ -110,30 +109,29 @@ def _blank(raw: bytes) -> bool:
 
 
 class ScmMedium:
-    """The kernel's stores into the checkpoint window: bytes go into the CPU's view of its pages
-    and the cache model learns of them (at the host-physical address each page has through the
-    EPT); `flush`/`fence` are clflush/mfence through the model (each line written back and each
-    fence is a persistence event, where the power may fail). Without a model (level fast) the
-    view is the media itself: every store is durable at once.
+    """The kernel's stores into the checkpoint window, a guest-physical range: bytes go into its
+    pages and the machine's guest memory learns of them (the cache model, when there is one);
+    `flush`/`fence` are clflush/mfence through it (each line written back and each fence is a
+    persistence event, where the power may fail). Without a model (level fast) the pages are the
+    media itself: every store is durable at once.
 
-    `page_view(i)` / `page_hpa(i)` give page i of the window; `ScmMedium.over(buffer)` serves a
-    contiguous buffer (tools and tests)."""
+    `page_view(i)` gives page i of the window, which starts at `base_gpa` of `memory`
+    (hw.guestmem.GuestMemory); `ScmMedium.over(buffer)` serves a plain buffer (tools and tests)."""
 
-    def __init__(self, page_view: Callable[[int], memoryview], page_hpa: Callable[[int], int], npages: int,
-                 cache: Any = None, clock: Any = None) -> None:
+    def __init__(self, page_view: Callable[[int], memoryview], npages: int, memory: Any = None,
+                 base_gpa: int = 0, clock: Any = None) -> None:
         self.page_view = page_view
-        self.page_hpa = page_hpa
         self.size = npages * PAGE
-        self.cache = cache
+        self.memory = memory
+        self.base_gpa = base_gpa
         self.clock = clock
         self.lines_flushed = 0
         self.fences = 0
 
     @classmethod
-    def over(cls, view: memoryview | bytearray, base_hpa: int = 0, cache: Any = None, clock: Any = None) -> "ScmMedium":
+    def over(cls, view: memoryview | bytearray, clock: Any = None) -> "ScmMedium":
         mv = memoryview(view)
-        return cls(lambda i: mv[i * PAGE : (i + 1) * PAGE], lambda i: base_hpa + i * PAGE, len(mv) // PAGE,
-                   cache, clock)
+        return cls(lambda i: mv[i * PAGE : (i + 1) * PAGE], len(mv) // PAGE, clock=clock)
 
     def _pieces(self, off: int, n: int) -> Iterator[tuple[int, int, int]]:
         """(page, offset in page, length) of [off, off+n), page by page."""
@@ -152,8 +150,8 @@ class ScmMedium:
         done = 0
         for pg, at, k in self._pieces(off, len(mv)):
             self.page_view(pg)[at : at + k] = mv[done : done + k]
-            if self.cache is not None:
-                self.cache.access_range(self.page_hpa(pg) + at, k, True, True)
+            if self.memory is not None:
+                self.memory.access(self.base_gpa + pg * PAGE + at, k, True)
             done += k
 
     def flush(self, off: int, n: int) -> None:
@@ -161,20 +159,15 @@ class ScmMedium:
         self.lines_flushed += lines
         if self.clock is not None:
             self.clock.charge(lines * SCM_LINE_NS)
-        if self.cache is not None:
-            for pg, at, k in self._pieces(off, n):
-                self.cache.clflush_range(self.page_hpa(pg) + at, k, True)
-                if self.cache.power_failed:
-                    raise PowerFailure("event")
+        if self.memory is not None:
+            self.memory.flush(self.base_gpa + off, n)
 
     def fence(self) -> None:
         self.fences += 1
         if self.clock is not None:
             self.clock.charge(SCM_FENCE_NS)
-        if self.cache is not None:
-            self.cache.fence("mfence", True)
-            if self.cache.power_failed:
-                raise PowerFailure("event")
+        if self.memory is not None:
+            self.memory.fence()
 
     def persist(self, off: int, data: bytes | memoryview) -> None:
         self.write(off, data)

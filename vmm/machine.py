@@ -25,17 +25,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hw.clock import Clock
-from emu.config import MachineConfig, default_machine
-from emu.errors import EmuError, RestartRefusedError
-from guestkernel.errors import SyscallError
-from guestkernel.interface import RestartRefused
+from guestkernel.interface import KernelConfig, RestartRefused, SyscallError
 from hw.blockdev import BlockDevice
+from hw.clock import Clock
 from hw.console import Console
 from hw.cpu import CPU, STOP_DEADLINE
 from hw.ept import EPT, Backing
+from hw.guestmem import GuestMemory
 from hw.physmem import PhysicalMemory
 from hw.power import PowerFailure
+from vmm.config import MachineConfig, default_machine
+from vmm.epochs import EpochListeners
+from vmm.errors import EmuError, RestartRefusedError
 
 LEVELS = {"fast": 0, "persist": 1, "full": 2}
 
@@ -84,14 +85,20 @@ def load_spec(spec: str, what: str, usage: str) -> Any:
         raise EmuError(f"cannot load {what} {spec!r}: {e}") from None
 
 
+DEFAULT_KERNEL = "guestkernel.kernel:Kernel"
+
+
+def kernel_config(config: MachineConfig) -> KernelConfig:
+    """What the machine's configuration tells the kernel it boots."""
+    ck = config.checkpoint
+    return KernelConfig(quantum_insns=config.quantum_insns, seed=config.seed,
+                        checkpoint_tcp_ns=ck.tcp_ns if ck.enabled else None)
+
+
 def load_kernel(spec: str | None, config: MachineConfig) -> Any:
     """`module:Class` -> an instance; None -> the default kernel."""
-    from guestkernel.kernel import Kernel, KernelConfig
-
-    kcfg = KernelConfig(quantum_insns=config.quantum_insns, seed=config.seed)
-    if not spec:
-        return Kernel(kcfg)
-    cls = load_spec(spec, "kernel", "--kernel wants MODULE:CLASS")
+    kcfg = kernel_config(config)
+    cls = load_spec(spec or DEFAULT_KERNEL, "kernel", "--kernel wants MODULE:CLASS")
     try:
         return cls(kcfg)
     except TypeError:
@@ -109,7 +116,7 @@ class Machine:
         # EMU_SET="key=value ...": overrides applied to every machine built (test matrices,
         # e.g. the whole suite once more with ept.initial=shuffled; see scripts/test.sh).
         if os.environ.get("EMU_SET", "").strip():
-            from emu.config import apply_overrides
+            from vmm.config import apply_overrides
 
             cfg = apply_overrides(cfg, os.environ["EMU_SET"].split())
         self.config = cfg
@@ -141,6 +148,7 @@ class Machine:
         self.cpu = CPU(self.physmem, self.ept, mmio)
         self.clock = Clock(lambda: self.cpu.icount, cfg.cpu_hz)
         self.cache = build_cache(self) if self.level else None
+        self.memory = GuestMemory(self.physmem, self.ept, self.cache)  # what the kernel reaches
         if power_fail_at_event is not None:
             if self.cache is None:
                 raise EmuError("--power-fail-at-event needs a cache model: use model level persist or full")
@@ -156,8 +164,7 @@ class Machine:
             self.console.previous = {int(s): int(n) for s, n in shown.items()}
         self.kernel = kernel if kernel is not None else load_kernel(None, cfg)
         self.power_report: dict[str, Any] = {}
-        self.epoch_insns = 0          # > 0: call on_epoch(instructions) every that many
-        self.on_epoch: Any = None
+        self.epochs = EpochListeners(self.clock)  # host-side work with the guest paused
 
     def _block_event(self) -> None:
         """Each block the storage device writes is a persistence event; the power may fail
@@ -219,7 +226,7 @@ class Machine:
     def _loop(self) -> None:
         k, cpu = self.kernel, self.cpu
         fail_at = self.power_fail_at
-        next_epoch = self.epoch_insns or None
+        epochs = self.epochs
         while True:
             deadline = k.resume()
             if deadline is None:
@@ -230,15 +237,14 @@ class Machine:
                 if cpu.icount >= fail_at:
                     raise PowerFailure("instruction")
                 deadline = min(deadline, fail_at)
-            if next_epoch is not None:
-                deadline = min(deadline, next_epoch)
+            if epochs:
+                due = epochs.next_deadline()
+                if due is not None:
+                    deadline = min(deadline, due)
             stop = cpu.run(cpu.reg("rip"), deadline)
             k.stop(stop)
-            # The CPU stops on a block boundary at or before a deadline: an epoch is sampled
-            # there (the row records the exact count), else the next block could never start.
-            if next_epoch is not None and (cpu.icount >= next_epoch or (stop.kind == STOP_DEADLINE and deadline == next_epoch)):
-                self.on_epoch(cpu.icount)
-                next_epoch = max(next_epoch, cpu.icount // self.epoch_insns * self.epoch_insns) + self.epoch_insns
+            if epochs:
+                epochs.fire_due(deadline if stop.kind == STOP_DEADLINE else None)
             if cpu.st.power_failed:
                 raise PowerFailure("event")
             if fail_at is not None and stop.kind == STOP_DEADLINE and deadline == fail_at and cpu.icount < fail_at:
@@ -259,13 +265,26 @@ class Machine:
 
     def _power_failed(self, t0: float) -> RunResult:
         """Power is gone: only the media and the storage image remain."""
-        from hw.power import lost_state
-
-        k = self.kernel
-        report = lost_state(self, k)
-        self.power_report = report
+        self.power_report = self.lost_state()
         self._close()
         return self._result(t0, 0, 0, power_failed=True)
+
+    def lost_state(self) -> dict[str, Any]:
+        """The report of a power failure: where it happened and what was lost (the caches and
+        their pending flushes here, the kernel's volatile structures from the kernel)."""
+        from dataclasses import asdict
+
+        cfg = self.config
+        report: dict[str, Any] = {"instructions": self.cpu.icount, "virtual_ns": self.clock.uptime_ns(),
+                                  "model_level": cfg.model_level, "persistence_domain": cfg.persistence_domain}
+        if self.cache is not None:
+            lost = self.cache.power_fail(eadr=cfg.persistence_domain == "eadr")
+            report.update(asdict(lost))
+            report["events"] = int(self.cache.stats.events)
+            report["fail_at_event"] = lost.failed_at_event
+        if hasattr(self.kernel, "lost_state"):  # optional in the kernel interface
+            report.update(self.kernel.lost_state())
+        return report
 
     def _abandon(self) -> None:
         """Power off having changed nothing: no console record, no media or storage writes
@@ -313,7 +332,7 @@ class Machine:
 
     def stats(self) -> dict[str, Any]:
         """Every counter of the machine's models (see hw/stats.py)."""
-        from emu.report import machine_stats
+        from vmm.stats import machine_stats
 
         return machine_stats(self)
 

@@ -44,7 +44,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from emu.errors import EmuError
+from vmm.errors import EmuError
 
 KiB = 1 << 10
 MiB = 1 << 20

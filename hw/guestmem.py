@@ -1,0 +1,73 @@
+"""Guest-physical memory as the guest's kernel reaches it: 4 KiB pages by gpfn, each access
+reported, and the persistence instructions a kernel issues on its own behalf.
+
+The EPT says which host page backs each guest page; the kernel never sees a host address. An
+access sets the page's EPT accessed/dirty bits (as the hardware walk would) and, when the machine
+models its caches, goes through the cache model as a kernel access (DDIO-like: it allocates in
+the cache, see hw/cachemodel.py). `flush` and `fence` are clflush and mfence through the model:
+each line written back and each fence is a persistence event, where the power may fail.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from hw.ept import EPT
+from hw.physmem import PAGE_SIZE, PhysicalMemory
+from hw.power import PowerFailure
+
+
+class GuestMemory:
+    def __init__(self, physmem: PhysicalMemory, ept: EPT, cache: Any = None) -> None:
+        self.physmem = physmem
+        self.ept = ept
+        self.cache = cache          # hw.cachemodel.CacheModel, or None at level fast
+
+    @property
+    def pages(self) -> int:
+        """The number of guest-physical page frames (gpfns 0 .. pages-1)."""
+        return self.ept.pages
+
+    @property
+    def modelled(self) -> bool:
+        """Is there a cache model (persistence instructions matter)?"""
+        return self.cache is not None
+
+    def page(self, gpfn: int) -> memoryview:
+        """The 4 KiB behind guest frame gpfn (a view of its host page)."""
+        return self.physmem.page_view(self.ept.map[gpfn])
+
+    def access(self, gpa: int, n: int, write: bool) -> None:
+        """The kernel read or wrote [gpa, gpa+n) (within one page)."""
+        self.ept.bits[gpa >> 12] |= 3 if write else 1
+        if self.cache is not None:
+            self.cache.access_range(self.ept.hpa(gpa), n, write, True)
+
+    def flush(self, gpa: int, n: int) -> None:
+        """clflush every line of [gpa, gpa+n)."""
+        if self.cache is None:
+            return
+        for at, k in _pieces(gpa, n):
+            self.cache.clflush_range(self.ept.hpa(at), k, True)
+            if self.cache.power_failed:
+                raise PowerFailure("event")
+
+    def fence(self) -> None:
+        """mfence: pending write-backs reach the persistence domain."""
+        if self.cache is None:
+            return
+        self.cache.fence("mfence", True)
+        if self.cache.power_failed:
+            raise PowerFailure("event")
+
+    def persistence_events(self) -> int:
+        return int(self.cache.stats.events) if self.cache is not None else 0
+
+
+def _pieces(gpa: int, n: int) -> Iterator[tuple[int, int]]:
+    """(gpa, length) of [gpa, gpa+n), page by page (contiguous guest pages need not be
+    contiguous in the host)."""
+    while n > 0:
+        k = min(n, PAGE_SIZE - gpa % PAGE_SIZE)
+        yield gpa, k
+        gpa += k
+        n -= k
