@@ -130,31 +130,31 @@ class Locks:
         """Replace the owner's locks over [start, end] with `want` (none for F_UNLCK), splitting
         the ones it cuts and merging adjacent or overlapping ones of the same type, as Linux's
         posix_lock_inode does."""
-        mine = [l for l in il.posix if l.owner == want.owner]
-        others = [l for l in il.posix if l.owner != want.owner]
+        mine = [lk for lk in il.posix if lk.owner == want.owner]
+        others = [lk for lk in il.posix if lk.owner != want.owner]
         new = None if want.type == F_UNLCK else FileLock(want.owner, want.pid, want.type, want.start, want.end)
         kept: list[FileLock] = []
-        for l in mine:
-            if new is not None and l.type == new.type and l.start <= new.end + 1 and new.start <= l.end + 1:
-                new.start, new.end = min(new.start, l.start), max(new.end, l.end)
-            elif l.end < want.start or l.start > want.end:
-                kept.append(l)
+        for lk in mine:
+            if new is not None and lk.type == new.type and lk.start <= new.end + 1 and new.start <= lk.end + 1:
+                new.start, new.end = min(new.start, lk.start), max(new.end, lk.end)
+            elif lk.end < want.start or lk.start > want.end:
+                kept.append(lk)
             else:
-                if l.start < want.start:
-                    kept.append(FileLock(l.owner, l.pid, l.type, l.start, want.start - 1))
-                if l.end > want.end:
-                    kept.append(FileLock(l.owner, l.pid, l.type, want.end + 1, l.end))
+                if lk.start < want.start:
+                    kept.append(FileLock(lk.owner, lk.pid, lk.type, lk.start, want.start - 1))
+                if lk.end > want.end:
+                    kept.append(FileLock(lk.owner, lk.pid, lk.type, want.end + 1, lk.end))
         if new is not None:
             new.end = min(new.end, OFFSET_MAX)
             kept.append(new)
-        il.posix = others + sorted(kept, key=lambda l: l.start)
+        il.posix = others + sorted(kept, key=lambda lk: lk.start)
 
     # --- flock ----------------------------------------------------------------------------------
     def flock(self, p: "Process", f: OpenFile, op: int) -> int:
         kind = {LOCK_SH: F_RDLCK, LOCK_EX: F_WRLCK, LOCK_UN: F_UNLCK}[op & ~LOCK_NB]
         il = self._of(f)
         assert il is not None
-        mine = next((l for l in il.flock if l.owner is f), None)
+        mine = next((lk for lk in il.flock if lk.owner is f), None)
         if mine is not None:
             if mine.type == kind:
                 return 0
@@ -181,9 +181,9 @@ class Locks:
         if il is None:
             return
         before = (len(il.posix), len(il.flock))
-        il.posix = [l for l in il.posix if l.owner != tgid(p) and not (last and l.owner is f)]
+        il.posix = [lk for lk in il.posix if lk.owner != tgid(p) and not (last and lk.owner is f)]
         if last:
-            il.flock = [l for l in il.flock if l.owner is not f]
+            il.flock = [lk for lk in il.flock if lk.owner is not f]
         if (len(il.posix), len(il.flock)) != before:
             il.waitq.wake()
         self._tidy(f, il)

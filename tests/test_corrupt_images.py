@@ -368,8 +368,8 @@ def test_lookup_of_a_deleted_or_reserved_inode(tmp_path):
 def test_bad_inode_fields_are_eio(tmp_path, fields, why):
     img = small_image(tmp_path)
     ino, (blk, off) = where(img, lambda fs: (resolve(fs, "mid"), fs._iloc(resolve(fs, "mid"))))
-    for field, value in fields.items():
-        poke(img, blk * 1024 + off + field, value)
+    for at, value in fields.items():
+        poke(img, blk * 1024 + off + at, value)
     cache, fs, log = mount_logged(img)
     with pytest.raises(FsError) as ei:
         fs.stat(ino)

@@ -84,7 +84,7 @@ def test_wild_pointers_get_efault(emu, guest_programs):
     image = emu.fresh_image()
     put_file(image, guest_programs / "probe", "/bin/probe")
     run = emu(["/bin/probe", "efault"], image=image)
-    lines = dict(l.split("=") for l in run.stdout.decode().splitlines())
+    lines = dict(line.split("=") for line in run.stdout.decode().splitlines())
     for key in ("read_wild", "write_wild", "open_wild", "stat_wild", "pipe_wild", "getcwd_wild", "kernel_addr"):
         assert lines[key] == str(-errno.EFAULT), key
 
@@ -93,7 +93,7 @@ def test_guest_cannot_escape_its_root(emu, guest_programs):
     image = emu.fresh_image()
     put_file(image, guest_programs / "probe", "/bin/probe")
     run = emu(["/bin/probe", "escape"], image=image)
-    out = dict(l.split("=", 1) for l in run.stdout.decode().splitlines())
+    out = dict(line.split("=", 1) for line in run.stdout.decode().splitlines())
     # /../../etc/hostname is the image's own /etc/hostname
     guest_hostname = subprocess.run(["debugfs", "-R", "cat /etc/hostname", str(image)], capture_output=True).stdout.decode()
     assert out["dotdot_open"] == "0"
@@ -109,7 +109,7 @@ def test_unknown_syscalls_are_enosys_and_reported_once(emu, guest_programs):
     put_file(image, guest_programs / "probe", "/bin/probe")
     run = emu(["/bin/probe", "enosys"], image=image)
     assert run.stdout == f"unknown={-errno.ENOSYS}\nrseq={-errno.ENOSYS}\n".encode()
-    assert len([l for l in run.result.log if "syscall_400" in l]) == 1
+    assert len([line for line in run.result.log if "syscall_400" in line]) == 1
 
 
 def test_segfault_kills_with_the_linux_wait_status(emu, guest_programs):

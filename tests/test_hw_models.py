@@ -286,7 +286,8 @@ def test_straddling_access_touches_two_lines_and_kernel_attribution() -> None:
 def test_lru_order_two_sets_two_ways() -> None:
     r = Rig(size=2 * 2 * LINE, ways=2)
     a, b, c, d = scm(0), scm(2), scm(4), scm(1)  # a, b, c in set 0; d in set 1
-    r.load(a); r.load(b); r.load(d); r.load(a)   # set 0 LRU order: b, a
+    for page in (a, b, d, a):
+        r.load(page)   # set 0 LRU order: b, a
     r.load(c)                                     # evicts b
     assert [r.m.line_state(x) for x in (a, b, c, d)] == ["clean", "absent", "clean", "clean"]
     r.load(b)                                     # evicts a (LRU now)
@@ -323,7 +324,7 @@ def test_stats_registry_renders(tmp_path) -> None:
     r.m.register_stats(reg)
     reg.register(lambda: {"sim.instructions": 42}, [Stat("sim.instructions", "instructions", "retired")])
     text = reg.render_text()
-    assert any(l.split()[:2] == ["channel1.write_bytes.user", "64"] for l in text.splitlines())
+    assert any(line.split()[:2] == ["channel1.write_bytes.user", "64"] for line in text.splitlines())
     assert "# bytes written to channel 1 by user work (bytes)" in text
     j = reg.to_json()
     assert j["cache.misses"] == {"value": 2, "unit": "accesses", "description": j["cache.misses"]["description"]}

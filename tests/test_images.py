@@ -55,7 +55,7 @@ def test_layout(small_image):
     root = _debugfs(small_image, "ls -l /")
     for name in ("bin", "sbin", "etc", "lib", "lib64", "tmp", "dev", "root", "home", "data"):
         assert re.search(rf"\s{name}\s*$", root, re.M), (name, root)
-    assert "41777" in [l.split()[1] for l in root.splitlines() if l.strip().endswith(" tmp")]
+    assert "41777" in [line.split()[1] for line in root.splitlines() if line.strip().endswith(" tmp")]
     sh = build.guest_stat(small_image, "/bin/sh")
     assert sh["type"] == "regular" and sh["mode"] == 0o755
     assert build.read_file(small_image, "/bin/sh") == Path(shutil.which("dash")).read_bytes()

@@ -17,8 +17,8 @@ def proc(pid: int):
 
 
 def ranges(locks: Locks, f: OpenFile):
-    return [(l.owner if isinstance(l.owner, int) else "ofd", l.type, l.start, l.end)
-            for l in locks.files[("file", id(f))].posix]
+    return [(lk.owner if isinstance(lk.owner, int) else "ofd", lk.type, lk.start, lk.end)
+            for lk in locks.files[("file", id(f))].posix]
 
 
 def lock(locks, p, f, type_, start, end, wait=False):
