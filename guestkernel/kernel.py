@@ -30,6 +30,7 @@ from guestkernel.vfs import VFS, ConsoleFile, O_RDONLY, O_WRONLY, PmemRegion, Wa
 from hw.cpu import STOP_DEADLINE, STOP_EXCEPTION, STOP_FAULT, STOP_INVALID, Stop
 
 if TYPE_CHECKING:
+    from hw.sites import Site
     from hw.stats import StatsRegistry
     from guestkernel.checkpoint import Checkpointer
     from guestkernel.interface import MachineView
@@ -229,6 +230,31 @@ class Kernel:
         else:
             self.sync()
 
+    # -- the whole kernel's state (machine snapshots; see guestkernel/snapshot.py) -------------
+    def save_state(self) -> bytes:
+        """Everything the kernel holds: processes with their registers, address spaces and
+        parked syscalls, open files and pipes, the VFS and page-cache index, allocators, locks,
+        timers. The machine's devices are named, not copied: they save their own state."""
+        from guestkernel.snapshot import dump
+
+        return dump(self, self.machine)
+
+    def load_state(self, machine: "MachineView", state: bytes) -> None:
+        """Become the kernel `state` was saved from, on `machine` (whose devices hold their
+        saved state already): the CPU's hooks and the running address space are set again."""
+        from guestkernel.snapshot import load
+
+        self.__dict__ = load(state, self, machine)
+        self.cpu.on_syscall = self.syscall
+        hooked, self._sites_hooked = self._sites_hooked, set()
+        for sites in self._site_scan.values():
+            for site in sites:
+                if site.gva in hooked:
+                    self._hook_site(site)
+        p = self.current
+        if p is not None and p.mm is not None:
+            self.cpu.set_address_space(p.mm.asid, p.mm.aspace.cr3, p.mm.icache)
+
     def register_stats(self, reg: "StatsRegistry") -> None:
         """The kernel's counters in the machine's statistics (see the kernel interface)."""
         from hw.stats import Stat
@@ -294,14 +320,17 @@ class Kernel:
             sites = scan(backing.read_at(vma.offset, vma.end - vma.start), vma.start)  # type: ignore[union-attr]
             self._site_scan[key] = sites
         for site in sites:
-            if site.gva in self._sites_hooked:
-                continue
-            if site.kind in ("rdtsc", "rdtscp"):
-                self._sites_hooked.add(site.gva)
-                self.cpu.add_code_hook(site.gva, self._rdtsc)
-            elif self.memory.modelled:
-                self._sites_hooked.add(site.gva)
-                self.cpu.add_site(site)
+            self._hook_site(site)
+
+    def _hook_site(self, site: "Site") -> None:
+        if site.gva in self._sites_hooked:
+            return
+        if site.kind in ("rdtsc", "rdtscp"):
+            self._sites_hooked.add(site.gva)
+            self.cpu.add_code_hook(site.gva, self._rdtsc)
+        elif self.memory.modelled:
+            self._sites_hooked.add(site.gva)
+            self.cpu.add_site(site)
 
     def _rdtsc(self, gva: int) -> None:
         """A hooked site is about to execute; if it is rdtsc/rdtscp there, emulate it."""

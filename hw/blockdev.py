@@ -7,6 +7,7 @@ relies on. The device counts its own requests.
 from __future__ import annotations
 
 import os
+import dataclasses
 from dataclasses import dataclass
 
 
@@ -41,6 +42,16 @@ class BlockDevice:
         self.stats.writes += 1
         self.stats.bytes_written += len(data)
         os.pwrite(self.fd, data, offset)
+
+    def save_state(self) -> dict:
+        """The disk's contents and counters."""
+        return {"contents": os.pread(self.fd, self.size_bytes, 0), "stats": dataclasses.asdict(self.stats)}
+
+    def load_state(self, state: dict) -> None:
+        if len(state["contents"]) != self.size_bytes:
+            raise ValueError(f"saved disk of {len(state['contents'])} bytes, this one has {self.size_bytes}")
+        os.pwrite(self.fd, state["contents"], 0)
+        self.stats = BlockDeviceStats(**state["stats"])
 
     def flush(self) -> None:
         os.fsync(self.fd)

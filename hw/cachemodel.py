@@ -114,6 +114,9 @@ int cm_event(struct cm *cm);
 uint64_t cm_power_fail(struct cm *cm, int eadr);
 void cm_power_on(struct cm *cm);
 void cm_reset(struct cm *cm);
+uint64_t cm_state_size(struct cm *cm);
+void cm_save(struct cm *cm, uint8_t *out);
+int cm_load(struct cm *cm, const uint8_t *in, uint64_t n);
 void cm_reset_stats(struct cm *cm);
 int cm_line_state(struct cm *cm, uint64_t hpa);
 uint64_t cm_pending_count(struct cm *cm);
@@ -162,6 +165,18 @@ class CacheModel:
         self.set_level(level)
 
     # -- configuration
+    def save_state(self) -> bytes:
+        """Every line (tag, LRU stamp, dirty bit), the pending write-backs and non-temporal
+        stores with their data, the counters and the wear of every SCM page (cm_save)."""
+        n = self.lib.cm_state_size(self.ptr)
+        buf = self.ffi.new("uint8_t[]", n)
+        self.lib.cm_save(self.ptr, buf)
+        return bytes(self.ffi.buffer(buf, n))
+
+    def load_state(self, state: bytes) -> None:
+        if self.lib.cm_load(self.ptr, state, len(state)) != 0:
+            raise ValueError("saved cache model does not fit this one (geometry, ranges or size differ)")
+
     def add_range(self, name: str, kind: str, base: int, size: int, channel: int,
                   cpu: Any = None, media: Any = None) -> int:
         """Add a range of the memory map. `cpu`/`media`: writable buffers (mmap, bytearray) or

@@ -37,6 +37,12 @@ class Clock:
     def charge(self, ns: int) -> None:
         self.kernel_ns += ns
 
+    def save_state(self) -> dict:
+        return {"kernel_ns": self.kernel_ns, "base_ns": self.base_ns}
+
+    def load_state(self, state: dict) -> None:
+        self.kernel_ns, self.base_ns = state["kernel_ns"], state["base_ns"]
+
     def instructions(self) -> int:
         return int(self._icount())
 

@@ -31,6 +31,15 @@ class Console:
         self.position = {1: position.get(1, 0), 2: position.get(2, 0)}
         self.skip_until = {1: shown.get(1, 0), 2: shown.get(2, 0)}
 
+    def save_state(self) -> dict:
+        """Where each stream is (what the guest wrote, what an earlier run showed); what this
+        console captured or printed stays with it."""
+        return {"position": dict(self.position), "skip_until": dict(self.skip_until), "previous": dict(self.previous)}
+
+    def load_state(self, state: dict) -> None:
+        self.position, self.skip_until = dict(state["position"]), dict(state["skip_until"])
+        self.previous = dict(state["previous"])
+
     def write(self, stream: int, data: bytes) -> None:
         pos = self.position.get(stream, 0)
         self.position[stream] = pos + len(data)

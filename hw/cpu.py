@@ -286,6 +286,22 @@ class CPU:
     def write_gprs(self, regs: dict[str, int]) -> None:
         self.uc.reg_write_batch([(getattr(X, "UC_X86_REG_" + k.upper()), v & 0xFFFFFFFFFFFFFFFF) for k, v in regs.items()])
 
+    def save_state(self) -> dict:
+        """The registers (a Unicorn context) and the counters; translations, TLB and hooks are
+        not state: they are rebuilt (hooks by whoever added them)."""
+        st = self.st
+        return {"context": self.uc.context_save(), "icount": st.icount, "blocks_decoded": st.blocks_decoded,
+                "tlb_fills": st.tlb_fills, "nt_remaining": st.nt_remaining}
+
+    def load_state(self, state: dict) -> None:
+        self.uc.context_restore(state["context"])
+        st = self.st
+        st.icount, st.blocks_decoded = state["icount"], state["blocks_decoded"]
+        st.tlb_fills, st.nt_remaining = state["tlb_fills"], state["nt_remaining"]
+        self._asid = -1  # the next set_address_space loads the running process's tables
+        self.tlb_flush()
+        self.flush_translations()
+
     def save_context(self) -> object:
         return self.uc.context_save()
 

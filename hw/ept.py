@@ -61,6 +61,19 @@ class EPT:
         self.on_change: Callable[[], None] = lambda: None     # a mapping or bit changed: flush TLBs
         self.on_data_move: Callable[[], None] = lambda: None  # page contents moved: drop translated code
 
+    def save_state(self) -> dict:
+        """The mapping and the accessed/dirty bits of every guest page."""
+        return {"map": self.map.tobytes(), "bits": bytes(self.bits), "swaps": self.swaps}
+
+    def load_state(self, state: dict) -> None:
+        if len(state["bits"]) != self.pages:
+            raise ValueError(f"saved EPT of {len(state['bits'])} pages, this one has {self.pages}")
+        self.map[:] = array("I", state["map"])   # in place: the CPU's C walk reads these arrays
+        self.bits[:] = state["bits"]
+        self.swaps = state["swaps"]
+        self.on_change()
+        self.on_data_move()
+
     def hpfn(self, gpfn: int) -> int:
         return self.map[gpfn]
 

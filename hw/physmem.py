@@ -56,17 +56,17 @@ class PhysicalMemory:
         buffers = buffers or {}
         self.ranges = [MemoryRange(s, buffers.get(s.name)) for s in ordered]
 
-    def range_of(self, gpa: int) -> MemoryRange:
+    def range_of(self, hpa: int) -> MemoryRange:
         for r in self.ranges:
-            if r.spec.base_hpa <= gpa < r.end_hpa:
+            if r.spec.base_hpa <= hpa < r.end_hpa:
                 return r
-        raise ValueError(f"gpa {gpa:#x} is outside every memory range")
+        raise ValueError(f"hpa {hpa:#x} is outside every memory range")
 
-    def view(self, gpa: int, n: int) -> memoryview:
-        r = self.range_of(gpa)
-        off = gpa - r.spec.base_hpa
+    def view(self, hpa: int, n: int) -> memoryview:
+        r = self.range_of(hpa)
+        off = hpa - r.spec.base_hpa
         if off + n > r.spec.size_bytes:
-            raise ValueError(f"gpa range {gpa:#x}+{n:#x} crosses the end of {r.spec.name}")
+            raise ValueError(f"hpa range {hpa:#x}+{n:#x} crosses the end of {r.spec.name}")
         return r.view[off : off + n]
 
     def page_view(self, hpfn: int) -> memoryview:
@@ -78,11 +78,21 @@ class PhysicalMemory:
                 return r.view[off : off + PAGE_SIZE]
         raise ValueError(f"hpa {hpa:#x} is outside every memory range")
 
-    def read(self, gpa: int, n: int) -> bytes:
-        return bytes(self.view(gpa, n))
+    def read(self, hpa: int, n: int) -> bytes:
+        return bytes(self.view(hpa, n))
 
-    def write(self, gpa: int, data: bytes | memoryview) -> None:
-        self.view(gpa, len(data))[:] = data
+    def write(self, hpa: int, data: bytes | memoryview) -> None:
+        self.view(hpa, len(data))[:] = data
+
+    def save_state(self) -> dict[str, bytes]:
+        """The contents of every pool (as the CPU sees them: SCM media are the machine's)."""
+        return {r.spec.name: bytes(r.view) for r in self.ranges}
+
+    def load_state(self, state: dict[str, bytes]) -> None:
+        for r in self.ranges:
+            if len(state[r.spec.name]) != r.spec.size_bytes:
+                raise ValueError(f"saved pool {r.spec.name} has {len(state[r.spec.name])} bytes, this one {r.spec.size_bytes}")
+            r.view[:] = state[r.spec.name]
 
     def dram_ranges(self) -> list[MemoryRange]:
         return [r for r in self.ranges if r.spec.kind == "dram"]

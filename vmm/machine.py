@@ -165,6 +165,8 @@ class Machine:
         self.kernel = kernel if kernel is not None else load_kernel(None, cfg)
         self.power_report: dict[str, Any] = {}
         self.epochs = EpochListeners(self.clock)  # host-side work with the guest paused
+        self._kernel_deadline: int | None = None  # the running process's deadline (kernel's)
+        self._t0 = time.perf_counter()
 
     def _block_event(self) -> None:
         """Each block the storage device writes is a persistence event; the power may fail
@@ -191,9 +193,21 @@ class Machine:
 
     def _run(self, argv: list[str | bytes], env: list[str | bytes] | None, restart: bool,
              start_over: bool = False) -> RunResult:
+        ended = self.boot(argv, env, restart, start_over)
+        if ended is not None:
+            return ended
+        result = self.resume_run()
+        assert result is not None
+        return result
+
+    def boot(self, argv: list[str | bytes], env: list[str | bytes] | None = None, restart: bool = False,
+             start_over: bool = False) -> RunResult | None:
+        """Power on and boot (or restart); None when the machine is ready to run
+        (`resume_run`), else the result of a run that ended already (a boot failure, a power
+        cut)."""
         argv_b = [a.encode() if isinstance(a, str) else a for a in argv]
         env_b = None if env is None else [e.encode() if isinstance(e, str) else e for e in env]
-        t0 = time.perf_counter()
+        self._t0 = time.perf_counter()
         k = self.kernel
         try:
             if restart:
@@ -205,13 +219,20 @@ class Machine:
             self._abandon()
             raise RestartRefusedError(f"cannot resume faithfully: {e}") from None
         except SyscallError as e:
-            return self._boot_failure(argv_b[0], e, t0)
+            return self._boot_failure(argv_b[0], e, self._t0)
         except PowerFailure:
-            return self._power_failed(t0)
+            return self._power_failed(self._t0)
         except ValueError as e:  # the file system driver refused the image
             raise EmuError(f"cannot mount {self.blockdev.path}: {e}") from None
+        return None
+
+    def resume_run(self, until: int | None = None) -> RunResult | None:
+        """Run the booted machine to its end (its result), or pause it at the last block
+        boundary at or before `until` instructions (None): the guest does not notice a pause."""
+        k, t0 = self.kernel, self._t0
         try:
-            self._loop()
+            if not self._loop(until):
+                return None
             if self.cpu.st.power_failed:
                 raise PowerFailure("event")
             k.shutdown()
@@ -223,31 +244,51 @@ class Machine:
         status = k.init_status or 0
         return self._result(t0, wait_status_to_code(status), status)
 
-    def _loop(self) -> None:
+    def _loop(self, until: int | None = None) -> bool:
+        """Run until the kernel halts (True) or the CPU reaches `until` (False). The kernel
+        sees its own deadlines only: a stop for host work (an epoch listener, a pause) leaves its
+        process on the CPU and its quantum running, so host work never changes the guest's
+        schedule. A power cut at an instruction stops as the kernel's deadline does."""
         k, cpu = self.kernel, self.cpu
         fail_at = self.power_fail_at
         epochs = self.epochs
         while True:
-            deadline = k.resume()
-            if deadline is None:
-                if fail_at is not None and cpu.icount >= fail_at:
-                    raise PowerFailure("instruction")  # the last instruction was the N-th: no shutdown
-                return
-            if fail_at is not None:
-                if cpu.icount >= fail_at:
-                    raise PowerFailure("instruction")
-                deadline = min(deadline, fail_at)
-            if epochs:
-                due = epochs.next_deadline()
-                if due is not None:
-                    deadline = min(deadline, due)
+            if self._kernel_deadline is None:
+                kd = k.resume()
+                if kd is None:
+                    if fail_at is not None and cpu.icount >= fail_at:
+                        raise PowerFailure("instruction")  # the last instruction was the N-th: no shutdown
+                    return True
+                if fail_at is not None:
+                    if cpu.icount >= fail_at:
+                        raise PowerFailure("instruction")
+                    kd = min(kd, fail_at)
+                self._kernel_deadline = kd
+            kd = self._kernel_deadline
+            if until is not None and cpu.icount >= until:
+                return False
+            deadline = kd
+            due = epochs.next_deadline() if epochs else None
+            for host in (due, until):
+                if host is not None and host < deadline:
+                    deadline = host
             stop = cpu.run(cpu.reg("rip"), deadline)
+            at_deadline = deadline if stop.kind == STOP_DEADLINE else None
+            if at_deadline is not None and deadline < kd:  # host work only: the kernel goes on
+                if epochs:
+                    epochs.fire_due(at_deadline)
+                if cpu.st.power_failed:
+                    raise PowerFailure("event")
+                if deadline == until:
+                    return False
+                continue
+            self._kernel_deadline = None
             k.stop(stop)
             if epochs:
-                epochs.fire_due(deadline if stop.kind == STOP_DEADLINE else None)
+                epochs.fire_due(at_deadline)
             if cpu.st.power_failed:
                 raise PowerFailure("event")
-            if fail_at is not None and stop.kind == STOP_DEADLINE and deadline == fail_at and cpu.icount < fail_at:
+            if fail_at is not None and at_deadline == fail_at and cpu.icount < fail_at:
                 self._step_to(fail_at)
 
     def _step_to(self, n: int) -> None:
@@ -268,6 +309,48 @@ class Machine:
         self.power_report = self.lost_state()
         self._close()
         return self._result(t0, 0, 0, power_failed=True)
+
+    # -- whole-machine state ----------------------------------------------------------------
+    def save_state(self) -> dict[str, Any]:
+        """The whole machine, in memory, between two instructions (a paused or finished run):
+        every model's state and the kernel's. `load_state` on a machine of the same
+        configuration (and kernel class) goes on from there as this one would."""
+        if not hasattr(self.kernel, "save_state"):
+            raise EmuError(f"kernel {getattr(self.kernel, 'name', '?')} cannot save its state")
+        from vmm.config import machine_to_dict
+
+        return {
+            "config": machine_to_dict(self.config),
+            "pools": self.physmem.save_state(),
+            "media": {name: bytes(m) for name, m in self.media.items()} if self.level else {},
+            "ept": self.ept.save_state(),
+            "cpu": self.cpu.save_state(),
+            "clock": self.clock.save_state(),
+            "cache": self.cache.save_state() if self.cache is not None else None,
+            "blockdev": self.blockdev.save_state(),
+            "console": self.console.save_state(),
+            "kernel_deadline": self._kernel_deadline,
+            "kernel": self.kernel.save_state(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Become the machine `state` was saved from (see save_state); then `resume_run`."""
+        from vmm.config import machine_to_dict
+
+        if state["config"] != machine_to_dict(self.config):
+            raise EmuError("the saved machine state is of another machine configuration")
+        self.physmem.load_state(state["pools"])
+        for name, data in state["media"].items():
+            self.media[name][:] = data
+        self.ept.load_state(state["ept"])
+        self.cpu.load_state(state["cpu"])
+        self.clock.load_state(state["clock"])
+        if self.cache is not None:
+            self.cache.load_state(state["cache"])
+        self.blockdev.load_state(state["blockdev"])
+        self.console.load_state(state["console"])
+        self._kernel_deadline = state["kernel_deadline"]
+        self.kernel.load_state(self, state["kernel"])
 
     def lost_state(self) -> dict[str, Any]:
         """The report of a power failure: where it happened and what was lost (the caches and

@@ -730,6 +730,111 @@ void cm_power_on(struct cm *cm)
 }
 
 /* Empty the cache and the pending queues without writing anything back. */
+/* ---------------------------------------------------------------- state
+ * The whole model as a flat byte string (a machine snapshot): counters, every line's tag, LRU
+ * stamp and dirty bit, the pending queue and each SCM page's wear. Geometry and ranges are
+ * the configuration's: cm_load checks them and refuses a string of another model. */
+
+struct cm_state_head {
+    uint64_t magic, nsets, ways, line_size, nranges, pq_len;
+};
+#define CM_STATE_MAGIC 0x31657461747343ULL  /* "Cstate1" */
+
+static uint64_t cm_wear_words(const struct cm *cm)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < cm->nranges; i++)
+        if (cm->ranges[i].wear)
+            n += cm->ranges[i].npages;
+    return n;
+}
+
+uint64_t cm_state_size(struct cm *cm)
+{
+    uint64_t lines = (uint64_t)cm->nsets * cm->ways;
+    return sizeof(struct cm_state_head) + sizeof cm->st + sizeof cm->chan + 4 * sizeof(int32_t) + 4 * sizeof(uint64_t)
+           + sizeof cm->filter + lines * (sizeof *cm->tags + sizeof *cm->stamps + 1)
+           + cm->pq_len * sizeof(struct cm_pend) + cm_wear_words(cm) * sizeof(uint32_t);
+}
+
+#define PUT(ptr, n) do { memcpy(out, (ptr), (n)); out += (n); } while (0)
+#define GET(ptr, n) do { memcpy((ptr), in, (n)); in += (n); } while (0)
+
+void cm_save(struct cm *cm, uint8_t *out)
+{
+    uint64_t lines = (uint64_t)cm->nsets * cm->ways;
+    struct cm_state_head h = {CM_STATE_MAGIC, cm->nsets, cm->ways, cm->line_size, (uint64_t)cm->nranges, cm->pq_len};
+    int32_t flags[4] = {cm->level, cm->power_failed, cm->nt_mark, 0};
+    uint64_t words[4] = {cm->fail_at_event, cm->clock, cm->pq_live_wb, cm->pq_live_nt};
+    PUT(&h, sizeof h);
+    PUT(&cm->st, sizeof cm->st);
+    PUT(cm->chan, sizeof cm->chan);
+    PUT(flags, sizeof flags);
+    PUT(words, sizeof words);
+    PUT(cm->filter, sizeof cm->filter);
+    PUT(cm->tags, lines * sizeof *cm->tags);
+    PUT(cm->stamps, lines * sizeof *cm->stamps);
+    PUT(cm->meta, lines);
+    PUT(cm->pq, cm->pq_len * sizeof(struct cm_pend));
+    for (int i = 0; i < cm->nranges; i++)
+        if (cm->ranges[i].wear)
+            PUT(cm->ranges[i].wear, cm->ranges[i].npages * sizeof(uint32_t));
+}
+
+int cm_load(struct cm *cm, const uint8_t *in, uint64_t n)
+{
+    struct cm_state_head h;
+    if (n < sizeof h)
+        return -1;
+    memcpy(&h, in, sizeof h);
+    if (h.magic != CM_STATE_MAGIC || h.nsets != cm->nsets || h.ways != cm->ways || h.line_size != cm->line_size
+        || h.nranges != (uint64_t)cm->nranges)
+        return -1;
+    uint64_t saved_pq = cm->pq_len;
+    cm->pq_len = h.pq_len;
+    uint64_t want = cm_state_size(cm);
+    cm->pq_len = saved_pq;
+    if (n != want)
+        return -1;
+    if (h.pq_len > cm->pq_cap) {
+        struct cm_pend *pq = realloc(cm->pq, h.pq_len * sizeof *pq);
+        if (!pq)
+            return -2;
+        cm->pq = pq;
+        cm->pq_cap = h.pq_len;
+    }
+    uint64_t lines = (uint64_t)cm->nsets * cm->ways;
+    int32_t flags[4];
+    uint64_t words[4];
+    in += sizeof h;
+    GET(&cm->st, sizeof cm->st);
+    GET(cm->chan, sizeof cm->chan);
+    GET(flags, sizeof flags);
+    GET(words, sizeof words);
+    GET(cm->filter, sizeof cm->filter);
+    GET(cm->tags, lines * sizeof *cm->tags);
+    GET(cm->stamps, lines * sizeof *cm->stamps);
+    GET(cm->meta, lines);
+    GET(cm->pq, h.pq_len * sizeof(struct cm_pend));
+    for (int i = 0; i < cm->nranges; i++)
+        if (cm->ranges[i].wear)
+            GET(cm->ranges[i].wear, cm->ranges[i].npages * sizeof(uint32_t));
+    cm->level = flags[0];
+    cm->power_failed = flags[1];
+    cm->nt_mark = flags[2];
+    cm->fail_at_event = words[0];
+    cm->clock = words[1];
+    cm->pq_live_wb = words[2];
+    cm->pq_live_nt = words[3];
+    cm->pq_len = h.pq_len;
+    cm->last_line = CM_INVALID;   /* the MRU shortcut is rebuilt by the next access */
+    cm->last_idx = 0;
+    return 0;
+}
+
+#undef PUT
+#undef GET
+
 void cm_reset(struct cm *cm)
 {
     uint64_t n = (uint64_t)cm->nsets * cm->ways;
