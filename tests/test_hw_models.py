@@ -552,20 +552,6 @@ def test_matches_reference_model(ops, level, geometry, fail_at, eadr) -> None:
     assert bytes(r.media) == bytes(ref.media)
 
 
-# ------------------------------------------------------------------ speed
-
-def test_microbenchmark_reports_ns_per_access(capsys) -> None:
-    m = CacheModel()
-    m.add_range("dram0", "dram", 0, 256 << 20, 0)  # no buffers needed for dram
-    hit = m.bench(2_000_000, 0, 64, 1 << 20)          # 16 Ki lines, all cached: distinct-line hits
-    same = m.bench(2_000_000, 0, 8, 64)               # the MRU-line shortcut
-    m.reset()
-    miss = m.bench(1_000_000, 0, 64, 256 << 20)       # every access misses (and evicts)
-    with capsys.disabled():
-        print(f"\ncm_access: hit {hit:.1f} ns, same-line {same:.1f} ns, miss {miss:.1f} ns")
-    assert hit < 100 and miss < 1000
-
-
 # ------------------------------------------------------------------ Unicorn memory hook
 
 def test_unicorn_memory_hook_feeds_the_model() -> None:
