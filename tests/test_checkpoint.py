@@ -15,6 +15,7 @@ import pytest
 from emu import crashtest as ct
 from vmm.config import apply_overrides, default_machine
 from vmm.machine import Machine
+from vmm.media import DeviceMedia
 from emu.workloads import workload
 from guestkernel.checkpoint.store import LINE, PAGE, CorruptImage, ImageStore, ScmMedium, pack_pages
 from hw.console import Console
@@ -173,7 +174,7 @@ def test_a_corrupted_newest_image_is_detected_and_the_previous_one_used(referenc
     state = tmp_path / "s"
     r, _m, before = _run(state, base_image, workload("tar-czf"), cfg, power_fail_at=ref.instructions // 2)
     assert r.power_failed
-    media = bytearray((state / "pmem0.media").read_bytes())
+    media = DeviceMedia(state, "checkpoint", cfg).read()  # in guest order
     st = ImageStore(ScmMedium.over(media))
     slots = st.read_table()
     assert len(slots) == 2
@@ -181,7 +182,7 @@ def test_a_corrupted_newest_image_is_detected_and_the_previous_one_used(referenc
     # Flip bytes in the middle of the newest image's metadata, on the media itself.
     off = newest.meta_page * PAGE + newest.meta_len // 2
     media[off : off + 4] = bytes(b ^ 0x5A for b in media[off : off + 4])
-    (state / "pmem0.media").write_bytes(media)
+    DeviceMedia(state, "checkpoint", cfg).write(media)
     r2, m2, after = _restart(state, workload("tar-czf"), cfg)
     assert r2.checkpoint["fallbacks"] == 1
     assert any(f"image {newest.seq}: metadata checksum mismatch" in line for line in r2.log)
@@ -334,12 +335,12 @@ def test_replayed_directory_change_answers_with_its_recorded_outcome(tmp_path: P
     state = tmp_path / "s"
     r, _m, before = _run(state, base_image, argv, cfg, power_fail_at_event=after[2] + 1)
     assert r.power_failed
-    media = bytearray((state / "pmem0.media").read_bytes())
+    media = DeviceMedia(state, "checkpoint", cfg).read()  # in guest order
     st = ImageStore(ScmMedium.over(media))
     newest = st.read_table()[0]
     assert newest.seq == seq + 1
     media[newest.meta_page * PAGE + 10] ^= 0xFF
-    (state / "pmem0.media").write_bytes(media)
+    DeviceMedia(state, "checkpoint", cfg).write(media)
     r2, _m2, out = _restart(state, argv, cfg)
     assert r2.checkpoint["fallbacks"] == 1 and r2.checkpoint["replayed_outcomes"] == 1
     assert before + out == b"made\n" and r2.exit_code == 0

@@ -17,6 +17,7 @@ from emu import crashtest as ct
 from vmm.config import apply_overrides, default_machine
 from vmm.errors import EXIT_POWER_FAILED, EXIT_RESTART_REFUSED, RestartRefusedError
 from vmm.machine import Machine
+from vmm.media import DeviceMedia
 from emu.mediafaults import KINDS, apply, inject, layout
 from guestkernel.checkpoint import generation
 from guestkernel.checkpoint.store import LINE, PAGE, ImageStore, ScmMedium, pack_pages
@@ -52,7 +53,12 @@ def _restart(state: Path, argv: list[str]):  # type: ignore[no-untyped-def]
 
 
 def _media(state: Path) -> bytearray:
-    return bytearray((state / "pmem0.media").read_bytes())
+    """The checkpoint range's media, in guest order (the EPT may scatter its pages)."""
+    return DeviceMedia(state, "checkpoint", _cfg()).read()
+
+
+def _put_media(state: Path, media: bytearray) -> None:
+    DeviceMedia(state, "checkpoint", _cfg()).write(media)
 
 
 def _store(buf: bytearray) -> ImageStore:
@@ -76,7 +82,7 @@ def test_every_image_corrupt_is_refused_and_nothing_changes(tmp_path: Path, base
         if media[pg * PAGE : (pg + 1) * PAGE] != bytes(PAGE):
             media[pg * PAGE + rng.randrange(PAGE)] ^= 0xFF
             flipped += 1
-    (state / "pmem0.media").write_bytes(media)
+    _put_media(state, media)
     assert flipped > 100
     before = ct.state_digest(state)
     rs = subprocess.run([*EMU, "restart", str(state)], capture_output=True, cwd=ROOT)
@@ -129,7 +135,7 @@ def test_a_zeroed_table_page_is_survived_through_its_mirror(tmp_path: Path, base
     r, _m, before = _cut(state, base_image, APPENDS, power_fail_at=total * 2 // 3)
     media = _media(state)
     media[:PAGE] = bytes(PAGE)
-    (state / "pmem0.media").write_bytes(media)
+    _put_media(state, media)
     r2, m2, after = _restart(state, APPENDS)
     assert m2.restart_how == "resumed" and before + after == ref_out
     assert ct.image_tree(state / "disk.img") == ct.image_tree(ref / "disk.img")
@@ -143,7 +149,7 @@ def test_a_zeroed_table_in_both_copies_is_refused_by_the_generation_on_storage(t
     media = _media(state)
     media[:PAGE] = bytes(PAGE)
     media[-PAGE:] = bytes(PAGE)
-    (state / "pmem0.media").write_bytes(media)
+    _put_media(state, media)
     gen = generation.decode(lambda off, n: (state / "disk.img").read_bytes()[off : off + n])
     assert gen.begun > 0 and not gen.torn
     before = ct.state_digest(state)
@@ -169,7 +175,7 @@ def test_a_torn_write_back_with_its_image_corrupt_is_refused(tmp_path: Path, bas
     media = _media(state)
     slot = next(s for s in _store(media).read_table() if s.seq == seq)
     media[slot.meta_page * PAGE + 7] ^= 0x40
-    (state / "pmem0.media").write_bytes(media)
+    _put_media(state, media)
     before = ct.state_digest(state)
     with pytest.raises(RestartRefusedError, match=f"storage holds part of image {seq}, newer than the newest readable image {seq - 1}"):
         _restart(state, APPENDS)
@@ -189,7 +195,7 @@ def test_a_finished_write_back_with_its_image_corrupt_falls_back(tmp_path: Path,
     slots = _store(media).read_table()
     assert slots[0].seq == seq  # the cut came before the next commit
     media[slots[0].meta_page * PAGE + 7] ^= 0x40
-    (state / "pmem0.media").write_bytes(media)
+    _put_media(state, media)
     r2, m2, after = _restart(state, APPENDS)
     assert m2.restart_how == "resumed" and r2.restart["image"] == seq - 1 and r2.checkpoint["fallbacks"] == 1
     assert before + after == ref_out
@@ -232,16 +238,17 @@ def test_injector_is_seeded_reproducible_and_places_every_kind(tmp_path: Path, b
     _ref, _out, _spans, total = appends_ref
     state = tmp_path / "s"
     _r, m, _ = _cut(state, base_image, APPENDS, power_fail_at=total * 2 // 3)
-    clean = _media(state)
-    where = layout(clean)
+    device = DeviceMedia(state, "checkpoint", _cfg())
+    clean = bytearray(device.path.read_bytes())  # the pool's media, in host order
+    where = layout(clean, device.pages)
     assert where["slots"] and where["meta"] and where["data"] and where["used"]
     cpu_view = bytearray(next(r.buffer for r in m.physmem.scm_ranges()))
     cpu_view[5 * PAGE : 5 * PAGE + LINE] = b"N" * LINE  # a line in flight at the cut
     seen = set()
     for kind in KINDS:
         a, b = bytearray(clean), bytearray(clean)
-        fa = inject(a, cpu_view, 3, random.Random(7), kinds=(kind,))
-        fb = inject(b, cpu_view, 3, random.Random(7), kinds=(kind,))
+        fa = inject(a, cpu_view, 3, random.Random(7), kinds=(kind,), page_map=device.pages)
+        fb = inject(b, cpu_view, 3, random.Random(7), kinds=(kind,), page_map=device.pages)
         assert fa == fb and a == b and a != clean
         seen.update(f["kind"] for f in fa)
         again = bytearray(clean)

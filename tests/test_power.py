@@ -14,6 +14,7 @@ import pytest
 from vmm.config import default_machine, derive
 from vmm.errors import EXIT_POWER_FAILED
 from vmm.machine import Machine
+from vmm.media import DeviceMedia
 from guestkernel.kernel import Kernel
 from hw.console import Console
 
@@ -28,9 +29,14 @@ def fnv(seq: int, payload: bytes) -> int:
     return h
 
 
-def durable_log(media: Path) -> int:
+def pmem_media(m: Machine) -> bytes:
+    """What /dev/pmem0's media holds, in the device's order (the EPT may scatter its pages)."""
+    return bytes(DeviceMedia(m.media_dir, "pmem0", m.config).read())
+
+
+def durable_log(data: bytes) -> int:
     """Records the log's media holds: its header count, after checking every counted record."""
-    data = media.read_bytes()[: 1 << 20]
+    data = data[: 1 << 20]
     magic, count = struct.unpack_from("<QQ", data, 0)
     if magic != MAGIC:
         return 0
@@ -141,10 +147,10 @@ def cut_everywhere(base_image: Path, tmp_path: Path, variant: list[str], domain:
     outcomes = []
     for n in range(first, second + 1):
         state = tmp_path / f"cut{n}"
-        r, out, _ = run_in(state, base_image, ["/bin/pmemlog", "append", "2", *variant], domain=domain,
+        r, out, m = run_in(state, base_image, ["/bin/pmemlog", "append", "2", *variant], domain=domain,
                            image=shared, power_fail_at=n)
         assert r.power_failed and r.instructions == n
-        outcomes.append((n, out.count(b"committed"), durable_log(state / "pmem0.media")))
+        outcomes.append((n, out.count(b"committed"), durable_log(pmem_media(m))))
         shutil.rmtree(state)
     assert shared.read_bytes() == before  # no cut run wrote to storage
     return outcomes
@@ -165,8 +171,8 @@ def test_log_without_the_fence_loses_committed_records(base_image, tmp_path):
     # ... but under eADR the caches are in the persistence domain: nothing is lost.
     n = lost[0]
     state = tmp_path / "eadr"
-    r, out, _ = run_in(state, base_image, ["/bin/pmemlog", "append", "2", "--nofence"], domain="eadr", power_fail_at=n)
-    assert durable_log(state / "pmem0.media") >= out.count(b"committed")
+    r, out, m = run_in(state, base_image, ["/bin/pmemlog", "append", "2", "--nofence"], domain="eadr", power_fail_at=n)
+    assert durable_log(pmem_media(m)) >= out.count(b"committed")
 
 
 def test_cold_boot_from_state_after_power_failure(base_image, tmp_path):
@@ -239,9 +245,9 @@ def test_each_persistence_instruction_from_a_guest(base_image, guest_programs, t
     assert (st.clflush, st.clflushopt, st.clwb, st.sfence, st.mfence) == (1, 1, 3, 4, 1)
     assert st.nt_stores >= 3
     # Cut the power as the program exits: only what was made durable survives.
-    r, _, _ = run_in(tmp_path / "cut", base_image, ["/bin/persist_ops"], level=level, image=image, power_fail_at=k.exit_at)
+    r, _, m = run_in(tmp_path / "cut", base_image, ["/bin/persist_ops"], level=level, image=image, power_fail_at=k.exit_at)
     assert r.power_failed
-    media = (tmp_path / "cut" / "pmem0.media").read_bytes()
+    media = pmem_media(m)
     word = lambda i, j=0: struct.unpack_from("<Q", media, 64 * i + 8 * j)[0]  # noqa: E731
     assert [word(0), word(1), word(2), word(3), word(4), word(4, 1), word(5, 1)] == \
         [0x1111, 0x2222, 0x3333, 0x4444, 0x5555, 0x5555, 0x6666]

@@ -30,13 +30,13 @@ from hw.blockdev import BlockDevice
 from hw.clock import Clock
 from hw.console import Console
 from hw.cpu import CPU, STOP_DEADLINE
-from hw.ept import EPT, Backing
 from hw.guestmem import GuestMemory
 from hw.physmem import PhysicalMemory
 from hw.power import PowerFailure
 from vmm.config import MachineConfig, default_machine
 from vmm.epochs import EpochListeners
 from vmm.errors import EmuError, RestartRefusedError
+from vmm.media import build_ept, effective
 
 LEVELS = {"fast": 0, "persist": 1, "full": 2}
 
@@ -112,13 +112,7 @@ class Machine:
     def __init__(self, image: str | os.PathLike[str], config: MachineConfig | None = None, *,
                  kernel: Any = None, console: Console | None = None, media_dir: str | os.PathLike[str] | None = None,
                  power_fail_at: int | None = None, power_fail_at_event: int | None = None) -> None:
-        cfg = config or default_machine()
-        # EMU_SET="key=value ...": overrides applied to every machine built (test matrices,
-        # e.g. the whole suite once more with ept.initial=shuffled; see scripts/test.sh).
-        if os.environ.get("EMU_SET", "").strip():
-            from vmm.config import apply_overrides
-
-            cfg = apply_overrides(cfg, os.environ["EMU_SET"].split())
+        cfg = effective(config or default_machine())
         self.config = cfg
         image = Path(image)
         if not image.is_file():
@@ -141,8 +135,7 @@ class Machine:
         self.physmem = PhysicalMemory(cfg.range_specs(), buffers)
         # The guest-physical map the kernel sees, and the EPT that backs it with the pools.
         self.guest_map = cfg.guest_map()
-        self.ept = EPT(self.physmem, [Backing(g.base_gpa, g.size_bytes, g.pool, g.pool_offset_bytes) for g in self.guest_map],
-                       shuffle_seed=cfg.seed if cfg.ept.initial == "shuffled" else None)
+        self.ept = build_ept(cfg, self.physmem)
         # At level persist SCM is MMIO, so DRAM accesses pay nothing for the model.
         mmio = frozenset(r.spec.name for r in self.physmem.scm_ranges()) if self.level == 1 else frozenset()
         self.cpu = CPU(self.physmem, self.ept, mmio)
