@@ -7,7 +7,7 @@ from guestkernel.errors import ECHILD, EINVAL, ENOSYS, EPERM, ESRCH, Block, Sysc
 from guestkernel.process import ZOMBIE
 from guestkernel import futex
 from guestkernel.syscalls import syscall
-from guestkernel.syscalls.fs import path_arg, s32
+from guestkernel.syscalls.args import path_arg, s32
 
 CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
 CLONE_VFORK, CLONE_PARENT, CLONE_THREAD, CLONE_SETTLS = 0x4000, 0x8000, 0x10000, 0x80000
