@@ -86,10 +86,7 @@ def write_from(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, off
             if n < want and not blocking_pipe:
                 break
     except SyscallError as e:
-        if e.errno == EPIPE:
-            from guestkernel.kernel import SIGPIPE
-
-            k.send_signal(p, SIGPIPE)
+        sigpipe_on_epipe(k, p, e)
         if total == 0:
             raise
     except Block as b:
@@ -100,6 +97,14 @@ def write_from(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, off
         raise Block(b.waitq, retry=lambda: resume_write(k, p, f, buf, count, written), done=written) from None
     charge_copy(k, total - done)
     return total
+
+
+def sigpipe_on_epipe(k: "Kernel", p: "Process", e: SyscallError) -> None:
+    """A write to a pipe without readers (EPIPE) also sends the writer SIGPIPE."""
+    if e.errno == EPIPE:
+        from guestkernel.kernel import SIGPIPE
+
+        k.send_signal(p, SIGPIPE)
 
 
 def resume_write(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, done: int) -> int:
@@ -140,18 +145,24 @@ def iovecs(p: "Process", iov: int, iovcnt: int) -> list[tuple[int, int]]:
     return [struct.unpack_from("<QQ", raw, 16 * i) for i in range(iovcnt)]
 
 
-@syscall("readv")
-def sys_readv(k, p, fd, iov, iovcnt, *_):  # type: ignore[no-untyped-def]
-    f = p.fds.get(s32(fd))
+def vector_io(io, k, p, f, vecs: list[tuple[int, int]], offset: int | None) -> int:  # type: ignore[no-untyped-def]
+    """readv/writev and the positioned forms: each buffer in turn through io (read_into or
+    write_from), at the file position (offset None) or from offset on; a short transfer ends it."""
     total = 0
-    for base, length in iovecs(p, iov, iovcnt):
+    for base, length in vecs:
         if not length:
             continue
-        n = read_into(k, p, f, base, length, None)
+        n = io(k, p, f, base, length, None if offset is None else offset + total)
         total += n
         if n < length:
             break
     return total
+
+
+@syscall("readv")
+def sys_readv(k, p, fd, iov, iovcnt, *_):  # type: ignore[no-untyped-def]
+    f = p.fds.get(s32(fd))
+    return vector_io(read_into, k, p, f, iovecs(p, iov, iovcnt), None)
 
 
 RWF_SUPPORTED = 0x1F  # HIPRI, DSYNC, SYNC, NOWAIT, APPEND
@@ -172,16 +183,7 @@ def positioned_iov(k, p, fd, iov, iovcnt, offset, flags, write: bool) -> int:  #
         raise SyscallError(EINVAL)
     if not isinstance(f, InodeFile):
         raise SyscallError(ESPIPE)
-    io = write_from if write else read_into
-    total = 0
-    for base, length in iovecs(p, iov, iovcnt):
-        if not length:
-            continue
-        n = io(k, p, f, base, length, offset + total)
-        total += n
-        if n < length:
-            break
-    return total
+    return vector_io(write_from if write else read_into, k, p, f, iovecs(p, iov, iovcnt), offset)
 
 
 @syscall("preadv")
@@ -215,20 +217,9 @@ def sys_writev(k, p, fd, iov, iovcnt, *_):  # type: ignore[no-untyped-def]
         try:
             return f.write(data)
         except SyscallError as e:
-            if e.errno == EPIPE:
-                from guestkernel.kernel import SIGPIPE
-
-                k.send_signal(p, SIGPIPE)
+            sigpipe_on_epipe(k, p, e)
             raise
-    total = 0
-    for base, length in vecs:
-        if not length:
-            continue
-        n = write_from(k, p, f, base, length, None)
-        total += n
-        if n < length:
-            break
-    return total
+    return vector_io(write_from, k, p, f, vecs, None)
 
 
 @syscall("lseek")
