@@ -1,12 +1,12 @@
 """What the syscalls share: reading their raw arguments (signed ints, paths, a directory
-descriptor or AT_FDCWD, the ext2 inode a path or descriptor names) and calling the ext2
+descriptor or AT_FDCWD, the ext2 inode a path or descriptor names, a pid) and calling the ext2
 driver so that its errors become the syscall's errno."""
 from __future__ import annotations
 
 import stat as S
 from typing import TYPE_CHECKING
 
-from guestkernel.errors import ENOTDIR, EPERM, SyscallError
+from guestkernel.errors import ENOTDIR, EPERM, ESRCH, SyscallError
 from guestkernel.sysfs import SysDirFile
 from guestkernel.vfs import DEV_DIR, DevDirFile, InodeFile
 
@@ -81,3 +81,11 @@ def fd_ino(p: "Process", fd: int) -> int:
     if not isinstance(f, InodeFile):
         raise SyscallError(EPERM)
     return f.ino
+
+
+def process_arg(k: "Kernel", p: "Process", pid: int) -> "Process":
+    """The process a pid argument names (0: the caller), or ESRCH."""
+    q = p if pid == 0 else k.procs.get(pid)
+    if q is None:
+        raise SyscallError(ESRCH)
+    return q
