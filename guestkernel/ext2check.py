@@ -29,7 +29,7 @@ import stat as S
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
-    from .ext2 import _Group
+    from .ext2.layout import Group
 
 __all__ = ["ErrorLog", "SystemZone", "check_geometry", "check_descriptor", "check_dirent",
            "check_inode", "VALID_FMTS"]
@@ -80,7 +80,7 @@ class SystemZone:
 
 
 def check_geometry(sb: dict[str, int], device_blocks: int | None) -> None:
-    """What ext2_fill_super refuses beyond the basic superblock fields (see ext2._parse_super)."""
+    """What ext2_fill_super refuses beyond the basic superblock fields (see ext2.layout.parse_super)."""
     from .ext2 import FsError
 
     bs = sb["block_size"]
@@ -96,7 +96,7 @@ def check_geometry(sb: dict[str, int], device_blocks: int | None) -> None:
         raise FsError(errno.EINVAL, f"ext2: {sb['groups']} group descriptors do not fit in the file system")
 
 
-def check_descriptor(g: int, grp: "_Group", first: int, last: int, itable_blocks: int) -> str | None:
+def check_descriptor(g: int, grp: "Group", first: int, last: int, itable_blocks: int) -> str | None:
     """ext2_check_descriptors: the bitmaps and the inode table lie inside their group
     [first, last]. Returns the problem, or None."""
     if not first <= grp.block_bitmap <= last:

@@ -16,7 +16,7 @@ import stat as S
 from dataclasses import dataclass
 
 from guestkernel.errors import EACCES, EINVAL, EISDIR, ENOENT, ENOTDIR, SyscallError
-from guestkernel.vfs import DT_DIR, DT_REG, O_ACCMODE, O_RDONLY, OpenFile, Stat, counted_dir_seek
+from guestkernel.vfs.file import DT_DIR, DT_REG, O_ACCMODE, O_RDONLY, OpenFile, Stat, counted_dir_seek
 
 SYSFS_DEV = 0x15          # st_dev of the sysfs mount
 SYSFS_FILE_SIZE = 4096    # what sysfs reports for every attribute file

@@ -302,7 +302,7 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
     """Rebuild the group of `meta` in a kernel that has mounted the file system but runs no
     process yet. `page_at(scm_page)` reads an image page."""
     from guestkernel.kernel import InodeBacking
-    from guestkernel.syscalls.fs import resume_write
+    from guestkernel.syscalls.rw import resume_write
 
     vfs = k.vfs
     pipes = []

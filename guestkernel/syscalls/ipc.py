@@ -8,7 +8,7 @@ from guestkernel.errors import EINVAL, SyscallError
 from guestkernel.mm import PAGE, PROT_EXEC, PROT_READ, PROT_WRITE, TASK_SIZE, page_up
 from guestkernel.shm import SHM_DEST, SHM_LOCKED, SHMALL, SHMMAX, SHMMIN, SHMMNI, Segment, ShmBacking, ShmRegistry
 from guestkernel.syscalls import syscall
-from guestkernel.syscalls.fs import s32
+from guestkernel.syscalls.args import s32
 
 SHM_RDONLY, SHM_RND, SHM_REMAP, SHM_EXEC = 0o10000, 0o20000, 0o40000, 0o100000
 IPC_RMID, IPC_SET, IPC_STAT, IPC_INFO = 0, 1, 2, 3

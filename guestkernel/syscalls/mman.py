@@ -5,7 +5,7 @@ from guestkernel.errors import EACCES, EEXIST, EINVAL, ENODEV, ENOMEM, ENXIO, Sy
 from guestkernel.mm import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, PAGE, PROT_WRITE,
                             TASK_SIZE, page_up)
 from guestkernel.syscalls import syscall
-from guestkernel.syscalls.fs import s32
+from guestkernel.syscalls.args import s32
 from guestkernel.vfs import DevFile, InodeFile, PmemFile
 
 MAP_TYPE = 0x0F

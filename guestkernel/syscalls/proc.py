@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import struct
 
-from guestkernel.errors import ECHILD, EINVAL, ENOSYS, EPERM, ESRCH, Block, SyscallError
+from guestkernel.errors import ECHILD, EINVAL, ENOSYS, EPERM, Block, SyscallError
 from guestkernel.process import ZOMBIE
 from guestkernel import futex
 from guestkernel.syscalls import syscall
-from guestkernel.syscalls.fs import path_arg, s32
+from guestkernel.syscalls.args import path_arg, process_arg, s32
 
 CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
 CLONE_VFORK, CLONE_PARENT, CLONE_THREAD, CLONE_SETTLS = 0x4000, 0x8000, 0x10000, 0x80000
@@ -204,27 +204,19 @@ def sys_getpgrp(k, p, *_):  # type: ignore[no-untyped-def]
 
 @syscall("getpgid")
 def sys_getpgid(k, p, pid, *_):  # type: ignore[no-untyped-def]
-    q = p if pid == 0 else k.procs.get(pid)
-    if q is None:
-        raise SyscallError(ESRCH)
-    return q.pgid
+    return process_arg(k, p, pid).pgid
 
 
 @syscall("setpgid")
 def sys_setpgid(k, p, pid, pgid, *_):  # type: ignore[no-untyped-def]
-    q = p if pid == 0 else k.procs.get(pid)
-    if q is None:
-        raise SyscallError(ESRCH)
+    q = process_arg(k, p, pid)
     q.pgid = q.pid if pgid == 0 else pgid
     return 0
 
 
 @syscall("getsid")
 def sys_getsid(k, p, pid, *_):  # type: ignore[no-untyped-def]
-    q = p if pid == 0 else k.procs.get(pid)
-    if q is None:
-        raise SyscallError(ESRCH)
-    return q.sid
+    return process_arg(k, p, pid).sid
 
 
 @syscall("setsid")
@@ -281,9 +273,7 @@ def get_rlimit(p, res: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
 def sys_prlimit64(k, p, pid, res, new, old, *_):  # type: ignore[no-untyped-def]
     if res >= 16:
         raise SyscallError(EINVAL)
-    q = p if pid == 0 else k.procs.get(pid)
-    if q is None:
-        raise SyscallError(ESRCH)
+    q = process_arg(k, p, pid)
     if old:
         p.mm.copy_out(old, struct.pack("<QQ", *get_rlimit(q, res)))
     if new:

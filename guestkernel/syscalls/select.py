@@ -11,7 +11,7 @@ import struct
 
 from guestkernel.errors import EBADF, EINVAL, Block, SyscallError
 from guestkernel.syscalls import syscall
-from guestkernel.syscalls.fs import s32
+from guestkernel.syscalls.args import s32
 from guestkernel.timerfd import TimerFile, unpack_timespec
 from guestkernel.vfs import OpenFile, PipeEnd, WaitQueue
 

@@ -6,7 +6,7 @@ import struct
 from guestkernel.errors import EINVAL, ESRCH, Block, SyscallError
 from guestkernel.process import ZOMBIE, SigAction
 from guestkernel.syscalls import syscall
-from guestkernel.syscalls.fs import s32
+from guestkernel.syscalls.args import s32
 from guestkernel.vfs import WaitQueue
 
 SIGKILL, SIGSTOP = 9, 19

@@ -5,7 +5,7 @@ import struct
 
 from guestkernel.errors import EINVAL, Block, SyscallError
 from guestkernel.syscalls import syscall
-from guestkernel.syscalls.fs import s32
+from guestkernel.syscalls.args import s32
 from guestkernel.vfs import WaitQueue
 from guestkernel.timerfd import (CLOCKS, TFD_TIMER_ABSTIME, TFD_TIMER_CANCEL_ON_SET, TimerFile, pack_timespec,
                                  unpack_timespec)

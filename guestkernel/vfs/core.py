@@ -1,0 +1,141 @@
+"""The VFS the kernel holds: attributes of any node, opening a node into an open file, listing an
+open directory, and the lifetime of ext2 inodes (open counts; release() once the last name and
+the last open file are gone)."""
+from __future__ import annotations
+
+import random
+import stat as S
+from typing import TYPE_CHECKING, Callable
+
+from guestkernel import sysfs
+from guestkernel.errors import EACCES, EISDIR, ENOENT, ENOTDIR, SyscallError
+from guestkernel.vfs.devices import (DEV_DIR, DEVICES, FD_ALIASES, PMEM_MAJOR, DevDirFile, DevFile, DevNode,
+                                     PmemFile, PmemRegion)
+from guestkernel.vfs.file import (DT_BLK, DT_CHR, DT_DIR, DT_LNK, O_ACCMODE, O_DIRECTORY, O_RDONLY, O_TRUNC,
+                                  InodeFile, OpenFile, Stat)
+from guestkernel.vfs.lookup import Node, PathLookup
+
+if TYPE_CHECKING:
+    from guestkernel.ext2 import Ext2
+    from guestkernel.frames import Frames
+
+
+class VFS(PathLookup):
+    """The guest's file system: ext2 with /dev and /sys laid over it."""
+
+    def __init__(self, fs: "Ext2", console: object, now: Callable[[], int], seed: int,
+                 frames: "Frames | None" = None, pmem: list[PmemRegion] | None = None) -> None:
+        self.fs = fs
+        self.frames = frames
+        self.devices = dict(DEVICES)
+        self.pmem = {r.name: r for r in pmem or []}
+        for i, r in enumerate(pmem or []):
+            self.devices[r.name] = DevNode(r.name, PMEM_MAJOR, i)
+        self.console = console
+        self.now = now
+        self.rng = random.Random(seed)
+        self.open_count: dict[int, int] = {}
+        self.on_file_write: Callable[[int], None] = lambda ino: None
+        # After a file's data changed (written, or truncated to a size): mappings follow it.
+        self.on_data_change: Callable[[int, int | None], None] = lambda ino, size: None
+        # Reads of a file's data or attributes (the checkpoint rules' "access time").
+        self.on_file_read: Callable[[int], None] = lambda ino: None
+
+    def random_bytes(self, n: int) -> bytes:
+        return self.rng.randbytes(n)
+
+    # --- attributes -----------------------------------------------------------------------------
+    def stat_node(self, node: Node) -> Stat:
+        if node == DEV_DIR:
+            return Stat(ino=1, mode=S.S_IFDIR | 0o755, nlink=2, dev=0x5, atime=0, mtime=0, ctime=0)
+        if isinstance(node, DevNode):
+            kind = S.S_IFBLK | 0o660 if node.major == PMEM_MAJOR else S.S_IFCHR | 0o666
+            return Stat(ino=100 + node.minor + 16 * node.major, mode=kind, rdev=node.rdev, dev=0x5)
+        if isinstance(node, str):
+            return Stat(ino=3, mode=S.S_IFLNK | 0o777, dev=0x5)
+        if isinstance(node, sysfs.SysNode):
+            return sysfs.stat(node)
+        st = self.fs.stat(node)
+        self.on_file_read(node)
+        return Stat(ino=st.ino, mode=st.mode, nlink=st.nlink, uid=st.uid, gid=st.gid, size=st.size,
+                    atime=st.atime, mtime=st.mtime, ctime=st.ctime, blocks=st.blocks, rdev=st.rdev,
+                    blksize=self.fs.block_size)
+
+    def relatime(self, ino: int, st: object) -> None:
+        """Linux's default atime rule: update when atime is not newer than mtime/ctime, or is a
+        day old."""
+        atime = st.atime  # type: ignore[attr-defined]
+        if atime <= st.mtime or atime <= st.ctime or self.now() - atime >= 24 * 3600:  # type: ignore[attr-defined]
+            self.fs.touch_atime(ino)
+
+    # --- opening --------------------------------------------------------------------------------
+    def open_node(self, node: Node, flags: int, path: bytes) -> OpenFile:
+        if node == DEV_DIR:
+            return DevDirFile(self, flags)
+        if isinstance(node, DevNode):
+            if node.major == PMEM_MAJOR:
+                return PmemFile(self, node, self.pmem[node.name], flags)
+            return DevFile(self, node, flags)
+        if isinstance(node, str):
+            raise SyscallError(ENOENT)  # fd aliases are handled by the caller
+        if isinstance(node, sysfs.SysNode):
+            return sysfs.open_node(node, flags)
+        st = self.fs.stat(node)
+        if S.S_ISDIR(st.mode) and ((flags & O_ACCMODE) != O_RDONLY or flags & O_TRUNC):
+            raise SyscallError(EISDIR)  # O_TRUNC asks for write access
+        if flags & O_DIRECTORY and not S.S_ISDIR(st.mode):
+            raise SyscallError(ENOTDIR)
+        if S.S_ISFIFO(st.mode) or S.S_ISSOCK(st.mode):
+            raise SyscallError(EACCES)
+        f = InodeFile(self, node, flags, path)
+        if flags & O_TRUNC and S.S_ISREG(st.mode):  # even O_RDONLY or empty (mtime), as Linux
+            self.on_file_write(node)
+            self.fs.truncate(node, 0)
+            self.on_data_change(node, 0)
+        return f
+
+    def close_inode(self, ino: int) -> None:
+        n = self.open_count.get(ino, 0) - 1
+        if n <= 0:
+            self.open_count.pop(ino, None)
+            try:
+                self.maybe_release(ino)
+            except SyscallError:  # corrupt metadata (logged by the driver): the inode stays, as
+                pass              # Linux's eviction cannot fail either
+        else:
+            self.open_count[ino] = n
+
+    def maybe_release(self, ino: int) -> None:
+        if self.open_count.get(ino, 0) == 0 and self.fs.stat(ino).nlink == 0:
+            self.fs.release(ino)
+
+    def readdir(self, f: OpenFile, pos: int) -> tuple[list[tuple[int, bytes, int, int]], int]:
+        """The entries of an open directory from position `pos` on, each as (position, name, ino,
+        d_type), and the position after the last one. ext2 positions are byte offsets into the
+        directory (as Linux's ext2_readdir); /dev and /sys count entries (as dcache_readdir)."""
+        if isinstance(f, DevDirFile):
+            ents = [(b".", 1, DT_DIR), (b"..", self.fs.root_ino, DT_DIR)]
+            ents += [(n.encode(), self.stat_node(d).ino, DT_BLK if d.major == PMEM_MAJOR else DT_CHR)
+                     for n, d in self.devices.items()]
+            ents += [(n.encode(), 3, DT_LNK) for n in FD_ALIASES]
+            return _counted(ents, pos)
+        if isinstance(f, sysfs.SysDirFile):
+            return _counted(sysfs.readdir(f, self.fs.root_ino), pos)
+        assert isinstance(f, InodeFile)
+        size = self.fs.stat(f.ino).size
+        if pos >= size:
+            return [], pos  # at or past the end the position stays (Linux's ext4 driver, which
+                            # mounts ext2 on Debian's kernels and is the reference we test against)
+        ents = self.fs.dir_stream(f.ino, pos)
+        end = size
+        if f.ino == self.fs.root_ino:  # the mount points /dev and /sys, when the image lacks them
+            for name, ino in ((b"dev", 1), (b"sys", sysfs.stat(sysfs.ROOT).ino)):
+                if not any(n == name for _, n, _, _ in self.fs.dir_stream(f.ino)):
+                    ents.append((end, name, ino, DT_DIR))
+                    end += 1
+        return ents, end
+
+
+def _counted(ents: list[tuple[bytes, int, int]], pos: int) -> tuple[list[tuple[int, bytes, int, int]], int]:
+    return [(i, n, ino, dt) for i, (n, ino, dt) in enumerate(ents) if i >= pos], max(pos, len(ents))
+

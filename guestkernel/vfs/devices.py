@@ -1,0 +1,213 @@
+"""Devices: the /dev directory the kernel lays over the image (null, zero, full, random, urandom,
+tty, console, the pmem regions, and stdin/stdout/stderr as aliases of descriptors 0-2), the open
+files of those nodes, and the console files a process is booted with."""
+from __future__ import annotations
+
+import stat as S
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from guestkernel.errors import EINVAL, SyscallError
+from guestkernel.vfs.file import OpenFile, Stat, counted_dir_seek
+
+if TYPE_CHECKING:
+    from guestkernel.vfs.core import VFS
+    from guestkernel.vfs.lookup import Node
+
+
+@dataclass(frozen=True)
+class DevNode:
+    name: str
+    major: int
+    minor: int
+
+    @property
+    def rdev(self) -> int:
+        return (self.major << 8) | self.minor
+
+
+DEVICES = {
+    "null": DevNode("null", 1, 3), "zero": DevNode("zero", 1, 5), "full": DevNode("full", 1, 7),
+    "random": DevNode("random", 1, 8), "urandom": DevNode("urandom", 1, 9),
+    "tty": DevNode("tty", 5, 0), "console": DevNode("console", 5, 1),
+}
+FD_ALIASES = {"stdin": 0, "stdout": 1, "stderr": 2}
+PMEM_MAJOR = 259  # blkext, where Linux's pmem devices live
+
+
+@dataclass(frozen=True)
+class PmemRegion:
+    """A persistent range of the memory map, offered to the guest as /dev/<name>."""
+
+    name: str
+    base_gpa: int
+    size: int
+
+
+DEV_DIR = "devdir"  # the node of /dev itself
+
+
+def alias_fd(node: Node) -> int | None:
+    """The descriptor that /dev/stdin, /dev/stdout or /dev/stderr (node "fd:NAME") names; None for
+    any other node (DEV_DIR is a str too)."""
+    if isinstance(node, str) and node.startswith("fd:"):
+        return FD_ALIASES[node[3:]]
+    return None
+
+
+class PmemFile(OpenFile):
+    """/dev/pmemN: the SCM range itself. read/write go through the kernel's cache-modelled
+    accesses; mmap maps its pages straight into the process (DAX)."""
+
+    kind = "pmem"
+
+    def __init__(self, vfs: "VFS", node: DevNode, region: PmemRegion, flags: int) -> None:
+        super().__init__(flags)
+        self.vfs = vfs
+        self.node = node
+        self.region = region
+        self.device = True  # mappings of it are not refcounted page frames
+
+    def _span(self, offset: int, n: int) -> tuple[int, int]:
+        n = max(0, min(n, self.region.size - offset))
+        return self.region.base_gpa + offset, n
+
+    def pread(self, n: int, offset: int) -> bytes:
+        gpa, n = self._span(offset, n)
+        out = bytearray()
+        frames = self.vfs.frames
+        while n > 0:
+            off = gpa & 4095
+            chunk = min(n, 4096 - off)
+            out += frames.page(gpa >> 12)[off : off + chunk]
+            frames.kernel_access(gpa, chunk, False)
+            gpa += chunk
+            n -= chunk
+        return bytes(out)
+
+    def pwrite(self, data: bytes, offset: int) -> int:
+        if offset >= self.region.size:
+            from guestkernel.errors import ENOSPC
+
+            raise SyscallError(ENOSPC)
+        gpa, n = self._span(offset, len(data))
+        frames = self.vfs.frames
+        pos = 0
+        while pos < n:
+            off = gpa & 4095
+            chunk = min(n - pos, 4096 - off)
+            frames.page(gpa >> 12)[off : off + chunk] = data[pos : pos + chunk]
+            frames.kernel_access(gpa, chunk, True)
+            gpa += chunk
+            pos += chunk
+        return n
+
+    def read(self, n: int) -> bytes:
+        data = self.pread(n, self.offset)
+        self.offset += len(data)
+        return data
+
+    def write(self, data: bytes) -> int:
+        n = self.pwrite(data, self.offset)
+        self.offset += n
+        return n
+
+    def seek(self, offset: int, whence: int) -> int:
+        base = {0: 0, 1: self.offset, 2: self.region.size}.get(whence)
+        if base is None or base + offset < 0:
+            raise SyscallError(EINVAL)
+        self.offset = base + offset
+        return self.offset
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        return self.pread(n, offset)
+
+    def page_frame(self, offset: int) -> int | None:
+        """The SCM page at offset, mapped shared (no reference counting: device memory)."""
+        if offset + 4096 > self.region.size:
+            return None
+        return (self.region.base_gpa + offset) >> 12
+
+    def stat(self) -> Stat:
+        st = self.vfs.stat_node(self.node)
+        st.mode = S.S_IFBLK | 0o660
+        return st
+
+
+class DevFile(OpenFile):
+    kind = "dev"
+
+    def __init__(self, vfs: "VFS", node: DevNode, flags: int) -> None:
+        super().__init__(flags)
+        self.vfs = vfs
+        self.node = node
+
+    def read(self, n: int) -> bytes:
+        name = self.node.name
+        if name in ("null",):
+            return b""
+        if name in ("zero", "full"):
+            return bytes(n)
+        if name in ("random", "urandom"):
+            return self.vfs.random_bytes(n)
+        return self.vfs.console.read_input(n)
+
+    def write(self, data: bytes) -> int:
+        name = self.node.name
+        if name == "full":
+            from guestkernel.errors import ENOSPC
+
+            raise SyscallError(ENOSPC)
+        if name in ("tty", "console"):
+            self.vfs.console.write(1, bytes(data))
+        return len(data)
+
+    def pread(self, n: int, offset: int) -> bytes:
+        return self.read(n)
+
+    def pwrite(self, data: bytes, offset: int) -> int:
+        return self.write(data)
+
+    def seek(self, offset: int, whence: int) -> int:
+        return 0
+
+    def stat(self) -> Stat:
+        return self.vfs.stat_node(self.node)
+
+    def is_tty(self) -> bool:
+        return self.node.name in ("tty", "console")
+
+
+class ConsoleFile(OpenFile):
+    """The process's standard streams as the machine boots it: the console."""
+
+    kind = "console"
+
+    def __init__(self, vfs: "VFS", stream: int, flags: int) -> None:
+        super().__init__(flags)
+        self.vfs = vfs
+        self.stream = stream
+
+    def read(self, n: int) -> bytes:
+        return self.vfs.console.read_input(n)
+
+    def write(self, data: bytes) -> int:
+        self.vfs.console.write(1 if self.stream == 0 else self.stream, bytes(data))
+        return len(data)
+
+    def stat(self) -> Stat:
+        return Stat(ino=self.stream + 3, mode=S.S_IFCHR | 0o620, rdev=(136 << 8), dev=0x16)
+
+
+class DevDirFile(OpenFile):
+    kind = "devdir"
+
+    def __init__(self, vfs: "VFS", flags: int) -> None:
+        super().__init__(flags)
+        self.vfs = vfs
+
+    def stat(self) -> Stat:
+        return self.vfs.stat_node(DEV_DIR)
+
+    def seek(self, offset: int, whence: int) -> int:
+        return counted_dir_seek(self, offset, whence)
