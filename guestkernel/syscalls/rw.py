@@ -211,7 +211,7 @@ def sys_writev(k, p, fd, iov, iovcnt, *_):  # type: ignore[no-untyped-def]
     f = p.fds.get(s32(fd))
     vecs = iovecs(p, iov, iovcnt)
     if f.kind == "pipe":  # keep a writev to a pipe one atomic write, as small writes are
-        data = b"".join(p.mm.copy_in(b, l) for b, l in vecs if l)
+        data = b"".join(p.mm.copy_in(b, n) for b, n in vecs if n)
         if not data:
             return 0
         try:
