@@ -40,8 +40,9 @@ from bench_foundation import (  # noqa: E402  (also puts the repo root on sys.pa
     WORKLOADS, _emu_unicorn_version, ensure_qiling_venv, log, match, qiling_versions,
     rootfs_for, run_emu, run_qiling)
 from images.build import default_image  # noqa: E402
+from hw.cachemodel import LEVELS as MODEL_LEVELS  # noqa: E402
 
-LEVELS = ["fast", "persist", "full"]
+LEVELS = list(MODEL_LEVELS)
 SCM_CHANNEL = 2                      # default_machine(): pmem0's memory channel
 FULL_TARGET_MAPS = 15.0              # M accesses/s at level full
 PERSIST_TARGET_RATIO = 1.5           # persist wall / fast wall, programs not touching SCM

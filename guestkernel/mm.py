@@ -22,8 +22,9 @@ from typing import Callable, Protocol
 from guestkernel.errors import EFAULT, EINVAL, ENOMEM, SyscallError
 from guestkernel.frames import Frames
 from guestkernel.paging import PTE_ADDR, PTE_NX, PTE_W, AddressSpace
+from hw.physmem import PAGE_SIZE
 
-PAGE = 4096
+PAGE = PAGE_SIZE  # the hardware page (hw/physmem.py)
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
 MAP_FIXED_NOREPLACE = 0x100000

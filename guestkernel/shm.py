@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from guestkernel.errors import EEXIST, EINVAL, ENOENT, ENOMEM, ENOSPC, SyscallError
+from hw.physmem import PAGE_SIZE
 
 if TYPE_CHECKING:
     from guestkernel.frames import Frames
     from guestkernel.mm import MM
 
-PAGE = 4096
+PAGE = PAGE_SIZE  # the hardware page (hw/physmem.py)
 IPC_PRIVATE = 0
 IPC_CREAT, IPC_EXCL = 0o1000, 0o2000
 SHM_DEST, SHM_LOCKED = 0o1000, 0o2000   # in shm_perm.mode

@@ -28,6 +28,7 @@ from typing import Any
 from guestkernel.interface import KernelConfig, RestartRefused, SyscallError
 from hw.blockdev import BlockDevice
 from hw.clock import Clock
+from hw.cachemodel import LEVELS
 from hw.console import Console
 from hw.cpu import CPU, STOP_DEADLINE
 from hw.guestmem import GuestMemory
@@ -38,7 +39,6 @@ from vmm.epochs import EpochListeners
 from vmm.errors import EmuError, RestartRefusedError
 from vmm.media import build_ept, effective
 
-LEVELS = {"fast": 0, "persist": 1, "full": 2}
 
 
 @dataclass

@@ -37,10 +37,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from hw.clock import SCM_FENCE_NS, SCM_LINE_NS
+from hw.physmem import PAGE_SIZE
 
 MAGIC = b"EMUCKPT1"
 VERSION = 1
-PAGE = 4096
+PAGE = PAGE_SIZE  # the hardware page (hw/physmem.py)
 LINE = 64
 SLOTS = 2
 _HDR = struct.Struct("<8sIII")          # magic, version, page size, pages
