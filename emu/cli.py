@@ -283,7 +283,8 @@ def cmd_crashtest(args: argparse.Namespace) -> int:
 def cmd_machine_show(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from vmm.config import machine_config, machine_to_dict, memory_map_ascii, show_table
+    from emu.machineview import memory_map_ascii, show_table
+    from vmm.config import machine_config, machine_to_dict
 
     cfg = machine_config(args.file, args.set)
     if args.json:
