@@ -85,6 +85,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emu.args import check_image, checkpoint_spec, positive_int
 from vmm.errors import EXIT_USAGE, EmuError
 
 PHASES = ("user", "syscall", "write-back", "checkpoint")
@@ -619,7 +620,6 @@ def new_campaign_dir() -> Path:
 
 def prepare(args: argparse.Namespace) -> tuple[Campaign, Any]:
     """Check the options, make the campaign directory, run the reference."""
-    from emu.cli import check_image
     from vmm.config import machine_config
     from images.build import ImageError, default_image
 
@@ -862,8 +862,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emu.cli import checkpoint_spec, positive_int
-
     p.add_argument("--points", type=positive_int, default=20, metavar="N", help="instruction cut points spread over the run (default 20)")
     p.add_argument("--seed", type=int, default=1, metavar="S", help="seed of the cut points' jitter (default 1; the guest's seed: --set seed=N)")
     p.add_argument("--events-of-writeback", action="store_true", help="also cut at every persistence event of the shutdown write-back")
