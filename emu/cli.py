@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import NoReturn
 
+from emu.args import check_image, checkpoint_spec, positive_int
 from vmm.errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_POWER_FAILED, EXIT_USAGE, EmuError, RestartRefusedError
 
 
@@ -53,28 +54,6 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", metavar="FILE", help="write the run log (unimplemented syscalls, ...) to FILE")
     p.add_argument("--checkpoint", metavar="tcp=DURATION|off", type=checkpoint_spec,
                    help="checkpoint the programs into SCM at syscall entry (tcp: virtual time before dirty file pages are synced for one, 0 = every syscall), e.g. tcp=1s")
-
-
-def checkpoint_spec(text: str) -> list[str]:
-    """--checkpoint tcp=1s | tcp=0 | on | off -> machine overrides."""
-    t = text.strip().lower()
-    if t in ("off", "no", "false"):
-        return ["checkpoint.enabled=false"]
-    if t in ("on", "yes", "true"):
-        return ["checkpoint.enabled=true"]
-    if t.startswith("tcp="):
-        return ["checkpoint.enabled=true", f"checkpoint.tcp={t[4:]}"]
-    raise argparse.ArgumentTypeError(f"expected tcp=DURATION (e.g. tcp=1s, tcp=0) or off, got {text!r}")
-
-
-def positive_int(text: str) -> int:
-    try:
-        v = int(text.replace("_", ""), 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,24 +165,6 @@ def new_state_dir() -> Path:
     return base / f"run-{n:04d}"
 
 
-def check_image(image: Path) -> None:
-    if not image.exists():
-        raise EmuError(f"image {image} does not exist")
-    if not image.is_file():
-        raise EmuError(f"image {image} is not a file")
-    from guestkernel.ext2 import FsError, probe_block_size
-
-    with open(image, "rb") as f:
-        def read_at(off: int, n: int) -> bytes:
-            f.seek(off)
-            return f.read(n)
-
-        try:
-            probe_block_size(read_at)
-        except FsError as e:
-            raise EmuError(f"image {image} is not a usable ext2 file system: {e}") from None
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     program = list(args.program)
     if program and program[0] == "--":
@@ -283,7 +244,8 @@ def cmd_crashtest(args: argparse.Namespace) -> int:
 def cmd_machine_show(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from vmm.config import machine_config, machine_to_dict, memory_map_ascii, show_table
+    from emu.machineview import memory_map_ascii, show_table
+    from vmm.config import machine_config, machine_to_dict
 
     cfg = machine_config(args.file, args.set)
     if args.json:

@@ -11,10 +11,11 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 
+from emu.machineview import memory_map_ascii, show_table
 from vmm.config import (
     MiB, CacheConfig, ConfigError, InterleaveConfig, MachineConfig, RangeConfig, apply_overrides,
-    default_machine, derive, load_machine, machine_from_dict, machine_to_dict, memory_map_ascii,
-    parse_hz, parse_size, save_resolved, show_table,
+    default_machine, derive, load_machine, machine_from_dict, machine_to_dict, parse_hz, parse_size,
+    save_resolved,
 )
 from vmm.errors import EmuError
 

@@ -1,0 +1,100 @@
+"""`emu crashtest`: its options (`add_arguments`, called by emu/cli.py) and the command
+(`main`): prepare the campaign, run its points with a progress bar, write the JSON, print the
+report."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from emu.args import checkpoint_spec, positive_int
+from emu.crashtest.points import points_for, selected_checkpoints
+from emu.crashtest.report import report_table, summarize
+from emu.crashtest.runner import prepare, run_campaign
+from vmm.errors import EXIT_USAGE, EmuError
+
+
+def main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    con = Console(stderr=True)
+    try:
+        c, _ = prepare(args)
+        jobs = points_for(c, args.points, args.seed, args.events_of_writeback, args.every_event_of_checkpoint,
+                          args.event_stride)
+    except EmuError as e:
+        print(f"emu: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    rf = c.reference
+    con.print(f"crashtest: campaign in [bold]{c.dir}[/]; reference: exit {rf['exit_code']}, "
+              f"{rf['instructions']:,} instructions, {rf['events']} persistence events "
+              f"({rf['events'] - rf['events_before_shutdown']} in the shutdown write-back), "
+              f"{rf['stdout_bytes']} bytes of stdout, {rf['files']} paths; restart: {c.restart.name}", highlight=False)
+    if rf["control"]:
+        con.print(f"[yellow]crashtest: warning: restarting the finished reference fails the checks ({rf['control']}): "
+                  "failures below may come from the restart itself[/]", highlight=False)
+    workers = args.jobs or os.cpu_count() or 1
+    with Progress(TextColumn("crash points"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
+                  TimeElapsedColumn(), console=con, transient=False) as prog:
+        task = prog.add_task("points", total=len(jobs), failed=0)
+        nfail = [0]
+
+        def tick(p: dict[str, Any]) -> None:
+            nfail[0] += not p["passed"]
+            prog.update(task, advance=1, failed=nfail[0])
+
+        points = run_campaign(c, jobs, workers, tick)
+    summary = summarize(points)
+    doc = {"campaign": str(c.dir), "program": c.argv, "machine": str(c.machine_file), "image": str(c.start_image),
+           "kernel": c.kernel, "restart": c.restart.name, "seed": args.seed, "points_requested": args.points,
+           "events_of_writeback": args.events_of_writeback, "media_faults": args.media_faults,
+           "event_stride": args.event_stride,
+           "every_event_of_checkpoint": [ck["seq"] for ck in selected_checkpoints(c, args.every_event_of_checkpoint)],
+           "reference": rf, "summary": summary, "points": points}
+    out = Path(args.json) if args.json else c.dir / "crashtest.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    for r in report_table(summary, points):
+        con.print(r)
+    o = summary["outcomes"]
+    con.print(f"crashtest: {summary['passed']}/{summary['tried']} points passed ({o['identical']} resumed identical, "
+              f"{o['refused']} refused); {o['mismatch']} mismatches; JSON in {out}", highlight=False)
+    return 0 if summary["failed"] == 0 else 1
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--points", type=positive_int, default=20, metavar="N", help="instruction cut points spread over the run (default 20)")
+    p.add_argument("--seed", type=int, default=1, metavar="S", help="seed of the cut points' jitter (default 1; the guest's seed: --set seed=N)")
+    p.add_argument("--events-of-writeback", action="store_true", help="also cut at every persistence event of the shutdown write-back")
+    p.add_argument("--every-event-of-checkpoint", type=int, default=0, metavar="K",
+                   help="also cut at every persistence event of K checkpoints of the reference (commit and write-back)")
+    p.add_argument("--event-stride", type=positive_int, default=1, metavar="S",
+                   help="with --every-event-of-checkpoint: every S-th event of the page copies, all of the commit's "
+                        "last lines and of the write-back (default 1: every event)")
+    p.add_argument("--checkpoint", metavar="tcp=DURATION|off", type=checkpoint_spec,
+                   help="checkpointing into SCM, as emu run --checkpoint (restart then resumes from it)")
+    p.add_argument("--media-faults", type=int, default=0, metavar="K",
+                   help="after each cut, K seeded faults on the SCM media holding the checkpoints (bit flips in the table, "
+                        "slots, metadata, data pages; torn lines; zeroed pages): the restart must resume identically or refuse")
+    p.add_argument("--jobs", type=positive_int, default=None, metavar="J", help="points run in parallel (default: the CPU count)")
+    p.add_argument("--json", metavar="FILE", help="write every point as JSON (default: CAMPAIGN/crashtest.json)")
+    p.add_argument("--dir", metavar="DIR", help="campaign directory (default: a fresh emu-runs/crashtest-NNNN)")
+    p.add_argument("--keep", choices=("all", "failed", "none"), default="failed", help="state directories to keep (default: failed points')")
+    p.add_argument("--restart", default="auto", metavar="HOW",
+                   help="auto (ask the kernel), cold (boot and run /bin/true), machine (Machine.run_restart) or MODULE:FUNC")
+    p.add_argument("--image", metavar="PATH", help="starting image (copied; default: the default image)")
+    p.add_argument("--machine", metavar="FILE", help="machine file (TOML or a resolved JSON)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a machine setting")
+    p.add_argument("--level", choices=("fast", "persist", "full"), help="model level (event cuts need persist or full)")
+    p.add_argument("--kernel", metavar="MODULE:CLASS", help="kernel implementation (its restart_from_state selects the restart)")
+    p.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM [ARGS...]")

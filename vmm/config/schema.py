@@ -1,0 +1,265 @@
+"""The machine configuration's dataclasses: `MachineConfig` and its sections, the pools of host
+memory (`RangeConfig`) and the derived guest-physical map (`GuestRange`, `MachineConfig.guest_map`).
+Each field carries its description, its value parser and its TOML key (`_f`)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from vmm.config.units import GiB, KiB, MiB, hex_addr
+
+PAGE_BYTES = 4 * KiB          # ranges are page aligned
+MAX_CHANNEL = 15
+
+KINDS = ("dram", "scm")                       # scm: storage-class memory, persistent
+EPT_INITIAL = ("identity", "shuffled")
+DEVICE_WINDOW_GPA = 4 * GiB                   # pmem and checkpoint windows start here (or above RAM)
+PERSISTENCE_DOMAINS = ("adr", "eadr")         # adr: memory controller; eadr: caches too
+MODEL_LEVELS = ("fast", "persist", "full")
+SUPPORTED_LINE_BYTES = 64
+
+
+def _f(doc: str, *, parse: str = "int", toml: str | None = None, default: Any = dataclasses.MISSING,
+       factory: Any = dataclasses.MISSING) -> Any:
+    """A field with a description (`doc`), a value parser and its TOML key (if not the field name)."""
+    meta = {"doc": doc, "parse": parse, "toml": toml}
+    return field(default=default, default_factory=factory, metadata=meta)
+
+
+def _key_of(f: dataclasses.Field, style: str) -> str:
+    """The key naming a field in `style`: "toml" (its TOML key) or "field" (its name)."""
+    return (f.metadata.get("toml") or f.name) if style == "toml" else f.name
+
+
+# --------------------------------------------------------------------------------------------
+# The configuration
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """The last-level cache (write-back; what is in it is lost on a crash unless eADR)."""
+
+    size_bytes: int = _f("total capacity", parse="size", toml="size", default=8 * MiB)
+    ways: int = _f("associativity", default=16)
+    line_bytes: int = _f("line size (only 64 supported)", parse="size", toml="line", default=64)
+
+    @property
+    def sets(self) -> int:
+        return self.size_bytes // (self.ways * self.line_bytes)
+
+
+@dataclass(frozen=True)
+class RangeConfig:
+    """One pool of host memory (host-physical addresses, on memory channels)."""
+
+    name: str = _f("name in the memory map and in statistics", parse="str")
+    kind: str = _f("'dram' (volatile) or 'scm' (persistent)", parse="str")
+    base_hpa: int = _f("first host-physical address", parse="addr", toml="base")
+    size_bytes: int = _f("length, a multiple of 4 KiB", parse="size", toml="size")
+    channel: int = _f("memory channel (0..15) when not interleaved", default=0)
+    channels: tuple[int, ...] = _f("channels to interleave over when interleave is on",
+                                   parse="channels", default=())
+
+    @property
+    def end_hpa(self) -> int:
+        """One past the last address."""
+        return self.base_hpa + self.size_bytes
+
+    @property
+    def persistent(self) -> bool:
+        return self.kind == "scm"
+
+    def contains(self, hpa: int) -> bool:
+        return self.base_hpa <= hpa < self.end_hpa
+
+    def channel_of(self, hpa: int, interleave: InterleaveConfig | None = None) -> int:
+        """The channel serving `hpa`: with interleave on and several channels listed, the
+        granule index `(offset // granularity) % len(channels)` picks one; otherwise `channel`."""
+        if not self.contains(hpa):
+            raise ValueError(f"address {hex_addr(hpa)} is not in range {self.name!r}")
+        if interleave is None or not interleave.enabled or len(self.channels) < 2:
+            return self.channel
+        offset = hpa - self.base_hpa
+        return self.channels[(offset // interleave.granularity_bytes) % len(self.channels)]
+
+
+@dataclass(frozen=True)
+class InterleaveConfig:
+    """Channel interleaving of ranges that list several channels."""
+
+    enabled: bool = _f("interleave ranges across their channels", parse="bool", default=False)
+    granularity_bytes: int = _f("bytes sent to one channel before moving to the next",
+                                parse="size", toml="granularity", default=4 * KiB)
+    channels: tuple[int, ...] = _f("default channels for DRAM ranges that list none",
+                                   parse="channels", default=())
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """The block device (the image path is given on the command line)."""
+
+    block_size_bytes: int = _f("block size of the disk", parse="size", toml="block_size",
+                               default=4096)
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """Transparent checkpoint/restart into SCM (guestkernel/checkpoint): the kernel checkpoints
+    the running programs at syscall entry into an SCM range, by the rules of the first paper."""
+
+    enabled: bool = _f("checkpoint the guest's processes into SCM", parse="bool", default=False)
+    tcp_ns: int = _f("virtual time after which dirty file pages are synced so that a "
+                     "checkpoint can be taken (0: at every syscall)", parse="duration",
+                     toml="tcp", default=1_000_000_000)
+    range: str = _f("the SCM range that holds the images (empty: the first SCM range)",
+                    parse="str", default="")
+
+
+@dataclass(frozen=True)
+class GuestRamConfig:
+    """One range of guest RAM, taken from a pool (in the order of `guest.ram`, from gpa 0)."""
+
+    pool: str = _f("the pool backing it", parse="str", toml="from")
+    size_bytes: int = _f("length, a multiple of 4 KiB (0: what the pool has left)", parse="size",
+                         toml="size", default=0)
+
+
+@dataclass(frozen=True)
+class GuestConfig:
+    """The guest-physical map (empty lists: derived from the pools, see the module docstring)."""
+
+    ram: tuple[GuestRamConfig, ...] = _f("guest RAM, from gpa 0, in this order", parse="guest_ram",
+                                         default=())
+    pmem: tuple[str, ...] = _f("SCM pools offered as /dev/pmem devices, in this order", parse="names",
+                               default=())
+
+
+@dataclass(frozen=True)
+class EptConfig:
+    """How the EPT maps guest pages onto their pools at power-on."""
+
+    initial: str = _f("'identity' (pool order) or 'shuffled' (a permutation seeded by `seed`)",
+                      parse="str", default="identity")
+
+
+@dataclass(frozen=True)
+class GuestRange:
+    """One range of the derived guest-physical map."""
+
+    name: str          # the pool's name, or pool/index for a pool split over several RAM ranges
+    kind: str          # "ram", "pmem" (/dev/pmemN) or "checkpoint"
+    base_gpa: int
+    size_bytes: int
+    pool: str
+    pool_offset_bytes: int
+
+    @property
+    def end_gpa(self) -> int:
+        return self.base_gpa + self.size_bytes
+
+
+def _default_pools() -> tuple[RangeConfig, ...]:
+    return (
+        RangeConfig("dram0", "dram", 0x0000_0000, 256 * MiB, channel=0),
+        RangeConfig("dram1", "dram", 0x1000_0000, 256 * MiB, channel=1),
+        RangeConfig("pmem0", "scm", 0x1_0000_0000, 64 * MiB, channel=2),
+    )
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    """The whole machine."""
+
+    name: str = _f("machine name (shown in results)", parse="str", default="default")
+    cpu_hz: int = _f("virtual clock; one instruction per cycle", parse="hz",
+                     default=2_000_000_000)
+    pools: tuple[RangeConfig, ...] = _f("the host memory: pools at host-physical addresses", parse="pools",
+                                        toml="pool", factory=_default_pools)
+    guest: GuestConfig = _f("the guest-physical map", parse="table", factory=GuestConfig)
+    ept: EptConfig = _f("the EPT at power-on", parse="table", factory=EptConfig)
+    cache: CacheConfig = _f("last-level cache", parse="table", factory=CacheConfig)
+    interleave: InterleaveConfig = _f("channel interleaving", parse="table",
+                                      factory=InterleaveConfig)
+    persistence_domain: str = _f("'adr' (memory controller) or 'eadr' (caches too)",
+                                 parse="str", default="adr")
+    model_level: str = _f("'fast', 'persist' or 'full' timing/persistence model",
+                          parse="str", default="fast")
+    storage: StorageConfig = _f("block device", parse="table", factory=StorageConfig)
+    checkpoint: CheckpointConfig = _f("checkpoint/restart into SCM", parse="table",
+                                      factory=CheckpointConfig)
+    seed: int = _f("guest randomness", default=1)
+    quantum_insns: int = _f("scheduler time slice", default=10_000_000)
+
+    def range_of(self, hpa: int) -> RangeConfig:
+        for r in self.pools:
+            if r.contains(hpa):
+                return r
+        raise ValueError(f"address {hex_addr(hpa)} is not in the host memory of {self.name!r}")
+
+    def channel_of(self, hpa: int) -> int:
+        return self.range_of(hpa).channel_of(hpa, self.interleave)
+
+    def pool(self, name: str) -> RangeConfig:
+        return next(r for r in self.pools if r.name == name)
+
+    @property
+    def dram(self) -> tuple[RangeConfig, ...]:
+        return tuple(r for r in self.pools if r.kind == "dram")
+
+    @property
+    def scm(self) -> tuple[RangeConfig, ...]:
+        return tuple(r for r in self.pools if r.kind == "scm")
+
+    @property
+    def ram_pools(self) -> tuple[str, ...]:
+        """The pools backing guest RAM (given, or every DRAM pool)."""
+        return tuple(dict.fromkeys(g.pool for g in self.guest.ram)) if self.guest.ram else tuple(r.name for r in self.dram)
+
+    @property
+    def checkpoint_pool(self) -> str:
+        """The SCM pool holding checkpoint images (when checkpointing is on): the named one, or
+        the first SCM pool that backs no guest RAM."""
+        return self.checkpoint.range or next((r.name for r in self.scm if r.name not in self.ram_pools), "")
+
+    def range_specs(self) -> list[Any]:
+        """The host memory as `hw.physmem.RangeSpec`s, for `PhysicalMemory`."""
+        from hw.physmem import RangeSpec
+
+        return [RangeSpec(r.name, r.kind, r.base_hpa, r.size_bytes, r.channel) for r in self.pools]
+
+    def guest_map(self) -> list[GuestRange]:
+        """The guest-physical map (see the module docstring), in gpa order."""
+        out: list[GuestRange] = []
+        used: dict[str, int] = {}  # bytes of each pool handed out so far
+        ram = self.guest.ram or tuple(GuestRamConfig(r.name) for r in self.dram)
+        gpa = 0
+        per_pool = {g.pool: sum(1 for x in ram if x.pool == g.pool) for g in ram}
+        for g in ram:
+            pool = self.pool(g.pool)
+            off = used.get(g.pool, 0)
+            size = g.size_bytes or pool.size_bytes - off
+            name = g.pool if per_pool[g.pool] == 1 else f"{g.pool}/{sum(1 for x in out if x.pool == g.pool)}"
+            out.append(GuestRange(name, "ram", gpa, size, g.pool, off))
+            used[g.pool] = off + size
+            gpa += size
+        devices = [(name, "pmem") for name in self.guest.pmem] if self.guest.pmem else \
+            [(r.name, "pmem") for r in self.scm if r.name not in self.ram_pools
+             and not (self.checkpoint.enabled and r.name == self.checkpoint_pool)]
+        if self.checkpoint.enabled and self.checkpoint_pool:
+            devices.append((self.checkpoint_pool, "checkpoint"))
+        gpa = max(DEVICE_WINDOW_GPA, -(-gpa // GiB) * GiB)
+        for name, kind in devices:
+            size = self.pool(name).size_bytes
+            out.append(GuestRange(name, kind, gpa, size, name, 0))
+            gpa += -(-size // GiB) * GiB  # each window on a GiB boundary
+        return out
+
+    def guest_ranges(self, kind: str) -> list[GuestRange]:
+        return [g for g in self.guest_map() if g.kind == kind]
+
+
+SECTIONS: dict[str, type] = {"cache": CacheConfig, "interleave": InterleaveConfig,
+                             "storage": StorageConfig, "checkpoint": CheckpointConfig,
+                             "guest": GuestConfig, "ept": EptConfig}
+
