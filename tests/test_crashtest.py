@@ -214,3 +214,15 @@ def test_plugged_restart_can_pass(tmp_path, capsys):  # type: ignore[no-untyped-
     assert all(q["state_dir"] is None for q in early)  # --keep failed
     assert code == (0 if doc["summary"]["failed"] == 0 else 1)
     assert "warning: restarting the finished reference fails the checks" in capsys.readouterr().err
+
+
+def test_the_printed_restart_command_parses(tmp_path, capsys):
+    """restart_command's line reaches the restart itself (it once stopped at "--state required":
+    the program's positional swallowed the options)."""
+    from emu.crashtest.restart import restart_command, restart_main
+
+    cmd = restart_command(tmp_path / "nowhere", ["/bin/sh", "-c", "echo x"], "cold", None)
+    assert cmd[1:4] == ["-m", "emu.crashtest", "restart"]
+    assert restart_main(cmd[3:]) != 0
+    err = capsys.readouterr().err
+    assert "config.json" in err and "required" not in err

@@ -108,9 +108,10 @@ def restart_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--state", required=True)
     ap.add_argument("--restart", default="auto")
     ap.add_argument("--kernel")
-    ap.add_argument("program", nargs=argparse.REMAINDER)
-    a = ap.parse_args(argv)
-    prog = a.program[1:] if a.program[:1] == ["--"] else a.program
+    args = list(sys.argv[1:] if argv is None else argv)
+    cut = args.index("--") if "--" in args else len(args)  # the program: everything after "--"
+    a = ap.parse_args(args[:cut])
+    prog = args[cut + 1:]
     try:
         state = Path(a.state)
         cfg = load_machine(state / "config.json")

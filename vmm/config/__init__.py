@@ -48,7 +48,7 @@ from vmm.config.schema import (
     InterleaveConfig, MachineConfig, RangeConfig, StorageConfig,
 )
 from vmm.config.units import GiB, KiB, MiB, hex_addr, human_hz, human_size, parse_addr, parse_duration, parse_hz, parse_size
-from vmm.config.validate import ConfigError, validate
+from vmm.config.validation import ConfigError, validate
 
 __all__ = [
     # schema

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 from vmm.config.schema import SECTIONS, GuestRamConfig, MachineConfig, RangeConfig, _key_of
 from vmm.config.units import _PARSERS, _Bad, _describe
-from vmm.config.validate import ConfigError, _err, _suggest, validate
+from vmm.config.validation import ConfigError, _err, _suggest, validate
 
 
 def default_machine() -> MachineConfig:

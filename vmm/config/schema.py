@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from hw.cachemodel import LEVELS
 from vmm.config.units import GiB, KiB, MiB, hex_addr
 
 PAGE_BYTES = 4 * KiB          # ranges are page aligned
@@ -16,7 +17,7 @@ KINDS = ("dram", "scm")                       # scm: storage-class memory, persi
 EPT_INITIAL = ("identity", "shuffled")
 DEVICE_WINDOW_GPA = 4 * GiB                   # pmem and checkpoint windows start here (or above RAM)
 PERSISTENCE_DOMAINS = ("adr", "eadr")         # adr: memory controller; eadr: caches too
-MODEL_LEVELS = ("fast", "persist", "full")
+MODEL_LEVELS = tuple(LEVELS)  # the cache model's levels (hw/cachemodel.py)
 SUPPORTED_LINE_BYTES = 64
 
 
