@@ -58,10 +58,16 @@ class InodeBacking:
     a 4 KiB-block file are mapped straight from the page cache (shared until written, as Linux
     does), so every process running a binary shares its code frames."""
 
-    def __init__(self, fs: Ext2, cache: PageCache, ino: int) -> None:
+    def __init__(self, fs: Ext2, cache: PageCache, ino: int,
+                 on_unmapped: Callable[[int], None] | None = None) -> None:
         self.fs = fs
         self.cache = cache
         self.ino = ino
+        self.on_unmapped = on_unmapped  # a mapping keeps an unlinked file alive, as an open fd
+
+    def vma_closed(self) -> None:
+        if self.on_unmapped is not None:
+            self.on_unmapped(self.ino)
 
     def read_at(self, offset: int, n: int) -> bytes:
         return self.fs.read(self.ino, offset, n)
@@ -192,7 +198,8 @@ class Kernel:
         pmem = [PmemRegion(g.name, g.base_gpa, g.size_bytes) for g in machine.guest_map if g.kind == "pmem"]
         self.vfs = VFS(self.fs, machine.console, now=self.clock.now_s, seed=self.config.seed,
                        frames=self.frames, pmem=pmem)
-        self.fs.is_open = lambda ino: self.vfs.open_count.get(ino, 0) > 0
+        self.fs.is_open = self.vfs.in_use
+        self.vfs.mapped = self.inode_mapped
         self.vfs.on_data_change = self.file_data_changed
         if ck is not None:
             self.pagecache.may_write_back = False
@@ -300,6 +307,22 @@ class Kernel:
         if ppid in self.procs:
             self.procs[ppid].children.append(p)
         return p
+
+    def file_backing(self, ino: int) -> InodeBacking:
+        """What a mapping of inode `ino` reads from; unmapping it may free an unlinked file."""
+        return InodeBacking(self.fs, self.pagecache, ino, on_unmapped=self._file_unmapped)
+
+    def _file_unmapped(self, ino: int) -> None:
+        try:
+            self.vfs.maybe_release(ino)
+        except SyscallError:  # corrupt metadata (logged by the driver): the inode stays
+            pass
+
+    def inode_mapped(self, ino: int) -> bool:
+        """Does a live address space map inode `ino` (an ELF image or an mmap of the file)?"""
+        return any(getattr(v.backing, "ino", None) == ino and not v.device
+                   for mm in {id(p.mm): p.mm for p in self.procs.values()}.values()
+                   for v in mm.vmas)
 
     def new_mm(self) -> MM:
         mm = MM(self.frames, self.cpu.access, self.cpu.tlb_flush, self.sentinel_pfn)
@@ -410,12 +433,12 @@ class Kernel:
         mm = self.new_mm()
         try:
             bias = elf.load_bias(img, is_interp=False)
-            _, brk = elf.map_image(mm, img, InodeBacking(self.fs, self.pagecache, node), bias)
+            _, brk = elf.map_image(mm, img, self.file_backing(node), bias)
             entry = img.entry + bias
             base = 0
             if interp_img is not None:
                 ibias = elf.load_bias(interp_img, is_interp=True)
-                base, _ = elf.map_image(mm, interp_img, InodeBacking(self.fs, self.pagecache, interp_node), ibias)  # type: ignore[arg-type]
+                base, _ = elf.map_image(mm, interp_img, self.file_backing(interp_node), ibias)  # type: ignore[arg-type]
                 entry = interp_img.entry + ibias
             mm.brk_start = mm.brk = page_up(brk)
             auxv = [

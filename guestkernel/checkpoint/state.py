@@ -301,7 +301,6 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
             tracker: PageTracker) -> None:
     """Rebuild the group of `meta` in a kernel that has mounted the file system but runs no
     process yet. `page_at(scm_page)` reads an image page."""
-    from guestkernel.kernel import InodeBacking
     from guestkernel.syscalls.rw import resume_write
 
     vfs = k.vfs
@@ -362,7 +361,7 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
         md = d["mm"]
         mm = mms.get(md["asid"])
         if mm is None:
-            mm = mms[md["asid"]] = _restore_mm(k, md, unpack_pages(d["pages"]), page_at, by_scm, tracker, InodeBacking)
+            mm = mms[md["asid"]] = _restore_mm(k, md, unpack_pages(d["pages"]), page_at, by_scm, tracker)
         p.mm = mm
         regs = d["regs"]
         resume = d["resume"]
@@ -390,11 +389,11 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
 
 
 def _restore_mm(k: "Kernel", md: dict[str, Any], pages: list[tuple[int, int, int]], page_at: Callable[[int], memoryview],
-                by_scm: dict[int, int], tracker: PageTracker, backing_cls: Any) -> MM:
+                by_scm: dict[int, int], tracker: PageTracker) -> MM:
     mm = k.new_mm()
     mm.brk_start, mm.brk = md["brk_start"], md["brk"]
     for start, end, prot, shared, ino, offset, name in md["vmas"]:
-        backing = backing_cls(k.fs, k.pagecache, ino) if ino is not None else None
+        backing = k.file_backing(ino) if ino is not None else None
         v = VMA(start, end, prot, shared, backing, offset, name)
         mm.vmas.append(v)
         if backing is not None and prot & 4:

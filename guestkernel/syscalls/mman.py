@@ -39,9 +39,7 @@ def sys_mmap(k, p, addr, length, prot, flags, fd, offset):  # type: ignore[no-un
             if shared and prot & PROT_WRITE:
                 # Writes through a shared file mapping would have to reach the file: not modelled yet.
                 raise SyscallError(ENODEV)
-            from guestkernel.kernel import InodeBacking
-
-            backing = InodeBacking(k.fs, k.pagecache, f.ino)
+            backing = k.file_backing(f.ino)
             k.vfs.relatime(f.ino, k.fs.stat(f.ino))  # mapping a file reads it (file_accessed)
     mm = p.mm
     if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):

@@ -35,6 +35,8 @@ class VFS(PathLookup):
         self.now = now
         self.rng = random.Random(seed)
         self.open_count: dict[int, int] = {}
+        # Is an inode mapped by some process (the kernel knows the address spaces)?
+        self.mapped: Callable[[int], bool] = lambda ino: False
         self.on_file_write: Callable[[int], None] = lambda ino: None
         # After a file's data changed (written, or truncated to a size): mappings follow it.
         self.on_data_change: Callable[[int, int | None], None] = lambda ino, size: None
@@ -105,8 +107,12 @@ class VFS(PathLookup):
         else:
             self.open_count[ino] = n
 
+    def in_use(self, ino: int) -> bool:
+        """Open, or mapped by a process: an unlinked inode lives on until neither holds."""
+        return self.open_count.get(ino, 0) > 0 or self.mapped(ino)
+
     def maybe_release(self, ino: int) -> None:
-        if self.open_count.get(ino, 0) == 0 and self.fs.stat(ino).nlink == 0:
+        if self.open_count.get(ino, 0) == 0 and self.fs.stat(ino).nlink == 0 and not self.mapped(ino):
             self.fs.release(ino)
 
     def readdir(self, f: OpenFile, pos: int) -> tuple[list[tuple[int, bytes, int, int]], int]:
