@@ -23,108 +23,10 @@ from typing import Any
 from hw.stats import Stat, StatsRegistry
 
 
+# The CM_LEVEL_* values of native/emu_abi.h, by name (known without building the native code:
+# configuration checks use it; tests/test_hw_models.py checks the two agree).
 LEVELS = {"fast": 0, "persist": 1, "full": 2}
-FENCES = {"sfence": 0, "mfence": 1, "kernel": 2}
-MAX_CHANNELS = 16
-MAX_RANGES = 16
 
-CACHE_CDEF = """
-struct cm_range {
-    uint64_t base;
-    uint64_t size;
-    uint8_t *cpu;
-    uint8_t *media;
-    uint32_t *wear;
-    uint64_t npages;
-    int32_t kind;
-    int32_t channel;
-    int32_t nch;
-    int32_t chans[8];
-    uint32_t gran_shift;
-};
-struct cm_chan {
-    uint64_t read_req[2];
-    uint64_t write_req[2];
-    uint64_t read_bytes[2];
-    uint64_t write_bytes[2];
-};
-struct cm_stats {
-    uint64_t accesses;
-    uint64_t hits;
-    uint64_t misses;
-    uint64_t evictions;
-    uint64_t dirty_evictions;
-    uint64_t writebacks;
-    uint64_t clflush;
-    uint64_t clflushopt;
-    uint64_t clwb;
-    uint64_t sfence;
-    uint64_t mfence;
-    uint64_t kfence;
-    uint64_t wbinvd;
-    uint64_t nt_stores;
-    uint64_t events;
-    uint64_t media_line_writes;
-    uint64_t media_nt_writes;
-    uint64_t pending_wb_issued;
-    uint64_t pending_nt_issued;
-    uint64_t power_failures;
-    uint64_t lost_dirty_lines;
-    uint64_t lost_dirty_dram_lines;
-    uint64_t lost_pending_wb;
-    uint64_t lost_pending_nt;
-    uint64_t eadr_flushed_lines;
-    uint64_t eadr_flushed_pending;
-    uint64_t failed_at_event;
-};
-struct cm {
-    struct cm_stats st;
-    struct cm_chan chan[16];
-    int32_t level;
-    int32_t power_failed;
-    int32_t nt_mark;
-    int32_t nranges;
-    uint64_t fail_at_event;
-    uint64_t size_bytes;
-    uint32_t line_size;
-    uint32_t ways;
-    uint32_t nsets;
-    struct cm_range ranges[16];
-    ...;
-};
-struct cm *cm_new(uint64_t size_bytes, uint32_t ways, uint32_t line_size);
-void cm_free(struct cm *cm);
-int cm_add_range(struct cm *cm, uint64_t base, uint64_t size, int kind, int channel,
-                 uint8_t *cpu, uint8_t *media);
-void cm_set_level(struct cm *cm, int level);
-void cm_set_fail_at_event(struct cm *cm, uint64_t k);
-void cm_set_power_fail_callback(struct cm *cm, void (*fn)(void *), void *ctx);
-void cm_mark_nt(struct cm *cm);
-void cm_end_nt(struct cm *cm);
-void cm_access(struct cm *cm, uint64_t hpa, uint32_t size, int is_write, int is_kernel, uint64_t value);
-void cm_access_range(struct cm *cm, uint64_t hpa, uint64_t len, int is_write, int is_kernel);
-void cm_clflush(struct cm *cm, uint64_t hpa, int is_kernel);
-void cm_clflush_range(struct cm *cm, uint64_t hpa, uint64_t len, int is_kernel);
-void cm_clflushopt(struct cm *cm, uint64_t hpa, int is_kernel);
-void cm_clwb(struct cm *cm, uint64_t hpa, int is_kernel);
-void cm_fence(struct cm *cm, int is_kernel, int kind);
-void cm_wbinvd(struct cm *cm);
-void cm_nt_store(struct cm *cm, uint64_t hpa, const uint8_t *data, uint64_t len, int is_kernel);
-int cm_event(struct cm *cm);
-uint64_t cm_power_fail(struct cm *cm, int eadr);
-void cm_power_on(struct cm *cm);
-void cm_reset(struct cm *cm);
-uint64_t cm_state_size(struct cm *cm);
-void cm_save(struct cm *cm, uint8_t *out);
-int cm_load(struct cm *cm, const uint8_t *in, uint64_t n);
-void cm_reset_stats(struct cm *cm);
-int cm_line_state(struct cm *cm, uint64_t hpa);
-uint64_t cm_pending_count(struct cm *cm);
-uint64_t cm_dirty_lines(struct cm *cm);
-uint64_t cm_bench(struct cm *cm, uint64_t n, uint64_t base, uint64_t stride, uint64_t span, int is_write);
-void *cm_uc_mem_hook_ptr(void);
-int cm_set_interleave(struct cm *cm, int ri, int nch, const int32_t *chans, uint32_t gran_shift);
-"""
 
 def load() -> tuple[Any, Any]:
     """(ffi, lib) holding the cm_ functions: the project's single native build (hw/native)."""
@@ -184,7 +86,7 @@ class CacheModel:
         if kind not in ("dram", "scm"):
             raise ValueError(f"range kind must be 'dram' or 'scm', not {kind!r}")
         cpu_p, media_p = self._ptr(cpu, size), self._ptr(media, size)
-        idx = self.lib.cm_add_range(self.ptr, base, size, 1 if kind == "scm" else 0, channel, cpu_p, media_p)
+        idx = self.lib.cm_add_range(self.ptr, base, size, self.lib.CM_KIND_SCM if kind == "scm" else self.lib.CM_KIND_DRAM, channel, cpu_p, media_p)
         if idx < 0:
             raise ValueError(f"cannot add memory range {name!r} ({kind} {base:#x}+{size:#x} ch{channel})")
         self.ranges.append((name, kind, base, size, channel))
@@ -252,7 +154,7 @@ class CacheModel:
         self.lib.cm_clwb(self.ptr, hpa, int(is_kernel))
 
     def fence(self, kind: str = "kernel", is_kernel: bool = True) -> None:
-        self.lib.cm_fence(self.ptr, int(is_kernel), FENCES[kind])
+        self.lib.cm_fence(self.ptr, int(is_kernel), getattr(self.lib, "CM_FENCE_" + kind.upper()))
 
     def nt_store(self, hpa: int, data: bytes, is_kernel: bool = True) -> None:
         """Non-temporal store of `data`: written to the CPU view now, durable at the next fence."""

@@ -593,3 +593,12 @@ def test_unicorn_memory_hook_feeds_the_model() -> None:
     m.clflush(data_at, is_kernel=False)
     assert media[:2] == b"\x34\x12" and m.power_fail().dirty_scm_lines == 1
     del cbuf
+
+
+def test_model_levels_are_the_native_headers():
+    """LEVELS (known without a native build) are the CM_LEVEL_* values of hw/native/emu_abi.h."""
+    from hw import native
+    from hw.cachemodel import LEVELS
+
+    _ffi, lib = native.load()
+    assert LEVELS == {"fast": lib.CM_LEVEL_FAST, "persist": lib.CM_LEVEL_PERSIST, "full": lib.CM_LEVEL_FULL}

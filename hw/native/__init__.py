@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -17,73 +18,23 @@ from typing import Any
 
 _HERE = Path(__file__).parent
 
-CDEF = """
-typedef struct uc_struct uc_engine;
-struct icache;
-struct emu_state {
-    uint64_t cr3;
-    struct icache *icache;
-    uint64_t fault_gva;
-    int fault_access;
-    int fault_pending;
-    uint64_t icount;
-    uint64_t deadline;
-    int deadline_hit;
-    uint64_t last_block_gva;
-    uint32_t last_block_size;
-    uint32_t last_block_count;
-    uint64_t blocks_decoded;
-    struct cm *cm;
-    uc_engine *uc;
-    uint32_t nt_remaining;
-    int power_failed;
-    uint64_t tlb_fills;
-    ...;
-};
-struct emu_state *emu_state_new(void);
-int emu_add_range(struct emu_state *st, uint64_t hpa, uint64_t size, uint8_t *host);
-void emu_set_ept(struct emu_state *st, uint32_t *ept, uint8_t *bits, uint64_t pages);
-int emu_install(uc_engine *uc, struct emu_state *st);
-void emu_tlb_flush(uc_engine *uc);
-struct icache *emu_icache_new(void);
-void emu_icache_free(struct icache *ic);
-void emu_icache_clear(struct icache *ic);
-uint64_t emu_access(struct emu_state *st, uint64_t cr3, uint64_t gva, int access);
-typedef struct uc_context uc_context;
-int emu_read_regs(uc_engine *uc, uc_context *ctx, const int *ids, int n, uint8_t *out);
-uint64_t emu_pt_leaves(struct emu_state *st, uint64_t cr3, uint64_t start, uint64_t end, uint64_t *out, uint64_t max);
-uint64_t emu_translate(struct emu_state *st, uint64_t cr3, uint64_t gva, int access);
-int emu_read_virt(struct emu_state *st, uint64_t cr3, uint64_t gva, uint8_t *buf, uint64_t n);
-int emu_count_insns(struct emu_state *st, uint64_t gva, uint32_t size, uint64_t stop_gva);
-"""
-
-SITES_CDEF = """
-struct site {
-    struct emu_state *st;
-    uint64_t gva;
-    uint8_t bytes[16];
-    uint32_t len;
-    int kind;
-    int base_reg, index_reg, seg_reg;
-    int rip_relative;
-    uint32_t scale;
-    int64_t disp;
-    uint32_t nt_bytes;
-    uint64_t hits;
-};
-struct site *emu_site_new(struct emu_state *st);
-int emu_site_install(uc_engine *uc, struct site *s);
-int emu_install_mem_hook(uc_engine *uc, struct emu_state *st, uint64_t begin, uint64_t end);
-void emu_attach_cache(uc_engine *uc, struct emu_state *st, struct cm *cm);
-int emu_map_scm_mmio(uc_engine *uc, struct emu_state *st, uint64_t base, uint64_t size, uint8_t *host);
-"""
+HEADER = "emu_abi.h"  # the structs and prototypes C and cffi share
 SOURCES = ("hotpath.c", "cachemodel.c", "sites.c")  # one translation unit, in this order
+# What the includer of the header brings from Unicorn's and Capstone's headers.
+_PRELUDE = """
+typedef struct uc_struct uc_engine;
+typedef struct uc_context uc_context;
+typedef size_t csh;
+"""
+_COMMENT = re.compile(r"/\*.*?\*/", re.S)
+_DEFINE = re.compile(r"#define\s+\w+\s+\d+\s*$")
 
 
 def full_cdef() -> str:
-    from hw.cachemodel import CACHE_CDEF
-
-    return CDEF + CACHE_CDEF + SITES_CDEF
+    """The header as cffi's cdef: comments and preprocessor lines dropped (integer defines
+    kept)."""
+    lines = _COMMENT.sub("", (_HERE / HEADER).read_text()).splitlines()
+    return _PRELUDE + "\n".join(ln for ln in lines if not ln.lstrip().startswith("#") or _DEFINE.match(ln.strip()))
 
 
 def _lib_dirs() -> tuple[Path, Path, Path, Path]:
@@ -133,7 +84,7 @@ def _build(name: str, source: str, cdef: str, out: Path, uc_inc: Path, uc_lib: P
     ffi.set_source(
         name,
         source,
-        include_dirs=[str(uc_inc), str(cs_inc)],
+        include_dirs=[str(_HERE), str(uc_inc), str(cs_inc)],
         extra_compile_args=["-O2", "-std=gnu11"],
         extra_link_args=[
             f"-L{uc_lib}", "-l:libunicorn.so.2", f"-Wl,-rpath,{uc_lib}",

@@ -22,114 +22,11 @@
 #include <time.h>
 #include <unicorn/unicorn.h>
 
-#define CM_MAX_RANGES 16
-#define CM_MAX_CHANNELS 16
+#include "emu_abi.h"
+
 #define CM_PAGE_SHIFT 12
 #define CM_INVALID (~0ull)
 #define CM_DIRTY 1u
-#define CM_FILTER_WORDS 64 /* 4096-bit filter of line numbers with pending entries */
-
-enum { CM_LEVEL_FAST = 0, CM_LEVEL_PERSIST = 1, CM_LEVEL_FULL = 2 };
-enum { CM_KIND_DRAM = 0, CM_KIND_SCM = 1 };
-enum { CM_PEND_WB = 0, CM_PEND_NT = 1, CM_PEND_DEAD = 2 };
-enum { CM_FENCE_SFENCE = 0, CM_FENCE_MFENCE = 1, CM_FENCE_KERNEL = 2 };
-
-struct cm_range {
-    uint64_t base;
-    uint64_t size;
-    uint8_t *cpu;     /* CPU view (may be NULL for dram) */
-    uint8_t *media;   /* scm only: what survives power failure */
-    uint32_t *wear;   /* scm only: line/NT writes landing per 4 KiB page */
-    uint64_t npages;
-    int32_t kind;     /* CM_KIND_DRAM / CM_KIND_SCM */
-    int32_t channel;
-    int32_t nch;      /* > 1: interleaved over chans[] in 2**gran_shift-byte granules */
-    int32_t chans[8];
-    uint32_t gran_shift;
-};
-
-/* per channel; index [0] user, [1] kernel */
-struct cm_chan {
-    uint64_t read_req[2];
-    uint64_t write_req[2];
-    uint64_t read_bytes[2];
-    uint64_t write_bytes[2];
-};
-
-struct cm_stats {
-    uint64_t accesses;          /* line accesses modelled (a straddling access counts 2) */
-    uint64_t hits;
-    uint64_t misses;
-    uint64_t evictions;         /* valid victims replaced */
-    uint64_t dirty_evictions;
-    uint64_t writebacks;        /* dirty evictions + flush write-backs (clflush/clflushopt/clwb/NT/wbinvd) */
-    uint64_t clflush;
-    uint64_t clflushopt;
-    uint64_t clwb;
-    uint64_t sfence;
-    uint64_t mfence;
-    uint64_t kfence;
-    uint64_t wbinvd;
-    uint64_t nt_stores;
-    uint64_t events;            /* persistence events performed */
-    uint64_t media_line_writes; /* lines landed on scm media (write-backs + applied snapshots) */
-    uint64_t media_nt_writes;   /* NT stores landed on scm media */
-    uint64_t pending_wb_issued;
-    uint64_t pending_nt_issued;
-    uint64_t power_failures;
-    uint64_t lost_dirty_lines;  /* last power failure: dirty scm lines lost (adr) */
-    uint64_t lost_dirty_dram_lines;
-    uint64_t lost_pending_wb;   /* last power failure: pending write-backs lost */
-    uint64_t lost_pending_nt;   /* last power failure: pending NT stores lost */
-    uint64_t eadr_flushed_lines;   /* last power failure under eadr: lines/entries saved */
-    uint64_t eadr_flushed_pending;
-    uint64_t failed_at_event;   /* event number that did not happen (0: none) */
-};
-
-struct cm_pend {
-    uint64_t hpa;      /* line address (WB) or store address (NT) */
-    uint32_t len;
-    int32_t kind;      /* CM_PEND_* */
-    int32_t range;
-    uint32_t _pad;
-    uint8_t data[64];
-};
-
-struct cm {
-    struct cm_stats st;
-    struct cm_chan chan[CM_MAX_CHANNELS];
-    int32_t level;
-    int32_t power_failed;
-    int32_t nt_mark;
-    int32_t nranges;
-    uint64_t fail_at_event;     /* 0: never */
-    void (*on_power_fail)(void *ctx);
-    void *on_power_fail_ctx;
-    /* geometry */
-    uint64_t size_bytes;
-    uint32_t line_size;
-    uint32_t line_shift;
-    uint32_t ways;
-    uint32_t nsets;
-    uint64_t set_mask;          /* nsets - 1 if a power of two, else 0 (use modulo) */
-    int32_t sets_pow2;
-    int32_t last_range;
-    /* arrays, [set * ways + way] */
-    uint64_t *tags;             /* line number or CM_INVALID */
-    uint64_t *stamps;           /* LRU: larger = more recent */
-    uint8_t *meta;              /* bit 0 dirty, bits 1.. range index */
-    uint64_t clock;
-    uint64_t last_line;         /* MRU line (shortcut) and its slot */
-    uint64_t last_idx;
-    struct cm_range ranges[CM_MAX_RANGES];
-    /* pending queue (clwb/clflushopt snapshots and NT stores), in issue order */
-    struct cm_pend *pq;
-    uint64_t pq_len;
-    uint64_t pq_cap;
-    uint64_t pq_live_wb;
-    uint64_t pq_live_nt;
-    uint64_t filter[CM_FILTER_WORDS];
-};
 
 /* ---------------------------------------------------------------- setup */
 

@@ -26,45 +26,13 @@
 #define PTE_NX  (1ull << 63)
 #define PTE_ADDR 0x000ffffffffff000ull
 
-#define MAX_RANGES 16
-
-struct ram_range { uint64_t hpa; uint64_t size; uint8_t *host; };
+#include "emu_abi.h"
 
 #define EPT_A 1
 #define EPT_D 2
 
 struct icache_entry { uint64_t key; uint32_t size; uint32_t count; };
 struct icache { struct icache_entry *slots; uint64_t mask; uint64_t used; };
-
-struct cm;  /* the cache model (cachemodel.c) */
-
-struct emu_state {
-    struct ram_range ranges[MAX_RANGES];
-    int nranges;
-    uint64_t cr3;            /* gpa of the running process's PML4 (0: nothing mapped) */
-    uint32_t *ept;           /* gpfn -> hpfn */
-    uint8_t *ept_bits;       /* gpfn -> EPT_A | EPT_D */
-    uint64_t ept_pages;
-    struct icache *icache;   /* the running address space's block-count table */
-    /* last translation fault */
-    uint64_t fault_gva;
-    int fault_access;        /* 0 read, 1 write, 2 fetch */
-    int fault_pending;
-    /* instruction clock */
-    uint64_t icount;
-    uint64_t deadline;       /* stop the CPU once icount >= deadline */
-    int deadline_hit;
-    uint64_t last_block_gva;
-    uint32_t last_block_size;
-    uint32_t last_block_count;
-    uint64_t blocks_decoded;
-    csh cs;
-    struct cm *cm;           /* cache model, NULL at model level fast */
-    uc_engine *uc;
-    uint32_t nt_remaining;   /* bytes of the current non-temporal store still to come */
-    int power_failed;
-    uint64_t tlb_fills;
-};
 
 static inline uint8_t *hpa_to_host(struct emu_state *st, uint64_t hpa, uint64_t len)
 {

@@ -10,21 +10,7 @@
  * bytes as non-temporal for the memory hook.
  */
 
-enum site_kind { SITE_CLFLUSH, SITE_CLFLUSHOPT, SITE_CLWB, SITE_SFENCE, SITE_MFENCE, SITE_WBINVD, SITE_NT };
-
-struct site {
-    struct emu_state *st;
-    uint64_t gva;
-    uint8_t bytes[16];
-    uint32_t len;
-    int kind;
-    int base_reg, index_reg, seg_reg;  /* unicorn register ids, 0 = none */
-    int rip_relative;
-    uint32_t scale;
-    int64_t disp;
-    uint32_t nt_bytes;
-    uint64_t hits;
-};
+#include "emu_abi.h"
 
 struct site *emu_site_new(struct emu_state *st)
 {
