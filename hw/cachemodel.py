@@ -24,7 +24,7 @@ from hw.stats import Stat, StatsRegistry
 
 
 # The CM_LEVEL_* values of native/emu_abi.h, by name (known without building the native code:
-# configuration checks use it; tests/test_hw_models.py checks the two agree).
+# configuration checks use it; tests/unit/test_hw_models.py checks the two agree).
 LEVELS = {"fast": 0, "persist": 1, "full": 2}
 
 

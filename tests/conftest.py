@@ -121,9 +121,9 @@ def run_native(argv: list[str], cwd: Path, stdin: bytes | None = None) -> subpro
 
 @pytest.fixture(scope="session")
 def guest_programs(tmp_path_factory) -> Path:
-    """Test programs from tests/guest/*.c, built static with the host's gcc."""
+    """Test programs from tests/programs/*.c, built static with the host's gcc."""
     out = tmp_path_factory.mktemp("guestbin")
-    for src in sorted((TESTS / "guest").glob("*.c")):
+    for src in sorted((TESTS / "programs").glob("*.c")):
         exe = out / src.stem
         subprocess.run(["gcc", "-static", "-O1", "-o", str(exe), str(src)], check=True)
     return out

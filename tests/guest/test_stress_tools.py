@@ -97,7 +97,7 @@ def static_program(tmp_path_factory):
         exe = out / name
         if not exe.exists():
             subprocess.run(["gcc", "-static", "-O1", "-pthread", "-o", str(exe),
-                            str(Path(__file__).parent / "guest" / f"{name}.c")], check=True)
+                            str(Path(__file__).parents[1] / "programs" / f"{name}.c")], check=True)
         return exe
 
     return build

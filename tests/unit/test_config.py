@@ -19,7 +19,7 @@ from vmm.config import (
 )
 from vmm.errors import EmuError
 
-MACHINES = Path(__file__).parent.parent / "machines"
+MACHINES = Path(__file__).parents[2] / "machines"
 MACHINE_FILES = sorted(MACHINES.glob("*.toml"))
 
 

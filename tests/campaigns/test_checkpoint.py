@@ -20,7 +20,7 @@ from emu.workloads import workload
 from guestkernel.checkpoint.store import LINE, PAGE, CorruptImage, ImageStore, ScmMedium, pack_pages
 from hw.console import Console
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 def _store(buf: bytearray) -> ImageStore:
@@ -243,7 +243,7 @@ def test_readme_example_cut_and_restart(tmp_path: Path, base_image: Path) -> Non
 
 
 # ----------------------------------------------------------------------------------------------
-# crash campaigns (small ones here; test_slow.py has the 200-point campaigns)
+# crash campaigns (small ones here; test_campaigns_slow.py has the 200-point campaigns)
 
 
 SMALL = ["/bin/sh", "-c", "mkdir -p /tmp/a/b && echo x > /tmp/a/b/f && mv /tmp/a /tmp/c && echo moved"]

@@ -1,7 +1,7 @@
 """Differential tests of the file-system syscalls against Linux: scripts of calls (open/creat,
 read/write, pread/pwrite, lseek with SEEK_DATA/SEEK_HOLE, truncation, rename/renameat2, links,
 symlinks, directories, chmod, utimensat, getdents, stat, dup, fcntl, record locks, file mappings)
-run by tests/guest/fsdiff.c in the guest and natively on a real ext2 file system (a loop mount
+run by tests/programs/fsdiff.c in the guest and natively on a real ext2 file system (a loop mount
 made with mke2fs like the guest image), and the two outputs must be identical.
 
 Hypothesis writes the scripts over a small namespace (a, b, c, directories D and E, a link l) so

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 # Which packages each may import (besides itself).
 ALLOWED = {
     "emu": {"vmm", "guestkernel", "hw", "images"},

@@ -15,7 +15,7 @@ from guestkernel.frames import linux_zones
 from hw.console import Console
 from tests.conftest import run_native
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 MACHINES = ROOT / "machines"
 
 

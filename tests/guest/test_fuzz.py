@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import struct
 
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.conftest import e2fsck_clean, put_file, run_emu
@@ -59,3 +60,12 @@ def test_random_syscall_arguments(base_image, guest_programs, tmp_path_factory, 
     # or munmap of its own code): both are guest outcomes, not machine failures.
     assert run.result.exit_code == 0 and run.stdout.endswith(f"done {len(calls)}\n".encode()) or run.result.exit_code > 128
     e2fsck_clean(image)
+
+
+@pytest.mark.slow
+def test_many_random_syscall_sequences(base_image, guest_programs, tmp_path_factory):
+    inner = test_random_syscall_arguments.hypothesis.inner_test
+    run = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))(
+        given(calls=st.lists(record, min_size=1, max_size=60))(
+            lambda calls: inner(base_image, guest_programs, tmp_path_factory, calls)))
+    run()

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import put_file
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 def emu_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ from vmm.media import DeviceMedia
 from guestkernel.kernel import Kernel
 from hw.console import Console
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 MAGIC = 0x676F6C6D656D70
 
 

@@ -1,5 +1,5 @@
 /* fsdiff: runs scripts of file-system syscalls and prints every call with its result, so that
- * the guest kernel's answers can be compared line by line with Linux's (tests/test_fsdiff.py).
+ * the guest kernel's answers can be compared line by line with Linux's (tests/guest/test_fsdiff.py).
  *
  * Usage: fsdiff BATCH...   A batch file holds scripts separated by lines "===". Script N runs in
  * a fresh directory sN of the current directory; afterwards its descriptors are closed, its

@@ -1,7 +1,7 @@
 """Corrupt guest images never kill emu: hypothesis mutates each kind of ext2 metadata of a real
 image (superblock, group descriptors, bitmaps, inode table, directory blocks, indirect blocks,
 plus random bytes in the first 2 MiB) and runs a guest workload that reads and changes
-everything (tests/guest/fswalk.c). The guest may see EIO and fail; emu must not: no internal
+everything (tests/programs/fswalk.c). The guest may see EIO and fail; emu must not: no internal
 error, no hang (an instruction budget and a wall-clock alarm), no write outside the image, and
 an image whose superblock, descriptors and root inode are intact still mounts.
 
@@ -25,7 +25,7 @@ from guestkernel.blockcache import FileBlockCache
 from guestkernel.ext2 import ROOT_INO, Ext2, FsError
 from hw.console import Console
 from tests.conftest import put_file, run_emu
-from tests.test_ext2 import Clock, make_staging, mkimg, mount, resolve
+from tests.unit.test_ext2 import Clock, make_staging, mkimg, mount, resolve
 
 BUDGET_INSNS = 10_000_000    # ~16x what the workload needs (0.6 M): a corrupt binary that spins stops
 #                              (a loop of syscalls retires few instructions per second of Python)
@@ -521,7 +521,7 @@ def test_dotdot_cycle_never_loops(tmp_path):
 # ------------------------------------------------------------------ through the command line
 
 def test_cli_refuses_to_mount_bad_descriptors_in_one_line(base_image, tmp_path):
-    from tests.test_errors import assert_one_line_error, emu_cli
+    from tests.machine.test_errors import assert_one_line_error, emu_cli
 
     img = tmp_path / "bad.img"
     shutil.copyfile(base_image, img)
@@ -535,7 +535,7 @@ def test_cli_refuses_to_mount_bad_descriptors_in_one_line(base_image, tmp_path):
 
 
 def test_cli_corruption_is_eio_and_a_kernel_log_line(base_image, tmp_path):
-    from tests.test_errors import emu_cli
+    from tests.machine.test_errors import emu_cli
 
     img = tmp_path / "bad.img"
     shutil.copyfile(base_image, img)

@@ -23,7 +23,7 @@ from guestkernel.checkpoint import generation
 from guestkernel.checkpoint.store import LINE, PAGE, ImageStore, ScmMedium, pack_pages
 from hw.console import Console
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 EMU = [sys.executable, "-m", "emu.cli"]
 SCENARIO = ["/bin/sh", "-c", "for i in 1 2 3 4 5 6 7 8; do echo line$i >> /log; done; "
             "gzip -9 -c /data/corpus.txt | wc -c; cat /log | wc -l"]

@@ -10,13 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from vmm.config import default_machine, derive
 from vmm.machine import Machine
 from guestkernel.kernel import Kernel
 from hw.console import Console
 from tests.conftest import run_native
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 class SwappingKernel(Kernel):
@@ -128,3 +130,20 @@ def test_interleaved_channels_share_the_traffic(base_image, tmp_path):
     per = [c.channel(ch)["read_bytes.user"] + c.channel(ch)["read_bytes.kernel"] for ch in (0, 1)]
     assert per[0] > 0 and per[1] > 0
     assert sum(per) + sum(c.channel(2)[f"read_bytes.{w}"] for w in ("user", "kernel")) == 64 * c.stats.misses
+
+
+@pytest.mark.slow
+def test_gzip_corpus_stats_at_level_full_agree(tmp_path):
+    """`emu run --stats` after gzip -9 of the whole corpus on the default machine: per-channel
+    reads and writes add up to the cache model's misses and write-backs."""
+    js = tmp_path / "stats.json"
+    p = subprocess.run([sys.executable, "-m", "emu.cli", "run", "--level", "full", "--stats", "--stats-json", str(js),
+                        "--", "/bin/sh", "-c", "gzip -9 -c /data/corpus.txt | wc -c"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "Ch0 (dram)" in p.stderr and "PMM Write (MB)" in p.stderr
+    v = {k: x["value"] for k, x in json.loads(js.read_text())["stats"].items()}
+    chans = [c for c in range(16) if f"channel{c}.read_bytes.user" in v]
+    reads = sum(v[f"channel{c}.read_bytes.{w}"] for c in chans for w in ("user", "kernel"))
+    writes = sum(v[f"channel{c}.write_bytes.{w}"] for c in chans for w in ("user", "kernel"))
+    assert reads == 64 * v["cache.misses"] > 0
+    assert writes == 64 * v["cache.writebacks"]  # no non-temporal stores in gzip

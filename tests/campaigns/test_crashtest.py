@@ -18,7 +18,7 @@ from vmm.config import apply_overrides, default_machine
 from vmm.errors import EXIT_POWER_FAILED
 from guestkernel.kernel import Kernel
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 SCRIPT = "mkdir -p /tmp/w && echo hello > /tmp/w/f && cat /data/tree/README | wc -c"
 
 
@@ -171,7 +171,7 @@ def test_restart_is_chosen_by_the_kernel_and_the_machine(tmp_path):  # type: ign
     assert type(ct.choose_restart(None, config=off)) is ct.ColdBootRestart
     r = ct.choose_restart(None, config=on)
     assert type(r) is ct.MachineRestart and r.resumes
-    assert type(ct.choose_restart("tests.test_crashtest:NoRestartKernel", config=on)) is ct.ColdBootRestart
+    assert type(ct.choose_restart("tests.campaigns.test_crashtest:NoRestartKernel", config=on)) is ct.ColdBootRestart
     assert type(ct.choose_restart(None, "machine")) is ct.MachineRestart
     cmd = ct.ColdBootRestart().command(["emu"], tmp_path, ["/bin/x"])
     assert cmd == ["emu", "run", "--state", str(tmp_path), "--", "/bin/true"]
@@ -206,9 +206,9 @@ def test_plugged_restart_can_pass(tmp_path, capsys):  # type: ignore[no-untyped-
     gives the reference's output and tree: the point passes (the harness can say yes)."""
     d = tmp_path / "c"
     code = cli_main(["crashtest", "--dir", str(d), "--level", "persist", "--points", "3", "--jobs", "2",
-                     "--restart", "tests.test_crashtest:rerun", "--", "/bin/sh", "-c", SCRIPT])
+                     "--restart", "tests.campaigns.test_crashtest:rerun", "--", "/bin/sh", "-c", SCRIPT])
     doc = json.loads((d / "crashtest.json").read_text())
-    assert doc["restart"] == "tests.test_crashtest:rerun" and doc["reference"]["control"] is not None  # re-running doubles the output
+    assert doc["restart"] == "tests.campaigns.test_crashtest:rerun" and doc["reference"]["control"] is not None  # re-running doubles the output
     early = [q for q in doc["points"] if q["stdout_before_cut"] == 0]
     assert early and all(q["passed"] for q in early)
     assert all(q["state_dir"] is None for q in early)  # --keep failed
