@@ -88,10 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_crashtest_arguments(crash)
     crash.set_defaults(func=cmd_crashtest)
+    rep = sub.add_parser("reproduce", help="regenerate a paper's headline result (table, result.json, figures)")
+    from emu.reproduce import EXPERIMENTS
+
+    rep.add_argument("name", help="the experiment: " + ", ".join(sorted(EXPERIMENTS)))
+    rep.add_argument("--quick", action="store_true", help="fewer and shorter workloads (minutes)")
+    rep.add_argument("--out", default=None, metavar="DIR", help="where result.json and the figures go (default: reproduce-NAME)")
+    rep.set_defaults(func=cmd_reproduce)
     from images.cli import add_parser as add_image_parser
 
     add_image_parser(sub)
     return ap
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from emu.reproduce import reproduce
+
+    reproduce(args.name, args.quick, Path(args.out or f"reproduce-{args.name}"))
+    return 0
 
 
 def resolve_config(args: argparse.Namespace, state: Path | None) -> object:

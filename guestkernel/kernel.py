@@ -321,7 +321,7 @@ class Kernel:
     def inode_mapped(self, ino: int) -> bool:
         """Does a live address space map inode `ino` (an ELF image or an mmap of the file)?"""
         return any(getattr(v.backing, "ino", None) == ino and not v.device
-                   for mm in {id(p.mm): p.mm for p in self.procs.values()}.values()
+                   for mm in {id(p.mm): p.mm for p in self.procs.values() if p.mm is not None}.values()
                    for v in mm.vmas)
 
     def new_mm(self) -> MM:
@@ -540,6 +540,8 @@ class Kernel:
             self.current = None
         init = self.procs.get(1)
         for c in p.children:
+            if c.pdeath_signal and c.state != ZOMBIE:
+                self.send_signal(c, c.pdeath_signal)
             c.ppid = 1
             if init is not None and init is not p:
                 init.children.append(c)

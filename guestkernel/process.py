@@ -102,6 +102,7 @@ class Process:
     clear_child_tid: int = 0
     leader: "Process | None" = None         # a thread's group leader (None: a process)
     rlimits: dict[int, tuple[int, int]] = field(default_factory=dict)
+    pdeath_signal: int = 0                  # prctl(PR_SET_PDEATHSIG): sent when the parent exits
     utime_insns: int = 0
     syscalls: int = 0
 

@@ -12,6 +12,9 @@ runs at `cpu_hz` with one instruction per cycle; kernel work is charged in nanos
     SCM line written back     SCM_LINE_NS (clflush of a dirty line: 64 B at about 3 GB/s)
     SCM fence                 SCM_FENCE_NS
     page copied to SCM        COPY_NS_PER_KIB * 4 plus its 64 line flushes
+
+The host may also pause the guest (a hypervisor's page migration): `pause(ns)` adds to uptime as
+`paused_ns`, apart from kernel work.
 """
 from __future__ import annotations
 
@@ -33,15 +36,19 @@ class Clock:
         self.boot_epoch_ns = boot_epoch_ns
         self.kernel_ns = 0
         self.base_ns = 0  # uptime carried over from a checkpoint at restart
+        self.paused_ns = 0  # the guest paused by the host (page migration)
 
     def charge(self, ns: int) -> None:
         self.kernel_ns += ns
 
+    def pause(self, ns: int) -> None:
+        self.paused_ns += ns
+
     def save_state(self) -> dict:
-        return {"kernel_ns": self.kernel_ns, "base_ns": self.base_ns}
+        return {"kernel_ns": self.kernel_ns, "base_ns": self.base_ns, "paused_ns": self.paused_ns}
 
     def load_state(self, state: dict) -> None:
-        self.kernel_ns, self.base_ns = state["kernel_ns"], state["base_ns"]
+        self.kernel_ns, self.base_ns, self.paused_ns = state["kernel_ns"], state["base_ns"], state["paused_ns"]
 
     def instructions(self) -> int:
         return int(self._icount())
@@ -50,7 +57,7 @@ class Clock:
         return self._icount() * 10**9 // self.cpu_hz
 
     def uptime_ns(self) -> int:
-        return self.base_ns + self.user_ns() + self.kernel_ns
+        return self.base_ns + self.user_ns() + self.kernel_ns + self.paused_ns
 
     def now_ns(self) -> int:
         return self.boot_epoch_ns + self.uptime_ns()

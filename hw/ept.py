@@ -81,32 +81,47 @@ class EPT:
         return (self.map[gpa >> 12] << 12) | (gpa & (PAGE_SIZE - 1))
 
     def scan(self, first_gpfn: int, count: int, clear: bool = True) -> tuple[list[int], list[int]]:
-        """(accessed gpfns, dirty gpfns) in [first, first+count); clear the bits if asked."""
-        accessed, dirty = [], []
-        bits = self.bits
-        for gpfn in range(first_gpfn, min(first_gpfn + count, self.pages)):
-            b = bits[gpfn]
-            if b:
-                if b & EPT_A:
-                    accessed.append(gpfn)
-                if b & EPT_D:
-                    dirty.append(gpfn)
-                if clear:
-                    bits[gpfn] = 0
-        if clear and (accessed or dirty):
-            self.on_change()  # cached translations would skip setting the bits again
+        """(accessed gpfns, dirty gpfns) in [first, first+count); clear the bits if asked. One
+        pass in C (native/eptscan.c): a hypervisor scans the whole guest RAM every epoch."""
+        dirty, accessed, _ = self.scan_dirty(first_gpfn, count, clear, want_accessed=True)
         return accessed, dirty
+
+    def scan_dirty(self, first_gpfn: int, count: int, clear: bool = True,
+                   want_accessed: bool = False) -> tuple[list[int], list[int], int]:
+        """(dirty gpfns, accessed gpfns if `want_accessed` else [], number accessed)."""
+        from hw import native
+
+        ffi, lib = native.load()
+        count = max(0, min(count, self.pages - first_gpfn))
+        if count == 0:
+            return [], [], 0
+        dirty = ffi.new("uint32_t[]", count)
+        accessed = ffi.new("uint32_t[]", count) if want_accessed else ffi.NULL
+        na = ffi.new("uint64_t *")
+        bits = ffi.from_buffer("uint8_t[]", self.bits)
+        nd = lib.emu_ept_scan(bits, first_gpfn, count, dirty, accessed, na, int(clear))
+        if clear and na[0]:
+            self.on_change()  # cached translations would skip setting the bits again
+        return (ffi.unpack(dirty, nd), ffi.unpack(accessed, na[0]) if want_accessed else [], na[0])
 
     def swap(self, gpfn_a: int, gpfn_b: int) -> None:
         """Exchange the host frames backing two guest pages, moving the data with them, so the
         guest sees the same contents at the same guest-physical addresses."""
-        ha, hb = self.map[gpfn_a], self.map[gpfn_b]
-        va, vb = self.physmem.page_view(ha), self.physmem.page_view(hb)
-        tmp = bytes(va)
-        va[:] = vb
-        vb[:] = tmp
-        self.map[gpfn_a], self.map[gpfn_b] = hb, ha
-        self.swaps += 1
+        self.swap_many([(gpfn_a, gpfn_b)])
+
+    def swap_many(self, pairs: list[tuple[int, int]]) -> None:
+        """Swap each pair (see swap) with the guest paused; translations are dropped once."""
+        if not pairs:
+            return
+        m, view = self.map, self.physmem.page_view
+        for a, b in pairs:
+            ha, hb = m[a], m[b]
+            va, vb = view(ha), view(hb)
+            tmp = bytes(va)
+            va[:] = vb
+            vb[:] = tmp
+            m[a], m[b] = hb, ha
+        self.swaps += len(pairs)
         self.on_change()
         self.on_data_move()
 

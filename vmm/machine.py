@@ -158,6 +158,11 @@ class Machine:
         self.kernel = kernel if kernel is not None else load_kernel(None, cfg)
         self.power_report: dict[str, Any] = {}
         self.epochs = EpochListeners(self.clock)  # host-side work with the guest paused
+        self.placement = None  # page placement between DRAM and a slower pool (vmm/placement)
+        if cfg.placement.active:
+            from vmm.placement import Placement
+
+            self.placement = Placement(self, cfg.placement)
         self._kernel_deadline: int | None = None  # the running process's deadline (kernel's)
         self._t0 = time.perf_counter()
 
@@ -310,6 +315,8 @@ class Machine:
         configuration (and kernel class) goes on from there as this one would."""
         if not hasattr(self.kernel, "save_state"):
             raise EmuError(f"kernel {getattr(self.kernel, 'name', '?')} cannot save its state")
+        if self.placement is not None:
+            raise EmuError("the machine state cannot be saved with page placement on (placement.policy) yet")
         from vmm.config import machine_to_dict
 
         return {
@@ -368,6 +375,8 @@ class Machine:
         self.blockdev.close()
 
     def _close(self) -> None:
+        if self.placement is not None:
+            self.placement.close()
         if self.media_dir is not None:
             # The console is outside the machine: what it showed survives a power failure.
             shown = self.console.shown()

@@ -45,6 +45,8 @@ def registry_for(machine: Any) -> StatsRegistry:
         machine.kernel.register_stats(reg)
     if machine.cache is not None:
         machine.cache.register_stats(reg)
+    if getattr(machine, "placement", None) is not None:
+        machine.placement.register_stats(reg)
     return reg
 
 

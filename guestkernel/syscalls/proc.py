@@ -252,6 +252,14 @@ def sys_arch_prctl(k, p, code, addr, *_):  # type: ignore[no-untyped-def]
 
 @syscall("prctl")
 def sys_prctl(k, p, option, arg2, *_):  # type: ignore[no-untyped-def]
+    if option == 1:  # PR_SET_PDEATHSIG (cleared in a fork's child, as Linux)
+        if arg2 > 64:
+            raise SyscallError(EINVAL)
+        p.pdeath_signal = arg2
+        return 0
+    if option == 2:  # PR_GET_PDEATHSIG
+        p.mm.copy_out(arg2, struct.pack("<i", p.pdeath_signal))
+        return 0
     if option == 15:  # PR_SET_NAME
         p.comm = p.mm.read_cstr(arg2, 16)[:15]
         return 0

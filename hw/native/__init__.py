@@ -7,6 +7,7 @@ gcc and the Python headers.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -19,7 +20,7 @@ from typing import Any
 _HERE = Path(__file__).parent
 
 HEADER = "emu_abi.h"  # the structs and prototypes C and cffi share
-SOURCES = ("hotpath.c", "cachemodel.c", "sites.c")  # one translation unit, in this order
+SOURCES = ("hotpath.c", "eptscan.c", "cachemodel.c", "sites.c")  # one translation unit, in this order
 # What the includer of the header brings from Unicorn's and Capstone's headers.
 _PRELUDE = """
 typedef struct uc_struct uc_engine;
@@ -51,8 +52,9 @@ def _cache_dir() -> Path:
     return Path(base) / "native"
 
 
+@functools.cache
 def load() -> tuple[Any, Any]:
-    """Return (ffi, lib) of the compiled hot path, building it if needed."""
+    """Return (ffi, lib) of the compiled hot path, building it if needed (once a process)."""
     uc_inc, uc_lib, cs_inc, cs_lib = _lib_dirs()
     sources = ["\n".join((_HERE / f).read_text() for f in SOURCES)]
     cdef = full_cdef()

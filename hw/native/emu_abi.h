@@ -13,6 +13,9 @@
 
 #define MAX_RANGES 16
 
+#define EPT_A 1  /* ept_bits[gpfn]: accessed, dirty (hw/ept.py) */
+#define EPT_D 2
+
 struct ram_range { uint64_t hpa; uint64_t size; uint8_t *host; };
 
 struct icache;  /* the per-address-space block-count table (hotpath.c) */
@@ -43,6 +46,7 @@ struct emu_state {
     uint32_t nt_remaining;   /* bytes of the current non-temporal store still to come */
     int power_failed;
     uint64_t tlb_fills;
+    uint64_t fills_at_flush; /* tlb_fills at the last flush the block hook asked for */
 };
 
 struct emu_state *emu_state_new(void);
@@ -59,6 +63,14 @@ uint64_t emu_pt_leaves(struct emu_state *st, uint64_t cr3, uint64_t start, uint6
 uint64_t emu_translate(struct emu_state *st, uint64_t cr3, uint64_t gva, int access);
 int emu_read_virt(struct emu_state *st, uint64_t cr3, uint64_t gva, uint8_t *buf, uint64_t n);
 int emu_count_insns(struct emu_state *st, uint64_t gva, uint32_t size, uint64_t stop_gva);
+
+/* ---------------------------------------------------------------- EPT scan (eptscan.c) */
+
+/* The dirty frames of [first, first+count) into dirty[] (returned: how many), the accessed ones
+   into accessed[] (may be NULL) and their number into *naccessed (may be NULL); clear: reset the
+   bits of every frame listed. */
+uint64_t emu_ept_scan(uint8_t *bits, uint64_t first, uint64_t count, uint32_t *dirty,
+                      uint32_t *accessed, uint64_t *naccessed, int clear);
 
 /* ---------------------------------------------------------------- cache model (cachemodel.c) */
 

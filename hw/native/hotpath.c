@@ -28,9 +28,7 @@
 
 #include "emu_abi.h"
 
-#define EPT_A 1
-#define EPT_D 2
-
+#define TLB_RESIZE_FILLS (1u << 16)
 struct icache_entry { uint64_t key; uint32_t size; uint32_t count; };
 struct icache { struct icache_entry *slots; uint64_t mask; uint64_t used; };
 
@@ -164,7 +162,12 @@ static bool tlb_fill(uc_engine *uc, uint64_t gva, uc_mem_type type, uc_tlb_entry
         return false;
     }
     int perms = UC_PROT_READ;
-    if ((pte & PTE_W) && (pte & PTE_D)) perms |= UC_PROT_WRITE;
+    /* Writable only once both dirty bits are set: the guest's (so its first store sets D) and
+     * the EPT's (so a store after the hypervisor cleared the bits comes back and sets it again,
+     * as hardware re-walks the EPT to set its D bit). A read never makes a page EPT-dirty. */
+    uint64_t gpfn = (pte & PTE_ADDR) >> 12;
+    int ept_dirty = gpfn < st->ept_pages && (st->ept_bits[gpfn] & EPT_D);
+    if ((pte & PTE_W) && (pte & PTE_D) && (access == 1 || ept_dirty)) perms |= UC_PROT_WRITE;
     if (!(pte & PTE_NX)) perms |= UC_PROT_EXEC;
     uint64_t hpa = ept_map(st, pte & PTE_ADDR, (perms & UC_PROT_WRITE) ? EPT_A | EPT_D : EPT_A);
     if (hpa == ~0ull) {
@@ -296,6 +299,14 @@ static void block_hook(uc_engine *uc, uint64_t gva, uint32_t size, void *ud)
         return;
     }
     st->icount += (uint64_t)n;
+    /* QEMU resizes its (direct-mapped) TLB only when it is flushed, so a loop over more pages
+     * than the TLB holds, with no flush (one process, no syscalls), would miss on every access
+     * for ever. After many fills since the last such flush, flush: the TLB doubles each time
+     * it was full. Like an invlpg from a helper, a flush between two blocks is safe. */
+    if (st->tlb_fills - st->fills_at_flush > TLB_RESIZE_FILLS) {
+        st->fills_at_flush = st->tlb_fills;
+        uc_ctl(uc, UC_CTL_WRITE(UC_CTL_TLB_FLUSH, 0));
+    }
     st->last_block_gva = gva;
     st->last_block_size = size;
     st->last_block_count = (uint32_t)n;

@@ -45,7 +45,7 @@ from vmm.config.load import (
 from vmm.config.schema import (
     DEVICE_WINDOW_GPA, EPT_INITIAL, KINDS, MAX_CHANNEL, MODEL_LEVELS, PAGE_BYTES, PERSISTENCE_DOMAINS, SECTIONS,
     SUPPORTED_LINE_BYTES, CacheConfig, CheckpointConfig, EptConfig, GuestConfig, GuestRamConfig, GuestRange,
-    InterleaveConfig, MachineConfig, RangeConfig, StorageConfig,
+    InterleaveConfig, MachineConfig, PLACEMENT_POLICIES, PlacementConfig, RangeConfig, StorageConfig,
 )
 from vmm.config.units import GiB, KiB, MiB, hex_addr, human_hz, human_size, parse_addr, parse_duration, parse_hz, parse_size
 from vmm.config.validation import ConfigError, validate
@@ -53,7 +53,7 @@ from vmm.config.validation import ConfigError, validate
 __all__ = [
     # schema
     "CacheConfig", "CheckpointConfig", "EptConfig", "GuestConfig", "GuestRamConfig", "GuestRange", "InterleaveConfig",
-    "MachineConfig", "RangeConfig", "StorageConfig", "SECTIONS", "DEVICE_WINDOW_GPA", "EPT_INITIAL", "KINDS",
+    "MachineConfig", "PlacementConfig", "PLACEMENT_POLICIES", "RangeConfig", "StorageConfig", "SECTIONS", "DEVICE_WINDOW_GPA", "EPT_INITIAL", "KINDS",
     "MAX_CHANNEL", "MODEL_LEVELS", "PAGE_BYTES", "PERSISTENCE_DOMAINS", "SUPPORTED_LINE_BYTES",
     # units
     "KiB", "MiB", "GiB", "hex_addr", "human_hz", "human_size", "parse_addr", "parse_duration", "parse_hz", "parse_size",

@@ -15,6 +15,7 @@ MAX_CHANNEL = 15
 
 KINDS = ("dram", "scm")                       # scm: storage-class memory, persistent
 EPT_INITIAL = ("identity", "shuffled")
+PLACEMENT_POLICIES = ("none", "lru", "mq", "oracle")  # vmm/placement
 DEVICE_WINDOW_GPA = 4 * GiB                   # pmem and checkpoint windows start here (or above RAM)
 PERSISTENCE_DOMAINS = ("adr", "eadr")         # adr: memory controller; eadr: caches too
 MODEL_LEVELS = tuple(LEVELS)  # the cache model's levels (hw/cachemodel.py)
@@ -145,6 +146,47 @@ class EptConfig:
 
 
 @dataclass(frozen=True)
+class PlacementConfig:
+    """Host-side placement of guest RAM pages between DRAM and slower memory (the hybrid
+    DRAM/STT-MRAM paper; vmm/placement): every `scan_interval` of virtual time the hypervisor
+    reads and clears the EPT dirty bits of guest RAM; every `migrate_interval` the policy picks
+    up to `max_pairs` (slow page, DRAM page) pairs, whose contents and EPT entries are swapped
+    with the guest paused. The defaults are the paper's (1 s, 5 s, 1000 pairs)."""
+
+    policy: str = _f("'none', 'lru', 'mq' (the paper's multi-queue) or 'oracle' (replays `trace`)",
+                     parse="str", default="none")
+    scan_interval_ns: int = _f("virtual time between two scans of the EPT dirty bits", parse="duration",
+                               toml="scan_interval", default=1_000_000_000)
+    migrate_interval_ns: int = _f("virtual time between two migrations (a multiple of scan_interval)",
+                                  parse="duration", toml="migrate_interval", default=5_000_000_000)
+    start_ns: int = _f("virtual time before which pages are traced but none migrates", parse="duration",
+                       toml="start", default=0)
+    max_pairs: int = _f("most page pairs swapped by one migration", default=1000)
+    queues: int = _f("mq: number of queues (a page with n detected writes sits in queue floor(log2 n))",
+                     default=8)
+    lifetime_ns: int = _f("mq: a queue head not written for this long moves down a queue (lru: "
+                          "a DRAM page not written for this long may be swapped out)", parse="duration",
+                          toml="lifetime", default=10_000_000_000)
+    pause_ns: int = _f("virtual time the guest is paused per scan and per migration (VM exit, "
+                       "EPT invalidation)", parse="duration", toml="pause", default=20_000)
+    swap_ns: int = _f("virtual time a swap of two 4 KiB pages adds to the pause (two page copies)",
+                      parse="duration", toml="swap", default=2_000)
+    record: str = _f("write the trace of dirty guest pages per scan to this file (for 'oracle')",
+                     parse="str", default="")
+    trace: str = _f("oracle: the trace (from `record`) of the same machine and program", parse="str",
+                    default="")
+
+    @property
+    def scans_per_migration(self) -> int:
+        return max(1, self.migrate_interval_ns // self.scan_interval_ns)
+
+    @property
+    def active(self) -> bool:
+        """Does the hypervisor scan at all (a policy other than none, or a trace to record)?"""
+        return self.policy != "none" or bool(self.record)
+
+
+@dataclass(frozen=True)
 class GuestRange:
     """One range of the derived guest-physical map."""
 
@@ -189,6 +231,8 @@ class MachineConfig:
     storage: StorageConfig = _f("block device", parse="table", factory=StorageConfig)
     checkpoint: CheckpointConfig = _f("checkpoint/restart into SCM", parse="table",
                                       factory=CheckpointConfig)
+    placement: PlacementConfig = _f("host-side page placement between DRAM and slower memory",
+                                    parse="table", factory=PlacementConfig)
     seed: int = _f("guest randomness", default=1)
     quantum_insns: int = _f("scheduler time slice", default=10_000_000)
 
@@ -262,5 +306,6 @@ class MachineConfig:
 
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "interleave": InterleaveConfig,
                              "storage": StorageConfig, "checkpoint": CheckpointConfig,
-                             "guest": GuestConfig, "ept": EptConfig}
+                             "guest": GuestConfig, "ept": EptConfig,
+                             "placement": PlacementConfig}
 

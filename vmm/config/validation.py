@@ -8,7 +8,7 @@ from dataclasses import fields
 from typing import Iterable
 
 from vmm.config.schema import (
-    EPT_INITIAL, KINDS, MAX_CHANNEL, MODEL_LEVELS, PAGE_BYTES, PERSISTENCE_DOMAINS, SUPPORTED_LINE_BYTES,
+    EPT_INITIAL, KINDS, PLACEMENT_POLICIES, MAX_CHANNEL, MODEL_LEVELS, PAGE_BYTES, PERSISTENCE_DOMAINS, SUPPORTED_LINE_BYTES,
     CacheConfig, InterleaveConfig, MachineConfig, RangeConfig, StorageConfig, _key_of,
 )
 from vmm.config.units import KiB, hex_addr, human_size
@@ -183,4 +183,24 @@ def validate(cfg: MachineConfig, source: str = "<machine>", style: str = "toml",
         raise _err(source, "checkpoint.range", f"pool {cfg.checkpoint_pool!r} already backs guest {use[cfg.checkpoint_pool]}")
     if not cfg.guest.ram and not cfg.dram:
         raise _err(source, "guest.ram", "no guest RAM: list it (guest.ram = [{from = POOL}]) or add a 'dram' pool")
+    _validate_placement(cfg, source)
     return cfg
+
+
+def _validate_placement(cfg: MachineConfig, source: str) -> None:
+    pl = cfg.placement
+    _choice(source, "placement.policy", "placement policy", pl.policy, PLACEMENT_POLICIES)
+    if pl.scan_interval_ns <= 0:
+        raise _err(source, "placement.scan_interval", "must be positive")
+    if pl.migrate_interval_ns < pl.scan_interval_ns or pl.migrate_interval_ns % pl.scan_interval_ns:
+        raise _err(source, "placement.migrate_interval", "must be a multiple of placement.scan_interval")
+    if pl.max_pairs < 0 or pl.queues < 1 or pl.lifetime_ns <= 0 or pl.pause_ns < 0 or pl.swap_ns < 0:
+        raise _err(source, "placement", "max_pairs >= 0, queues >= 1, lifetime > 0, pause and swap >= 0")
+    if pl.policy != "none":
+        kinds = {cfg.pool(g.pool).kind for g in cfg.guest_ranges("ram")}
+        if kinds != {"dram", "scm"}:
+            raise _err(source, "placement.policy", f"policy {pl.policy!r} moves pages between DRAM and "
+                       "SCM/MRAM: guest RAM must come from both kinds of pool")
+    if pl.policy == "oracle" and not pl.trace:
+        raise _err(source, "placement.trace", "the oracle replays a trace: record one with "
+                   "placement.record=FILE (same machine and program), then give placement.trace=FILE")
