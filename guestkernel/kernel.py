@@ -25,7 +25,7 @@ from guestkernel.locks import Locks
 from guestkernel.mm import MM, PAGE, VMA, page_up
 from guestkernel.pagecache import PageCache
 from guestkernel.process import BLOCKED, RUNNABLE, ZOMBIE, FDTable, Process, SigAction
-from guestkernel.syscalls import NAMES, load_all
+from guestkernel.syscalls import NAMES, NUMBERS, load_all
 from guestkernel.vfs import VFS, ConsoleFile, O_RDONLY, O_WRONLY, PmemRegion, WaitQueue
 from hw.cpu import STOP_DEADLINE, STOP_EXCEPTION, STOP_FAULT, STOP_INVALID, Stop
 
@@ -541,7 +541,7 @@ class Kernel:
         init = self.procs.get(1)
         for c in p.children:
             if c.pdeath_signal and c.state != ZOMBIE:
-                self.send_signal(c, c.pdeath_signal)
+                self.post_signal(c, c.pdeath_signal)
             c.ppid = 1
             if init is not None and init is not p:
                 init.children.append(c)
@@ -562,6 +562,13 @@ class Kernel:
 
     # ------------------------------------------------------------------------------------------
     # signals
+
+    def post_signal(self, p: Process, sig: int) -> None:
+        """A signal from the kernel (a timer, a parent's death) as kill(2) sends one: a blocked
+        receiver wakes to take it (its call is retried or interrupted)."""
+        self.send_signal(p, sig)
+        if p.state == BLOCKED and p.sigpending & (1 << (sig - 1)):
+            p.state = RUNNABLE
 
     def send_signal(self, p: Process, sig: int) -> None:
         if p.state == ZOMBIE or not 1 <= sig <= 64:
@@ -723,7 +730,8 @@ class Kernel:
         # Signals interrupt a parked call, except a vfork parent's wait (uninterruptible on Linux).
         if not p.vfork_parent_blocked and self.deliverable(p) & ~self._ignored_mask(p):
             p.pending_call = None
-            act_restart = any(p.action(s).flags & SA_RESTART for s in _bits(self.deliverable(p)))
+            act_restart = nr not in NO_RESTART and any(p.action(s).flags & SA_RESTART
+                                                       for s in _bits(self.deliverable(p)))
             if act_restart:
                 self.cpu.write_gprs({"rax": nr, "rip": self.cpu.reg("rip") - 2})
             else:
@@ -845,6 +853,13 @@ class Kernel:
         if self.checkpointer is None and self.clock.uptime_ns() >= self.next_writeback_ns:
             self.sync()
             self.next_writeback_ns = self.clock.uptime_ns() + self.config.writeback_interval_ns
+
+
+# Calls Linux ends with EINTR when a handler runs, SA_RESTART or not (-ERESTARTNOHAND,
+# -ERESTART_RESTARTBLOCK; pause and sigsuspend are never restarted).
+NO_RESTART = frozenset(NUMBERS[n] for n in ("pause", "rt_sigsuspend", "nanosleep", "clock_nanosleep", "select",
+                                            "pselect6", "poll", "ppoll", "epoll_wait", "epoll_pwait")
+                       if n in NUMBERS)
 
 
 def _bits(mask: int):  # type: ignore[no-untyped-def]

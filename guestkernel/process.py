@@ -103,6 +103,8 @@ class Process:
     leader: "Process | None" = None         # a thread's group leader (None: a process)
     rlimits: dict[int, tuple[int, int]] = field(default_factory=dict)
     pdeath_signal: int = 0                  # prctl(PR_SET_PDEATHSIG): sent when the parent exits
+    itimer_real: tuple[int, int] = (0, 0)   # alarm/ITIMER_REAL: (uptime deadline ns or 0, interval ns)
+    itimer_gen: int = 0                     # bumped when the timer is set: older expiries are void
     utime_insns: int = 0
     syscalls: int = 0
 

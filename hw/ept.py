@@ -57,6 +57,7 @@ class EPT:
                 raise ValueError(f"guest window of {b.size_bytes} bytes runs past the end of pool {b.pool!r}")
             self.map[b.base_gpa // PAGE_SIZE : b.base_gpa // PAGE_SIZE + n] = array("I", hpfns[first : first + n])
         self.bits = bytearray(self.pages)
+        self._scan_out = self._scan_na = self._scan_bits = None  # native scan buffers (scan_dirty)
         self.swaps = 0
         self.on_change: Callable[[], None] = lambda: None     # a mapping or bit changed: flush TLBs
         self.on_data_move: Callable[[], None] = lambda: None  # page contents moved: drop translated code
@@ -95,11 +96,13 @@ class EPT:
         count = max(0, min(count, self.pages - first_gpfn))
         if count == 0:
             return [], [], 0
-        dirty = ffi.new("uint32_t[]", count)
+        if self._scan_out is None:  # reused: a hypervisor scans every epoch
+            self._scan_out = ffi.new("uint32_t[]", self.pages)
+            self._scan_na = ffi.new("uint64_t *")
+            self._scan_bits = ffi.from_buffer("uint8_t[]", self.bits)
+        dirty, na = self._scan_out, self._scan_na
         accessed = ffi.new("uint32_t[]", count) if want_accessed else ffi.NULL
-        na = ffi.new("uint64_t *")
-        bits = ffi.from_buffer("uint8_t[]", self.bits)
-        nd = lib.emu_ept_scan(bits, first_gpfn, count, dirty, accessed, na, int(clear))
+        nd = lib.emu_ept_scan(self._scan_bits, first_gpfn, count, dirty, accessed, na, int(clear))
         if clear and na[0]:
             self.on_change()  # cached translations would skip setting the bits again
         return (ffi.unpack(dirty, nd), ffi.unpack(accessed, na[0]) if want_accessed else [], na[0])

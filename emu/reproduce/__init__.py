@@ -14,7 +14,11 @@ from vmm.errors import EmuError
 EXPERIMENTS = {"hybrid-mram": "emu.reproduce.hybrid_mram"}
 
 
-def reproduce(name: str, quick: bool, out: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
+def _say(line: str) -> None:
+    print(line, flush=True)  # progress shows as it happens, also into a file
+
+
+def reproduce(name: str, quick: bool, out: Path, say: Callable[[str], None] = _say) -> dict[str, Any]:
     if name not in EXPERIMENTS:
         raise EmuError(f"no experiment {name!r} (have: {', '.join(sorted(EXPERIMENTS))})")
     mod = importlib.import_module(EXPERIMENTS[name])

@@ -347,10 +347,10 @@ class Checkpointer:
     def resume(self, meta: dict[str, Any]) -> None:
         """After the mount: rebuild the group of `meta` and arm the outcome replay."""
         k = self.k
+        k.clock.base_ns = meta["uptime_ns"]  # first: restored timers count from it
         restore(k, meta, self.store.page, self.tracker)
         k.next_pid = meta["next_pid"]
         k._last_pid = meta["last_pid"]
-        k.clock.base_ns = meta["uptime_ns"]
         k.init_status = meta["init_status"]
         if meta["rng"] is not None:
             k.vfs.rng.setstate(_rng_from(meta["rng"]))

@@ -269,6 +269,7 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
             sigactions={str(s): [a.handler, a.flags, a.restorer, a.mask] for s, a in p.sigactions.items()},
             sigmask=p.sigmask, sigpending=p.sigpending, clear_child_tid=p.clear_child_tid,
             rlimits={str(r): list(v) for r, v in p.rlimits.items()}, pdeath_signal=p.pdeath_signal,
+            itimer_real=[max(0, p.itimer_real[0] - k.clock.uptime_ns()) if p.itimer_real[0] else 0, p.itimer_real[1]],
             sigframes=[[regs_of(k, ctx, {}), mask] for ctx, mask in p.sigframes],
             fds={str(fd): file_id(f) for fd, f in sorted(p.fds.fds.items())},
             cloexec=sorted(p.fds.cloexec), fdtable=id(p.fds),
@@ -350,6 +351,11 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
         p.sigmask, p.sigpending, p.clear_child_tid = d["sigmask"], d["sigpending"], d["clear_child_tid"]
         p.rlimits = {int(r): (v[0], v[1]) for r, v in d["rlimits"].items()}
         p.pdeath_signal = d.get("pdeath_signal", 0)
+        left, interval = d.get("itimer_real", (0, 0))
+        if left:
+            from guestkernel.syscalls.signal import arm_itimer
+
+            arm_itimer(k, p, left, interval)
         owner = d["fdtable"]
         if owner in tables:
             p.fds = tables[owner]

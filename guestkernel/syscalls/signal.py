@@ -1,4 +1,5 @@
-"""Signal syscalls: rt_sigaction, rt_sigprocmask, rt_sigreturn, kill, tgkill, sigaltstack, pause."""
+"""Signal syscalls: rt_sigaction, rt_sigprocmask, rt_sigreturn, kill, tgkill, sigaltstack, pause,
+and the timers that send signals (alarm, setitimer, getitimer)."""
 from __future__ import annotations
 
 import struct
@@ -123,13 +124,81 @@ def sys_rt_sigsuspend(k, p, mask_ptr, size, *_):  # type: ignore[no-untyped-def]
     raise Block(WaitQueue("sigsuspend"))
 
 
+# The real-time interval timer (alarm, ITIMER_REAL): SIGALRM when the machine's uptime reaches
+# it, reloaded with its interval. Kernel timers cannot be cancelled: a generation number makes a
+# replaced timer's expiry do nothing. Not inherited by fork, kept across exec, as Linux.
+ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF = 0, 1, 2
+SIGALRM = 14
+_ITIMERVAL = struct.Struct("<qqqq")  # it_interval (sec, usec), it_value (sec, usec)
+
+
+def arm_itimer(k, p, value_ns: int, interval_ns: int) -> None:  # type: ignore[no-untyped-def]
+    p.itimer_gen += 1
+    if value_ns <= 0:
+        p.itimer_real = (0, 0)
+        return
+    gen = p.itimer_gen
+
+    def fire(deadline: int) -> None:
+        if p.itimer_gen != gen or p.state == ZOMBIE:
+            return
+        k.post_signal(p, SIGALRM)
+        if interval_ns:
+            now = k.clock.uptime_ns()
+            nxt = deadline + max(1, (now - deadline) // interval_ns + 1) * interval_ns
+            p.itimer_real = (nxt, interval_ns)
+            k.add_timer(nxt, lambda: fire(nxt))
+        else:
+            p.itimer_real = (0, 0)
+
+    deadline = k.clock.uptime_ns() + value_ns
+    p.itimer_real = (deadline, interval_ns)
+    k.add_timer(deadline, lambda: fire(deadline))
+
+
+def itimer_left(k, p) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """(ns until the real timer expires, 0 when disarmed; its interval)."""
+    deadline, interval = p.itimer_real
+    return (max(1, deadline - k.clock.uptime_ns()) if deadline else 0), interval
+
+
+def _timeval(ns: int) -> tuple[int, int]:
+    us = (ns + 999) // 1000  # a timer never reads as expired while it is armed
+    return us // 1_000_000, us % 1_000_000
+
+
 @syscall("alarm")
 def sys_alarm(k, p, seconds, *_):  # type: ignore[no-untyped-def]
+    left, _ = itimer_left(k, p)
+    arm_itimer(k, p, (seconds & 0xFFFFFFFF) * 1_000_000_000, 0)
+    sec, usec = divmod(left // 1000, 1_000_000)
+    return sec + 1 if (left and sec == 0) or usec >= 500_000 else sec  # Linux rounds, at least 1
+
+
+@syscall("setitimer")
+def sys_setitimer(k, p, which, new, old, *_):  # type: ignore[no-untyped-def]
+    which = s32(which)
+    if which not in (ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF):
+        raise SyscallError(EINVAL)
+    val = _ITIMERVAL.unpack(p.mm.copy_in(new, 32)) if new else (0, 0, 0, 0)
+    if any(u < 0 or u >= 1_000_000 for u in (val[1], val[3])) or val[0] < 0 or val[2] < 0:
+        raise SyscallError(EINVAL)
+    if which != ITIMER_REAL:  # CPU-time timers are not modelled: they never fire
+        if old:
+            p.mm.copy_out(old, bytes(32))
+        return 0
+    left, interval = itimer_left(k, p)
+    if old:
+        p.mm.copy_out(old, _ITIMERVAL.pack(*_timeval(interval), *_timeval(left)))
+    arm_itimer(k, p, val[2] * 1_000_000_000 + val[3] * 1000, val[0] * 1_000_000_000 + val[1] * 1000)
     return 0
 
 
-@syscall("setitimer", "getitimer")
-def sys_setitimer(k, p, which, new, old, *_):  # type: ignore[no-untyped-def]
-    if old:
-        p.mm.copy_out(old, bytes(32))
+@syscall("getitimer")
+def sys_getitimer(k, p, which, cur, *_):  # type: ignore[no-untyped-def]
+    which = s32(which)
+    if which not in (ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF):
+        raise SyscallError(EINVAL)
+    left, interval = itimer_left(k, p) if which == ITIMER_REAL else (0, 0)
+    p.mm.copy_out(cur, _ITIMERVAL.pack(*_timeval(interval), *_timeval(left)))
     return 0

@@ -1,0 +1,34 @@
+"""Timers that send signals, against Linux: alarm's return values, a periodic ITIMER_REAL,
+getitimer, a fork's child without the parent's timer (tests/programs/itimer.c, same output in
+the guest and natively); and Debian's stress, whose workers end by their own alarm."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from tests.conftest import put_file, run_emu, run_native
+
+
+def test_alarm_and_itimer_match_linux(base_image, guest_programs, tmp_path):
+    image = tmp_path / "disk.img"
+    shutil.copyfile(base_image, image)
+    put_file(image, guest_programs / "itimer", "/bin/itimer")
+    guest = run_emu(image, ["/bin/itimer"])
+    native = run_native([str(guest_programs / "itimer")], tmp_path)
+    assert guest.result.exit_code == native.returncode == 0
+    assert guest.stdout == native.stdout
+    assert b"periodic: 3 alarms" in guest.stdout
+
+
+def test_stress_workers_end_at_their_timeout(tmp_path):
+    """stress's workers set PR_SET_PDEATHSIG and end by their own alarm(timeout)."""
+    from images.build import default_image
+
+    image = tmp_path / "disk.img"
+    shutil.copyfile(default_image(recipe="hybrid"), image)
+    r = run_emu(image, ["/bin/stress", "--vm", "1", "--vm-bytes", "1M", "--vm-keep", "--timeout", "1s"])
+    native = subprocess.run(["stress", "--vm", "1", "--vm-bytes", "1M", "--vm-keep", "--timeout", "1s"],
+                            capture_output=True)
+    assert r.result.exit_code == native.returncode == 0
+    assert r.stdout.splitlines()[-1] == b"stress: info: [1] successful run completed in 1s"
+    assert native.stdout.splitlines()[-1].endswith(b"successful run completed in 1s")

@@ -1,0 +1,72 @@
+"""Page placement under a running guest (vmm/placement): swaps between the MRAM and DRAM pools
+never change what the guest computes (outputs byte-identical to native, with the EPT shuffled),
+runs are deterministic, the oracle replays a recorded trace, and the counters add up."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hw.console import Console
+from tests.conftest import e2fsck_clean, run_native
+from vmm.config import apply_overrides, load_machine
+from vmm.machine import Machine
+
+MACHINES = Path(__file__).parents[2] / "machines"
+# compress and decompress part of the corpus through a pipe: two processes, page cache, anonymous
+# memory and pipe buffers all move between the pools while they run
+PIPELINE = "head -c 400000 data/corpus.txt | gzip -6 | gzip -dc | md5sum; tar cf - -C data tree | md5sum"
+# aggressive placement: scan every 0.5 ms, migrate at every scan, short lifetime
+AGGRESSIVE = ["model_level=fast", "placement.scan_interval=500us", "placement.migrate_interval=500us",
+              "placement.lifetime=1ms", "placement.max_pairs=64"]
+
+
+def run(image: Path, tmp: Path, sets: list[str], name: str) -> tuple[bytes, dict, Machine]:
+    disk = tmp / f"{name}.img"
+    shutil.copyfile(image, disk)
+    cfg = apply_overrides(load_machine(MACHINES / "hybrid-mram.toml"), sets)
+    con = Console(out_fd=None, err_fd=None, capture=True)
+    m = Machine(disk, cfg, console=con)
+    r = m.run(["/bin/sh", "-c", PIPELINE.replace("data/", "/data/")])
+    assert r.exit_code == 0, bytes(con.captured[2])
+    e2fsck_clean(disk)
+    return bytes(con.captured[1]), m.stats()["stats"], m
+
+
+@pytest.mark.parametrize("policy", ["lru", "mq"])
+def test_swaps_under_a_running_pipeline_keep_its_output(base_image, native_root, tmp_path, policy):
+    native = run_native(["/bin/sh", "-c", PIPELINE], native_root).stdout
+    out, stats, m = run(base_image, tmp_path, AGGRESSIVE + ["ept.initial=shuffled", f"placement.policy={policy}"], policy)
+    v = {k: x["value"] for k, x in stats.items()}
+    assert out == native
+    assert v["placement.swaps"] > 50 and v["ept.swaps"] == v["placement.swaps"]
+    assert v["placement.migration_write_bytes.dram"] == v["placement.migration_write_bytes.slow"] == 4096 * v["placement.swaps"]
+    assert v["placement.pages_written"] >= v["placement.pages_written_in_dram"] > 0
+    assert v["placement.pause_ns"] >= v["placement.scans"] * 20_000 + v["placement.swaps"] * 2_000
+    # the pages the policy moved are where the EPT says they are
+    ram = m.placement.ram
+    dram = [r for r in m.physmem.ranges if r.spec.kind == "dram"][0].spec
+    for g in ram.gpfns:
+        h = m.ept.map[g] << 12
+        assert ram.in_dram[g] == (dram.base_hpa <= h < dram.base_hpa + dram.size_bytes)
+
+
+def test_placement_runs_are_deterministic(base_image, tmp_path):
+    sets = AGGRESSIVE + ["placement.policy=mq"]
+    a = run(base_image, tmp_path, sets, "a")
+    b = run(base_image, tmp_path, sets, "b")
+    keep = [k for k in a[1] if k not in ("placement.host_ns", "cpu.tlb_fills", "cpu.blocks_decoded")]
+    assert a[0] == b[0]
+    assert {k: a[1][k]["value"] for k in keep} == {k: b[1][k]["value"] for k in keep}
+    assert list(a[2].ept.map) == list(b[2].ept.map)
+
+
+def test_the_oracle_replays_the_trace_of_a_recorded_run(base_image, native_root, tmp_path):
+    trace = tmp_path / "dirty.trace"
+    out_none, s_none, _ = run(base_image, tmp_path, AGGRESSIVE + ["placement.policy=none", f"placement.record={trace}"], "n")
+    assert trace.stat().st_size > 0
+    assert s_none["placement.swaps"]["value"] == 0 and s_none["placement.scans"]["value"] > 10
+    out_oracle, s_oracle, _ = run(base_image, tmp_path, AGGRESSIVE + ["placement.policy=oracle", f"placement.trace={trace}"], "o")
+    assert out_oracle == out_none
+    assert s_oracle["placement.swaps"]["value"] > 0
