@@ -551,7 +551,7 @@ class Kernel:
             self.init_status = status
             self.halted = True
         if parent is not None and parent.state != ZOMBIE:
-            self.send_signal(parent, SIGCHLD)
+            self.post_signal(parent, SIGCHLD)
             parent.child_waitq.wake()
         else:
             del self.procs[p.pid]  # nobody will reap it

@@ -1,6 +1,7 @@
 """Timers that send signals, against Linux: alarm's return values, a periodic ITIMER_REAL,
 getitimer, a fork's child without the parent's timer (tests/programs/itimer.c, same output in
-the guest and natively); and Debian's stress, whose workers end by their own alarm."""
+the guest and natively); Debian's stress, whose workers end by their own alarm; and a shell
+woken by SIGCHLD while it waits for background jobs."""
 from __future__ import annotations
 
 import shutil
@@ -32,3 +33,15 @@ def test_stress_workers_end_at_their_timeout(tmp_path):
     assert r.result.exit_code == native.returncode == 0
     assert r.stdout.splitlines()[-1] == b"stress: info: [1] successful run completed in 1s"
     assert native.stdout.splitlines()[-1].endswith(b"successful run completed in 1s")
+
+
+def test_a_shell_waits_for_its_background_jobs(base_image, tmp_path):
+    """dash waits in sigsuspend with a SIGCHLD handler: the child's exit must wake it (emu
+    panicked with every process blocked)."""
+    image = tmp_path / "disk.img"
+    shutil.copyfile(base_image, image)
+    script = "sleep 1 & echo started; wait; echo waited $?; (exit 3) & wait $!; echo $?"
+    guest = run_emu(image, ["/bin/sh", "-c", script])
+    native = run_native(["/bin/sh", "-c", script], tmp_path)
+    assert guest.result.exit_code == 0
+    assert guest.stdout == native.stdout == b"started\nwaited 0\n3\n"
