@@ -80,9 +80,9 @@ class MQ(Policy):
         in_dram = self.ram.in_dram
         hot = [g for q in reversed(self.queues) for g in reversed(q) if not in_dram[g]]
         victims = [g for g in self.victim if in_dram[g]]
-        n = min(len(hot), len(victims))
-        self.wanted = n
-        pairs = list(zip(hot[:max_pairs], victims[:max_pairs]))[:n]
+        wanted = list(zip(hot, victims))
+        self.wanted = len(wanted)
+        pairs = wanted[:max_pairs]
         for _slow, fast in pairs:
             del self.victim[fast]
             self.count.pop(fast, None)
