@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -27,7 +26,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from emu.args import check_image, checkpoint_spec, positive_int
-from vmm.errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_POWER_FAILED, EXIT_USAGE, EmuError, RestartRefusedError
+from emu.guard import guarded
+from vmm.errors import EXIT_POWER_FAILED, EXIT_USAGE, EmuError, RestartRefusedError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -326,26 +326,7 @@ def report(args: argparse.Namespace, machine: object, result: object, state: Pat
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except EmuError as e:
-        print(f"emu: error: {e}", file=sys.stderr)
-        return getattr(e, "exit_status", EXIT_ERROR)
-    except KeyboardInterrupt:
-        print("emu: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 1
-    except Exception as e:  # kernel panics and the like: one line, no traceback
-        from guestkernel.interface import KernelPanic
-
-        if isinstance(e, KernelPanic):
-            print(f"emu: kernel panic: {e}", file=sys.stderr)
-            return EXIT_ERROR
-        if os.environ.get("EMU_DEBUG"):
-            raise
-        print(f"emu: internal error: {type(e).__name__}: {e} (set EMU_DEBUG=1 for a traceback)", file=sys.stderr)
-        return EXIT_INTERNAL
+    return guarded(lambda: int(args.func(args) or 0))
 
 
 if __name__ == "__main__":

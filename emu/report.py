@@ -63,14 +63,19 @@ def print_stats(stats: dict[str, Any]) -> None:
             for bucket, n in hist:
                 w.add_row(str(bucket), f"{n:,}")
             con.print(w)
-    t = Table(title="machine")
-    t.add_column("statistic")
-    t.add_column("value", justify="right")
-    t.add_column("description")
-    for name, v in stats["stats"].items():
-        if not name.startswith(("cache.", "channel", "wear.")):
+    groups = {"placement.": "page placement (hypervisor)", "energy.": "memory energy (a model: vmm/energy.py)"}
+    for prefix, title in [*groups.items(), ("", "machine")]:
+        rows = [(name, v) for name, v in stats["stats"].items()
+                if name.startswith(prefix) and (prefix or not name.startswith(("cache.", "channel", "wear.", *groups)))]
+        if not rows:
+            continue
+        t = Table(title=title)
+        t.add_column("statistic")
+        t.add_column("value", justify="right")
+        t.add_column("description")
+        for name, v in rows:
             t.add_row(name, f"{v['value']:,}", f"{v['description']} ({v['unit']})")
-    con.print(t)
+        con.print(t)
 
 
 def print_summary(r: Any) -> None:

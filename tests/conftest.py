@@ -19,10 +19,41 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 from vmm.machine import Machine, MachineConfig, RunResult
+from vmm.errors import INTERNAL_ERROR_LOG
 from hw.console import Console
 from images.build import default_image, staged_dataset
 
 TESTS = Path(__file__).parent
+
+# Every internal error of emu, in this process or any it starts (CLI runs, campaign workers,
+# restarts), is written here (vmm/errors.note_internal_error); a test during which one happened
+# fails, whatever it asserted itself.
+INTERNAL_LOG = Path(tempfile.mkdtemp(prefix="emu-internal-errors-")) / "log"
+os.environ[INTERNAL_ERROR_LOG] = str(INTERNAL_LOG)
+
+
+def internal_log_size() -> int:
+    return INTERNAL_LOG.stat().st_size if INTERNAL_LOG.exists() else 0
+
+
+def internal_errors_failure(offset: int) -> str | None:
+    """Why a test fails when emu noted internal errors after `offset` of the log, or None."""
+    try:
+        with open(INTERNAL_LOG) as f:
+            f.seek(offset)
+            new = f.read()
+    except FileNotFoundError:
+        return None
+    return f"emu had internal errors during this test (a bug, whatever the test asserted):\n{new}" if new else None
+
+
+@pytest.fixture(autouse=True)
+def no_internal_errors(request):
+    before = internal_log_size()
+    yield
+    why = internal_errors_failure(before)
+    if why and not request.node.get_closest_marker("internal_error_expected"):
+        pytest.fail(why)
 
 
 @dataclass

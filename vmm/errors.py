@@ -19,3 +19,18 @@ class RestartRefusedError(EmuError):
     """`emu restart` refuses: the persistent state cannot reproduce an uninterrupted run."""
 
     exit_status = EXIT_RESTART_REFUSED
+
+
+# Where internal errors are also written, one line each, when set: the test suite sets it and
+# fails any test during which one happened, in whatever process (campaign workers, restarts).
+INTERNAL_ERROR_LOG = "EMU_INTERNAL_ERROR_LOG"
+
+
+def note_internal_error(where: str, e: BaseException) -> None:
+    """Record an exception that is a bug in emu (not an EmuError, not a guest kernel panic)."""
+    import os
+
+    path = os.environ.get(INTERNAL_ERROR_LOG)
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{where}: {type(e).__name__}: {e}".replace("\n", " ") + "\n")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hw.stats import Epochs, Stat, StatsRegistry, wear_histogram
+from vmm import energy
 
 MACHINE_STATS = [
     Stat("sim.instructions", "instructions", "retired guest instructions"),
@@ -47,6 +48,7 @@ def registry_for(machine: Any) -> StatsRegistry:
         machine.cache.register_stats(reg)
     if getattr(machine, "placement", None) is not None:
         machine.placement.register_stats(reg)
+    energy.register_stats(reg, machine)
     return reg
 
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vmm.errors import EXIT_USAGE, EmuError
+from emu.guard import guarded
+from vmm.errors import EmuError
 
 
 def kernel_class(spec: str | None) -> type:
@@ -112,16 +113,15 @@ def restart_main(argv: list[str] | None = None) -> int:
     cut = args.index("--") if "--" in args else len(args)  # the program: everything after "--"
     a = ap.parse_args(args[:cut])
     prog = args[cut + 1:]
-    try:
+    def body() -> int:
         state = Path(a.state)
         cfg = load_machine(state / "config.json")
         out, err, code = choose_restart(a.kernel, a.restart, cfg)(state, prog, cfg)
-    except EmuError as e:
-        print(f"emu: error: {e}", file=sys.stderr)
-        return getattr(e, "exit_status", EXIT_USAGE)
-    sys.stdout.buffer.write(out)
-    sys.stderr.buffer.write(err)
-    return code
+        sys.stdout.buffer.write(out)
+        sys.stderr.buffer.write(err)
+        return code
+
+    return guarded(body)
 
 
 def choose_restart(kernel: str | None, how: str = "auto", config: Any = None) -> ColdBootRestart:

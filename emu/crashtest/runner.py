@@ -17,6 +17,7 @@ from typing import Any
 from emu.args import check_image
 from emu.crashtest.checks import diff_output, diff_trees, fsck, image_tree, state_digest
 from emu.crashtest.restart import ColdBootRestart, _capture_console, choose_restart, kernel_class
+from emu.guard import note_if_bug
 from vmm.errors import EmuError
 
 PHASES = ("user", "syscall", "write-back", "checkpoint")
@@ -225,6 +226,7 @@ def run_point(c: Campaign, index: int, kind: str, at: int) -> dict[str, Any]:
             p["faults"] = faults
             p["reproduce"] = [shlex.join(cmd) for cmd in reproduce(c, index, kind, at, faults, media)]
     except Exception as e:  # noqa: BLE001  (a kernel panic and the like: a finding, not a crash of the tool)
+        note_if_bug(f"crashtest point {index}: cut run", e)
         reasons.append(f"cut run: {type(e).__name__}: {e}")
     post_out = b""
     before = state_digest(state) if state.is_dir() else ""
@@ -241,6 +243,7 @@ def run_point(c: Campaign, index: int, kind: str, at: int) -> dict[str, Any]:
             reasons.append("a refused restart changed the state directory")
         return _finish_point(c, p, state, "refused" if not reasons else "mismatch")
     except Exception as e:  # noqa: BLE001  (a restart that cannot mount what the cut left is a finding)
+        note_if_bug(f"crashtest point {index}: restart", e)
         reasons.append(f"restart: {type(e).__name__}: {e}")
     checks = {}
     why = diff_output(c.ref_stdout, pre_out + post_out)
@@ -393,6 +396,7 @@ def control(c: Campaign) -> str | None:
         diffs = diff_trees(c.ref_tree, image_tree(state / "disk.img"))
         why = why or (f"tree: {diffs[0]}" if diffs else None) or fsck(state / "disk.img")
     except Exception as e:  # noqa: BLE001  (reported as a warning)
+        note_if_bug("crashtest control restart", e)
         why = f"{type(e).__name__}: {e}"
     if why is None:
         shutil.rmtree(state, ignore_errors=True)

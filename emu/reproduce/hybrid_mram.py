@@ -1,22 +1,25 @@
 """The hybrid DRAM/STT-MRAM paper (../shared/seeds/003_*): page migration by the hypervisor so
 that write-hot guest pages live in a small DRAM pool.
 
-Two experiments, each workload run with every policy (none, lru, mq, oracle; the oracle replays
-the trace recorded by the `none` run) at model level full, so every write reaches the channel
-counters:
+Two experiments on one machine, guest RAM 1 GiB = 64 MiB DRAM + 960 MiB MRAM, MRAM first in
+guest-physical order (machines/hybrid-mram-1g.toml), each workload run with every policy (none,
+lru, mq, oracle; the oracle replays the trace recorded by the `none` run) at model level full, so
+every write reaches the channel counters:
 
 - `stress`, the paper's Fig. 5/6: Debian's real stress rewrites a 32 MiB region while another
-  stress process holds 56 MiB it touched once (DRAM holds cold data, as on a machine that has
-  been running); guest RAM 1 GiB = 64 MiB DRAM + 960 MiB MRAM (machines/hybrid-mram-1g.toml);
-  migration is switched on a quarter into the hot phase. The paper: nearly all writes reach DRAM
-  once the hot pages have moved.
-- real programs standing in for SPEC CPU2006 (gzip, bzip2, xz, sort over the 2 MiB corpus) on
-  the paper's 1:39 ratio scaled to 4 MiB DRAM + 156 MiB MRAM (machines/hybrid-mram.toml). The
-  paper: MRAM writes over SPEC fell from 1,789,717 MB to 293,381 MB (-83.6 %).
+  stress process holds as much as DRAM, touched once (DRAM holds cold data, as on a machine that
+  has been running); migration is switched on a quarter into the hot phase. The paper: nearly all
+  writes reach DRAM once the hot pages have moved.
+- real programs standing in for SPEC CPU2006 (gzip, bzip2, sort over the 2 MiB corpus, xz over
+  its first MiB; the quick run: bzip2 alone), each beside a hog that holds all of DRAM with data
+  it wrote once, so the program starts in MRAM as on a machine whose DRAM is in use; counted
+  from the program's start. The paper: MRAM writes over SPEC fell from 1,789,717 MB to 293,381 MB
+  (-83.6 %).
 
 Time is scaled 100x (scan every 10 ms of virtual time instead of 1 s, migrate every 50 ms instead
 of 5 s; up to 1000 pairs per migration as in the paper). Write bytes are everything that reached
 a channel: demand traffic (cache write-backs, counted per channel) plus the migration copies.
+The energy is vmm/energy.py's model with the machine file's parameters (stated there).
 """
 from __future__ import annotations
 
@@ -28,76 +31,96 @@ from typing import Any, Callable
 
 from hw.console import Console
 from hw.stats import Epochs
-from vmm.config import MachineConfig, apply_overrides, load_machine
+from vmm.config import MachineConfig, RangeConfig, apply_overrides, load_machine
+from vmm.energy import energy_uj
 from vmm.machine import Machine
 from vmm.stats import registry_for
 
 ROOT = Path(__file__).resolve().parents[2]
-MACHINES = ROOT / "machines"
+MACHINE = ROOT / "machines" / "hybrid-mram-1g.toml"
 POLICIES = ("none", "lru", "mq", "oracle")
-HOG_MIB, HOT_MIB = 56, 32
+HOT_MIB = 32
+PROGRAM_START_NS = 1_000_000_000  # the programs start after `sleep 1`, once the hog holds DRAM
 PAPER = {"spec_mram_write_mb": {"none": 1_789_717, "mq": 293_381}, "spec_mram_change_pct": -83.6,
          "stress": "nearly all writes in DRAM after the migration"}
 PROGRAMS = {
-    "gzip": ["/bin/gzip", "-9", "-c", "/data/corpus.txt"],
-    "bzip2": ["/bin/bzip2", "-9", "-c", "/data/corpus.txt"],
-    "xz": ["/bin/xz", "-6", "-c", "/data/corpus.txt"],
-    "sort": ["/bin/sort", "/data/corpus.txt"],
+    "gzip": "gzip -9 -c /data/corpus.txt",
+    "bzip2": "bzip2 -9 -c /data/corpus.txt",
+    "xz": "head -c 1048576 /data/corpus.txt | xz -6 -c",
+    "sort": "sort /data/corpus.txt",
 }
+QUICK_PROGRAMS = {"bzip2": PROGRAMS["bzip2"]}
 
 
-def stress_argv(hot_s: int) -> list[str]:
-    """The hog touches its 56 MiB and sleeps; a second later the hot stress rewrites 32 MiB."""
+def stress_argv(hot_s: int, hog_mib: int) -> list[str]:
+    """The hog touches as much memory as DRAM holds and sleeps; a second later the hot stress
+    rewrites 32 MiB."""
     return ["/bin/sh", "-c",
-            f"stress --vm 1 --vm-bytes {HOG_MIB}M --vm-hang 0 --timeout {hot_s + 2}s >/dev/null & "
+            f"stress --vm 1 --vm-bytes {hog_mib}M --vm-hang 0 --timeout {hot_s + 2}s >/dev/null & "
             f"sleep 1; stress --vm 1 --vm-bytes {HOT_MIB}M --vm-keep --timeout {hot_s}s; wait; echo done"]
 
 
-def channels(cfg: MachineConfig) -> tuple[int, int]:
-    """(DRAM channel, MRAM channel) of a two-pool hybrid machine."""
-    kinds = {r.kind: r.channel for r in cfg.pools if r.name in cfg.ram_pools}
-    return kinds["dram"], kinds["scm"]
+def program_argv(cmd: str, hog_mib: int) -> list[str]:
+    """A machine that has been running: a hog the size of DRAM holds it with data it wrote once
+    (the kernel hands out the top of RAM, DRAM, first), then the program runs beside it."""
+    return ["/bin/sh", "-c",
+            f"stress --vm 1 --vm-bytes {hog_mib}M --vm-hang 0 >/dev/null & hog=$!; sleep 1; "
+            f"{cmd}; st=$?; kill $hog; wait; exit $st"]
 
 
-def run_one(image: Path, cfg: MachineConfig, argv: list[str], tmp: Path) -> dict[str, Any]:
-    """One run: the counters at the end and a row per scan (virtual time, channel writes, swaps)."""
+def pools(cfg: MachineConfig) -> tuple[RangeConfig, RangeConfig]:
+    """(DRAM pool, MRAM pool) of a two-pool hybrid machine."""
+    ram = [cfg.pool(g.pool) for g in cfg.guest_ranges("ram")]
+    return next(p for p in ram if p.kind == "dram"), next(p for p in ram if p.kind == "scm")
+
+
+def run_one(image: Path, cfg: MachineConfig, argv: list[str], tmp: Path, from_ns: int) -> dict[str, Any]:
+    """One run; the traffic counted from virtual time `from_ns` to the end, and a row per scan."""
     disk = tmp / "disk.img"
     shutil.copyfile(image, disk)
     console = Console(out_fd=None, err_fd=None, capture=True)
     m = Machine(disk, cfg, console=console)
-    dram_ch, mram_ch = channels(cfg)
+    dram, mram = pools(cfg)
     reg = registry_for(m)
-    names = ["sim.virtual_ns", "placement.swaps"] + [f"channel{c}.write_bytes.{w}" for c in (dram_ch, mram_ch)
-                                                      for w in ("user", "kernel")]
+    names = ["sim.virtual_ns", "placement.swaps"]
+    for p, side in ((dram, "dram"), (mram, "slow")):
+        names += [f"channel{p.channel}.{f}_bytes.{w}" for f in ("write", "read") for w in ("user", "kernel")]
+        names.append(f"placement.migration_write_bytes.{side}")
     series = Epochs(reg, names)
     m.epochs.add(series.sample, every_ns=cfg.placement.scan_interval_ns)  # after the placement's scan
     t0 = time.perf_counter()
     r = m.run(argv)
     wall = time.perf_counter() - t0
-    v = reg.snapshot()
     if r.exit_code != 0:
         raise RuntimeError(f"{argv} exited {r.exit_code}: {bytes(console.captured[2])[-300:]!r}")
-
-    def chan(c: int) -> int:
-        return int(v.get(f"channel{c}.write_bytes.user", 0) + v.get(f"channel{c}.write_bytes.kernel", 0))
-
-    mig_dram = int(v.get("placement.migration_write_bytes.dram", 0))
-    mig_mram = int(v.get("placement.migration_write_bytes.slow", 0))
-    rows = [(row[1], row[2], row[3] + row[4], row[5] + row[6]) for row in series.rows]
+    series.sample(r.instructions)
+    # per row: virtual ns, swaps, then per pool: demand writes, demand reads, copies (each way)
+    rows = [(row[1], row[2], row[3] + row[4], row[5] + row[6], row[7], row[8] + row[9], row[10] + row[11], row[12])
+            for row in series.rows]
+    base = next((row for row in reversed(rows) if row[0] <= from_ns), (0,) * 8)
+    end = rows[-1]
+    d = [b - a for a, b in zip(base, end)]
+    window_ns = d[0]
+    v = reg.snapshot()
+    energy = {}
+    for pool, (w, rd, cp) in ((dram, d[2:5]), (mram, d[5:8])):
+        energy[pool.name] = round(sum(energy_uj(rd + cp, w + cp, window_ns, pool).values()), 3)
+    energy["total"] = round(energy[dram.name] + energy[mram.name], 3)
     return {
-        "dram_write_bytes": chan(dram_ch) + mig_dram, "mram_write_bytes": chan(mram_ch) + mig_mram,
-        "demand_dram_write_bytes": chan(dram_ch), "demand_mram_write_bytes": chan(mram_ch),
-        "migration_bytes": mig_dram + mig_mram, "swaps": int(v.get("placement.swaps", 0)),
+        "dram_write_bytes": d[2] + d[4], "mram_write_bytes": d[5] + d[7],
+        "demand_dram_write_bytes": d[2], "demand_mram_write_bytes": d[5],
+        "migration_bytes": d[4] + d[7], "swaps": d[1],
         "swaps_requested": int(v.get("placement.swaps_requested", 0)),
         "pingpong": int(v.get("placement.pingpong", 0)), "pause_ns": int(v.get("placement.pause_ns", 0)),
-        "placement_host_s": v.get("placement.host_ns", 0) / 1e9, "instructions": r.instructions,
-        "virtual_ns": r.virtual_ns, "wall_s": round(wall, 3),
-        "stdout_bytes": len(console.captured[1]), "_stdout": bytes(console.captured[1]),
-        "_series": rows,  # (virtual ns, swaps, DRAM write bytes, MRAM write bytes), cumulative
+        "placement_host_s": v.get("placement.host_ns", 0) / 1e9, "energy_uj": energy,
+        "instructions": r.instructions, "virtual_ns": r.virtual_ns, "measured_from_ns": from_ns,
+        "wall_s": round(wall, 3), "stdout_bytes": len(console.captured[1]), "_stdout": bytes(console.captured[1]),
+        # per scan (not the final row): (virtual ns, swaps, DRAM, MRAM demand writes), cumulative
+        "_series": [row[:3] + row[5:6] for row in rows[:-1]],
     }
 
 
-def policy_runs(image: Path, machine: Path, argv: list[str], say: Callable[[str], None], label: str,
+def policy_runs(image: Path, argv: list[str], say: Callable[[str], None], label: str, from_ns: int,
                 extra: list[str] = ()) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="emu-hybrid-") as tmp:
@@ -106,12 +129,13 @@ def policy_runs(image: Path, machine: Path, argv: list[str], say: Callable[[str]
             sets = ["model_level=full", f"placement.policy={policy}", *extra]
             sets.append(f"placement.record={trace}" if policy == "none" else
                         f"placement.trace={trace}" if policy == "oracle" else "placement.record=")
-            cfg = apply_overrides(load_machine(machine), sets)
+            cfg = apply_overrides(load_machine(MACHINE), sets)
             d = Path(tmp) / policy
             d.mkdir()
-            res = run_one(image, cfg, argv, d)
+            res = run_one(image, cfg, argv, d, from_ns)
             say(f"  {label:6} {policy:6} MRAM {res['mram_write_bytes'] / 1e6:9.2f} MB  DRAM "
-                f"{res['dram_write_bytes'] / 1e6:9.2f} MB  swaps {res['swaps']:6}  {res['wall_s']:.1f} s")
+                f"{res['dram_write_bytes'] / 1e6:9.2f} MB  swaps {res['swaps']:6}  "
+                f"energy {res['energy_uj']['total'] / 1e3:8.2f} mJ  {res['wall_s']:.1f} s")
             out[policy] = res
     same = {p: r["_stdout"] == out["none"]["_stdout"] for p, r in out.items()}
     if not all(same.values()):
@@ -138,33 +162,47 @@ def run(quick: bool, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
     from images.build import default_image
 
     image = default_image(recipe="hybrid")
+    cfg = load_machine(MACHINE)
+    dram, mram = pools(cfg)
+    sizes = f"{dram.size_bytes >> 20} MiB DRAM + {mram.size_bytes >> 20} MiB MRAM"
     hot_s = 1 if quick else 4
-    say(f"hybrid DRAM/STT-MRAM page migration (time scaled 100x: scan 10 ms, migrate 50 ms; {'quick' if quick else 'full'} run)")
+    hog_mib = dram.size_bytes >> 20
+    say(f"hybrid DRAM/STT-MRAM page migration on {sizes}, model level full "
+        f"(time scaled 100x: scan 10 ms, migrate 50 ms; {'quick' if quick else 'full'} run)")
     # stress: migration switched on a quarter into the hot phase (which starts after 1 s)
     hot_start_ns = 1_000_000_000
     start_ns = hot_start_ns + hot_s * 1_000_000_000 // 4
-    say(f"stress: {HOT_MIB} MiB hot for {hot_s} s beside a {HOG_MIB} MiB cold hog, on 64 MiB DRAM + 960 MiB MRAM")
-    stress = policy_runs(image, MACHINES / "hybrid-mram-1g.toml", stress_argv(hot_s), say, "stress",
-                         [f"placement.start={start_ns}ns"])
+    say(f"stress: {HOT_MIB} MiB hot for {hot_s} s beside a {hog_mib} MiB cold hog; migration from {start_ns / 1e9:g} s")
+    stress = policy_runs(image, stress_argv(hot_s, hog_mib), say, "stress", 0, [f"placement.start={start_ns}ns"])
     end_ns = hot_start_ns + hot_s * 1_000_000_000
     q_from = end_ns - (end_ns - start_ns) // 4
-    for p, r in stress.items():
+    for r in stress.values():
         r["dram_share_last_quarter"] = round(last_quarter_dram_share(r["_series"], q_from, end_ns), 4)
-    programs = ["gzip"] if quick else list(PROGRAMS)
-    say(f"programs ({', '.join(programs)}) on 4 MiB DRAM + 156 MiB MRAM")
+    programs = QUICK_PROGRAMS if quick else PROGRAMS
+    say(f"programs ({'; '.join(programs.values())}) beside a {hog_mib} MiB hog holding DRAM; "
+        f"counted from {PROGRAM_START_NS / 1e9:g} s, when they start and migration is switched on")
     results: dict[str, Any] = {"stress": stress}
-    for name in programs:
-        results[name] = policy_runs(image, MACHINES / "hybrid-mram.toml", PROGRAMS[name], say, name)
+    for name, cmd in programs.items():
+        results[name] = policy_runs(image, program_argv(cmd, hog_mib), say, name, PROGRAM_START_NS,
+                                    [f"placement.start={PROGRAM_START_NS}ns"])
     figures(results, start_ns, out)
-    table = summary(results, programs, say)
+    table = summary(results, list(programs), say)
     for w in results.values():
         for r in w.values():
             r.pop("_stdout", None)
             r["series"] = r.pop("_series")
     return {"experiment": "hybrid-mram", "quick": quick, "paper": PAPER, "summary": table,
-            "scaling": "time 100x (scan 10 ms, migrate 50 ms), stress on 64 MiB DRAM + 960 MiB MRAM, "
-                       "programs on 4 MiB DRAM + 156 MiB MRAM (the paper: 100 MB + 3.9 GB)",
+            "machine": MACHINE.name, "programs": programs,
+            "scaling": f"guest RAM {sizes} (the paper: 100 MB DRAM + 3.9 GB MRAM); time 100x "
+                       "(scan every 10 ms, migrate every 50 ms of virtual time; the paper 1 s and 5 s), "
+                       "up to 1000 pairs per migration as in the paper; the virtual CPU at 250 MHz",
+            "energy_model": {p.name: {"read_pj_per_bit": p.read_pj_per_bit, "write_pj_per_bit": p.write_pj_per_bit,
+                                      "static_mw_per_gib": p.static_mw_per_gib} for p in (dram, mram)},
             "workloads": results}
+
+
+def _change(new: float, old: float) -> float:
+    return 100 * (new / old - 1) if old else 0.0
 
 
 def summary(results: dict[str, Any], programs: list[str], say: Callable[[str], None]) -> dict[str, Any]:
@@ -176,22 +214,26 @@ def summary(results: dict[str, Any], programs: list[str], say: Callable[[str], N
     for p in POLICIES:
         t.add_column(p, justify="right")
     t.add_column("mq vs none", justify="right")
+    t.add_column("energy mq vs none", justify="right")
     t.add_column("paper (SPEC, mq vs none)", justify="right")
     tot = {p: sum(results[w][p]["mram_write_bytes"] for w in programs) for p in POLICIES}
+    etot = {p: sum(results[w][p]["energy_uj"]["total"] for w in programs) for p in POLICIES}
     for w in ["stress", *programs]:
         r = results[w]
-        change = 100 * (r["mq"]["mram_write_bytes"] / r["none"]["mram_write_bytes"] - 1) if r["none"]["mram_write_bytes"] else 0.0
-        t.add_row(w, *(f"{r[p]['mram_write_bytes'] / 1e6:.2f}" for p in POLICIES), f"{change:+.1f} %", "")
-    prog_change = 100 * (tot["mq"] / tot["none"] - 1) if tot["none"] else 0.0
+        t.add_row(w, *(f"{r[p]['mram_write_bytes'] / 1e6:.2f}" for p in POLICIES),
+                  f"{_change(r['mq']['mram_write_bytes'], r['none']['mram_write_bytes']):+.1f} %",
+                  f"{_change(r['mq']['energy_uj']['total'], r['none']['energy_uj']['total']):+.1f} %", "")
+    prog_change = _change(tot["mq"], tot["none"])
     t.add_row("programs", *(f"{tot[p] / 1e6:.2f}" for p in POLICIES), f"{prog_change:+.1f} %",
+              f"{_change(etot['mq'], etot['none']):+.1f} %",
               f"1,789,717 -> 293,381 ({PAPER['spec_mram_change_pct']:+.1f} %)")
     share = {p: results["stress"][p]["dram_share_last_quarter"] for p in POLICIES}
-    t2 = Table(title="stress: share of writes reaching DRAM in the last quarter of the hot phase")
+    t2 = Table(title="stress: share of the writes reaching DRAM in the last quarter of the hot phase")
     for p in POLICIES:
         t2.add_column(p, justify="right")
     t2.add_column("paper")
     t2.add_row(*(f"{100 * share[p]:.1f} %" for p in POLICIES), "nearly all (mq)")
-    rc = RichConsole(width=140)
+    rc = RichConsole(width=160)
     with rc.capture() as cap:
         rc.print(t)
         rc.print(t2)
@@ -199,8 +241,16 @@ def summary(results: dict[str, Any], programs: list[str], say: Callable[[str], N
     mq_beats_lru = tot["mq"] < tot["lru"]
     say(f"MQ {'beats' if mq_beats_lru else 'does not beat'} LRU on the programs here "
         f"(MRAM {tot['mq'] / 1e6:.2f} MB vs {tot['lru'] / 1e6:.2f} MB); the paper claims it does.")
+    checks = {
+        "stress: mq puts >= 90 % of the last quarter's writes in DRAM": share["mq"] >= 0.9,
+        "stress: none puts < 10 % of them in DRAM": share["none"] < 0.1,
+        "programs: mq cuts MRAM write bytes by >= 50 % against none": prog_change <= -50,
+    }
+    for what, ok in checks.items():
+        say(f"  {'holds' if ok else 'DOES NOT HOLD'}: {what}")
     return {"programs_mram_write_bytes": tot, "programs_mq_change_pct": round(prog_change, 2),
-            "stress_dram_share_last_quarter": share, "mq_beats_lru": mq_beats_lru}
+            "programs_energy_uj": etot, "stress_dram_share_last_quarter": share,
+            "mq_beats_lru": mq_beats_lru, "checks": checks}
 
 
 def figures(results: dict[str, Any], start_ns: int, out: Path) -> None:
@@ -209,9 +259,9 @@ def figures(results: dict[str, Any], start_ns: int, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # Fig. 5/6: write rates per scan epoch under mq (none dashed), swaps per epoch
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    for policy, style in (("mq", "-"), ("none", "--")):
+    # Fig. 5/6: write rates per scan epoch with none and with mq, and mq's swaps per migration
+    fig, axes = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
+    for ax, policy in zip(axes, ("none", "mq")):
         rows = results["stress"][policy]["_series"]
         ts, dram, mram = [], [], []
         for (t0, _s0, d0, m0), (t1, _s1, d1, m1) in zip(rows, rows[1:]):
@@ -219,17 +269,17 @@ def figures(results: dict[str, Any], start_ns: int, out: Path) -> None:
             ts.append(t1 / 1e9)
             dram.append((d1 - d0) / 1e6 / dt)
             mram.append((m1 - m0) / 1e6 / dt)
-        ax.plot(ts, dram, style, color="tab:blue", label=f"DRAM ({policy})")
-        ax.plot(ts, mram, style, color="tab:red", label=f"MRAM ({policy})")
+        ax.plot(ts, dram, color="tab:blue", drawstyle="steps-pre", label="DRAM")
+        ax.plot(ts, mram, color="tab:red", drawstyle="steps-pre", label="MRAM")
+        ax.set_ylabel("demand writes (MB/s)")
+        ax.set_title(f"stress, {HOT_MIB} MiB hot, policy {policy}" + (": migration on at the dotted line" if policy == "mq" else ""))
         if policy == "mq":
-            ax2.bar(ts, [b[1] - a[1] for a, b in zip(rows, rows[1:])], width=0.008, color="tab:green")
-    for a in (ax, ax2):
+            axes[2].bar(ts, [b[1] - a[1] for a, b in zip(rows, rows[1:])], width=0.008, color="tab:green")
+    axes[0].legend(fontsize=8)
+    for a in axes:
         a.axvline(start_ns / 1e9, color="gray", linestyle=":")
-    ax.set_ylabel("demand writes (MB/s)")
-    ax.legend(fontsize=8)
-    ax.set_title("stress, 32 MiB hot: writes per channel (migration on at the dotted line)")
-    ax2.set_ylabel("pages swapped (mq)")
-    ax2.set_xlabel("virtual time (s)")
+    axes[2].set_ylabel("pages swapped (mq)")
+    axes[2].set_xlabel("virtual time (s)")
     fig.tight_layout()
     fig.savefig(out / "stress_timeseries.png", dpi=120)
     plt.close(fig)

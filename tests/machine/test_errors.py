@@ -135,3 +135,24 @@ def test_blocking_pipe_write_writes_everything(emu, guest_programs):
     put_file(image, guest_programs / "pipewrite", "/bin/pipewrite")
     run = emu(["/bin/pipewrite"], image=image)
     assert sorted(run.stdout.decode().splitlines()) == ["child read 300000", "parent wrote 300000"]
+
+
+@pytest.mark.internal_error_expected
+def test_an_internal_error_is_one_line_and_fails_the_test_it_happens_in(capsys):
+    """A bug in emu (here a ZeroDivisionError in a command) is one line and exit status 70, and it
+    is noted where tests/conftest.py looks after every test: a test during which that happens
+    fails (this one is marked to allow it), also when the bug is in a campaign's worker."""
+    from emu.guard import guarded, note_if_bug
+    from guestkernel.interface import KernelPanic
+    from tests.conftest import internal_errors_failure, internal_log_size
+    from vmm.errors import EXIT_INTERNAL, EmuError
+
+    before = internal_log_size()
+    assert guarded(lambda: 1 // 0) == EXIT_INTERNAL
+    assert capsys.readouterr().err.startswith("emu: internal error: ZeroDivisionError: integer division or modulo by zero")
+    note_if_bug("campaign point", EmuError("a user's mistake"))
+    note_if_bug("campaign point", KernelPanic("every process is blocked"))
+    why = internal_errors_failure(before)
+    assert why is not None and why.count("\n") == 2 and "ZeroDivisionError" in why
+    note_if_bug("crashtest point 3: restart", KeyError("dir"))
+    assert internal_errors_failure(before).endswith("crashtest point 3: restart: KeyError: 'dir'\n")

@@ -70,3 +70,25 @@ def test_the_oracle_replays_the_trace_of_a_recorded_run(base_image, native_root,
     out_oracle, s_oracle, _ = run(base_image, tmp_path, AGGRESSIVE + ["placement.policy=oracle", f"placement.trace={trace}"], "o")
     assert out_oracle == out_none
     assert s_oracle["placement.swaps"]["value"] > 0
+
+
+def test_the_energy_estimate_adds_up_the_traffic_of_each_pool(base_image, tmp_path):
+    """vmm/energy.py: per pool, bits read and written (demand traffic on its channel plus the
+    placement's page copies) times the machine file's per-bit energies, plus background power
+    over the virtual time; `--stats` groups them."""
+    sets = [s for s in AGGRESSIVE if not s.startswith("model_level")] + ["model_level=persist", "placement.policy=mq"]
+    _out, stats, m = run(base_image, tmp_path, sets, "energy")
+    v = {k: x["value"] for k, x in stats.items()}
+    assert v["placement.swaps"] > 0
+    ns = v["sim.virtual_ns"]
+    for pool in m.config.pools:
+        ch, copied = pool.channel, 4096 * v["placement.swaps"]
+        rd = v[f"channel{ch}.read_bytes.user"] + v[f"channel{ch}.read_bytes.kernel"] + copied
+        wr = v[f"channel{ch}.write_bytes.user"] + v[f"channel{ch}.write_bytes.kernel"] + copied
+        assert v[f"energy.{pool.name}.read_uj"] == pytest.approx(rd * 8 * pool.read_pj_per_bit / 1e6, abs=1e-3)
+        assert v[f"energy.{pool.name}.write_uj"] == pytest.approx(wr * 8 * pool.write_pj_per_bit / 1e6, abs=1e-3)
+        static = pool.static_mw_per_gib * pool.size_bytes / 2**30 * ns / 1e6
+        assert v[f"energy.{pool.name}.static_uj"] == pytest.approx(static, abs=1e-3)
+    assert v["energy.mram.write_uj"] > 0 and v["energy.dram.static_uj"] > 0 and v["energy.mram.static_uj"] == 0
+    parts = [x for k, x in v.items() if k.startswith("energy.") and k != "energy.total_uj"]
+    assert v["energy.total_uj"] == pytest.approx(sum(parts), abs=1e-2)

@@ -149,7 +149,8 @@ def test_resolved_dict_uses_field_names():
     d = machine_to_dict(default_machine())
     assert d["cache"] == {"size_bytes": 8 * MiB, "ways": 16, "line_bytes": 64}
     assert d["pools"][2] == {"name": "pmem0", "kind": "scm", "base_hpa": 0x1_0000_0000,
-                             "size_bytes": 64 * MiB, "channel": 2, "channels": []}
+                             "size_bytes": 64 * MiB, "channel": 2, "channels": [], "read_pj_per_bit": 0.0,
+                             "write_pj_per_bit": 0.0, "static_mw_per_gib": 0.0}
     assert d["guest"] == {"ram": [], "pmem": []} and d["ept"] == {"initial": "identity"}
     old = dict(d, ram=[{("base_bytes" if k == "base_hpa" else k): v for k, v in r.items()} for r in d.pop("pools")])
     del old["guest"], old["ept"]  # the resolved JSON of older runs still loads

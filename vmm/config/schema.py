@@ -62,6 +62,15 @@ class RangeConfig:
     channel: int = _f("memory channel (0..15) when not interleaved", default=0)
     channels: tuple[int, ...] = _f("channels to interleave over when interleave is on",
                                    parse="channels", default=())
+    # The energy estimate (vmm/energy.py); 0 leaves the pool out of it. A model, not a measurement:
+    # the machine file says where its values come from.
+    read_pj_per_bit: float = _f("energy per bit read from the media (pJ)", parse="float", default=0.0)
+    write_pj_per_bit: float = _f("energy per bit written to the media (pJ)", parse="float", default=0.0)
+    static_mw_per_gib: float = _f("background power per GiB, refresh included (mW)", parse="float", default=0.0)
+
+    @property
+    def has_energy(self) -> bool:
+        return bool(self.read_pj_per_bit or self.write_pj_per_bit or self.static_mw_per_gib)
 
     @property
     def end_hpa(self) -> int:

@@ -155,6 +155,20 @@ def _parse_names(v: Any, text: bool = False) -> tuple[str, ...]:
     return tuple(v)
 
 
+def _parse_float(v: Any, text: bool = False) -> float:
+    """A non-negative number (energies, powers)."""
+    if text and isinstance(v, str):
+        try:
+            v = float(v.strip().replace("_", ""))
+        except ValueError:
+            raise _Bad(f"expected a number, got {v!r}") from None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _Bad(f"expected a number, got {_describe(v)}")
+    if not v >= 0 or v == float("inf"):
+        raise _Bad(f"must be a finite number >= 0, got {v!r}")
+    return float(v)
+
+
 _DURATION_RE = re.compile(r"(?i)^(\d+(?:\.\d+)?)\s*(ns|us|ms|s|min)?$")
 _DURATION_SCALE = {None: 1, "ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "min": 60 * 10**9}
 
@@ -178,5 +192,5 @@ def parse_duration(v: Any, text: bool = False) -> int:
 
 _PARSERS: dict[str, Callable[[Any, bool], Any]] = {
     "duration": parse_duration, "int": _parse_int, "size": parse_size, "addr": parse_addr, "hz": parse_hz,
-    "bool": _parse_bool, "str": _parse_str, "channels": _parse_channels, "names": _parse_names,
+    "bool": _parse_bool, "str": _parse_str, "float": _parse_float, "channels": _parse_channels, "names": _parse_names,
 }

@@ -12,6 +12,7 @@ from vmm.config.schema import (
     CacheConfig, InterleaveConfig, MachineConfig, RangeConfig, StorageConfig, _key_of,
 )
 from vmm.config.units import KiB, hex_addr, human_size
+from vmm.energy import shared_channel
 from vmm.errors import EmuError
 
 
@@ -143,6 +144,13 @@ def validate(cfg: MachineConfig, source: str = "<machine>", style: str = "toml",
             raise _err(source, f"{pool_key}[{b}].{base_k}", f"pool {rb.name!r} "
                        f"[{hex_addr(rb.base_hpa)}, {hex_addr(rb.end_hpa)}) overlaps pool "
                        f"{ra.name!r} [{hex_addr(ra.base_hpa)}, {hex_addr(ra.end_hpa)})")
+
+    shared = shared_channel(cfg)
+    if shared:
+        a, b, ch = shared
+        i = next(i for i, r in enumerate(cfg.pools) if r.name == a)
+        raise _err(source, f"{pool_key}[{i}]", f"pool {a!r} has energy parameters but shares channel {ch} "
+                   f"with pool {b!r}: the estimate needs a pool's channels to itself")
 
     # checkpointing
     ck = cfg.checkpoint

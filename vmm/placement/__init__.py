@@ -65,6 +65,7 @@ class Placement:
         self.scan = 0
         self.moved_at: dict[int, int] = {}  # gpfn -> scan of its last move
         self.v = {s.name: 0 for s in STATS}
+        self.copied: dict[str, int] = {}  # pool -> bytes each way (a copy reads and writes a page on both pools)
         self.recorder: TraceWriter | None = None
         if cfg.record:
             self.recorder = TraceWriter(cfg.record, {
@@ -115,6 +116,10 @@ class Placement:
             for pair in pairs:
                 for g in pair:
                     cache.clflush_range(m.ept.map[g] * PAGE_SIZE, PAGE_SIZE, True)
+        for pair in pairs:
+            for g in pair:
+                pool = m.config.range_of(m.ept.map[g] * PAGE_SIZE).name
+                self.copied[pool] = self.copied.get(pool, 0) + PAGE_SIZE
         m.ept.swap_many(pairs)
         self.ram.swapped(pairs)
         n = len(pairs) * PAGE_SIZE

@@ -1,0 +1,64 @@
+"""The energy model's parameters and arithmetic (vmm/energy.py), and the table, checks and figures
+of `emu reproduce hybrid-mram` on results made up here (the runs themselves are the slow suite's)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from emu.reproduce import hybrid_mram
+from vmm.config import ConfigError, apply_overrides, load_machine
+from vmm.energy import energy_uj
+
+HYBRID = Path(__file__).parents[2] / "machines" / "hybrid-mram-1g.toml"
+
+
+def test_energy_parameters_are_checked():
+    cfg = load_machine(HYBRID)
+    dram, mram = hybrid_mram.pools(cfg)
+    assert (dram.write_pj_per_bit, mram.write_pj_per_bit) == (0.39, 39.0)  # the paper: MRAM writes 100x
+    assert apply_overrides(cfg, ["pool.mram.write_pj_per_bit=20"]).pool("mram").write_pj_per_bit == 20.0
+    with pytest.raises(ConfigError, match="write_pj_per_bit.*must be a finite number >= 0"):
+        apply_overrides(cfg, ["pool.mram.write_pj_per_bit=-1"])
+    with pytest.raises(ConfigError, match="expected a number"):
+        apply_overrides(cfg, ["pool.mram.read_pj_per_bit=lots"])
+    with pytest.raises(ConfigError, match="pool 'dram' has energy parameters but shares channel 2 with pool 'mram'"):
+        apply_overrides(cfg, ["pool.mram.channel=2"])
+
+
+def test_energy_is_bits_times_energy_plus_background_power():
+    dram = hybrid_mram.pools(load_machine(HYBRID))[0]
+    e = energy_uj(read_bytes=1_000_000, write_bytes=2_000_000, virtual_ns=1_000_000_000, pool=dram)
+    assert e["read"] == pytest.approx(8e6 * 1.17e-6)
+    assert e["write"] == pytest.approx(16e6 * 0.39e-6)
+    assert e["static"] == pytest.approx(100e-3 * (64 / 1024) * 1.0 * 1e6)  # 6.25 mW for 1 s
+
+
+def _policy(mram: int, dram: int, share: float) -> dict:
+    rows = [(t * 10_000_000, t, int(dram * t / 100), int(mram * t / 100)) for t in range(101)]
+    return {"mram_write_bytes": mram, "dram_write_bytes": dram, "migration_bytes": 0, "swaps": 0,
+            "energy_uj": {"dram": 1.0, "mram": mram / 1e6, "total": 1.0 + mram / 1e6},
+            "dram_share_last_quarter": share, "_stdout": b"x", "_series": rows}
+
+
+def test_the_summary_says_what_holds_and_the_figures_are_written(tmp_path):
+    results = {
+        "stress": {"none": _policy(900, 100, 0.05), "lru": _policy(200, 800, 0.9),
+                   "mq": _policy(100, 900, 0.95), "oracle": _policy(50, 950, 0.97)},
+        "bzip2": {"none": _policy(1000, 0, 0.0), "lru": _policy(300, 700, 0.0),
+                  "mq": _policy(400, 600, 0.0), "oracle": _policy(200, 800, 0.0)},
+    }
+    lines: list[str] = []
+    table = hybrid_mram.summary(results, ["bzip2"], lines.append)
+    text = "\n".join(lines)
+    assert table["programs_mq_change_pct"] == -60.0 and table["mq_beats_lru"] is False
+    assert "-60.0 %" in text and "1,789,717 -> 293,381 (-83.6 %)" in text and "95.0 %" in text
+    assert "MQ does not beat LRU on the programs here" in text
+    assert all(table["checks"].values()) and text.count("  holds: ") == 3
+    results["stress"]["mq"]["dram_share_last_quarter"] = 0.5
+    table = hybrid_mram.summary(results, ["bzip2"], lines.append)
+    assert table["checks"]["stress: mq puts >= 90 % of the last quarter's writes in DRAM"] is False
+    assert "DOES NOT HOLD: stress: mq puts" in lines[-3]
+    hybrid_mram.figures(results, 250_000_000, tmp_path)
+    for png in ("stress_timeseries.png", "mram_writes.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
