@@ -136,8 +136,13 @@ class Machine:
         # The guest-physical map the kernel sees, and the EPT that backs it with the pools.
         self.guest_map = cfg.guest_map()
         self.ept = build_ept(cfg, self.physmem)
-        # At level persist SCM is MMIO, so DRAM accesses pay nothing for the model.
-        mmio = frozenset(r.spec.name for r in self.physmem.scm_ranges()) if self.level == 1 else frozenset()
+        # At level persist the SCM devices (pmem, the checkpoint area) are MMIO, so that DRAM
+        # accesses pay nothing for the model. An SCM pool used as guest RAM (the hybrid machines'
+        # MRAM) is plain RAM there: the guest treats RAM as volatile, and Unicorn cannot run code
+        # from MMIO (a program whose code landed in MRAM faulted on one fetch for ever); its
+        # traffic is modelled at level full.
+        mmio = frozenset(r.spec.name for r in self.physmem.scm_ranges()
+                         if r.spec.name not in cfg.ram_pools) if self.level == 1 else frozenset()
         self.cpu = CPU(self.physmem, self.ept, mmio)
         self.clock = Clock(lambda: self.cpu.icount, cfg.cpu_hz)
         self.cache = build_cache(self) if self.level else None
@@ -434,7 +439,9 @@ def build_cache(m: Machine) -> Any:
     ranges = {r.name: r for r in cfg.pools}
     for r in m.physmem.ranges:
         spec = r.spec
-        index = cache.add_range(spec.name, spec.kind, spec.base_hpa, spec.size_bytes, spec.channel, cpu=r.buffer,
+        # at level persist an SCM pool that is guest RAM is not modelled, as DRAM (see the MMIO above)
+        kind = "dram" if m.level == 1 and spec.name in cfg.ram_pools else spec.kind
+        index = cache.add_range(spec.name, kind, spec.base_hpa, spec.size_bytes, spec.channel, cpu=r.buffer,
                                 media=m.media.get(spec.name))
         chans = ranges[spec.name].channels
         if cfg.interleave.enabled and len(chans) > 1:

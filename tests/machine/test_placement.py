@@ -76,7 +76,7 @@ def test_the_energy_estimate_adds_up_the_traffic_of_each_pool(base_image, tmp_pa
     """vmm/energy.py: per pool, bits read and written (demand traffic on its channel plus the
     placement's page copies) times the machine file's per-bit energies, plus background power
     over the virtual time; `--stats` groups them."""
-    sets = [s for s in AGGRESSIVE if not s.startswith("model_level")] + ["model_level=persist", "placement.policy=mq"]
+    sets = [s for s in AGGRESSIVE if not s.startswith("model_level")] + ["model_level=full", "placement.policy=mq"]
     _out, stats, m = run(base_image, tmp_path, sets, "energy")
     v = {k: x["value"] for k, x in stats.items()}
     assert v["placement.swaps"] > 0
