@@ -541,7 +541,7 @@ class Kernel:
         init = self.procs.get(1)
         for c in p.children:
             if c.pdeath_signal and c.state != ZOMBIE:
-                self.post_signal(c, c.pdeath_signal)
+                self.send_signal(c, c.pdeath_signal)
             c.ppid = 1
             if init is not None and init is not p:
                 init.children.append(c)
@@ -551,7 +551,7 @@ class Kernel:
             self.init_status = status
             self.halted = True
         if parent is not None and parent.state != ZOMBIE:
-            self.post_signal(parent, SIGCHLD)
+            self.send_signal(parent, SIGCHLD)
             parent.child_waitq.wake()
         else:
             del self.procs[p.pid]  # nobody will reap it
@@ -563,32 +563,38 @@ class Kernel:
     # ------------------------------------------------------------------------------------------
     # signals
 
-    def post_signal(self, p: Process, sig: int) -> None:
-        """A signal from the kernel (a timer, a parent's death) as kill(2) sends one: a blocked
-        receiver wakes to take it (its call is retried or interrupted)."""
-        self.send_signal(p, sig)
-        if p.state == BLOCKED and p.sigpending & (1 << (sig - 1)):
-            p.state = RUNNABLE
-
     def send_signal(self, p: Process, sig: int) -> None:
+        """Make `sig` pending for p, from kill(2), a timer, a child's exit or a fault. As Linux's
+        signal_wake_up: a receiver blocked in a call wakes when the signal is not masked (the
+        call is then retried or interrupted, see finish_parked); one on the CPU takes it on its
+        way back to user mode."""
         if p.state == ZOMBIE or not 1 <= sig <= 64:
             return
         act = p.action(sig)
         if sig != SIGKILL and (act.handler == SIG_IGN or (act.handler == SIG_DFL and sig in DEFAULT_IGNORE)):
             return  # discarded at generation, as Linux does for ignored signals
-        p.sigpending |= 1 << (sig - 1)
-        if self.current is p:
+        bit = 1 << (sig - 1)
+        p.sigpending |= bit
+        if p.state == BLOCKED:  # (it may still be `current`: nobody else ran since it blocked)
+            if sig == SIGKILL or not p.sigmask & bit:
+                p.state = RUNNABLE
+        elif self.current is p:
             self.cpu.request_stop()  # deliver on the way back to user mode
 
     def deliverable(self, p: Process) -> int:
         return p.sigpending & ~(p.sigmask & ~UNBLOCKABLE)
 
     def deliver_signals(self, p: Process) -> None:
-        """p is on the CPU: act on its pending, unblocked signals."""
+        """p is on the CPU, on its way back to user mode: act on its pending, unblocked signals.
+        A mask that sigsuspend/ppoll/pselect6 put in place lasts until here: a handler's frame
+        records the original (restored by rt_sigreturn); without a handler it comes back now."""
         while p.state != ZOMBIE:
             ready = self.deliverable(p)
             if not ready:
-                return
+                if p.saved_sigmask is None:
+                    return
+                p.sigmask, p.saved_sigmask = p.saved_sigmask, None  # what it unblocks comes now
+                continue
             sig = (ready & -ready).bit_length()
             p.sigpending &= ~(1 << (sig - 1))
             act = p.action(sig)
@@ -614,7 +620,9 @@ class Kernel:
         """Push an rt_sigframe (siginfo + ucontext) and enter the handler; rt_sigreturn undoes it."""
         cpu = self.cpu
         regs = cpu.read_gprs()
-        p.sigframes.append((cpu.save_context(), p.sigmask))
+        old_mask = p.sigmask if p.saved_sigmask is None else p.saved_sigmask
+        p.saved_sigmask = None
+        p.sigframes.append((cpu.save_context(), old_mask))
         sp = regs["rsp"] - 128  # red zone
         sp -= 128
         siginfo_at = sp & ~15
@@ -622,8 +630,8 @@ class Kernel:
         uc_size = 8 + 8 + 24 + 23 * 8 + 8 + 64 + 8
         uc_at = (siginfo_at - uc_size) & ~15
         order = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx", "rdx", "rax", "rcx", "rsp", "rip")
-        gregs = [regs[n] for n in order] + [regs["rflags"], 0x33, 0, 0, p.sigmask, 0]
-        ucontext = struct.pack("<QQQiiQ", 0, 0, 0, 2, 0, 0) + struct.pack("<23Q", *[g & 0xFFFFFFFFFFFFFFFF for g in gregs]) + struct.pack("<Q", 0) + b"\0" * 64 + struct.pack("<Q", p.sigmask)
+        gregs = [regs[n] for n in order] + [regs["rflags"], 0x33, 0, 0, old_mask, 0]
+        ucontext = struct.pack("<QQQiiQ", 0, 0, 0, 2, 0, 0) + struct.pack("<23Q", *[g & 0xFFFFFFFFFFFFFFFF for g in gregs]) + struct.pack("<Q", 0) + b"\0" * 64 + struct.pack("<Q", old_mask)
         frame_at = uc_at - 8  # return address slot: the restorer
         try:
             p.mm.copy_out(siginfo_at, siginfo)
@@ -744,6 +752,7 @@ class Kernel:
         except Block as b:
             self.park(p, b.retry or call, nr, b.waitq)  # type: ignore[arg-type]
             p.pending_done = b.done or p.pending_done
+            self.no_sleep_with_signal(p)
             return False
         p.pending_call = None
         p.pending_done = 0
@@ -759,6 +768,12 @@ class Kernel:
             if a.handler == SIG_IGN or (a.handler == SIG_DFL and (s in DEFAULT_IGNORE or s in DEFAULT_STOP)):
                 m |= 1 << (s - 1)
         return m
+
+    def no_sleep_with_signal(self, p: Process) -> None:
+        """A call about to sleep while a signal it can take is pending (sigsuspend unmasking one
+        sent before) does not sleep: Linux checks signal_pending() before it schedules."""
+        if self.deliverable(p) & ~self._ignored_mask(p):
+            p.state = RUNNABLE
 
     def park(self, p: Process, call: Callable[[], int], nr: int, waitq: WaitQueue) -> None:
         p.pending_call = call
@@ -796,6 +811,7 @@ class Kernel:
         except Block as b:
             self.park(p, b.retry or (lambda: fn(self, p, a0, a1, a2, a3, a4, a5)), nr, b.waitq)
             p.pending_done = b.done
+            self.no_sleep_with_signal(p)
             cpu.request_stop()
             return
         if ret is NO_RETURN:

@@ -97,6 +97,7 @@ class Process:
     vfork_parent_blocked: bool = False      # parked inside vfork until its pid is returned
     sigactions: dict[int, SigAction] = field(default_factory=dict)
     sigmask: int = 0
+    saved_sigmask: int | None = None        # the mask before sigsuspend/ppoll/pselect6 replaced it
     sigpending: int = 0
     sigframes: list[tuple[object, int]] = field(default_factory=list)  # (saved context, old mask)
     clear_child_tid: int = 0

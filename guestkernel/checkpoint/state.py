@@ -267,7 +267,7 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
         d.update(
             regs=regs, resume=resume, cwd=p.cwd if p.cwd != DEV_DIR else "dev",
             sigactions={str(s): [a.handler, a.flags, a.restorer, a.mask] for s, a in p.sigactions.items()},
-            sigmask=p.sigmask, sigpending=p.sigpending, clear_child_tid=p.clear_child_tid,
+            sigmask=p.sigmask, saved_sigmask=p.saved_sigmask, sigpending=p.sigpending, clear_child_tid=p.clear_child_tid,
             rlimits={str(r): list(v) for r, v in p.rlimits.items()}, pdeath_signal=p.pdeath_signal,
             itimer_real=[max(0, p.itimer_real[0] - k.clock.uptime_ns()) if p.itimer_real[0] else 0, p.itimer_real[1]],
             sigframes=[[regs_of(k, ctx, {}), mask] for ctx, mask in p.sigframes],
@@ -349,6 +349,7 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
         p.cwd = DEV_DIR if d["cwd"] == "dev" else d["cwd"]
         p.sigactions = {int(s): SigAction(*a) for s, a in d["sigactions"].items()}
         p.sigmask, p.sigpending, p.clear_child_tid = d["sigmask"], d["sigpending"], d["clear_child_tid"]
+        p.saved_sigmask = d.get("saved_sigmask")
         p.rlimits = {int(r): (v[0], v[1]) for r, v in d["rlimits"].items()}
         p.pdeath_signal = d.get("pdeath_signal", 0)
         left, interval = d.get("itimer_real", (0, 0))

@@ -12,6 +12,7 @@ import struct
 from guestkernel.errors import EBADF, EINVAL, Block, SyscallError
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.args import s32
+from guestkernel.syscalls.signal import use_temporary_mask
 from guestkernel.timerfd import TimerFile, unpack_timespec
 from guestkernel.vfs import OpenFile, PipeEnd, WaitQueue
 
@@ -152,10 +153,14 @@ def sys_poll(k, p, fds, nfds, timeout, *_):  # type: ignore[no-untyped-def]
 
 
 @syscall("ppoll")
-def sys_ppoll(k, p, fds, nfds, tsp, sigmask, *_):  # type: ignore[no-untyped-def]
+def sys_ppoll(k, p, fds, nfds, tsp, sigmask, sigsetsize, *_):  # type: ignore[no-untyped-def]
     timeout = None
     if tsp:
         timeout = unpack_timespec(p.mm.copy_in(tsp, 16))
+    if sigmask:
+        if sigsetsize != 8:
+            raise SyscallError(EINVAL)
+        use_temporary_mask(p, sigmask)
     return do_poll(k, p, fds, s32(nfds), timeout)
 
 
@@ -175,4 +180,10 @@ def sys_pselect6(k, p, nfds, rptr, wptr, eptr, tsp, sigmask, *_):  # type: ignor
     timeout = None
     if tsp:
         timeout = unpack_timespec(p.mm.copy_in(tsp, 16))
+    if sigmask:  # {const sigset_t *ss; size_t ss_len}
+        ss, ss_len = struct.unpack("<QQ", p.mm.copy_in(sigmask, 16))
+        if ss:
+            if ss_len != 8:
+                raise SyscallError(EINVAL)
+            use_temporary_mask(p, ss)
     return do_select(k, p, s32(nfds), rptr, wptr, eptr, timeout)

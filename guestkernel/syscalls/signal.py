@@ -98,8 +98,6 @@ def sys_kill(k, p, pid, sig, *_):  # type: ignore[no-untyped-def]
     if sig:
         for q in qs:
             k.send_signal(q, sig)
-            if q.state == "blocked":
-                q.state = "runnable"  # let it take the signal (its call is retried or interrupted)
     return 0
 
 
@@ -118,9 +116,21 @@ def sys_pause(k, p, *_):  # type: ignore[no-untyped-def]
     raise Block(WaitQueue("pause"))
 
 
+def use_temporary_mask(p, mask_ptr: int) -> None:  # type: ignore[no-untyped-def]
+    """sigsuspend, ppoll and pselect6 wait with another mask: the original comes back when the
+    call returns to user mode, or when the handler it let in returns (Kernel.deliver_signals).
+    A call retried after a wake-up keeps the original it saved first."""
+    mask = int.from_bytes(p.mm.copy_in(mask_ptr, 8), "little") & ~UNBLOCKABLE
+    if p.saved_sigmask is None:
+        p.saved_sigmask = p.sigmask
+    p.sigmask = mask
+
+
 @syscall("rt_sigsuspend")
 def sys_rt_sigsuspend(k, p, mask_ptr, size, *_):  # type: ignore[no-untyped-def]
-    p.sigmask = int.from_bytes(p.mm.copy_in(mask_ptr, 8), "little") & ~UNBLOCKABLE
+    if size != 8:
+        raise SyscallError(EINVAL)
+    use_temporary_mask(p, mask_ptr)
     raise Block(WaitQueue("sigsuspend"))
 
 
@@ -142,7 +152,7 @@ def arm_itimer(k, p, value_ns: int, interval_ns: int) -> None:  # type: ignore[n
     def fire(deadline: int) -> None:
         if p.itimer_gen != gen or p.state == ZOMBIE:
             return
-        k.post_signal(p, SIGALRM)
+        k.send_signal(p, SIGALRM)
         if interval_ns:
             now = k.clock.uptime_ns()
             nxt = deadline + max(1, (now - deadline) // interval_ns + 1) * interval_ns

@@ -1,7 +1,9 @@
 """Timers that send signals, against Linux: alarm's return values, a periodic ITIMER_REAL,
 getitimer, a fork's child without the parent's timer (tests/programs/itimer.c, same output in
-the guest and natively); Debian's stress, whose workers end by their own alarm; and a shell
-woken by SIGCHLD while it waits for background jobs."""
+the guest and natively); signal masks around waits (tests/programs/sigmask.c: sigsuspend, ppoll
+and pselect restore the original mask, a masked signal does not interrupt a sleep); Debian's
+stress, whose workers end by their own alarm; and a shell woken by SIGCHLD while it waits for
+background jobs."""
 from __future__ import annotations
 
 import shutil
@@ -19,6 +21,20 @@ def test_alarm_and_itimer_match_linux(base_image, guest_programs, tmp_path):
     assert guest.result.exit_code == native.returncode == 0
     assert guest.stdout == native.stdout
     assert b"periodic: 3 alarms" in guest.stdout
+
+
+def test_masks_around_waits_match_linux(base_image, guest_programs, tmp_path):
+    """sigsuspend left its temporary mask in place after it returned, ppoll and pselect ignored
+    theirs, and kill woke a process blocked in a sleep even for a signal it had masked."""
+    image = tmp_path / "disk.img"
+    shutil.copyfile(base_image, image)
+    put_file(image, guest_programs / "sigmask", "/bin/sigmask")
+    guest = run_emu(image, ["/bin/sigmask"])
+    native = run_native([str(guest_programs / "sigmask")], tmp_path)
+    assert guest.result.exit_code == native.returncode == 0
+    assert guest.stdout == native.stdout
+    assert b"after sigsuspend: USR1 blocked, USR2 blocked" in guest.stdout
+    assert b"nanosleep with USR1 masked = 0" in guest.stdout
 
 
 def test_stress_workers_end_at_their_timeout(tmp_path):
