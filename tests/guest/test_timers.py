@@ -12,29 +12,29 @@ import subprocess
 from tests.conftest import put_file, run_emu, run_native
 
 
-def test_alarm_and_itimer_match_linux(base_image, guest_programs, tmp_path):
+def same_as_linux(name, base_image, guest_programs, tmp_path) -> bytes:
+    """Run tests/programs/NAME.c in the guest and natively: both exit 0 with the same output."""
     image = tmp_path / "disk.img"
     shutil.copyfile(base_image, image)
-    put_file(image, guest_programs / "itimer", "/bin/itimer")
-    guest = run_emu(image, ["/bin/itimer"])
-    native = run_native([str(guest_programs / "itimer")], tmp_path)
+    put_file(image, guest_programs / name, f"/bin/{name}")
+    guest = run_emu(image, [f"/bin/{name}"])
+    native = run_native([str(guest_programs / name)], tmp_path)
     assert guest.result.exit_code == native.returncode == 0
     assert guest.stdout == native.stdout
-    assert b"periodic: 3 alarms" in guest.stdout
+    return guest.stdout
+
+
+def test_alarm_and_itimer_match_linux(base_image, guest_programs, tmp_path):
+    out = same_as_linux("itimer", base_image, guest_programs, tmp_path)
+    assert b"periodic: 3 alarms" in out
 
 
 def test_masks_around_waits_match_linux(base_image, guest_programs, tmp_path):
     """sigsuspend left its temporary mask in place after it returned, ppoll and pselect ignored
     theirs, and kill woke a process blocked in a sleep even for a signal it had masked."""
-    image = tmp_path / "disk.img"
-    shutil.copyfile(base_image, image)
-    put_file(image, guest_programs / "sigmask", "/bin/sigmask")
-    guest = run_emu(image, ["/bin/sigmask"])
-    native = run_native([str(guest_programs / "sigmask")], tmp_path)
-    assert guest.result.exit_code == native.returncode == 0
-    assert guest.stdout == native.stdout
-    assert b"after sigsuspend: USR1 blocked, USR2 blocked" in guest.stdout
-    assert b"nanosleep with USR1 masked = 0" in guest.stdout
+    out = same_as_linux("sigmask", base_image, guest_programs, tmp_path)
+    assert b"after sigsuspend: USR1 blocked, USR2 blocked" in out
+    assert b"nanosleep with USR1 masked = 0" in out
 
 
 def test_stress_workers_end_at_their_timeout(tmp_path):
