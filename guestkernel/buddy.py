@@ -7,6 +7,11 @@ The state can be printed the way /proc/buddyinfo prints it.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from guestkernel.gfp import Gfp
+
 PAGE_SHIFT = 12
 MAX_ORDER = 11  # orders 0..10, as in Linux
 
@@ -18,6 +23,11 @@ class OutOfMemory(Exception):
 class BuddyAllocator:
     def __init__(self, base_pfn: int, nframes: int, name: str = "Normal") -> None:
         self.name = name
+        self.pgalloc = f"pgalloc_{name.split('.')[0].lower()}"  # its /proc/vmstat counter
+        # Watermarks in pages (set by the kernel: guestkernel/reclaim.py) and the frames each
+        # allocation kind holds here (indexed by Gfp).
+        self.wmark_min = self.wmark_low = self.wmark_high = 0
+        self.used_by_kind = [0] * 5
         self.base_pfn = base_pfn
         self.nframes = nframes
         self.free_lists: list[dict[int, None]] = [dict() for _ in range(MAX_ORDER)]
@@ -41,8 +51,9 @@ class BuddyAllocator:
         del self.free_order[pfn]
         self.free_frames -= 1 << order
 
-    def alloc(self, order: int = 0) -> int:
-        """Allocate 2**order contiguous frames; returns the first pfn."""
+    def alloc(self, order: int = 0, gfp: "Gfp | None" = None) -> int:
+        """Allocate 2**order contiguous frames; returns the first pfn. (What the block is for
+        matters only to a zone grouped by mobility: zones.MobilityBuddy.)"""
         for o in range(order, MAX_ORDER):
             if self.free_lists[o]:
                 pfn = next(reversed(self.free_lists[o]))
@@ -65,6 +76,15 @@ class BuddyAllocator:
             order += 1
         self._push(pfn, order)
 
+    def free_by_type(self) -> list[list[int]]:
+        """Free blocks per migrate type (Unmovable, Movable, Reclaimable, HighAtomic, Isolate)
+        and order. Without grouping by mobility every block is Unmovable, as Linux shows it."""
+        return [[len(fl) for fl in self.free_lists]] + [[0] * MAX_ORDER for _ in range(4)]
+
+    def blocks_by_type(self) -> list[int]:
+        """Pageblocks (2**9 frames) per migrate type."""
+        return [(self.nframes + 511) // 512, 0, 0, 0, 0]
+
     def buddyinfo(self) -> str:
-        counts = " ".join(f"{len(fl):6d}" for fl in self.free_lists)
-        return f"Node 0, zone {self.name:>8s} {counts}"
+        """This zone's /proc/buddyinfo line (mm/vmstat.c frag_show_print), without the newline."""
+        return f"Node 0, zone {self.name:>8s} " + "".join(f"{len(fl):6d} " for fl in self.free_lists)

@@ -78,8 +78,9 @@ def parse(header: bytes, read_at) -> ElfImage:  # type: ignore[no-untyped-def]
     return ElfImage(etype, entry, phoff, phnum, segs, interp)
 
 
-def map_image(mm: MM, img: ElfImage, backing: Backing, base: int) -> tuple[int, int]:
-    """Map the PT_LOAD segments at load bias `base`. Returns (lowest address, end of bss)."""
+def map_image(mm: MM, img: ElfImage, backing: Backing, base: int, path: bytes = b"") -> tuple[int, int]:
+    """Map the PT_LOAD segments at load bias `base` (named by the file's `path`, as
+    /proc/PID/maps shows them). Returns (lowest address, end of bss)."""
     lo, brk = None, 0
     for s in img.segments:
         if s.type != PT_LOAD or s.memsz == 0:
@@ -90,7 +91,8 @@ def map_image(mm: MM, img: ElfImage, backing: Backing, base: int) -> tuple[int, 
         mem_end = base + s.vaddr + s.memsz
         off = s.offset - (base + s.vaddr - start)
         if s.filesz:
-            mm.map(start, page_up(file_end) - start, prot, backing=backing, offset=off)
+            mm.map(start, page_up(file_end) - start, prot, backing=backing, offset=off,
+                   name=path.decode(errors="surrogateescape"))
             if mem_end > file_end and file_end % PAGE:
                 # The page holding the end of the file data also holds the start of .bss: zero
                 # its tail now (Linux's padzero), as the file's bytes there are other sections.
@@ -140,6 +142,8 @@ def build_stack(mm: MM, argv: list[bytes], envp: list[bytes], auxv: list[tuple[i
     execfn_ptr = put_string(execfn)
     env_ptrs = [put_string(e) for e in reversed(envp)][::-1]
     arg_ptrs = [put_string(a) for a in reversed(argv)][::-1]
+    mm.arg_start, mm.arg_end = sp, env_ptrs[0] if env_ptrs else execfn_ptr
+    mm.env_start, mm.env_end = mm.arg_end, execfn_ptr
     platform_ptr = put_string(b"x86_64")
     sp -= 16
     random_ptr = sp
@@ -153,5 +157,6 @@ def build_stack(mm: MM, argv: list[bytes], envp: list[bytes], auxv: list[tuple[i
         sp -= 8  # keep rsp 16-byte aligned at entry
     sp -= 8 * len(words)
     mm.copy_out(sp, struct.pack(f"<{len(words)}Q", *words))
+    mm.start_stack = sp
     del strings
     return sp

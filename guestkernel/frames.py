@@ -1,9 +1,10 @@
 """Page frames: buddy allocators (zones) plus reference counts and zeroing.
 
-Zones are Linux's on x86-64, by guest-physical address: DMA below 16 MiB, DMA32 below 4 GiB,
-Normal above; each holds the guest RAM inside its limits (the guest sees RAM, not the host pools
-behind it). Allocation tries the highest zone first and falls back downwards (Linux's zonelist),
-and a zone hands out its highest free blocks first, so the low DMA zone stays free longest.
+The zones and each allocation kind's zonelist come from the zone policy (guestkernel/zones.py):
+by default Linux's on x86-64, by guest-physical address (DMA below 16 MiB, DMA32 below 4 GiB,
+Normal above), each holding the guest RAM inside its limits (the guest sees RAM, not the host
+pools behind it), tried highest first; a zone hands out its highest free blocks first, so the low
+DMA zone stays free longest.
 
 The kernel works in guest-physical frame numbers (`pfn` here is a gpfn); the EPT says which
 host-physical page backs each, so every access goes through `page(pfn)`. A frame may be shared
@@ -14,41 +15,30 @@ and runs are deterministic.
 from __future__ import annotations
 
 from array import array
+from collections import Counter
 from typing import Callable
 
+from guestkernel import zones
 from guestkernel.buddy import BuddyAllocator, OutOfMemory
+from guestkernel.gfp import Gfp
 from hw.guestmem import GuestMemory
 from hw.physmem import PAGE_SIZE
 
 ZERO_PAGE = bytes(PAGE_SIZE)
-ZONE_LIMITS = (("DMA", 16 << 20), ("DMA32", 4 << 30), ("Normal", 1 << 62))  # name, end gpa
-
-
-def linux_zones(ram: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
-    """(zone, first gpfn, frames) of the zones that hold some of the RAM ranges (name, base_gpa,
-    size_bytes), in address order; contiguous ranges share a zone."""
-    out: list[tuple[str, int, int]] = []
-    lo = 0
-    for zone, hi in ZONE_LIMITS:
-        pieces = sorted((max(base, lo), min(base + size, hi)) for _n, base, size in ram if base < hi and base + size > lo)
-        merged: list[list[int]] = []
-        for a, b in pieces:
-            if merged and merged[-1][1] == a:
-                merged[-1][1] = b
-            else:
-                merged.append([a, b])
-        for i, (a, b) in enumerate(merged):
-            out.append((zone if len(merged) == 1 else f"{zone}.{i}", a // PAGE_SIZE, (b - a) // PAGE_SIZE))
-        lo = hi
-    return out
-
-
 class Frames:
-    def __init__(self, memory: GuestMemory, ram: list[tuple[str, int, int]]) -> None:
-        """`ram`: the guest RAM ranges as (name, base_gpa, size_bytes)."""
+    def __init__(self, memory: GuestMemory, ram: list[tuple[str, int, int]], policy: str = "single",
+                 fragmenting_bytes: int = 0) -> None:
+        """`ram`: the guest RAM ranges as (name, base_gpa, size_bytes); `policy` and
+        `fragmenting_bytes`: the zone policy (zones.py)."""
         self.memory = memory
-        self.zones = [BuddyAllocator(first, n, name) for name, first, n in linux_zones(ram)]
-        self.zonelist = list(reversed(self.zones))  # highest zone first
+        self.policy = policy
+        # The zones in address order and each kind's zonelist: the zones it may take frames
+        # from, preferred first.
+        self.zones, self.zonelists = zones.build(policy, ram, fragmenting_bytes)
+        # Called when no zone can serve an allocation: direct reclaim, then the OOM killer;
+        # True if it freed something worth retrying for. The kernel installs it.
+        self.on_pressure: Callable[[int, Gfp], bool] = lambda order, gfp: False
+        self.kswapd_wanted = False  # a zone went below its low watermark
         self.refs = array("I", [0]) * memory.pages
         # Bumped each time a frame is handed out: a checkpoint tells a reused frame from the
         # one it saved before (same pfn, other contents).
@@ -60,6 +50,14 @@ class Frames:
         self.code = bytearray(memory.pages)
         self.on_code_reuse: Callable[[], None] = lambda: None
         self.code_reuses = 0
+        # What each allocated frame is for (a Gfp), and how many frames each kind holds:
+        # /proc/meminfo's breakdown and the zone policies' placement counts.
+        self.kind = bytearray(memory.pages)
+        self.by_kind = [0] * len(Gfp)
+        # Linux's vm events (/proc/vmstat): pgalloc_<zone>, pgfree, drop_pagecache, pgscan_*...
+        self.events: Counter[str] = Counter()
+        self.placements: Counter[tuple[Gfp, str]] = Counter()  # pages handed out, by kind and zone
+        self.fallbacks: Counter[tuple[Gfp, str]] = Counter()   # of those, from a fallback zone
 
     @property
     def total_frames(self) -> int:
@@ -69,14 +67,44 @@ class Frames:
     def free_frames(self) -> int:
         return sum(z.free_frames for z in self.zones)
 
-    def _zone_alloc(self, order: int) -> int:
-        for z in self.zonelist:
-            if z.free_frames >= 1 << order:
-                try:
-                    return z.alloc(order)
-                except OutOfMemory:
-                    continue
-        raise OutOfMemory(f"no free block of order {order} in any zone")
+    def _zone_alloc(self, order: int, gfp: Gfp) -> int:
+        """Linux's allocation path: every zone of the zonelist above its low watermark; then
+        kswapd is woken and the zones may go down to min; then direct reclaim, or the OOM
+        killer when reclaim frees nothing, until a block is found. When the caller itself is
+        the OOM victim (or no one is left to kill) it may use the reserves below min, as
+        Linux's ALLOC_OOM lets a dying task finish what it is doing; past them, OutOfMemory."""
+        pfn = self._try_alloc(order, gfp, "low")
+        if pfn is None:
+            self.kswapd_wanted = True
+            pfn = self._try_alloc(order, gfp, "min")
+        while pfn is None:
+            if not self.on_pressure(order, gfp):
+                pfn = self._try_alloc(order, gfp, "reserves")
+                if pfn is None:
+                    raise OutOfMemory(f"no free block of order {order} in any zone")
+                break
+            pfn = self._try_alloc(order, gfp, "min")
+        return pfn
+
+    def _try_alloc(self, order: int, gfp: Gfp, floor: str) -> int | None:
+        need = 1 << order
+        for i, z in enumerate(self.zonelists[gfp]):
+            mark = z.wmark_low if floor == "low" else z.wmark_min if floor == "min" else 0
+            if z.free_frames - need < mark:
+                continue
+            try:
+                pfn = z.alloc(order, gfp)
+            except OutOfMemory:  # enough pages, but no block that large (fragmentation)
+                continue
+            self.events[z.pgalloc] += need
+            z.used_by_kind[gfp] += need
+            self.placements[(gfp, z.name)] += need
+            if i:  # not the kind's preferred zone: a fallback of the zonelist
+                self.fallbacks[(gfp, z.name)] += need
+            if z.free_frames < z.wmark_low:
+                self.kswapd_wanted = True
+            return pfn
+        return None
 
     def _zone_of(self, pfn: int) -> BuddyAllocator:
         for z in self.zones:
@@ -84,28 +112,30 @@ class Frames:
                 return z
         raise ValueError(f"pfn {pfn:#x} belongs to no zone")
 
-    def _taken(self, pfn: int) -> None:
+    def _taken(self, pfn: int, gfp: Gfp) -> None:
         self.refs[pfn] = 1
+        self.kind[pfn] = gfp
+        self.by_kind[gfp] += 1
         self.gen[pfn] = (self.gen[pfn] + 1) & 0xFFFFFFFF
         if self.code[pfn]:
             self.code_reuses += 1
             self.code[pfn] = 0
             self.on_code_reuse()
 
-    def alloc(self, zero: bool = True) -> int:
-        pfn = self._zone_alloc(0)
-        self._taken(pfn)
+    def alloc(self, zero: bool = True, gfp: Gfp = Gfp.KERNEL) -> int:
+        pfn = self._zone_alloc(0, gfp)
+        self._taken(pfn, gfp)
         self.allocated += 1
         if zero:
             self.page(pfn)[:] = ZERO_PAGE
             self.kernel_access(pfn << 12, PAGE_SIZE, True)
         return pfn
 
-    def alloc_block(self, order: int) -> int:
-        """2**order contiguous zeroed frames (kernel buffers such as pipe rings)."""
-        pfn = self._zone_alloc(order)
+    def alloc_block(self, order: int, gfp: Gfp = Gfp.BUFFER) -> int:
+        """2**order contiguous zeroed frames (kernel buffers such as pipe rings, slabs)."""
+        pfn = self._zone_alloc(order, gfp)
         for f in range(pfn, pfn + (1 << order)):
-            self._taken(f)
+            self._taken(f, gfp)
             self.page(f)[:] = ZERO_PAGE
         self.allocated += 1 << order
         return pfn
@@ -113,7 +143,12 @@ class Frames:
     def free_block(self, pfn: int, order: int) -> None:
         for f in range(pfn, pfn + (1 << order)):
             self.refs[f] = 0
-        self._zone_of(pfn).free(pfn, order)
+            self.by_kind[self.kind[f]] -= 1
+        z = self._zone_of(pfn)
+        for f in range(pfn, pfn + (1 << order)):
+            z.used_by_kind[self.kind[f]] -= 1
+        z.free(pfn, order)
+        self.events["pgfree"] += 1 << order
         self.allocated -= 1 << order
 
     def get(self, pfn: int) -> None:
@@ -123,7 +158,11 @@ class Frames:
         n = self.refs[pfn] - 1
         self.refs[pfn] = n
         if n == 0:
-            self._zone_of(pfn).free(pfn, 0)
+            self.by_kind[self.kind[pfn]] -= 1
+            z = self._zone_of(pfn)
+            z.used_by_kind[self.kind[pfn]] -= 1
+            z.free(pfn, 0)
+            self.events["pgfree"] += 1
             self.allocated -= 1
 
     def page(self, pfn: int) -> memoryview:

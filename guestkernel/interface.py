@@ -55,7 +55,10 @@ if TYPE_CHECKING:
     from hw.cpu import CPU, Stop
     from hw.guestmem import GuestMemory
 
-__all__ = ["KernelConfig", "KernelInterface", "KernelPanic", "MachineView", "RestartRefused", "SyscallError"]
+__all__ = ["ZONE_POLICIES", "KernelConfig", "KernelInterface", "KernelPanic", "MachineView", "RestartRefused", "SyscallError"]
+
+
+ZONE_POLICIES = ("single", "split", "mobility")  # how RAM is divided into zones (guestkernel/zones.py)
 
 
 @dataclass
@@ -64,7 +67,9 @@ class KernelConfig:
 
     quantum_insns: int = 10_000_000      # scheduler time slice when several processes are runnable
     writeback_interval_ns: int = 5 * 10**9  # periodic page-cache write-back, in virtual time
-    page_cache_pages: int = 16384        # at most this many frames hold cached blocks (64 MiB)
+    page_cache_pages: int | None = None  # a cap on the page cache (None: it grows into free memory)
+    zones: str = "single"                # zone policy: single, split, mobility (guestkernel/zones.py)
+    fragmenting_zone_bytes: int = 0      # split: the fragmenting zone's size (0: a quarter of RAM)
     seed: int = 1                        # getrandom, AT_RANDOM, /dev/urandom
     checkpoint_tcp_ns: int | None = None  # checkpoint interval (0: at every syscall); None: off
 

@@ -16,17 +16,27 @@ from typing import TYPE_CHECKING, Callable
 
 from hw.clock import BLOCK_IO_NS, FAULT_NS, SYSCALL_NS
 from guestkernel import elf
-from guestkernel.errors import (EACCES, ENOENT, ENOEXEC, ENOSYS, EINTR, ELOOP, Block,
+from guestkernel.buddy import OutOfMemory
+from guestkernel.errors import (EACCES, ENOENT, ENOEXEC, ENOMEM, ENOSYS, EINTR, ELOOP, Block,
                                 SyscallError)
 from guestkernel.ext2 import Ext2, FsError, probe_block_size
 from guestkernel.frames import Frames
+from guestkernel.gfp import Gfp
 from guestkernel.interface import KernelConfig, KernelPanic
 from guestkernel.locks import Locks
 from guestkernel.mm import MM, PAGE, VMA, page_up
 from guestkernel.pagecache import PageCache
+from guestkernel.vfs.pseudo import PseudoNode
+from guestkernel.pseudofs import procmem
+from guestkernel.pseudofs.procfs import ProcFS
+from guestkernel.pseudofs.sysfs import SysFS
+from guestkernel.reclaim import Reclaim, oom_victim
+from guestkernel.slab import SlabAllocator
+from guestkernel.zones import MIGRATE_NAMES
 from guestkernel.process import BLOCKED, RUNNABLE, ZOMBIE, FDTable, Process, SigAction
 from guestkernel.syscalls import NAMES, NUMBERS, load_all
-from guestkernel.vfs import VFS, ConsoleFile, O_RDONLY, O_WRONLY, PmemRegion, WaitQueue
+from guestkernel.vfs import (VFS, ConsoleFile, DevNode, InodeFile, O_RDONLY, O_WRONLY, OpenFile, PipeEnd, PmemRegion,
+                             WaitQueue)
 from hw.cpu import STOP_DEADLINE, STOP_EXCEPTION, STOP_FAULT, STOP_INVALID, Stop
 
 if TYPE_CHECKING:
@@ -154,7 +164,7 @@ class Kernel:
         return "resumed"
 
     def boot_init(self, argv: list[bytes], envp: list[bytes] | None = None) -> None:
-        init = self.new_process(ppid=0, mm=None, fds=FDTable(), cwd=self.fs.root_ino)
+        init = self.new_process(ppid=0, mm=None, fds=FDTable(self.slab), cwd=self.fs.root_ino)
         for fd, mode in ((0, O_RDONLY), (1, O_WRONLY), (2, O_WRONLY)):
             init.fds.install(ConsoleFile(self.vfs, fd, mode), fd)
         init.pgid = init.sid = init.pid
@@ -175,8 +185,11 @@ class Kernel:
         self.cpu = machine.cpu
         self.clock = machine.clock
         self.memory = machine.memory
-        self.frames = Frames(machine.memory, [(g.name, g.base_gpa, g.size_bytes) for g in machine.guest_map if g.kind == "ram"])
+        ram = [(g.name, g.base_gpa, g.size_bytes) for g in machine.guest_map if g.kind == "ram"]
+        frag = self.config.fragmenting_zone_bytes or sum(size for _n, _b, size in ram) // 4 // (1 << 20) << 20
+        self.frames = Frames(machine.memory, ram, self.config.zones, frag)
         self.frames.on_code_reuse = self.cpu.flush_translations
+        self.slab = SlabAllocator(self.frames)
         self.sentinel_pfn = self.frames.alloc()
         if self.config.checkpoint_tcp_ns is not None:
             from guestkernel.checkpoint import Checkpointer
@@ -190,14 +203,20 @@ class Kernel:
             block_size = probe_block_size(dev.read_at)
             self.pagecache = PageCache(dev, self.frames, block_size, self.config.page_cache_pages)
             self.pagecache.on_read = lambda: self.clock.charge(BLOCK_IO_NS)
+            self.reclaim = Reclaim(self)
             self.fs = Ext2(self.pagecache, now=self.clock.now_s, log=self.log.append)
+            self.fs.use_objects(self.slab.alloc, self.slab.free)
+            self.slab.register_shrinker(self.fs.shrink_caches)
         except FsError as e:  # the driver refuses the image: the machine reports it in one line
             raise ValueError(e.msg or str(e)) from None
         ck = self.checkpointer
         # The persistent-memory devices of the guest map (the checkpoint window is the kernel's).
         pmem = [PmemRegion(g.name, g.base_gpa, g.size_bytes) for g in machine.guest_map if g.kind == "pmem"]
         self.vfs = VFS(self.fs, machine.console, now=self.clock.now_s, seed=self.config.seed,
-                       frames=self.frames, pmem=pmem)
+                       frames=self.frames, pmem=pmem, pseudo=[SysFS({
+                           "kernel/debug/extfrag/unusable_index": lambda: procmem.unusable_index_file(self),
+                           "kernel/debug/extfrag/extfrag_index": lambda: procmem.extfrag_index_file(self)}),
+                           ProcFS(self)])
         self.fs.is_open = self.vfs.in_use
         self.vfs.mapped = self.inode_mapped
         self.vfs.on_data_change = self.file_data_changed
@@ -277,6 +296,28 @@ class Kernel:
             Stat("pagecache.writebacks", "blocks", "dirty blocks written back to storage"),
         ])
 
+    def memory_state(self) -> dict[str, object]:
+        """The kernel's memory as the host side reads it (--stats-json "kernel_memory"): per
+        zone its size, watermarks, free blocks per order (and per migrate type), frames per
+        allocation kind, placements (and those by fallback); per slab cache its counters; the vm
+        event counters (/proc/vmstat's); the page cache."""
+        f = self.frames
+        zones = [{"name": z.name, "start_pfn": z.base_pfn, "frames": z.nframes, "free": z.free_frames,
+                  "watermarks": {"min": z.wmark_min, "low": z.wmark_low, "high": z.wmark_high},
+                  "free_blocks_per_order": [len(fl) for fl in z.free_lists],
+                  "free_blocks_per_type": dict(zip(MIGRATE_NAMES, z.free_by_type())),
+                  "pageblocks_per_type": dict(zip(MIGRATE_NAMES, z.blocks_by_type())),
+                  "frames_by_kind": {g.label: z.used_by_kind[g] for g in Gfp},
+                  "placed_by_kind": {g.label: f.placements[(g, z.name)] for g in Gfp},
+                  "fallback_by_kind": {g.label: f.fallbacks[(g, z.name)] for g in Gfp}} for z in f.zones]
+        slabs = {c.name: {"active_objs": c.active_objs, "num_objs": c.num_objs, "object_size": c.size,
+                          "pages": c.pages, "reclaimable": c.reclaimable} for c in self.slab.caches.values()}
+        return {"zone_policy": f.policy, "zones": zones, "slab": slabs, "slab_totals": self.slab.totals(),
+                "vm_events": dict(sorted(f.events.items())),
+                "page_cache": {"pages": len(self.pagecache.pages), "dirty": len(self.pagecache.dirty),
+                               "evictions": self.pagecache.stats.evictions},
+                "min_free_kbytes": self.reclaim.min_free_kb}
+
     def lost_state(self) -> dict[str, object]:
         """What a power failure took from the kernel: dirty page-cache pages, live processes."""
         out: dict[str, object] = {}
@@ -303,6 +344,7 @@ class Kernel:
         pid = self.next_pid
         self.next_pid += 1
         p = Process(pid=pid, ppid=ppid, mm=mm, fds=fds, cwd=cwd)  # type: ignore[arg-type]
+        p.start_ns = self.clock.uptime_ns()
         self.procs[pid] = p
         if ppid in self.procs:
             self.procs[ppid].children.append(p)
@@ -328,6 +370,7 @@ class Kernel:
         mm = MM(self.frames, self.cpu.access, self.cpu.tlb_flush, self.sentinel_pfn)
         mm.icache = self.cpu.new_icache()
         mm.on_exec_map = self.watch_sites
+        mm.objects = self.slab
         return mm
 
     # Instructions the machine must see one by one (hw/sites.py): rdtsc/rdtscp read the host's
@@ -433,12 +476,13 @@ class Kernel:
         mm = self.new_mm()
         try:
             bias = elf.load_bias(img, is_interp=False)
-            _, brk = elf.map_image(mm, img, self.file_backing(node), bias)
+            _, brk = elf.map_image(mm, img, self.file_backing(node), bias, path)
             entry = img.entry + bias
             base = 0
             if interp_img is not None:
                 ibias = elf.load_bias(interp_img, is_interp=True)
-                base, _ = elf.map_image(mm, interp_img, self.file_backing(interp_node), ibias)  # type: ignore[arg-type]
+                base, _ = elf.map_image(mm, interp_img, self.file_backing(interp_node), ibias,  # type: ignore[arg-type]
+                                        img.interp)
                 entry = interp_img.entry + ibias
             mm.brk_start = mm.brk = page_up(brk)
             auxv = [
@@ -485,6 +529,7 @@ class Kernel:
         self.locks.on_close(p, f, last=f.refs == 0)
         if f.refs == 0:
             f.close()
+            self.slab.free(f.obj)
 
     def exit_thread(self, t: Process) -> None:
         """A thread ends alone (the descriptors, memory and signal actions stay with its
@@ -500,6 +545,7 @@ class Kernel:
         mm, t.mm = t.mm, None  # type: ignore[assignment]
         self.drop_mm(mm, t)
         if self.current is t:
+            self.account_cpu()
             self.current = None
         del self.procs[t.pid]
 
@@ -537,6 +583,7 @@ class Kernel:
             self.drop_mm(mm, p)
         self.vfork_release(p)
         if self.current is p:
+            self.account_cpu()
             self.current = None
         init = self.procs.get(1)
         for c in p.children:
@@ -556,7 +603,50 @@ class Kernel:
         else:
             del self.procs[p.pid]  # nobody will reap it
 
+    def node_path(self, node: object) -> bytes:
+        return self.vfs.node_path(node)
+
+    def open_file_path(self, f: OpenFile) -> bytes:
+        """What /proc/PID/fd/N points to: the path a file was opened by (as given, when it was
+        relative), a device's, a pseudo file's, or Linux's names of pipes."""
+        if isinstance(f, InodeFile):
+            return f.path
+        if isinstance(f, PipeEnd):
+            return b"pipe:[%d]" % f.pipe.serial
+        if isinstance(f, ConsoleFile):
+            return b"/dev/console"
+        node = getattr(f, "node", None)
+        if isinstance(node, PseudoNode):
+            return node.guest_path
+        if isinstance(node, DevNode):
+            return b"/dev/" + node.name.encode()
+        return b"anon_inode:[" + f.kind.encode() + b"]"
+
+    def oom_kill(self, order: int, gfp: Gfp) -> bool:
+        """Out of memory after reclaim: kill the process with the most memory, as Linux's
+        OOM killer (logged in its words). A victim other than the caller ends now, freeing its
+        memory, and the allocation is retried (True); the caller itself gets SIGKILL and
+        finishes its allocation from the reserves (False), dying on its way back to user mode."""
+        victim = oom_victim(self)
+        if victim is None:
+            return False
+        cur = self.current
+        who = cur.comm.decode(errors="replace") if cur is not None else "kernel"
+        mm = victim.mm
+        self.log.append(f"{who} invoked oom-killer: gfp_mask={gfp.label}, order={order}, oom_score_adj=0")
+        self.log.append(f"Out of memory: Killed process {victim.pid} ({victim.comm.decode(errors='replace')}) "
+                        f"total-vm:{sum(v.end - v.start for v in mm.vmas) // 1024}kB, "
+                        f"anon-rss:{mm.resident_pages() * 4}kB, file-rss:0kB, shmem-rss:0kB, UID:0 "
+                        f"pgtables:{len(mm.aspace.table_frames) * 4}kB oom_score_adj:0")
+        self.frames.events["oom_kill"] += 1
+        if victim is cur:
+            self.send_signal(victim, SIGKILL)
+            return False
+        self.exit_process(victim, SIGKILL)
+        return True
+
     def reap(self, parent: Process, child: Process) -> None:
+        parent.cutime_insns += child.utime_insns + child.cutime_insns
         parent.children.remove(child)
         del self.procs[child.pid]
 
@@ -715,9 +805,21 @@ class Kernel:
 
     _quantum_over = False
 
+    def account_cpu(self) -> None:
+        """Charge the instructions retired since the last call to the process on the CPU."""
+        now = self.cpu.icount
+        if self.current is not None:
+            self.current.utime_insns += now - self._cpu_mark
+        self._cpu_mark = now
+
+    _cpu_mark = 0
+    context_switches = 0
+
     def switch_to(self, p: Process) -> None:
         cur = self.current
         if cur is not p:
+            self.account_cpu()
+            self.context_switches += 1
             if cur is not None and cur.state != ZOMBIE and cur.ctx is None:
                 cur.ctx = self.cpu.save_context()
             self.current = p
@@ -808,6 +910,8 @@ class Kernel:
             ret = fn(self, p, a0, a1, a2, a3, a4, a5)
         except SyscallError as e:
             ret = -e.errno
+        except OutOfMemory:  # not even the reserves were left
+            ret = -ENOMEM
         except Block as b:
             self.park(p, b.retry or (lambda: fn(self, p, a0, a1, a2, a3, a4, a5)), nr, b.waitq)
             p.pending_done = b.done
@@ -842,6 +946,9 @@ class Kernel:
             except SyscallError:  # the file behind the mapping could not be read (EIO)
                 self.force_signal(p, SIGBUS, stop.fault_gva)
                 return
+            except OutOfMemory:  # not even the reserves were left for this page
+                self.send_signal(p, SIGKILL)
+                return
             if not ok:
                 self.force_signal(p, SIGBUS if p.mm.fault_beyond_eof else SIGSEGV, stop.fault_gva)
             elif self.checkpointer is not None:
@@ -866,6 +973,7 @@ class Kernel:
         (not with checkpointing, where storage changes only together with a checkpoint)."""
         while self.timers and self.timers[0][0] <= self.clock.uptime_ns():
             heapq.heappop(self.timers)[2]()
+        self.reclaim.kswapd()
         if self.checkpointer is None and self.clock.uptime_ns() >= self.next_writeback_ns:
             self.sync()
             self.next_writeback_ns = self.clock.uptime_ns() + self.config.writeback_interval_ns

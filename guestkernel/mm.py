@@ -17,12 +17,17 @@ from __future__ import annotations
 import bisect
 import itertools
 from dataclasses import dataclass, replace
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from guestkernel.errors import EFAULT, EINVAL, ENOMEM, SyscallError
 from guestkernel.frames import Frames
+from guestkernel.gfp import Gfp
 from guestkernel.paging import PTE_ADDR, PTE_NX, PTE_W, AddressSpace
+from guestkernel.slab import NO_OBJECTS
 from hw.physmem import PAGE_SIZE
+
+if TYPE_CHECKING:
+    from guestkernel.slab import Objects
 
 PAGE = PAGE_SIZE  # the hardware page (hw/physmem.py)
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
@@ -105,15 +110,26 @@ class MM:
         self.file_copies: set[int] = set()
         self.brk_start = 0
         self.brk = 0
+        # Where exec laid out argv and the environment, and the initial stack pointer
+        # (/proc/PID/cmdline, environ and stat read them, as Linux's mm_struct keeps them).
+        self.arg_start = self.arg_end = self.env_start = self.env_end = self.start_stack = 0
         self.icache: object = None  # the CPU's block-count table for this address space
         # Called with each new executable file-backed VMA (the kernel scans it for rdtsc).
         self.on_exec_map: Callable[[VMA], None] = lambda v: None
         self.faults = 0
+        # One vm_area_struct object per VMA, from the kernel's slab (the kernel sets objects).
+        self.objects: "Objects" = NO_OBJECTS
+        self.vma_objs: list[int] = []
 
     # --- VMA bookkeeping ----------------------------------------------------------------------
     def _reindex(self) -> None:
         self.vmas.sort(key=lambda v: v.start)
         self._starts = [v.start for v in self.vmas]
+        objs = self.vma_objs
+        while len(objs) < len(self.vmas):
+            objs.append(self.objects.alloc("vm_area_struct"))
+        while len(objs) > len(self.vmas):
+            self.objects.free(objs.pop())
 
     def find(self, gva: int) -> VMA | None:
         i = bisect.bisect_right(self._starts, gva) - 1
@@ -267,7 +283,7 @@ class MM:
             if v.shared or v.device or self.frames.refs[old] == 1:
                 self.aspace.set(page, pte | PTE_W)
             else:
-                new = self.frames.alloc(zero=False)
+                new = self.frames.alloc(zero=False, gfp=Gfp.USER)
                 self.frames.copy(new, old)
                 self._mark_code(new, executable)
                 self.aspace.map(page, new, writable=True, executable=executable)
@@ -294,7 +310,7 @@ class MM:
             self.aspace.map(page, pfn, writable=writable, executable=executable)
             return True
         data = v.backing.read_at(offset, PAGE) if v.backing is not None else b""  # may fail (EIO): before alloc
-        pfn = self.frames.alloc(zero=v.backing is None)
+        pfn = self.frames.alloc(zero=v.backing is None, gfp=Gfp.USER)
         if v.backing is not None:
             view = self.frames.view(pfn)
             view[: len(data)] = data
@@ -320,7 +336,7 @@ class MM:
         pte = self.aspace.get(page)
         old = (pte & PTE_ADDR) >> 12
         if self.frames.refs[old] > 1:
-            new = self.frames.alloc(zero=False)
+            new = self.frames.alloc(zero=False, gfp=Gfp.USER)
             self.frames.copy(new, old)
             self._mark_code(new, not pte & PTE_NX)
             self.aspace.set(page, (pte & ~PTE_ADDR) | (new << 12))
@@ -412,7 +428,10 @@ class MM:
     def fork(self) -> "MM":
         child = MM(self.frames, self.translate, self.on_tlb_stale, self.sentinel_pfn)
         child.brk_start, child.brk = self.brk_start, self.brk
+        child.arg_start, child.arg_end, child.env_start, child.env_end, child.start_stack = (
+            self.arg_start, self.arg_end, self.env_start, self.env_end, self.start_stack)
         child.on_exec_map = self.on_exec_map
+        child.objects = self.objects
         child.vmas = [replace(v) for v in self.vmas]
         child._reindex()
         for v in self.vmas:
@@ -434,7 +453,7 @@ class MM:
             for gva, slot, pte in self.aspace.leaves(v.start, v.end):
                 self.frames.put((pte & PTE_ADDR) >> 12)
         gone, self.vmas = self.vmas, []
-        self._starts = []
+        self._reindex()
         _closed(gone)
         self.frames.put(self.sentinel_pfn)
         self.frames.put(self.sentinel_pfn)

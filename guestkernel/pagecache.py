@@ -3,8 +3,12 @@
 Implements the `BlockCache` protocol the ext2 driver reads and writes through. Each cached block
 lives in one frame from the buddy allocator (block size <= 4 KiB), so cached file data is real
 guest memory that later issues can snapshot, drop or migrate. Dirty blocks remember the inode they
-belong to (0 for metadata) and are written back in block order on sync, when evicted, and
+belong to (0 for metadata) and are written back in block order on sync, when reclaimed, and
 periodically in virtual time.
+
+The cache has no size of its own: it grows into free memory and shrinks when the allocator runs
+short (guestkernel/reclaim.py takes its oldest unmapped pages). A cap in pages may still be set
+(KernelConfig.page_cache_pages), for experiments that want a small cache.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from guestkernel.frames import Frames
+from guestkernel.gfp import Gfp
 from hw.blockdev import BlockDevice
 
 
@@ -25,7 +30,7 @@ class PageCacheStats:
 
 
 class PageCache:
-    def __init__(self, dev: BlockDevice, frames: Frames, block_size: int, max_pages: int) -> None:
+    def __init__(self, dev: BlockDevice, frames: Frames, block_size: int, max_pages: int | None = None) -> None:
         if block_size > 4096:
             raise ValueError(f"block size {block_size} is larger than a page")
         self.dev = dev
@@ -51,9 +56,9 @@ class PageCache:
         if not 0 <= blockno < self.nblocks:
             raise OSError(f"block {blockno} is outside the device")
         self.stats.misses += 1
-        while len(self.pages) >= self.max_pages:
-            self._evict()
-        pfn = self.frames.alloc(zero=False)
+        if self.max_pages is not None and len(self.pages) >= self.max_pages:
+            self.reclaim(len(self.pages) - self.max_pages + 1)  # (grows when nothing can go)
+        pfn = self.frames.alloc(zero=False, gfp=Gfp.PAGECACHE)
         view = self.frames.view(pfn)[: self.block_size]
         view[:] = self.dev.read_at(blockno * self.block_size, self.block_size)
         # The device's DMA into the frame: it lands in the last-level cache (Intel's DDIO),
@@ -93,25 +98,29 @@ class PageCache:
         self.dev.write_at(blockno * self.block_size, self.frames.view(pfn)[: self.block_size])
         self.stats.writebacks += 1
 
-    def _evict(self) -> None:
-        # The least recently used page that no process maps.
-        if self.may_write_back:
-            candidates = ((b, f) for b, f in self.pages.items() if self.frames.refs[f] == 1)
-        else:
-            candidates = ((b, f) for b, f in self.pages.items() if self.frames.refs[f] == 1 and b not in self.dirty)
-        found = next(candidates, None)
-        if found is None:
-            if not self.may_write_back:
-                self.max_pages += 64  # everything is dirty or mapped: grow until the next checkpoint
-                return
-            found = next(iter(self.pages.items()))
-        blockno, pfn = found
-        if blockno in self.dirty:
-            self._write_back(blockno)
-        del self.pages[blockno]
-        self.frame_set.discard(pfn)
-        self.frames.put(pfn)
-        self.stats.evictions += 1
+    def reclaim(self, want: int, in_zone: Callable[[int], bool] | None = None) -> tuple[int, int]:
+        """Free up to `want` of the least recently used pages no process maps (in the zones
+        `in_zone` accepts); a dirty one is written back first, unless a checkpointing kernel owns
+        write-back. Returns (pages scanned, pages freed)."""
+        scanned = 0
+        victims = []
+        for blockno, pfn in self.pages.items():
+            if len(victims) >= want:
+                break
+            scanned += 1
+            if self.frames.refs[pfn] != 1 or (in_zone is not None and not in_zone(pfn)):
+                continue
+            if blockno in self.dirty and not self.may_write_back:
+                continue
+            victims.append(blockno)
+        for blockno in victims:
+            if blockno in self.dirty:
+                self._write_back(blockno)
+            pfn = self.pages.pop(blockno)
+            self.frame_set.discard(pfn)
+            self.frames.put(pfn)
+        self.stats.evictions += len(victims)
+        return scanned, len(victims)
 
     def sync(self) -> None:
         for blockno in sorted(self.dirty):

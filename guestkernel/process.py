@@ -7,11 +7,15 @@ processes, switching at syscalls that block or exit and when the instruction qua
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from guestkernel.errors import EBADF, EMFILE, SyscallError
 from guestkernel.mm import MM
+from guestkernel.slab import NO_OBJECTS
 from guestkernel.vfs import Node, OpenFile, WaitQueue
+
+if TYPE_CHECKING:
+    from guestkernel.slab import Objects
 
 RUNNABLE, BLOCKED, ZOMBIE = "runnable", "blocked", "zombie"
 MAX_FDS = 1024
@@ -27,9 +31,10 @@ class SigAction:
 
 
 class FDTable:
-    def __init__(self) -> None:
+    def __init__(self, objects: "Objects" = NO_OBJECTS) -> None:
         self.fds: dict[int, OpenFile] = {}
         self.cloexec: set[int] = set()
+        self.objects = objects  # where an open file description takes its filp object
 
     def get(self, fd: int) -> OpenFile:
         f = self.fds.get(fd)
@@ -48,6 +53,8 @@ class FDTable:
     def install(self, f: OpenFile, fd: int | None = None, cloexec: bool = False, start: int = 0) -> int:
         if fd is None:
             fd = self.lowest_free(start)
+        if not f.obj:
+            f.obj = self.objects.alloc("filp")
         self.fds[fd] = f
         if cloexec:
             self.cloexec.add(fd)
@@ -63,7 +70,7 @@ class FDTable:
         return f
 
     def copy(self) -> "FDTable":
-        t = FDTable()
+        t = FDTable(self.objects)
         t.fds = dict(self.fds)
         t.cloexec = set(self.cloexec)
         for f in t.fds.values():
@@ -106,7 +113,9 @@ class Process:
     pdeath_signal: int = 0                  # prctl(PR_SET_PDEATHSIG): sent when the parent exits
     itimer_real: tuple[int, int] = (0, 0)   # alarm/ITIMER_REAL: (uptime deadline ns or 0, interval ns)
     itimer_gen: int = 0                     # bumped when the timer is set: older expiries are void
-    utime_insns: int = 0
+    utime_insns: int = 0                    # instructions retired while on the CPU
+    cutime_insns: int = 0                   # those of its reaped children (and theirs)
+    start_ns: int = 0                       # uptime when it was created
     syscalls: int = 0
 
     def action(self, sig: int) -> SigAction:

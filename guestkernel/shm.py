@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from guestkernel.errors import EEXIST, EINVAL, ENOENT, ENOMEM, ENOSPC, SyscallError
+from guestkernel.gfp import Gfp
 from hw.physmem import PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ class ShmBacking:
         if idx >= seg.pages or not seg.pfns:
             return None  # past the segment: SIGBUS-like, the fault fails
         if seg.pfns[idx] < 0:
-            seg.pfns[idx] = self.registry.frames.alloc(zero=True)
+            seg.pfns[idx] = self.registry.frames.alloc(zero=True, gfp=Gfp.USER)
         return seg.pfns[idx]
 
     def vma_closed(self) -> None:

@@ -19,10 +19,11 @@ if ! command -v mke2fs >/dev/null 2>&1 && ! [ -x /usr/sbin/mke2fs ] && ! [ -x /s
 fi
 export PATH="$PATH:/usr/sbin:/sbin"
 
-# The stress image (images/recipes/stress.py) copies the host's stress-ng and fio; the hybrid
-# image (images/recipes/hybrid.py) its stress, xz and bzip2 (command:package).
+# The base image (images/recipes/base.py) copies the host's procps (free, vmstat, ps); the
+# stress image (images/recipes/stress.py) its stress-ng and fio; the hybrid image
+# (images/recipes/hybrid.py) its stress, xz and bzip2 (command:package).
 missing=()
-for cp in stress-ng:stress-ng fio:fio stress:stress xz:xz-utils bzip2:bzip2; do
+for cp in free:procps vmstat:procps stress-ng:stress-ng fio:fio stress:stress xz:xz-utils bzip2:bzip2; do
   command -v "${cp%%:*}" >/dev/null 2>&1 || missing+=("${cp##*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -30,7 +31,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "setup: ${missing[*]} missing (the stress and hybrid images need them): install the Debian packages ${missing[*]}" >&2
+    echo "setup: ${missing[*]} missing (the base, stress and hybrid images need them): install the Debian packages ${missing[*]}" >&2
   fi
 fi
 

@@ -91,8 +91,10 @@ DEFAULT_KERNEL = "guestkernel.kernel:Kernel"
 def kernel_config(config: MachineConfig) -> KernelConfig:
     """What the machine's configuration tells the kernel it boots."""
     ck = config.checkpoint
+    km = config.kernel.memory
     return KernelConfig(quantum_insns=config.quantum_insns, seed=config.seed,
-                        checkpoint_tcp_ns=ck.tcp_ns if ck.enabled else None)
+                        checkpoint_tcp_ns=ck.tcp_ns if ck.enabled else None,
+                        zones=km.zones, fragmenting_zone_bytes=km.fragmenting_zone_bytes)
 
 
 def load_kernel(spec: str | None, config: MachineConfig) -> Any:

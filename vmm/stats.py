@@ -54,7 +54,7 @@ def registry_for(machine: Any) -> StatsRegistry:
 
 def machine_stats(machine: Any) -> dict[str, Any]:
     """Everything, ready for JSON: values with units and descriptions, the memory map, the wear
-    histogram of each SCM range."""
+    histogram of each SCM range, the kernel's memory state (zones, slabs, reclaim counters)."""
     reg = registry_for(machine)
     out: dict[str, Any] = {
         "machine": machine.config.name,
@@ -68,6 +68,9 @@ def machine_stats(machine: Any) -> dict[str, Any]:
         for name, kind, *_ in machine.cache.ranges:
             if kind == "scm":
                 out["wear"][name] = wear_histogram(machine.cache.wear(name))
+    memory_state = getattr(machine.kernel, "memory_state", None)  # optional in the kernel interface
+    if memory_state is not None:
+        out["kernel_memory"] = memory_state()
     return out
 
 

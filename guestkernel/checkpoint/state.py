@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from unicorn import x86_const as X
 
 from guestkernel.checkpoint.store import pack_pages, unpack_pages
+from guestkernel.gfp import Gfp
 from guestkernel.mm import MM, PAGE, TASK_SIZE, VMA
 from guestkernel.paging import PTE_ADDR, PTE_D
 from guestkernel.process import RUNNABLE, ZOMBIE, FDTable, Process, SigAction
@@ -243,6 +244,7 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
             "pid": p.pid, "ppid": p.ppid, "pgid": p.pgid, "sid": p.sid, "umask": p.umask,
             "exe": p.exe.decode("latin-1"), "comm": p.comm.decode("latin-1"), "state": p.state,
             "exit_status": p.exit_status, "utime_insns": p.utime_insns, "syscalls": p.syscalls,
+            "cutime_insns": p.cutime_insns, "start_ns": p.start_ns,
         }
         procs.append(d)
         if p.state == ZOMBIE:
@@ -274,6 +276,7 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
             fds={str(fd): file_id(f) for fd, f in sorted(p.fds.fds.items())},
             cloexec=sorted(p.fds.cloexec), fdtable=id(p.fds),
             mm={"asid": id(mm), "brk_start": mm.brk_start, "brk": mm.brk,
+                "layout": [mm.arg_start, mm.arg_end, mm.env_start, mm.env_end, mm.start_stack],
                 "vmas": [[v.start, v.end, v.prot, v.shared, getattr(v.backing, "ino", None), v.offset, v.name]
                          for v in mm.vmas]},
             pages=pages_of[mm.asid],
@@ -308,7 +311,7 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
     pipes = []
     tracker.pipes = {}
     for pd in meta["pipes"]:
-        pipe = Pipe("pipe", k.frames)
+        pipe = Pipe("pipe", k.frames, k.slab)
         ring = {}
         for idx, pg, crc in unpack_pages(pd["ring"]):
             k.frames.page(pipe.pfn + idx)[:] = page_at(pg)
@@ -338,10 +341,11 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
     by_scm: dict[int, int] = {}  # SCM page -> frame already holding it (shared after fork)
     procs: dict[int, Process] = {}
     for d in meta["procs"]:
-        p = Process(pid=d["pid"], ppid=d["ppid"], mm=None, fds=FDTable(), cwd=k.fs.root_ino)  # type: ignore[arg-type]
+        p = Process(pid=d["pid"], ppid=d["ppid"], mm=None, fds=FDTable(k.slab), cwd=k.fs.root_ino)  # type: ignore[arg-type]
         p.pgid, p.sid, p.umask = d["pgid"], d["sid"], d["umask"]
         p.exe, p.comm = d["exe"].encode("latin-1"), d["comm"].encode("latin-1")
         p.exit_status, p.utime_insns, p.syscalls = d["exit_status"], d["utime_insns"], d["syscalls"]
+        p.cutime_insns, p.start_ns = d.get("cutime_insns", 0), d.get("start_ns", 0)
         procs[p.pid] = p
         if d["state"] == ZOMBIE:
             p.state = ZOMBIE
@@ -400,6 +404,7 @@ def _restore_mm(k: "Kernel", md: dict[str, Any], pages: list[tuple[int, int, int
                 by_scm: dict[int, int], tracker: PageTracker) -> MM:
     mm = k.new_mm()
     mm.brk_start, mm.brk = md["brk_start"], md["brk"]
+    mm.arg_start, mm.arg_end, mm.env_start, mm.env_end, mm.start_stack = md.get("layout", [0] * 5)
     for start, end, prot, shared, ino, offset, name in md["vmas"]:
         backing = k.file_backing(ino) if ino is not None else None
         v = VMA(start, end, prot, shared, backing, offset, name)
@@ -414,7 +419,7 @@ def _restore_mm(k: "Kernel", md: dict[str, Any], pages: list[tuple[int, int, int
         assert v is not None, f"image page {gva:#x} outside every mapping"
         pfn = by_scm.get(pg) if v.shared else None
         if pfn is None:
-            pfn = frames.alloc(zero=False)
+            pfn = frames.alloc(zero=False, gfp=Gfp.USER)
             frames.page(pfn)[:] = page_at(pg)
             frames.kernel_access(pfn << 12, PAGE, True)
             by_scm.setdefault(pg, pfn)

@@ -104,6 +104,7 @@ class Directories:
         view[off + 8:off + 8 + len(name)] = name
 
     def _add_entry(self, dind: Inode, name: bytes, ino: int, ft: int) -> None:
+        self._dentry_changed(dind.ino, name)
         need = rec_size(len(name))
         full, full_need = self._dir_full.get(dind.ino, (0, 0))
         for fb, p, buf in self._dir_blocks(dind, full if need >= full_need else 0):
@@ -141,6 +142,7 @@ class Directories:
         self._iput(dind)
 
     def _remove_entry(self, dind: Inode, name: bytes) -> tuple[int, int]:
+        self._dentry_changed(dind.ino, name)
         self._dir_full.pop(dind.ino, None)
         for _fb, p, buf in self._dir_blocks(dind):
             if name not in buf:
@@ -163,6 +165,7 @@ class Directories:
 
     def _set_entry(self, dind: Inode, name: bytes, ino: int, ft: int) -> None:
         """Point an existing entry at another inode."""
+        self._dentry_changed(dind.ino, name)
         for _fb, p, buf in self._dir_blocks(dind):
             if name not in buf:
                 continue

@@ -7,10 +7,11 @@ import errno
 import stat as S
 import struct
 from dataclasses import dataclass
+from typing import Callable
 
 from .. import ext2check
 from .fserror import FsError
-from .layout import EA_MAGIC, EXT4_EXTENTS_FL, EXT4_INLINE_DATA_FL, Inode, makedev
+from .layout import EA_MAGIC, EXT4_EXTENTS_FL, EXT4_INLINE_DATA_FL, ROOT_INO, Inode, makedev
 
 
 @dataclass(slots=True)
@@ -52,10 +53,45 @@ class Inodes:
                                     self.blocks_count, S.S_ISLNK(ind.mode) and self._is_fast_symlink(ind))
         if bad:
             raise self.errors.error("ext2_iget", f"inode {ino}: {bad}")
-        self._icache[ino] = ind
-        if len(self._icache) > self.INODE_CACHE_MAX:
-            self._icache.popitem(last=False)
+        self._icache_add(ind)
         return ind
+
+    def use_objects(self, alloc: Callable[[str], int], free: Callable[[int], None]) -> None:
+        """Take the cache entries' kernel objects from now on (the kernel's slab), including
+        for the entries cached while mounting."""
+        self.obj_alloc, self.obj_free = alloc, free
+        for ino in self._icache:
+            self._iobj[ino] = alloc("ext2_inode_cache")
+        for key, (ino, _obj) in self._dcache.items():
+            self._dcache[key] = (ino, alloc("dentry"))
+
+    def _icache_add(self, ind: Inode) -> None:
+        if ind.ino not in self._icache:
+            self._iobj[ind.ino] = self.obj_alloc("ext2_inode_cache")
+        self._icache[ind.ino] = ind
+        if len(self._icache) > self.INODE_CACHE_MAX:
+            self._icache_drop(next(iter(self._icache)))
+
+    def _icache_drop(self, ino: int) -> None:
+        del self._icache[ino]
+        self.obj_free(self._iobj.pop(ino))
+
+    def shrink_caches(self, n: int | None) -> int:
+        """Drop up to n (None: all) of the least recently used dentries, then inodes no open
+        file holds; returns objects freed. Only between file-system operations: a call in
+        progress may hold an inode it looked up."""
+        freed = 0
+        while self._dcache and (n is None or freed < n):
+            _key, (_ino, obj) = self._dcache.popitem(last=False)
+            self.obj_free(obj)
+            freed += 1
+        for ino in list(self._icache):
+            if n is not None and freed >= n:
+                break
+            if ino != ROOT_INO and not self.is_open(ino):
+                self._icache_drop(ino)
+                freed += 1
+        return freed
 
     def _iput(self, ind: Inode) -> None:
         """Write the inode through to its inode-table block."""
@@ -83,7 +119,7 @@ class Inodes:
         ind.mode, ind.uid, ind.gid, ind.links = mode, uid & 0xFFFFFFFF, gid & 0xFFFFFFFF, 1
         ind.atime = ind.mtime = ind.ctime = t
         ind.generation = self._gen
-        self._icache[ino] = ind
+        self._icache_add(ind)
         self._iput(ind)
         return ind
 

@@ -19,17 +19,33 @@ class Namei:
     """Mixed into Ext2: names in directories."""
 
     def lookup(self, dir_ino: int, name: bytes) -> int:
-        dind = self._dir(dir_ino)
-        found = self._find(dind, bytes(name))
-        if found is None:
-            raise FsError(errno.ENOENT, f"ext2: {bytes(name)!r} not found")
-        ino = found[0]
+        key = (dir_ino, bytes(name))
+        hit = self._dcache.get(key)
+        if hit is not None:
+            self._dcache.move_to_end(key)
+            ino = hit[0]
+        else:
+            dind = self._dir(dir_ino)
+            found = self._find(dind, key[1])
+            if found is None:
+                raise FsError(errno.ENOENT, f"ext2: {bytes(name)!r} not found")
+            ino = found[0]
         if ino != ROOT_INO and ino < self.first_ino:
             raise self.errors.error("ext2_get_inode", f"bad inode number: {ino}")
         ind = self._iget(ino)
         if ind.mode == 0 or (ind.links == 0 and ind.dtime):
             raise self.errors.error("ext2_lookup", f"deleted inode referenced: {ino}")
+        if hit is None and key[1] not in (b".", b".."):
+            self._dcache[key] = (ino, self.obj_alloc("dentry"))
+            if len(self._dcache) > self.DENTRY_CACHE_MAX:
+                self.obj_free(self._dcache.popitem(last=False)[1][1])
         return ino
+
+    def _dentry_changed(self, dir_ino: int, name: bytes) -> None:
+        """A directory entry was added, removed or repointed: forget what was cached for it."""
+        hit = self._dcache.pop((dir_ino, bytes(name)), None)
+        if hit is not None:
+            self.obj_free(hit[1])
 
     @staticmethod
     def _check_name(name: bytes) -> bytes:

@@ -27,6 +27,7 @@ class Ext2(Namei, Directories, FileData, BlockMap, Inodes, Allocation):
     root_ino = ROOT_INO
     GD_SIZE = 32
     INODE_CACHE_MAX = 4096
+    DENTRY_CACHE_MAX = 16384
 
     def __init__(self, cache: BlockCache, now: Callable[[], int], log: Callable[[str], None] | None = None) -> None:
         self.cache = cache
@@ -96,7 +97,15 @@ class Ext2(Namei, Directories, FileData, BlockMap, Inodes, Allocation):
         self.free_blocks = sum(g.free_blocks for g in self._groups)
         self.free_inodes = sum(g.free_inodes for g in self._groups)
         self._meta_dirty = (self.free_blocks != sb["free_blocks"] or self.free_inodes != sb["free_inodes"])
+        # The inode cache (write-through: an entry is never dirty) and the dentry cache of
+        # positive lookups, (directory, name) -> inode, both in LRU order and shrinkable. Each
+        # entry pins a kernel object (the kernel's slab: ext2_inode_cache, dentry); host-side
+        # tools leave the object hooks as they are.
         self._icache: OrderedDict[int, Inode] = OrderedDict()
+        self._iobj: dict[int, int] = {}
+        self._dcache: OrderedDict[tuple[int, bytes], tuple[int, int]] = OrderedDict()
+        self.obj_alloc: Callable[[str], int] = lambda cache: 0
+        self.obj_free: Callable[[int], None] = lambda obj: None
         self._gen = 0
         # Asked by rmdir() and rename() for a directory they remove: if it returns True the
         # directory is still open and is left, empty and without links, for the kernel to

@@ -7,7 +7,7 @@ import stat as S
 from typing import TYPE_CHECKING
 
 from guestkernel.errors import ENOTDIR, EPERM, ESRCH, SyscallError
-from guestkernel.sysfs import SysDirFile
+from guestkernel.vfs.pseudo import PseudoDirFile
 from guestkernel.vfs import DEV_DIR, DevDirFile, InodeFile
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def dir_node(k: "Kernel", p: "Process", dirfd: int) -> object:
     f = p.fds.get(dirfd)
     if isinstance(f, DevDirFile):
         return DEV_DIR
-    if isinstance(f, SysDirFile):
+    if isinstance(f, PseudoDirFile):
         return f.node
     if not isinstance(f, InodeFile):
         raise SyscallError(ENOTDIR)

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import stat as S
 import struct
-from typing import TYPE_CHECKING
-
 from guestkernel.errors import EINVAL, ENOENT, ENOTDIR, ERANGE, SyscallError
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.args import dir_node, path_arg, s32
-from guestkernel.sysfs import SysDirFile, SysNode
-from guestkernel.vfs import DEV_DIR, DevDirFile, InodeFile
-
-if TYPE_CHECKING:
-    from guestkernel.kernel import Kernel
+from guestkernel.vfs.pseudo import PseudoDirFile
+from guestkernel.vfs import DevDirFile, InodeFile
 
 
 @syscall("getdents64")
 def sys_getdents64(k, p, fd, buf, count, *_):  # type: ignore[no-untyped-def]
     f = p.fds.get(s32(fd))
-    if not isinstance(f, (InodeFile, DevDirFile, SysDirFile)):
+    if not isinstance(f, (InodeFile, DevDirFile, PseudoDirFile)):
         raise SyscallError(ENOTDIR)
     if isinstance(f, InodeFile) and not S.S_ISDIR(k.fs.stat(f.ino).mode):
         raise SyscallError(ENOTDIR)
@@ -45,32 +40,11 @@ def sys_getdents64(k, p, fd, buf, count, *_):  # type: ignore[no-untyped-def]
 
 @syscall("getcwd")
 def sys_getcwd(k, p, buf, size, *_):  # type: ignore[no-untyped-def]
-    path = cwd_path(k, p.cwd) + b"\0"
+    path = k.vfs.node_path(p.cwd) + b"\0"
     if len(path) > size:
         raise SyscallError(ERANGE)
     p.mm.copy_out(buf, path)
     return len(path)
-
-
-def cwd_path(k: "Kernel", node: object) -> bytes:
-    """Walk '..' up to the root, finding each directory's name in its parent."""
-    if node == DEV_DIR:
-        return b"/dev"
-    if isinstance(node, SysNode):
-        return node.guest_path
-    parts = []
-    fs = k.fs
-    cur = node
-    for _ in range(256):
-        if cur == fs.root_ino:
-            break
-        parent = fs.lookup(cur, b"..")
-        name = next((n for n, ino, _ in fs.readdir(parent) if ino == cur and n not in (b".", b"..")), None)
-        if name is None:
-            raise SyscallError(ENOENT)
-        parts.append(name)
-        cur = parent
-    return b"/" + b"/".join(reversed(parts))
 
 
 @syscall("chdir")

@@ -51,7 +51,9 @@ def sys_mmap(k, p, addr, length, prot, flags, fd, offset):  # type: ignore[no-un
     else:
         start = mm.get_unmapped_area(length, addr)
     mm.map(start, length, prot & 7, shared=shared and (backing is None or isinstance(backing, PmemFile)),
-           backing=backing, offset=offset, name="" if backing else "[anon]")
+           backing=backing, offset=offset,
+           name="[anon]" if backing is None else ("/dev/" + f.node.name if isinstance(f, PmemFile)
+                                                   else f.path.decode(errors="surrogateescape")))
     return start
 
 

@@ -235,11 +235,10 @@ def do_readlink(k: "Kernel", p: "Process", dirfd: int, path: bytes, buf: int, si
     fd = alias_fd(node)
     if fd is not None:
         target = b"/proc/self/fd/" + str(fd).encode()
-    elif not isinstance(node, int) or not S.S_ISLNK(k.fs.stat(node).mode):
+    elif not k.vfs.is_symlink(node):
         raise SyscallError(EINVAL)
     else:
-        target = fs_call(k.fs.readlink, node)
-        k.vfs.relatime(node, k.fs.stat(node))
+        target = fs_call(k.vfs.follow, node)
     target = target[:size]
     p.mm.copy_out(buf, target)
     return len(target)
@@ -247,12 +246,7 @@ def do_readlink(k: "Kernel", p: "Process", dirfd: int, path: bytes, buf: int, si
 
 @syscall("readlink")
 def sys_readlink(k, p, path, buf, size, *_):  # type: ignore[no-untyped-def]
-    path_b = path_arg(k, p, path)
-    if path_b == b"/proc/self/exe":
-        target = p.exe[:size]
-        p.mm.copy_out(buf, target)
-        return len(target)
-    return do_readlink(k, p, AT_FDCWD, path_b, buf, size)
+    return do_readlink(k, p, AT_FDCWD, path_arg(k, p, path), buf, size)
 
 
 @syscall("readlinkat")

@@ -3,8 +3,8 @@
 Paths resolve inside the guest's root file system only: `..` at the root stays at the root and
 absolute symlink targets restart at the guest root, so nothing of the host is reachable. `/dev` is
 a small device directory provided by the kernel (null, zero, full, random, urandom, tty, console,
-stdin/stdout/stderr), laid over the image; `/sys` likewise is the kernel's read-only sysfs
-(guestkernel/sysfs.py).
+stdin/stdout/stderr), laid over the image; `/sys` and `/proc` likewise are the kernel's pseudo
+file systems (guestkernel/pseudofs/).
 
     lookup.py     path resolution (PathLookup, mixed into VFS), MAX_SYMLINKS, Node
     core.py       VFS: attributes of nodes, opening them, directory listings, open counts

@@ -7,8 +7,8 @@ import random
 import stat as S
 from typing import TYPE_CHECKING, Callable
 
-from guestkernel import sysfs
 from guestkernel.errors import EACCES, EISDIR, ENOENT, ENOTDIR, SyscallError
+from guestkernel.vfs.pseudo import PseudoDirFile, PseudoFS, PseudoNode
 from guestkernel.vfs.devices import (DEV_DIR, DEVICES, FD_ALIASES, PMEM_MAJOR, DevDirFile, DevFile, DevNode,
                                      PmemFile, PmemRegion)
 from guestkernel.vfs.file import (DT_BLK, DT_CHR, DT_DIR, DT_LNK, O_ACCMODE, O_DIRECTORY, O_RDONLY, O_TRUNC,
@@ -21,11 +21,14 @@ if TYPE_CHECKING:
 
 
 class VFS(PathLookup):
-    """The guest's file system: ext2 with /dev and /sys laid over it."""
+    """The guest's file system: ext2 with /dev, /sys and /proc laid over it."""
 
     def __init__(self, fs: "Ext2", console: object, now: Callable[[], int], seed: int,
-                 frames: "Frames | None" = None, pmem: list[PmemRegion] | None = None) -> None:
+                 frames: "Frames | None" = None, pmem: list[PmemRegion] | None = None,
+                 pseudo: list[PseudoFS] | None = None) -> None:
         self.fs = fs
+        # The pseudo file systems by mount point below / (the kernel's /sys and /proc).
+        self.pseudo: dict[str, PseudoFS] = {p.mount: p for p in pseudo or []}
         self.frames = frames
         self.devices = dict(DEVICES)
         self.pmem = {r.name: r for r in pmem or []}
@@ -55,8 +58,8 @@ class VFS(PathLookup):
             return Stat(ino=100 + node.minor + 16 * node.major, mode=kind, rdev=node.rdev, dev=0x5)
         if isinstance(node, str):
             return Stat(ino=3, mode=S.S_IFLNK | 0o777, dev=0x5)
-        if isinstance(node, sysfs.SysNode):
-            return sysfs.stat(node)
+        if isinstance(node, PseudoNode):
+            return self.pseudo[node.fs].stat(node)
         st = self.fs.stat(node)
         self.on_file_read(node)
         return Stat(ino=st.ino, mode=st.mode, nlink=st.nlink, uid=st.uid, gid=st.gid, size=st.size,
@@ -80,8 +83,8 @@ class VFS(PathLookup):
             return DevFile(self, node, flags)
         if isinstance(node, str):
             raise SyscallError(ENOENT)  # fd aliases are handled by the caller
-        if isinstance(node, sysfs.SysNode):
-            return sysfs.open_node(node, flags)
+        if isinstance(node, PseudoNode):
+            return self.pseudo[node.fs].open(node, flags)
         st = self.fs.stat(node)
         if S.S_ISDIR(st.mode) and ((flags & O_ACCMODE) != O_RDONLY or flags & O_TRUNC):
             raise SyscallError(EISDIR)  # O_TRUNC asks for write access
@@ -125,8 +128,9 @@ class VFS(PathLookup):
                      for n, d in self.devices.items()]
             ents += [(n.encode(), 3, DT_LNK) for n in FD_ALIASES]
             return _counted(ents, pos)
-        if isinstance(f, sysfs.SysDirFile):
-            return _counted(sysfs.readdir(f, self.fs.root_ino), pos)
+        if isinstance(f, PseudoDirFile):
+            parent = self.fs.root_ino if f.node.is_root else f.fs.ino(f.node.parent().path)
+            return _counted(f.fs.readdir(f.node, parent), pos)
         assert isinstance(f, InodeFile)
         size = self.fs.stat(f.ino).size
         if pos >= size:
@@ -134,12 +138,34 @@ class VFS(PathLookup):
                             # mounts ext2 on Debian's kernels and is the reference we test against)
         ents = self.fs.dir_stream(f.ino, pos)
         end = size
-        if f.ino == self.fs.root_ino:  # the mount points /dev and /sys, when the image lacks them
-            for name, ino in ((b"dev", 1), (b"sys", sysfs.stat(sysfs.ROOT).ino)):
+        if f.ino == self.fs.root_ino:  # the mount points /dev, /sys, /proc, when the image lacks them
+            for name, ino in ((b"dev", 1), *((m.encode(), 1) for m in self.pseudo)):
                 if not any(n == name for _, n, _, _ in self.fs.dir_stream(f.ino)):
                     ents.append((end, name, ino, DT_DIR))
                     end += 1
         return ents, end
+
+
+    def node_path(self, node: Node) -> bytes:
+        """The absolute path of a directory node (getcwd, /proc/PID/cwd): walk '..' up to the
+        root, finding each directory's name in its parent."""
+        if node == DEV_DIR:
+            return b"/dev"
+        if isinstance(node, PseudoNode):
+            return node.guest_path
+        parts = []
+        fs = self.fs
+        cur = node
+        for _ in range(256):
+            if cur == fs.root_ino:
+                break
+            parent = fs.lookup(cur, b"..")
+            name = next((n for n, ino, _ in fs.readdir(parent) if ino == cur and n not in (b".", b"..")), None)
+            if name is None:
+                raise SyscallError(ENOENT)
+            parts.append(name)
+            cur = parent
+        return b"/" + b"/".join(reversed(parts))
 
 
 def _counted(ents: list[tuple[bytes, int, int]], pos: int) -> tuple[list[tuple[int, bytes, int, int]], int]:

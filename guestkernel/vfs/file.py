@@ -52,6 +52,7 @@ class OpenFile:
     """An open file description (shared by dup'ed descriptors and across fork)."""
 
     kind = "file"
+    obj = 0  # its filp object in the kernel's slab (installed in a descriptor table)
 
     def __init__(self, flags: int) -> None:
         self.flags = flags

@@ -6,13 +6,13 @@ from __future__ import annotations
 import stat as S
 from typing import Any
 
-from guestkernel import sysfs
+from guestkernel.vfs.pseudo import LINK, PseudoNode
 from guestkernel.errors import ELOOP, ENAMETOOLONG, ENOENT, ENOTDIR, SyscallError
 from guestkernel.vfs.devices import DEV_DIR, FD_ALIASES, DevNode
 from guestkernel.vfs.file import fs_error
 
 MAX_SYMLINKS = 40
-Node = Any  # an ext2 inode number, a DevNode, DEV_DIR, an "fd:" alias or a sysfs.SysNode
+Node = Any  # an ext2 inode number, a DevNode, DEV_DIR, an "fd:" alias or a PseudoNode (/sys, /proc)
 
 
 class PathLookup:
@@ -28,14 +28,16 @@ class PathLookup:
             if dev is None and name.decode(errors="replace") not in FD_ALIASES:
                 raise SyscallError(ENOENT)
             return dev if dev is not None else "fd:" + name.decode()
-        if isinstance(dir_node, sysfs.SysNode):
-            return self.fs.root_ino if dir_node == sysfs.ROOT and name == b".." else sysfs.lookup(dir_node, name)
+        if isinstance(dir_node, PseudoNode):
+            if dir_node.is_root and name == b"..":
+                return self.fs.root_ino
+            return self.pseudo[dir_node.fs].lookup(dir_node, name)
         if isinstance(dir_node, (DevNode, str)):
             raise SyscallError(ENOTDIR)
         if dir_node == self.fs.root_ino and name == b"dev":
             return DEV_DIR
-        if dir_node == self.fs.root_ino and name == b"sys":
-            return sysfs.ROOT
+        if dir_node == self.fs.root_ino and name.decode(errors="replace") in self.pseudo:
+            return self.pseudo[name.decode()].root
         try:
             return self.fs.lookup(dir_node, name)
         except Exception as e:  # FsError carries an errno
@@ -47,12 +49,10 @@ class PathLookup:
         if name in (b"", b".", b".."):
             return parent if name != b".." else self.lookup(parent, b"..")
         node = self.lookup(parent, name)
-        if follow and isinstance(node, int) and S.S_ISLNK(self.fs.stat(node).mode):
+        if follow and self.is_symlink(node):
             if _depth >= MAX_SYMLINKS:
                 raise SyscallError(ELOOP)
-            target = self.fs.readlink(node)
-            self.relatime(node, self.fs.stat(node))  # following a link reads it
-            return self.resolve(target, parent, follow=True, _depth=_depth + 1)
+            return self.resolve(self.follow(node), parent, follow=True, _depth=_depth + 1)
         return node
 
     def resolve_parent(self, path: bytes, cwd: Node, *, _depth: int = 0,
@@ -90,19 +90,31 @@ class PathLookup:
         if comp == b".":
             return node
         nxt = self.lookup(node, comp)
-        if isinstance(nxt, int) and S.S_ISLNK(self.fs.stat(nxt).mode):
+        if self.is_symlink(nxt):
             if depth >= MAX_SYMLINKS:
                 raise SyscallError(ELOOP)
-            self.relatime(nxt, self.fs.stat(nxt))
-            nxt = self.resolve(self.fs.readlink(nxt), node, follow=True, _depth=depth + 1)
+            nxt = self.resolve(self.follow(nxt), node, follow=True, _depth=depth + 1)
         return nxt
 
+    def is_symlink(self, node: Node) -> bool:
+        if isinstance(node, int):
+            return S.S_ISLNK(self.fs.stat(node).mode)
+        return isinstance(node, PseudoNode) and self.pseudo[node.fs].get(node).kind == LINK
+
+    def follow(self, node: Node) -> bytes:
+        """A symbolic link's target (reading an ext2 link updates its atime)."""
+        if isinstance(node, PseudoNode):
+            return self.pseudo[node.fs].readlink(node)
+        target = self.fs.readlink(node)
+        self.relatime(node, self.fs.stat(node))
+        return target
+
     def _require_dir(self, node: Node) -> None:
-        if node == DEV_DIR or (isinstance(node, sysfs.SysNode) and node.is_dir):
+        if node == DEV_DIR or (isinstance(node, PseudoNode) and self.pseudo[node.fs].get(node).kind == "dir"):
             return
         if not isinstance(node, int) or not S.S_ISDIR(self.fs.stat(node).mode):
             raise SyscallError(ENOTDIR)
 
     def is_dir(self, node: Node) -> bool:
         return (node == DEV_DIR or (isinstance(node, int) and S.S_ISDIR(self.fs.stat(node).mode))
-                or (isinstance(node, sysfs.SysNode) and node.is_dir))
+                or (isinstance(node, PseudoNode) and self.pseudo[node.fs].get(node).kind == "dir"))

@@ -7,10 +7,12 @@ import stat as S
 from typing import TYPE_CHECKING
 
 from guestkernel.errors import EAGAIN, EBADF, EPIPE, Block, SyscallError
+from guestkernel.slab import NO_OBJECTS
 from guestkernel.vfs.file import O_ACCMODE, O_NONBLOCK, O_RDONLY, O_WRONLY, OpenFile, Stat
 from guestkernel.vfs.waitqueue import WaitQueue
 
 if TYPE_CHECKING:
+    from guestkernel.slab import Objects
     from guestkernel.frames import Frames
 
 PIPE_CAPACITY = 65536
@@ -23,9 +25,12 @@ class Pipe:
     PAGES = 1 << ORDER
     _serials = itertools.count(1)
 
-    def __init__(self, name: str, frames: "Frames") -> None:
+    def __init__(self, name: str, frames: "Frames", objects: "Objects" = NO_OBJECTS) -> None:
         self.frames = frames
+        self.objects = objects
         self.pfn = frames.alloc_block(self.ORDER)
+        # Linux's pipe_inode_info.bufs: one pipe_buffer per ring slot
+        self.buffers = [objects.alloc("pipe_buffer") for _ in range(self.PAGES)]
         self.head = 0   # ring offset of the oldest byte
         self.count = 0  # bytes buffered
         self.readers = 0
@@ -70,6 +75,9 @@ class Pipe:
         if self.readers == 0 and self.writers == 0 and self.pfn >= 0:
             self.frames.free_block(self.pfn, self.ORDER)
             self.pfn = -1
+            for obj in self.buffers:
+                self.objects.free(obj)
+            self.buffers = []
 
 
 class PipeEnd(OpenFile):

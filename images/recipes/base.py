@@ -1,4 +1,5 @@
-"""Default guest image: dash as /bin/sh, a few coreutils/grep/sed/tar/gzip, and /data."""
+"""Default guest image: dash as /bin/sh, a few coreutils/grep/sed/tar/gzip, procps (free, vmstat,
+ps), and /data."""
 
 from images.build import Recipe
 from images.dataset import DEFAULTS
@@ -39,7 +40,8 @@ RECIPE = Recipe(
         **{tool: f"/bin/{tool}" for tool in
            ("grep", "tar", "gzip", "cat", "ls", "mkdir", "rm", "wc", "sed", "find", "date",
             "sort", "head", "tail", "tr", "cut", "uniq", "cp", "mv", "ln", "chmod", "touch", "rmdir",
-            "true", "false", "echo", "sleep", "env", "stat", "md5sum", "cmp", "diff", "xargs", "uname", "od", "expr", "basename", "dirname", "seq", "sync")},
+            "true", "false", "echo", "sleep", "env", "stat", "md5sum", "cmp", "diff", "xargs", "uname", "od", "expr", "basename", "dirname", "seq", "sync",
+            "readlink", "free", "vmstat", "ps")},
     },
     files={
         "/sbin/init": INIT,

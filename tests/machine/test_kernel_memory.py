@@ -54,6 +54,46 @@ def test_no_frame_leaks_after_processes_exit(base_image, tmp_path):
     assert r.exit_code == 0
     k = m.kernel
     assert not k.procs
-    # What is left: the cached blocks of the page cache and the shared sentinel page.
-    assert k.frames.allocated == len(k.pagecache.pages) + 1
+    # What is left: the cached blocks of the page cache, the shared sentinel page and the slabs;
+    # in the slabs, only the cached inodes and dentries: no open file, VMA or pipe survives.
+    slab = k.slab.totals()["slab_pages"]
+    assert k.frames.allocated == len(k.pagecache.pages) + 1 + slab
+    live = {name: c.active_objs for name, c in k.slab.caches.items() if c.active_objs}
+    assert set(live) <= {"ext2_inode_cache", "dentry"}, live
+    assert live["ext2_inode_cache"] == len(k.fs._icache) and live["dentry"] == len(k.fs._dcache)
+    # Dropping the slab caches gives every slab page back but the one of the root inode, which
+    # stays pinned as Linux's root dentry does.
+    k.reclaim.drop_caches(2, type("P", (), {"comm": b"test", "pid": 0})())
+    assert {n: c.active_objs for n, c in k.slab.caches.items() if c.active_objs} == {"ext2_inode_cache": 1}
+    assert k.slab.totals()["slab_pages"] == 1 and k.frames.allocated == len(k.pagecache.pages) + 2
     assert MAX_ORDER == 11
+
+
+def test_split_zones_keep_kernel_objects_and_page_cache_apart(base_image, tmp_path):
+    """must-hold 4: with zones = "split", long-lived kernel memory (page tables, slabs of the inode
+    and dentry caches) is only ever placed in the fragmenting zone (Normal), and page-cache and
+    user pages land there only by the table's fallback, when the non-fragmenting zone (Movable)
+    is short; a Movable zone smaller than what sort holds makes that fallback happen (user pages
+    cannot be reclaimed without swap)."""
+    from guestkernel.gfp import Gfp
+    from vmm.config import apply_overrides, load_machine
+
+    image = tmp_path / "disk.img"
+    shutil.copyfile(base_image, image)
+    cfg = apply_overrides(load_machine(None), ["pool.dram0.size=48MiB", "pool.dram1.size=16MiB",
+                                               "kernel.memory.zones=split", "kernel.memory.fragmenting_zone=56MiB"])
+    m = Machine(image, cfg, console=Console(None, None, capture=True))
+    r = m.run(["/bin/sh", "-c", "for i in 1 2 3 4 5 6; do cat /data/corpus.txt > /tmp/c$i; done; "
+                                "tar cf /tmp/t.tar -C /data tree; ls -R /data > /dev/null; sort /tmp/c1 /tmp/c2 | md5sum; "
+                                "rm /tmp/c* /tmp/t.tar"])
+    assert r.exit_code == 0
+    f = m.kernel.frames
+    assert [z.name for z in f.zones] == ["Normal", "Movable"]
+    placed = {(Gfp(g).name, zone): n for (g, zone), n in f.placements.items()}
+    for kind in (Gfp.KERNEL, Gfp.RECLAIMABLE):
+        assert f.placements[(kind, "Movable")] == 0, placed
+        assert f.placements[(kind, "Normal")] > 0, placed
+    for kind in (Gfp.PAGECACHE, Gfp.USER, Gfp.BUFFER):
+        assert f.placements[(kind, "Normal")] == f.fallbacks[(kind, "Normal")], placed
+    assert f.fallbacks[(Gfp.USER, "Normal")] > 0, placed  # the fallback was exercised
+    assert f.placements[(Gfp.PAGECACHE, "Movable")] > 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vmm.config import GiB, MiB, apply_overrides, default_machine, load_machine
 from vmm.machine import Machine
-from guestkernel.frames import linux_zones
+from guestkernel.zones import linux_zones
 from hw.console import Console
 from tests.conftest import run_native
 

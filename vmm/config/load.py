@@ -207,11 +207,8 @@ def _set(cfg: MachineConfig, key: str, value: Any, text: bool, source: str) -> M
     if len(parts) == 1:
         return dataclasses.replace(cfg, **{top.name: _coerce(top, value, text, source, key)})
     parse = top.metadata["parse"]
-    if parse == "table" and len(parts) == 2:
-        sub = getattr(cfg, top.name)
-        f = _field_named(type(sub), parts[1], source, key)
-        new = dataclasses.replace(sub, **{f.name: _coerce(f, value, text, source, key)})
-        return dataclasses.replace(cfg, **{top.name: new})
+    if parse == "table":
+        return dataclasses.replace(cfg, **{top.name: _set_in(getattr(cfg, top.name), parts[1:], value, text, source, key)})
     if parse == "pools" and len(parts) == 3:
         sel = parts[1]
         m = re.fullmatch(r"\[?(\d+)\]?", sel)
@@ -224,6 +221,16 @@ def _set(cfg: MachineConfig, key: str, value: Any, text: bool, source: str) -> M
         pools[idx] = dataclasses.replace(pools[idx], **{f.name: _coerce(f, value, text, source, key)})
         return dataclasses.replace(cfg, pools=tuple(pools))
     raise _err(source, key, "bad key (use KEY, SECTION.KEY or pool.<name>.KEY)")
+
+
+def _set_in(table: Any, parts: list[str], value: Any, text: bool, source: str, key: str) -> Any:
+    """Set SECTION[.SUBSECTION...].KEY inside a section (kernel.memory.zones=split)."""
+    f = _field_named(type(table), parts[0], source, key)
+    if len(parts) == 1:
+        return dataclasses.replace(table, **{f.name: _coerce(f, value, text, source, key)})
+    if f.metadata["parse"] != "table":
+        raise _err(source, key, f"{parts[0]!r} is a value, not a section")
+    return dataclasses.replace(table, **{f.name: _set_in(getattr(table, f.name), parts[1:], value, text, source, key)})
 
 
 def derive(cfg: MachineConfig, **overrides: Any) -> MachineConfig:

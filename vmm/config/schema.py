@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from guestkernel.interface import ZONE_POLICIES as ZONE_POLICIES  # the kernel says which it has
 from hw.cachemodel import LEVELS
 from vmm.config.units import GiB, KiB, MiB, hex_addr
 
@@ -196,6 +197,25 @@ class PlacementConfig:
 
 
 @dataclass(frozen=True)
+class KernelMemoryConfig:
+    """How the guest kernel manages its memory (guestkernel/zones.py): the zone policy."""
+
+    zones: str = _f("'single' (Linux's zones by address), 'split' (the split-zone paper: a fragmenting "
+                    "zone for long-lived kernel objects, a non-fragmenting one for the rest, one-way "
+                    "fallback) or 'mobility' (Linux's grouping of pageblocks by mobility)", parse="str",
+                    default="single")
+    fragmenting_zone_bytes: int = _f("split: the fragmenting zone's size, at the bottom of RAM (0: a "
+                                     "quarter of RAM)", parse="size", toml="fragmenting_zone", default=0)
+
+
+@dataclass(frozen=True)
+class KernelSectionConfig:
+    """Settings of the guest kernel."""
+
+    memory: KernelMemoryConfig = _f("memory management", parse="table", factory=KernelMemoryConfig)
+
+
+@dataclass(frozen=True)
 class GuestRange:
     """One range of the derived guest-physical map."""
 
@@ -242,6 +262,7 @@ class MachineConfig:
                                       factory=CheckpointConfig)
     placement: PlacementConfig = _f("host-side page placement between DRAM and slower memory",
                                     parse="table", factory=PlacementConfig)
+    kernel: KernelSectionConfig = _f("the guest kernel", parse="table", factory=KernelSectionConfig)
     seed: int = _f("guest randomness", default=1)
     quantum_insns: int = _f("scheduler time slice", default=10_000_000)
 
@@ -316,5 +337,6 @@ class MachineConfig:
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "interleave": InterleaveConfig,
                              "storage": StorageConfig, "checkpoint": CheckpointConfig,
                              "guest": GuestConfig, "ept": EptConfig,
-                             "placement": PlacementConfig}
+                             "placement": PlacementConfig, "kernel": KernelSectionConfig,
+                             "memory": KernelMemoryConfig}
 

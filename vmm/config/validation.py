@@ -8,7 +8,7 @@ from dataclasses import fields
 from typing import Iterable
 
 from vmm.config.schema import (
-    EPT_INITIAL, KINDS, PLACEMENT_POLICIES, MAX_CHANNEL, MODEL_LEVELS, PAGE_BYTES, PERSISTENCE_DOMAINS, SUPPORTED_LINE_BYTES,
+    EPT_INITIAL, KINDS, PLACEMENT_POLICIES, ZONE_POLICIES, MAX_CHANNEL, MODEL_LEVELS, PAGE_BYTES, PERSISTENCE_DOMAINS, SUPPORTED_LINE_BYTES,
     CacheConfig, InterleaveConfig, MachineConfig, RangeConfig, StorageConfig, _key_of,
 )
 from vmm.config.units import KiB, hex_addr, human_size
@@ -192,6 +192,12 @@ def validate(cfg: MachineConfig, source: str = "<machine>", style: str = "toml",
     if not cfg.guest.ram and not cfg.dram:
         raise _err(source, "guest.ram", "no guest RAM: list it (guest.ram = [{from = POOL}]) or add a 'dram' pool")
     _validate_placement(cfg, source)
+    km = cfg.kernel.memory
+    _choice(source, "kernel.memory.zones", "zone policy", km.zones, ZONE_POLICIES)
+    ram = sum(g.size_bytes for g in cfg.guest_ranges("ram"))
+    if km.fragmenting_zone_bytes % PAGE_BYTES or not 0 <= km.fragmenting_zone_bytes < ram:
+        raise _err(source, "kernel.memory.fragmenting_zone", f"must be a whole number of pages below the "
+                   f"guest RAM size ({human_size(ram)})")
     return cfg
 
 

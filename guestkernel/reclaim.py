@@ -1,0 +1,152 @@
+"""Memory pressure: zone watermarks, kswapd, direct reclaim, drop_caches and the OOM killer.
+
+Watermarks are Linux's (mm/page_alloc.c): min_free_kbytes = sqrt(16 x lowmem kB), clamped to
+[128 kB, 256 MiB]; each zone's min is its share of that, low and high add max(min/4, 0.1 % of
+the zone) once and twice. The allocator (frames.py) serves from zones above low; below low it
+wakes kswapd, which runs at the next scheduling point and frees until every zone is above
+high; below min an allocation reclaims directly, and when nothing more can be freed the OOM
+killer kills the process with the most memory (SIGKILL, logged as Linux logs it).
+
+What can be freed: clean page-cache pages no process maps, oldest first (dirty ones are written
+back first, never dropped; with checkpointing, storage may change only at a checkpoint, so dirty
+pages stay), and empty or unused objects of the reclaimable slab caches (the inode and dentry
+caches). Reclaim work is charged to the virtual clock: per page scanned, per page freed, and a
+block write per page written back (the cost model's constants below).
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from guestkernel.gfp import Gfp
+from hw.clock import BLOCK_IO_NS
+
+if TYPE_CHECKING:
+    from guestkernel.buddy import BuddyAllocator
+    from guestkernel.kernel import Kernel
+    from guestkernel.process import Process
+
+RECLAIM_SCAN_NS = 50      # looking at one LRU page
+RECLAIM_FREE_NS = 300     # unmapping and freeing one page
+WATERMARK_SCALE = 10      # vm.watermark_scale_factor: 0.1 % of a zone between watermarks
+KSWAPD_BATCH = 32         # SWAP_CLUSTER_MAX: pages per reclaim pass
+
+
+def min_free_kbytes(total_pages: int) -> int:
+    return min(262144, max(128, math.isqrt(total_pages * 4 * 16)))
+
+
+def set_watermarks(zones: list["BuddyAllocator"], min_free_kb: int) -> None:
+    total = sum(z.nframes for z in zones)
+    pages_min = min_free_kb // 4
+    for z in zones:
+        zmin = pages_min * z.nframes // total
+        step = max(zmin // 4, z.nframes * WATERMARK_SCALE // 10000)
+        z.wmark_min, z.wmark_low, z.wmark_high = zmin, zmin + step, zmin + 2 * step
+
+
+class Reclaim:
+    """The kernel's reclaim: installed as the allocator's pressure handler."""
+
+    def __init__(self, k: "Kernel") -> None:
+        self.k = k
+        self.min_free_kb = min_free_kbytes(k.frames.total_frames)
+        set_watermarks(k.frames.zones, self.min_free_kb)
+        k.frames.on_pressure = self.direct
+        self.busy = False  # reclaim allocates nothing itself, but a shrinker must not recurse
+
+    # --- what can be freed --------------------------------------------------------------------
+    def shrink(self, want: int, zones: "list[BuddyAllocator] | None", kind: str) -> int:
+        """Free up to `want` pages (page cache first, then the reclaimable slab caches) in
+        `zones` (None: anywhere); returns pages freed. `kind` is kswapd or direct."""
+        k = self.k
+        ev = k.frames.events
+        in_zone = None
+        if zones is not None:
+            spans = [(z.base_pfn, z.base_pfn + z.nframes) for z in zones]
+
+            def in_zone(pfn: int) -> bool:
+                return any(a <= pfn < b for a, b in spans)
+        before = k.pagecache.stats.writebacks
+        scanned, freed = k.pagecache.reclaim(want, in_zone)
+        k.clock.charge(scanned * RECLAIM_SCAN_NS + freed * RECLAIM_FREE_NS
+                       + (k.pagecache.stats.writebacks - before) * BLOCK_IO_NS)
+        ev[f"pgscan_{kind}"] += scanned
+        ev[f"pgsteal_{kind}"] += freed
+        ev["pgscan_file"] += scanned
+        ev["pgsteal_file"] += freed
+        if freed < want:
+            # The object caches' shrinkers only run between file-system operations (kswapd at
+            # a scheduling point); direct reclaim may come from inside one, so it returns only
+            # the slabs that are already empty.
+            got = k.slab.reclaim(want - freed) if kind == "kswapd" else k.slab.shrink()
+            ev["slabs_scanned"] += got
+            k.clock.charge(got * RECLAIM_FREE_NS)
+            freed += got
+        return freed
+
+    # --- kswapd ---------------------------------------------------------------------------------
+    def kswapd(self) -> None:
+        """Run at scheduling points when a zone went below low: reclaim until every zone is
+        above its high watermark, or nothing more can be freed."""
+        f = self.k.frames
+        if not f.kswapd_wanted or self.busy:
+            return
+        f.kswapd_wanted = False
+        f.events["pageoutrun"] += 1
+        self.busy = True
+        try:
+            while True:
+                short = [z for z in f.zones if z.free_frames < z.wmark_high]
+                if not short:
+                    break
+                want = max(KSWAPD_BATCH, max(z.wmark_high - z.free_frames for z in short))
+                if not self.shrink(want, short, "kswapd"):
+                    break
+        finally:
+            self.busy = False
+
+    # --- direct reclaim and the OOM killer ------------------------------------------------------
+    def direct(self, order: int, gfp: Gfp) -> bool:
+        """An allocation found no zone above min: reclaim in its zones; if nothing could be
+        freed, kill a process. True if the allocation should be tried again."""
+        if self.busy:
+            return False
+        f = self.k.frames
+        zones = f.zonelists[gfp]
+        f.events[f"allocstall_{zones[0].name.split('.')[0].lower()}"] += 1
+        self.busy = True
+        try:
+            if self.shrink(max(KSWAPD_BATCH, 2 << order), zones, "direct"):
+                return True
+        finally:
+            self.busy = False
+        return self.k.oom_kill(order, gfp)
+
+    def drop_caches(self, mode: int, who: "Process") -> None:
+        """/proc/sys/vm/drop_caches: 1 the clean page cache, 2 the reclaimable slab objects,
+        3 both (dirty pages and objects in use stay), logged as Linux logs it."""
+        k = self.k
+        ev = k.frames.events
+        if mode & 1:
+            k.pagecache.drop_clean()
+            ev["drop_pagecache"] += 1
+        if mode & 2:
+            k.slab.reclaim(None)
+            ev["drop_slab"] += 1
+        k.log.append(f"{who.comm.decode(errors='replace')} ({who.pid}): drop_caches: {mode}")
+
+
+def oom_victim(k: "Kernel") -> "Process | None":
+    """Linux's oom_badness without adjustments: the process with the most resident pages and
+    page tables (ties: the higher pid, the later started); init is never chosen."""
+    best, best_score = None, -1
+    seen: set[int] = set()
+    for p in sorted(k.procs.values(), key=lambda q: q.pid):
+        if p.pid == 1 or p.mm is None or p.state == "zombie" or p.leader is not None or id(p.mm) in seen:
+            continue
+        seen.add(id(p.mm))
+        score = p.mm.resident_pages() + len(p.mm.aspace.table_frames)
+        if score >= best_score:
+            best, best_score = p, score
+    return best
