@@ -87,24 +87,31 @@ class Frames:
         return pfn
 
     def _try_alloc(self, order: int, gfp: Gfp, floor: str) -> int | None:
-        need = 1 << order
         for i, z in enumerate(self.zonelists[gfp]):
-            mark = z.wmark_low if floor == "low" else z.wmark_min if floor == "min" else 0
-            if z.free_frames - need < mark:
-                continue
-            try:
-                pfn = z.alloc(order, gfp)
-            except OutOfMemory:  # enough pages, but no block that large (fragmentation)
-                continue
-            self.events[z.pgalloc] += need
-            z.used_by_kind[gfp] += need
-            self.placements[(gfp, z.name)] += need
-            if i:  # not the kind's preferred zone: a fallback of the zonelist
-                self.fallbacks[(gfp, z.name)] += need
-            if z.free_frames < z.wmark_low:
-                self.kswapd_wanted = True
-            return pfn
+            pfn = self.alloc_in(z, order, gfp, floor, fallback=i > 0)
+            if pfn is not None:
+                return pfn
         return None
+
+    def alloc_in(self, z: BuddyAllocator, order: int, gfp: Gfp, floor: str, fallback: bool = False) -> int | None:
+        """A block from zone z if it stays above the watermark `floor` (low, min or reserves),
+        counted; None if not. (Not yet taken: the caller sets its references.)"""
+        need = 1 << order
+        mark = z.wmark_low if floor == "low" else z.wmark_min if floor == "min" else 0
+        if z.free_frames - need < mark:
+            return None
+        try:
+            pfn = z.alloc(order, gfp)
+        except OutOfMemory:  # enough pages, but no block that large (fragmentation)
+            return None
+        self.events[z.pgalloc] += need
+        z.used_by_kind[gfp] += need
+        self.placements[(gfp, z.name)] += need
+        if fallback:  # not the kind's preferred zone: a fallback of the zonelist
+            self.fallbacks[(gfp, z.name)] += need
+        if z.free_frames < z.wmark_low:
+            self.kswapd_wanted = True
+        return pfn
 
     def _zone_of(self, pfn: int) -> BuddyAllocator:
         for z in self.zones:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from guestkernel.compaction import POLICIES_THAT_COMPACT, compact_zone
 from guestkernel.gfp import Gfp
 from hw.clock import BLOCK_IO_NS
 
@@ -30,6 +31,7 @@ RECLAIM_SCAN_NS = 50      # looking at one LRU page
 RECLAIM_FREE_NS = 300     # unmapping and freeing one page
 WATERMARK_SCALE = 10      # vm.watermark_scale_factor: 0.1 % of a zone between watermarks
 KSWAPD_BATCH = 32         # SWAP_CLUSTER_MAX: pages per reclaim pass
+COSTLY_ORDER = 3          # PAGE_ALLOC_COSTLY_ORDER: above it, no OOM kill for a block
 
 
 def min_free_kbytes(total_pages: int) -> int:
@@ -117,11 +119,21 @@ class Reclaim:
         f.events[f"allocstall_{zones[0].name.split('.')[0].lower()}"] += 1
         self.busy = True
         try:
+            if order and self.compact(zones, order):  # a free block by migration first
+                return True
             if self.shrink(max(KSWAPD_BATCH, 2 << order), zones, "direct"):
                 return True
         finally:
             self.busy = False
+        if order > COSTLY_ORDER:
+            return False  # a large block that cannot be made is not worth a process (Linux)
         return self.k.oom_kill(order, gfp)
+
+    def compact(self, zones: "list[BuddyAllocator]", order: int) -> bool:
+        """Direct compaction in the allocation's zones, where the zone policy has it."""
+        if self.k.frames.policy not in POLICIES_THAT_COMPACT:
+            return False
+        return any(compact_zone(self.k, z, order) for z in zones)
 
     def drop_caches(self, mode: int, who: "Process") -> None:
         """/proc/sys/vm/drop_caches: 1 the clean page cache, 2 the reclaimable slab objects,
