@@ -172,7 +172,8 @@ def test_comm_with_spaces_and_parentheses():
 
 def test_host_memory_files_describe_the_same_zones():
     """buddyinfo and pagetypeinfo list the populated zones of zoneinfo, with the same number of orders."""
-    buddy = parse_buddyinfo(host("/proc/buddyinfo"))
+    text = host("/proc/buddyinfo")
+    buddy = parse_buddyinfo(text)
     pti = parse_pagetypeinfo(host("/proc/pagetypeinfo"))
     zones = parse_zoneinfo(host("/proc/zoneinfo"))
     populated = [(z.node, z.name) for z in zones if z.populated]
@@ -465,14 +466,15 @@ def test_index_files_over_the_host_buddyinfo():
     """The host's debugfs is not mounted here (mounting it is not allowed), so the index files are rendered
     from the host's buddyinfo with the kernel's formats and formulas, and parsed back; if debugfs is mounted
     its real files are parsed too."""
-    buddy = parse_buddyinfo(host("/proc/buddyinfo"))
+    text = host("/proc/buddyinfo")  # one read: the live host's counts change between two
+    buddy = parse_buddyinfo(text)
     ext = [(b.node, b.zone, [extfrag_index(b.free, o) for o in range(len(b.free))]) for b in buddy]
     unu = [(b.node, b.zone, [unusable_index(b.free, o) for o in range(len(b.free))]) for b in buddy]
     ext_text = "".join(format_extfrag_line(*z) + "\n" for z in ext)
     unu_text = "".join(format_unusable_line(*z) + "\n" for z in unu)
     assert [(z.node, z.zone, z.index) for z in parse_extfrag_index(ext_text)] == ext
     assert [(z.node, z.zone, z.index) for z in parse_unusable_index(unu_text)] == unu
-    assert "".join(format_buddyinfo_line(b.node, b.zone, b.free) + "\n" for b in buddy) == host("/proc/buddyinfo")
+    assert "".join(format_buddyinfo_line(b.node, b.zone, b.free) + "\n" for b in buddy) == text
     for name, parse in (("extfrag_index", parse_extfrag_index), ("unusable_index", parse_unusable_index)):
         path = Path("/sys/kernel/debug/extfrag", name)
         if path.exists():
