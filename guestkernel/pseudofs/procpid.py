@@ -52,13 +52,19 @@ def _text(p: Process) -> tuple[int, int]:
     return (code[0].start, code[0].end) if code else (0, 0)
 
 
+def _signal_sets(p: Process) -> tuple[int, int]:
+    """The signals p ignores and those it catches, as masks (bit sig-1)."""
+    ign = sum(1 << (s - 1) for s, a in p.sigactions.items() if a.handler == 1)
+    catch = sum(1 << (s - 1) for s, a in p.sigactions.items() if a.handler > 1)
+    return ign, catch
+
+
 def stat(k: "Kernel", p: Process) -> bytes:
     state = _STATE[p.state][0]
     live = p.state != ZOMBIE and p.mm is not None
     start_code, end_code = _text(p) if live else (0, 0)
     mm = p.mm if live else None
-    sigign = sum(1 << (s - 1) for s, a in p.sigactions.items() if a.handler == 1)
-    sigcatch = sum(1 << (s - 1) for s, a in p.sigactions.items() if a.handler > 1)
+    sigign, sigcatch = _signal_sets(p)
     fields = [
         p.ppid, p.pgid, p.sid, 0, -1, 0x400000,                      # ppid pgrp session tty tpgid flags
         0, 0, 0, 0,                                                  # minflt cminflt majflt cmajflt
@@ -79,8 +85,7 @@ def stat(k: "Kernel", p: Process) -> bytes:
 def status(k: "Kernel", p: Process) -> bytes:
     live = p.state != ZOMBIE and p.mm is not None
     tgid = p.leader.pid if p.leader is not None else p.pid
-    sigign = sum(1 << (s - 1) for s, a in p.sigactions.items() if a.handler == 1)
-    sigcatch = sum(1 << (s - 1) for s, a in p.sigactions.items() if a.handler > 1)
+    sigign, sigcatch = _signal_sets(p)
     lines = [
         ("Name", p.comm.decode(errors="replace")), ("Umask", f"{p.umask:04o}"), ("State", _STATE[p.state][1]),
         ("Tgid", tgid), ("Ngid", 0), ("Pid", p.pid), ("PPid", p.ppid), ("TracerPid", 0),
