@@ -3,6 +3,10 @@
     emu run [--image PATH] [--machine FILE] [--set KEY=VALUE] [--summary] [--stats]
             [--state DIR] [--power-fail-at N | --power-fail-at-event K] -- PROGRAM [ARGS...]
     emu boot [--image PATH] [--state DIR]   run the image's /sbin/init (cold boot from DIR)
+    emu run ... --snapshot-at N [--snapshot-at M ...] --snapshot-mode full|touched|incremental|sonic
+            --snapshot DIR [--snapshot-stop]  whole-machine snapshots on the host disk
+    emu resume DIR [--state OUT]            restore a snapshot into a fresh machine and run to the end
+    emu snapshot info DIR [--json]          what a snapshot holds; its checksums verified
     emu restart DIR [--start-over]          power back on after a failure: resume the checkpointed
                                             programs from SCM and run them to the end (or refuse,
                                             changing nothing, when that cannot be done faithfully)
@@ -27,7 +31,7 @@ from typing import NoReturn
 
 from emu.args import check_image, checkpoint_spec, positive_int
 from emu.guard import guarded
-from vmm.errors import EXIT_POWER_FAILED, EXIT_USAGE, EmuError, RestartRefusedError
+from vmm.errors import EXIT_ERROR, EXIT_POWER_FAILED, EXIT_USAGE, EmuError, RestartRefusedError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -61,10 +65,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=ArgumentParser)
     run = sub.add_parser("run", help="boot the machine and run one program as pid 1")
     add_machine_options(run)
+    from emu import snapshots
+
+    snapshots.add_run_arguments(run)
     run.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM [ARGS...]")
     run.set_defaults(func=cmd_run)
+    resume = sub.add_parser("resume", help="restore a snapshot into a fresh machine and run it to the end")
+    resume.add_argument("dir", help="a snapshot directory (or a run's directory of numbered snapshots: the newest)")
+    resume.add_argument("--state", metavar="DIR", help="a new state directory for the resumed run (disk.img, stats); default: a scratch copy")
+    resume.add_argument("--machine", metavar="FILE", help="the machine you expect (refused if the snapshot's differs)")
+    resume.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as emu run (refused if the snapshot's machine differs)")
+    resume.add_argument("--level", choices=("fast", "persist", "full"), help="as emu run (refused if the snapshot's differs)")
+    for flag, hlp in (("--summary", "print a run summary to stderr"), ("--stats", "print the memory-channel counters")):
+        resume.add_argument(flag, action="store_true", help=hlp)
+    for flag in ("--summary-json", "--stats-json", "--log"):
+        resume.add_argument(flag, metavar="FILE")
+    resume.set_defaults(func=snapshots.cmd_resume, stats_csv=None)
+    snap = sub.add_parser("snapshot", help="inspect snapshots")
+    ssub = snap.add_subparsers(dest="snapshot_cmd", required=True, parser_class=ArgumentParser)
+    sinfo = ssub.add_parser("info", help="mode, pages saved by kind, sizes; checksums verified")
+    sinfo.add_argument("dir", help="a snapshot directory")
+    sinfo.add_argument("--json", action="store_true")
+    sinfo.set_defaults(func=snapshots.cmd_snapshot_info)
     boot = sub.add_parser("boot", help="boot the machine and run the image's /sbin/init")
     add_machine_options(boot)
+    snapshots.add_run_arguments(boot)
     boot.set_defaults(func=cmd_boot, program=["/sbin/init"])
     restart = sub.add_parser("restart", help="power on after a power failure and resume from the newest checkpoint in SCM")
     restart.add_argument("dir", help="the state directory the failed run left (emu run --state DIR ...)")
@@ -185,22 +210,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         program = program[1:]
     if not program:
         raise EmuError("nothing to run: give a program after --, e.g. emu run -- /bin/grep -c x /data/corpus.txt")
+    from emu import snapshots
+
+    snap_dirs = snapshots.snapshot_dirs(args)
     machine, scratch, state = machine_for(args)
     if state is not None:
         (state / COMMAND_FILE).write_text(json.dumps({"argv": program}) + "\n")
+    if args.balloon_target:
+        machine.balloon.set_target(snapshots.balloon_pages(args.balloon_target))  # type: ignore[attr-defined]
     epochs = None
     try:
         if args.stats_csv:
             from vmm.stats import EpochSampler
 
             epochs = EpochSampler(machine, args.epoch)
-        result = machine.run(program)  # type: ignore[attr-defined]
+        if snap_dirs:
+            result = snapshots.run_with_snapshots(machine, program, args, snap_dirs)
+            if result is None:  # --snapshot-stop
+                return 0
+        else:
+            result = machine.run(program)  # type: ignore[attr-defined]
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     if epochs is not None:
         epochs.finish(Path(args.stats_csv))
     report(args, machine, result, state)
+    if getattr(result, "snapshot_missed", False):
+        return EXIT_ERROR
     return EXIT_POWER_FAILED if result.power_failed else result.exit_code
 
 

@@ -58,10 +58,13 @@ class Frames:
         self.events: Counter[str] = Counter()
         self.placements: Counter[tuple[Gfp, str]] = Counter()  # pages handed out, by kind and zone
         self.fallbacks: Counter[tuple[Gfp, str]] = Counter()   # of those, from a fallback zone
+        self.ballooned = 0  # frames the balloon holds: the host has them (guestkernel/balloon.py)
 
     @property
     def total_frames(self) -> int:
-        return sum(z.nframes for z in self.zones)
+        """The frames the kernel manages (MemTotal): its zones less what the balloon gave the
+        host, as Linux's adjust_managed_page_count does."""
+        return sum(z.nframes for z in self.zones) - self.ballooned
 
     @property
     def free_frames(self) -> int:
@@ -157,6 +160,36 @@ class Frames:
         z.free(pfn, order)
         self.events["pgfree"] += 1 << order
         self.allocated -= 1 << order
+
+    def take_block(self, z: BuddyAllocator, order: int, gfp: Gfp, floor: str) -> int | None:
+        """A block of zone z held whole and not zeroed (the balloon's pages, which the host
+        takes): its frames' books set in one go, as a block, not frame by frame. None if the
+        zone cannot give one above `floor`."""
+        pfn = self.alloc_in(z, order, gfp, floor)
+        if pfn is None:
+            return None
+        n = 1 << order
+        self.refs[pfn : pfn + n] = array("I", [1]) * n
+        self.kind[pfn : pfn + n] = bytes([gfp]) * n
+        self.by_kind[gfp] += n
+        if any(self.code[pfn : pfn + n]):
+            self.code_reuses += 1
+            self.code[pfn : pfn + n] = bytes(n)
+            self.on_code_reuse()
+        self.allocated += n
+        return pfn
+
+    def put_block(self, pfn: int, order: int) -> None:
+        """Give back a block taken with take_block (all its frames of one kind)."""
+        n = 1 << order
+        gfp = self.kind[pfn]
+        self.refs[pfn : pfn + n] = array("I", [0]) * n
+        self.by_kind[gfp] -= n
+        z = self._zone_of(pfn)
+        z.used_by_kind[gfp] -= n
+        z.free(pfn, order)
+        self.events["pgfree"] += n
+        self.allocated -= n
 
     def get(self, pfn: int) -> None:
         self.refs[pfn] += 1

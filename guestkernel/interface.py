@@ -29,6 +29,16 @@ Optional, for kernels that checkpoint (`emu restart`):
                                 changing anything, when the state cannot reproduce an
                                 uninterrupted run.
 
+Optional, for machine snapshots (`emu run --snapshot...`, vmm/snapshot):
+
+    save_state() -> bytes; load_state(machine, state)
+                                the whole kernel, between two instructions
+    page_kinds() -> bytes       what each guest frame holds (an index into PAGE_KINDS per gpfn)
+    prepare_snapshot() -> dict  the host's cooperative-snapshot request (mode sonic): with no
+                                process running, sync, drop the page cache and slab caches and
+                                hand free pages to the host through the balloon
+    after_snapshot() -> int     the snapshot is saved or restored: take those pages back
+
 Optional, for reports:
 
     register_stats(registry)    declare the kernel's own counters (hw.stats.StatsRegistry)
@@ -39,7 +49,8 @@ Attributes the machine reads afterwards: `init_status` (wait status of pid 1), `
 (name -> count), `page_faults`, `log` (lines for the run log).
 
 The kernel sees the hardware only through `MachineView` below: the vCPU, the clock, guest-
-physical memory by gpfn (never a host address), the guest-physical map, the disk and the console.
+physical memory by gpfn (never a host address), the guest-physical map, the disk, the console and
+the memory balloon.
 """
 from __future__ import annotations
 
@@ -49,14 +60,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 from guestkernel.errors import SyscallError
 
 if TYPE_CHECKING:
+    from hw.balloon import Balloon
     from hw.blockdev import BlockDevice
     from hw.clock import Clock
     from hw.console import Console
     from hw.cpu import CPU, Stop
     from hw.guestmem import GuestMemory
 
-__all__ = ["ZONE_POLICIES", "KernelConfig", "KernelInterface", "KernelPanic", "MachineView", "RestartRefused", "SyscallError"]
+__all__ = ["PAGE_KINDS", "ZONE_POLICIES", "KernelConfig", "KernelInterface", "KernelPanic", "MachineView", "RestartRefused", "SyscallError"]
 
+
+# What a guest frame holds, as a kernel reports it to the host (page_kinds): a byte per gpfn,
+# the index into this tuple. Snapshots count their pages by these.
+PAGE_KINDS = ("kernel", "anonymous", "page cache", "slab", "free", "balloon")
 
 ZONE_POLICIES = ("single", "split", "mobility")  # how RAM is divided into zones (guestkernel/zones.py)
 
@@ -84,6 +100,7 @@ class MachineView(Protocol):
                                 # checkpoint), base_gpa, size_bytes
     blockdev: "BlockDevice"     # the root disk
     console: "Console"          # guest stdout/stderr
+    balloon: "Balloon | None"   # the memory balloon device (hw/balloon.py), if the machine has one
 
 
 class KernelPanic(Exception):

@@ -20,8 +20,10 @@ from guestkernel.buddy import OutOfMemory
 from guestkernel.errors import (EACCES, ENOENT, ENOEXEC, ENOMEM, ENOSYS, EINTR, ELOOP, Block,
                                 SyscallError)
 from guestkernel.ext2 import Ext2, FsError, probe_block_size
+from guestkernel.balloon import BalloonDriver
 from guestkernel.frames import Frames
 from guestkernel.gfp import Gfp
+from guestkernel.ids import IdSource
 from guestkernel.interface import KernelConfig, KernelPanic
 from guestkernel.locks import Locks
 from guestkernel.mm import MM, PAGE, VMA, page_up
@@ -101,6 +103,8 @@ class Kernel:
         self.table = load_all()
         self.procs: dict[int, Process] = {}
         self.next_pid = 1
+        self.asids = IdSource()         # address-space ids (the CPU's TLB tags)
+        self.pipe_serials = IdSource()  # pipes' identities
         self.current: Process | None = None   # the process whose context is on the CPU
         self.halted = False
         self.init_status: int | None = None
@@ -191,6 +195,8 @@ class Kernel:
         self.frames.on_code_reuse = self.cpu.flush_translations
         self.slab = SlabAllocator(self.frames)
         self.sentinel_pfn = self.frames.alloc()
+        dev = getattr(machine, "balloon", None)  # a machine may have no balloon device
+        self.balloon = BalloonDriver(self, dev) if dev is not None else None
         if self.config.checkpoint_tcp_ns is not None:
             from guestkernel.checkpoint import Checkpointer
 
@@ -212,11 +218,12 @@ class Kernel:
         ck = self.checkpointer
         # The persistent-memory devices of the guest map (the checkpoint window is the kernel's).
         pmem = [PmemRegion(g.name, g.base_gpa, g.size_bytes) for g in machine.guest_map if g.kind == "pmem"]
+        sysfs = {"kernel/debug/extfrag/unusable_index": lambda: procmem.unusable_index_file(self),
+                 "kernel/debug/extfrag/extfrag_index": lambda: procmem.extfrag_index_file(self)}
+        if self.balloon is not None:
+            sysfs.update(self.balloon.sysfs_files())
         self.vfs = VFS(self.fs, machine.console, now=self.clock.now_s, seed=self.config.seed,
-                       frames=self.frames, pmem=pmem, pseudo=[SysFS({
-                           "kernel/debug/extfrag/unusable_index": lambda: procmem.unusable_index_file(self),
-                           "kernel/debug/extfrag/extfrag_index": lambda: procmem.extfrag_index_file(self)}),
-                           ProcFS(self)])
+                       frames=self.frames, pmem=pmem, pseudo=[SysFS(sysfs), ProcFS(self)])
         self.fs.is_open = self.vfs.in_use
         self.vfs.mapped = self.inode_mapped
         self.vfs.on_data_change = self.file_data_changed
@@ -277,9 +284,45 @@ class Kernel:
             for site in sites:
                 if site.gva in hooked:
                     self._hook_site(site)
+        if self.balloon is not None:
+            self.balloon.attach()
         p = self.current
         if p is not None and p.mm is not None:
             self.cpu.set_address_space(p.mm.asid, p.mm.aspace.cr3, p.mm.icache)
+
+    # -- the host's paravirtual requests (vmm/snapshot) ----------------------------------------
+    def prepare_snapshot(self) -> dict[str, int]:
+        """A cooperative snapshot is about to be taken (see guestkernel/balloon.py): drop what
+        can be rebuilt and hand free pages to the host; returns the counts, in pages."""
+        if self.balloon is None:
+            raise KernelPanic("a cooperative snapshot needs the balloon device")
+        return self.balloon.prepare_snapshot()
+
+    def after_snapshot(self) -> int:
+        """The snapshot is saved (or restored): take the handed-over pages back."""
+        return self.balloon.after_snapshot() if self.balloon is not None else 0
+
+    def page_kinds(self) -> bytes:
+        """What each guest frame holds, one byte per gpfn (PAGE_KINDS of the kernel interface),
+        as the guest driver tells the host what a snapshot's pages are."""
+        from guestkernel.interface import PAGE_KINDS
+
+        f = self.frames
+        of_gfp = {Gfp.USER: "anonymous", Gfp.PAGECACHE: "page cache", Gfp.RECLAIMABLE: "slab",
+                  Gfp.KERNEL: "kernel", Gfp.BUFFER: "kernel"}
+        table = bytes(PAGE_KINDS.index(of_gfp[Gfp(g)]) if g < len(Gfp) else 0 for g in range(256))
+        kinds = bytearray(f.kind.translate(table))
+        free = PAGE_KINDS.index("free")
+        for z in f.zones:  # the free blocks, from the free lists
+            for fl_order, fl in enumerate(z.free_lists):
+                for pfn in fl:
+                    kinds[pfn : pfn + (1 << fl_order)] = bytes([free]) * (1 << fl_order)
+        if self.balloon is not None:  # the host's balloon; pages handed over for a snapshot are free
+            ball = PAGE_KINDS.index("balloon")
+            for blocks, kind in ((self.balloon.blocks, ball), (self.balloon.hinted, free)):
+                for pfn, order in blocks:
+                    kinds[pfn : pfn + (1 << order)] = bytes([kind]) * (1 << order)
+        return bytes(kinds)
 
     def register_stats(self, reg: "StatsRegistry") -> None:
         """The kernel's counters in the machine's statistics (see the kernel interface)."""
@@ -367,7 +410,7 @@ class Kernel:
                    for v in mm.vmas)
 
     def new_mm(self) -> MM:
-        mm = MM(self.frames, self.cpu.access, self.cpu.tlb_flush, self.sentinel_pfn)
+        mm = MM(self.frames, self.cpu.access, self.cpu.tlb_flush, self.sentinel_pfn, self.asids)
         mm.icache = self.cpu.new_icache()
         mm.on_exec_map = self.watch_sites
         mm.objects = self.slab
@@ -974,6 +1017,8 @@ class Kernel:
         while self.timers and self.timers[0][0] <= self.clock.uptime_ns():
             heapq.heappop(self.timers)[2]()
         self.reclaim.kswapd()
+        if self.balloon is not None and self.balloon.pending:
+            self.balloon.adjust()
         if self.checkpointer is None and self.clock.uptime_ns() >= self.next_writeback_ns:
             self.sync()
             self.next_writeback_ns = self.clock.uptime_ns() + self.config.writeback_interval_ns

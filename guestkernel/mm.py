@@ -15,13 +15,13 @@ User address layout (no randomisation, as under `setarch -R`)::
 from __future__ import annotations
 
 import bisect
-import itertools
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from guestkernel.errors import EFAULT, EINVAL, ENOMEM, SyscallError
 from guestkernel.frames import Frames
 from guestkernel.gfp import Gfp
+from guestkernel.ids import IdSource
 from guestkernel.paging import PTE_ADDR, PTE_NX, PTE_W, AddressSpace
 from guestkernel.slab import NO_OBJECTS
 from hw.physmem import PAGE_SIZE
@@ -83,18 +83,18 @@ class VMA:
 
 
 Translator = Callable[[int, int, int], int]  # (cr3_gpa, gva, access) -> gpa or -1
-_next_asid = itertools.count(1)
 
 
 class MM:
     def __init__(self, frames: Frames, translate: Translator, on_tlb_stale: Callable[[], None],
-                 sentinel_pfn: int) -> None:
+                 sentinel_pfn: int, asids: IdSource) -> None:
         self.frames = frames
+        self.asids = asids
         self.translate = translate
         self.on_tlb_stale = on_tlb_stale
         self.sentinel_pfn = sentinel_pfn
         self.aspace = AddressSpace(frames)
-        self.asid = next(_next_asid)
+        self.asid = next(asids)
         from hw.cpu import SENTINEL_GVA
 
         # Unicorn translates the `until` address and the page below it (as fetches) on every
@@ -426,7 +426,7 @@ class MM:
 
     # --- fork / exit ----------------------------------------------------------------------------
     def fork(self) -> "MM":
-        child = MM(self.frames, self.translate, self.on_tlb_stale, self.sentinel_pfn)
+        child = MM(self.frames, self.translate, self.on_tlb_stale, self.sentinel_pfn, self.asids)
         child.brk_start, child.brk = self.brk_start, self.brk
         child.arg_start, child.arg_end, child.env_start, child.env_end, child.start_stack = (
             self.arg_start, self.arg_end, self.env_start, self.env_end, self.start_stack)

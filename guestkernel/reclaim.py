@@ -135,9 +135,10 @@ class Reclaim:
             return False
         return any(compact_zone(self.k, z, order) for z in zones)
 
-    def drop_caches(self, mode: int, who: "Process") -> None:
+    def drop_caches(self, mode: int, who: "Process | None") -> None:
         """/proc/sys/vm/drop_caches: 1 the clean page cache, 2 the reclaimable slab objects,
-        3 both (dirty pages and objects in use stay), logged as Linux logs it."""
+        3 both (dirty pages and objects in use stay), logged as Linux logs it (`who` None: the
+        kernel's own request, not logged)."""
         k = self.k
         ev = k.frames.events
         if mode & 1:
@@ -146,7 +147,8 @@ class Reclaim:
         if mode & 2:
             k.slab.reclaim(None)
             ev["drop_slab"] += 1
-        k.log.append(f"{who.comm.decode(errors='replace')} ({who.pid}): drop_caches: {mode}")
+        if who is not None:
+            k.log.append(f"{who.comm.decode(errors='replace')} ({who.pid}): drop_caches: {mode}")
 
 
 def oom_victim(k: "Kernel") -> "Process | None":

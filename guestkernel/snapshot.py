@@ -17,13 +17,13 @@ from typing import Any
 
 import cloudpickle
 
-DEVICES = ("cpu", "clock", "memory", "blockdev", "console")
+DEVICES = ("cpu", "clock", "memory", "blockdev", "console", "balloon")  # balloon: optional
 ICACHE = "icache"
 
 
 def dump(kernel: object, machine: Any) -> bytes:
     names = {id(kernel): "kernel", id(machine): "machine"}
-    names.update({id(getattr(machine, d)): d for d in DEVICES})
+    names.update({id(dev): d for d in DEVICES if (dev := getattr(machine, d, None)) is not None})
     ffi = machine.cpu.ffi
 
     class Pickler(cloudpickle.Pickler):
@@ -50,7 +50,7 @@ def dump(kernel: object, machine: Any) -> bytes:
 def load(state: bytes, kernel: object, machine: Any) -> dict[str, Any]:
     """The saved kernel's attributes, its references to the machine bound to `machine`."""
     objects = {"kernel": kernel, "machine": machine}
-    objects.update({d: getattr(machine, d) for d in DEVICES})
+    objects.update({d: dev for d in DEVICES if (dev := getattr(machine, d, None)) is not None})
 
     class Unpickler(pickle.Unpickler):
         def persistent_load(self, pid: Any) -> object:

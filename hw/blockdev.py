@@ -43,14 +43,18 @@ class BlockDevice:
         self.stats.bytes_written += len(data)
         os.pwrite(self.fd, data, offset)
 
-    def save_state(self) -> dict:
-        """The disk's contents and counters."""
-        return {"contents": os.pread(self.fd, self.size_bytes, 0), "stats": dataclasses.asdict(self.stats)}
+    def save_state(self, contents: bool = True) -> dict:
+        """The disk's counters, and its contents unless a snapshot copies the image file."""
+        state: dict = {"stats": dataclasses.asdict(self.stats), "size_bytes": self.size_bytes}
+        if contents:
+            state["contents"] = os.pread(self.fd, self.size_bytes, 0)
+        return state
 
     def load_state(self, state: dict) -> None:
-        if len(state["contents"]) != self.size_bytes:
-            raise ValueError(f"saved disk of {len(state['contents'])} bytes, this one has {self.size_bytes}")
-        os.pwrite(self.fd, state["contents"], 0)
+        if state["size_bytes"] != self.size_bytes:
+            raise ValueError(f"saved disk of {state['size_bytes']} bytes, this one has {self.size_bytes}")
+        if "contents" in state:
+            os.pwrite(self.fd, state["contents"], 0)
         self.stats = BlockDeviceStats(**state["stats"])
 
     def flush(self) -> None:

@@ -57,6 +57,11 @@ class EPT:
                 raise ValueError(f"guest window of {b.size_bytes} bytes runs past the end of pool {b.pool!r}")
             self.map[b.base_gpa // PAGE_SIZE : b.base_gpa // PAGE_SIZE + n] = array("I", hpfns[first : first + n])
         self.bits = bytearray(self.pages)
+        # Pages the kernel reached by their contents (GuestMemory.page). The kernel runs on the
+        # host here, so its stores set no A/D bit the hardware would: the host logs every page
+        # it hands the kernel, as a hypervisor logs device DMA (QEMU's dirty bitmap). Snapshots
+        # (vmm/snapshot) read it with the bits; page placement never does.
+        self.log = bytearray(self.pages)
         self._scan_out = self._scan_na = self._scan_bits = None  # native scan buffers (scan_dirty)
         self.swaps = 0
         self.on_change: Callable[[], None] = lambda: None     # a mapping or bit changed: flush TLBs
@@ -64,13 +69,14 @@ class EPT:
 
     def save_state(self) -> dict:
         """The mapping and the accessed/dirty bits of every guest page."""
-        return {"map": self.map.tobytes(), "bits": bytes(self.bits), "swaps": self.swaps}
+        return {"map": self.map.tobytes(), "bits": bytes(self.bits), "log": bytes(self.log), "swaps": self.swaps}
 
     def load_state(self, state: dict) -> None:
         if len(state["bits"]) != self.pages:
             raise ValueError(f"saved EPT of {len(state['bits'])} pages, this one has {self.pages}")
         self.map[:] = array("I", state["map"])   # in place: the CPU's C walk reads these arrays
         self.bits[:] = state["bits"]
+        self.log[:] = state["log"]
         self.swaps = state["swaps"]
         self.on_change()
         self.on_data_move()
@@ -124,6 +130,7 @@ class EPT:
             va[:] = vb
             vb[:] = tmp
             m[a], m[b] = hb, ha
+            self.log[a] = self.log[b] = 1
         self.swaps += len(pairs)
         self.on_change()
         self.on_data_move()
@@ -134,5 +141,6 @@ class EPT:
         if copy:
             self.physmem.page_view(hpfn)[:] = self.physmem.page_view(old)
         self.map[gpfn] = hpfn
+        self.log[gpfn] = 1
         self.on_change()
         self.on_data_move()

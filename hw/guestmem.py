@@ -33,7 +33,9 @@ class GuestMemory:
         return self.cache is not None
 
     def page(self, gpfn: int) -> memoryview:
-        """The 4 KiB behind guest frame gpfn (a view of its host page)."""
+        """The 4 KiB behind guest frame gpfn (a view of its host page); logged as reached by the
+        kernel (see EPT.log)."""
+        self.ept.log[gpfn] = 1
         return self.physmem.page_view(self.ept.map[gpfn])
 
     def access(self, gpa: int, n: int, write: bool) -> None:

@@ -78,6 +78,21 @@ class PhysicalMemory:
                 return r.view[off : off + PAGE_SIZE]
         raise ValueError(f"hpa {hpa:#x} is outside every memory range")
 
+    def release(self, hpfn: int, count: int) -> None:
+        """Give the host memory behind host pages [hpfn, hpfn+count) back to the host OS (a
+        balloon's pages): the process's RSS drops; the pages read as zeros afterwards. The pools
+        are shared mappings (anonymous shared memory or a media file), where MADV_DONTNEED would
+        only unmap: MADV_REMOVE frees the backing (a private file view falls back to DONTNEED,
+        which drops its copies)."""
+        r = self.range_of(hpfn << 12)
+        off, n = (hpfn << 12) - r.spec.base_hpa, count * PAGE_SIZE
+        if off + n > r.spec.size_bytes:
+            raise ValueError(f"host pages {hpfn:#x}+{count} cross the end of {r.spec.name}")
+        try:
+            r.buffer.madvise(mmap.MADV_REMOVE, off, n)
+        except OSError:
+            r.buffer.madvise(mmap.MADV_DONTNEED, off, n)
+
     def read(self, hpa: int, n: int) -> bytes:
         return bytes(self.view(hpa, n))
 

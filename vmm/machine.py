@@ -23,9 +23,10 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from guestkernel.interface import KernelConfig, RestartRefused, SyscallError
+from hw.balloon import Balloon
 from hw.blockdev import BlockDevice
 from hw.clock import Clock
 from hw.cachemodel import LEVELS
@@ -138,6 +139,7 @@ class Machine:
         # The guest-physical map the kernel sees, and the EPT that backs it with the pools.
         self.guest_map = cfg.guest_map()
         self.ept = build_ept(cfg, self.physmem)
+        self.balloon = Balloon(self.ept)  # the memory balloon (a virtio-balloon-like device)
         # At level persist the SCM devices (pmem, the checkpoint area) are MMIO, so that DRAM
         # accesses pay nothing for the model. An SCM pool used as guest RAM (the hybrid machines'
         # MRAM) is plain RAM there: the guest treats RAM as volatile, and Unicorn cannot run code
@@ -316,40 +318,51 @@ class Machine:
         return self._result(t0, 0, 0, power_failed=True)
 
     # -- whole-machine state ----------------------------------------------------------------
-    def save_state(self) -> dict[str, Any]:
+    def save_state(self, contents: bool = True) -> dict[str, Any]:
         """The whole machine, in memory, between two instructions (a paused or finished run):
         every model's state and the kernel's. `load_state` on a machine of the same
-        configuration (and kernel class) goes on from there as this one would."""
+        configuration (and kernel class) goes on from there as this one would. `contents`
+        False: without the bulk (memory pools, SCM media, disk contents), which a snapshot
+        writes to files of its own (vmm/snapshot)."""
         if not hasattr(self.kernel, "save_state"):
             raise EmuError(f"kernel {getattr(self.kernel, 'name', '?')} cannot save its state")
         if self.placement is not None:
             raise EmuError("the machine state cannot be saved with page placement on (placement.policy) yet")
         from vmm.config import machine_to_dict
 
-        return {
+        state = {
             "config": machine_to_dict(self.config),
-            "pools": self.physmem.save_state(),
-            "media": {name: bytes(m) for name, m in self.media.items()} if self.level else {},
             "ept": self.ept.save_state(),
+            "balloon": self.balloon.save_state(),
             "cpu": self.cpu.save_state(),
             "clock": self.clock.save_state(),
             "cache": self.cache.save_state() if self.cache is not None else None,
-            "blockdev": self.blockdev.save_state(),
+            "blockdev": self.blockdev.save_state(contents),
             "console": self.console.save_state(),
             "kernel_deadline": self._kernel_deadline,
             "kernel": self.kernel.save_state(),
         }
+        if contents:
+            state["pools"] = self.physmem.save_state()
+            state["media"] = {name: bytes(m) for name, m in self.media.items()} if self.level else {}
+        return state
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Become the machine `state` was saved from (see save_state); then `resume_run`."""
+    def load_state(self, state: dict[str, Any], contents: Callable[[], None] | None = None) -> None:
+        """Become the machine `state` was saved from (see save_state); then `resume_run`.
+        A state saved without its contents comes with `contents`, which fills the memory, media
+        and disk once the EPT holds the saved mapping."""
         from vmm.config import machine_to_dict
 
         if state["config"] != machine_to_dict(self.config):
             raise EmuError("the saved machine state is of another machine configuration")
-        self.physmem.load_state(state["pools"])
-        for name, data in state["media"].items():
-            self.media[name][:] = data
+        if contents is None:
+            self.physmem.load_state(state["pools"])
+            for name, data in state["media"].items():
+                self.media[name][:] = data
         self.ept.load_state(state["ept"])
+        if contents is not None:
+            contents()
+        self.balloon.load_state(state["balloon"])
         self.cpu.load_state(state["cpu"])
         self.clock.load_state(state["clock"])
         if self.cache is not None:

@@ -311,7 +311,7 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
     pipes = []
     tracker.pipes = {}
     for pd in meta["pipes"]:
-        pipe = Pipe("pipe", k.frames, k.slab)
+        pipe = Pipe("pipe", k.frames, next(k.pipe_serials), k.slab)
         ring = {}
         for idx, pg, crc in unpack_pages(pd["ring"]):
             k.frames.page(pipe.pfn + idx)[:] = page_at(pg)

@@ -26,7 +26,7 @@ def _kb(label: str, kb: int) -> str:
     return f"{label + ':':<16}{kb:>8} kB\n"
 
 
-def _counts(k: "Kernel") -> dict[str, int]:
+def memory_counts(k: "Kernel") -> dict[str, int]:
     """The page counts several files share, in pages."""
     f = k.frames
     pc = k.pagecache
@@ -61,7 +61,7 @@ def mem_available(c: dict[str, int]) -> int:
 
 
 def meminfo(k: "Kernel") -> bytes:
-    c = _counts(k)
+    c = memory_counts(k)
     slab = c["sreclaimable"] + c["sunreclaim"]
     rows = [
         ("MemTotal", c["total"]), ("MemFree", c["free"]), ("MemAvailable", mem_available(c)), ("Buffers", 0),
@@ -98,6 +98,7 @@ VM_EVENTS = (
     "compact_free_scanned", "compact_isolated", "compact_stall", "compact_fail", "compact_success",
     "compact_daemon_wake", "compact_daemon_migrate_scanned", "compact_daemon_free_scanned",
     "unevictable_pgs_culled", "unevictable_pgs_scanned", "unevictable_pgs_rescued",
+    "balloon_inflate", "balloon_deflate", "balloon_migrate",
 )
 
 
@@ -121,7 +122,7 @@ def _node_stats(k: "Kernel", c: dict[str, int]) -> list[tuple[str, int]]:
 
 
 def vmstat(k: "Kernel") -> bytes:
-    c = _counts(k)
+    c = memory_counts(k)
     ev = dict(k.frames.events)
     ev["pgfault"] = k.page_faults
     ev["pgpgin"] = k.pagecache.stats.misses * k.pagecache.block_size // 1024
@@ -144,7 +145,7 @@ def zoneinfo(k: "Kernel") -> bytes:
         out.append(f"Node 0, zone {z.name:>8}\n")
         if i == 0:
             out.append("  per-node stats\n")
-            out += [f"      {name:<12} {n}\n" for name, n in _node_stats(k, _counts(k))]
+            out += [f"      {name:<12} {n}\n" for name, n in _node_stats(k, memory_counts(k))]
         out.append(f"  pages free     {z.free_frames}\n        boost    0\n")
         out.append(f"        min      {z.wmark_min}\n        low      {z.wmark_low}\n        high     {z.wmark_high}\n")
         out.append(f"        spanned  {z.nframes}\n        present  {z.nframes}\n        managed  {z.nframes}\n")

@@ -138,7 +138,7 @@ def sys_dup3(k, p, old, new, flags, *_):  # type: ignore[no-untyped-def]
 
 
 def do_pipe(k: "Kernel", p: "Process", fds_ptr: int, flags: int) -> int:
-    pipe = Pipe("pipe", k.frames, k.slab)
+    pipe = Pipe("pipe", k.frames, next(k.pipe_serials), k.slab)
     r = PipeEnd(pipe, False, flags & O_NONBLOCK)
     w = PipeEnd(pipe, True, flags & O_NONBLOCK)
     cloexec = bool(flags & O_CLOEXEC)

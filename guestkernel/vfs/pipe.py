@@ -2,7 +2,6 @@
 up to PIPE_BUF)."""
 from __future__ import annotations
 
-import itertools
 import stat as S
 from typing import TYPE_CHECKING
 
@@ -23,9 +22,7 @@ class Pipe:
 
     ORDER = 4
     PAGES = 1 << ORDER
-    _serials = itertools.count(1)
-
-    def __init__(self, name: str, frames: "Frames", objects: "Objects" = NO_OBJECTS) -> None:
+    def __init__(self, name: str, frames: "Frames", serial: int, objects: "Objects" = NO_OBJECTS) -> None:
         self.frames = frames
         self.objects = objects
         self.pfn = frames.alloc_block(self.ORDER)
@@ -36,7 +33,7 @@ class Pipe:
         self.readers = 0
         self.writers = 0
         self.waitq = WaitQueue(name)
-        self.serial = next(Pipe._serials)      # identity for checkpoints (ids get reused)
+        self.serial = serial  # identity for checkpoints (ids get reused); the kernel numbers them
         self.dirty: set[int] = set(range(self.PAGES))  # ring pages written since the last one
 
     def _pieces(self, start: int, n: int):  # type: ignore[no-untyped-def]

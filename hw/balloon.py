@@ -1,0 +1,114 @@
+"""A memory balloon: the paravirtual device through which the host takes guest RAM back and
+returns it (modelled on virtio-balloon).
+
+The host sets a target (`num_pages`, in 4 KiB pages, as virtio-balloon's config space); the
+guest's driver (guestkernel/balloon.py) inflates toward it by allocating pages and handing them
+to the device, or deflates by asking for pages back. A page handed over is unmapped from the EPT
+(a guest access to it would fault) and its host memory is released with madvise, so the emu
+process's RSS really drops; a page given back is mapped to the same host frame again, zeroed.
+The driver also answers the host's statistics requests with virtio-balloon's names.
+
+The device holds guest pages as runs of contiguous gpfns (the driver hands over buddy blocks):
+inflating a few GiB is a few thousand calls, not a million.
+"""
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from hw.ept import EPT, INVALID
+
+# The statistics a virtio-balloon driver reports (VIRTIO_BALLOON_S_* tags, in their order).
+STAT_NAMES = ("swap-in", "swap-out", "major-faults", "minor-faults", "free-memory", "total-memory",
+              "available-memory", "disk-caches", "hugetlb-allocations", "hugetlb-failures")
+
+
+@dataclass
+class BalloonCounters:
+    inflates: int = 0        # pages handed to the host
+    deflates: int = 0        # pages given back to the guest
+    released_bytes: int = 0  # host memory released with madvise
+
+
+class Balloon:
+    def __init__(self, ept: EPT) -> None:
+        self.ept = ept
+        self.target_pages = 0            # num_pages: what the host wants the balloon to hold
+        self.runs: dict[int, array] = {}  # first gpfn of a run -> the host frames it had
+        self.counters = BalloonCounters()
+        # Set by the guest driver: called when the target changes (virtio's config interrupt)
+        # and when the host asks for statistics (the stats virtqueue).
+        self.on_config_change: Callable[[], None] = lambda: None
+        self.stats_provider: Callable[[], dict[str, int]] | None = None
+
+    @property
+    def actual_pages(self) -> int:
+        """The pages the balloon holds (virtio-balloon's `actual`)."""
+        return sum(len(h) for h in self.runs.values())
+
+    def set_target(self, pages: int) -> None:
+        """The host's request (a change of num_pages); the guest driver acts on it."""
+        if pages < 0:
+            raise ValueError("a balloon target cannot be negative")
+        self.target_pages = pages
+        self.on_config_change()
+
+    # -- the guest driver's side ---------------------------------------------------------------
+    def inflate(self, first_gpfn: int, count: int) -> None:
+        """The guest hands over pages [first_gpfn, +count): unmap them and free their host
+        memory."""
+        m = self.ept.map
+        hpfns = array("I", m[first_gpfn : first_gpfn + count])
+        if INVALID in hpfns or first_gpfn in self.runs:
+            raise ValueError(f"guest pages {first_gpfn:#x}+{count} are not all mapped")
+        self.runs[first_gpfn] = hpfns
+        m[first_gpfn : first_gpfn + count] = array("I", [INVALID]) * count
+        self.ept.bits[first_gpfn : first_gpfn + count] = bytes(count)
+        self.ept.log[first_gpfn : first_gpfn + count] = bytes(count)
+        for hpfn, n in _runs(hpfns):
+            self.ept.physmem.release(hpfn, n)
+        self.counters.inflates += count
+        self.counters.released_bytes += count * 4096
+        self.ept.on_change()
+
+    def deflate(self, first_gpfn: int) -> int:
+        """The guest takes back the run that starts at first_gpfn (zeroed host memory behind
+        it); returns its length in pages."""
+        hpfns = self.runs.pop(first_gpfn)
+        self.ept.map[first_gpfn : first_gpfn + len(hpfns)] = hpfns
+        self.counters.deflates += len(hpfns)
+        self.ept.on_change()
+        return len(hpfns)
+
+    # -- the host's view -------------------------------------------------------------------------
+    def stats(self) -> dict[str, int]:
+        """The guest's memory statistics (virtio-balloon's names, in bytes or counts), or {}
+        when no driver answers."""
+        return dict(self.stats_provider()) if self.stats_provider is not None else {}
+
+    def save_state(self) -> dict:
+        return {"target_pages": self.target_pages, "runs": {g: h.tobytes() for g, h in self.runs.items()},
+                "counters": asdict(self.counters)}
+
+    def load_state(self, state: dict) -> None:
+        """After the EPT's own state (which has these pages unmapped already)."""
+        self.target_pages = state["target_pages"]
+        self.runs = {int(g): array("I", h) for g, h in state["runs"].items()}
+        self.counters = BalloonCounters(**state["counters"])
+        for hpfns in self.runs.values():  # a fresh machine backs them: release that memory too
+            for hpfn, n in _runs(hpfns):
+                self.ept.physmem.release(hpfn, n)
+
+
+def _runs(hpfns: array) -> list[tuple[int, int]]:
+    """Runs of consecutive host frames, as (first, count)."""
+    a = np.frombuffer(hpfns, dtype=np.uint32)
+    if not len(a):
+        return []
+    cuts = np.flatnonzero(np.diff(a.astype(np.int64)) != 1) + 1
+    starts = np.concatenate(([0], cuts))
+    ends = np.concatenate((cuts, [len(a)]))
+    return [(int(a[s]), int(e - s)) for s, e in zip(starts, ends)]
