@@ -2,8 +2,8 @@
 takes them back, and answers the host's requests.
 
 - **Target** (the host's `num_pages`, hw/balloon.py): at the next kernel tick after the host
-  changes it, the driver inflates (takes free frames from the zones, above their min watermark,
-  and hands them to the device) or deflates (gives the newest back). Pages go as buddy blocks,
+  changes it, the driver inflates (takes free frames from the zones but DMA, above their min
+  watermark, as GFP_HIGHUSER_MOVABLE never reaches ZONE_DMA, and hands them to the device) or deflates (gives the newest back). Pages go as buddy blocks,
   largest first, rather than one by one as Linux does: the same pages leave the same free lists,
   in a few thousand steps for gigabytes. MemTotal drops by what the balloon holds
   (adjust_managed_page_count), and /proc/vmstat counts balloon_inflate and balloon_deflate.
@@ -58,7 +58,7 @@ class BalloonDriver:
         self.pending = False
         target, held = self.dev.target_pages, self.held
         if held < target:
-            self._fill(self.blocks, target - held, floor="min", skip_dma=False)
+            self._fill(self.blocks, target - held, floor="min", skip_dma=True)
             if self.held < target:
                 self.pending = True  # retried at the next tick, as Linux retries later
         while self.blocks and self.held > target:
@@ -66,7 +66,7 @@ class BalloonDriver:
             if self.held - (1 << order) < target:  # split it: give back only what is asked
                 self.blocks.pop()
                 self._give_back(pfn, order)
-                self._fill(self.blocks, target - self.held, floor="min", skip_dma=False)
+                self._fill(self.blocks, target - self.held, floor="min", skip_dma=True)
                 break
             self.blocks.pop()
             self._give_back(pfn, order)
