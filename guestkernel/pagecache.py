@@ -132,8 +132,7 @@ class PageCache:
     def drop_clean(self) -> int:
         """Free every clean cached page (echo 1 > drop_caches); returns pages freed."""
         clean = [b for b in self.pages if b not in self.dirty]
-        for b in clean:
-            pfn = self.pages.pop(b)
-            self.frame_set.discard(pfn)
-            self.frames.put(pfn)
+        pfns = [self.pages.pop(b) for b in clean]
+        self.frame_set.difference_update(pfns)
+        self.frames.put_many(pfns)
         return len(clean)

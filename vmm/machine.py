@@ -167,6 +167,7 @@ class Machine:
         self.kernel = kernel if kernel is not None else load_kernel(None, cfg)
         self.power_report: dict[str, Any] = {}
         self.epochs = EpochListeners(self.clock)  # host-side work with the guest paused
+        self.last_snapshot: str | None = None  # id of the snapshot taken last (vmm/snapshot)
         self.placement = None  # page placement between DRAM and a slower pool (vmm/placement)
         if cfg.placement.active:
             from vmm.placement import Placement

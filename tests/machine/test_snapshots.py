@@ -111,6 +111,9 @@ def test_damaged_or_foreign_snapshots_are_refused_changing_nothing(base_image, t
     take(m, chain[0], "incremental")
     assert m.resume_run(until=MID_TAR + 5_000_000) is None
     take(m, chain[1], "incremental", parent=chain[0])
+    take(m, tmp_path / "between", "touched")
+    with pytest.raises(SnapshotError, match="not this machine's last snapshot"):
+        take(m, tmp_path / "c3", "incremental", parent=chain[1])  # it would miss what `between` saw
 
     def refused(snap: Path, why: str, **kw) -> None:
         dest = tmp_path / "dest.img"
