@@ -208,35 +208,30 @@ def summary(exp1: list[dict[str, Any]], exp2: list[dict[str, Any]], say: Callabl
 
 
 def figures(exp1: list[dict[str, Any]], exp2: list[dict[str, Any]], out: Path) -> None:
+    _figure(exp1, [r["ram_bytes"] / GiB for r in exp1], "guest RAM (GiB)", True,
+            f"Fig. 3: {USER_MIB} MiB of user memory, RAM varied", out / "fig3_ram.png")
+    _figure(exp2, [r["user_mib"] for r in exp2], "user memory (MiB)", False,
+            f"Fig. 4: RAM {exp2[0]['ram_bytes'] >> 20} MiB, user memory varied", out / "fig4_user_memory.png")
+
+
+def _figure(rows: list[dict[str, Any]], xs: list[float], xlabel: str, log2: bool, title: str, path: Path) -> None:
+    """Save + restore time and snapshot size of each mode against xs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    rams = [r["ram_bytes"] / GiB for r in exp1]
     for mode in MODES:
-        axes[0].plot(rams, [r[mode]["save_s"] + r[mode]["restore_s"] for r in exp1], marker="o", label=mode)
-        axes[1].plot(rams, [r[mode]["bytes"] / MiB for r in exp1], marker="o", label=mode)
+        axes[0].plot(xs, [r[mode]["save_s"] + r[mode]["restore_s"] for r in rows], marker="o", label=mode)
+        axes[1].plot(xs, [r[mode]["bytes"] / MiB for r in rows], marker="o", label=mode)
     for ax, what in zip(axes, ("save + restore (s, host wall time)", "snapshot size (MiB)")):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("guest RAM (GiB)")
+        if log2:
+            ax.set_xscale("log", base=2)
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(what)
         ax.legend(fontsize=8)
-    fig.suptitle(f"Fig. 3: {USER_MIB} MiB of user memory, RAM varied")
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out / "fig3_ram.png", dpi=120)
-    plt.close(fig)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    users = [r["user_mib"] for r in exp2]
-    for mode in MODES:
-        axes[0].plot(users, [r[mode]["save_s"] + r[mode]["restore_s"] for r in exp2], marker="o", label=mode)
-        axes[1].plot(users, [r[mode]["bytes"] / MiB for r in exp2], marker="o", label=mode)
-    for ax, what in zip(axes, ("save + restore (s, host wall time)", "snapshot size (MiB)")):
-        ax.set_xlabel("user memory (MiB)")
-        ax.set_ylabel(what)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"Fig. 4: RAM {exp2[0]['ram_bytes'] >> 20} MiB, user memory varied")
-    fig.tight_layout()
-    fig.savefig(out / "fig4_user_memory.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -62,3 +62,25 @@ def test_the_summary_says_what_holds_and_the_figures_are_written(tmp_path):
     hybrid_mram.figures(results, 250_000_000, tmp_path)
     for png in ("stress_timeseries.png", "mram_writes.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sonicshot_summary_checks_the_claims_and_writes_the_figures(tmp_path):
+    from emu.reproduce import sonicshot
+
+    def row(ram: int, user: int, full: int, touched: int, sonic: int) -> dict:
+        r = {"ram_bytes": ram << 20, "user_mib": user}
+        for mode, size, t in (("full", full, 2.0), ("touched", touched, 1.5), ("incremental", touched, 1.0), ("sonic", sonic, 0.3)):
+            r[mode] = {"save_s": t, "restore_s": t, "bytes": size << 20}
+        r["sonic_vs_full_pct"] = {k: round(100 * (r["sonic"][k] / r["full"][k] - 1), 1) for k in ("save_s", "restore_s", "bytes")}
+        return r
+
+    exp1 = [row(256, 200, 256, 250, 210), row(1024, 200, 1024, 700, 220)]
+    exp2 = [row(1024, 0, 1024, 600, 20), row(1024, 920, 1024, 1000, 950)]
+    said: list[str] = []
+    table = sonicshot.summary(exp1, exp2, said.append)
+    assert table["checks"] == {"1 GiB: sonic size >= 75 % below full": True, "1 GiB: sonic size >= 50 % below touched": True,
+                               "1 GiB: sonic save+restore >= 70 % below full": True,
+                               "nearly all RAM used: the gain shrinks (sonic within 30 % of full's size)": True}
+    assert "paper (8 GB)" in said[0]
+    sonicshot.figures(exp1, exp2, tmp_path)
+    assert (tmp_path / "fig3_ram.png").stat().st_size > 1000 and (tmp_path / "fig4_user_memory.png").exists()

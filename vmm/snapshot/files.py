@@ -102,12 +102,17 @@ class CrcReader:
         return data
 
     def exactly(self, view: memoryview) -> None:
-        got = 0
-        while got < len(view):
-            n = self.readinto(view[got:])
-            if not n:
-                raise CorruptFile(f"{self.name} is truncated")
-            got += n
+        read_exactly(self, view, self.name)
+
+
+def read_exactly(reader: Any, view: memoryview, name: str) -> None:
+    """Fill `view` from `reader`; a short read means the file is truncated."""
+    got = 0
+    while got < len(view):
+        n = reader.readinto(view[got:])
+        if not n:
+            raise CorruptFile(f"{name} is truncated")
+        got += n
 
 
 def read_memory(path: Path, machine: Any, expect: dict[str, int]) -> int:
@@ -142,13 +147,13 @@ def read_memory(path: Path, machine: Any, expect: dict[str, int]) -> int:
         for at, n in runs(machine, gpfns):
             if not mapped[at : at + n].all():  # pages ballooned out since: read and drop
                 for i in range(n):
-                    _exactly(src, memoryview(scratch))
+                    src.exactly(memoryview(scratch))
                     if mapped[at + i]:
                         phys.view(ept.map[int(gpfns[at + i])] << 12, 4096)[:] = scratch
                 continue
             view = phys.view(ept.map[int(gpfns[at])] << 12, n << 12)
             for off in range(0, len(view), CHUNK):
-                _exactly(src, view[off : off + CHUNK])
+                src.exactly(view[off : off + CHUNK])
         if src is not f and src.read(1):
             raise CorruptFile(f"{name} has data past its last page")
         if f.read(1):
@@ -177,16 +182,7 @@ class _Exact:
             raise CorruptFile(f"{self.name} does not decompress: {e}") from None
 
     def exactly(self, view: memoryview) -> None:
-        got = 0
-        while got < len(view):
-            n = self.readinto(view[got:])
-            if not n:
-                raise CorruptFile(f"{self.name} is truncated")
-            got += n
-
-
-def _exactly(src: Any, view: memoryview) -> None:
-    src.exactly(view)
+        read_exactly(self, view, self.name)
 
 
 def write_bytes(path: Path, data: bytes) -> dict[str, int]:
