@@ -50,22 +50,42 @@ class CrcWriter:
         return self.f.write(data)
 
 
-def runs(machine: Any, gpfns: np.ndarray) -> Iterator[tuple[int, int]]:
+def runs(machine: Any, gpfns: np.ndarray, split: np.ndarray | None = None) -> Iterator[tuple[int, int]]:
     """(first index into gpfns, count) of runs whose guest and host pages are both consecutive
-    and in one host pool."""
+    and in one host pool (and alike in `split`, a flag per page, if given)."""
     if not len(gpfns):
         return
     hpfns = np.frombuffer(machine.ept.map, dtype=np.uint32)[gpfns].astype(np.int64)
     starts = np.array([r.spec.base_hpa >> 12 for r in machine.physmem.ranges], dtype=np.int64)
     pool = np.searchsorted(starts, hpfns, side="right")
     cut = (np.diff(gpfns) != 1) | (np.diff(hpfns) != 1) | (np.diff(pool) != 0)
+    if split is not None:
+        cut |= np.diff(split.astype(np.int8)) != 0
     edges = np.concatenate(([0], np.flatnonzero(cut) + 1, [len(gpfns)]))
     for a, b in zip(edges[:-1], edges[1:]):
         yield int(a), int(b - a)
 
 
-def write_memory(path: Path, machine: Any, gpfns: np.ndarray, compression: str) -> dict[str, int]:
-    """Write the pages `gpfns` of the machine's guest memory; returns size and crc32."""
+ZERO = bytes(CHUNK)
+
+
+def fresh_dram(machine: Any, gpfns: np.ndarray) -> np.ndarray:
+    """Which of `gpfns` are backed by DRAM pools (anonymous host memory, zero when the machine
+    was built)."""
+    hpfns = np.frombuffer(machine.ept.map, dtype=np.uint32)[gpfns].astype(np.int64)
+    out = np.zeros(len(gpfns), dtype=bool)
+    for r in machine.physmem.ranges:
+        if r.spec.kind == "dram":
+            first = r.spec.base_hpa >> 12
+            out |= (hpfns >= first) & (hpfns < first + (r.spec.size_bytes >> 12))
+    return out
+
+
+def write_memory(path: Path, machine: Any, gpfns: np.ndarray, compression: str,
+                 known_zero: np.ndarray | None = None) -> dict[str, int]:
+    """Write the pages `gpfns` of the machine's guest memory; returns size and crc32. Pages
+    flagged in `known_zero` (DRAM never touched since power-on) are written as zeros without
+    reading the host memory behind them, which reading would make resident."""
     ept, phys = machine.ept, machine.physmem
     with open(path, "wb") as raw:
         out = CrcWriter(raw)
@@ -76,7 +96,11 @@ def write_memory(path: Path, machine: Any, gpfns: np.ndarray, compression: str) 
             import zstandard
 
             sink = zstandard.ZstdCompressor(level=3).stream_writer(out, closefd=False)
-        for at, n in runs(machine, gpfns):
+        for at, n in runs(machine, gpfns, known_zero):
+            if known_zero is not None and known_zero[at]:
+                for off in range(0, n << 12, CHUNK):
+                    sink.write(ZERO[: min(CHUNK, (n << 12) - off)])
+                continue
             view = phys.view(ept.map[int(gpfns[at])] << 12, n << 12)
             for off in range(0, len(view), CHUNK):
                 sink.write(view[off : off + CHUNK])
@@ -115,9 +139,12 @@ def read_exactly(reader: Any, view: memoryview, name: str) -> None:
         got += n
 
 
-def read_memory(path: Path, machine: Any, expect: dict[str, int]) -> int:
+def read_memory(path: Path, machine: Any, expect: dict[str, int], written: bytearray | None = None) -> int:
     """Load a memory file into the machine's guest memory (through its EPT as loaded); returns
-    the pages written. CorruptFile if the file is not what `expect` (size, crc32) says."""
+    the pages read. CorruptFile if the file is not what `expect` (size, crc32) says. A zero
+    chunk bound for DRAM no earlier file of the chain wrote (`written`, a byte per gpfn, kept
+    up to date here) is not copied: the fresh machine's memory is zero there already, and
+    copying would make it resident (QEMU skips zero pages on load likewise)."""
     name = path.name
     if not path.is_file():
         raise CorruptFile(f"{name} is missing")
@@ -143,8 +170,13 @@ def read_memory(path: Path, machine: Any, expect: dict[str, int]) -> int:
 
             src = _Exact(zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True, closefd=False), name)
         mapped = np.frombuffer(ept.map, dtype=np.uint32)[gpfns] != INVALID
+        fresh = fresh_dram(machine, gpfns)
+        if written is not None:
+            fresh &= np.frombuffer(written, dtype=np.uint8)[gpfns] == 0
+            np.frombuffer(written, dtype=np.uint8)[gpfns] = 1
         scratch = bytearray(4096)
-        for at, n in runs(machine, gpfns):
+        chunk = bytearray(CHUNK)
+        for at, n in runs(machine, gpfns, fresh):
             if not mapped[at : at + n].all():  # pages ballooned out since: read and drop
                 for i in range(n):
                     src.exactly(memoryview(scratch))
@@ -153,7 +185,14 @@ def read_memory(path: Path, machine: Any, expect: dict[str, int]) -> int:
                 continue
             view = phys.view(ept.map[int(gpfns[at])] << 12, n << 12)
             for off in range(0, len(view), CHUNK):
-                src.exactly(view[off : off + CHUNK])
+                if fresh[at]:
+                    k = min(CHUNK, len(view) - off)
+                    part = memoryview(chunk)[:k]
+                    src.exactly(part)
+                    if np.frombuffer(chunk, dtype=np.uint8, count=k).any():
+                        view[off : off + k] = part
+                else:
+                    src.exactly(view[off : off + CHUNK])
         if src is not f and src.read(1):
             raise CorruptFile(f"{name} has data past its last page")
         if f.read(1):

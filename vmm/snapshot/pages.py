@@ -56,6 +56,15 @@ def select(machine: Any, mode: str, first_of_chain: bool) -> np.ndarray:
     return gpfns[keep]
 
 
+def untouched(machine: Any, gpfns: np.ndarray) -> np.ndarray:
+    """Which of `gpfns` were never reached since power-on: no accessed or dirty bit, not in the
+    kernel's log (a DRAM page of them still holds the zeros it was built with)."""
+    ept = machine.ept
+    bits = np.frombuffer(ept.bits, dtype=np.uint8)[gpfns]
+    log = np.frombuffer(ept.log, dtype=np.uint8)[gpfns]
+    return ((bits & (EPT_A | EPT_D)) == 0) & (log == 0)
+
+
 def mark_saved(machine: Any) -> None:
     """Start the next interval of dirty tracking: clear the dirty bits (the CPU sets them again
     at the next store: its TLB is flushed) and age the kernel's log."""
