@@ -20,6 +20,7 @@ memory. Experiment 2 (Fig. 4): RAM 8 GiB (quick: 1 GiB), user memory from none t
 """
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
@@ -106,6 +107,7 @@ def measure(base_image: Path, ram: int, user_mib: int, tmp: Path, say: Callable[
                     timing = t
                 if attempt == 0:
                     del m2
+                    gc.collect()  # a machine is a cycle (kernel <-> machine): free its RAM now
                     shutil.rmtree(dest, ignore_errors=True)
             assert m2.balloon.actual_pages == 0 and m2.kernel.frames.total_frames == m.kernel.frames.total_frames
             ended = m2.resume_run(until=m2.cpu.icount + 100_000)  # it runs again
@@ -113,12 +115,14 @@ def measure(base_image: Path, ram: int, user_mib: int, tmp: Path, say: Callable[
                 raise RuntimeError(f"the guest restored from the {mode} snapshot ended (status {ended.exit_code}): "
                                    f"{m2.kernel.log[-3:]}")
             del m2
+            gc.collect()
             row[mode] = {"save_s": round(meta["timing"]["save_s"], 4), "restore_s": round(timing["restore_s"], 4),
                          "bytes": size, "pages_saved": meta["pages_saved"], "chain_bytes_read": chain_read,
                          "disk_s": round(meta["timing"]["disk_s"] + timing["disk_s"], 4), "restore_wall_s": round(wall, 4),
                          "saved_by_kind": meta["saved_by_kind"], "guest": meta["guest"]}
             shutil.rmtree(snap, ignore_errors=True)
             shutil.rmtree(dest, ignore_errors=True)
+        del m  # its RAM goes with the collection below
         s, f = row["sonic"], row["full"]
         row["sonic_vs_full_pct"] = {k: round(100 * (s[k] / f[k] - 1), 1) if f[k] else 0.0
                                     for k in ("save_s", "restore_s", "bytes")}
@@ -129,6 +133,7 @@ def measure(base_image: Path, ram: int, user_mib: int, tmp: Path, say: Callable[
         return row
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        gc.collect()
 
 
 def run(quick: bool, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
