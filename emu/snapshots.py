@@ -72,7 +72,8 @@ def run_with_snapshots(machine: Any, program: list[str], args: argparse.Namespac
     for n, where in zip(args.snapshot_at, dirs):
         result = machine.resume_run(until=n)
         if result is not None:
-            print(f"emu: the run ended after {result.instructions:,} instructions, before snapshot point {n:,}: "
+            how = "lost power" if result.power_failed else "ended"
+            print(f"emu: the run {how} after {result.instructions:,} instructions, before snapshot point {n:,}: "
                   "no snapshot there", file=sys.stderr)
             result.snapshot_missed = True
             return result
