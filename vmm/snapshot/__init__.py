@@ -43,7 +43,7 @@ from vmm.snapshot.pages import MODES
 FORMAT = "emu-snapshot/1"
 META = "meta.json"
 
-__all__ = ["MODES", "Snapshot", "SnapshotError", "take", "restore", "open_snapshot", "chain_of"]
+__all__ = ["MODES", "Snapshot", "SnapshotError", "config_of", "open_snapshot", "restore", "take"]
 
 
 class SnapshotError(EmuError):
@@ -278,6 +278,3 @@ def _config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
             return f"{prefix}{key}: {va!r} here, {vb!r} in the snapshot"
     return "same"
 
-
-def chain_of(path: Path) -> list[Path]:
-    return [s.path for s in open_snapshot(path).chain]
