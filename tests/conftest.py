@@ -80,6 +80,16 @@ def run_emu(image: Path, argv: list[str], config: MachineConfig | None = None) -
     return EmuRun(result, bytes(console.captured[1]), bytes(console.captured[2]), image)
 
 
+def machine_on_copy(base_image: Path, where: Path, config: MachineConfig) -> tuple[Machine, Console, Path]:
+    """A machine on a fresh copy of the image in the new directory `where`, its console
+    captured; returns it, the console and the image."""
+    where.mkdir(parents=True)
+    image = where / "disk.img"
+    shutil.copyfile(base_image, image)
+    console = Console(out_fd=None, err_fd=None, capture=True)
+    return Machine(image, config, console=console), console, image
+
+
 def e2fsck_clean(image: Path) -> None:
     r = subprocess.run(["e2fsck", "-fn", str(image)], capture_output=True, text=True)
     assert r.returncode == 0, f"e2fsck -fn {image} reports problems:\n{r.stdout}\n{r.stderr}"

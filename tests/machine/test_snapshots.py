@@ -12,7 +12,7 @@ import pytest
 
 from emu.crashtest.checks import diff_trees, image_tree
 from hw.console import Console
-from tests.conftest import e2fsck_clean
+from tests.conftest import e2fsck_clean, machine_on_copy
 from vmm.config import apply_overrides, default_machine, derive
 from vmm.machine import Machine
 from vmm.snapshot import SnapshotError, config_of, open_snapshot, restore, take
@@ -28,11 +28,7 @@ def small_machine():  # 128 MiB of RAM and a small pmem device: full snapshots o
 
 
 def fresh(base_image: Path, where: Path) -> tuple[Machine, Console, Path]:
-    where.mkdir(parents=True)
-    image = where / "disk.img"
-    shutil.copyfile(base_image, image)
-    console = Console(None, None, capture=True)
-    return Machine(image, small_machine(), console=console), console, image
+    return machine_on_copy(base_image, where, small_machine())
 
 
 @pytest.fixture(scope="module")
