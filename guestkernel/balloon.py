@@ -58,7 +58,7 @@ class BalloonDriver:
         self.pending = False
         target, held = self.dev.target_pages, self.held
         if held < target:
-            self._fill(self.blocks, target - held, floor="min", skip_dma=True)
+            self._fill(self.blocks, target - held)
             if self.held < target:
                 self.pending = True  # retried at the next tick, as Linux retries later
         while self.blocks and self.held > target:
@@ -66,22 +66,22 @@ class BalloonDriver:
             if self.held - (1 << order) < target:  # split it: give back only what is asked
                 self.blocks.pop()
                 self._give_back(pfn, order)
-                self._fill(self.blocks, target - self.held, floor="min", skip_dma=True)
+                self._fill(self.blocks, target - self.held)
                 break
             self.blocks.pop()
             self._give_back(pfn, order)
 
-    def _fill(self, into: list[tuple[int, int]], want: int, floor: str, skip_dma: bool) -> int:
-        """Take up to `want` free frames as blocks, largest first, from every zone (the DMA
-        zone too unless `skip_dma`); returns how many were taken."""
+    def _fill(self, into: list[tuple[int, int]], want: int) -> int:
+        """Take up to `want` free frames as blocks, largest first, from every zone but DMA and
+        above each zone's min watermark; returns how many were taken."""
         f = self.k.frames
         got = 0
-        zones = [z for z in f.zones if not (skip_dma and z.name == "DMA")]
+        zones = [z for z in f.zones if z.name != "DMA"]
         for order in range(MAX_ORDER - 1, -1, -1):
             n = 1 << order
             for z in zones:
                 while want - got >= n:
-                    pfn = f.take_block(z, order, Gfp.KERNEL, floor)
+                    pfn = f.take_block(z, order, Gfp.KERNEL, "min")
                     if pfn is None:
                         break
                     self.dev.inflate(pfn, n)
@@ -96,7 +96,7 @@ class BalloonDriver:
         n = self.dev.deflate(pfn)
         f.ballooned -= n
         f.events["balloon_deflate"] += n
-        f.put_block(pfn, order)
+        f.free_block(pfn, order)
 
     def sysfs_files(self) -> dict[str, object]:
         """The device under /sys/bus/virtio/devices/virtio0 as Linux lists a virtio-balloon
@@ -132,7 +132,7 @@ class BalloonDriver:
         dropped_cache = cached - len(k.pagecache.pages)
         dropped_slab = slab - k.slab.totals()["reclaimable_pages"]
         self._kswapd_wanted = k.frames.kswapd_wanted  # the hint is no memory pressure
-        hinted = self._fill(self.hinted, k.frames.free_frames, floor="min", skip_dma=True)
+        hinted = self._fill(self.hinted, k.frames.free_frames)
         return {"synced_pages": k.pagecache.stats.writebacks - before, "dropped_page_cache_pages": dropped_cache,
                 "dropped_slab_pages": dropped_slab, "free_pages_left_out": hinted,
                 "free_pages_kept": k.frames.free_frames}

@@ -151,15 +151,18 @@ class Frames:
         return pfn
 
     def free_block(self, pfn: int, order: int) -> None:
-        for f in range(pfn, pfn + (1 << order)):
-            self.refs[f] = 0
-            self.by_kind[self.kind[f]] -= 1
+        """Give back a block from alloc_block or take_block, its books kept by slices."""
+        n = 1 << order
+        self.refs[pfn : pfn + n] = array("I", [0]) * n
         z = self._zone_of(pfn)
-        for f in range(pfn, pfn + (1 << order)):
-            z.used_by_kind[self.kind[f]] -= 1
+        kinds = self.kind[pfn : pfn + n]
+        for gfp in set(kinds):
+            c = kinds.count(gfp)
+            self.by_kind[gfp] -= c
+            z.used_by_kind[gfp] -= c
         z.free(pfn, order)
-        self.events["pgfree"] += 1 << order
-        self.allocated -= 1 << order
+        self.events["pgfree"] += n
+        self.allocated -= n
 
     def take_block(self, z: BuddyAllocator, order: int, gfp: Gfp, floor: str) -> int | None:
         """A block of zone z held whole and not zeroed (the balloon's pages, which the host
@@ -178,18 +181,6 @@ class Frames:
             self.on_code_reuse()
         self.allocated += n
         return pfn
-
-    def put_block(self, pfn: int, order: int) -> None:
-        """Give back a block taken with take_block (all its frames of one kind)."""
-        n = 1 << order
-        gfp = self.kind[pfn]
-        self.refs[pfn : pfn + n] = array("I", [0]) * n
-        self.by_kind[gfp] -= n
-        z = self._zone_of(pfn)
-        z.used_by_kind[gfp] -= n
-        z.free(pfn, order)
-        self.events["pgfree"] += n
-        self.allocated -= n
 
     def get(self, pfn: int) -> None:
         self.refs[pfn] += 1

@@ -36,6 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import zstandard
+
+from vmm.config import machine_to_dict
 from vmm.errors import EmuError
 from vmm.snapshot import files, pages
 from vmm.snapshot.pages import MODES
@@ -89,15 +93,15 @@ def take(machine: Any, where: Path, mode: str, parent: Path | None = None, compr
             raise SnapshotError(f"kernel {getattr(k, 'name', '?')} cannot cooperate in a sonic snapshot")
         guest = k.prepare_snapshot()
     chosen = pages.select(machine, mode, first_of_chain=parent is None)
-    ram = pages.ram_gpfns(machine)
+    ram = pages.window_gpfns(machine, "ram")
     kinds = k.page_kinds() if hasattr(k, "page_kinds") else None
     from guestkernel.interface import PAGE_KINDS
 
     saved_by_kind = pages.count_kinds(kinds, chosen, ram, PAGE_KINDS)
-    left_out = pages.count_kinds(kinds, _minus(pages.window_gpfns(machine), chosen), ram, PAGE_KINDS)
+    left_out = pages.count_kinds(kinds, np.setdiff1d(pages.window_gpfns(machine), chosen, assume_unique=True), ram, PAGE_KINDS)
     known_zero = pages.untouched(machine, chosen) & files.fresh_dram(machine, chosen)
     pages.mark_saved(machine)
-    state = _zstd().compress(pickle.dumps(machine.save_state(contents=False), protocol=pickle.HIGHEST_PROTOCOL))
+    state = zstandard.ZstdCompressor(level=3).compress(pickle.dumps(machine.save_state(contents=False), protocol=pickle.HIGHEST_PROTOCOL))
     where.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{where.name}.", dir=where.parent))
     try:
@@ -116,7 +120,7 @@ def take(machine: Any, where: Path, mode: str, parent: Path | None = None, compr
             "format": FORMAT, "id": uuid.uuid4().hex, "mode": mode, "compression": compression,
             "instructions": machine.cpu.icount, "virtual_ns": machine.clock.uptime_ns(),
             "model_level": machine.config.model_level,
-            "config": _config_dict(machine.config),
+            "config": machine_to_dict(machine.config),
             "parent": None if parent is None else os.path.relpath(parent.resolve(), where.resolve()),
             "parent_id": parent_meta["id"] if parent_meta else None,
             "ram_pages": int(len(ram)),
@@ -138,24 +142,6 @@ def take(machine: Any, where: Path, mode: str, parent: Path | None = None, compr
     meta["timing"] = {"save_s": (t_mem - t0) + (t_end - t_disk) + (t_back - t_end), "disk_s": t_disk - t_mem}
     (where / META).write_text(json.dumps(meta, indent=1) + "\n")  # the timing is not checksummed
     return meta
-
-
-def _zstd() -> Any:
-    import zstandard
-
-    return zstandard.ZstdCompressor(level=3)
-
-
-def _minus(a: Any, b: Any) -> Any:
-    import numpy as np
-
-    return np.setdiff1d(a, b, assume_unique=True)
-
-
-def _config_dict(cfg: Any) -> dict[str, Any]:
-    from vmm.config import machine_to_dict
-
-    return machine_to_dict(cfg)
 
 
 def open_snapshot(path: Path) -> Snapshot:
@@ -212,9 +198,6 @@ def restore(snap: Snapshot, image: Path, config: Any = None, **machine_kw: Any) 
     """A fresh machine in the state `snap` holds, its disk a copy of the snapshot's at `image`
     (which must not exist); returns it (ready for resume_run) and timings. `config`: the
     machine the caller expects; another configuration than the snapshot's is refused."""
-    import zstandard
-
-    from vmm.config import machine_to_dict
     from vmm.machine import Machine
 
     cfg = config_of(snap)

@@ -28,10 +28,11 @@ _AGE = bytes(2 if b else 0 for b in range(256))          # log: 1 (since the las
 _CLEAR_D = bytes(b & ~EPT_D & 0xFF for b in range(256))  # bits: drop the dirty bit
 
 
-def window_gpfns(machine: Any) -> np.ndarray:
-    """Every gpfn of the guest-physical map (RAM and device windows), ascending."""
+def window_gpfns(machine: Any, kind: str | None = None) -> np.ndarray:
+    """Every gpfn of the guest-physical map (RAM and device windows, or those of one kind),
+    ascending."""
     parts = [np.arange(g.base_gpa >> 12, (g.base_gpa + g.size_bytes) >> 12, dtype=np.int64)
-             for g in sorted(machine.guest_map, key=lambda g: g.base_gpa)]
+             for g in sorted(machine.guest_map, key=lambda g: g.base_gpa) if kind is None or g.kind == kind]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
@@ -46,7 +47,7 @@ def select(machine: Any, mode: str, first_of_chain: bool) -> np.ndarray:
     if mode == "full" or (mode == "incremental" and first_of_chain):
         keep = mapped
     elif mode == "sonic":
-        keep = mapped & (np.isin(gpfns, ram_gpfns(machine), assume_unique=True) | touched)
+        keep = mapped & (np.isin(gpfns, window_gpfns(machine, "ram"), assume_unique=True) | touched)
     elif mode == "touched":
         keep = mapped & touched
     elif mode == "incremental":
@@ -90,9 +91,3 @@ def count_kinds(kinds: bytes | None, gpfns: np.ndarray, ram: np.ndarray, names: 
         if n:
             out[names[i] if i < len(names) else f"kind{i}"] = int(n)
     return out
-
-
-def ram_gpfns(machine: Any) -> np.ndarray:
-    parts = [np.arange(g.base_gpa >> 12, (g.base_gpa + g.size_bytes) >> 12, dtype=np.int64)
-             for g in machine.guest_map if g.kind == "ram"]
-    return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
