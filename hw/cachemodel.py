@@ -18,7 +18,7 @@ Levels: ``fast`` (0) the model does nothing; ``persist`` (1) only scm ranges are
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from hw.stats import Stat, StatsRegistry
 
@@ -172,6 +172,17 @@ class CacheModel:
     def fail_at_event(self, k: int) -> None:
         """Power fails instead of persistence event number k (1-based; 0 disables)."""
         self.lib.cm_set_fail_at_event(self.ptr, k)
+
+    def at_fail_event(self, fn: Callable[[], bool] | None) -> None:
+        """Ask `fn` at the fail_at_event event before failing: True, the power fails there; False,
+        the event happens (fn has moved fail_at_event on). A fork server forks in `fn` and its
+        child answers True: the cut happens in the copy, the run goes on in the original."""
+        if fn is None:
+            self.lib.cm_set_fail_event_callback(self.ptr, self.ffi.NULL, self.ffi.NULL)
+            return
+        cb = self.ffi.callback("int(void *)", lambda _ctx: int(bool(fn())))
+        self._keep.append(cb)
+        self.lib.cm_set_fail_event_callback(self.ptr, cb, self.ffi.NULL)
 
     def set_power_fail_callback(self, fn: Any, ctx: Any = None) -> None:
         """`fn`: a C function pointer ``void (*)(void *)`` (cdata) or a Python callable (test use)."""

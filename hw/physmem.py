@@ -37,7 +37,10 @@ class MemoryRange:
             raise ValueError(f"memory range {spec.name!r} must be page aligned and non-empty")
         self.spec = spec
         # Anonymous memory, or a given buffer (a file mapping: SCM whose every store is durable)
-        self.buffer = buffer if buffer is not None else mmap.mmap(-1, spec.size_bytes)
+        # Private anonymous memory: an os.fork() of emu (a crash campaign's fork server) gives
+        # the copy its own guest RAM (a shared mapping would let the copy write the original's).
+        self.buffer = buffer if buffer is not None else mmap.mmap(-1, spec.size_bytes, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self.shared = buffer is not None  # a file's mapping may be shared (see release)
         self.view = memoryview(self.buffer)
 
     @property
@@ -80,18 +83,22 @@ class PhysicalMemory:
 
     def release(self, hpfn: int, count: int) -> None:
         """Give the host memory behind host pages [hpfn, hpfn+count) back to the host OS (a
-        balloon's pages): the process's RSS drops; the pages read as zeros afterwards. The pools
-        are shared mappings (anonymous shared memory or a media file), where MADV_DONTNEED would
-        only unmap: MADV_REMOVE frees the backing (a private file view falls back to DONTNEED,
-        which drops its copies)."""
-        r = self.range_of(hpfn << 12)
-        off, n = (hpfn << 12) - r.spec.base_hpa, count * PAGE_SIZE
-        if off + n > r.spec.size_bytes:
-            raise ValueError(f"host pages {hpfn:#x}+{count} cross the end of {r.spec.name}")
-        try:
-            r.buffer.madvise(mmap.MADV_REMOVE, off, n)
-        except OSError:
-            r.buffer.madvise(mmap.MADV_DONTNEED, off, n)
+        balloon's pages): the process's RSS drops; the pages read as zeros afterwards. On a shared
+        mapping (a media file) MADV_DONTNEED would only unmap: MADV_REMOVE frees the backing;
+        private memory (anonymous RAM, a private file view) falls back to DONTNEED, which drops
+        its pages. The pages may span ranges that adjoin."""
+        while count > 0:
+            r = self.range_of(hpfn << 12)
+            off = (hpfn << 12) - r.spec.base_hpa
+            n = min(count * PAGE_SIZE, r.spec.size_bytes - off)
+            if r.shared:
+                try:
+                    r.buffer.madvise(mmap.MADV_REMOVE, off, n)
+                except OSError:
+                    r.shared = False  # a private view of a file: not asked again
+            if not r.shared:
+                r.buffer.madvise(mmap.MADV_DONTNEED, off, n)
+            hpfn, count = hpfn + n // PAGE_SIZE, count - n // PAGE_SIZE
 
     def read(self, hpa: int, n: int) -> bytes:
         return bytes(self.view(hpa, n))

@@ -114,7 +114,12 @@ CONSOLE_FILE = "console.json"  # in the state directory: bytes each console stre
 class Machine:
     def __init__(self, image: str | os.PathLike[str], config: MachineConfig | None = None, *,
                  kernel: Any = None, console: Console | None = None, media_dir: str | os.PathLike[str] | None = None,
-                 power_fail_at: int | None = None, power_fail_at_event: int | None = None) -> None:
+                 power_fail_at: int | None = None, power_fail_at_event: int | None = None,
+                 private_storage: bool = False) -> None:
+        """`private_storage`: the disk and the SCM media live in this process's memory
+        (copy-on-write mappings of the image and of the media files, which are never written), so
+        that an `os.fork()` of the process copies the whole machine; `save_storage` writes them
+        out (a crash campaign's fork server, emu/crashtest/forkserver.py)."""
         cfg = effective(config or default_machine())
         self.config = cfg
         image = Path(image)
@@ -127,7 +132,7 @@ class Machine:
             media_dir = self._tmp.name
         self.media_dir = Path(media_dir) if media_dir is not None else None
         media_paths = {r.name: self.media_dir / f"{r.name}.media" for r in cfg.scm}  # type: ignore[operator]
-        self.media = {r.name: open_media(media_paths[r.name], r.size_bytes) for r in cfg.scm}
+        self.media = {r.name: open_media(media_paths[r.name], r.size_bytes, private=private_storage) for r in cfg.scm}
         # At level fast there is no cache: SCM is its media file itself (every store durable).
         # Otherwise the CPU's view starts as what the media holds (a private copy-on-write
         # mapping of it: no copy at boot) and reaches the media only through the cache model.
@@ -156,7 +161,7 @@ class Machine:
                 raise EmuError("--power-fail-at-event needs a cache model: use model level persist or full")
             self.cache.fail_at_event(power_fail_at_event)
         self.power_fail_at = power_fail_at
-        self.blockdev = BlockDevice(str(image))
+        self.blockdev = BlockDevice(str(image), private=private_storage)
         if self.cache is not None:
             self.blockdev.on_write = self._block_event
         self.console = console or Console()
@@ -312,6 +317,21 @@ class Machine:
                 raise PowerFailure("event")
         raise PowerFailure("instruction")
 
+    def cut_power_at(self, n: int) -> None:
+        """Paused at or before instruction n (`resume_run(until=n)`): from here the power fails
+        after exactly n instructions, as in a machine built with power_fail_at=n (the running
+        quantum's deadline included)."""
+        self.power_fail_at = n
+        if self._kernel_deadline is not None:
+            self._kernel_deadline = min(self._kernel_deadline, n)
+
+    def save_storage(self, state_dir: Path) -> None:
+        """Private storage: write what survives a power cut as a state directory holds it
+        (disk.img, <range>.media; the console record goes there too once `media_dir` names it)."""
+        self.blockdev.save_to(state_dir / "disk.img")
+        for name, media in self.media.items():
+            write_sparse(state_dir / f"{name}.media", media)
+
     def _power_failed(self, t0: float) -> RunResult:
         """Power is gone: only the media and the storage image remain."""
         self.power_report = self.lost_state()
@@ -466,6 +486,18 @@ def build_cache(m: Machine) -> Any:
     if m.level == 2:  # full: every access; at persist SCM is MMIO (see CPU)
         cpu.lib.emu_install_mem_hook(cpu._uc_ptr, cpu.st, 1, 0)
     return cache
+
+
+def write_sparse(path: Path, data: mmap.mmap, chunk: int = 1 << 16) -> None:
+    """`data` to a file of its size, its all-zero chunks left as holes."""
+    zero = bytes(chunk)
+    with open(path, "wb") as f:
+        f.truncate(len(data))
+        for off in range(0, len(data), chunk):
+            piece = data[off:off + chunk]
+            if piece != zero[:len(piece)]:
+                f.seek(off)
+                f.write(piece)
 
 
 def open_media(path: Path, size: int, private: bool = False) -> mmap.mmap:

@@ -13,7 +13,7 @@ from typing import Any
 from emu.args import checkpoint_spec, positive_int
 from emu.crashtest.points import points_for, selected_checkpoints
 from emu.crashtest.report import report_table, summarize
-from emu.crashtest.runner import prepare, run_campaign
+from emu.crashtest.runner import METHODS, prepare, run_campaign
 from vmm.errors import EXIT_USAGE, EmuError
 
 
@@ -53,12 +53,12 @@ def main(args: argparse.Namespace) -> int:
             nfail[0] += not p["passed"]
             prog.update(task, advance=1, failed=nfail[0])
 
-        points = run_campaign(c, jobs, workers, tick)
+        points = run_campaign(c, jobs, workers, tick, args.method)
     summary = summarize(points)
     doc = {"campaign": str(c.dir), "program": c.argv, "machine": str(c.machine_file), "image": str(c.start_image),
            "kernel": c.kernel, "restart": c.restart.name, "seed": args.seed, "points_requested": args.points,
            "events_of_writeback": args.events_of_writeback, "media_faults": args.media_faults,
-           "event_stride": args.event_stride,
+           "event_stride": args.event_stride, "method": args.method,
            "every_event_of_checkpoint": [ck["seq"] for ck in selected_checkpoints(c, args.every_event_of_checkpoint)],
            "reference": rf, "summary": summary, "points": points}
     out = Path(args.json) if args.json else c.dir / "crashtest.json"
@@ -86,6 +86,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--media-faults", type=int, default=0, metavar="K",
                    help="after each cut, K seeded faults on the SCM media holding the checkpoints (bit flips in the table, "
                         "slots, metadata, data pages; torn lines; zeroed pages): the restart must resume identically or refuse")
+    p.add_argument("--method", choices=METHODS, default="fork",
+                   help="fork: one run forks a copy of emu at each point, which cuts, restarts and checks (default); "
+                        "rerun: each point runs the program from boot to its cut")
     p.add_argument("--jobs", type=positive_int, default=None, metavar="J", help="points run in parallel (default: the CPU count)")
     p.add_argument("--json", metavar="FILE", help="write every point as JSON (default: CAMPAIGN/crashtest.json)")
     p.add_argument("--dir", metavar="DIR", help="campaign directory (default: a fresh emu-runs/crashtest-NNNN)")

@@ -18,6 +18,7 @@ from emu.args import check_image
 from emu.crashtest.checks import diff_output, diff_trees, fsck, image_tree, state_digest
 from emu.crashtest.restart import ColdBootRestart, _capture_console, choose_restart, kernel_class
 from emu.guard import note_if_bug
+from hw.blockdev import copy_image
 from vmm.errors import EmuError
 
 PHASES = ("user", "syscall", "write-back", "checkpoint")
@@ -150,7 +151,7 @@ def run_cut(c: Campaign, state: Path, kind: str | None, at: int | None) -> tuple
     from vmm.machine import Machine
 
     state.mkdir(parents=True, exist_ok=True)
-    sparse_copy(c.start_image, state / "disk.img")
+    copy_image(c.start_image, state / "disk.img")
     cfg = c.config()
     shutil.copyfile(c.machine_file, state / "config.json")
     k = probed_kernel(c.kernel, cfg)
@@ -201,21 +202,35 @@ def add_media_faults(c: Campaign, index: int, state: Path, m: Any) -> tuple[list
     return faults, window.pool
 
 
+def new_point(c: Campaign, index: int, kind: str, at: int) -> tuple[dict[str, Any], Path]:
+    """A point's record before its cut, and its state directory."""
+    state = c.dir / "points" / f"p{index:04d}-{kind[0]}{at}"
+    p: dict[str, Any] = {"index": index, "cut": {"kind": kind, "at": at}, "phase": "none", "passed": False,
+                         "outcome": "mismatch", "reasons": [], "state_dir": str(state.resolve()),
+                         "reproduce": [shlex.join(cmd) for cmd in reproduce(c, index, kind, at)]}
+    return p, state
+
+
 def run_point(c: Campaign, index: int, kind: str, at: int) -> dict[str, Any]:
-    """One point: cut, (media faults,) restart, check. Never raises for what the machine does.
+    """One point from boot (the rerun method): cut, (media faults,) restart, check."""
+    p, state = new_point(c, index, kind, at)
+    return finish_point(c, p, state, lambda: run_cut(c, state, kind, at)[:3])
+
+
+def finish_point(c: Campaign, p: dict[str, Any], state: Path, cut: Callable[[], tuple[Any, Any, bytes]]) -> dict[str, Any]:
+    """A point from its cut on: `cut()` gives the run cut at the point (its result, its machine
+    and the stdout shown before the cut) with what survived in `state`; then media faults, the
+    restart and the checks. Never raises for what the machine does.
 
     Outcomes: "identical" (every check passed), "refused" (the restart refused to resume and
     changed nothing: a pass only when media faults were added), "mismatch" (a failure)."""
     from vmm.errors import RestartRefusedError
 
-    state = c.dir / "points" / f"p{index:04d}-{kind[0]}{at}"
-    p: dict[str, Any] = {"index": index, "cut": {"kind": kind, "at": at}, "phase": "none", "passed": False,
-                         "outcome": "mismatch", "reasons": [], "state_dir": str(state.resolve()),
-                         "reproduce": [shlex.join(cmd) for cmd in reproduce(c, index, kind, at)]}
+    index, kind, at = p["index"], p["cut"]["kind"], p["cut"]["at"]
     reasons: list[str] = p["reasons"]
     pre_out = b""
     try:
-        r, m, pre_out, _ = run_cut(c, state, kind, at)
+        r, m, pre_out = cut()
         p.update(phase=classify(kind, at, r, m.kernel), power_failed=r.power_failed, instructions=r.instructions,
                  event=r.power_report.get("fail_at_event") or r.power_report.get("events"),
                  stdout_before_cut=len(pre_out))
@@ -241,7 +256,7 @@ def run_point(c: Campaign, index: int, kind: str, at: int) -> dict[str, Any]:
             reasons.append(f"restart refused on intact media: {e}")
         if state_digest(state) != before:
             reasons.append("a refused restart changed the state directory")
-        return _finish_point(c, p, state, "refused" if not reasons else "mismatch")
+        return _close_point(c, p, state, "refused" if not reasons else "mismatch")
     except Exception as e:  # noqa: BLE001  (a restart that cannot mount what the cut left is a finding)
         note_if_bug(f"crashtest point {index}: restart", e)
         reasons.append(f"restart: {type(e).__name__}: {e}")
@@ -263,10 +278,10 @@ def run_point(c: Campaign, index: int, kind: str, at: int) -> dict[str, Any]:
     if why:
         reasons.append(why)
     p["checks"] = checks
-    return _finish_point(c, p, state, "identical" if not reasons else "mismatch")
+    return _close_point(c, p, state, "identical" if not reasons else "mismatch")
 
 
-def _finish_point(c: Campaign, p: dict[str, Any], state: Path, outcome: str) -> dict[str, Any]:
+def _close_point(c: Campaign, p: dict[str, Any], state: Path, outcome: str) -> dict[str, Any]:
     reasons = p["reasons"]
     p["outcome"] = outcome
     p["passed"] = not reasons
@@ -290,8 +305,17 @@ def _work(job: tuple[int, str, int]) -> dict[str, Any]:
     return run_point(_WORKER, *job)
 
 
+METHODS = ("fork", "rerun")
+
+
 def run_campaign(c: Campaign, jobs: list[tuple[int, str, int]], workers: int,
-                 progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+                 progress: Callable[[dict[str, Any]], None] | None = None, method: str = "fork") -> list[dict[str, Any]]:
+    """Every point: by the fork server (one run forks at each point: forkserver.py) or by
+    re-running each point from boot in `workers` processes ("rerun")."""
+    if method == "fork":
+        from emu.crashtest.forkserver import ForkServer
+
+        return ForkServer(c, jobs, workers, progress).run()
     results: list[dict[str, Any]] = []
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
@@ -374,7 +398,7 @@ def make_reference(c: Campaign, base: Path, cfg: Any) -> tuple[Campaign, Any]:
     spans = list(ck.spans) if ck is not None else []
     c.ref_stdout = out
     c.ref_tree = image_tree(d / "reference" / "disk.img")
-    c.reference = {"exit_code": r.exit_code, "instructions": r.instructions, "events": events,
+    c.reference = {"exit_code": r.exit_code, "instructions": r.instructions, "events": events, "wall_s": r.wall_s,
                    "events_before_shutdown": before, "stdout": out.decode(errors="backslashreplace"),
                    "stdout_bytes": len(out), "stderr": err.decode(errors="backslashreplace"),
                    "files": len(c.ref_tree), "state_dir": str(d / "reference"),

@@ -11,7 +11,8 @@
  *    queued the same way.
  *  - Persistence events (each scm line landing on media, each NT store landing, each fence, each
  *    block the storage device writes via cm_event) are numbered 1, 2, ...; cm_set_fail_at_event
- *    makes the power fail just before event K: nothing from K on reaches media.
+ *    makes the power fail just before event K: nothing from K on reaches media (a callback set
+ *    with cm_set_fail_event_callback may say "go on" instead: a fork server forks there).
  *
  * Every symbol is prefixed cm_ so this file can be concatenated after hotpath.c in one
  * translation unit.
@@ -103,6 +104,12 @@ int cm_add_range(struct cm *cm, uint64_t base, uint64_t size, int kind, int chan
 
 void cm_set_level(struct cm *cm, int level) { cm->level = level; }
 void cm_set_fail_at_event(struct cm *cm, uint64_t k) { cm->fail_at_event = k; }
+
+void cm_set_fail_event_callback(struct cm *cm, int (*fn)(void *), void *ctx)
+{
+    cm->at_fail_event = fn;
+    cm->at_fail_event_ctx = ctx;
+}
 void cm_set_power_fail_callback(struct cm *cm, void (*fn)(void *), void *ctx)
 {
     cm->on_power_fail = fn;
@@ -211,6 +218,10 @@ static int cm_event_check(struct cm *cm)
     if (cm->power_failed)
         return 0;
     if (cm->fail_at_event && cm->st.events + 1 >= cm->fail_at_event) {
+        if (cm->at_fail_event && !cm->at_fail_event(cm->at_fail_event_ctx)) {
+            cm->st.events++;
+            return 1;
+        }
         cm->st.failed_at_event = cm->st.events + 1;
         cm_do_power_fail(cm, 0, 1);
         return 0;

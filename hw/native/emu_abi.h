@@ -154,6 +154,10 @@ struct cm {
     uint64_t fail_at_event;     /* 0: never */
     void (*on_power_fail)(void *ctx);
     void *on_power_fail_ctx;
+    /* At event fail_at_event, if set: asked first; 0 = go on (it moved fail_at_event on: a fork
+     * server's parent), 1 = the power fails here (its child). */
+    int (*at_fail_event)(void *ctx);
+    void *at_fail_event_ctx;
     /* geometry */
     uint64_t size_bytes;
     uint32_t line_size;
@@ -187,6 +191,7 @@ int cm_add_range(struct cm *cm, uint64_t base, uint64_t size, int kind, int chan
 void cm_set_level(struct cm *cm, int level);
 void cm_set_fail_at_event(struct cm *cm, uint64_t k);
 void cm_set_power_fail_callback(struct cm *cm, void (*fn)(void *), void *ctx);
+void cm_set_fail_event_callback(struct cm *cm, int (*fn)(void *), void *ctx);
 void cm_mark_nt(struct cm *cm);
 void cm_end_nt(struct cm *cm);
 void cm_access(struct cm *cm, uint64_t hpa, uint32_t size, int is_write, int is_kernel, uint64_t value);

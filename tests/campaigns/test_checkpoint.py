@@ -257,11 +257,18 @@ def _campaign(tmp: Path, argv: list[str], *opts: str) -> tuple[subprocess.Comple
     return p, json.loads((d / "crashtest.json").read_text())
 
 
-def test_campaign_with_checkpointing_loses_nothing(tmp_path: Path) -> None:
+CK_OPTS = ("--checkpoint", "tcp=0", "--points", "8", "--every-event-of-checkpoint", "1", "--event-stride", "16")
+
+
+@pytest.fixture(scope="module")
+def ck_campaign(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, dict]:
     # Every 16th event of the checkpoint's page copies, and all of its commit and write-back
     # (the slow suite cuts at every event).
-    p, doc = _campaign(tmp_path, SMALL, "--checkpoint", "tcp=0", "--points", "8", "--every-event-of-checkpoint", "1",
-                       "--event-stride", "16")
+    return _campaign(tmp_path_factory.mktemp("ck"), SMALL, *CK_OPTS)
+
+
+def test_campaign_with_checkpointing_loses_nothing(ck_campaign: tuple[subprocess.CompletedProcess, dict]) -> None:
+    p, doc = ck_campaign
     s = doc["summary"]
     assert p.returncode == 0, p.stderr[-3000:]
     assert s["failed"] == 0 and s["tried"] > 8
@@ -269,6 +276,18 @@ def test_campaign_with_checkpointing_loses_nothing(tmp_path: Path) -> None:
     assert s["by_phase"]["checkpoint"]["tried"] > 0 and s["by_phase"]["write-back"]["tried"] > 0
     assert len(doc["every_event_of_checkpoint"]) == 1
     assert all(" restart " in pt["reproduce"][-1] for pt in doc["points"])
+
+
+def test_fork_server_cuts_inside_checkpoints_as_rerunning_does(ck_campaign: tuple[subprocess.CompletedProcess, dict],
+                                                               tmp_path: Path) -> None:
+    """Event cuts fork deep in the kernel's checkpoint code and in the guest's flushes: the same
+    points as running each from boot."""
+    from tests.campaigns.test_crashtest import same_points
+
+    _, doc = ck_campaign
+    p, doc2 = _campaign(tmp_path, SMALL, *CK_OPTS, "--method", "rerun")
+    assert p.returncode == 0, p.stderr[-3000:]
+    same_points(doc, doc2)
 
 
 def test_campaign_without_checkpointing_shows_losses(tmp_path: Path) -> None:

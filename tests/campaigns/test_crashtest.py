@@ -63,6 +63,28 @@ def test_campaign_without_checkpointing_finds_losses(campaign):  # type: ignore[
     assert s["by_phase"]["write-back"]["failed"] == len(events) and s["by_phase"]["checkpoint"]["tried"] == 0
 
 
+def same_points(a: dict, b: dict) -> None:
+    """Two campaigns' points agree on everything but where their files are."""
+    assert len(a["points"]) == len(b["points"])
+    for p, q in zip(a["points"], b["points"]):
+        strip = lambda x: {k: v for k, v in x.items() if k not in ("reproduce", "state_dir")}  # noqa: E731
+        assert strip(p) == strip(q), p["index"]
+        assert [c.replace(a["campaign"], "C") for c in p["reproduce"]] == [c.replace(b["campaign"], "C") for c in q["reproduce"]]
+
+
+def test_the_fork_server_and_rerunning_give_the_same_points(campaign, tmp_path):  # type: ignore[no-untyped-def]
+    """The default method forks one run at every point; rerunning each point from boot must
+    find exactly the same (phases, checks, reasons, instruction and event counts)."""
+    d, _, doc = campaign
+    assert doc["method"] == "fork"
+    d2 = tmp_path / "rerun"
+    cmd = [sys.executable, "-m", "emu.cli", "crashtest", "--dir", str(d2), "--level", "persist", "--points", "6",
+           "--seed", "7", "--events-of-writeback", "--jobs", "2", "--method", "rerun", "--", "/bin/sh", "-c", SCRIPT]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert p.returncode == 1, p.stderr
+    same_points(doc, json.loads((d2 / "crashtest.json").read_text()))
+
+
 def test_cut_on_a_syscall_is_classified_syscall(campaign, tmp_path):  # type: ignore[no-untyped-def]
     """A cut after exactly the instruction count of the `write` of the output: the write happened."""
 

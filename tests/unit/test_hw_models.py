@@ -602,3 +602,51 @@ def test_model_levels_are_the_native_headers():
 
     _ffi, lib = native.load()
     assert LEVELS == {"fast": lib.CM_LEVEL_FAST, "persist": lib.CM_LEVEL_PERSIST, "full": lib.CM_LEVEL_FULL}
+
+
+# -- private storage (a crash campaign's fork server) -------------------------------------------
+
+
+def test_private_block_device_keeps_its_writes_and_saves_the_image(tmp_path):  # type: ignore[no-untyped-def]
+    import os
+
+    from hw.blockdev import BlockDevice, copy_image
+
+    img = tmp_path / "disk.img"
+    with open(img, "wb") as f:
+        f.truncate(1 << 20)
+        f.seek(4096)
+        f.write(b"base" * 1024)
+    before = img.read_bytes()
+    dev = BlockDevice(str(img), private=True)
+    dev.write_at(8192, b"new!" * 256)
+    dev.write_at(4096 + 1024, b"x" * 1024)
+    assert dev.read_at(8192, 4) == b"new!" and dev.read_at(4096, 4) == b"base"
+    assert img.read_bytes() == before  # the file never changes
+    expect = bytearray(before)
+    expect[8192:9216] = b"new!" * 256
+    expect[5120:6144] = b"x" * 1024
+    dev.save_to(tmp_path / "saved.img")
+    assert (tmp_path / "saved.img").read_bytes() == bytes(expect) and dev.dirty_pages == {1, 2}
+    copy_image(img, tmp_path / "copy.img")  # holes kept: only the data extent is allocated
+    assert (tmp_path / "copy.img").read_bytes() == before
+    assert os.stat(tmp_path / "copy.img").st_blocks * 512 < (1 << 20)
+
+
+def test_forked_copy_of_guest_memory_is_its_own(tmp_path):  # type: ignore[no-untyped-def]
+    """Guest RAM is private memory: what a forked copy of emu writes never reaches the original
+    (the fork server's copies run on after their fork)."""
+    import os
+
+    from hw.physmem import PhysicalMemory
+    from vmm.config import default_machine
+
+    pm = PhysicalMemory(default_machine().range_specs())
+    dram = pm.dram_ranges()[0]
+    dram.buffer[0:4] = b"orig"
+    pid = os.fork()
+    if pid == 0:
+        dram.buffer[0:4] = b"copy"
+        os._exit(0 if dram.buffer[0:4] == b"copy" else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and dram.buffer[0:4] == b"orig"
