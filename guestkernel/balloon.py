@@ -61,15 +61,14 @@ class BalloonDriver:
             self._fill(self.blocks, target - held)
             if self.held < target:
                 self.pending = True  # retried at the next tick, as Linux retries later
-        while self.blocks and self.held > target:
-            pfn, order = self.blocks[-1]
-            if self.held - (1 << order) < target:  # split it: give back only what is asked
-                self.blocks.pop()
-                self._give_back(pfn, order)
-                self._fill(self.blocks, target - self.held)
-                break
-            self.blocks.pop()
-            self._give_back(pfn, order)
+        back: list[tuple[int, int]] = []
+        over = self.held - target
+        while self.blocks and over > 0:
+            back.append(self.blocks.pop())
+            over -= 1 << back[-1][1]
+        self._give_back(back)
+        if over < 0:  # the last block was split: give back only what is asked
+            self._fill(self.blocks, -over)
 
     def _fill(self, into: list[tuple[int, int]], want: int) -> int:
         """Take up to `want` free frames as blocks, largest first, from every zone but DMA and
@@ -77,6 +76,7 @@ class BalloonDriver:
         f = self.k.frames
         got = 0
         zones = [z for z in f.zones if z.name != "DMA"]
+        taken: list[tuple[int, int]] = []
         for order in range(MAX_ORDER - 1, -1, -1):
             n = 1 << order
             for z in zones:
@@ -84,19 +84,21 @@ class BalloonDriver:
                     pfn = f.take_block(z, order, Gfp.KERNEL, "min")
                     if pfn is None:
                         break
-                    self.dev.inflate(pfn, n)
-                    f.ballooned += n
-                    f.events["balloon_inflate"] += n
-                    into.append((pfn, order))
+                    taken.append((pfn, order))
                     got += n
+        self.dev.inflate([(pfn, 1 << order) for pfn, order in taken])
+        f.ballooned += got
+        f.events["balloon_inflate"] += got
+        into.extend(taken)
         return got
 
-    def _give_back(self, pfn: int, order: int) -> None:
+    def _give_back(self, blocks: list[tuple[int, int]]) -> None:
         f = self.k.frames
-        n = self.dev.deflate(pfn)
+        n = self.dev.deflate([pfn for pfn, _ in blocks])
         f.ballooned -= n
         f.events["balloon_deflate"] += n
-        f.free_block(pfn, order)
+        for pfn, order in blocks:
+            f.free_block(pfn, order)
 
     def sysfs_files(self) -> dict[str, object]:
         """The device under /sys/bus/virtio/devices/virtio0 as Linux lists a virtio-balloon
@@ -139,10 +141,8 @@ class BalloonDriver:
 
     def after_snapshot(self) -> int:
         """Take back the pages handed over for the snapshot (newest first); returns how many."""
-        n = 0
-        while self.hinted:
-            pfn, order = self.hinted.pop()
-            self._give_back(pfn, order)
-            n += 1 << order
+        n = sum(1 << order for _, order in self.hinted)
+        self._give_back(self.hinted[::-1])
+        self.hinted = []
         self.k.frames.kswapd_wanted = self._kswapd_wanted
         return n

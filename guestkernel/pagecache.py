@@ -131,8 +131,12 @@ class PageCache:
 
     def drop_clean(self) -> int:
         """Free every clean cached page (echo 1 > drop_caches); returns pages freed."""
-        clean = [b for b in self.pages if b not in self.dirty]
-        pfns = [self.pages.pop(b) for b in clean]
+        if not self.dirty:  # after a sync: all of it (drop_caches, a sonic snapshot)
+            clean, pfns = list(self.pages), list(self.pages.values())
+            self.pages.clear()
+        else:
+            clean = [b for b in self.pages if b not in self.dirty]
+            pfns = [self.pages.pop(b) for b in clean]
         self.frame_set.difference_update(pfns)
         self.frames.put_many(pfns)
         return len(clean)
