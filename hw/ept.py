@@ -15,6 +15,8 @@ from array import array
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 from hw.physmem import PAGE_SIZE, PhysicalMemory
 
 EPT_A = 1
@@ -44,10 +46,12 @@ class EPT:
         order: dict[str, list[int]] = {}  # pool -> its hpfns, in the order guest pages take them
         for r in physmem.ranges:
             first = r.spec.base_hpa // PAGE_SIZE
-            hpfns = list(range(first, first + r.spec.size_bytes // PAGE_SIZE))
             if shuffle_seed is not None:
+                hpfns = list(range(first, first + r.spec.size_bytes // PAGE_SIZE))
                 random.Random(f"ept:{shuffle_seed}:{r.spec.name}").shuffle(hpfns)
-            order[r.spec.name] = hpfns
+                order[r.spec.name] = array("I", hpfns)
+            else:  # 2 Mi pages for 8 GiB: built in C
+                order[r.spec.name] = array("I", np.arange(first, first + r.spec.size_bytes // PAGE_SIZE, dtype=np.uint32).tobytes())
         for b in backings:
             if b.base_gpa % PAGE_SIZE or b.size_bytes % PAGE_SIZE or b.pool_offset_bytes % PAGE_SIZE:
                 raise ValueError(f"guest window of pool {b.pool!r} is not page aligned")
@@ -55,7 +59,7 @@ class EPT:
             first, n = b.pool_offset_bytes // PAGE_SIZE, b.size_bytes // PAGE_SIZE
             if first + n > len(hpfns):
                 raise ValueError(f"guest window of {b.size_bytes} bytes runs past the end of pool {b.pool!r}")
-            self.map[b.base_gpa // PAGE_SIZE : b.base_gpa // PAGE_SIZE + n] = array("I", hpfns[first : first + n])
+            self.map[b.base_gpa // PAGE_SIZE : b.base_gpa // PAGE_SIZE + n] = hpfns[first : first + n]
         self.bits = bytearray(self.pages)
         # Pages the kernel reached by their contents (GuestMemory.page). The kernel runs on the
         # host here, so its stores set no A/D bit the hardware would: the host logs every page
