@@ -28,11 +28,23 @@ def main(args: argparse.Namespace) -> int:
     )
 
     con = Console(stderr=True)
+    client = None
     try:
+        if args.cluster:  # before the reference: an unreachable or mismatched cluster is a usage error
+            from emu.crashtest.cluster import check_workers, connect
+
+            client = connect(args.cluster)
+            try:
+                check_workers(client)
+            except EmuError:
+                client.close()
+                raise
         c, _ = prepare(args)
         jobs = points_for(c, args.points, args.seed, args.events_of_writeback, args.every_event_of_checkpoint,
                           args.event_stride)
     except EmuError as e:
+        if client is not None:
+            client.close()
         print(f"emu: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     rf = c.reference
@@ -53,12 +65,22 @@ def main(args: argparse.Namespace) -> int:
             nfail[0] += not p["passed"]
             prog.update(task, advance=1, failed=nfail[0])
 
-        points = run_campaign(c, jobs, workers, tick, args.method)
+        if client is not None:
+            from emu.crashtest.cluster import run_on_cluster
+
+            try:
+                points, retries = run_on_cluster(c, jobs, client, args.jobs or 1, tick)
+            except EmuError as e:
+                print(f"emu: error: {e}", file=sys.stderr)
+                return 1
+        else:
+            points, retries = run_campaign(c, jobs, workers, tick, args.method), {}
     summary = summarize(points)
+    summary.update(retries)
     doc = {"campaign": str(c.dir), "program": c.argv, "machine": str(c.machine_file), "image": str(c.start_image),
            "kernel": c.kernel, "restart": c.restart.name, "seed": args.seed, "points_requested": args.points,
            "events_of_writeback": args.events_of_writeback, "media_faults": args.media_faults,
-           "event_stride": args.event_stride, "method": args.method,
+           "event_stride": args.event_stride, "method": args.method, "cluster": args.cluster,
            "every_event_of_checkpoint": [ck["seq"] for ck in selected_checkpoints(c, args.every_event_of_checkpoint)],
            "reference": rf, "summary": summary, "points": points}
     out = Path(args.json) if args.json else c.dir / "crashtest.json"
@@ -67,6 +89,10 @@ def main(args: argparse.Namespace) -> int:
     for r in report_table(summary, points):
         con.print(r)
     o = summary["outcomes"]
+    if retries:
+        con.print(f"crashtest: on {retries['workers']} cluster workers in {retries['batches']} batches; "
+                  f"{retries['retried_batches']} batches ({retries['retried_points']} points) rerun after a worker died",
+                  highlight=False)
     con.print(f"crashtest: {summary['passed']}/{summary['tried']} points passed ({o['identical']} resumed identical, "
               f"{o['refused']} refused); {o['mismatch']} mismatches; JSON in {out}", highlight=False)
     return 0 if summary["failed"] == 0 else 1
@@ -89,6 +115,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=METHODS, default="fork",
                    help="fork: one run forks a copy of emu at each point, which cuts, restarts and checks (default); "
                         "rerun: each point runs the program from boot to its cut")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="run the points on a Dask cluster (tcp://HOST:PORT of its scheduler; start one with "
+                        "`dask scheduler` and `dask worker ADDRESS`); --jobs is then the copies each task forks at once")
     p.add_argument("--jobs", type=positive_int, default=None, metavar="J", help="points run in parallel (default: the CPU count)")
     p.add_argument("--json", metavar="FILE", help="write every point as JSON (default: CAMPAIGN/crashtest.json)")
     p.add_argument("--dir", metavar="DIR", help="campaign directory (default: a fresh emu-runs/crashtest-NNNN)")

@@ -92,8 +92,8 @@ class ForkServer:
                     if self._fork(job):
                         m.cut_power_at(job[2])
                         r = m.resume_run()
-                if self.child is None and r is None:
-                    r = m.resume_run()
+                if self.child is None and r is None and self.next_event < len(self.events):
+                    r = m.resume_run()  # on to the event points left (past the last one: no need)
             except BaseException as e:
                 if self.child is not None:
                     self._child_exit(None, e)
@@ -110,7 +110,7 @@ class ForkServer:
                 self._reap(0)
                 shutil.rmtree(scratch, ignore_errors=True)
                 shutil.rmtree(self.outbox, ignore_errors=True)
-        ran = r.instructions if r is not None else 0
+        ran = r.instructions if r is not None else m.cpu.icount
         for job in self.jobs:
             if job[0] not in self.results:  # the forking run ended before it: it differs from the reference
                 self._record(self._failed(job, f"the forking run ended before this point ({ran:,} instructions, "
