@@ -537,6 +537,14 @@ def _debugfs(image: Path, request: str) -> subprocess.CompletedProcess:
             from None
 
 
+def _debugfs_script(image: Path, script: Path) -> subprocess.CompletedProcess:
+    """debugfs running every command of a file (-f) in one process."""
+    try:
+        return subprocess.run([_tool("debugfs"), "-f", str(script), str(image)], capture_output=True, env=_e2fs_env())
+    except FileNotFoundError:
+        raise ImageError(f"debugfs not found: install the Debian package {E2FS_PACKAGE}") from None
+
+
 def _norm_guest(guest_path: str) -> str:
     if not guest_path.startswith("/"):
         guest_path = "/" + guest_path
@@ -591,7 +599,7 @@ def extract(image: Path, guest_path: str, dest: Path) -> Path:
     if ``dest`` is an existing directory, the copy goes inside it under its basename.
     """
     g = _norm_guest(guest_path)
-    st = guest_stat(image, g)
+    st = guest_stat(image, g) if g != "/" else {"type": "directory"}  # (the root is one)
     dest = Path(dest)
     if dest.is_dir():
         dest = dest / (g.rsplit("/", 1)[1] or "root")
@@ -602,10 +610,14 @@ def extract(image: Path, guest_path: str, dest: Path) -> Path:
                 tmp = Path(td) / "root"
                 tmp.mkdir()
                 r = _debugfs(image, "ls -p /")
-                for line in r.stdout.decode(errors="replace").splitlines():
-                    parts = line.strip("/").split("/")
-                    if len(parts) >= 5 and parts[4] not in (".", "..", ""):
-                        _debugfs(image, f'rdump "/{parts[4]}" "{tmp}"')
+                names = [parts[4] for line in r.stdout.decode(errors="replace").splitlines()
+                         if len(parts := line.strip("/").split("/")) >= 5 and parts[4] not in (".", "..", "")]
+                if any(c in n for n in names for c in '"\n'):
+                    raise ImageError(f"unsupported name in / of {image}")
+                # one debugfs for every entry (a crash campaign reads a tree per point)
+                script = Path(td) / "rdump.cmds"
+                script.write_text("".join(f'rdump "/{n}" "{tmp}"\n' for n in names))
+                r = _debugfs_script(image, script)
             else:
                 r = _debugfs(image, f'rdump "{g}" "{td}"')
                 tmp = Path(td) / g.rsplit("/", 1)[1]

@@ -49,7 +49,7 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
       exit 1
     fi
   fi
-  if ! .venv/bin/python -m pip install --disable-pip-version-check -e '.[test]' >.venv/pip.log 2>&1; then
+  if ! .venv/bin/python -m pip install --disable-pip-version-check -e '.[test,cluster]' >.venv/pip.log 2>&1; then
     cat .venv/pip.log >&2
     echo "setup: pip install failed (log above)" >&2
     exit 1

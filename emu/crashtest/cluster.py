@@ -126,8 +126,9 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def run_batch(bundle: dict[str, Any], sha: str, batch: list[Job], jobs: int) -> list[dict[str, Any]]:
-    """A Dask task: the batch's points by the fork server, in a child process."""
+def run_batch(bundle: dict[str, Any], sha: str, batch: list[Job], jobs: int, home: str) -> list[dict[str, Any]]:
+    """A Dask task: the batch's points by the fork server, in a child process. Their reproducing
+    commands name the client's campaign directory `home` (its start.img and machine.json)."""
     base = unpack(bundle, sha)
     work = Path(tempfile.mkdtemp(prefix="batch-", dir=base))
     for name in ("start.img", "machine.json", "campaign.json"):
@@ -139,6 +140,8 @@ def run_batch(bundle: dict[str, Any], sha: str, batch: list[Job], jobs: int) -> 
     if p.returncode != 0 or not out.exists():
         raise RuntimeError(f"batch on {os.uname().nodename} failed (exit {p.returncode}): {p.stderr[-2000:]}")
     points = json.loads(out.read_text())
+    for pt in points:
+        pt["reproduce"] = [cmd.replace(str(work.resolve()), home) for cmd in pt["reproduce"]]
     if not any(pt.get("state_dir") for pt in points):
         shutil.rmtree(work, ignore_errors=True)  # kept state directories stay with their batch
     return points
@@ -166,7 +169,7 @@ def connect(address: str) -> Any:
     except ImportError:
         raise EmuError("--cluster needs Dask: pip install -e '.[cluster]'") from None
     try:
-        return Client(address, timeout="10s", set_as_default=False)
+        return Client(address, timeout="10s")
     except (OSError, TimeoutError, ValueError) as e:
         raise EmuError(f"cannot reach the cluster at {address}: {e}") from None
 
@@ -206,7 +209,8 @@ def run_on_cluster(c: Campaign, jobs: list[Job], client: Any, per_task: int,
         sha = bundle_sha(bundle)
         shipped = client.scatter(bundle, broadcast=True, hash=False)
         parts = batches(jobs, max(1, min(len(jobs), 4 * workers)))
-        futures = [client.submit(run_batch, shipped, sha, b, per_task, key=f"emu-batch-{sha[:12]}-{i}", pure=False)
+        home = str(c.dir.resolve())
+        futures = [client.submit(run_batch, shipped, sha, b, per_task, home, key=f"emu-batch-{sha[:12]}-{i}", pure=False)
                    for i, b in enumerate(parts)]
         size = {f.key: len(b) for f, b in zip(futures, parts)}
         results: list[dict[str, Any]] = []

@@ -244,7 +244,8 @@ def finish_point(c: Campaign, p: dict[str, Any], state: Path, cut: Callable[[], 
         note_if_bug(f"crashtest point {index}: cut run", e)
         reasons.append(f"cut run: {type(e).__name__}: {e}")
     post_out = b""
-    before = state_digest(state) if state.is_dir() else ""
+    # a refused restart must change nothing: known only by comparing (a cold boot never refuses)
+    before = state_digest(state) if state.is_dir() and c.restart.resumes else ""
     try:
         post_out, _, code = c.restart(state, c.argv, c.config())
         p.update(stdout_after_restart=len(post_out), restart_exit_code=code)
