@@ -60,24 +60,27 @@ class Balloon:
     def inflate(self, blocks: list[tuple[int, int]]) -> None:
         """The guest hands over pages, as blocks (first_gpfn, count): unmap them and free
         their host memory (in one pass: a sonic snapshot hands over thousands of blocks)."""
-        m = self.ept.map
-        taken = []
-        for first_gpfn, count in blocks:
-            hpfns = array("I", m[first_gpfn : first_gpfn + count])
-            if INVALID in hpfns or first_gpfn in self.runs:
-                raise ValueError(f"guest pages {first_gpfn:#x}+{count} are not all mapped")
-            taken.append(hpfns)
-            self.runs[first_gpfn] = hpfns
-            m[first_gpfn : first_gpfn + count] = array("I", [INVALID]) * count
-            self.ept.bits[first_gpfn : first_gpfn + count] = bytes(count)
-            self.ept.log[first_gpfn : first_gpfn + count] = bytes(count)
-        if not taken:
+        if not blocks:
             return
-        every = np.sort(np.concatenate([np.frombuffer(h, dtype=np.uint32) for h in taken]))
-        for hpfn, n in _runs(every):
+        firsts = np.array([g for g, _ in blocks], dtype=np.int64)
+        counts = np.array([n for _, n in blocks], dtype=np.int64)
+        # every gpfn of every block, block after block
+        idx = np.repeat(firsts - np.concatenate(([0], np.cumsum(counts)[:-1])), counts) + np.arange(int(counts.sum()))
+        m = np.frombuffer(self.ept.map, dtype=np.uint32)
+        hpfns = m[idx]
+        if (hpfns == INVALID).any() or any(int(g) in self.runs for g in firsts) or len(np.unique(idx)) != len(idx):
+            raise ValueError("guest pages handed to the balloon are not all mapped (or handed twice)")
+        at = 0
+        for g, n in zip(firsts.tolist(), counts.tolist()):
+            self.runs[g] = array("I", hpfns[at:at + n].tobytes())
+            at += n
+        m[idx] = INVALID
+        np.frombuffer(self.ept.bits, dtype=np.uint8)[idx] = 0
+        np.frombuffer(self.ept.log, dtype=np.uint8)[idx] = 0
+        for hpfn, n in _runs(np.sort(hpfns)):
             self.ept.physmem.release(hpfn, n)
-        self.counters.inflates += len(every)
-        self.counters.released_bytes += len(every) * 4096
+        self.counters.inflates += len(idx)
+        self.counters.released_bytes += len(idx) * 4096
         self.ept.on_change()
 
     def deflate(self, firsts: list[int]) -> int:
@@ -108,8 +111,9 @@ class Balloon:
         self.target_pages = state["target_pages"]
         self.runs = {int(g): array("I", h) for g, h in state["runs"].items()}
         self.counters = BalloonCounters(**state["counters"])
-        for hpfns in self.runs.values():  # a fresh machine backs them: release that memory too
-            for hpfn, n in _runs(hpfns):
+        if self.runs:  # a fresh machine backs them: release that memory too
+            every = np.sort(np.concatenate([np.frombuffer(h, dtype=np.uint32) for h in self.runs.values()]))
+            for hpfn, n in _runs(every):
                 self.ept.physmem.release(hpfn, n)
 
 

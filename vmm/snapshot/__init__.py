@@ -93,12 +93,15 @@ def take(machine: Any, where: Path, mode: str, parent: Path | None = None, compr
             raise SnapshotError(f"kernel {getattr(k, 'name', '?')} cannot cooperate in a sonic snapshot")
         guest = k.prepare_snapshot()
     chosen = pages.select(machine, mode, first_of_chain=parent is None)
-    ram = pages.window_gpfns(machine, "ram")
+    ram = pages.window_mask(machine, "ram")
     kinds = k.page_kinds() if hasattr(k, "page_kinds") else None
     from guestkernel.interface import PAGE_KINDS
 
     saved_by_kind = pages.count_kinds(kinds, chosen, ram, PAGE_KINDS)
-    left_out = pages.count_kinds(kinds, np.setdiff1d(pages.window_gpfns(machine), chosen, assume_unique=True), ram, PAGE_KINDS)
+    every = pages.window_gpfns(machine)
+    saved = np.zeros(len(ram), dtype=bool)
+    saved[chosen] = True
+    left_out = pages.count_kinds(kinds, every[~saved[every]], ram, PAGE_KINDS)
     known_zero = pages.untouched(machine, chosen) & files.fresh_dram(machine, chosen)
     pages.mark_saved(machine)
     state = zstandard.ZstdCompressor(level=3).compress(pickle.dumps(machine.save_state(contents=False), protocol=pickle.HIGHEST_PROTOCOL))
@@ -123,7 +126,7 @@ def take(machine: Any, where: Path, mode: str, parent: Path | None = None, compr
             "config": machine_to_dict(machine.config),
             "parent": None if parent is None else os.path.relpath(parent.resolve(), where.resolve()),
             "parent_id": parent_meta["id"] if parent_meta else None,
-            "ram_pages": int(len(ram)),
+            "ram_pages": int(ram.sum()),
             "pages_saved": int(len(chosen)), "saved_by_kind": saved_by_kind, "left_out_by_kind": left_out,
             "guest": guest, "files": checks, "disk_copy": disk_how,
         }

@@ -175,7 +175,6 @@ def read_memory(path: Path, machine: Any, expect: dict[str, int], written: bytea
             fresh &= np.frombuffer(written, dtype=np.uint8)[gpfns] == 0
             np.frombuffer(written, dtype=np.uint8)[gpfns] = 1
         scratch = bytearray(4096)
-        chunk = bytearray(CHUNK)
         for at, n in runs(machine, gpfns, fresh):
             if not mapped[at : at + n].all():  # pages ballooned out since: read and drop
                 for i in range(n):
@@ -183,16 +182,13 @@ def read_memory(path: Path, machine: Any, expect: dict[str, int], written: bytea
                     if mapped[at + i]:
                         phys.view(ept.map[int(gpfns[at + i])] << 12, 4096)[:] = scratch
                 continue
-            view = phys.view(ept.map[int(gpfns[at])] << 12, n << 12)
+            first_hpfn = ept.map[int(gpfns[at])]
+            view = phys.view(first_hpfn << 12, n << 12)
             for off in range(0, len(view), CHUNK):
-                if fresh[at]:
-                    k = min(CHUNK, len(view) - off)
-                    part = memoryview(chunk)[:k]
-                    src.exactly(part)
-                    if np.frombuffer(chunk, dtype=np.uint8, count=k).any():
-                        view[off : off + k] = part
-                else:
-                    src.exactly(view[off : off + CHUNK])
+                part = view[off : off + CHUNK]
+                src.exactly(part)  # straight in: no copy through a scratch buffer
+                if fresh[at] and not np.frombuffer(part, dtype=np.uint8).any():
+                    phys.release(first_hpfn + (off >> 12), len(part) >> 12)  # zeros: not resident
         if src is not f and src.read(1):
             raise CorruptFile(f"{name} has data past its last page")
         if f.read(1):

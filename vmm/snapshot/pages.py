@@ -36,6 +36,14 @@ def window_gpfns(machine: Any, kind: str | None = None) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
+def window_mask(machine: Any, kind: str | None = None) -> np.ndarray:
+    """A flag per gpfn of the whole guest-physical space: in a window (of that kind)? (Indexing
+    it beats np.isin's sort on millions of pages.)"""
+    mask = np.zeros(machine.ept.pages, dtype=bool)
+    mask[window_gpfns(machine, kind)] = True
+    return mask
+
+
 def select(machine: Any, mode: str, first_of_chain: bool) -> np.ndarray:
     """The gpfns to save (ascending)."""
     ept = machine.ept
@@ -47,7 +55,7 @@ def select(machine: Any, mode: str, first_of_chain: bool) -> np.ndarray:
     if mode == "full" or (mode == "incremental" and first_of_chain):
         keep = mapped
     elif mode == "sonic":
-        keep = mapped & (np.isin(gpfns, window_gpfns(machine, "ram"), assume_unique=True) | touched)
+        keep = mapped & (window_mask(machine, "ram")[gpfns] | touched)
     elif mode == "touched":
         keep = mapped & touched
     elif mode == "incremental":
@@ -77,9 +85,9 @@ def mark_saved(machine: Any) -> None:
 
 def count_kinds(kinds: bytes | None, gpfns: np.ndarray, ram: np.ndarray, names: tuple[str, ...]) -> dict[str, int]:
     """How many of `gpfns` are of each kind (the kernel's page_kinds; pages outside RAM are
-    "device")."""
+    "device"). `ram`: window_mask(machine, "ram")."""
     out: dict[str, int] = {}
-    in_ram = np.isin(gpfns, ram, assume_unique=True)
+    in_ram = ram[gpfns]
     if (n := int((~in_ram).sum())):
         out["device"] = n
     if kinds is None:
