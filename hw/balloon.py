@@ -68,7 +68,9 @@ class Balloon:
         idx = np.repeat(firsts - np.concatenate(([0], np.cumsum(counts)[:-1])), counts) + np.arange(int(counts.sum()))
         m = np.frombuffer(self.ept.map, dtype=np.uint32)
         hpfns = m[idx]
-        if (hpfns == INVALID).any() or any(int(g) in self.runs for g in firsts) or len(np.unique(idx)) != len(idx):
+        once = np.zeros(len(m), dtype=bool)
+        once[idx] = True
+        if (hpfns == INVALID).any() or any(int(g) in self.runs for g in firsts) or int(once.sum()) != len(idx):
             raise ValueError("guest pages handed to the balloon are not all mapped (or handed twice)")
         at = 0
         for g, n in zip(firsts.tolist(), counts.tolist()):
@@ -77,7 +79,7 @@ class Balloon:
         m[idx] = INVALID
         np.frombuffer(self.ept.bits, dtype=np.uint8)[idx] = 0
         np.frombuffer(self.ept.log, dtype=np.uint8)[idx] = 0
-        for hpfn, n in _runs(np.sort(hpfns)):
+        for hpfn, n in _sorted_runs(hpfns):
             self.ept.physmem.release(hpfn, n)
         self.counters.inflates += len(idx)
         self.counters.released_bytes += len(idx) * 4096
@@ -112,8 +114,8 @@ class Balloon:
         self.runs = {int(g): array("I", h) for g, h in state["runs"].items()}
         self.counters = BalloonCounters(**state["counters"])
         if self.runs:  # a fresh machine backs them: release that memory too
-            every = np.sort(np.concatenate([np.frombuffer(h, dtype=np.uint32) for h in self.runs.values()]))
-            for hpfn, n in _runs(every):
+            every = np.concatenate([np.frombuffer(h, dtype=np.uint32) for h in self.runs.values()])
+            for hpfn, n in _sorted_runs(every):
                 self.ept.physmem.release(hpfn, n)
 
 
@@ -126,3 +128,16 @@ def _runs(hpfns: "array | np.ndarray") -> list[tuple[int, int]]:
     starts = np.concatenate(([0], cuts))
     ends = np.concatenate((cuts, [len(a)]))
     return [(int(a[s]), int(e - s)) for s, e in zip(starts, ends)]
+
+
+def _sorted_runs(hpfns: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of consecutive host frames among distinct `hpfns` in any order (a bitmap: linear,
+    where a sort of millions of frames is not)."""
+    if not len(hpfns):
+        return []
+    lo = int(hpfns.min())
+    mask = np.zeros(int(hpfns.max()) - lo + 3, dtype=np.int8)
+    mask[hpfns.astype(np.int64) - lo + 1] = 1
+    edges = np.diff(mask)
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [(int(a) + lo, int(b - a)) for a, b in zip(starts, ends)]
