@@ -33,6 +33,9 @@ def main(args: argparse.Namespace) -> int:
         if args.cluster:  # before the reference: an unreachable or mismatched cluster is a usage error
             from emu.crashtest.cluster import check_workers, connect
 
+            if args.method != "fork":
+                raise EmuError("--cluster runs the fork method on its workers: --method rerun does not go with it")
+
             client = connect(args.cluster)
             try:
                 check_workers(client)
