@@ -112,3 +112,16 @@ def test_an_unreachable_cluster_is_refused_in_one_line(tmp_path):  # type: ignor
     code, err, doc = finish(crashtest(d, "--cluster", "tcp://127.0.0.1:9")[0], d)
     assert code == 2 and doc is None and not (d / "reference").exists()
     assert err.strip().startswith("emu: error: cannot reach the cluster at tcp://127.0.0.1:9") and err.count("\n") == 1
+
+
+def test_batches_split_each_kind_in_run_order_and_keep_every_point() -> None:
+    from emu.crashtest.cluster import batches, bundle_sha
+
+    jobs = [(i + 1, "instruction", at) for i, at in enumerate([50, 10, 40, 20, 30])] + \
+           [(6 + i, "event", e) for i, e in enumerate([7, 3, 5])]
+    parts = batches(jobs, 2)
+    assert sorted(j for b in parts for j in b) == sorted(jobs)
+    assert [[j[2] for j in b] for b in parts] == [[10, 20, 3], [30, 40, 50, 5, 7]]
+    assert batches(jobs[:1], 4) == [[jobs[0]]]
+    a = {"start.img": b"x", "machine.json": b"{}"}
+    assert bundle_sha(a) == bundle_sha(dict(reversed(list(a.items())))) != bundle_sha({**a, "start.img": b"y"})
