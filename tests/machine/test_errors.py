@@ -156,3 +156,20 @@ def test_an_internal_error_is_one_line_and_fails_the_test_it_happens_in(capsys):
     assert why is not None and why.count("\n") == 2 and "ZeroDivisionError" in why
     note_if_bug("crashtest point 3: restart", KeyError("dir"))
     assert internal_errors_failure(before).endswith("crashtest point 3: restart: KeyError: 'dir'\n")
+
+
+def test_a_full_host_disk_is_an_error_not_a_bug(capsys):  # type: ignore[no-untyped-def]
+    import errno
+
+    from emu.guard import guarded
+    from tests.conftest import internal_errors_failure, internal_log_size
+    from vmm.errors import EXIT_ERROR
+
+    def full() -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", "/snap/memory.bin")
+
+    before = internal_log_size()
+    assert guarded(full) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err == "emu: error: the host file system is full writing /snap/memory.bin: No space left on device\n"
+    assert internal_errors_failure(before) is None
