@@ -92,6 +92,13 @@ class BlockDevice:
     def flush(self) -> None:
         os.fsync(self.fd)
 
+    def __del__(self) -> None:
+        # A machine dropped without finishing its run (a restored snapshot, a paused machine)
+        # must not keep its image open: a deleted image's blocks stay allocated until then
+        # (the first full sonicshot runs filled the host disk with them).
+        if getattr(self, "fd", -1) >= 0:
+            self.close()
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)

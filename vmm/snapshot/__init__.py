@@ -73,6 +73,8 @@ def take(machine: Any, where: Path, mode: str, parent: Path | None = None, compr
         raise SnapshotError(f"{where} exists and is not empty: a snapshot never overwrites")
     if machine.placement is not None:
         raise SnapshotError("a machine with page placement on (placement.policy) cannot be snapshotted yet")
+    if machine.blockdev.fd < 0:
+        raise SnapshotError("the machine's run has ended: a snapshot is of a paused machine (resume_run(until=N))")
     if mode == "sonic" and machine.config.checkpoint.enabled:
         raise SnapshotError("a sonic snapshot does not go with checkpointing yet: the guest's sync would write "
                             "storage outside a checkpoint")
@@ -116,7 +118,7 @@ def take(machine: Any, where: Path, mode: str, parent: Path | None = None, compr
             for name, m in machine.media.items():
                 checks[f"media/{name}.media"] = files.write_bytes(tmp / "media" / f"{name}.media", bytes(m))
         machine.blockdev.flush()
-        disk_how = files.copy_file(Path(machine.blockdev.path), tmp / "disk.img")
+        disk_how = files.copy_file(Path(machine.blockdev.path), tmp / "disk.img", durable=True)
         checks["disk.img"] = files.file_crc(tmp / "disk.img")
         t_disk = time.perf_counter()
         meta = {
@@ -130,10 +132,12 @@ def take(machine: Any, where: Path, mode: str, parent: Path | None = None, compr
             "pages_saved": int(len(chosen)), "saved_by_kind": saved_by_kind, "left_out_by_kind": left_out,
             "guest": guest, "files": checks, "disk_copy": disk_how,
         }
-        (tmp / META).write_text(json.dumps(meta, indent=1) + "\n")
+        files.write_bytes(tmp / META, (json.dumps(meta, indent=1) + "\n").encode())
+        files.sync_dir(tmp)
         if where.exists():
             where.rmdir()  # empty (checked above)
         os.replace(tmp, where)
+        files.sync_dir(where.parent)  # the snapshot is there after a host crash too
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -143,7 +147,10 @@ def take(machine: Any, where: Path, mode: str, parent: Path | None = None, compr
         k.after_snapshot()
     t_back = time.perf_counter()
     meta["timing"] = {"save_s": (t_mem - t0) + (t_end - t_disk) + (t_back - t_end), "disk_s": t_disk - t_mem}
-    (where / META).write_text(json.dumps(meta, indent=1) + "\n")  # the timing is not checksummed
+    # the timing (not checksummed) replaces meta.json atomically: a crash leaves one or the other
+    files.write_bytes(where / f".{META}.new", (json.dumps(meta, indent=1) + "\n").encode())
+    os.replace(where / f".{META}.new", where / META)
+    files.sync_dir(where)
     return meta
 
 

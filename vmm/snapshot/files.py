@@ -83,7 +83,7 @@ def fresh_dram(machine: Any, gpfns: np.ndarray) -> np.ndarray:
 
 def write_memory(path: Path, machine: Any, gpfns: np.ndarray, compression: str,
                  known_zero: np.ndarray | None = None) -> dict[str, int]:
-    """Write the pages `gpfns` of the machine's guest memory; returns size and crc32. Pages
+    """Write the pages `gpfns` of the machine's guest memory, durably; returns size and crc32. Pages
     flagged in `known_zero` (DRAM never touched since power-on) are written as zeros without
     reading the host memory behind them, which reading would make resident."""
     ept, phys = machine.ept, machine.physmem
@@ -106,6 +106,8 @@ def write_memory(path: Path, machine: Any, gpfns: np.ndarray, compression: str,
                 sink.write(view[off : off + CHUNK])
         if sink is not out:
             sink.flush(zstandard.FLUSH_FRAME)
+        raw.flush()
+        os.fsync(raw.fileno())  # a snapshot is on stable storage when take() returns
         return {"bytes": out.size, "crc32": out.crc}
 
 
@@ -221,8 +223,21 @@ class _Exact:
 
 
 def write_bytes(path: Path, data: bytes) -> dict[str, int]:
-    path.write_bytes(data)
+    """`data` to a new file, on stable storage when this returns; its size and CRC-32."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
     return {"bytes": len(data), "crc32": zlib.crc32(data)}
+
+
+def sync_dir(path: Path) -> None:
+    """Make the entries of directory `path` (a rename into it, new files) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_bytes(path: Path, expect: dict[str, int]) -> bytes:
@@ -238,9 +253,20 @@ def read_bytes(path: Path, expect: dict[str, int]) -> bytes:
     return data
 
 
-def copy_file(src: Path, dst: Path) -> str:
+def copy_file(src: Path, dst: Path, durable: bool = False) -> str:
     """Copy src to dst: a reflink where the file system shares extents (btrfs, xfs), else a
-    copy. Returns which."""
+    copy. Returns which. `durable`: on stable storage when this returns."""
+    how = _copy(src, dst)
+    if durable:
+        fd = os.open(dst, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return how
+
+
+def _copy(src: Path, dst: Path) -> str:
     with open(src, "rb") as s, open(dst, "wb") as d:
         try:
             fcntl.ioctl(d.fileno(), FICLONE, s.fileno())
