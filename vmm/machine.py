@@ -489,6 +489,7 @@ def build_cache(m: Machine) -> Any:
 
 
 def write_sparse(path: Path, data: mmap.mmap, chunk: int = 1 << 16) -> None:
+    # (also the crash campaigns' copy of a starting image: emu/crashtest/runner.sparse_copy)
     """`data` to a file of its size, its all-zero chunks left as holes."""
     zero = bytes(chunk)
     with open(path, "wb") as f:

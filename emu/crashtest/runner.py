@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import shutil
 import sys
@@ -131,19 +130,12 @@ class Campaign:
 
 def sparse_copy(src: Path, dst: Path) -> None:
     """Copy a (mostly empty) image, leaving holes for zero blocks."""
-    chunk = 1 << 16
-    zero = bytes(chunk)
-    with open(src, "rb") as f, open(dst, "wb") as g:
-        size = os.fstat(f.fileno()).st_size
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            if b == zero[: len(b)]:
-                g.seek(len(b), os.SEEK_CUR)
-            else:
-                g.write(b)
-        g.truncate(size)
+    import mmap
+
+    from vmm.machine import write_sparse
+
+    with open(src, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        write_sparse(dst, data)
 
 
 def run_cut(c: Campaign, state: Path, kind: str | None, at: int | None) -> tuple[Any, Any, bytes, bytes]:
