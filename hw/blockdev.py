@@ -10,6 +10,7 @@ copy-on-write mapping of the image, which an `os.fork()` copies with the rest of
 """
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import dataclasses
@@ -119,9 +120,26 @@ def copy_image(src: Path, dst: Path) -> None:
             except OSError:  # ENXIO: no data after pos
                 break
             end = os.lseek(fi, start, os.SEEK_HOLE)
-            while start < end:
-                n = os.copy_file_range(fi, fo, end - start, start, start)
-                if n <= 0:
-                    raise OSError(f"copying {src}: copy_file_range returned {n}")
-                start += n
+            _copy_range(fi, fo, start, end, src)
             pos = end
+
+
+def _copy_range(fi: int, fo: int, start: int, end: int, src: Path) -> None:
+    """Bytes [start, end) of one file to the same place in another, inside the host kernel
+    where it can (copy_file_range), else through this process."""
+    while start < end:
+        try:
+            n = os.copy_file_range(fi, fo, end - start, start, start)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            n = 0
+        if n <= 0:  # not supported here, or a short copy: plain reads and writes
+            while start < end:
+                buf = os.pread(fi, min(end - start, 16 << 20), start)
+                if not buf:
+                    raise OSError(f"copying {src}: it ended at byte {start}, before {end}")
+                os.pwrite(fo, buf, start)
+                start += len(buf)
+            return
+        start += n

@@ -633,6 +633,28 @@ def test_private_block_device_keeps_its_writes_and_saves_the_image(tmp_path):  #
     assert os.stat(tmp_path / "copy.img").st_blocks * 512 < (1 << 20)
 
 
+def test_image_copy_without_copy_file_range_keeps_data_and_holes(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """Where copy_file_range is refused (EXDEV, old kernels, some file systems) the copy reads
+    and writes; a snapshot's disk copy (vmm.snapshot.files.copy_file) is this copy."""
+    import errno
+    import os
+
+    from vmm.snapshot.files import copy_file
+
+    img = tmp_path / "disk.img"
+    with open(img, "wb") as f:
+        f.truncate(4 << 20)
+        f.seek(1 << 20)
+        f.write(os.urandom(300_000))
+    def refuse(*a):  # type: ignore[no-untyped-def]
+        raise OSError(errno.EXDEV, "cross-device")
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    assert copy_file(img, tmp_path / "copy.img", durable=True) in ("copy", "reflink")
+    assert (tmp_path / "copy.img").read_bytes() == img.read_bytes()
+    assert os.stat(tmp_path / "copy.img").st_blocks * 512 < (2 << 20)
+
+
 def test_forked_copy_of_guest_memory_is_its_own(tmp_path):  # type: ignore[no-untyped-def]
     """Guest RAM is private memory: what a forked copy of emu writes never reaches the original
     (the fork server's copies run on after their fork)."""

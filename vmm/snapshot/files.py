@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
+from hw.blockdev import copy_image
 from hw.ept import INVALID
 
 MAGIC = b"EMUMEM01"
@@ -255,7 +255,7 @@ def read_bytes(path: Path, expect: dict[str, int]) -> bytes:
 
 def copy_file(src: Path, dst: Path, durable: bool = False) -> str:
     """Copy src to dst: a reflink where the file system shares extents (btrfs, xfs), else a
-    copy. Returns which. `durable`: on stable storage when this returns."""
+    copy of its data (holes stay holes). Returns which. `durable`: on stable storage when this returns."""
     how = _copy(src, dst)
     if durable:
         fd = os.open(dst, os.O_RDONLY)
@@ -273,22 +273,7 @@ def _copy(src: Path, dst: Path) -> str:
             return "reflink"
         except OSError:
             pass
-        size = os.fstat(s.fileno()).st_size
-        try:  # in the kernel, without passing the bytes through this process
-            done = 0
-            while done < size:
-                n = os.copy_file_range(s.fileno(), d.fileno(), min(CHUNK * 16, size - done), done, done)
-                if n <= 0:
-                    break
-                done += n
-            if done == size:
-                return "copy"
-        except OSError:
-            pass
-        s.seek(0)
-        d.seek(0)
-        d.truncate()
-        shutil.copyfileobj(s, d, CHUNK)
+    copy_image(src, dst)  # its data extents only: an image's holes stay holes
     return "copy"
 
 
