@@ -272,11 +272,9 @@ class Machine:
                     if fail_at is not None and cpu.icount >= fail_at:
                         raise PowerFailure("instruction")  # the last instruction was the N-th: no shutdown
                     return True
-                if fail_at is not None:
-                    if cpu.icount >= fail_at:
-                        raise PowerFailure("instruction")
-                    kd = min(kd, fail_at)
-                self._kernel_deadline = kd
+                if fail_at is not None and cpu.icount >= fail_at:
+                    raise PowerFailure("instruction")
+                self._kernel_deadline = kd = self._capped(kd)
             kd = self._kernel_deadline
             if until is not None and cpu.icount >= until:
                 return False
@@ -323,7 +321,11 @@ class Machine:
         quantum's deadline included)."""
         self.power_fail_at = n
         if self._kernel_deadline is not None:
-            self._kernel_deadline = min(self._kernel_deadline, n)
+            self._kernel_deadline = self._capped(self._kernel_deadline)
+
+    def _capped(self, kernel_deadline: int) -> int:
+        """A quantum never runs past the power cut: the CPU stops there as at a deadline."""
+        return kernel_deadline if self.power_fail_at is None else min(kernel_deadline, self.power_fail_at)
 
     def save_storage(self, state_dir: Path) -> None:
         """Private storage: write what survives a power cut as a state directory holds it
