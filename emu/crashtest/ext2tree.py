@@ -7,7 +7,7 @@ that driver left on disk, so it shares none of its code. It reads only what the 
 (superblock, group descriptors, inodes, block maps, directory records) and gives the shape of
 `checks.host_tree`; tests/campaigns/test_ext2tree.py holds it equal to the debugfs extraction.
 Anything it cannot follow (a bad magic, a block pointer outside the file system, a directory
-record that overruns its block, a directory cycle) is an EmuError naming the inode.
+record that overruns its block, a directory cycle) is a TreeError (an EmuError) naming the inode.
 """
 from __future__ import annotations
 
@@ -30,40 +30,52 @@ _INODE = struct.Struct("<HHI16xHHII4x15II4xI")  # mode uid size . gid links bloc
 _DIRENT = struct.Struct("<IHBB")
 
 
+class TreeError(EmuError):
+    """An image whose tree cannot be read; `why` says what, without the image's path."""
+
+    def __init__(self, image: Path, why: str) -> None:
+        super().__init__(f"cannot read the file tree of {image}: {why}")
+        self.why = why
+
+
+class _Corrupt(Exception):
+    pass
+
+
 class _Image:
     def __init__(self, path: Path, data: Any) -> None:
         self.path, self.data = path, data
         sb = bytes(data[1024:2048])
         if len(sb) < 1024 or struct.unpack_from("<H", sb, 56)[0] != 0xEF53:
-            raise EmuError(f"{path}: not an ext2 file system (no superblock magic)")
+            raise _Corrupt("not an ext2 file system (no superblock magic)")
         (self.inodes_count, self.blocks_count, _r, _fb, _fi, first_data, log_bs, _lf,
          self.blocks_per_group, _fpg, self.inodes_per_group) = struct.unpack_from("<11I", sb, 0)
         rev = struct.unpack_from("<I", sb, 76)[0]
         self.inode_size = struct.unpack_from("<H", sb, 88)[0] if rev >= 1 else 128
         incompat, self.ro_compat = struct.unpack_from("<I4xI", sb, 96)
         if incompat & INCOMPAT_UNSUPPORTED:
-            raise EmuError(f"{path}: incompatible features 0x{incompat:x}: not ext2")
+            raise _Corrupt(f"incompatible features 0x{incompat:x}: not ext2")
         if log_bs > 6 or not self.inodes_per_group or not self.blocks_per_group or self.inode_size < 128:
-            raise EmuError(f"{path}: the superblock's geometry is corrupt")
+            raise _Corrupt("the superblock's geometry is corrupt")
         self.bs = 1024 << log_bs
         self.filetype = bool(incompat & INCOMPAT_FILETYPE)
         if len(data) < self.blocks_count * self.bs:
-            raise EmuError(f"{path}: {len(data)} bytes, the superblock says {self.blocks_count * self.bs}")
+            raise _Corrupt(f"{len(data)} bytes, the superblock says {self.blocks_count * self.bs}")
         ngroups = -(-(self.blocks_count - first_data) // self.blocks_per_group)
         gdt = (first_data + 1) * self.bs
         self.itables = [struct.unpack_from("<I", data, gdt + 32 * g + 8)[0] for g in range(ngroups)]
 
     def inode(self, ino: int) -> tuple[int, ...]:
         if not 1 <= ino <= self.inodes_count:
-            raise EmuError(f"{self.path}: inode {ino} out of range")
+            raise _Corrupt(f"inode {ino} out of range")
         g, i = divmod(ino - 1, self.inodes_per_group)
         if g >= len(self.itables):
-            raise EmuError(f"{self.path}: inode {ino} in no group")
+            raise _Corrupt(f"inode {ino} in no group")
         return _INODE.unpack_from(self.data, self.itables[g] * self.bs + i * self.inode_size)
 
     def _block(self, ino: int, b: int) -> memoryview:
         if b >= self.blocks_count:
-            raise EmuError(f"{self.path}: inode {ino} points at block {b}, past the end ({self.blocks_count})")
+            raise _Corrupt(f"inode {ino} points at block {b}, past the end ({self.blocks_count})")
         return memoryview(self.data)[b * self.bs:(b + 1) * self.bs]
 
     def block_map(self, ino: int, ptrs: tuple[int, ...], nblocks: int) -> list[int]:
@@ -99,7 +111,7 @@ class _Image:
         n = -(-size // self.bs)
         per = self.bs // 4
         if n > N_DIRECT + per + per ** 2 + per ** 3:
-            raise EmuError(f"{self.path}: inode {ino} is {size} bytes, more than its block map can address")
+            raise _Corrupt(f"inode {ino} is {size} bytes, more than its block map can address")
         blocks = self.block_map(ino, ptrs, n)
         runs: list[memoryview | int] = []
         i = 0
@@ -116,7 +128,7 @@ class _Image:
                 runs.append(length)
             else:
                 if blocks[j - 1] >= self.blocks_count:
-                    raise EmuError(f"{self.path}: inode {ino} points past the end of the file system")
+                    raise _Corrupt(f"inode {ino} points past the end of the file system")
                 runs.append(memoryview(self.data)[blocks[i] * self.bs:blocks[i] * self.bs + length])
             i = j
         return runs
@@ -146,11 +158,13 @@ def ext2_tree(image: Path) -> dict[str, dict[str, Any]]:
         with open(image, "rb") as f:
             data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except (OSError, ValueError) as e:
-        raise EmuError(f"cannot read the file tree of {image}: {e}") from None
+        raise TreeError(image, str(e)) from None
     try:
         return _walk(_Image(image, data))
+    except _Corrupt as e:
+        raise TreeError(image, str(e)) from None
     except (struct.error, IndexError, ValueError) as e:  # a record that points outside the image
-        raise EmuError(f"cannot read the file tree of {image}: {e}") from None
+        raise TreeError(image, str(e)) from None
     finally:
         try:
             data.close()
@@ -166,11 +180,11 @@ def _walk(fs: _Image) -> dict[str, dict[str, Any]]:
         prefix, dino = todo.pop()
         mode, _uid, size, _gid, _links, _blocks, flags, *ptrs, _gen, _high = fs.inode(dino)
         if flags & EXTENTS_FL:
-            raise EmuError(f"{fs.path}: directory inode {dino} uses extents: not ext2")
+            raise _Corrupt(f"directory inode {dino} uses extents: not ext2")
         entries = []
         for run in fs.content(dino, tuple(ptrs), size):
             if isinstance(run, int):
-                raise EmuError(f"{fs.path}: directory inode {dino} has a hole")
+                raise _Corrupt(f"directory inode {dino} has a hole")
             entries.extend(_records(fs, dino, run))
         for name, ino in sorted(entries):
             path = f"{prefix}/{name}"
@@ -180,14 +194,14 @@ def _walk(fs: _Image) -> dict[str, dict[str, Any]]:
             if fmt == S.S_IFDIR:
                 e["type"] = "dir"
                 if ino in seen:
-                    raise EmuError(f"{fs.path}: directory inode {ino} is reached twice ({path})")
+                    raise _Corrupt(f"directory inode {ino} is reached twice ({path})")
                 seen.add(ino)
                 todo.append((path, ino))
             elif fmt == S.S_IFREG:
                 if fs.ro_compat & RO_LARGE_FILE:
                     size |= high << 32
                 if flags & EXTENTS_FL:
-                    raise EmuError(f"{fs.path}: inode {ino} uses extents: not ext2")
+                    raise _Corrupt(f"inode {ino} uses extents: not ext2")
                 e.update(type="file", size=size, sha256=_sha256(fs.content(ino, tuple(ptrs), size)))
             elif fmt == S.S_IFLNK:
                 if blocks == 0:  # a fast symlink: the target lives in the block pointers
@@ -207,12 +221,12 @@ def _records(fs: _Image, dino: int, block: memoryview) -> list[tuple[str, int]]:
     off, end = 0, len(block)
     while off < end:
         if end - off < 8:
-            raise EmuError(f"{fs.path}: directory inode {dino}: a record overruns its block")
+            raise _Corrupt(f"directory inode {dino}: a record overruns its block")
         ino, rec_len, name_len, _ft = _DIRENT.unpack_from(block, off)
         if not fs.filetype:
             name_len |= _ft << 8
         if rec_len < 8 or rec_len % 4 or off + rec_len > end or 8 + name_len > rec_len:
-            raise EmuError(f"{fs.path}: directory inode {dino}: a corrupt record at byte {off}")
+            raise _Corrupt(f"directory inode {dino}: a corrupt record at byte {off}")
         if ino:
             name = bytes(block[off + 8:off + 8 + name_len]).decode("utf-8", "surrogateescape")
             if name not in (".", ".."):

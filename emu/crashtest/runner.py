@@ -15,6 +15,7 @@ from typing import Any
 
 from emu.args import check_image
 from emu.crashtest.checks import diff_output, diff_trees, fsck, image_tree, state_digest
+from emu.crashtest.ext2tree import TreeError
 from emu.crashtest.restart import ColdBootRestart, _capture_console, choose_restart, kernel_class
 from emu.guard import note_if_bug
 from hw.blockdev import copy_image
@@ -263,9 +264,9 @@ def finish_point(c: Campaign, p: dict[str, Any], state: Path, cut: Callable[[], 
         checks["tree"] = not diffs
         if diffs:
             reasons.append(f"tree: {diffs[0]}" + (f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""))
-    except EmuError as e:
+    except TreeError as e:  # (without the image's path: a point's reasons name no directory)
         checks["tree"] = False
-        reasons.append(f"tree: {e}")
+        reasons.append(f"tree: {e.why}")
     why = fsck(state / "disk.img")
     checks["fsck"] = why is None
     if why:
