@@ -31,6 +31,17 @@ def positive_int(text: str) -> int:
     return v
 
 
+def positive_float(text: str) -> float:
+    """An argument that must be a positive, finite number (seconds and the like)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return v
+
+
 def check_image(image: Path) -> None:
     """A guest image given by the user: an existing file holding an ext2 file system."""
     if not image.exists():

@@ -115,13 +115,17 @@ class Machine:
     def __init__(self, image: str | os.PathLike[str], config: MachineConfig | None = None, *,
                  kernel: Any = None, console: Console | None = None, media_dir: str | os.PathLike[str] | None = None,
                  power_fail_at: int | None = None, power_fail_at_event: int | None = None,
-                 private_storage: bool = False) -> None:
+                 private_storage: bool = False, host_durable: bool = True) -> None:
         """`private_storage`: the disk and the SCM media live in this process's memory
         (copy-on-write mappings of the image and of the media files, which are never written), so
         that an `os.fork()` of the process copies the whole machine; `save_storage` writes them
-        out (a crash campaign's fork server, emu/crashtest/forkserver.py)."""
+        out (a crash campaign's fork server, emu/crashtest/forkserver.py).
+        `host_durable`: when the run ends, the image and the media files are on the host's
+        stable storage (fsync, msync). A crash campaign's own runs read their files back at once
+        and throw most away: they skip it (it was a fifth of a cold-boot restart)."""
         cfg = effective(config or default_machine())
         self.config = cfg
+        self.host_durable = host_durable
         image = Path(image)
         if not image.is_file():
             raise EmuError(f"image {image} does not exist")
@@ -424,10 +428,11 @@ class Machine:
             # The console is outside the machine: what it showed survives a power failure.
             shown = self.console.shown()
             (self.media_dir / CONSOLE_FILE).write_text(json.dumps({str(s): n for s, n in shown.items()}) + "\n")
-        self.blockdev.flush()
+        if self.host_durable:
+            self.blockdev.flush()
+            for m in self.media.values():
+                m.flush()
         self.blockdev.close()
-        for m in self.media.values():
-            m.flush()
 
     def _result(self, t0: float, code: int, status: int, power_failed: bool = False) -> RunResult:
         k = self.kernel

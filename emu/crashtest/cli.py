@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from emu.args import checkpoint_spec, positive_int
+from emu.args import checkpoint_spec, positive_float, positive_int
 from emu.crashtest.points import points_for, selected_checkpoints
 from emu.crashtest.report import report_table, summarize
 from emu.crashtest.runner import METHODS, prepare, run_campaign
@@ -30,6 +30,8 @@ def main(args: argparse.Namespace) -> int:
     con = Console(stderr=True)
     client = None
     try:
+        if args.point_timeout is not None and args.method != "fork":
+            raise EmuError("--point-timeout bounds the fork method's points: --method rerun does not go with it")
         if args.cluster:  # before the reference: an unreachable or mismatched cluster is a usage error
             from emu.crashtest.cluster import check_workers, connect
 
@@ -121,6 +123,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", metavar="ADDRESS",
                    help="run the points on a Dask cluster (tcp://HOST:PORT of its scheduler; start one with "
                         "`dask scheduler` and `dask worker ADDRESS`); --jobs is then the copies each task forks at once")
+    p.add_argument("--point-timeout", type=positive_float, default=None, metavar="SECONDS",
+                   help="fork method: a point still running after this is killed and reported as failed "
+                        "(default: 120 s + 20x the reference run's wall time)")
     p.add_argument("--jobs", type=positive_int, default=None, metavar="J", help="points run in parallel (default: the CPU count)")
     p.add_argument("--json", metavar="FILE", help="write every point as JSON (default: CAMPAIGN/crashtest.json)")
     p.add_argument("--dir", metavar="DIR", help="campaign directory (default: a fresh emu-runs/crashtest-NNNN)")

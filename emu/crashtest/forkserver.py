@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import shutil
 import sys
@@ -41,8 +42,11 @@ Job = tuple[int, str, int]
 
 
 def point_timeout(c: Campaign) -> float:
-    """Seconds a point may take: a restart replays at most the whole run, and the checks read
-    the image; generous, since the machine is shared by the points running at once."""
+    """Seconds a point may take (`--point-timeout`, else: a restart replays at most the whole
+    run, and the checks read the image; generous, since the points running at once share the
+    machine)."""
+    if c.point_timeout_s is not None:
+        return c.point_timeout_s
     return 120.0 + 20.0 * float(c.reference.get("wall_s", 10.0))
 
 
@@ -58,6 +62,7 @@ class ForkServer:
         self.progress = progress
         self.timeout_s = timeout_s if timeout_s is not None else point_timeout(c)
         self.live: dict[int, tuple[Job, float]] = {}   # pid -> (point, start time)
+        self.pidfds: dict[int, int] = {}               # pid -> its pidfd (readable once it ended)
         self.results: dict[int, dict[str, Any]] = {}
         self.child: Job | None = None                  # set in a copy: the point it cuts
         self.machine: Any = None
@@ -144,6 +149,9 @@ class ForkServer:
         if pid == 0:
             self.child = job
             self.live.clear()
+            for fd in self.pidfds.values():
+                os.close(fd)
+            self.pidfds.clear()
             if job[1] == "instruction" and self.machine.cache is not None:
                 self.machine.cache.fail_at_event(0)  # this copy is cut at its instruction only
             _, state = new_point(self.c, *job)
@@ -151,27 +159,35 @@ class ForkServer:
             self.machine.media_dir = state  # the console record of the cut goes there
             return True
         self.live[pid] = (job, time.monotonic())
+        self.pidfds[pid] = os.pidfd_open(pid)
         return False
 
     def _reap(self, keep: int) -> None:
-        """Wait until at most `keep` copies live, collecting their records; kill the late."""
+        """Wait until at most `keep` copies live, collecting their records; kill the late. (A
+        copy's end wakes this at once: its pidfd becomes readable.)"""
         while len(self.live) > keep:
-            done = False
+            now = time.monotonic()
             for pid, (job, t0) in list(self.live.items()):
-                got, status = os.waitpid(pid, os.WNOHANG)
-                if got == 0:
-                    if time.monotonic() - t0 > self.timeout_s:
-                        os.kill(pid, signal.SIGKILL)
-                        os.waitpid(pid, 0)
-                        del self.live[pid]
-                        self._record(self._failed(job, f"the point ran longer than {self.timeout_s:.0f} s and was killed"))
-                        done = True
-                    continue
-                del self.live[pid]
-                self._record(self._collect(job, status))
-                done = True
-            if not done:
-                time.sleep(0.005)
+                if now - t0 > self.timeout_s:
+                    os.kill(pid, signal.SIGKILL)
+                    self._wait(pid)
+                    self._record(self._failed(job, f"the point ran longer than {self.timeout_s:.0f} s and was killed"))
+            if len(self.live) <= keep:
+                return
+            first = min(t0 for _, t0 in self.live.values())
+            fds = {self.pidfds[pid]: pid for pid in self.live}
+            ready, _, _ = select.select(list(fds), [], [], max(0.0, first + self.timeout_s - now) + 0.01)
+            for fd in ready:
+                pid = fds[fd]
+                job = self.live[pid][0]
+                self._record(self._collect(job, self._wait(pid)))
+
+    def _wait(self, pid: int) -> int:
+        """A copy's exit status, once it has ended; it is forgotten."""
+        _, status = os.waitpid(pid, 0)
+        del self.live[pid]
+        os.close(self.pidfds.pop(pid))
+        return status
 
     def _collect(self, job: Job, status: int) -> dict[str, Any]:
         out = self.outbox / f"{job[0]}.json"

@@ -33,7 +33,8 @@ def machine_on_state(state_dir: Path, config: Any, kernel: str | None = None) ->
 
     state_dir = Path(state_dir)
     k = load_kernel(kernel, config) if kernel else None
-    return Machine(state_dir / "disk.img", config, kernel=k, console=_capture_console(), media_dir=state_dir)
+    return Machine(state_dir / "disk.img", config, kernel=k, console=_capture_console(), media_dir=state_dir,
+                   host_durable=False)
 
 
 @dataclass

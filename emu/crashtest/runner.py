@@ -111,6 +111,7 @@ class Campaign:
     keep: str = "failed"
     media_faults: int = 0     # faults added to the checkpoint range's media after each cut
     seed: int = 1
+    point_timeout_s: float | None = None  # a fork-method point killed after this (None: from the reference)
     reference: dict[str, Any] = field(default_factory=dict)
     ref_tree: dict[str, dict[str, Any]] = field(default_factory=dict)
     ref_stdout: bytes = b""
@@ -149,7 +150,8 @@ def run_cut(c: Campaign, state: Path, kind: str | None, at: int | None) -> tuple
     shutil.copyfile(c.machine_file, state / "config.json")
     k = probed_kernel(c.kernel, cfg)
     cut = {"power_fail_at": at} if kind == "instruction" else {"power_fail_at_event": at} if kind == "event" else {}
-    m = Machine(state / "disk.img", cfg, kernel=k, console=_capture_console(), media_dir=state, **cut)
+    m = Machine(state / "disk.img", cfg, kernel=k, console=_capture_console(), media_dir=state, host_durable=False,
+                **cut)
     watch_block_writes(m)
     r = m.run(c.argv)
     if r.power_failed:
@@ -368,7 +370,7 @@ def prepare(args: argparse.Namespace) -> tuple[Campaign, Any]:
     d.mkdir(parents=True, exist_ok=True)
     try:
         return make_reference(Campaign(d, argv, args.kernel, restart, keep=args.keep, media_faults=args.media_faults,
-                                       seed=args.seed), base, cfg)
+                                       seed=args.seed, point_timeout_s=args.point_timeout), base, cfg)
     except BaseException:
         # nothing of a campaign that never started
         for q in [d] if created else list(d.iterdir()):

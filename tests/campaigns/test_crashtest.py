@@ -223,6 +223,33 @@ def rerun(state_dir, argv, config):  # type: ignore[no-untyped-def]
     return bytes(m.console.captured[1]), bytes(m.console.captured[2]), r.exit_code
 
 
+def misbehaving(state_dir, argv, config):  # type: ignore[no-untyped-def]
+    """A restart whose first point's copy dies and whose second hangs; the rest re-run."""
+    import time
+
+    if Path(state_dir).name.startswith("p0001-"):
+        os._exit(9)
+    if Path(state_dir).name.startswith("p0002-"):
+        time.sleep(600)
+    return rerun(state_dir, argv, config)
+
+
+def test_fork_method_reports_a_dead_and_a_hung_point(tmp_path, capsys):  # type: ignore[no-untyped-def]
+    d = tmp_path / "c"
+    code = cli_main(["crashtest", "--dir", str(d), "--level", "persist", "--points", "4", "--jobs", "2",
+                     "--point-timeout", "5", "--restart", "tests.campaigns.test_crashtest:misbehaving",
+                     "--", "/bin/sh", "-c", SCRIPT])
+    doc = json.loads((d / "crashtest.json").read_text())
+    assert code == 1 and doc["method"] == "fork"
+    by = {q["index"]: q for q in doc["points"]}
+    assert by[1]["reason"] == "the point's process exited with status 9 before it reported"
+    assert by[2]["reason"] == "the point ran longer than 5 s and was killed"
+    assert by[3]["passed"] and by[4]["passed"]
+    assert len(doc["points"]) == 4 and not (d / "results").exists()
+    code = cli_main(["crashtest", "--dir", str(tmp_path / "r"), "--method", "rerun", "--point-timeout", "5", "--", "/bin/true"])
+    assert code == 2 and "--point-timeout bounds the fork method's points" in capsys.readouterr().err
+
+
 def test_plugged_restart_can_pass(tmp_path, capsys):  # type: ignore[no-untyped-def]
     """Through --restart MODULE:FUNC: a cut before the program wrote anything, then a re-run,
     gives the reference's output and tree: the point passes (the harness can say yes)."""
