@@ -1,4 +1,4 @@
-"""Foundation benchmark: native vs emu vs qiling on the same binaries and inputs.
+"""Foundation benchmark: native vs emu vs qiling vs QEMU user mode on the same binaries and inputs.
 
     .venv/bin/python bench/bench_foundation.py [--quick] [--out bench/results/foundation.json]
 
@@ -11,8 +11,11 @@ the median wall time is reported:
           captured (the image copy is not timed).
   qiling  bench/qiling_runner.py under bench/.venv-qiling (created on demand): Qiling(...)
           construction + ql.run(), rootfs = the same image extracted to a host directory.
+  qemu    `qemu-x86_64 -L ROOTFS ROOTFS/bin/PROG ARGS` (Debian's qemu-user, installed on demand
+          with apt-get when run as root; skipped with a message where it cannot be): the guest
+          binary from the same rootfs, /data paths found under the rootfs by QEMU's -L prefix.
 
-Correctness: sha256 of emu's and qiling's stdout vs native's (native output has the staged
+Correctness: sha256 of emu's, qiling's and QEMU's stdout vs native's (native output has the staged
 directory path rewritten to /data).  "sorted" means equal only after sorting lines
 (directory-walk order differs between host fs and ext2).
 """
@@ -69,6 +72,31 @@ def ensure_qiling_venv() -> str | None:
     except (OSError, subprocess.CalledProcessError) as e:
         return f"cannot create qiling venv: {e}"
     return None
+
+
+def ensure_qemu() -> tuple[str | None, str | None]:
+    """qemu-x86_64 (Debian's qemu-user), installed with apt-get if missing and we are root:
+    (its path, None) or (None, why not)."""
+    path = shutil.which("qemu-x86_64")
+    if path:
+        return path, None
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return None, "qemu-x86_64 not found (install the Debian package qemu-user)"
+    log("installing qemu-user (apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "qemu-user"]):
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            return None, f"{' '.join(cmd[:2])} failed: " + (r.stderr.strip().splitlines() or ["?"])[-1]
+    path = shutil.which("qemu-x86_64")
+    return (path, None) if path else (None, "qemu-user installed but no qemu-x86_64 on PATH")
+
+
+def qemu_version(qemu: str | None) -> str | None:
+    if not qemu:
+        return None
+    r = subprocess.run([qemu, "--version"], capture_output=True, text=True)
+    return (r.stdout.splitlines() or [None])[0]
 
 
 def qiling_versions() -> dict:
@@ -156,6 +184,21 @@ def run_qiling(argv: list[str], rootfs: Path, timeout: float) -> dict:
                      timeout)
 
 
+def run_qemu(qemu: str, argv: list[str], rootfs: Path, timeout: float) -> dict:
+    cmd = [qemu, "-L", str(rootfs), str(rootfs) + argv[0], *argv[1:]]
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout:.0f}s"}
+    wall = time.perf_counter() - t0
+    if p.returncode not in (0, 1) and not p.stdout:  # grep -c exits 1 when nothing matched
+        return {"error": f"exit {p.returncode}: {p.stderr[-200:].decode(errors='replace').strip()}"}
+    return {"wall_s": wall, "exit_code": p.returncode, "stdout_bytes": len(p.stdout),
+            "stdout_sha256": _sha(p.stdout), "stdout_sorted_sha256": _sorted_sha(p.stdout), "argv": cmd}
+
+
 def match(native: dict, other: dict) -> str:
     if "error" in other or "stdout_sha256" not in other:
         return "n/a"
@@ -177,6 +220,7 @@ def main() -> int:
                     help="per-run timeout in seconds (default 600, --quick 300)")
     ap.add_argument("--only", action="append", help="run only workloads containing this text")
     ap.add_argument("--no-qiling", action="store_true")
+    ap.add_argument("--no-qemu", action="store_true")
     args = ap.parse_args()
     reps = args.reps or (1 if args.quick else 3)
     timeout = args.timeout or (300.0 if args.quick else 600.0)
@@ -187,17 +231,21 @@ def main() -> int:
     image = Path(default_image(params=params))
     data_dir = Path(staged_dataset(params))
     ql_err = None if args.no_qiling else ensure_qiling_venv()
-    rootfs = rootfs_for(image) if ql_err is None and not args.no_qiling else None
-    qv = qiling_versions() if rootfs else {}
+    qemu, qemu_err = (None, "disabled (--no-qemu)") if args.no_qemu else ensure_qemu()
+    rootfs = rootfs_for(image) if (ql_err is None and not args.no_qiling) or qemu else None
+    qv = qiling_versions() if rootfs and ql_err is None and not args.no_qiling else {}
+    if qemu_err:
+        log(f"QEMU user mode skipped: {qemu_err}")
 
     workloads = [w for w in WORKLOADS if not args.only or any(o in w[0] for o in args.only)]
-    runners = ["native", "emu", "qiling"]
+    runners = ["native", "emu", "qiling", "qemu"]
     samples: dict[str, dict[str, list[dict]]] = {w[0]: {r: [] for r in runners} for w in workloads}
     dead: set[tuple[str, str]] = set()   # (workload, runner) that failed: do not retry
 
     for rep in range(reps):
         for wi, (name, argv) in enumerate(workloads):
-            order = runners[(rep + wi) % 3:] + runners[:(rep + wi) % 3]
+            k = (rep + wi) % len(runners)
+            order = runners[k:] + runners[:k]
             for r in order:
                 if (name, r) in dead:
                     continue
@@ -205,9 +253,11 @@ def main() -> int:
                     res = run_native(argv, data_dir, timeout)
                 elif r == "emu":
                     res = run_emu(argv, image, timeout)
-                else:
-                    res = ({"error": ql_err or "disabled (--no-qiling)"} if rootfs is None
+                elif r == "qiling":
+                    res = ({"error": ql_err or "disabled (--no-qiling)"} if rootfs is None or ql_err or args.no_qiling
                            else run_qiling(argv, rootfs, timeout))
+                else:
+                    res = {"error": qemu_err} if qemu is None or rootfs is None else run_qemu(qemu, argv, rootfs, timeout)
                 samples[name][r].append(res)
                 if "error" in res:
                     dead.add((name, r))
@@ -227,17 +277,19 @@ def main() -> int:
                 "error": next((x["error"] for x in s[r] if "error" in x), None),
                 "last": s[r][-1] if s[r] else None,
             }
-        nat, emu, ql = (row[r]["median_s"] for r in runners)
+        nat, emu, ql, qm = (row[r]["median_s"] for r in runners)
         emu_last = row["emu"]["last"] or {}
         insns = emu_last.get("instructions") if emu is not None else None
         row["emu_over_native"] = emu / nat if emu and nat else None
         row["emu_over_qiling"] = emu / ql if emu and ql else None
+        row["emu_over_qemu"] = emu / qm if emu and qm else None
         row["guest_instructions"] = insns
         row["emu_mips"] = insns / emu / 1e6 if insns and emu else None
         nlast = row["native"]["last"]
         row["emu_output_match"] = match(nlast, emu_last) if nlast else "n/a"
         row["qiling_output_match"] = (match(nlast, row["qiling"]["last"])
                                       if nlast and row["qiling"]["last"] else "n/a")
+        row["qemu_output_match"] = match(nlast, row["qemu"]["last"]) if nlast and row["qemu"]["last"] else "n/a"
         rows.append(row)
 
     result = {
@@ -249,7 +301,8 @@ def main() -> int:
                  "processor": platform.processor(), "cpus": os.cpu_count(),
                  "python": platform.python_version()},
         "versions": {"emu_unicorn": _emu_unicorn_version(), "qiling": qv.get("qiling"),
-                     "qiling_unicorn": qv.get("unicorn"), "qiling_setup_error": ql_err},
+                     "qiling_unicorn": qv.get("unicorn"), "qiling_setup_error": ql_err,
+                     "qemu": qemu_version(qemu), "qemu_setup_error": qemu_err},
         "target": "emu wall <= 1.2 x qiling wall",
         "workloads": rows,
     }
@@ -278,25 +331,26 @@ def print_table(result: dict) -> None:
 
     t = Table(title=f"emu foundation benchmark (corpus {result['corpus_bytes'] >> 20} MiB, "
                     f"median of {result['reps']})")
-    for c in ("workload", "native s", "emu s", "qiling s", "emu/native", "emu/qiling",
-              "guest instructions", "emu MIPS", "output match (emu / qiling)"):
+    for c in ("workload", "native s", "emu s", "qiling s", "QEMU s", "emu/native", "emu/qiling", "emu/QEMU",
+              "guest instructions", "emu MIPS", "output match (emu / qiling / QEMU)"):
         t.add_column(c, justify="left" if c == "workload" else "right")
     notes = []
     for r in result["workloads"]:
-        for k in ("native", "emu", "qiling"):
+        for k in ("native", "emu", "qiling", "qemu"):
             if r[k]["error"]:
                 notes.append(f"{r['workload']} / {k}: {r[k]['error'][:160]}")
         t.add_row(r["workload"], f(r["native"]["median_s"]),
                   f(r["emu"]["median_s"]) if r["emu"]["median_s"] is not None else "ERR",
                   f(r["qiling"]["median_s"]) if r["qiling"]["median_s"] is not None else "ERR",
-                  f(r["emu_over_native"], "{:.1f}x"), f(r["emu_over_qiling"], "{:.2f}x"),
+                  f(r["qemu"]["median_s"]) if r["qemu"]["median_s"] is not None else "ERR",
+                  f(r["emu_over_native"], "{:.1f}x"), f(r["emu_over_qiling"], "{:.2f}x"), f(r["emu_over_qemu"], "{:.2f}x"),
                   f(r["guest_instructions"], "{:,}"), f(r["emu_mips"], "{:.1f}"),
-                  f"{r['emu_output_match']} / {r['qiling_output_match']}")
+                  f"{r['emu_output_match']} / {r['qiling_output_match']} / {r['qemu_output_match']}")
     c = Console(width=max(150, shutil.get_terminal_size((150, 24)).columns))
     c.print(t)
     v = result["versions"]
     c.print(f"unicorn (emu) {v['emu_unicorn']}, qiling {v['qiling']} "
-            f"(unicorn {v['qiling_unicorn']}); target: {result['target']}")
+            f"(unicorn {v['qiling_unicorn']}), {v['qemu'] or 'no QEMU'}; target: {result['target']}")
     for n in notes:
         c.print(f"[yellow]note[/]: {n}")
 
