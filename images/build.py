@@ -454,11 +454,16 @@ def build_image(recipe: str = "base", out: Path | None = None, params: dict | No
     key = _plan_key(plan)
     if out is None:
         out = cached_image_path(recipe, key=key)
+        stamp = out.with_name(out.name + ".stamp")
         with _locked(out.with_name(out.name + ".lock")):
             if out.exists() and not force:
-                say(f"cached {out}")
-                return out
-            return _build_plan(plan, out, key, progress)
+                if _stamp_of(out) == _read_stamp(stamp):
+                    say(f"cached {out}")
+                    return out
+                say(f"the cached {out.name} was written since it was built (emu run --image on it?): rebuilding")
+            built = _build_plan(plan, out, key, progress)
+            stamp.write_text(json.dumps(_stamp_of(built)) + "\n")
+            return built
     out = Path(out)
     with _locked(out.with_name(out.name + ".lock")):
         try:
@@ -466,6 +471,19 @@ def build_image(recipe: str = "base", out: Path | None = None, params: dict | No
         finally:
             with contextlib.suppress(OSError):
                 out.with_name(out.name + ".lock").unlink()
+
+
+def _stamp_of(image: Path) -> dict[str, int]:
+    """What tells a cached image was written after it was built (size and modification time)."""
+    st = image.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _read_stamp(stamp: Path) -> dict[str, int] | None:
+    try:
+        return json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def default_image(params: dict | None = None, recipe: str = "base", *,

@@ -196,6 +196,21 @@ def test_cache_hit_and_key(small_image, cache, monkeypatch):
     assert build.read_file(other, "/data/corpus.txt").__len__() == 1000
 
 
+def test_a_cached_image_written_since_its_build_is_rebuilt(cache):
+    """`emu run --image CACHED` writes the cached image itself; the next user of the cache must
+    get the built image back, not what that run left."""
+    params = {**SMALL, "seed": 5}
+    img = build.default_image(params)
+    good = img.read_bytes()
+    with open(img, "r+b") as f:  # a write to the root directory's block group: mount count, a file...
+        f.seek(1024 + 52)
+        f.write(b"\x07\x00")
+    assert img.read_bytes() != good
+    again = build.default_image(params)
+    assert again == img and again.read_bytes() == good
+    assert build.default_image(params).stat().st_mtime_ns == again.stat().st_mtime_ns  # and now a hit
+
+
 def test_key_tracks_host_files(monkeypatch):
     k1 = build.image_key("base", SMALL)
     real = build._sha256_file
