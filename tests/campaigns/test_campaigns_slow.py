@@ -29,7 +29,11 @@ def test_crash_campaign_with_checkpoints_loses_nothing(name, tmp_path):
     s = doc["summary"]
     assert s["failed"] == 0, p.stderr[-4000:]
     assert s["tried"] >= 200 and p.returncode == 0
-    assert s["by_phase"]["checkpoint"]["tried"] > 0 and s["by_phase"]["write-back"]["tried"] > 0
+    assert s["by_phase"]["checkpoint"]["tried"] > 0
+    # grep writes nothing: relatime's atime update lands in the second the image's files were
+    # stamped (the virtual clock starts there), which leaves the inode as it was, as Linux does
+    # within one second. Every other workload writes files, so its checkpoints write blocks back.
+    assert (s["by_phase"]["write-back"]["tried"] > 0) == (name != "grep")
 
 
 def test_crash_campaign_gzip_1mib_without_checkpoints_loses_work(tmp_path):
