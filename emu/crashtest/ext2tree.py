@@ -23,10 +23,10 @@ from vmm.errors import EmuError
 ROOT_INO = 2
 N_DIRECT = 12
 INCOMPAT_FILETYPE = 0x0002
-INCOMPAT_UNSUPPORTED = ~(0x0002 | 0x0010)  # filetype, meta_bg (read-only view: groups are all we need)
+INCOMPAT_UNSUPPORTED = ~0x0002  # filetype only (meta_bg moves the descriptors, 64bit widens them)
 RO_LARGE_FILE = 0x0002
 EXTENTS_FL = 0x00080000
-_INODE = struct.Struct("<HHI16xHHII4x15II4xI")  # mode uid size . gid links blocks flags . block[15] gen . size_high
+_INODE = struct.Struct("<HHI16xHHII4x15IIII")  # mode uid size . gid links blocks flags . block[15] gen file_acl size_high
 _DIRENT = struct.Struct("<IHBB")
 
 
@@ -178,7 +178,7 @@ def _walk(fs: _Image) -> dict[str, dict[str, Any]]:
     todo = [("", ROOT_INO)]
     while todo:
         prefix, dino = todo.pop()
-        mode, _uid, size, _gid, _links, _blocks, flags, *ptrs, _gen, _high = fs.inode(dino)
+        mode, _uid, size, _gid, _links, _blocks, flags, *ptrs, _gen, _acl, _high = fs.inode(dino)
         if flags & EXTENTS_FL:
             raise _Corrupt(f"directory inode {dino} uses extents: not ext2")
         entries = []
@@ -188,7 +188,7 @@ def _walk(fs: _Image) -> dict[str, dict[str, Any]]:
             entries.extend(_records(fs, dino, run))
         for name, ino in sorted(entries):
             path = f"{prefix}/{name}"
-            mode, _uid, size, _gid, _links, blocks, flags, *ptrs, _gen, high = fs.inode(ino)
+            mode, _uid, size, _gid, _links, blocks, flags, *ptrs, _gen, acl, high = fs.inode(ino)
             e: dict[str, Any] = {"mode": S.S_IMODE(mode), "size": 0}
             fmt = S.S_IFMT(mode)
             if fmt == S.S_IFDIR:
@@ -204,7 +204,7 @@ def _walk(fs: _Image) -> dict[str, dict[str, Any]]:
                     raise _Corrupt(f"inode {ino} uses extents: not ext2")
                 e.update(type="file", size=size, sha256=_sha256(fs.content(ino, tuple(ptrs), size)))
             elif fmt == S.S_IFLNK:
-                if blocks == 0:  # a fast symlink: the target lives in the block pointers
+                if blocks == (fs.bs >> 9 if acl else 0):  # fast (Linux's test): the target is in the pointers
                     raw = struct.pack("<15I", *ptrs)[:size]
                 else:
                     raw = b"".join(bytes(r) for r in fs.content(ino, tuple(ptrs), size))  # (a hole: zeros)

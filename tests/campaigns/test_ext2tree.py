@@ -66,6 +66,10 @@ def test_tree_of_a_mke2fs_image_equals_its_source_and_debugfs(tmp_path: Path, bs
     image = tmp_path / "fs.img"
     subprocess.run(["mke2fs", "-q", "-F", "-t", "ext2", "-b", str(bs), "-O", "^dir_index", "-d", str(src),
                     str(image), "32M"], check=True, env=ENV, capture_output=True)
+    # an extended-attribute block on a fast symlink: i_blocks counts it, the target stays inline
+    (tmp_path / "val").write_text("v" * 400)
+    subprocess.run(["debugfs", "-w", "-R", f"ea_set -f {tmp_path / 'val'} /fast-link user.big", str(image)],
+                   check=True, env=ENV, capture_output=True)
     got = ext2_tree(image)
     want = host_tree(src)
     want["/lost+found"] = {"mode": 0o700, "size": 0, "type": "dir"}
