@@ -169,6 +169,9 @@ class ForkServer:
             now = time.monotonic()
             for pid, (job, t0) in list(self.live.items()):
                 if now - t0 > self.timeout_s:
+                    if select.select([self.pidfds[pid]], [], [], 0)[0]:  # it ended in time after all
+                        self._record(self._collect(job, self._wait(pid)))
+                        continue
                     os.kill(pid, signal.SIGKILL)
                     self._wait(pid)
                     self._record(self._failed(job, f"the point ran longer than {self.timeout_s:.0f} s and was killed"))
