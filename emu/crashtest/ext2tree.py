@@ -43,8 +43,8 @@ class _Corrupt(Exception):
 
 
 class _Image:
-    def __init__(self, path: Path, data: Any) -> None:
-        self.path, self.data = path, data
+    def __init__(self, data: Any) -> None:
+        self.data = data
         sb = bytes(data[1024:2048])
         if len(sb) < 1024 or struct.unpack_from("<H", sb, 56)[0] != 0xEF53:
             raise _Corrupt("not an ext2 file system (no superblock magic)")
@@ -160,10 +160,8 @@ def ext2_tree(image: Path) -> dict[str, dict[str, Any]]:
     except (OSError, ValueError) as e:
         raise TreeError(image, str(e)) from None
     try:
-        return _walk(_Image(image, data))
-    except _Corrupt as e:
-        raise TreeError(image, str(e)) from None
-    except (struct.error, IndexError, ValueError) as e:  # a record that points outside the image
+        return _walk(_Image(data))
+    except (_Corrupt, struct.error, IndexError, ValueError) as e:  # (the rest: a record outside the image)
         raise TreeError(image, str(e)) from None
     finally:
         try:
