@@ -165,9 +165,7 @@ def _migrate(k: "Kernel", src: int, dst: int, maps: list | tuple, blockno: int |
     for aspace, slot, pte in maps:
         aspace.write_slot(slot, (pte & ~PTE_ADDR) | (dst << 12))  # type: ignore[attr-defined]
     if blockno is not None:
-        k.pagecache.pages[blockno] = dst
-        k.pagecache.frame_set.discard(src)
-        k.pagecache.frame_set.add(dst)
+        k.pagecache.moved(blockno, dst)
     # src: no longer anyone's; the caller returns it to the buddy with the range.
     f.refs[src] = 0
     f.by_kind[f.kind[src]] -= 1

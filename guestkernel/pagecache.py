@@ -39,7 +39,9 @@ class PageCache:
         self.max_pages = max_pages
         self.pages: OrderedDict[int, int] = OrderedDict()  # blockno -> pfn, LRU order
         self.dirty: dict[int, int] = {}  # blockno -> owning inode (0 = metadata)
-        self.frame_set: set[int] = set()  # the frames holding cached blocks
+        # 1 for the frames holding cached blocks (a byte per frame: a checkpoint's C pass skips
+        # them, their content comes back from the file)
+        self.frame_mask = bytearray(len(frames.refs))
         # False while a checkpointing kernel owns write-back: eviction then keeps dirty blocks
         # (storage must change only together with a checkpoint).
         self.may_write_back = True
@@ -66,7 +68,7 @@ class PageCache:
         self.frames.kernel_access(pfn << 12, self.block_size, True)
         self.on_read()
         self.pages[blockno] = pfn
-        self.frame_set.add(pfn)
+        self.frame_mask[pfn] = 1
         return view
 
     def pin(self, blockno: int) -> int:
@@ -84,7 +86,7 @@ class PageCache:
         pfn = self.pages.pop(blockno, None)
         self.dirty.pop(blockno, None)
         if pfn is not None:
-            self.frame_set.discard(pfn)
+            self.frame_mask[pfn] = 0
             self.frames.put(pfn)
 
     def _write_back(self, blockno: int) -> None:
@@ -117,10 +119,16 @@ class PageCache:
             if blockno in self.dirty:
                 self._write_back(blockno)
             pfn = self.pages.pop(blockno)
-            self.frame_set.discard(pfn)
+            self.frame_mask[pfn] = 0
             self.frames.put(pfn)
         self.stats.evictions += len(victims)
         return scanned, len(victims)
+
+    def moved(self, blockno: int, dst_pfn: int) -> None:
+        """Compaction copied the block's frame to dst_pfn."""
+        self.frame_mask[self.pages[blockno]] = 0
+        self.pages[blockno] = dst_pfn
+        self.frame_mask[dst_pfn] = 1
 
     def sync(self) -> None:
         for blockno in sorted(self.dirty):
@@ -134,9 +142,11 @@ class PageCache:
         if not self.dirty:  # after a sync: all of it (drop_caches, a sonic snapshot)
             clean, pfns = list(self.pages), list(self.pages.values())
             self.pages.clear()
+            self.frame_mask[:] = bytes(len(self.frame_mask))
         else:
             clean = [b for b in self.pages if b not in self.dirty]
             pfns = [self.pages.pop(b) for b in clean]
-        self.frame_set.difference_update(pfns)
+            for pfn in pfns:
+                self.frame_mask[pfn] = 0
         self.frames.put_many(pfns)
         return len(clean)

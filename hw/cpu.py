@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from unicorn import (UC_ARCH_X86, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR, UC_MODE_64, UC_PROT_ALL, UC_TLB_VIRTUAL, Uc,
                      UcError)
@@ -175,13 +175,18 @@ class CPU:
 
     def pt_leaves(self, cr3_gpa: int, start: int, end: int) -> list[int]:
         """Every present leaf of a page table in [start, end), flattened: gva, PTE slot gpa, PTE,
-        gva, ... (the C walk; a checkpoint reads the dirty bits of a whole address space)."""
+        gva, ... (the C walk)."""
+        buf, n = self.pt_leaf_rows(cr3_gpa, start, end)
+        return self.ffi.unpack(buf, 3 * n) if n else []
+
+    def pt_leaf_rows(self, cr3_gpa: int, start: int, end: int) -> tuple[Any, int]:
+        """The same rows left in a C array (uint64_t[3n]) for another C pass, and n."""
         n = self.lib.emu_pt_leaves(self.st, cr3_gpa, start, end, self.ffi.NULL, 0)
         if not n:
-            return []
+            return self.ffi.NULL, 0
         buf = self.ffi.new("uint64_t[]", 3 * n)
         self.lib.emu_pt_leaves(self.st, cr3_gpa, start, end, buf, n)
-        return self.ffi.unpack(buf, 3 * n)
+        return buf, n
 
     def access(self, cr3_gpa: int, gva: int, access: int) -> int:
         """Like translate, for the kernel's own access: sets accessed/dirty bits."""

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from hw.clock import BLOCK_IO_NS, CKPT_NS, CKPT_SCAN_NS, COPY_NS_PER_KIB
 from guestkernel.checkpoint import generation
 from guestkernel.checkpoint.state import PageTracker, Unsupported, capture, restore
-from guestkernel.checkpoint.store import PAGE, CorruptImage, ImageStore, ScmMedium, page_refs
+from guestkernel.checkpoint.store import PAGE, CorruptImage, ImageStore, ScmMedium
 from guestkernel.interface import RestartRefused
 
 if TYPE_CHECKING:
@@ -198,21 +198,23 @@ class Checkpointer:
             if finished:
                 meta: dict[str, Any] = {"procs": [], "files": [], "pipes": []}
                 scan = {"pages_scanned": 0, "pages_copied": 0}
+                referenced: set[int] = set()
             else:
-                meta, scan = capture(k, self.tracker, self.store.write_page, nr)
+                meta, scan, referenced = capture(k, self.tracker, self.store.write_page, nr)
             bs = k.pagecache.block_size
             blocks = []
             for blockno in sorted(k.pagecache.dirty):
                 data = bytes(k.pagecache.get(blockno)[:bs]).ljust(PAGE, b"\0")
                 pg, crc = self.store.write_page(data)
                 blocks.append([blockno, pg, crc])
+                referenced.add(pg)
             meta.update(
                 blocks=blocks, block_size=bs, finished=finished, init_status=k.init_status,
                 next_pid=k.next_pid, uptime_ns=k.clock.uptime_ns(), console=k.console_position(),
                 rng=_rng_state(k), last_pid=getattr(k, "_last_pid", 0),
                 current=k.current.pid if k.current is not None and not finished else None,
             )
-            self.seq = self.store.commit(meta, {pg for pg, _crc in page_refs(meta)})
+            self.seq = self.store.commit(meta, referenced)
         except (Unsupported, MemoryError) as e:
             # Nothing was committed: forget the pages written so far, and what the tracker
             # learnt from this attempt (the next checkpoint copies every page afresh).

@@ -18,10 +18,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from unicorn import x86_const as X
 
-from guestkernel.checkpoint.store import pack_pages, unpack_pages
+from guestkernel.checkpoint.store import encode_pages, pack_pages, unpack_pages
 from guestkernel.gfp import Gfp
 from guestkernel.mm import MM, PAGE, TASK_SIZE, VMA
-from guestkernel.paging import PTE_ADDR, PTE_D
 from guestkernel.process import RUNNABLE, ZOMBIE, FDTable, Process, SigAction
 from guestkernel.vfs import DEV_DIR, ConsoleFile, DevDirFile, DevFile, InodeFile, OpenFile, Pipe, PipeEnd
 
@@ -89,12 +88,15 @@ def context_from(k: "Kernel", regs: dict[str, int]) -> object:
 
 
 class PageTracker:
-    """What the previous image holds of each address space: gva -> (pfn, frame generation, SCM
-    page, crc). A page is unchanged when the same frame (same generation) is still mapped there,
-    no PTE mapping it has its dirty bit set, and it is not newly written by the kernel."""
+    """What the previous image holds of each address space: per gva the frame, its generation,
+    the SCM page and crc. A page is unchanged when the same frame (same generation) is still
+    mapped there, no PTE mapping it has its dirty bit set, and it is not newly written by the
+    kernel (which bumps the generation)."""
 
     def __init__(self) -> None:
-        self.spaces: dict[int, dict[int, tuple[int, int, int, int]]] = {}
+        # asid -> (struct ckpt_page[] in gva order, count): see native/ckptscan.c
+        self.spaces: dict[int, tuple[Any, int]] = {}
+        self._dirty: Any = None  # a byte per frame, all 0 between checkpoints
         # pid -> (saved context object, set_regs, registers): a process that has not run since
         # the last checkpoint still holds the same context object, so its registers are known.
         self.regs: dict[int, tuple[object, dict[str, int], dict[str, int]]] = {}
@@ -104,6 +106,12 @@ class PageTracker:
         """Forget everything (after an abandoned checkpoint): the next one copies all pages."""
         self.spaces.clear()
         self.pipes.clear()
+
+    def dirty_mask(self, ffi: Any, npfn: int) -> Any:
+        """uint8_t[npfn] of zeros, kept between checkpoints (each pass unmarks what it marked)."""
+        if self._dirty is None or len(self._dirty) != npfn:
+            self._dirty = ffi.new("uint8_t[]", npfn)
+        return self._dirty
 
     def regs_of(self, k: "Kernel", p: Process) -> dict[str, int]:
         known = self.regs.get(p.pid)
@@ -115,9 +123,10 @@ class PageTracker:
 
 
 def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview], tuple[int, int]],
-            cur_nr: int) -> tuple[dict[str, Any], dict[str, int]]:
-    """Metadata of the whole group and stats {pages_scanned, pages_copied}. `store_page` writes
-    a page to SCM and returns (page, crc). The current process is inside syscall `cur_nr`."""
+            cur_nr: int) -> tuple[dict[str, Any], dict[str, int], set[int]]:
+    """Metadata of the whole group, stats {pages_scanned, pages_copied} and the SCM pages the
+    metadata lists. `store_page` writes a page to SCM and returns (page, crc). The current
+    process is inside syscall `cur_nr`."""
     cpu = k.cpu
     cur = k.current
     files: list[dict[str, Any]] = []
@@ -141,6 +150,7 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
                     got = store_page(k.frames.page(pipe.pfn + idx))
                     stats["pages_copied"] += 1
                 ring[idx] = got
+                referenced.add(got[0])
             new_pipes[pipe.serial] = ring
             captured_pipes.append(pipe)
             i = pipe_ids[pipe.serial] = len(pipes)
@@ -184,56 +194,56 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
         if p.state != ZOMBIE and p.mm is not None and any(v.device for v in p.mm.vmas):
             raise Unsupported("a device (pmem) or System V shared memory mapping")
     stats = {"pages_scanned": 0, "pages_copied": 0}
+    referenced: set[int] = set()  # every SCM page the metadata lists
 
     # Pass 1: leaves of every address space; frames written through any mapping.
-    cache_frames = k.pagecache.frame_set
-    leaves: dict[int, list[tuple[int, int, int]]] = {}
+    ffi, lib = cpu.ffi, cpu.lib
+    npfn = len(k.frames.gen)
+    dirty = tracker.dirty_mask(ffi, npfn)
+    leaves: dict[int, tuple[Any, int]] = {}
     spaces: dict[int, MM] = {}
-    dirty_pfns: set[int] = set()
     scanned = 0
     for p in k.procs.values():
         if p.state == ZOMBIE or p.mm is None or p.mm.asid in leaves:
             continue
         mm = p.mm
-        flat = cpu.pt_leaves(mm.aspace.cr3, 0, TASK_SIZE)
-        rows = list(zip(flat[0::3], flat[1::3], flat[2::3]))
-        dirty_pfns.update((pte & PTE_ADDR) >> 12 for pte in flat[2::3] if pte & PTE_D)
-        scanned += len(rows)
-        leaves[mm.asid] = rows
+        rows, n = cpu.pt_leaf_rows(mm.aspace.cr3, 0, TASK_SIZE)
+        lib.emu_ckpt_mark_dirty(rows, n, dirty, npfn, 1)
+        scanned += n
+        leaves[mm.asid] = (rows, n)
         spaces[mm.asid] = mm
 
-    # Pass 2: pages per address space, copied when changed (once per frame per checkpoint).
-    gen = k.frames.gen
+    # Pass 2 (native/ckptscan.c): pages per address space, shared with the previous image when
+    # unchanged, stored when changed (once per frame per checkpoint); dirty bits cleared.
+    skip = ffi.from_buffer("uint8_t[]", k.pagecache.frame_mask)
+    gen = ffi.from_buffer("uint32_t[]", k.frames.gen)
+    log = ffi.from_buffer("uint8_t[]", k.frames.memory.ept.log)
+    nfresh, ncleared = ffi.new("uint64_t *"), ffi.new("uint64_t *")
     fresh: dict[int, tuple[int, int]] = {}
-    new_spaces: dict[int, dict[int, tuple[int, int, int, int]]] = {}
+    new_spaces: dict[int, tuple[Any, int]] = {}
     pages_of: dict[int, str] = {}
-    copied = 0
-    cleared = False
-    for asid, rows in leaves.items():
-        prev = tracker.spaces.get(asid, {})
-        now: dict[int, tuple[int, int, int, int]] = {}
-        out = []
-        for gva, slot, pte in rows:
-            pfn = (pte & PTE_ADDR) >> 12
-            if pfn in cache_frames:
-                continue  # the file's own page: comes back from the file
-            g = gen[pfn]
-            old = prev.get(gva)
-            if old is not None and old[0] == pfn and old[1] == g and pfn not in dirty_pfns:
-                pg, crc = old[2], old[3]
-            else:
-                got = fresh.get(pfn)
-                if got is None:
-                    got = fresh[pfn] = store_page(k.frames.page(pfn))
-                    copied += 1
-                pg, crc = got
-            if pte & PTE_D:
-                spaces[asid].aspace.write_slot(slot, pte & ~PTE_D)
-                cleared = True
-            now[gva] = (pfn, g, pg, crc)
-            out.append((gva, pg, crc))
-        new_spaces[asid] = now
-        pages_of[asid] = pack_pages(out)
+    copied = cleared = 0
+    for asid, (rows, n) in leaves.items():
+        prev, m = tracker.spaces.get(asid, (ffi.NULL, 0))
+        out = ffi.new("struct ckpt_page[]", max(n, 1))
+        todo = ffi.new("uint32_t[]", max(n, 1))
+        nout = lib.emu_ckpt_diff(cpu.st, rows, n, prev, m, skip, dirty, gen, npfn, log, out, todo, nfresh, ncleared)
+        for i in ffi.unpack(todo, nfresh[0]):
+            rec = out[i]
+            got = fresh.get(rec.pfn)
+            if got is None:
+                got = fresh[rec.pfn] = store_page(k.frames.page(rec.pfn))
+                copied += 1
+            rec.pg, rec.crc = got
+        cleared += ncleared[0]
+        packed = ffi.new("uint8_t[]", 16 * nout)
+        lib.emu_ckpt_pack(out, nout, packed)
+        raw = ffi.buffer(packed)[:]
+        referenced.update(memoryview(raw).cast("I")[2::4])  # the page of each 16-byte record
+        pages_of[asid] = encode_pages(raw)
+        new_spaces[asid] = (out, nout)
+    for rows, n in leaves.values():
+        lib.emu_ckpt_mark_dirty(rows, n, dirty, npfn, 0)
     if cleared:
         cpu.tlb_flush()  # the next write to a clean page must fault to set its dirty bit again
     tracker.spaces = new_spaces
@@ -294,7 +304,7 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
     meta = {"procs": procs, "files": files, "pipes": pipes}
     stats["pages_scanned"] = scanned
     stats["pages_copied"] += copied
-    return meta, stats
+    return meta, stats, referenced
 
 
 # ----------------------------------------------------------------------------------------------
@@ -412,9 +422,10 @@ def _restore_mm(k: "Kernel", md: dict[str, Any], pages: list[tuple[int, int, int
         if backing is not None and prot & 4:
             k.watch_sites(v)
     mm._reindex()
-    space: dict[int, tuple[int, int, int, int]] = {}
+    ffi = k.cpu.ffi
+    space = ffi.new("struct ckpt_page[]", max(len(pages), 1))
     frames = k.frames
-    for gva, pg, crc in pages:
+    for i, (gva, pg, crc) in enumerate(pages):
         v = mm.find(gva)
         assert v is not None, f"image page {gva:#x} outside every mapping"
         pfn = by_scm.get(pg) if v.shared else None
@@ -431,8 +442,9 @@ def _restore_mm(k: "Kernel", md: dict[str, Any], pages: list[tuple[int, int, int
         # Mapped writable only if nobody else has this frame: a write will copy it otherwise.
         mm.aspace.map(gva, pfn, writable=bool(v.prot & 2) and (v.shared or frames.refs[pfn] == 1),
                       executable=executable)
-        space[gva] = (pfn, frames.gen[pfn], pg, crc)
-    tracker.spaces[mm.asid] = space
+        rec = space[i]
+        rec.gva, rec.pfn, rec.gen, rec.pg, rec.crc = gva, pfn, frames.gen[pfn], pg, crc
+    tracker.spaces[mm.asid] = (space, len(pages))
     return mm
 
 

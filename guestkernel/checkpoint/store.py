@@ -378,7 +378,12 @@ def pack_pages(refs: list[tuple[int, int, int]]) -> str:
     buf = bytearray(_PAGE_REF.size * len(refs))
     for i, ref in enumerate(refs):
         _PAGE_REF.pack_into(buf, i * _PAGE_REF.size, *ref)
-    return base64.b64encode(buf).decode()
+    return encode_pages(buf)
+
+
+def encode_pages(raw: bytes | bytearray) -> str:
+    """Packed records (as pack_pages packs them) as the metadata's text."""
+    return base64.b64encode(raw).decode()
 
 
 def unpack_pages(text: str) -> list[tuple[int, int, int]]:

@@ -20,7 +20,7 @@ from typing import Any
 _HERE = Path(__file__).parent
 
 HEADER = "emu_abi.h"  # the structs and prototypes C and cffi share
-SOURCES = ("hotpath.c", "eptscan.c", "cachemodel.c", "sites.c")  # one translation unit, in this order
+SOURCES = ("hotpath.c", "eptscan.c", "ckptscan.c", "cachemodel.c", "sites.c")  # one translation unit, in this order
 # What the includer of the header brings from Unicorn's and Capstone's headers.
 _PRELUDE = """
 typedef struct uc_struct uc_engine;

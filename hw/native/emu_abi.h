@@ -72,6 +72,24 @@ int emu_count_insns(struct emu_state *st, uint64_t gva, uint32_t size, uint64_t 
 uint64_t emu_ept_scan(uint8_t *bits, uint64_t first, uint64_t count, uint32_t *dirty,
                       uint32_t *accessed, uint64_t *naccessed, int clear);
 
+/* ---------------------------------------------------------------- checkpoint scan (ckptscan.c) */
+
+/* What an image records of one mapped page (pfn and gen tell whether it changed since). */
+struct ckpt_page { uint64_t gva; uint32_t pfn; uint32_t gen; uint32_t pg; uint32_t crc; };
+#define CKPT_NEW 4294967295  /* pg of a page that must be stored afresh */
+
+/* dirty[pfn] = value for every frame a leaf (emu_pt_leaves rows) maps with its dirty bit set. */
+void emu_ckpt_mark_dirty(const uint64_t *leaves, uint64_t n, uint8_t *dirty, uint64_t npfn, uint8_t value);
+/* One address space's leaves against the previous image's records `prev` (gva order): out gets a
+   record per leaf not in `skip`, pg = CKPT_NEW for those to store (their indices into fresh[]);
+   every dirty bit is cleared (the table page logged in log[]). Returns the records written. */
+uint64_t emu_ckpt_diff(struct emu_state *st, const uint64_t *leaves, uint64_t n,
+                       const struct ckpt_page *prev, uint64_t m, const uint8_t *skip, const uint8_t *dirty,
+                       const uint32_t *gen, uint64_t npfn, uint8_t *log, struct ckpt_page *out,
+                       uint32_t *fresh, uint64_t *nfresh, uint64_t *ncleared);
+/* Records as the image's page list: (gva u64, page u32, crc u32) little-endian, 16 bytes each. */
+void emu_ckpt_pack(const struct ckpt_page *recs, uint64_t n, uint8_t *out);
+
 /* ---------------------------------------------------------------- cache model (cachemodel.c) */
 
 #define CM_MAX_RANGES 16

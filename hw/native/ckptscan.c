@@ -1,0 +1,64 @@
+/*
+ * The checkpoint's per-page pass (the first paper's capture, guestkernel/checkpoint/state.py):
+ * every present leaf of an address space against what the previous image recorded for it. A
+ * page is unchanged when the same frame, of the same generation, is still mapped at that gva and
+ * no PTE mapping the frame has its dirty bit set; it is then shared with the previous image, and
+ * only the changed pages go back to Python to be stored. The dirty bits of every leaf are cleared
+ * on the way (the next write to a clean page faults and sets D again), as the kernel's own
+ * PTE writes do: through the EPT, with the table page logged as written by the host.
+ * (Compiled after hotpath.c in one translation unit: it uses gpa_to_host.)
+ */
+#include "emu_abi.h"
+
+void emu_ckpt_mark_dirty(const uint64_t *leaves, uint64_t n, uint8_t *dirty, uint64_t npfn, uint8_t value)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t pte = leaves[3 * i + 2];
+        uint64_t pfn = (pte & PTE_ADDR) >> 12;
+        if ((pte & PTE_D) && pfn < npfn) dirty[pfn] = value;
+    }
+}
+
+uint64_t emu_ckpt_diff(struct emu_state *st, const uint64_t *leaves, uint64_t n,
+                       const struct ckpt_page *prev, uint64_t m, const uint8_t *skip, const uint8_t *dirty,
+                       const uint32_t *gen, uint64_t npfn, uint8_t *log, struct ckpt_page *out,
+                       uint32_t *fresh, uint64_t *nfresh, uint64_t *ncleared)
+{
+    uint64_t nout = 0, nf = 0, nc = 0, j = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t gva = leaves[3 * i], slot = leaves[3 * i + 1], pte = leaves[3 * i + 2];
+        uint64_t pfn = (pte & PTE_ADDR) >> 12;
+        if (pfn >= npfn || skip[pfn]) continue;  /* the file's own page: comes back from the file */
+        while (j < m && prev[j].gva < gva) j++;  /* both lists are in gva order */
+        struct ckpt_page *o = &out[nout];
+        o->gva = gva;
+        o->pfn = (uint32_t)pfn;
+        o->gen = gen[pfn];
+        if (j < m && prev[j].gva == gva && prev[j].pfn == pfn && prev[j].gen == o->gen && !dirty[pfn]) {
+            o->pg = prev[j].pg;
+            o->crc = prev[j].crc;
+        } else {
+            o->pg = CKPT_NEW;
+            o->crc = 0;
+            fresh[nf++] = (uint32_t)nout;
+        }
+        if (pte & PTE_D) {
+            uint64_t *e = (uint64_t *)gpa_to_host(st, slot, 8, 0);
+            if (e) { *e = pte & ~PTE_D; log[slot >> 12] = 1; nc++; }
+        }
+        nout++;
+    }
+    *nfresh = nf;
+    *ncleared = nc;
+    return nout;
+}
+
+/* The image's page list: (gva, page, crc) little-endian records of 16 bytes. */
+void emu_ckpt_pack(const struct ckpt_page *recs, uint64_t n, uint8_t *out)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        memcpy(out + 16 * i, &recs[i].gva, 8);
+        memcpy(out + 16 * i + 8, &recs[i].pg, 4);
+        memcpy(out + 16 * i + 12, &recs[i].crc, 4);
+    }
+}
