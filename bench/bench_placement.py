@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from hw.console import Console  # noqa: E402
 from hw.ept import EPT, EPT_A, EPT_D  # noqa: E402
+from emu.report import values_of  # noqa: E402
 from hw.physmem import PhysicalMemory, RangeSpec  # noqa: E402
 
 
@@ -60,7 +61,7 @@ def gzip_full(policy: str) -> dict[str, float]:
         r = m.run(program_argv(PROGRAMS["gzip"], pools(cfg)[0].size_bytes >> 20))
         wall = time.perf_counter() - t0
         assert r.exit_code == 0, r.exit_code
-        v = {k: x["value"] for k, x in m.stats()["stats"].items()}
+        v = values_of(m.stats())
     host = v.get("placement.host_ns", 0) / 1e9
     return {"wall_s": wall, "placement_host_s": host, "share_pct": 100 * host / wall,
             "scans": v.get("placement.scans", 0), "swaps": v.get("placement.swaps", 0)}

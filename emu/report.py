@@ -10,9 +10,17 @@ from typing import Any
 from vmm.errors import EmuError
 from hw.stats import pcm_memory_table
 
+def host_path(path: Path) -> Path:
+    """Where the statistics that depend on the host's speed go: stats.json -> stats.host.json."""
+    return path.with_name(path.stem + ".host" + path.suffix)
+
+
 def write_stats(stats: dict[str, Any], path: Path) -> None:
+    """`path` gets everything deterministic (two runs of the same cut: the same bytes);
+    `host_path(path)` the "host" section (TLB fills, translated blocks, host time)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(stats, indent=2) + "\n")
+    path.write_text(json.dumps({k: v for k, v in stats.items() if k != "host"}, indent=2) + "\n")
+    host_path(path).write_text(json.dumps({"host": stats.get("host", {})}, indent=2) + "\n")
 
 
 def load_stats(where: Path) -> dict[str, Any]:
@@ -20,13 +28,18 @@ def load_stats(where: Path) -> dict[str, Any]:
     if not path.is_file():
         raise EmuError(f"no statistics at {where} (expected a run directory with stats.json)")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        stats = json.loads(path.read_text())
+        host = host_path(path)
+        if host.is_file():
+            stats["host"] = json.loads(host.read_text()).get("host", {})
+        return stats
+    except (json.JSONDecodeError, AttributeError) as e:
         raise EmuError(f"{path}: not a statistics file ({e})") from None
 
 
 def values_of(stats: dict[str, Any]) -> dict[str, Any]:
-    return {k: v["value"] for k, v in stats.get("stats", {}).items()}
+    """Every value, the host section's included."""
+    return {k: v["value"] for part in ("stats", "host") for k, v in stats.get(part, {}).items()}
 
 
 def console() -> Any:
@@ -64,8 +77,10 @@ def print_stats(stats: dict[str, Any]) -> None:
                 w.add_row(str(bucket), f"{n:,}")
             con.print(w)
     groups = {"placement.": "page placement (hypervisor)", "energy.": "memory energy (a model: vmm/energy.py)"}
-    for prefix, title in [*groups.items(), ("", "machine")]:
-        rows = [(name, v) for name, v in stats["stats"].items()
+    host = "host (depends on the host's speed, not deterministic)"
+    for prefix, title in [*groups.items(), ("", "machine"), ("", host)]:
+        part = stats.get("host", {}) if title == host else stats["stats"]
+        rows = [(name, v) for name, v in part.items()
                 if name.startswith(prefix) and (prefix or not name.startswith(("cache.", "channel", "wear.", *groups)))]
         if not rows:
             continue

@@ -6,6 +6,12 @@ registry is dumped (the hot path never touches Python). The registry renders:
 
 - `render_text()`: ``name   value   # description (unit)`` lines, gem5 `stats.txt` style;
 - `to_json()`: ``{name: {"value", "unit", "description"}}``;
+
+A statistic declared with ``host=True`` depends on the host's speed, not only on the guest's run
+(Unicorn resizes its TLB on wall-clock windows, so TLB fills and translated blocks vary between
+two identical runs on a loaded machine; host time is host time). `to_json()` and `Epochs` leave
+them out: they go to a separate, clearly named host section (`to_json(host=True)`), so that
+everything else is deterministic: same image, command and configuration, same bytes.
 - `Epochs`: a per-epoch time series of selected statistics, one CSV row per `sample()`.
 
 `pcm_memory_table` lays out per-channel traffic like Intel's ``pcm-memory``, and
@@ -32,6 +38,7 @@ class Stat:
     name: str
     unit: str
     description: str
+    host: bool = False  # depends on the host's speed (see the module docstring)
 
 
 class StatsRegistry:
@@ -84,11 +91,12 @@ class StatsRegistry:
         lines.append("---------- End Simulation Statistics   ----------")
         return "\n".join(lines) + "\n"
 
-    def to_json(self, values: Mapping[str, Number] | None = None) -> dict[str, dict[str, Any]]:
+    def to_json(self, values: Mapping[str, Number] | None = None, *, host: bool = False) -> dict[str, dict[str, Any]]:
+        """The deterministic statistics, or with host=True only those that depend on the host."""
         values = self.snapshot() if values is None else values
         return {
             name: {"value": v, "unit": self._stats[name].unit, "description": self._stats[name].description}
-            for name, v in values.items()
+            for name, v in values.items() if self._stats[name].host == host
         }
 
     def write_text(self, path: str | Path) -> None:
@@ -105,7 +113,8 @@ def _fmt(v: Number) -> str:
 
 
 class Epochs:
-    """Per-epoch time series: `sample(instructions)` appends one row of the selected statistics."""
+    """Per-epoch time series: `sample(instructions)` appends one row of the selected statistics
+    (by default every deterministic one)."""
 
     def __init__(self, registry: StatsRegistry, names: Sequence[str] | None = None) -> None:
         self.registry = registry
@@ -115,7 +124,7 @@ class Epochs:
     def sample(self, instructions: int) -> None:
         values = self.registry.snapshot()
         if self.names is None:
-            self.names = list(values)
+            self.names = [n for n in values if not self.registry.stat(n).host]
         self.rows.append([instructions] + [values.get(n, 0) for n in self.names])
 
     @property

@@ -40,7 +40,7 @@ STATS = [
     Stat("placement.migration_read_bytes.slow", "bytes", "page copies: bytes read from the slow pool"),
     Stat("placement.migration_write_bytes.slow", "bytes", "page copies: bytes written to the slow pool"),
     Stat("placement.pause_ns", "ns", "virtual time the guest was paused for scans and swaps"),
-    Stat("placement.host_ns", "ns", "host time spent scanning, deciding and swapping"),
+    Stat("placement.host_ns", "ns", "host time spent scanning, deciding and swapping", host=True),
 ]
 
 
