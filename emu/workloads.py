@@ -1,5 +1,6 @@
 """Named guest workloads on the default image: the programs the first paper measured (grep, tar,
-gzip) plus a shell script that changes directories. Crash campaigns (tests) and the checkpoint
+gzip; on the source tree, and as in its Fig. 8 on one large file: `-file`, the 2 MiB corpus) plus
+a shell script that changes directories. Crash campaigns (tests) and the checkpoint
 benchmark (bench/) run these by name, so both exercise the same command lines."""
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ DIR_SCRIPT = (
 
 WORKLOADS: dict[str, list[str]] = {
     "grep": ["/bin/grep", "-r", "-n", "include", "/data/tree"],
+    "grep-file": ["/bin/grep", "-c", "-i", "memory", "/data/corpus.txt"],
     "gzip": ["/bin/gzip", "-9", "-k", "/data/corpus.txt"],
     "gzip-1m": ["/bin/sh", "-c", "head -c 1048576 /data/corpus.txt | gzip -9 > /tmp/corpus-1m.gz"],
     "tar-cf": ["/bin/tar", "cf", "/tmp/tree.tar", "-C", "/data", "tree"],
+    "tar-cf-file": ["/bin/tar", "cf", "/tmp/corpus.tar", "-C", "/data", "corpus.txt"],
     "tar-xf": ["/bin/sh", "-c", "tar cf /tmp/t.tar -C /data tree && mkdir /tmp/x && tar xf /tmp/t.tar -C /tmp/x"],
     "tar-czf": ["/bin/tar", "czf", "/tmp/tree.tgz", "-C", "/data", "tree"],
     "dirs": ["/bin/sh", "-c", DIR_SCRIPT],

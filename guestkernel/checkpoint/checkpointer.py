@@ -95,6 +95,7 @@ class Checkpointer:
                                 k.memory, window.base_gpa, k.clock)
         self.store = ImageStore(self.medium)
         self.tracker = PageTracker()
+        self._rng_packed: list[Any] = [None, None]  # see _rng_state
         self.stats = CheckpointStats()
         self.last_ns = 0
         self.read_since: set[int] = set()   # inodes read (or stat'ed) since the last checkpoint
@@ -211,7 +212,7 @@ class Checkpointer:
             meta.update(
                 blocks=blocks, block_size=bs, finished=finished, init_status=k.init_status,
                 next_pid=k.next_pid, uptime_ns=k.clock.uptime_ns(), console=k.console_position(),
-                rng=_rng_state(k), last_pid=getattr(k, "_last_pid", 0),
+                rng=_rng_state(k, self._rng_packed), last_pid=getattr(k, "_last_pid", 0),
                 current=k.current.pid if k.current is not None and not finished else None,
             )
             self.seq = self.store.commit(meta, referenced)
@@ -381,10 +382,13 @@ def _resumes_syscall(meta: dict[str, Any], pid: int, nr: int) -> bool:
     return False
 
 
-def _rng_state(k: "Kernel") -> list[Any]:
-    """The guest's random generator (Mersenne Twister: 625 words), packed."""
+def _rng_state(k: "Kernel", last: list[Any]) -> list[Any]:
+    """The guest's random generator (Mersenne Twister: 625 words), packed. `last` keeps the
+    last state packed and its text: most checkpoints find the generator as it was."""
     version, internal, gauss = k.vfs.rng.getstate()
-    return [version, base64.b64encode(array("I", internal).tobytes()).decode(), gauss]
+    if internal != last[0]:
+        last[:] = [internal, base64.b64encode(array("I", internal).tobytes()).decode()]
+    return [version, last[1], gauss]
 
 
 def _rng_from(state: list[Any]) -> tuple[Any, ...]:

@@ -12,7 +12,8 @@ images)::
     pages 1..N-2     data pages (process pages, blocks of the file-system log) and metadata runs
     page N-1         the mirror: lines 0-3 as in page 0, written right after them
 
-An image is its metadata (zlib-compressed JSON, contiguous pages) plus the data pages it lists,
+An image is its metadata (zstd-compressed JSON, contiguous pages; zstd level 1 takes a third of
+zlib level 1's time here and writes fewer pages) plus the data pages it lists,
 each with a crc32. Data pages that did not change since the previous image are shared with it.
 A commit writes the new image into pages no slot references, `clflush`es every line of it,
 `mfence`s, then writes the older slot (the one not holding the newest image) in both copies and
@@ -36,11 +37,13 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+import zstandard
+
 from hw.clock import SCM_FENCE_NS, SCM_LINE_NS
 from hw.physmem import PAGE_SIZE
 
 MAGIC = b"EMUCKPT1"
-VERSION = 1
+VERSION = 2  # 2: metadata compressed with zstd (1: zlib)
 PAGE = PAGE_SIZE  # the hardware page (hw/physmem.py)
 LINE = 64
 SLOTS = 2
@@ -48,6 +51,7 @@ _HDR = struct.Struct("<8sIII")          # magic, version, page size, pages
 _SLOT = struct.Struct("<QIIII")         # seq, meta page, meta pages, meta length, meta crc
 _OUTCOME = struct.Struct("<Qqq")        # seq, syscall nr, result
 _CRC = struct.Struct("<I")
+_ZSTD = zstandard.ZstdCompressor(level=1)  # writes the content size, which decompress needs
 
 
 class CorruptImage(Exception):
@@ -285,7 +289,7 @@ class ImageStore:
         seq = 1 + max([self.last_seq] + [img.slot.seq for img in self.slot_images if img is not None])
         self.last_seq = seq
         meta = dict(meta, seq=seq)
-        blob = zlib.compress(json.dumps(meta, separators=(",", ":")).encode(), 1)
+        blob = _ZSTD.compress(json.dumps(meta, separators=(",", ":")).encode())
         npg = (len(blob) + PAGE - 1) // PAGE
         first = self.alloc(npg)
         self.m.persist(first * PAGE, blob)
@@ -330,8 +334,8 @@ class ImageStore:
         if zlib.crc32(blob) != slot.meta_crc:
             raise CorruptImage(f"image {slot.seq}: metadata checksum mismatch")
         try:
-            meta = json.loads(zlib.decompress(blob))
-        except (zlib.error, ValueError) as e:
+            meta = json.loads(zstandard.ZstdDecompressor().decompress(blob))
+        except (zstandard.ZstdError, ValueError) as e:
             raise CorruptImage(f"image {slot.seq}: unreadable metadata ({e})") from None
         pages = set(range(slot.meta_page, slot.meta_page + slot.meta_pages))
         for pg, crc in page_refs(meta):

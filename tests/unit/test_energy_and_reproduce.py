@@ -84,3 +84,47 @@ def test_sonicshot_summary_checks_the_claims_and_writes_the_figures(tmp_path):
     assert "paper (8 GB)" in said[0]
     sonicshot.figures(exp1, exp2, tmp_path)
     assert (tmp_path / "fig3_ram.png").stat().st_size > 1000 and (tmp_path / "fig4_user_memory.png").exists()
+
+
+def _ckpt_row(label: str, total: list[float], kernel: list[float]) -> dict:
+    configs = {"off": {"total_ratio": 1.0, "kernel_ratio": 1.0, "wall_ratio": 1.0, "checkpoints": 0,
+                       "same_instructions": True, "same_output": True}}
+    for i, (t, k) in zip((1, 2, 4, 8), zip(total, kernel)):
+        configs[f"tcp{i}"] = {"total_ratio": t, "kernel_ratio": k, "wall_ratio": 1.0, "checkpoints": 10 // i,
+                              "same_instructions": True, "same_output": True}
+    return {"workload": label, "configs": configs}
+
+
+def test_checkpoint_summary_checks_the_claims_and_writes_the_figures(tmp_path):
+    from emu.reproduce import checkpoint
+
+    files = [_ckpt_row("grep", [1.01, 1.01, 1.0, 1.0], [1.05, 1.04, 1.02, 1.01]),
+             _ckpt_row("tar", [1.02, 1.01, 1.01, 1.0], [1.1, 1.08, 1.05, 1.03]),
+             _ckpt_row("gzip", [1.03, 1.02, 1.02, 1.01], [1.19, 1.15, 1.1, 1.05])]
+    tree = [_ckpt_row("grep -r", [1.5, 1.5, 1.5, 1.5], [2.0, 2.0, 2.0, 2.0])]
+    said: list[str] = []
+    table = checkpoint.summary(files, tree, said.append)
+    checks = table["checks"]
+    assert checks["one file: kernel overhead at CP 1 is gzip's > tar's > grep's, as in the paper"] is True
+    assert checks["one file, gzip: total time overhead below 4 % at every tcp (worst 3.00 %)"] is True
+    assert checks["tree, grep -r: total time overhead below 4 % at every tcp (worst 50.00 %)"] is False
+    assert checks["tree, grep -r: kernel time grows as tcp shrinks (CP 1 >= CP 8)"] is True
+    assert "paper" in said[0] and "DOES NOT HOLD: tree, grep -r: total" in "\n".join(said)
+    assert table["kernel_overhead_pct"]["file"]["gzip"]["tcp1"] == 19.0
+    checkpoint.figures(files, tmp_path / "f.png", "one file")
+    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_checkpoint_reproduction_runs_a_workload_at_the_scaled_tcps(base_image, tmp_path):
+    """One real row: off, then tcp = V*i/20 for i = 1, 2, 4, 8; the program does the same work."""
+    from emu.reproduce import checkpoint
+
+    row = checkpoint.measure(base_image, "grep", "grep-file", True, tmp_path, lambda line: None)
+    cs = row["configs"]
+    assert list(cs) == ["off", "tcp1", "tcp2", "tcp4", "tcp8"]
+    v = cs["off"]["virtual_ns"]
+    assert all(abs(row["tcp_ns"][f"tcp{i}"] - v * i / 20) <= 0.5 for i in (1, 2, 4, 8))
+    assert cs["off"]["checkpoints"] == 0 and all(cs[c]["checkpoints"] > 0 for c in cs if c != "off")
+    assert all(cs[c]["same_instructions"] and cs[c]["same_output"] for c in cs)
+    # checkpoints cost virtual time, more of it in the kernel's share
+    assert all(1 < cs[c]["total_ratio"] < cs[c]["kernel_ratio"] for c in cs if c != "off")
