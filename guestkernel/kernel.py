@@ -14,7 +14,7 @@ import struct
 from collections import Counter
 from typing import TYPE_CHECKING, Callable
 
-from hw.clock import BLOCK_IO_NS, FAULT_NS, SYSCALL_NS
+from hw.clock import FAULT_NS, SYSCALL_NS
 from guestkernel import elf
 from guestkernel.buddy import OutOfMemory
 from guestkernel.errors import (EACCES, ENOENT, ENOEXEC, ENOMEM, ENOSYS, EINTR, ELOOP, Block,
@@ -208,7 +208,7 @@ class Kernel:
         try:
             block_size = probe_block_size(dev.read_at)
             self.pagecache = PageCache(dev, self.frames, block_size, self.config.page_cache_pages)
-            self.pagecache.on_read = lambda: self.clock.charge(BLOCK_IO_NS)
+            self.pagecache.on_read = lambda: self.clock.charge(self.clock.block_io_ns)
             self.reclaim = Reclaim(self)
             self.fs = Ext2(self.pagecache, now=self.clock.now_s, log=self.log.append)
             self.fs.use_objects(self.slab.alloc, self.slab.free)
@@ -374,7 +374,7 @@ class Kernel:
     def sync(self) -> None:
         before = self.pagecache.stats.writebacks
         self.fs.sync()
-        self.clock.charge((self.pagecache.stats.writebacks - before) * BLOCK_IO_NS)
+        self.clock.charge((self.pagecache.stats.writebacks - before) * self.clock.block_io_ns)
 
     def on_dir_change(self, p: Process) -> None:
         """Called before a directory-changing syscall does its work (a policy hook: the

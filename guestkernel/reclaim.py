@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 from guestkernel.compaction import POLICIES_THAT_COMPACT, compact_zone
 from guestkernel.gfp import Gfp
-from hw.clock import BLOCK_IO_NS
 
 if TYPE_CHECKING:
     from guestkernel.buddy import BuddyAllocator
@@ -72,7 +71,7 @@ class Reclaim:
         before = k.pagecache.stats.writebacks
         scanned, freed = k.pagecache.reclaim(want, in_zone)
         k.clock.charge(scanned * RECLAIM_SCAN_NS + freed * RECLAIM_FREE_NS
-                       + (k.pagecache.stats.writebacks - before) * BLOCK_IO_NS)
+                       + (k.pagecache.stats.writebacks - before) * k.clock.block_io_ns)
         ev[f"pgscan_{kind}"] += scanned
         ev[f"pgsteal_{kind}"] += freed
         ev["pgscan_file"] += scanned

@@ -157,7 +157,7 @@ class Machine:
         mmio = frozenset(r.spec.name for r in self.physmem.scm_ranges()
                          if r.spec.name not in cfg.ram_pools) if self.level == 1 else frozenset()
         self.cpu = CPU(self.physmem, self.ept, mmio)
-        self.clock = Clock(lambda: self.cpu.icount, cfg.cpu_hz)
+        self.clock = Clock(lambda: self.cpu.icount, cfg.cpu_hz, block_io_ns=cfg.storage.block_io_ns)
         self.cache = build_cache(self) if self.level else None
         self.memory = GuestMemory(self.physmem, self.ept, self.cache)  # what the kernel reaches
         if power_fail_at_event is not None:

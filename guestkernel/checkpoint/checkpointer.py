@@ -41,7 +41,7 @@ from array import array
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from hw.clock import BLOCK_IO_NS, CKPT_NS, CKPT_SCAN_NS, COPY_NS_PER_KIB
+from hw.clock import CKPT_NS, CKPT_SCAN_NS, COPY_NS_PER_KIB
 from guestkernel.checkpoint import generation
 from guestkernel.checkpoint.state import PageTracker, Unsupported, capture, restore
 from guestkernel.checkpoint.store import PAGE, CorruptImage, ImageStore, ScmMedium
@@ -235,7 +235,7 @@ class Checkpointer:
                 self.storage_gen = self.seq
             io_blocks = len(blocks) + 2 * bool(blocks)  # the log and the two generation notes
             k.clock.charge(CKPT_NS + scan["pages_scanned"] * CKPT_SCAN_NS
-                           + (scan["pages_copied"] + len(blocks)) * 4 * COPY_NS_PER_KIB + io_blocks * BLOCK_IO_NS)
+                           + (scan["pages_copied"] + len(blocks)) * 4 * COPY_NS_PER_KIB + io_blocks * k.clock.block_io_ns)
             st.checkpoints += 1
             st.pages_scanned += scan["pages_scanned"]
             st.pages_copied += scan["pages_copied"]

@@ -103,7 +103,7 @@ def test_checkpoint_summary_checks_the_claims_and_writes_the_figures(tmp_path):
              _ckpt_row("gzip", [1.03, 1.02, 1.02, 1.01], [1.19, 1.15, 1.1, 1.05])]
     tree = [_ckpt_row("grep -r", [1.5, 1.5, 1.5, 1.5], [2.0, 2.0, 2.0, 2.0])]
     said: list[str] = []
-    table = checkpoint.summary(files, tree, said.append)
+    table = checkpoint.summary(files, tree, files, said.append)
     checks = table["checks"]
     assert checks["one file: kernel overhead at CP 1 is gzip's > tar's > grep's, as in the paper"] is True
     assert checks["one file, gzip: total time overhead below 4 % at every tcp (worst 3.00 %)"] is True

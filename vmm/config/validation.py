@@ -105,6 +105,9 @@ def validate(cfg: MachineConfig, source: str = "<machine>", style: str = "toml",
     if not _pow2(bs) or not 512 <= bs <= 64 * KiB:
         raise _err(source, f"storage.{k(StorageConfig, 'block_size_bytes')}",
                    f"{bs} must be a power of two between 512 and 65536")
+    if cfg.storage.block_io_ns <= 0:
+        raise _err(source, f"storage.{k(StorageConfig, 'block_io_ns')}",
+                   f"must be positive, got {cfg.storage.block_io_ns} ns")
 
     # host memory
     if not cfg.pools:
