@@ -17,9 +17,12 @@ from array import array
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from hw.ept import EPT, INVALID
+
+if TYPE_CHECKING:  # numpy is imported where it is used: emu's start-up does not need it
+    import numpy as np
 
 # The statistics a virtio-balloon driver reports (VIRTIO_BALLOON_S_* tags, in their order).
 STAT_NAMES = ("swap-in", "swap-out", "major-faults", "minor-faults", "free-memory", "total-memory",
@@ -60,6 +63,7 @@ class Balloon:
     def inflate(self, blocks: list[tuple[int, int]]) -> None:
         """The guest hands over pages, as blocks (first_gpfn, count): unmap them and free
         their host memory (in one pass: a sonic snapshot hands over thousands of blocks)."""
+        import numpy as np
         if not blocks:
             return
         firsts = np.array([g for g, _ in blocks], dtype=np.int64)
@@ -110,6 +114,7 @@ class Balloon:
 
     def load_state(self, state: dict) -> None:
         """After the EPT's own state (which has these pages unmapped already)."""
+        import numpy as np
         self.target_pages = state["target_pages"]
         self.runs = {int(g): array("I", h) for g, h in state["runs"].items()}
         self.counters = BalloonCounters(**state["counters"])
@@ -121,6 +126,7 @@ class Balloon:
 
 def _runs(hpfns: "array | np.ndarray") -> list[tuple[int, int]]:
     """Runs of consecutive host frames, as (first, count)."""
+    import numpy as np
     a = np.frombuffer(hpfns, dtype=np.uint32) if isinstance(hpfns, array) else hpfns
     if not len(a):
         return []
@@ -133,6 +139,7 @@ def _runs(hpfns: "array | np.ndarray") -> list[tuple[int, int]]:
 def _sorted_runs(hpfns: np.ndarray) -> list[tuple[int, int]]:
     """Runs of consecutive host frames among distinct `hpfns` in any order (a bitmap: linear,
     where a sort of millions of frames is not)."""
+    import numpy as np
     if not len(hpfns):
         return []
     lo = int(hpfns.min())

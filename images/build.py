@@ -200,10 +200,13 @@ def make_plan(recipe: str | Recipe = "base", params: Mapping | None = None) -> P
         exe = compile_program(program_src)
         add_dir(g.rsplit("/", 1)[0] or "/")
         entries[g] = Entry("file", 0o755, host=str(exe))
+    info_cache = cache_dir() / "elfinfo.json"
+    elfdeps.load_cache(info_cache)
     try:
         clo = elfdeps.closure(sorted(set(binaries.values())))
     except elfdeps.ElfDepsError as e:
         raise ImageError(str(e)) from None
+    elfdeps.save_cache(info_cache)
     libraries = clo.files()
     for g, host in sorted(libraries.items()):
         add_dir(g.rsplit("/", 1)[0] or "/")

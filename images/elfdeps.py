@@ -11,8 +11,10 @@ loader's default search directory) and the interpreter at its exact ``PT_INTERP`
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
+from pathlib import Path
 
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
@@ -52,8 +54,60 @@ def _split_paths(value: str, origin: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+# What elf_info read, by file identity (path, device, inode, size, mtime): every emu start
+# checks that the cached image is fresh, which needs the closure of the recipe's binaries, and
+# parsing some 60 ELF files with pyelftools was most of emu's start-up. `load_cache`/`save_cache`
+# keep it across processes (images/build.py puts it beside the cached images).
+_cache: dict[str, ElfInfo] = {}
+_cache_new = False
+
+
+def _identity(path: str) -> str:
+    st = os.stat(path)
+    return f"{path}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def load_cache(file: Path) -> None:
+    """Adopt a cache file save_cache wrote (a missing or unreadable one is ignored)."""
+    try:
+        rows = json.loads(file.read_text())
+        for key, (path, interp, needed, rpath, runpath, soname, machine, elfclass) in rows.items():
+            _cache.setdefault(key, ElfInfo(path, interp, tuple(needed), tuple(rpath), tuple(runpath),
+                                           soname, machine, elfclass))
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass
+
+
+def save_cache(file: Path) -> None:
+    """Write the cache if elf_info parsed anything new since (atomically: concurrent starts)."""
+    global _cache_new
+    if not _cache_new:
+        return
+    tmp = file.with_name(f"{file.name}.tmp{os.getpid()}")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({k: astuple(v) for k, v in _cache.items()}))
+        os.replace(tmp, file)
+        _cache_new = False
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a read-only cache directory: parse again next time
+
+
 def elf_info(path: str | os.PathLike) -> ElfInfo:
+    global _cache_new
     path = str(path)
+    try:
+        key = _identity(path)
+    except OSError as e:
+        raise ElfDepsError(f"cannot read {path}: {e}") from e
+    info = _cache.get(key)
+    if info is None:
+        info = _cache[key] = _parse(path)
+        _cache_new = True
+    return info
+
+
+def _parse(path: str) -> ElfInfo:
     origin = os.path.dirname(os.path.realpath(path))
     try:
         with open(path, "rb") as fh:
@@ -97,11 +151,10 @@ def is_elf(path: str | os.PathLike) -> bool:
 
 def _compatible(path: str, machine: str, elfclass: int) -> bool:
     try:
-        with open(path, "rb") as fh:
-            elf = ELFFile(fh)
-            return elf["e_machine"] == machine and elf.elfclass == elfclass
-    except Exception:
+        info = elf_info(path)
+    except ElfDepsError:
         return False
+    return info.machine == machine and info.elfclass == elfclass
 
 
 def resolve_soname(name: str, rpath=(), runpath=(), *, machine="EM_X86_64",

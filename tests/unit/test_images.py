@@ -111,6 +111,26 @@ def test_library_closure_matches_ldd(small_image):
         {"/lib64/ld-linux-x86-64.so.2"}
 
 
+def test_elfdeps_cache_follows_the_file_and_survives_the_process(tmp_path, monkeypatch):
+    """What elf_info read is kept by file identity (emu's start-up re-checks the image's
+    closure every time): a file written since is read again; a saved cache is adopted."""
+    exe = tmp_path / "prog"
+    shutil.copyfile(shutil.which("dash"), exe)
+    monkeypatch.setattr(elfdeps, "_cache", {})
+    first = elfdeps.elf_info(exe)
+    assert first.interp and "libc.so.6" in first.needed
+    cache = tmp_path / "elfinfo.json"
+    elfdeps.save_cache(cache)
+    monkeypatch.setattr(elfdeps, "_cache", {})
+    elfdeps.load_cache(cache)
+    assert elfdeps.elf_info(exe) == first and len(elfdeps._cache) == 1  # adopted, not parsed again
+    shutil.copyfile(build.compile_program("holdmem.c"), exe)  # a static program at the same path
+    os.utime(exe, ns=(1, 1))
+    assert elfdeps.elf_info(exe).interp is None and elfdeps.elf_info(exe).needed == ()
+    cache.write_text("{not json")
+    elfdeps.load_cache(cache)  # an unreadable cache is ignored
+
+
 def test_elfdeps_interp():
     clo = elfdeps.closure([shutil.which("dash")])
     assert "/lib64/ld-linux-x86-64.so.2" in clo.interpreters

@@ -36,13 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import zstandard
 
 from vmm.config import machine_to_dict
 from vmm.errors import EmuError
-from vmm.snapshot import files, pages
-from vmm.snapshot.pages import MODES
+
+# The modes (vmm/snapshot/pages.py selects their pages). files and pages (numpy) are imported
+# where they are used: `emu run` names the modes in its arguments, and its start-up should not
+# pay for numpy.
+MODES = ("full", "touched", "incremental", "sonic")
 
 FORMAT = "emu-snapshot/1"
 META = "meta.json"
@@ -65,6 +67,10 @@ def take(machine: Any, where: Path, mode: str, parent: Path | None = None, compr
     """Snapshot the paused machine into the new directory `where`; returns its meta. With mode
     sonic the guest is asked first (see guestkernel/balloon.py) and given its pages back after,
     all before any guest instruction runs again."""
+    import numpy as np
+
+    from vmm.snapshot import files, pages
+
     if mode not in MODES:
         raise SnapshotError(f"unknown snapshot mode {mode!r} (one of {', '.join(MODES)})")
     if compression not in files.COMPRESSIONS:
@@ -209,6 +215,7 @@ def restore(snap: Snapshot, image: Path, config: Any = None, **machine_kw: Any) 
     (which must not exist); returns it (ready for resume_run) and timings. `config`: the
     machine the caller expects; another configuration than the snapshot's is refused."""
     from vmm.machine import Machine
+    from vmm.snapshot import files
 
     cfg = config_of(snap)
     if config is not None and machine_to_dict(config) != snap.meta["config"]:

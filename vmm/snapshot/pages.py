@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 
 from hw.ept import EPT_A, EPT_D, INVALID
-
-MODES = ("full", "touched", "incremental", "sonic")
+from vmm.snapshot import MODES
 
 _AGE = bytes(2 if b else 0 for b in range(256))          # log: 1 (since the last snapshot) -> 2
 _CLEAR_D = bytes(b & ~EPT_D & 0xFF for b in range(256))  # bits: drop the dirty bit
