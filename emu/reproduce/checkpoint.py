@@ -205,6 +205,7 @@ def figures(rows: list[dict[str, Any]], path: Path, what: str) -> None:
         ax.axhline(1.0, color="black", linewidth=0.8)
         if key == "total_ratio":
             ax.axhline(1.04, color="red", linestyle="--", linewidth=0.8, label="paper: < 1.04")
+        ax.set_ylim(bottom=0.9)  # the differences are a few per cent
         ax.set_xticks(range(len(rows)), [r["workload"] for r in rows])
         ax.set_ylabel(f"{title} / CP none")
         ax.set_title(title)
