@@ -35,7 +35,6 @@ shown; after a restart the console swallows the bytes already shown before the p
 """
 from __future__ import annotations
 
-import base64
 import errno as E
 from array import array
 from dataclasses import asdict, dataclass
@@ -387,9 +386,9 @@ def _rng_state(k: "Kernel", last: list[Any]) -> list[Any]:
     last state packed and its text: most checkpoints find the generator as it was."""
     version, internal, gauss = k.vfs.rng.getstate()
     if internal != last[0]:
-        last[:] = [internal, base64.b64encode(array("I", internal).tobytes()).decode()]
+        last[:] = [internal, array("I", internal).tobytes()]
     return [version, last[1], gauss]
 
 
 def _rng_from(state: list[Any]) -> tuple[Any, ...]:
-    return (state[0], tuple(array("I", base64.b64decode(state[1]))), state[2])
+    return (state[0], tuple(array("I", state[1])), state[2])

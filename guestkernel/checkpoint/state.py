@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from unicorn import x86_const as X
 
-from guestkernel.checkpoint.store import encode_pages, pack_pages, unpack_pages
+from guestkernel.checkpoint.store import pack_pages, unpack_pages
 from guestkernel.gfp import Gfp
 from guestkernel.mm import MM, PAGE, TASK_SIZE, VMA
 from guestkernel.process import RUNNABLE, ZOMBIE, FDTable, Process, SigAction
@@ -49,10 +49,14 @@ _WIDTH = {"mxcsr": 4, "fpcw": 2, "fpsw": 2, "fptag": 2}
 
 
 def _decode(raw: bytes) -> dict[str, Any]:
+    """Registers by name: ints, xmm as their 16 bytes (the metadata's msgpack has no 128-bit
+    integers), st0-7 as the hex of their 10 bytes."""
     regs: dict[str, Any] = {}
     for i, name in enumerate(REG_NAMES):
-        width = 16 if name.startswith("xmm") else _WIDTH.get(name, 8)
-        regs[name] = int.from_bytes(raw[16 * i : 16 * i + width], "little")
+        if name.startswith("xmm"):
+            regs[name] = raw[16 * i : 16 * i + 16]
+        else:
+            regs[name] = int.from_bytes(raw[16 * i : 16 * i + _WIDTH.get(name, 8)], "little")
     base = 16 * len(REG_NAMES)
     for i in range(8):
         regs[f"st{i}"] = raw[base + 16 * i : base + 16 * i + 10].hex()
@@ -74,8 +78,8 @@ def regs_of(k: "Kernel", ctx: object, overrides: dict[str, int]) -> dict[str, An
 def context_from(k: "Kernel", regs: dict[str, int]) -> object:
     cpu = k.cpu
     cpu.restore_context(k.pristine_ctx)
-    cpu.uc.reg_write_batch([(getattr(X, "UC_X86_REG_" + n.upper()), v) for n, v in regs.items()
-                            if not n.startswith("st")])
+    cpu.uc.reg_write_batch([(getattr(X, "UC_X86_REG_" + n.upper()), int.from_bytes(v, "little") if isinstance(v, bytes) else v)
+                            for n, v in regs.items() if not n.startswith("st")])
     for i, rid in enumerate(ST_IDS):  # after fpsw (its TOP field says which register is st0)
         if f"st{i}" in regs:
             raw = bytes.fromhex(regs[f"st{i}"]).ljust(16, b"\0")
@@ -221,7 +225,7 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
     nfresh, ncleared = ffi.new("uint64_t *"), ffi.new("uint64_t *")
     fresh: dict[int, tuple[int, int]] = {}
     new_spaces: dict[int, tuple[Any, int]] = {}
-    pages_of: dict[int, str] = {}
+    pages_of: dict[int, bytes] = {}
     copied = cleared = 0
     for asid, (rows, n) in leaves.items():
         prev, m = tracker.spaces.get(asid, (ffi.NULL, 0))
@@ -240,7 +244,7 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
         lib.emu_ckpt_pack(out, nout, packed)
         raw = ffi.buffer(packed)[:]
         referenced.update(memoryview(raw).cast("I")[2::4])  # the page of each 16-byte record
-        pages_of[asid] = encode_pages(raw)
+        pages_of[asid] = raw
         new_spaces[asid] = (out, nout)
     for rows, n in leaves.values():
         lib.emu_ckpt_mark_dirty(rows, n, dirty, npfn, 0)
