@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,8 @@ def main(args: argparse.Namespace) -> int:
     con.print(f"crashtest: campaign in [bold]{c.dir}[/]; reference: exit {rf['exit_code']}, "
               f"{rf['instructions']:,} instructions, {rf['events']} persistence events "
               f"({rf['events'] - rf['events_before_shutdown']} in the shutdown write-back), "
-              f"{rf['stdout_bytes']} bytes of stdout, {rf['files']} paths; restart: {c.restart.name}", highlight=False)
+              f"{rf['stdout_bytes']} bytes of stdout, {rf['files']} paths; restart: {c.restart.name}; {len(jobs):,} points",
+              highlight=False)
     if rf["control"]:
         con.print(f"[yellow]crashtest: warning: restarting the finished reference fails the checks ({rf['control']}): "
                   "failures below may come from the restart itself[/]", highlight=False)
@@ -64,11 +66,17 @@ def main(args: argparse.Namespace) -> int:
     with Progress(TextColumn("crash points"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
                   TimeElapsedColumn(), console=con, transient=False) as prog:
         task = prog.add_task("points", total=len(jobs), failed=0)
-        nfail = [0]
+        nfail, ndone = [0], [0]
+        t0 = time.monotonic()
+        step = max(1, len(jobs) // 20)  # not a terminal (a log, CI): a line every 5 %
 
         def tick(p: dict[str, Any]) -> None:
             nfail[0] += not p["passed"]
+            ndone[0] += 1
             prog.update(task, advance=1, failed=nfail[0])
+            if not con.is_terminal and (ndone[0] % step == 0 or ndone[0] == len(jobs)):
+                con.print(f"crashtest: {ndone[0]}/{len(jobs)} points, {nfail[0]} failed, "
+                          f"{time.monotonic() - t0:.0f} s", highlight=False)
 
         if client is not None:
             from emu.crashtest.cluster import run_on_cluster
