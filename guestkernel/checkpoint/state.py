@@ -227,29 +227,31 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
     new_spaces: dict[int, tuple[Any, int]] = {}
     pages_of: dict[int, bytes] = {}
     copied = cleared = 0
-    for asid, (rows, n) in leaves.items():
-        prev, m = tracker.spaces.get(asid, (ffi.NULL, 0))
-        out = ffi.new("struct ckpt_page[]", max(n, 1))
-        todo = ffi.new("uint32_t[]", max(n, 1))
-        nout = lib.emu_ckpt_diff(cpu.st, rows, n, prev, m, skip, dirty, gen, npfn, log, out, todo, nfresh, ncleared)
-        for i in ffi.unpack(todo, nfresh[0]):
-            rec = out[i]
-            got = fresh.get(rec.pfn)
-            if got is None:
-                got = fresh[rec.pfn] = store_page(k.frames.page(rec.pfn))
-                copied += 1
-            rec.pg, rec.crc = got
-        cleared += ncleared[0]
-        packed = ffi.new("uint8_t[]", 16 * nout)
-        lib.emu_ckpt_pack(out, nout, packed)
-        raw = ffi.buffer(packed)[:]
-        referenced.update(memoryview(raw).cast("I")[2::4])  # the page of each 16-byte record
-        pages_of[asid] = raw
-        new_spaces[asid] = (out, nout)
-    for rows, n in leaves.values():
-        lib.emu_ckpt_mark_dirty(rows, n, dirty, npfn, 0)
-    if cleared:
-        cpu.tlb_flush()  # the next write to a clean page must fault to set its dirty bit again
+    try:
+        for asid, (rows, n) in leaves.items():
+            prev, m = tracker.spaces.get(asid, (ffi.NULL, 0))
+            out = ffi.new("struct ckpt_page[]", max(n, 1))
+            todo = ffi.new("uint32_t[]", max(n, 1))
+            nout = lib.emu_ckpt_diff(cpu.st, rows, n, prev, m, skip, dirty, gen, npfn, log, out, todo, nfresh, ncleared)
+            cleared += ncleared[0]
+            for i in ffi.unpack(todo, nfresh[0]):
+                rec = out[i]
+                got = fresh.get(rec.pfn)
+                if got is None:
+                    got = fresh[rec.pfn] = store_page(k.frames.page(rec.pfn))
+                    copied += 1
+                rec.pg, rec.crc = got
+            packed = ffi.new("uint8_t[]", 16 * nout)
+            lib.emu_ckpt_pack(out, nout, packed)
+            raw = ffi.buffer(packed)[:]
+            referenced.update(memoryview(raw).cast("I")[2::4])  # the page of each 16-byte record
+            pages_of[asid] = raw
+            new_spaces[asid] = (out, nout)
+    finally:  # also when a page cannot be stored (SCM full): the checkpoint fails, not the next
+        for rows, n in leaves.values():
+            lib.emu_ckpt_mark_dirty(rows, n, dirty, npfn, 0)  # the mask is all zeros between passes
+        if cleared:
+            cpu.tlb_flush()  # the next write to a clean page must fault to set its dirty bit again
     tracker.spaces = new_spaces
 
     procs = []
