@@ -48,12 +48,11 @@ from hw.clock import (
     SCM_FENCE_NS,
     SCM_LINE_NS,
 )
+from emu.reproduce.checkpoint import PAPER_RUN_S, TCP_STEPS, tcp_values  # the tcp rule, shared with emu reproduce
 from emu.workloads import WORKLOADS, workload
 
 DEFAULT_WORKLOADS = ["grep", "tar-cf", "gzip"]
 LEVEL = "persist"
-TCP_STEPS = [1, 2, 4, 8]             # the paper's tcp in seconds on ~20 s runs
-PAPER_RUN_S = 20                     # tcp_i = V * i / PAPER_RUN_S
 CONFIGS = ["off"] + [f"tcp{i}" for i in TCP_STEPS] + ["tcp0"]   # run and table order
 LONGEST = f"tcp{max(TCP_STEPS)}"
 VIRTUAL_TARGET_PCT = 4.0             # virtual-time overhead at the longest tcp
@@ -74,13 +73,6 @@ def emu_command() -> list[str]:
     if found:
         return [found]
     return [sys.executable, "-c", "import sys; from emu.cli import main; sys.exit(main())"]
-
-
-def tcp_values(virtual_ns: int) -> dict[str, int]:
-    """tcp per config in ns: V * i / 20 rounded to whole ns, tcp0 = 0 (off has none)."""
-    t = {f"tcp{i}": (virtual_ns * i * 2 + PAPER_RUN_S) // (2 * PAPER_RUN_S) for i in TCP_STEPS}
-    t["tcp0"] = 0
-    return t
 
 
 def run_one(argv: list[str], spec: str, timeout: float, workdir: Path) -> dict:
@@ -323,7 +315,7 @@ def main() -> int:
                             + (f"  {ck['checkpoints']} checkpoints" if ck else ""),
                             highlight=False)
                         if c == "off" and name not in tcps:
-                            tcps[name] = tcp_values(res["virtual_ns"])
+                            tcps[name] = tcp_values(res["virtual_ns"], quick=False)
                     progress.advance(task)
 
     rows = [summarize(w, argvs[w], tcps.get(w, {}), samples[w]) for w in names]
