@@ -32,6 +32,7 @@ from guestkernel.process import ZOMBIE
 
 if TYPE_CHECKING:
     from guestkernel.kernel import Kernel
+    from guestkernel.pagecache import PageCache
 
 COMPACT_SCAN_NS = 20       # looking at one frame
 MIGRATE_NS = 1500          # isolating, copying (4 KiB) and repointing one page
@@ -77,7 +78,7 @@ def compact_zone(k: "Kernel", z: BuddyAllocator, order: int, blocks: int = BLOCK
     if z.free_frames - size < z.wmark_min + size:
         return False  # compaction_suitable: too little free memory to be worth it; reclaim first
     ev["compact_stall"] += 1
-    cache_of = {pfn: blockno for blockno, pfn in k.pagecache.pages.items()}
+    cache_of = {pfn: (pc, blockno) for pc in k.caches() for blockno, pfn in pc.pages.items()}
     rmap = _rmap(k)
     pinned = _pinned(k)
     free_in = z.free_order
@@ -153,7 +154,7 @@ def compact_zone(k: "Kernel", z: BuddyAllocator, order: int, blocks: int = BLOCK
     return made > 0
 
 
-def _migrate(k: "Kernel", src: int, dst: int, maps: list | tuple, blockno: int | None) -> None:
+def _migrate(k: "Kernel", src: int, dst: int, maps: list | tuple, cached: "tuple[PageCache, int] | None") -> None:
     """Move one frame's contents and references from src to dst (dst is fresh from the buddy
     with one reference and its kind counted; src leaves the books without entering the buddy)."""
     f = k.frames
@@ -164,8 +165,8 @@ def _migrate(k: "Kernel", src: int, dst: int, maps: list | tuple, blockno: int |
     f.code[dst] = f.code[src]
     for aspace, slot, pte in maps:
         aspace.write_slot(slot, (pte & ~PTE_ADDR) | (dst << 12))  # type: ignore[attr-defined]
-    if blockno is not None:
-        k.pagecache.moved(blockno, dst)
+    if cached is not None:  # (the page cache holding it, its block)
+        cached[0].moved(cached[1], dst)
     # src: no longer anyone's; the caller returns it to the buddy with the range.
     f.refs[src] = 0
     f.by_kind[f.kind[src]] -= 1

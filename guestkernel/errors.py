@@ -19,6 +19,7 @@ ENOMEM = _errno.ENOMEM
 EACCES = _errno.EACCES
 EFAULT = _errno.EFAULT
 EBUSY = _errno.EBUSY
+ENOTBLK = _errno.ENOTBLK
 EEXIST = _errno.EEXIST
 EXDEV = _errno.EXDEV
 ENODEV = _errno.ENODEV

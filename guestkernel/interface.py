@@ -86,6 +86,8 @@ class KernelConfig:
     page_cache_pages: int | None = None  # a cap on the page cache (None: it grows into free memory)
     zones: str = "single"                # zone policy: single, split, mobility (guestkernel/zones.py)
     fragmenting_zone_bytes: int = 0      # split: the fragmenting zone's size (0: a quarter of RAM)
+    mount_buffer_order: int = 4          # a mount's contiguous buffers: 2**order pages each (64 KiB)
+    mount_buffers: int = 2               # ... and how many (syscalls/mount.py)
     seed: int = 1                        # getrandom, AT_RANDOM, /dev/urandom
     checkpoint_tcp_ns: int | None = None  # checkpoint interval (0: at every syscall); None: off
 

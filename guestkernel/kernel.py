@@ -27,6 +27,7 @@ from guestkernel.ids import IdSource
 from guestkernel.interface import KernelConfig, KernelPanic
 from guestkernel.locks import Locks
 from guestkernel.mm import MM, PAGE, VMA, page_up
+from guestkernel.mounts import ROOT_DEVICE, ROOT_RDEV, Mount, MountTable
 from guestkernel.pagecache import PageCache
 from guestkernel.vfs.pseudo import PseudoNode
 from guestkernel.pseudofs import procmem
@@ -210,11 +211,12 @@ class Kernel:
             self.pagecache = PageCache(dev, self.frames, block_size, self.config.page_cache_pages)
             self.pagecache.on_read = lambda: self.clock.charge(self.clock.block_io_ns)
             self.reclaim = Reclaim(self)
-            self.fs = Ext2(self.pagecache, now=self.clock.now_s, log=self.log.append)
-            self.fs.use_objects(self.slab.alloc, self.slab.free)
-            self.slab.register_shrinker(self.fs.shrink_caches)
+            rootfs = Ext2(self.pagecache, now=self.clock.now_s, log=self.log.append)
+            rootfs.use_objects(self.slab.alloc, self.slab.free)
+            self.slab.register_shrinker(rootfs.shrink_caches)
         except FsError as e:  # the driver refuses the image: the machine reports it in one line
             raise ValueError(e.msg or str(e)) from None
+        self.fs = MountTable(Mount(0, rootfs, self.pagecache, ROOT_DEVICE, b"/", ROOT_RDEV, device=dev))
         ck = self.checkpointer
         # The persistent-memory devices of the guest map (the checkpoint window is the kernel's).
         pmem = [PmemRegion(g.name, g.base_gpa, g.size_bytes) for g in machine.guest_map if g.kind == "pmem"]
@@ -224,7 +226,7 @@ class Kernel:
             sysfs.update(self.balloon.sysfs_files())
         self.vfs = VFS(self.fs, machine.console, now=self.clock.now_s, seed=self.config.seed,
                        frames=self.frames, pmem=pmem, pseudo=[SysFS(sysfs), ProcFS(self)])
-        self.fs.is_open = self.vfs.in_use
+        rootfs.is_open = self.vfs.in_use
         self.vfs.mapped = self.inode_mapped
         self.vfs.on_data_change = self.file_data_changed
         if ck is not None:
@@ -372,9 +374,13 @@ class Kernel:
         return out
 
     def sync(self) -> None:
-        before = self.pagecache.stats.writebacks
-        self.fs.sync()
+        before = self.pagecache.stats.writebacks  # the root device's writes: a loop device's
+        self.fs.sync()                            # land in the root file system's cache
         self.clock.charge((self.pagecache.stats.writebacks - before) * self.clock.block_io_ns)
+
+    def caches(self) -> "list[PageCache]":
+        """The page cache of every mounted file system, the root's first."""
+        return self.fs.caches()
 
     def on_dir_change(self, p: Process) -> None:
         """Called before a directory-changing syscall does its work (a policy hook: the
@@ -395,7 +401,7 @@ class Kernel:
 
     def file_backing(self, ino: int) -> InodeBacking:
         """What a mapping of inode `ino` reads from; unmapping it may free an unlinked file."""
-        return InodeBacking(self.fs, self.pagecache, ino, on_unmapped=self._file_unmapped)
+        return InodeBacking(self.fs, self.fs.of(ino).cache, ino, on_unmapped=self._file_unmapped)
 
     def _file_unmapped(self, ino: int) -> None:
         try:
@@ -565,6 +571,13 @@ class Kernel:
         if child.vfork_waitq is not None:
             child.vfork_waitq.wake()
             child.vfork_waitq = None
+
+    def drop_file(self, f: OpenFile) -> None:
+        """The kernel lets go of an open file it held itself (a loop device's backing file)."""
+        f.refs -= 1
+        if f.refs == 0:
+            f.close()
+            self.slab.free(f.obj)
 
     def close_fd(self, p: Process, fd: int) -> None:
         f = p.fds.remove(fd)

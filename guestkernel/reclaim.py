@@ -31,6 +31,8 @@ RECLAIM_FREE_NS = 300     # unmapping and freeing one page
 WATERMARK_SCALE = 10      # vm.watermark_scale_factor: 0.1 % of a zone between watermarks
 KSWAPD_BATCH = 32         # SWAP_CLUSTER_MAX: pages per reclaim pass
 COSTLY_ORDER = 3          # PAGE_ALLOC_COSTLY_ORDER: above it, no OOM kill for a block
+DEF_PRIORITY = 12         # reclaim priority: a pass scans (LRU size >> priority) pages
+RETRY_NS = 20_000         # one try of a costly allocation's slow path (zonelist walk, resched)
 
 
 def min_free_kbytes(total_pages: int) -> int:
@@ -69,7 +71,12 @@ class Reclaim:
             def in_zone(pfn: int) -> bool:
                 return any(a <= pfn < b for a, b in spans)
         before = k.pagecache.stats.writebacks
-        scanned, freed = k.pagecache.reclaim(want, in_zone)
+        scanned = freed = 0
+        for pc in k.caches():  # the root's first, then each mounted file system's
+            s, got = pc.reclaim(want - freed, in_zone)
+            scanned, freed = scanned + s, freed + got
+            if freed >= want:
+                break
         k.clock.charge(scanned * RECLAIM_SCAN_NS + freed * RECLAIM_FREE_NS
                        + (k.pagecache.stats.writebacks - before) * k.clock.block_io_ns)
         ev[f"pgscan_{kind}"] += scanned
@@ -128,6 +135,30 @@ class Reclaim:
             return False  # a large block that cannot be made is not worth a process (Linux)
         return self.k.oom_kill(order, gfp)
 
+    def alloc_costly(self, order: int, gfp: Gfp) -> int | None:
+        """A large block its caller can do without (Linux's __GFP_RETRY_MAYFAIL, what a mount's
+        buffers ask for): tried at each reclaim priority from DEF_PRIORITY down to 0, each try
+        charged RETRY_NS and preceded by compaction (where the zone policy has it) and by
+        direct reclaim of (page-cache pages >> priority) pages in the kind's zones, so that
+        every try works twice as hard as the one before; None after the last (ENOMEM).
+        Counted: the tries in /proc/vmstat's allocstall and pgscan/pgsteal_direct."""
+        f = self.k.frames
+        zones = f.zonelists[gfp]
+        for prio in range(DEF_PRIORITY, -1, -1):
+            pfn = f.try_block(order, gfp)
+            if pfn is not None or self.busy:
+                return pfn
+            self.k.clock.charge(RETRY_NS)
+            f.events[f"allocstall_{zones[0].name.split('.')[0].lower()}"] += 1
+            self.busy = True
+            try:
+                if not self.compact(zones, order):
+                    cached = sum(len(pc.pages) for pc in self.k.caches())
+                    self.shrink(max(KSWAPD_BATCH, cached >> prio), zones, "direct")
+            finally:
+                self.busy = False
+        return f.try_block(order, gfp)
+
     def compact(self, zones: "list[BuddyAllocator]", order: int) -> bool:
         """Direct compaction in the allocation's zones, where the zone policy has it."""
         if self.k.frames.policy not in POLICIES_THAT_COMPACT:
@@ -141,7 +172,8 @@ class Reclaim:
         k = self.k
         ev = k.frames.events
         if mode & 1:
-            k.pagecache.drop_clean()
+            for pc in k.caches():
+                pc.drop_clean()
             ev["drop_pagecache"] += 1
         if mode & 2:
             k.slab.reclaim(None)

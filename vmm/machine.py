@@ -95,7 +95,8 @@ def kernel_config(config: MachineConfig) -> KernelConfig:
     km = config.kernel.memory
     return KernelConfig(quantum_insns=config.quantum_insns, seed=config.seed,
                         checkpoint_tcp_ns=ck.tcp_ns if ck.enabled else None,
-                        zones=km.zones, fragmenting_zone_bytes=km.fragmenting_zone_bytes)
+                        zones=km.zones, fragmenting_zone_bytes=km.fragmenting_zone_bytes,
+                        mount_buffer_order=km.mount_buffer_order, mount_buffers=km.mount_buffers)
 
 
 def load_kernel(spec: str | None, config: MachineConfig) -> Any:

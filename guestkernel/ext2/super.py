@@ -162,6 +162,16 @@ class Ext2(Namei, Directories, FileData, BlockMap, Inodes, Allocation):
         self.store_meta()
         self.cache.sync()
 
+    def put_super(self) -> None:
+        """Unmount: everything written back, every cached dentry and inode (the root's too)
+        given back to the kernel's slab."""
+        self.sync()
+        while self._dcache:
+            _key, (_ino, obj) = self._dcache.popitem(last=False)
+            self.obj_free(obj)
+        for ino in list(self._icache):
+            self._icache_drop(ino)
+
     def store_meta(self) -> None:
         """Write the in-memory group descriptors and superblock counters into their (cached,
         now dirty) blocks."""

@@ -31,15 +31,48 @@ _TOP_MODES = {"pagetypeinfo": 0o400, "slabinfo": 0o400}
 
 _PID_FILES: dict[str, Callable[["Kernel", "Process"], bytes]] = {
     "cmdline": procpid.cmdline, "comm": procpid.comm, "environ": procpid.environ, "maps": procpid.maps,
-    "mounts": lambda k, p: _mounts(k), "stat": procpid.stat, "statm": procpid.statm, "status": procpid.status,
+    "mounts": lambda k, p: _mounts(k), "mountinfo": lambda k, p: _mountinfo(k), "stat": procpid.stat, "statm": procpid.statm, "status": procpid.status,
 }
 _PID_MODES = {"environ": 0o400, "comm": 0o644}
-_PID_NAMES = ("cmdline", "comm", "cwd", "environ", "exe", "fd", "maps", "mounts", "stat", "statm", "status", "task")
+_PID_NAMES = ("cmdline", "comm", "cwd", "environ", "exe", "fd", "maps", "mountinfo", "mounts", "stat", "statm", "status", "task")
+
+
+_PSEUDO_MOUNTS = ((b"sysfs", b"/sys", b"sysfs", b"ro,nosuid,nodev,noexec,relatime", 0x15),
+                  (b"proc", b"/proc", b"proc", b"rw,nosuid,nodev,noexec,relatime", 0x16))
+
+
+def _ext2_mounts(k: "Kernel") -> list[tuple[int, int, object]]:
+    """(mount id, parent's mount id, Mount) of the ext2 mounts in mount order: ids 1 (the root),
+    then 2 and 3 for /sys and /proc, then 3 + the table's id."""
+    out = []
+    for m in k.fs.in_order():
+        parent = 0 if m.point is None else k.fs.of(m.point).mid
+        out.append((1 if m.mid == 0 else 3 + m.mid, 0 if m.point is None else (1 if parent == 0 else 3 + parent), m))
+    return out
 
 
 def _mounts(k: "Kernel") -> bytes:
-    return (b"/dev/root / ext2 rw,relatime 0 0\nsysfs /sys sysfs ro,nosuid,nodev,noexec,relatime 0 0\n"
-            b"proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0\n")
+    """/proc/self/mounts (fstab's format)."""
+    lines = []
+    for i, (_mid, _parent, m) in enumerate(_ext2_mounts(k)):
+        lines.append(b"%s %s ext2 %s,relatime 0 0\n" % (m.source, m.target, b"ro" if m.read_only else b"rw"))
+        if i == 0:
+            lines += [b"%s %s %s %s 0 0\n" % (src, at, fs, opts) for src, at, fs, opts, _dev in _PSEUDO_MOUNTS]
+    return b"".join(lines)
+
+
+def _mountinfo(k: "Kernel") -> bytes:
+    """/proc/self/mountinfo: id, parent id, major:minor, root, mount point, options, -, type,
+    source, super options."""
+    lines = []
+    for i, (mid, parent, m) in enumerate(_ext2_mounts(k)):
+        rw = b"ro" if m.read_only else b"rw"
+        lines.append(b"%d %d %d:%d / %s %s,relatime - ext2 %s %s\n"
+                     % (mid, parent, m.rdev >> 8, m.rdev & 0xFF, m.target, rw, m.source, rw))
+        if i == 0:
+            lines += [b"%d 1 0:%d / %s %s - %s %s %s\n" % (2 + j, dev, at, opts, fs, src, opts.split(b",")[0])
+                      for j, (src, at, fs, opts, dev) in enumerate(_PSEUDO_MOUNTS)]
+    return b"".join(lines)
 
 
 class ProcFS(PseudoFS):

@@ -29,11 +29,12 @@ def _kb(label: str, kb: int) -> str:
 def memory_counts(k: "Kernel") -> dict[str, int]:
     """The page counts several files share, in pages."""
     f = k.frames
-    pc = k.pagecache
+    caches = k.caches()
     slab = k.slab.totals()
-    mapped = sum(1 for pfn in pc.pages.values() if f.refs[pfn] > 1)
+    mapped = sum(1 for pc in caches for pfn in pc.pages.values() if f.refs[pfn] > 1)
     return {
-        "total": f.total_frames, "free": f.free_frames, "file": len(pc.pages), "dirty": len(pc.dirty),
+        "total": f.total_frames, "free": f.free_frames, "file": sum(len(pc.pages) for pc in caches),
+        "dirty": sum(len(pc.dirty) for pc in caches),
         "mapped": mapped, "anon": f.by_kind[Gfp.USER], "shmem": _shmem_pages(k),
         "sreclaimable": slab["reclaimable_pages"], "sunreclaim": slab["unreclaimable_pages"],
         "pagetables": sum(len(mm.aspace.table_frames) for mm in _mms(k)),

@@ -7,6 +7,7 @@ the kernel's debugfs files at /sys/kernel/debug (given by the kernel):
     /sys/devices/system/cpu/{online,possible,present,offline,kernel_max}
     /sys/devices/system/cpu/cpu0/topology/{core_id,physical_package_id,die_id,...}
     /sys/kernel/debug/extfrag/{unusable_index,extfrag_index}
+    /sys/block/loopN/{dev,size,ro,removable,loop/...}, /sys/dev/block/7:N (vfs/loop.py)
 
 Files are 0444 and report size 4096, as sysfs does; opening one for writing is EACCES, and
 nothing can be created, removed or renamed here (EPERM, as for kernfs directories without those
@@ -14,9 +15,10 @@ operations). Directories list their entries in table order.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
-from guestkernel.vfs.pseudo import DIR, FILE, Entry, PseudoFS
+from guestkernel.vfs.pseudo import DIR, FILE, LINK, Entry, PseudoFS
 
 _CPU0_TOPOLOGY = {name: b"0\n" for name in (
     "core_id", "physical_package_id", "die_id", "cluster_id", "core_cpus_list", "core_siblings_list",
@@ -46,22 +48,51 @@ class SysFS(PseudoFS):
 
     def __init__(self, files: dict[str, Callable[[], bytes]] | None = None) -> None:
         """`files`: more read-only files, path below /sys -> what makes their contents."""
-        self.tree: dict[str, bytes | Callable[[], bytes] | None] = dict(TREE)
+        self.tree: dict[str, bytes | Callable[[], bytes] | Link | None] = dict(TREE)
+        # path -> is it there now (a bound loop device's loop/ directory, as Linux adds it)
+        self.when: dict[str, Callable[[], bool]] = {}
         for path, read in (files or {}).items():
-            parts = path.split("/")
-            for i in range(1, len(parts)):
-                self.tree.setdefault("/".join(parts[:i]), None)
-            self.tree[path] = read
+            self.add(path, read)
+
+    def add(self, path: str, what: "bytes | Callable[[], bytes] | Link | None",
+            when: Callable[[], bool] | None = None) -> None:
+        """A file (its contents, or what makes them), a directory (None) or a symbolic link at
+        `path`, its parent directories made; `when`: present only while it says so."""
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            self.tree.setdefault("/".join(parts[:i]), None)
+        self.tree[path] = what
+        if when is not None:
+            self.when[path] = when
+
+    def _present(self, path: str) -> bool:
+        if not self.when:
+            return True
+        parts = path.split("/")
+        return all(self.when.get("/".join(parts[:i]), _always)() for i in range(1, len(parts) + 1))
 
     def entry(self, path: str) -> Entry | None:
-        if path not in self.tree:
+        if path not in self.tree or not self._present(path):
             return None
         data = self.tree[path]
         if data is None:
             return Entry(DIR, 0o755)
+        if isinstance(data, Link):
+            return Entry(LINK, target=lambda: data.target)
         return Entry(FILE, 0o444, read=data if callable(data) else lambda: data)
 
     def names(self, path: str) -> list[str]:
         prefix = path + "/" if path else ""
         return [p[len(prefix):] for p in self.tree if p and p != path and p.startswith(prefix)
-                and "/" not in p[len(prefix):]]
+                and "/" not in p[len(prefix):] and self._present(p)]
+
+
+@dataclass(frozen=True)
+class Link:
+    """A symbolic link in /sys (the /sys/dev/block/MAJOR:MINOR names of block devices)."""
+
+    target: bytes
+
+
+def _always() -> bool:
+    return True

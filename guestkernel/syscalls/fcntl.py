@@ -92,5 +92,8 @@ def sys_ioctl(k, p, fd, req, arg, *_):  # type: ignore[no-untyped-def]
     if req == FIONREAD and isinstance(f, PipeEnd):
         p.mm.copy_out(arg, f.pipe.count.to_bytes(4, "little"))
         return 0
+    dev_ioctl = getattr(f, "ioctl", None)  # a device's own (loop devices, loop-control)
+    if dev_ioctl is not None:
+        return dev_ioctl(k, p, req, arg)
     # The console is not a terminal: programs see what they would see with output redirected.
     raise SyscallError(ENOTTY)

@@ -88,9 +88,10 @@ def in_chain(k: "Kernel", anc: int, ino: int) -> bool:
     for _ in range(4096):
         if ino == anc:
             return True
-        if ino == k.fs.root_ino:
+        parent = k.fs.lookup(ino, b"..")
+        if parent == ino:  # a root: / or a mounted file system's (rename stays within one)
             return False
-        ino = k.fs.lookup(ino, b"..")
+        ino = parent
     return False
 
 

@@ -37,8 +37,8 @@ def read_into(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, offs
         raise SyscallError(EBADF)
     count = min(count, MAX_IO)
     access_ok(buf, count)
-    seekable = isinstance(f, InodeFile)
-    if seekable and f.is_dir():
+    seekable = isinstance(f, InodeFile) or getattr(f, "positional", False)  # (block devices too)
+    if isinstance(f, InodeFile) and f.is_dir():
         raise SyscallError(EISDIR)  # even for 0 bytes
     if count and not seekable:
         p.mm.user_pages(buf, 1, write=True)  # fail before consuming pipe data

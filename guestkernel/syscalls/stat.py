@@ -76,23 +76,29 @@ def sys_statx(k, p, dirfd, path, flags, mask, buf, *_):  # type: ignore[no-untyp
     return 0
 
 
-def pack_statfs(k: "Kernel") -> bytes:
-    sf = k.fs.statfs()
+def pack_statfs(k: "Kernel", node: object) -> bytes:
+    """The statfs of the ext2 mount a node is on (the root's for the kernel's own nodes); a
+    mounted file system's f_fsid is its device number, so tools tell the mounts apart."""
+    on = node if isinstance(node, int) else k.fs.root_ino
+    sf = k.fs.statfs(on)
+    m = k.fs.of(on)
+    dev = m.rdev if m.mid else 0
+    flags = 1 if m.read_only else 0  # ST_RDONLY
     return struct.pack("<qqQQQQQiiqqq32x", 0xEF53, sf["f_bsize"], sf["f_blocks"], sf["f_bfree"], sf["f_bavail"],
-                       sf["f_files"], sf["f_ffree"], 0, 0, sf["f_namelen"], sf["f_bsize"], 0)
+                       sf["f_files"], sf["f_ffree"], dev, 0, sf["f_namelen"], sf["f_bsize"], flags)
 
 
 @syscall("statfs")
 def sys_statfs(k, p, path, buf, *_):  # type: ignore[no-untyped-def]
-    k.vfs.resolve(path_arg(k, p, path), p.cwd)
-    p.mm.copy_out(buf, pack_statfs(k))
+    node = k.vfs.resolve(path_arg(k, p, path), p.cwd)
+    p.mm.copy_out(buf, pack_statfs(k, node))
     return 0
 
 
 @syscall("fstatfs")
 def sys_fstatfs(k, p, fd, buf, *_):  # type: ignore[no-untyped-def]
-    p.fds.get(s32(fd))
-    p.mm.copy_out(buf, pack_statfs(k))
+    f = p.fds.get(s32(fd))
+    p.mm.copy_out(buf, pack_statfs(k, getattr(f, "ino", None)))
     return 0
 
 

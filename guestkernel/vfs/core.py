@@ -9,21 +9,24 @@ from typing import TYPE_CHECKING, Callable
 
 from guestkernel.errors import EACCES, EISDIR, ENOENT, ENOTDIR, SyscallError
 from guestkernel.vfs.pseudo import PseudoDirFile, PseudoFS, PseudoNode
-from guestkernel.vfs.devices import (DEV_DIR, DEVICES, FD_ALIASES, PMEM_MAJOR, DevDirFile, DevFile, DevNode,
+from guestkernel.vfs.devices import (BLOCK_MAJORS, DEV_DIR, DEVICES, FD_ALIASES, PMEM_MAJOR, DevDirFile, DevFile, DevNode,
                                      PmemFile, PmemRegion)
 from guestkernel.vfs.file import (DT_BLK, DT_CHR, DT_DIR, DT_LNK, O_ACCMODE, O_DIRECTORY, O_RDONLY, O_TRUNC,
                                   InodeFile, OpenFile, Stat)
 from guestkernel.vfs.lookup import Node, PathLookup
+from guestkernel.vfs.loop import LOOP_MAJOR, LoopControlFile, LoopDriver, LoopFile
+from guestkernel.mounts import INO_MASK
 
 if TYPE_CHECKING:
-    from guestkernel.ext2 import Ext2
     from guestkernel.frames import Frames
+    from guestkernel.mounts import MountTable
 
 
 class VFS(PathLookup):
-    """The guest's file system: ext2 with /dev, /sys and /proc laid over it."""
+    """The guest's file system: the mounted ext2 file systems (`fs`: the mount table, which sends
+    each call to the mount a node is on) with /dev, /sys and /proc laid over them."""
 
-    def __init__(self, fs: "Ext2", console: object, now: Callable[[], int], seed: int,
+    def __init__(self, fs: "MountTable", console: object, now: Callable[[], int], seed: int,
                  frames: "Frames | None" = None, pmem: list[PmemRegion] | None = None,
                  pseudo: list[PseudoFS] | None = None) -> None:
         self.fs = fs
@@ -34,6 +37,7 @@ class VFS(PathLookup):
         self.pmem = {r.name: r for r in pmem or []}
         for i, r in enumerate(pmem or []):
             self.devices[r.name] = DevNode(r.name, PMEM_MAJOR, i)
+        self.loops = LoopDriver(self)  # /dev/loop-control, /dev/loop0-7
         self.console = console
         self.now = now
         self.rng = random.Random(seed)
@@ -54,7 +58,9 @@ class VFS(PathLookup):
         if node == DEV_DIR:
             return Stat(ino=1, mode=S.S_IFDIR | 0o755, nlink=2, dev=0x5, atime=0, mtime=0, ctime=0)
         if isinstance(node, DevNode):
-            kind = S.S_IFBLK | 0o660 if node.major == PMEM_MAJOR else S.S_IFCHR | 0o666
+            kind = S.S_IFBLK | 0o660 if node.major in BLOCK_MAJORS else S.S_IFCHR | 0o666
+            if node.name == "loop-control":
+                kind = S.S_IFCHR | 0o600
             return Stat(ino=100 + node.minor + 16 * node.major, mode=kind, rdev=node.rdev, dev=0x5)
         if isinstance(node, str):
             return Stat(ino=3, mode=S.S_IFLNK | 0o777, dev=0x5)
@@ -62,9 +68,10 @@ class VFS(PathLookup):
             return self.pseudo[node.fs].stat(node)
         st = self.fs.stat(node)
         self.on_file_read(node)
+        m = self.fs.of(node)
         return Stat(ino=st.ino, mode=st.mode, nlink=st.nlink, uid=st.uid, gid=st.gid, size=st.size,
                     atime=st.atime, mtime=st.mtime, ctime=st.ctime, blocks=st.blocks, rdev=st.rdev,
-                    blksize=self.fs.block_size)
+                    blksize=m.fs.block_size, dev=m.rdev)
 
     def relatime(self, ino: int, st: object) -> None:
         """Linux's default atime rule: update when atime is not newer than mtime/ctime, or is a
@@ -80,6 +87,10 @@ class VFS(PathLookup):
         if isinstance(node, DevNode):
             if node.major == PMEM_MAJOR:
                 return PmemFile(self, node, self.pmem[node.name], flags)
+            if node.major == LOOP_MAJOR:
+                return LoopFile(self, self.loops.devices[node.minor], flags)
+            if node.name == "loop-control":
+                return LoopControlFile(self, node, flags)
             return DevFile(self, node, flags)
         if isinstance(node, str):
             raise SyscallError(ENOENT)  # fd aliases are handled by the caller
@@ -124,7 +135,7 @@ class VFS(PathLookup):
         directory (as Linux's ext2_readdir); /dev and /sys count entries (as dcache_readdir)."""
         if isinstance(f, DevDirFile):
             ents = [(b".", 1, DT_DIR), (b"..", self.fs.root_ino, DT_DIR)]
-            ents += [(n.encode(), self.stat_node(d).ino, DT_BLK if d.major == PMEM_MAJOR else DT_CHR)
+            ents += [(n.encode(), self.stat_node(d).ino, DT_BLK if d.major in BLOCK_MAJORS else DT_CHR)
                      for n, d in self.devices.items()]
             ents += [(n.encode(), 3, DT_LNK) for n in FD_ALIASES]
             return _counted(ents, pos)
@@ -159,8 +170,12 @@ class VFS(PathLookup):
         for _ in range(256):
             if cur == fs.root_ino:
                 break
+            if fs.is_mount_root(cur):  # a mounted root is named by the directory it covers
+                cur = fs.of(cur).point
+                continue
             parent = fs.lookup(cur, b"..")
-            name = next((n for n, ino, _ in fs.readdir(parent) if ino == cur and n not in (b".", b"..")), None)
+            name = next((n for n, ino, _ in fs.readdir(parent) if ino == cur & INO_MASK and n not in (b".", b"..")),
+                        None)
             if name is None:
                 raise SyscallError(ENOENT)
             parts.append(name)

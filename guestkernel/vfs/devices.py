@@ -33,6 +33,7 @@ DEVICES = {
 }
 FD_ALIASES = {"stdin": 0, "stdout": 1, "stderr": 2}
 PMEM_MAJOR = 259  # blkext, where Linux's pmem devices live
+BLOCK_MAJORS = (PMEM_MAJOR, 7)  # block devices: pmem, loop (vfs/loop.py)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class PmemFile(OpenFile):
     accesses; mmap maps its pages straight into the process (DAX)."""
 
     kind = "pmem"
+    positional = True  # pread(2) reads at its offset, read(2) at the file's (syscalls/rw.py)
 
     def __init__(self, vfs: "VFS", node: DevNode, region: PmemRegion, flags: int) -> None:
         super().__init__(flags)

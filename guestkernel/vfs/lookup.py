@@ -38,10 +38,16 @@ class PathLookup:
             return DEV_DIR
         if dir_node == self.fs.root_ino and name.decode(errors="replace") in self.pseudo:
             return self.pseudo[name.decode()].root
+        mounts = self.fs
+        if name == b".." and mounts.is_mount_root(dir_node):  # up out of a mounted file system
+            return self.lookup(mounts.of(dir_node).point, b"..")
         try:
-            return self.fs.lookup(dir_node, name)
+            node = mounts.lookup(dir_node, name)
         except Exception as e:  # FsError carries an errno
             raise fs_error(e) from None
+        while node in mounts.covered:  # down into what is mounted on a directory
+            node = mounts.covered[node]
+        return node
 
     def resolve(self, path: bytes, cwd: Node, *, follow: bool = True, _depth: int = 0) -> Node:
         """Resolve a path to a node. Raises ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG."""

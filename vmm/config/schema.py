@@ -209,6 +209,10 @@ class KernelMemoryConfig:
                     default="single")
     fragmenting_zone_bytes: int = _f("split: the fragmenting zone's size, at the bottom of RAM (0: a "
                                      "quarter of RAM)", parse="size", toml="fragmenting_zone", default=0)
+    mount_buffer_order: int = _f("a mount's physically contiguous buffers are 2**order pages each (4: the "
+                                 "split-zone paper's 64 KiB)", default=4)
+    mount_buffers: int = _f("how many such buffers a mount allocates (it fails with ENOMEM when one "
+                            "cannot be found after reclaim)", default=2)
 
 
 @dataclass(frozen=True)

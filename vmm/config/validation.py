@@ -201,6 +201,10 @@ def validate(cfg: MachineConfig, source: str = "<machine>", style: str = "toml",
     if km.fragmenting_zone_bytes % PAGE_BYTES or not 0 <= km.fragmenting_zone_bytes < ram:
         raise _err(source, "kernel.memory.fragmenting_zone", f"must be a whole number of pages below the "
                    f"guest RAM size ({human_size(ram)})")
+    if not 0 <= km.mount_buffer_order < 11:
+        raise _err(source, "kernel.memory.mount_buffer_order", "must be between 0 and 10 (the buddy allocator's orders)")
+    if not 0 <= km.mount_buffers <= 64:
+        raise _err(source, "kernel.memory.mount_buffers", "must be between 0 and 64")
     return cfg
 
 

@@ -1,0 +1,43 @@
+"""NAS image (the split-zone paper): the base image plus util-linux's losetup, mount and umount,
+e2fsprogs' mke2fs and e2fsck (Debian packages mount and e2fsprogs), the failover and random-write
+programs (images/programs/), and VOLUMES small ext2 volume images in /vol (v000.img ...), made
+on the host by mke2fs with a fixed UUID and time, for the 128 failover mounts."""
+
+import functools
+import subprocess
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from images import build
+from images.recipes.base import RECIPE as BASE
+
+VOLUMES = 128
+VOLUME_KIB = 128
+
+
+@functools.lru_cache(maxsize=1)
+def volume_image() -> bytes:
+    """One empty ext2 volume of VOLUME_KIB KiB (1 KiB blocks, 16 inodes), the same bytes on
+    every host with the same mke2fs."""
+    u = build._fixed_uuid("nas-volume")
+    with tempfile.TemporaryDirectory() as td:
+        img = Path(td) / "v.img"
+        subprocess.run([build._tool("mke2fs"), "-q", "-F", "-t", "ext2", "-b", "1024", "-N", "16", "-m", "0",
+                        "-U", u, "-E", f"hash_seed={u},root_owner=0:0", str(img), f"{VOLUME_KIB}k"],
+                       env=build._e2fs_env(), check=True, capture_output=True)
+        return img.read_bytes()
+
+
+RECIPE = replace(
+    BASE,
+    name="nas",
+    binaries={**BASE.binaries, "losetup": "/sbin/losetup", "mount": "/bin/mount", "umount": "/bin/umount",
+              "mke2fs": ("/sbin/mke2fs", "/sbin/mkfs.ext2"), "e2fsck": "/sbin/e2fsck", "df": "/bin/df"},
+    files={**BASE.files, "/sbin/init": "#!/bin/sh\nPATH=/bin:/sbin\nexport PATH\nlosetup --version\nmount --version\n",
+           "/etc/profile": "PATH=/bin:/sbin\nexport PATH\n",
+           **{f"/vol/v{i:03d}.img": volume_image() for i in range(VOLUMES)}},
+    dirs={**BASE.dirs, "/vol": 0o755, "/mnt": 0o755, "/run": 0o755, "/run/mount": 0o755},
+    programs={**BASE.programs, "/bin/failover": "failover.c", "/bin/randwrite": "randwrite.c"},
+    params={},
+)
