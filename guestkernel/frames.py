@@ -145,10 +145,11 @@ class Frames:
         """2**order contiguous zeroed frames (kernel buffers such as pipe rings, slabs)."""
         return self._took_block(self._zone_alloc(order, gfp), order, gfp)
 
-    def try_block(self, order: int, gfp: Gfp = Gfp.BUFFER) -> int | None:
-        """alloc_block if a zone of the kind's zonelist has such a block above min now; None
-        otherwise (no reclaim: the caller decides how hard to try, reclaim.py's alloc_costly)."""
-        pfn = self._try_alloc(order, gfp, "min")
+    def try_block(self, order: int, gfp: Gfp = Gfp.BUFFER, floor: str = "min") -> int | None:
+        """alloc_block if a zone of the kind's zonelist has such a block above the watermark
+        `floor` now; None otherwise (no reclaim: the caller decides how hard to try,
+        reclaim.py's alloc_costly)."""
+        pfn = self._try_alloc(order, gfp, floor)
         return None if pfn is None else self._took_block(pfn, order, gfp)
 
     def _took_block(self, pfn: int, order: int, gfp: Gfp) -> int:

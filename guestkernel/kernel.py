@@ -27,6 +27,7 @@ from guestkernel.ids import IdSource
 from guestkernel.interface import KernelConfig, KernelPanic
 from guestkernel.locks import Locks
 from guestkernel.mm import MM, PAGE, VMA, page_up
+from guestkernel.fragment import Fragmenter
 from guestkernel.mounts import ROOT_DEVICE, ROOT_RDEV, Mount, MountTable
 from guestkernel.pagecache import PageCache
 from guestkernel.vfs.pseudo import PseudoNode
@@ -224,8 +225,12 @@ class Kernel:
                  "kernel/debug/extfrag/extfrag_index": lambda: procmem.extfrag_index_file(self)}
         if self.balloon is not None:
             sysfs.update(self.balloon.sysfs_files())
+        sys = SysFS(sysfs)
+        self.fragmenter = Fragmenter(self)  # the split-zone paper's injectors, in debugfs
+        for path, (read, write) in self.fragmenter.files().items():
+            sys.add(path, read, write=write)
         self.vfs = VFS(self.fs, machine.console, now=self.clock.now_s, seed=self.config.seed,
-                       frames=self.frames, pmem=pmem, pseudo=[SysFS(sysfs), ProcFS(self)])
+                       frames=self.frames, pmem=pmem, pseudo=[sys, ProcFS(self)])
         rootfs.is_open = self.vfs.in_use
         self.vfs.mapped = self.inode_mapped
         self.vfs.on_data_change = self.file_data_changed

@@ -68,6 +68,10 @@ class Recipe:
     data_dir: str = "/data"
     # guest path -> C source in images/programs/, built static with the host's gcc
     programs: Mapping[str, str] = field(default_factory=dict)
+    # room for what the guest will make: this many more free inodes and bytes (a workload that
+    # creates many files, as the split-zone paper's random-write script)
+    spare_inodes: int = 0
+    spare_bytes: int = 0
 
 
 # ---------------------------------------------------------------------------
@@ -367,7 +371,7 @@ def _stage(plan: Plan, stage: Path) -> int:
 
 
 def _image_size(plan: Plan) -> int:
-    n = int(plan.staged_bytes() * 1.5) + HEADROOM
+    n = int(plan.staged_bytes() * 1.5) + HEADROOM + plan.recipe.spare_bytes
     return -(-n // ROUND) * ROUND
 
 
@@ -406,7 +410,7 @@ def _build_plan(plan: Plan, out: Path, key: str, progress: Callable[[str], None]
         say(f"staging {len(plan.entries)} entries")
         ninodes = _stage(plan, stage)
         size = _image_size(plan)
-        inodes = max(ninodes + 1024, 2 * ninodes)
+        inodes = max(ninodes + 1024, 2 * ninodes) + plan.recipe.spare_inodes
         u = _fixed_uuid(key)
         tmp_img = Path(td) / "image.img"
         say(f"mke2fs ({size >> 20} MiB, {inodes} inodes)")

@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 from vmm.errors import EmuError
 
-EXPERIMENTS = {"checkpoint": "emu.reproduce.checkpoint", "hybrid-mram": "emu.reproduce.hybrid_mram",
-               "sonicshot": "emu.reproduce.sonicshot"}
+EXPERIMENTS = {"checkpoint": "emu.reproduce.checkpoint", "fragmentation": "emu.reproduce.fragmentation",
+               "hybrid-mram": "emu.reproduce.hybrid_mram", "sonicshot": "emu.reproduce.sonicshot"}
 
 
 def _say(line: str) -> None:

@@ -51,19 +51,23 @@ class SysFS(PseudoFS):
         self.tree: dict[str, bytes | Callable[[], bytes] | Link | None] = dict(TREE)
         # path -> is it there now (a bound loop device's loop/ directory, as Linux adds it)
         self.when: dict[str, Callable[[], bool]] = {}
+        self.writers: dict[str, tuple[Callable[[bytes], None], int]] = {}  # path -> (writer, mode)
         for path, read in (files or {}).items():
             self.add(path, read)
 
     def add(self, path: str, what: "bytes | Callable[[], bytes] | Link | None",
-            when: Callable[[], bool] | None = None) -> None:
+            when: Callable[[], bool] | None = None, write: Callable[[bytes], None] | None = None) -> None:
         """A file (its contents, or what makes them), a directory (None) or a symbolic link at
-        `path`, its parent directories made; `when`: present only while it says so."""
+        `path`, its parent directories made; `when`: present only while it says so; `write`:
+        a debugfs file root may write (0200 without contents, else 0644)."""
         parts = path.split("/")
         for i in range(1, len(parts)):
             self.tree.setdefault("/".join(parts[:i]), None)
-        self.tree[path] = what
+        self.tree[path] = what if what is not None or write is None else b""
         if when is not None:
             self.when[path] = when
+        if write is not None:
+            self.writers[path] = (write, 0o200 if what is None else 0o644)
 
     def _present(self, path: str) -> bool:
         if not self.when:
@@ -79,6 +83,9 @@ class SysFS(PseudoFS):
             return Entry(DIR, 0o755)
         if isinstance(data, Link):
             return Entry(LINK, target=lambda: data.target)
+        if path in self.writers:
+            write, mode = self.writers[path]
+            return Entry(FILE, mode, read=data if callable(data) else lambda: data, write=write)
         return Entry(FILE, 0o444, read=data if callable(data) else lambda: data)
 
     def names(self, path: str) -> list[str]:

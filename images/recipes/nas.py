@@ -14,6 +14,7 @@ from images.recipes.base import RECIPE as BASE
 
 VOLUMES = 128
 VOLUME_KIB = 128
+SPARE_FILES = 80_000  # room for the random-write script's small files (a 4 KiB block each)
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,4 +41,6 @@ RECIPE = replace(
     dirs={**BASE.dirs, "/vol": 0o755, "/mnt": 0o755, "/run": 0o755, "/run/mount": 0o755},
     programs={**BASE.programs, "/bin/failover": "failover.c", "/bin/randwrite": "randwrite.c"},
     params={},
+    spare_inodes=SPARE_FILES + 1024,
+    spare_bytes=SPARE_FILES * 4096 + (64 << 20),
 )
