@@ -124,6 +124,20 @@ class PageCache:
         self.stats.evictions += len(victims)
         return scanned, len(victims)
 
+    def evict(self, blockno: int) -> None:
+        """Free one cached block's page (written back first if dirty): lumpy reclaim's choice."""
+        if blockno in self.dirty:
+            self._write_back(blockno)
+        pfn = self.pages.pop(blockno)
+        self.frame_mask[pfn] = 0
+        self.frames.put(pfn)
+        self.stats.evictions += 1
+
+    def reclaimable(self, blockno: int) -> bool:
+        """Can reclaim free this block's page now (no mapping holds it; dirty only if it may be
+        written back)?"""
+        return self.frames.refs[self.pages[blockno]] == 1 and (self.may_write_back or blockno not in self.dirty)
+
     def moved(self, blockno: int, dst_pfn: int) -> None:
         """Compaction copied the block's frame to dst_pfn."""
         self.frame_mask[self.pages[blockno]] = 0

@@ -138,9 +138,11 @@ class Reclaim:
     def alloc_costly(self, order: int, gfp: Gfp) -> int | None:
         """A large block its caller can do without (Linux's __GFP_RETRY_MAYFAIL, what a mount's
         buffers ask for): tried at each reclaim priority from DEF_PRIORITY down to 0, each try
-        charged RETRY_NS and preceded by compaction (where the zone policy has it) and by
-        direct reclaim of (page-cache pages >> priority) pages in the kind's zones, so that
-        every try works twice as hard as the one before; None after the last (ENOMEM).
+        charged RETRY_NS and preceded by direct reclaim that looks at (page-cache pages >>
+        priority) pages in the kind's zones, so that every try works twice as hard as the one
+        before: compaction then plain reclaim where the zone policy compacts (mobility, modern
+        Linux), lumpy reclaim elsewhere (single, split: the kernels before compaction); None
+        after the last (ENOMEM).
         Counted: the tries in /proc/vmstat's allocstall and pgscan/pgsteal_direct."""
         f = self.k.frames
         zones = f.zonelists[gfp]
@@ -152,12 +154,71 @@ class Reclaim:
             f.events[f"allocstall_{zones[0].name.split('.')[0].lower()}"] += 1
             self.busy = True
             try:
-                if not self.compact(zones, order):
-                    cached = sum(len(pc.pages) for pc in self.k.caches())
-                    self.shrink(max(KSWAPD_BATCH, cached >> prio), zones, "direct")
+                cached = sum(len(pc.pages) for pc in self.k.caches())
+                scan = max(KSWAPD_BATCH, cached >> prio)
+                if self.k.frames.policy in POLICIES_THAT_COMPACT:
+                    if not self.compact(zones, order):
+                        self.shrink(scan, zones, "direct")
+                elif not any(self.lumpy(z, order, scan) for z in zones):  # the zonelist's order
+                    self.shrink(KSWAPD_BATCH, zones, "direct")
             finally:
                 self.busy = False
         return f.try_block(order, gfp)
+
+    def lumpy(self, z: "BuddyAllocator", order: int, scan: int) -> bool:
+        """Lumpy reclaim (Linux 2.6.23 to 3.4, the kernels without compaction that the single
+        and split policies model): take the least recently used page-cache pages of zone z, up
+        to `scan` of them, and with each the other pages of its aligned 2**order block; a block whose
+        every page is free or a reclaimable page-cache page is freed whole (a pinned or kernel
+        page in it spoils it, which is what fragmentation means). True once a block was freed.
+        Charged per page looked at and per page freed, as shrink()."""
+        k = self.k
+        f = k.frames
+        ev = f.events
+        lo, hi = z.base_pfn, z.base_pfn + z.nframes
+        owner = {pfn: (pc, blockno) for pc in k.caches() for blockno, pfn in pc.pages.items()}
+        size = 1 << order
+        scanned = freed = 0
+        tried: set[int] = set()
+        before = k.pagecache.stats.writebacks
+        made = False
+        taken = 0  # LRU pages taken: the priority's budget (the block's other pages ride along)
+        for pc in k.caches():
+            for blockno, pfn in list(pc.pages.items()):
+                if taken >= scan or made:
+                    break
+                if blockno not in pc.pages or not lo <= pfn < hi:
+                    continue  # freed with an earlier block, or in another zone
+                taken += 1
+                scanned += 1
+                if not pc.reclaimable(blockno):
+                    pc.pages.move_to_end(blockno)  # mapped: back to the active end (Linux
+                    continue                       # activates it; this reclaim does not unmap)
+                head = pfn & ~(size - 1)
+                if head in tried or head < lo or head + size > hi:
+                    continue
+                tried.add(head)
+                victims = []
+                for q in range(head, head + size):
+                    scanned += 1
+                    if f.refs[q] == 0:
+                        continue
+                    got = owner.get(q)
+                    if got is None or got[1] not in got[0].pages or not got[0].reclaimable(got[1]):
+                        victims = None
+                        break
+                    victims.append(got)
+                if victims is None:
+                    continue
+                for vpc, vblock in victims:
+                    vpc.evict(vblock)
+                freed += len(victims)
+                made = True
+        k.clock.charge(scanned * RECLAIM_SCAN_NS + freed * RECLAIM_FREE_NS
+                       + (k.pagecache.stats.writebacks - before) * k.clock.block_io_ns)
+        ev["pgscan_direct"] += scanned
+        ev["pgsteal_direct"] += freed
+        return made
 
     def compact(self, zones: "list[BuddyAllocator]", order: int) -> bool:
         """Direct compaction in the allocation's zones, where the zone policy has it."""
