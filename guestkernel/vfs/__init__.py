@@ -11,6 +11,7 @@ file systems (guestkernel/pseudofs/).
     file.py       OpenFile, InodeFile, the open(2) flags, Stat
     pipe.py       Pipe, PipeEnd
     devices.py    /dev: its nodes, their open files, the console files
+    loop.py       loop devices: /dev/loop-control, /dev/loopN, their ioctls, /sys/block/loopN
     waitqueue.py  WaitQueue
 """
 from __future__ import annotations
