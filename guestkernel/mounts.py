@@ -240,4 +240,7 @@ class MountTable:
     def __getattr__(self, name: str) -> Any:
         # Whole-file-system attributes nobody asks per mount (the checkpointer's _meta_dirty,
         # store_meta, ro_compat...): the root file system's.
-        return getattr(self.__dict__["rootfs"], name)
+        rootfs = self.__dict__.get("rootfs")
+        if rootfs is None or name.startswith("__"):  # (unpickling asks before __dict__ is set)
+            raise AttributeError(name)
+        return getattr(rootfs, name)
