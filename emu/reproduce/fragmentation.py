@@ -48,7 +48,8 @@ ENV1 = ("echo '== boot'; cat /proc/buddyinfo; echo 1 > /sys/kernel/debug/fragmen
         "echo '== injected'; cat /proc/buddyinfo; cat /sys/kernel/debug/fragment/status")
 ENV2 = (f"randwrite /rw {RANDWRITE_FILES} {RANDWRITE_FILES} && echo '== written' && cat /proc/buddyinfo && "
         f"echo {METADATA_MIB} > /sys/kernel/debug/fragment/metadata && echo '== pinned' && cat /proc/buddyinfo && "
-        "echo '== unusable' && cat /sys/kernel/debug/extfrag/unusable_index && echo '== mounts' && "
+        "echo '== unusable' && cat /sys/kernel/debug/extfrag/unusable_index && "
+        "echo '== extfrag' && cat /sys/kernel/debug/extfrag/extfrag_index && echo '== mounts' && "
         f"failover /vol {MOUNTS} /mnt; echo '== done'")
 
 
@@ -105,12 +106,13 @@ def env2(image: Path, policy: str, tmp: Path, say: Callable[[str], None]) -> dic
     s = sections(out)
     mount_ns = [int(m.group(2)) for m in re.finditer(r"^mount (\d+) (\d+)$", out, flags=re.M)]
     failed = re.search(r"^mount (\d+) failed (\S+)", out, flags=re.M)
-    unusable = {line.split()[3]: float(line.split()[4 + ORDER_64K]) for line in s["unusable"].splitlines()
-                if line.startswith("Node")}
+    unusable, extfrag = (
+        {line.split()[3]: float(line.split()[4 + ORDER_64K]) for line in s[name].splitlines() if line.startswith("Node")}
+        for name in ("unusable", "extfrag"))
     row = {"mounts_completed": len(mount_ns), "mount_ns": mount_ns,
            "failed_mount": int(failed.group(1)) if failed else None, "failure": failed.group(2) if failed else None,
            "cumulative_ns": [sum(mount_ns[:i + 1]) for i in range(len(mount_ns))],
-           "unusable_index_order4": unusable, "before_metadata": buddy_free(s["written"]),
+           "unusable_index_order4": unusable, "extfrag_index_order4": extfrag, "before_metadata": buddy_free(s["written"]),
            "after_metadata": buddy_free(s["pinned"]), "buddyinfo_before_mounts": s["pinned"].strip(),
            "instructions": r.instructions}
     first = mount_ns[0] if mount_ns else 0

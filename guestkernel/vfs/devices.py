@@ -56,12 +56,38 @@ def alias_fd(node: Node) -> int | None:
     return None
 
 
-class PmemFile(OpenFile):
+class BlockDevFile(OpenFile):
+    """An open block device (pmem, loop): each device's pread/pwrite at byte offsets; read and
+    write at the file's offset, lseek's SEEK_END at the device's size."""
+
+    positional = True  # pread(2) reads at its offset, read(2) at the file's (syscalls/rw.py)
+
+    def size(self) -> int:
+        raise NotImplementedError
+
+    def read(self, n: int) -> bytes:
+        data = self.pread(n, self.offset)
+        self.offset += len(data)
+        return data
+
+    def write(self, data: bytes) -> int:
+        n = self.pwrite(data, self.offset)
+        self.offset += n
+        return n
+
+    def seek(self, offset: int, whence: int) -> int:
+        base = {0: 0, 1: self.offset, 2: self.size()}.get(whence)
+        if base is None or base + offset < 0:
+            raise SyscallError(EINVAL)
+        self.offset = base + offset
+        return self.offset
+
+
+class PmemFile(BlockDevFile):
     """/dev/pmemN: the SCM range itself. read/write go through the kernel's cache-modelled
     accesses; mmap maps its pages straight into the process (DAX)."""
 
     kind = "pmem"
-    positional = True  # pread(2) reads at its offset, read(2) at the file's (syscalls/rw.py)
 
     def __init__(self, vfs: "VFS", node: DevNode, region: PmemRegion, flags: int) -> None:
         super().__init__(flags)
@@ -104,22 +130,8 @@ class PmemFile(OpenFile):
             pos += chunk
         return n
 
-    def read(self, n: int) -> bytes:
-        data = self.pread(n, self.offset)
-        self.offset += len(data)
-        return data
-
-    def write(self, data: bytes) -> int:
-        n = self.pwrite(data, self.offset)
-        self.offset += n
-        return n
-
-    def seek(self, offset: int, whence: int) -> int:
-        base = {0: 0, 1: self.offset, 2: self.region.size}.get(whence)
-        if base is None or base + offset < 0:
-            raise SyscallError(EINVAL)
-        self.offset = base + offset
-        return self.offset
+    def size(self) -> int:
+        return self.region.size
 
     def read_at(self, offset: int, n: int) -> bytes:
         return self.pread(n, offset)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from guestkernel.errors import (EBADF, EBUSY, EEXIST, EFAULT, EINVAL, ENOSPC, ENOTTY, ENXIO, EOPNOTSUPP, EPERM,
                                 SyscallError)
-from guestkernel.vfs.devices import DevNode
+from guestkernel.vfs.devices import BlockDevFile, DevNode
 from guestkernel.vfs.file import InodeFile, OpenFile, Stat
 from hw.blockdev import BlockDeviceStats
 
@@ -253,11 +253,10 @@ class LoopControlFile(OpenFile):
         raise SyscallError(ENOTTY)
 
 
-class LoopFile(OpenFile):
+class LoopFile(BlockDevFile):
     """An open /dev/loopN: the device's bytes (read, write, seek) and its ioctls."""
 
     kind = "dev"
-    positional = True  # read(2) and pread(2) go through pread at the file's offset
 
     def __init__(self, vfs: "VFS", dev: LoopDevice, flags: int) -> None:
         super().__init__(flags)
@@ -289,22 +288,8 @@ class LoopFile(OpenFile):
         dev.write_at(offset, data[:n])
         return n
 
-    def read(self, n: int) -> bytes:
-        data = self.pread(n, self.offset)
-        self.offset += len(data)
-        return data
-
-    def write(self, data: bytes) -> int:
-        n = self.pwrite(data, self.offset)
-        self.offset += n
-        return n
-
-    def seek(self, offset: int, whence: int) -> int:
-        base = {0: 0, 1: self.offset, 2: self.dev.size_bytes}.get(whence)
-        if base is None or base + offset < 0:
-            raise SyscallError(EINVAL)
-        self.offset = base + offset
-        return self.offset
+    def size(self) -> int:
+        return self.dev.size_bytes
 
     def ioctl(self, k: "Kernel", p: "Process", req: int, arg: int) -> int:
         dev, loops = self.dev, self.vfs.loops
