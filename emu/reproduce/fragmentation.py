@@ -235,7 +235,6 @@ def figures(e1: dict[str, Any], e2: dict[str, Any], out: Path) -> None:
             ax.axvline(e2[p]["failed_mount"] + 1, linestyle=":", color="grey")
     ax.set_xlabel("mount")
     ax.set_ylabel("cumulative mount time (ms, virtual)")
-    ax.set_yscale("log")
     ax.set_title("Environment 2 (Fig. 5): 128 failover mounts")
     ax.legend()
     fig.tight_layout()

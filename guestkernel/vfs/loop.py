@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 LOOP_MAJOR = 7
 MISC_MAJOR, LOOP_CTRL_MINOR = 10, 237
 MIN_COUNT = 8
-MAX_LOOPS = 1 << 20
+MAX_LOOPS = 256  # minors 0-255 (Linux allows 2**20; emu's device numbers keep 8 bits of minor)
 
 # linux/loop.h
 LOOP_SET_FD, LOOP_CLR_FD, LOOP_SET_STATUS, LOOP_GET_STATUS = 0x4C00, 0x4C01, 0x4C02, 0x4C03
@@ -173,7 +173,7 @@ class LoopDriver:
         for dev in self.devices:
             if dev.file is None:
                 return dev.number
-        if len(self.devices) >= min(MAX_LOOPS, 256):
+        if len(self.devices) >= MAX_LOOPS:
             raise SyscallError(ENXIO)
         return self.add().number
 
@@ -241,6 +241,8 @@ class LoopControlFile(OpenFile):
         if req == LOOP_CTL_GET_FREE:
             return loops.get_free()
         if req == LOOP_CTL_ADD:
+            if arg >= MAX_LOOPS:
+                raise SyscallError(EINVAL)
             if arg < len(loops.devices):
                 raise SyscallError(EEXIST)
             while len(loops.devices) <= arg:

@@ -121,3 +121,43 @@ def test_checkpoints_are_refused_while_a_loop_device_is_mounted(nas_image, tmp_p
                      "--level", "persist", "--image", str(image), "--machine", str(MACHINE), "--",
                      "/bin/sh", "-c", MOUNTED_WORK])
     assert code == 0
+
+
+LOOPCALLS = """add big: -1 Invalid argument
+add 300: -1 Invalid argument
+add 9: 9 
+add 9 again: -1 File exists
+cfg badptr: -1 Bad address
+setfd badfd: -1 Bad file descriptor
+setfd dir: -1 Invalid argument
+status unbound: -1 No such device or address
+clr unbound: -1 No such device or address
+getsize badptr: -1 Bad address
+mount bad type ptr: -1 Bad address
+mount nonext2: -1 No such device
+mount file: -1 Block device required
+mount unbound: -1 No such device or address
+umount notmnt: -1 Invalid argument
+umount root: -1 Device or resource busy
+umount badflags: -1 Invalid argument
+setfd ro: 0 
+mount ro dev rw: 0 
+write ro: -1 Read-only file system
+umount: 0 
+clr: 0 
+"""
+
+
+def test_bad_loop_and_mount_calls_get_linuxs_errors(nas_image, tmp_path, guest_programs):
+    """Bad pointers, descriptors, types and flags: EFAULT, EBADF, ENODEV, ENOTBLK, ENXIO, EINVAL,
+    EBUSY as Linux returns them (256 loop minors here, EINVAL above); a loop device bound to a
+    file opened read-only mounts read-only (EROFS on a write), as Linux's write-protected mount."""
+    from tests.conftest import put_file
+
+    image = tmp_path / "disk.img"
+    shutil.copyfile(nas_image, image)
+    put_file(image, guest_programs / "loopcalls", "/bin/loopcalls")
+    r = run_emu(image, ["/bin/loopcalls"], machine_config(MACHINE))
+    assert r.result.exit_code == 0, r.stderr
+    assert r.stdout.decode() == LOOPCALLS
+    e2fsck_clean(image)
