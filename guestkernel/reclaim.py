@@ -170,7 +170,8 @@ class Reclaim:
         and split policies model): take the least recently used page-cache pages of zone z, up
         to `scan` of them, and with each the other pages of its aligned 2**order block; a block whose
         every page is free or a reclaimable page-cache page is freed whole (a pinned or kernel
-        page in it spoils it, which is what fragmentation means). True once a block was freed.
+        page in it spoils it, which is what fragmentation means). A pass stops once it freed
+        SWAP_CLUSTER_MAX pages (Linux's nr_to_reclaim); True if it freed a block.
         Charged per page looked at and per page freed, as shrink()."""
         k = self.k
         f = k.frames
@@ -185,7 +186,7 @@ class Reclaim:
         taken = 0  # LRU pages taken: the priority's budget (the block's other pages ride along)
         for pc in k.caches():
             for blockno, pfn in list(pc.pages.items()):
-                if taken >= scan or made:
+                if taken >= scan or freed >= KSWAPD_BATCH:  # nr_to_reclaim: SWAP_CLUSTER_MAX
                     break
                 if blockno not in pc.pages or not lo <= pfn < hi:
                     continue  # freed with an earlier block, or in another zone
