@@ -109,8 +109,10 @@ class PageCache:
         for blockno, pfn in self.pages.items():
             if len(victims) >= want:
                 break
+            if in_zone is not None and not in_zone(pfn):
+                continue  # on another zone's LRU (Linux keeps one per zone): not scanned here
             scanned += 1
-            if self.frames.refs[pfn] != 1 or (in_zone is not None and not in_zone(pfn)):
+            if self.frames.refs[pfn] != 1:
                 continue
             if blockno in self.dirty and not self.may_write_back:
                 continue
