@@ -21,9 +21,11 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 # The base image (images/recipes/base.py) copies the host's procps (free, vmstat, ps); the
 # stress image (images/recipes/stress.py) its stress-ng and fio; the hybrid image
-# (images/recipes/hybrid.py) its stress, xz and bzip2 (command:package).
+# (images/recipes/hybrid.py) its stress, xz and bzip2; the nas image (images/recipes/nas.py)
+# util-linux's losetup, mount and umount (command:package).
 missing=()
-for cp in free:procps vmstat:procps stress-ng:stress-ng fio:fio stress:stress xz:xz-utils bzip2:bzip2; do
+for cp in free:procps vmstat:procps stress-ng:stress-ng fio:fio stress:stress xz:xz-utils bzip2:bzip2 \
+          losetup:mount mount:mount umount:mount; do
   command -v "${cp%%:*}" >/dev/null 2>&1 || missing+=("${cp##*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -31,7 +33,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "setup: ${missing[*]} missing (the base, stress and hybrid images need them): install the Debian packages ${missing[*]}" >&2
+    echo "setup: ${missing[*]} missing (the base, stress, hybrid and nas images need them): install the Debian packages ${missing[*]}" >&2
   fi
 fi
 
