@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from guestkernel.buddy import BuddyAllocator
 from guestkernel.gfp import Gfp
 from guestkernel.mm import TASK_SIZE
+from guestkernel.pagecache import frame_owners
 from guestkernel.paging import PTE_ADDR
 from guestkernel.process import ZOMBIE
 
@@ -78,7 +79,7 @@ def compact_zone(k: "Kernel", z: BuddyAllocator, order: int, blocks: int = BLOCK
     if z.free_frames - size < z.wmark_min + size:
         return False  # compaction_suitable: too little free memory to be worth it; reclaim first
     ev["compact_stall"] += 1
-    cache_of = {pfn: (pc, blockno) for pc in k.caches() for blockno, pfn in pc.pages.items()}
+    cache_of = frame_owners(k.caches())
     rmap = _rmap(k)
     pinned = _pinned(k)
     free_in = z.free_order

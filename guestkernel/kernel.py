@@ -578,7 +578,8 @@ class Kernel:
             child.vfork_waitq = None
 
     def drop_file(self, f: OpenFile) -> None:
-        """The kernel lets go of an open file it held itself (a loop device's backing file)."""
+        """A reference to an open file goes (a descriptor closed, a loop device's backing file
+        released); the last one closes it."""
         f.refs -= 1
         if f.refs == 0:
             f.close()
@@ -586,11 +587,8 @@ class Kernel:
 
     def close_fd(self, p: Process, fd: int) -> None:
         f = p.fds.remove(fd)
-        f.refs -= 1
-        self.locks.on_close(p, f, last=f.refs == 0)
-        if f.refs == 0:
-            f.close()
-            self.slab.free(f.obj)
+        self.locks.on_close(p, f, last=f.refs == 1)
+        self.drop_file(f)
 
     def exit_thread(self, t: Process) -> None:
         """A thread ends alone (the descriptors, memory and signal actions stay with its

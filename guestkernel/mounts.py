@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from guestkernel.ext2.fserror import FsError
 
@@ -43,7 +43,6 @@ class Mount:
     point: int | None = None   # the covered directory's node (None for the root file system)
     device: Any = None     # what the page cache reads: the machine's disk, or a LoopDevice
     buffers: list[tuple[int, int]] = field(default_factory=list)  # (gpfn, order) per-mount buffers
-    shrinker: Callable[[int | None], int] | None = None
 
     @property
     def root(self) -> int:
@@ -67,7 +66,6 @@ class MountTable:
         self.covered: dict[int, int] = {}  # covered directory node -> root node of what is on it
         self.next_mid = 1
         self.root_ino = root.fs.root_ino
-        self.block_size = root.fs.block_size
 
     # --- the table --------------------------------------------------------------------------------
     def of(self, node: int) -> Mount:
@@ -236,11 +234,3 @@ class MountTable:
         writes land in the root file system's cache), the root last."""
         for m in reversed(self.in_order()):
             m.fs.sync()
-
-    def __getattr__(self, name: str) -> Any:
-        # Whole-file-system attributes nobody asks per mount (the checkpointer's _meta_dirty,
-        # store_meta, ro_compat...): the root file system's.
-        rootfs = self.__dict__.get("rootfs")
-        if rootfs is None or name.startswith("__"):  # (unpickling asks before __dict__ is set)
-            raise AttributeError(name)
-        return getattr(rootfs, name)

@@ -112,22 +112,14 @@ class PageCache:
             if in_zone is not None and not in_zone(pfn):
                 continue  # on another zone's LRU (Linux keeps one per zone): not scanned here
             scanned += 1
-            if self.frames.refs[pfn] != 1:
-                continue
-            if blockno in self.dirty and not self.may_write_back:
-                continue
-            victims.append(blockno)
+            if self.reclaimable(blockno):
+                victims.append(blockno)
         for blockno in victims:
-            if blockno in self.dirty:
-                self._write_back(blockno)
-            pfn = self.pages.pop(blockno)
-            self.frame_mask[pfn] = 0
-            self.frames.put(pfn)
-        self.stats.evictions += len(victims)
+            self.evict(blockno)
         return scanned, len(victims)
 
     def evict(self, blockno: int) -> None:
-        """Free one cached block's page (written back first if dirty): lumpy reclaim's choice."""
+        """Free one cached block's page, written back first if dirty."""
         if blockno in self.dirty:
             self._write_back(blockno)
         pfn = self.pages.pop(blockno)
@@ -166,3 +158,9 @@ class PageCache:
                 self.frame_mask[pfn] = 0
         self.frames.put_many(pfns)
         return len(clean)
+
+
+def frame_owners(caches: "list[PageCache]") -> dict[int, tuple["PageCache", int]]:
+    """gpfn -> (the page cache holding it, its block), over several caches (compaction and lumpy
+    reclaim look at frames and need to know which cached block is in each)."""
+    return {pfn: (pc, blockno) for pc in caches for blockno, pfn in pc.pages.items()}

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from guestkernel.compaction import POLICIES_THAT_COMPACT, compact_zone
 from guestkernel.gfp import Gfp
+from guestkernel.pagecache import frame_owners
 
 if TYPE_CHECKING:
     from guestkernel.buddy import BuddyAllocator
@@ -77,10 +78,7 @@ class Reclaim:
             scanned, freed = scanned + s, freed + got
             if freed >= want:
                 break
-        k.clock.charge(scanned * RECLAIM_SCAN_NS + freed * RECLAIM_FREE_NS
-                       + (k.pagecache.stats.writebacks - before) * k.clock.block_io_ns)
-        ev[f"pgscan_{kind}"] += scanned
-        ev[f"pgsteal_{kind}"] += freed
+        self._account(kind, scanned, freed, before)
         ev["pgscan_file"] += scanned
         ev["pgsteal_file"] += freed
         if freed < want:
@@ -175,9 +173,8 @@ class Reclaim:
         Charged per page looked at and per page freed, as shrink()."""
         k = self.k
         f = k.frames
-        ev = f.events
         lo, hi = z.base_pfn, z.base_pfn + z.nframes
-        owner = {pfn: (pc, blockno) for pc in k.caches() for blockno, pfn in pc.pages.items()}
+        owner = frame_owners(k.caches())
         size = 1 << order
         scanned = freed = 0
         tried: set[int] = set()
@@ -215,11 +212,18 @@ class Reclaim:
                     vpc.evict(vblock)
                 freed += len(victims)
                 made = True
-        k.clock.charge(scanned * RECLAIM_SCAN_NS + freed * RECLAIM_FREE_NS
-                       + (k.pagecache.stats.writebacks - before) * k.clock.block_io_ns)
-        ev["pgscan_direct"] += scanned
-        ev["pgsteal_direct"] += freed
+        self._account("direct", scanned, freed, before)
         return made
+
+    def _account(self, kind: str, scanned: int, freed: int, writebacks_before: int) -> None:
+        """A reclaim pass's cost on the clock (per page scanned, per page freed, a block write per
+        page written back) and its vm events (kind: kswapd or direct)."""
+        k = self.k
+        k.clock.charge(scanned * RECLAIM_SCAN_NS + freed * RECLAIM_FREE_NS
+                       + (k.pagecache.stats.writebacks - writebacks_before) * k.clock.block_io_ns)
+        ev = k.frames.events
+        ev[f"pgscan_{kind}"] += scanned
+        ev[f"pgsteal_{kind}"] += freed
 
     def compact(self, zones: "list[BuddyAllocator]", order: int) -> bool:
         """Direct compaction in the allocation's zones, where the zone policy has it."""

@@ -332,6 +332,9 @@ class SlabAllocator:
         objects to free (None: every unused one), it frees them and says how many it did."""
         self.shrinkers.append(shrinker)
 
+    def unregister_shrinker(self, shrinker: Callable[[int | None], int]) -> None:
+        self.shrinkers.remove(shrinker)
+
     def reclaim(self, want_pages: int | None) -> int:
         """Linux's shrink_slab then the empty slabs: ask the shrinkers for objects (about a
         page's worth of small objects per page wanted; everything for drop_caches), then give

@@ -127,7 +127,7 @@ class Checkpointer:
                 and self.replay[2] >= 0 and args[1] & O_EXCL):
             args = (args[0], (args[1] & ~O_EXCL) | O_TRUNC) + args[2:]
         forced = self._forced(p, nr, args)
-        dirty = bool(k.pagecache.dirty) or k.fs._meta_dirty
+        dirty = bool(k.pagecache.dirty) or k.fs.rootfs._meta_dirty
         if forced:
             why = "forced"
         elif not dirty:
@@ -194,7 +194,7 @@ class Checkpointer:
         lines0, fences0 = self.medium.lines_flushed, self.medium.fences
         self.phase = "commit"
         try:
-            k.fs.store_meta()  # group descriptors and superblock counts into their blocks
+            k.fs.rootfs.store_meta()  # group descriptors and superblock counts into their blocks
             if finished:
                 meta: dict[str, Any] = {"procs": [], "files": [], "pipes": []}
                 scan = {"pages_scanned": 0, "pages_copied": 0}

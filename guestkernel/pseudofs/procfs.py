@@ -37,8 +37,10 @@ _PID_MODES = {"environ": 0o400, "comm": 0o644}
 _PID_NAMES = ("cmdline", "comm", "cwd", "environ", "exe", "fd", "maps", "mountinfo", "mounts", "stat", "statm", "status", "task")
 
 
-_PSEUDO_MOUNTS = ((b"sysfs", b"/sys", b"sysfs", b"ro,nosuid,nodev,noexec,relatime", 0x15),
-                  (b"proc", b"/proc", b"proc", b"rw,nosuid,nodev,noexec,relatime", 0x16))
+# The kernel's pseudo file systems as mounts: source, mount point, type, options, and the VFS's
+# name for it (whose st_dev mountinfo shows).
+_PSEUDO_MOUNTS = ((b"sysfs", b"/sys", b"sysfs", b"ro,nosuid,nodev,noexec,relatime", "sys"),
+                  (b"proc", b"/proc", b"proc", b"rw,nosuid,nodev,noexec,relatime", "proc"))
 
 
 def _ext2_mounts(k: "Kernel") -> list[tuple[int, int, object]]:
@@ -57,7 +59,7 @@ def _mounts(k: "Kernel") -> bytes:
     for i, (_mid, _parent, m) in enumerate(_ext2_mounts(k)):
         lines.append(b"%s %s ext2 %s,relatime 0 0\n" % (m.source, m.target, b"ro" if m.read_only else b"rw"))
         if i == 0:
-            lines += [b"%s %s %s %s 0 0\n" % (src, at, fs, opts) for src, at, fs, opts, _dev in _PSEUDO_MOUNTS]
+            lines += [b"%s %s %s %s 0 0\n" % (src, at, fs, opts) for src, at, fs, opts, _name in _PSEUDO_MOUNTS]
     return b"".join(lines)
 
 
@@ -70,8 +72,9 @@ def _mountinfo(k: "Kernel") -> bytes:
         lines.append(b"%d %d %d:%d / %s %s,relatime - ext2 %s %s\n"
                      % (mid, parent, m.rdev >> 8, m.rdev & 0xFF, m.target, rw, m.source, rw))
         if i == 0:
-            lines += [b"%d 1 0:%d / %s %s - %s %s %s\n" % (2 + j, dev, at, opts, fs, src, opts.split(b",")[0])
-                      for j, (src, at, fs, opts, dev) in enumerate(_PSEUDO_MOUNTS)]
+            lines += [b"%d 1 0:%d / %s %s - %s %s %s\n" % (2 + j, k.vfs.pseudo[name].dev, at, opts, fs, src,
+                                                            opts.split(b",")[0])
+                      for j, (src, at, fs, opts, name) in enumerate(_PSEUDO_MOUNTS)]
     return b"".join(lines)
 
 

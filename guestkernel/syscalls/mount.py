@@ -21,7 +21,7 @@ from guestkernel.pagecache import PageCache
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.args import path_arg
 from guestkernel.vfs import DevNode
-from guestkernel.vfs.loop import LOOP_MAJOR
+from guestkernel.vfs.devices import LOOP_MAJOR
 
 if TYPE_CHECKING:
     from guestkernel.kernel import Kernel
@@ -88,8 +88,7 @@ def do_mount(k: "Kernel", p: "Process", source: bytes, target: bytes, flags: int
         cache = PageCache(dev, k.frames, probe_block_size(dev.read_at))  # type: ignore[arg-type]
         fs = Ext2(cache, now=k.clock.now_s, log=k.log.append)
     except (FsError, ValueError, OSError) as e:
-        for pfn, order in buffers:
-            k.frames.free_block(pfn, order)
+        free_buffers(k, buffers)
         k.log.append(f"EXT2-fs ({node.name}): error: can't mount: {getattr(e, 'msg', None) or e}")
         raise SyscallError(EINVAL) from None
     mid = k.fs.new_id()
@@ -98,7 +97,7 @@ def do_mount(k: "Kernel", p: "Process", source: bytes, target: bytes, flags: int
     k.slab.register_shrinker(fs.shrink_caches)
     ro = bool(flags & MS_RDONLY) or dev.read_only
     m = Mount(mid, fs, cache, b"/dev/" + node.name.encode(), k.vfs.node_path(point), dev.rdev,
-              flags=MS_RDONLY if ro else 0, point=point, device=dev, buffers=buffers, shrinker=fs.shrink_caches)
+              flags=MS_RDONLY if ro else 0, point=point, device=dev, buffers=buffers)
     k.fs.add(m)
     dev.holders += 1
     return m
@@ -111,12 +110,16 @@ def alloc_buffers(k: "Kernel") -> list[tuple[int, int]]:
     for _ in range(n):
         pfn = k.reclaim.alloc_costly(order, Gfp.BUFFER)
         if pfn is None:
-            for q, o in got:
-                k.frames.free_block(q, o)
+            free_buffers(k, got)
             k.log.append(f"mount: page allocation failure: order:{order}, mode:GFP_KERNEL|__GFP_RETRY_MAYFAIL")
             raise SyscallError(ENOMEM)
         got.append((pfn, order))
     return got
+
+
+def free_buffers(k: "Kernel", buffers: list[tuple[int, int]]) -> None:
+    for pfn, order in buffers:
+        k.frames.free_block(pfn, order)
 
 
 @syscall("umount2")
@@ -136,8 +139,8 @@ def sys_umount2(k, p, target, flags, *_):  # type: ignore[no-untyped-def]
 
 
 def busy(k: "Kernel", m: Mount) -> bool:
-    """Is anything still using the mount: an open file, a mapping, a working directory, a mount
-    on it, or a loop device bound to one of its files?"""
+    """Is anything still using the mount: an open file (a loop device's backing file too), a
+    mapping, a working directory, or a mount on it?"""
     mid = m.mid
     if any(n >> MID_SHIFT == mid and c > 0 for n, c in k.vfs.open_count.items() if isinstance(n, int)):
         return True
@@ -155,13 +158,9 @@ def busy(k: "Kernel", m: Mount) -> bool:
 def do_umount(k: "Kernel", m: Mount) -> None:
     if busy(k, m):
         raise SyscallError(EBUSY)
-    before = k.pagecache.stats.writebacks
-    m.fs.put_super()  # the mount's dirty blocks go to the loop device, i.e. the backing file
-    k.clock.charge((k.pagecache.stats.writebacks - before) * k.clock.block_io_ns)
+    m.fs.put_super()  # the mount's dirty blocks go to the loop device: the backing file's cache
     m.cache.drop_clean()
-    if m.shrinker in k.slab.shrinkers:
-        k.slab.shrinkers.remove(m.shrinker)
-    for pfn, order in m.buffers:
-        k.frames.free_block(pfn, order)
+    k.slab.unregister_shrinker(m.fs.shrink_caches)
+    free_buffers(k, m.buffers)
     k.fs.remove(m)
     k.vfs.loops.unheld(k, m.device)

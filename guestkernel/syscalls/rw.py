@@ -37,7 +37,7 @@ def read_into(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, offs
         raise SyscallError(EBADF)
     count = min(count, MAX_IO)
     access_ok(buf, count)
-    seekable = isinstance(f, InodeFile) or getattr(f, "positional", False)  # (block devices too)
+    seekable = f.positional
     if isinstance(f, InodeFile) and f.is_dir():
         raise SyscallError(EISDIR)  # even for 0 bytes
     if count and not seekable:

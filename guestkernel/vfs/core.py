@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Callable
 
 from guestkernel.errors import EACCES, EISDIR, ENOENT, ENOTDIR, SyscallError
 from guestkernel.vfs.pseudo import PseudoDirFile, PseudoFS, PseudoNode
-from guestkernel.vfs.devices import (BLOCK_MAJORS, DEV_DIR, DEVICES, FD_ALIASES, PMEM_MAJOR, DevDirFile, DevFile, DevNode,
-                                     PmemFile, PmemRegion)
+from guestkernel.vfs.devices import (BLOCK_MAJORS, DEV_DIR, DEVICES, FD_ALIASES, LOOP_MAJOR, PMEM_MAJOR, DevDirFile,
+                                     DevFile, DevNode, PmemFile, PmemRegion)
 from guestkernel.vfs.file import (DT_BLK, DT_CHR, DT_DIR, DT_LNK, O_ACCMODE, O_DIRECTORY, O_RDONLY, O_TRUNC,
                                   InodeFile, OpenFile, Stat)
 from guestkernel.vfs.lookup import Node, PathLookup
-from guestkernel.vfs.loop import LOOP_MAJOR, LoopControlFile, LoopDriver, LoopFile
+from guestkernel.vfs.loop import LoopControlFile, LoopDriver, LoopFile
 from guestkernel.mounts import INO_MASK
 
 if TYPE_CHECKING:

@@ -33,7 +33,8 @@ DEVICES = {
 }
 FD_ALIASES = {"stdin": 0, "stdout": 1, "stderr": 2}
 PMEM_MAJOR = 259  # blkext, where Linux's pmem devices live
-BLOCK_MAJORS = (PMEM_MAJOR, 7)  # block devices: pmem, loop (vfs/loop.py)
+LOOP_MAJOR = 7    # loop devices (vfs/loop.py)
+BLOCK_MAJORS = (PMEM_MAJOR, LOOP_MAJOR)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class BlockDevFile(OpenFile):
     """An open block device (pmem, loop): each device's pread/pwrite at byte offsets; read and
     write at the file's offset, lseek's SEEK_END at the device's size."""
 
-    positional = True  # pread(2) reads at its offset, read(2) at the file's (syscalls/rw.py)
+    positional = True
 
     def size(self) -> int:
         raise NotImplementedError

@@ -53,6 +53,7 @@ class OpenFile:
 
     kind = "file"
     obj = 0  # its filp object in the kernel's slab (installed in a descriptor table)
+    positional = False  # has a position: read(2) reads at it through pread (files, block devices)
 
     def __init__(self, flags: int) -> None:
         self.flags = flags
@@ -93,9 +94,10 @@ class OpenFile:
 
 
 class InodeFile(OpenFile):
-    """A regular file, directory or symlink of the ext2 root file system."""
+    """A regular file, directory or symlink of a mounted ext2 file system."""
 
     kind = "inode"
+    positional = True
 
     def __init__(self, vfs: "VFS", ino: int, flags: int, path: bytes) -> None:
         super().__init__(flags)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from guestkernel.errors import (EBADF, EBUSY, EEXIST, EFAULT, EINVAL, ENOSPC, ENOTTY, ENXIO, EOPNOTSUPP, EPERM,
                                 SyscallError)
-from guestkernel.vfs.devices import BlockDevFile, DevNode
+from guestkernel.vfs.devices import LOOP_MAJOR, BlockDevFile, DevNode
 from guestkernel.vfs.file import InodeFile, OpenFile, Stat
 from hw.blockdev import BlockDeviceStats
 
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from guestkernel.process import Process
     from guestkernel.vfs.core import VFS
 
-LOOP_MAJOR = 7
 MISC_MAJOR, LOOP_CTRL_MINOR = 10, 237
 MIN_COUNT = 8
 MAX_LOOPS = 256  # minors 0-255 (Linux allows 2**20; emu's device numbers keep 8 bits of minor)
@@ -41,7 +40,7 @@ LOOP_SET_FD, LOOP_CLR_FD, LOOP_SET_STATUS, LOOP_GET_STATUS = 0x4C00, 0x4C01, 0x4
 LOOP_SET_STATUS64, LOOP_GET_STATUS64, LOOP_CHANGE_FD, LOOP_SET_CAPACITY = 0x4C04, 0x4C05, 0x4C06, 0x4C07
 LOOP_SET_DIRECT_IO, LOOP_SET_BLOCK_SIZE, LOOP_CONFIGURE = 0x4C08, 0x4C09, 0x4C0A
 LOOP_CTL_ADD, LOOP_CTL_REMOVE, LOOP_CTL_GET_FREE = 0x4C80, 0x4C81, 0x4C82
-LO_FLAGS_READ_ONLY, LO_FLAGS_AUTOCLEAR, LO_FLAGS_PARTSCAN, LO_FLAGS_DIRECT_IO = 1, 4, 8, 16
+LO_FLAGS_READ_ONLY, LO_FLAGS_AUTOCLEAR, LO_FLAGS_PARTSCAN = 1, 4, 8
 LO_NAME_SIZE = 64
 # struct loop_info64: device, inode, rdevice, offset, sizelimit (u64); number, encrypt_type,
 # encrypt_key_size, flags (u32); file_name, crypt_name (64 bytes), encrypt_key (32), init (2 x u64)
@@ -80,7 +79,7 @@ class LoopDevice:
 
     @property
     def rdev(self) -> int:
-        return LOOP_MAJOR << 8 | self.number
+        return self.node.rdev
 
     @property
     def size_bytes(self) -> int:
@@ -164,11 +163,6 @@ class LoopDriver:
         sysfs.add(f"{at}/loop/partscan", lambda: b"%d\n" % bool(dev.flags & LO_FLAGS_PARTSCAN))
         sysfs.add(f"{at}/loop/dio", b"0\n")
 
-    def by_rdev(self, rdev: int) -> LoopDevice | None:
-        if rdev >> 8 != LOOP_MAJOR or (rdev & 0xFF) >= len(self.devices):
-            return None
-        return self.devices[rdev & 0xFF]
-
     def get_free(self) -> int:
         for dev in self.devices:
             if dev.file is None:
@@ -178,8 +172,7 @@ class LoopDriver:
         return self.add().number
 
     # --- binding ----------------------------------------------------------------------------------
-    def bind(self, k: "Kernel", p: "Process", dev: LoopDevice, f: OpenFile, info: bytes | None,
-             writable_open: bool) -> None:
+    def bind(self, p: "Process", dev: LoopDevice, f: OpenFile, info: bytes | None, writable_open: bool) -> None:
         if dev.file is not None:
             raise SyscallError(EBUSY)
         if not isinstance(f, InodeFile) or not S.S_ISREG(f.stat().mode):
@@ -305,7 +298,7 @@ class LoopFile(BlockDevFile):
                 info: bytes | None = raw[CONFIG.size:CONFIG.size + INFO64.size]
             else:
                 fd, info = arg, None
-            loops.bind(k, p, dev, p.fds.get(fd), info, self.writable)
+            loops.bind(p, dev, p.fds.get(fd), info, self.writable)
             return 0
         if req == LOOP_CLR_FD:
             loops.clear(k, dev)

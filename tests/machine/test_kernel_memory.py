@@ -60,7 +60,7 @@ def test_no_frame_leaks_after_processes_exit(base_image, tmp_path):
     assert k.frames.allocated == len(k.pagecache.pages) + 1 + slab
     live = {name: c.active_objs for name, c in k.slab.caches.items() if c.active_objs}
     assert set(live) <= {"ext2_inode_cache", "dentry"}, live
-    assert live["ext2_inode_cache"] == len(k.fs._icache) and live["dentry"] == len(k.fs._dcache)
+    assert live["ext2_inode_cache"] == len(k.fs.rootfs._icache) and live["dentry"] == len(k.fs.rootfs._dcache)
     # Dropping the slab caches gives every slab page back but the one of the root inode, which
     # stays pinned as Linux's root dentry does.
     k.reclaim.drop_caches(2, type("P", (), {"comm": b"test", "pid": 0})())
