@@ -41,6 +41,15 @@ class BlockCache(Protocol):
         """Write back every dirty block."""
         ...
 
+    # A regular file's data: through get/mark_dirty in a cache; on DAX storage the block itself
+    def data_read(self, blockno: int, offset: int, n: int) -> bytes: ...
+
+    def data_view(self, blockno: int) -> memoryview:
+        """Writable view of a data block; the caller then says what it wrote (data_written)."""
+        ...
+
+    def data_written(self, blockno: int, offset: int, n: int, ino: int) -> None: ...
+
 
 _POISON = 0xA5
 
@@ -123,6 +132,15 @@ class FileBlockCache:
             # across another get(): a real bug with the kernel's cache.
             raise RuntimeError(f"mark_dirty({blockno}) on a block that is not resident")
         self._dirty.add(blockno)
+
+    def data_read(self, blockno: int, offset: int, n: int) -> bytes:
+        return self.get(blockno)[offset:offset + n].tobytes()
+
+    def data_view(self, blockno: int) -> memoryview:
+        return self.get(blockno)
+
+    def data_written(self, blockno: int, offset: int, n: int, ino: int) -> None:
+        self.mark_dirty(blockno, ino)
 
     def forget(self, blockno: int) -> None:
         self._blocks.pop(blockno, None)

@@ -40,6 +40,9 @@ class Frames:
         self.on_pressure: Callable[[int, Gfp], bool] = lambda order, gfp: False
         self.kswapd_wanted = False  # a zone went below its low watermark
         self.refs = array("I", [0]) * memory.pages
+        # Frames above RAM are device memory (pmem, the DAX storage window): mapped into page
+        # tables but never reference-counted or freed.
+        self.ram_top = max((base + size) // 4096 for _n, base, size in ram)
         # Bumped each time a frame is handed out: a checkpoint tells a reused frame from the
         # one it saved before (same pfn, other contents).
         self.gen = array("I", [0]) * memory.pages
@@ -190,6 +193,9 @@ class Frames:
             self.on_code_reuse()
         self.allocated += n
         return pfn
+
+    def is_ram(self, pfn: int) -> bool:
+        return pfn < self.ram_top
 
     def get(self, pfn: int) -> None:
         self.refs[pfn] += 1

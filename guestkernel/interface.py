@@ -90,6 +90,7 @@ class KernelConfig:
     mount_buffers: int = 2               # ... and how many (syscalls/mount.py)
     seed: int = 1                        # getrandom, AT_RANDOM, /dev/urandom
     checkpoint_tcp_ns: int | None = None  # checkpoint interval (0: at every syscall); None: off
+    dax_ordering: bool = True            # DAX: redo log and ordered flushes (False: a debug switch)
 
 
 class MachineView(Protocol):
@@ -99,8 +100,9 @@ class MachineView(Protocol):
     clock: "Clock"              # charge kernel work; guest time
     memory: "GuestMemory"       # guest-physical pages by gpfn, access reports, clflush/mfence
     guest_map: list[Any]        # the guest-physical map: ranges with name, kind (ram, pmem,
-                                # checkpoint), base_gpa, size_bytes
-    blockdev: "BlockDevice"     # the root disk
+                                # checkpoint, storage), base_gpa, size_bytes
+    blockdev: "BlockDevice"     # the root disk (block mode; with a "storage" range the root
+                                # file system is the window's, guestkernel/dax.py)
     console: "Console"          # guest stdout/stderr
     balloon: "Balloon | None"   # the memory balloon device (hw/balloon.py), if the machine has one
 

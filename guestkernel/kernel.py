@@ -8,6 +8,8 @@ cache, which is written back on sync, periodically in virtual time and at shutdo
 """
 from __future__ import annotations
 
+import dataclasses
+
 import heapq
 import stat as S
 import struct
@@ -29,6 +31,7 @@ from guestkernel.locks import Locks
 from guestkernel.mm import MM, PAGE, VMA, page_up
 from guestkernel.fragment import Fragmenter
 from guestkernel.mounts import ROOT_DEVICE, ROOT_RDEV, Mount, MountTable
+from guestkernel.dax import DaxStats, DaxStore, open_dax
 from guestkernel.pagecache import PageCache
 from guestkernel.vfs.pseudo import PseudoNode
 from guestkernel.pseudofs import procmem
@@ -96,6 +99,21 @@ class InodeBacking:
         blockno = self.fs.bmap(self.ino, offset // PAGE)
         return self.cache.pin(blockno) if blockno else None
 
+    @property
+    def dax(self) -> bool:
+        """Is the file on DAX storage (a shared mapping maps the window's pages)?"""
+        return isinstance(self.cache, DaxStore)
+
+    def shared_frame(self, offset: int) -> int | None:
+        """DAX: the window page of a shared mapping at `offset` (a hole gets its block), or None
+        past the end of the file (SIGBUS)."""
+        if offset >= self.fs.stat(self.ino).size:
+            return None
+        return self.cache.pin(self.fs.map_block(self.ino, offset // PAGE))
+
+    def page_dirtied(self, gpfn: int) -> None:
+        self.cache.page_dirtied(gpfn, self.ino)  # type: ignore[attr-defined]
+
 
 class Kernel:
     name = "emu-default"
@@ -120,6 +138,7 @@ class Kernel:
         self.rdtsc_emulated = 0
         self.uname = dict(UNAME)
         self.checkpointer: "Checkpointer | None" = None  # on with the machine's [checkpoint]
+        self.dax: DaxStore | None = None        # the root's blocks on storage as memory
         self.locks = Locks()                   # flock, POSIX and OFD file locks
         self.timers: list[tuple[int, int, Callable[[], None]]] = []  # (uptime ns, seq, fire)
         self._timer_seq = 0
@@ -206,11 +225,15 @@ class Kernel:
             self.checkpointer = Checkpointer(self, self.config.checkpoint_tcp_ns, window)
         if before_mount is not None:
             before_mount()
-        dev = machine.blockdev
+        storage = next((g for g in machine.guest_map if g.kind == "storage"), None)
+        dev = machine.blockdev if storage is None else None
         try:
-            block_size = probe_block_size(dev.read_at)
-            self.pagecache = PageCache(dev, self.frames, block_size, self.config.page_cache_pages)
-            self.pagecache.on_read = lambda: self.clock.charge(self.clock.block_io_ns)
+            if storage is None:
+                block_size = probe_block_size(dev.read_at)
+                self.pagecache = PageCache(dev, self.frames, block_size, self.config.page_cache_pages)
+                self.pagecache.on_read = lambda: self.clock.charge(self.clock.block_io_ns)
+            else:  # storage as memory: ext2 on the window itself (guestkernel/dax.py)
+                self.pagecache = self.dax = open_dax(self, storage)
             self.reclaim = Reclaim(self)
             rootfs = Ext2(self.pagecache, now=self.clock.now_s, log=self.log.append)
             rootfs.use_objects(self.slab.alloc, self.slab.free)
@@ -261,7 +284,8 @@ class Kernel:
 
     def shutdown(self) -> None:
         """Kill what is left, close everything and write the page cache back (with
-        checkpointing: a last image that says the group ended, with the write-back)."""
+        checkpointing: a last image that says the group ended, with the write-back; on DAX
+        storage: the log retired, so that tools may change the image before the next boot)."""
         for p in list(self.procs.values()):
             if p.state != ZOMBIE:
                 self.exit_process(p, SIGKILL)
@@ -269,6 +293,14 @@ class Kernel:
             self.checkpointer.finish()
         else:
             self.sync()
+        if self.dax is not None:
+            self.dax.retire()
+
+    def fs_commit(self) -> None:
+        """The end of a kernel operation on DAX storage: its file-system changes committed
+        (guestkernel/dax.py); nothing to do with a page cache, which writes back later."""
+        if self.dax is not None and self.dax.pending:
+            self.fs.rootfs.sync()
 
     # -- the whole kernel's state (machine snapshots; see guestkernel/snapshot.py) -------------
     def save_state(self) -> bytes:
@@ -337,13 +369,32 @@ class Kernel:
 
         def values() -> dict[str, int]:
             pc = getattr(self, "pagecache", None)  # none before boot
+            f = getattr(self, "frames", None)
+            dax = self.dax.dax if self.dax is not None else DaxStats()
             return {"pagecache.hits": pc.stats.hits if pc else 0, "pagecache.misses": pc.stats.misses if pc else 0,
-                    "pagecache.writebacks": pc.stats.writebacks if pc else 0}
+                    "pagecache.writebacks": pc.stats.writebacks if pc else 0,
+                    "pagecache.pages": sum(len(c.pages) for c in self.caches()) if pc else 0,
+                    "mm.file_pages_copied": f.events["file_pages_copied"] if f else 0,
+                    "mm.text_pages_copied": f.events["text_pages_copied"] if f else 0,
+                    **{f"dax.{k}": v for k, v in dataclasses.asdict(dax).items()}}
 
         reg.register(values, [
             Stat("pagecache.hits", "lookups", "page-cache lookups that found the block"),
             Stat("pagecache.misses", "lookups", "page-cache lookups that read the block from storage"),
             Stat("pagecache.writebacks", "blocks", "dirty blocks written back to storage"),
+            Stat("pagecache.pages", "pages", "pages in the page caches at the end"),
+            Stat("mm.file_pages_copied", "pages", "data pages of file mappings copied into memory at page "
+                 "faults (a DAX mapping maps the storage window's page until it is written)"),
+            Stat("mm.text_pages_copied", "pages", "pages of executable file mappings copied at page faults "
+                 "(a page-cache page or a window page is mapped instead where a whole page can be)"),
+            Stat("dax.commits", "operations", "DAX: operations whose metadata was logged and committed"),
+            Stat("dax.blocks_logged", "blocks", "DAX: metadata blocks written to the redo log, then in place"),
+            Stat("dax.data_bytes_read", "bytes", "DAX: file bytes copied out of the storage window"),
+            Stat("dax.data_bytes_written", "bytes", "DAX: file bytes written into the storage window"),
+            Stat("dax.replays", "logs", "DAX: committed logs replayed at mount (after a cut)"),
+            Stat("dax.split_commits", "operations", "DAX: operations larger than the log, committed in parts"),
+            Stat("dax.pages_mapped", "pages", "DAX: storage-window pages mapped into page tables (XIP, mmap)"),
+            Stat("dax.pages_written_back", "pages", "DAX: pages of shared mappings flushed by msync, fsync, sync"),
         ])
 
     def memory_state(self) -> dict[str, object]:
@@ -382,6 +433,17 @@ class Kernel:
         before = self.pagecache.stats.writebacks  # the root device's writes: a loop device's
         self.fs.sync()                            # land in the root file system's cache
         self.clock.charge((self.pagecache.stats.writebacks - before) * self.clock.block_io_ns)
+        if self.dax is not None:
+            self.dax_write_back()
+
+    def dax_write_back(self, gpfns: list[int] | None = None) -> None:
+        """DAX: flush what shared mappings wrote (all, or the pages `gpfns`), and write-protect
+        those pages in every address space, so that the next write marks them dirty again."""
+        assert self.dax is not None
+        done = set(self.dax.write_back_mapped(gpfns))
+        if done:
+            for mm in {id(p.mm): p.mm for p in self.procs.values() if p.mm is not None}.values():
+                mm.write_protect(done)
 
     def caches(self) -> "list[PageCache]":
         """The page cache of every mounted file system, the root's first."""
@@ -828,6 +890,7 @@ class Kernel:
         """Load the next process to run on the CPU; returns the instruction deadline, or None
         when the machine should halt."""
         while not self.halted:
+            self.fs_commit()  # what exits and signals changed (an unlinked file's last close)
             self.tick()
             p = self.pick()
             if p is None and self.timers and any(q.state == BLOCKED for q in self.procs.values()):
@@ -915,6 +978,7 @@ class Kernel:
             p.pending_done = b.done or p.pending_done
             self.no_sleep_with_signal(p)
             return False
+        self.fs_commit()
         p.pending_call = None
         p.pending_done = 0
         p.vfork_parent_blocked = False
@@ -977,6 +1041,8 @@ class Kernel:
             self.no_sleep_with_signal(p)
             cpu.request_stop()
             return
+        if self.dax is not None:
+            self.fs_commit()
         if ret is NO_RETURN:
             cpu.request_stop()
             return
@@ -1008,6 +1074,7 @@ class Kernel:
             except OutOfMemory:  # not even the reserves were left for this page
                 self.send_signal(p, SIGKILL)
                 return
+            self.fs_commit()  # a shared DAX mapping's fault may have filled a hole
             if not ok:
                 self.force_signal(p, SIGBUS if p.mm.fault_beyond_eof else SIGSEGV, stop.fault_gva)
             elif self.checkpointer is not None:

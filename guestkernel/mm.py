@@ -193,8 +193,9 @@ class MM:
         dropped = False
         for gva, slot, pte in list(self.aspace.leaves(start, end)):
             self.aspace.write_slot(slot, 0)
-            if not device:
-                self.frames.put((pte & PTE_ADDR) >> 12)
+            pfn = (pte & PTE_ADDR) >> 12
+            if not device and self.frames.is_ram(pfn):  # (a DAX file's pages are the window's)
+                self.frames.put(pfn)
             self.file_copies.discard(gva)
             dropped = True
         if dropped:
@@ -211,7 +212,8 @@ class MM:
             for gva, slot, pte in list(self.aspace.leaves(v.start, v.end)):
                 if gva in self.file_copies or eof is not None and v.offset + gva - v.start >= page_up(eof):
                     self.aspace.write_slot(slot, 0)
-                    self.frames.put((pte & PTE_ADDR) >> 12)
+                    if self.frames.is_ram((pte & PTE_ADDR) >> 12):
+                        self.frames.put((pte & PTE_ADDR) >> 12)
                     self.file_copies.discard(gva)
                     dropped = True
         if dropped:
@@ -237,6 +239,20 @@ class MM:
             if new != pte:
                 self.aspace.write_slot(slot, new)
         self.on_tlb_stale()
+
+    def write_protect(self, gpfns: set[int]) -> None:
+        """Clear the write permission of every shared mapping's PTE that maps one of `gpfns`
+        (DAX pages just written back: the next write faults and marks them dirty again)."""
+        stale = False
+        for v in self.vmas:
+            if not v.shared:
+                continue
+            for gva, slot, pte in list(self.aspace.leaves(v.start, v.end)):
+                if pte & PTE_W and (pte & PTE_ADDR) >> 12 in gpfns:
+                    self.aspace.write_slot(slot, pte & ~PTE_W)
+                    stale = True
+        if stale:
+            self.on_tlb_stale()
 
     def set_brk(self, new: int) -> int:
         if new < self.brk_start:
@@ -280,14 +296,18 @@ class MM:
                 return True  # already fine (e.g. another path filled it)
             self.file_copies.discard(page)  # written: the process's own data from now on
             old = (pte & PTE_ADDR) >> 12
-            if v.shared or v.device or self.frames.refs[old] == 1:
+            ram = self.frames.is_ram(old)
+            if v.shared or (v.device and not ram) or (ram and self.frames.refs[old] == 1):
+                if v.shared and not ram and getattr(v.backing, "dax", False):
+                    v.backing.page_dirtied(old)  # type: ignore[union-attr]
                 self.aspace.set(page, pte | PTE_W)
-            else:
+            else:  # copy on write (a DAX file's page too: the window is the file)
                 new = self.frames.alloc(zero=False, gfp=Gfp.USER)
                 self.frames.copy(new, old)
                 self._mark_code(new, executable)
                 self.aspace.map(page, new, writable=True, executable=executable)
-                self.frames.put(old)
+                if ram:
+                    self.frames.put(old)
                 self.on_tlb_stale()
             return True
         offset = v.offset + (page - v.start)
@@ -295,6 +315,19 @@ class MM:
         if beyond_eof is not None and beyond_eof(offset):
             self.fault_beyond_eof = True
             return False
+        if v.shared and getattr(v.backing, "dax", False):
+            # A shared mapping on DAX storage: the file's page in the window itself, writable at
+            # once on a write fault (and then dirty), else read-only until the first write.
+            pfn = v.backing.shared_frame(offset)  # type: ignore[union-attr]
+            if pfn is None:
+                self.fault_beyond_eof = True
+                return False
+            dirty = access == ACCESS_WRITE and writable
+            if dirty:
+                v.backing.page_dirtied(pfn)  # type: ignore[union-attr]
+            self._mark_code(pfn, executable)
+            self.aspace.map(page, pfn, writable=dirty, executable=executable)
+            return True
         if v.backing is not None and not (access == ACCESS_WRITE and writable):
             shared_pfn = v.backing.page_frame(offset)
             if shared_pfn is not None:
@@ -311,6 +344,8 @@ class MM:
             return True
         data = v.backing.read_at(offset, PAGE) if v.backing is not None else b""  # may fail (EIO): before alloc
         pfn = self.frames.alloc(zero=v.backing is None, gfp=Gfp.USER)
+        if v.backing is not None:  # (none for a page mapped in place)
+            self.frames.events["text_pages_copied" if executable else "file_pages_copied"] += 1
         if v.backing is not None:
             view = self.frames.view(pfn)
             view[: len(data)] = data
@@ -335,12 +370,14 @@ class MM:
             raise SyscallError(EFAULT)
         pte = self.aspace.get(page)
         old = (pte & PTE_ADDR) >> 12
-        if self.frames.refs[old] > 1:
+        ram = self.frames.is_ram(old)
+        if not ram or self.frames.refs[old] > 1:
             new = self.frames.alloc(zero=False, gfp=Gfp.USER)
             self.frames.copy(new, old)
             self._mark_code(new, not pte & PTE_NX)
             self.aspace.set(page, (pte & ~PTE_ADDR) | (new << 12))
-            self.frames.put(old)
+            if ram:
+                self.frames.put(old)
             self.on_tlb_stale()
             old = new
         return (old << 12) | (gva & (PAGE - 1))
@@ -437,7 +474,7 @@ class MM:
         for v in self.vmas:
             for gva, slot, pte in self.aspace.leaves(v.start, v.end):
                 pfn = (pte & PTE_ADDR) >> 12
-                if not v.device:
+                if not v.device and self.frames.is_ram(pfn):
                     self.frames.get(pfn)
                 if not v.shared and pte & PTE_W:
                     pte &= ~PTE_W  # both sides copy on their next write
@@ -451,7 +488,8 @@ class MM:
             if v.device:
                 continue
             for gva, slot, pte in self.aspace.leaves(v.start, v.end):
-                self.frames.put((pte & PTE_ADDR) >> 12)
+                if self.frames.is_ram((pte & PTE_ADDR) >> 12):
+                    self.frames.put((pte & PTE_ADDR) >> 12)
         gone, self.vmas = self.vmas, []
         self._reindex()
         _closed(gone)

@@ -152,6 +152,10 @@ class MountTable:
         fs, ino = self._at(node)
         return fs.bmap(ino, file_block)
 
+    def map_block(self, node: int, file_block: int) -> int:
+        fs, ino = self._at(node)
+        return fs.map_block(ino, file_block)
+
     def touch_atime(self, node: int) -> None:
         if node > INO_MASK and self.mounts[node >> MID_SHIFT].read_only:
             return

@@ -30,7 +30,10 @@ class PageCacheStats:
 
 
 class PageCache:
-    def __init__(self, dev: BlockDevice, frames: Frames, block_size: int, max_pages: int | None = None) -> None:
+    def __init__(self, dev: BlockDevice | None, frames: Frames, block_size: int, max_pages: int | None = None,
+                 nblocks: int | None = None) -> None:
+        """`dev`: the device cached (None for a cache that holds no pages: guestkernel/dax.py,
+        which gives `nblocks`)."""
         if block_size > 4096:
             raise ValueError(f"block size {block_size} is larger than a page")
         self.dev = dev
@@ -47,7 +50,7 @@ class PageCache:
         self.may_write_back = True
         self.stats = PageCacheStats()
         self.on_read: Callable[[], None] = lambda: None  # a block read from storage (the clock)
-        self.nblocks = dev.size_bytes // block_size
+        self.nblocks = dev.size_bytes // block_size if dev is not None else nblocks or 0
 
     def get(self, blockno: int) -> memoryview:
         pfn = self.pages.get(blockno)
@@ -70,6 +73,17 @@ class PageCache:
         self.pages[blockno] = pfn
         self.frame_mask[pfn] = 1
         return view
+
+    # A regular file's data goes through these (ext2/file.py): here as any block; DAX storage
+    # reaches the block itself instead (guestkernel/dax.py).
+    def data_read(self, blockno: int, offset: int, n: int) -> bytes:
+        return self.get(blockno)[offset:offset + n].tobytes()
+
+    def data_view(self, blockno: int) -> memoryview:
+        return self.get(blockno)
+
+    def data_written(self, blockno: int, offset: int, n: int, ino: int) -> None:
+        self.mark_dirty(blockno, ino)
 
     def pin(self, blockno: int) -> int:
         """The frame caching a block, with a reference for a mapping that will share it."""

@@ -36,7 +36,8 @@ class Backing:
 
 class EPT:
     def __init__(self, physmem: PhysicalMemory, backings: list[Backing] | None = None,
-                 shuffle_seed: int | None = None) -> None:
+                 shuffle_seed: int | None = None, in_order: frozenset[str] = frozenset()) -> None:
+        """`in_order`: pools never shuffled (a mapped file whose page k must stay page k)."""
         self.physmem = physmem
         if backings is None:  # every pool at its own address (tests of the models alone)
             backings = [Backing(r.spec.base_hpa, r.spec.size_bytes, r.spec.name) for r in physmem.ranges]
@@ -45,7 +46,7 @@ class EPT:
         order: dict[str, list[int]] = {}  # pool -> its hpfns, in the order guest pages take them
         for r in physmem.ranges:
             first = r.spec.base_hpa // PAGE_SIZE
-            if shuffle_seed is not None:
+            if shuffle_seed is not None and r.spec.name not in in_order:
                 hpfns = list(range(first, first + r.spec.size_bytes // PAGE_SIZE))
                 random.Random(f"ept:{shuffle_seed}:{r.spec.name}").shuffle(hpfns)
                 order[r.spec.name] = array("I", hpfns)

@@ -15,12 +15,18 @@ from hw.ept import EPT
 from hw.physmem import PAGE_SIZE, PhysicalMemory
 from hw.power import PowerFailure
 
+LINE = 64  # the user stores found at a flush are noted line by line
+
 
 class GuestMemory:
     def __init__(self, physmem: PhysicalMemory, ept: EPT, cache: Any = None) -> None:
         self.physmem = physmem
         self.ept = ept
         self.cache = cache          # hw.cachemodel.CacheModel, or None at level fast
+        # Persistent ranges whose user stores the model does not see (at level persist, the
+        # storage window is RAM to the CPU so that programs run from it): (first hpa, CPU view,
+        # media). A line flushed there that differs from its media was written while cached.
+        self.unobserved: list[tuple[int, memoryview, memoryview]] = []
 
     @property
     def pages(self) -> int:
@@ -43,15 +49,28 @@ class GuestMemory:
         self.ept.bits[gpa >> 12] |= 3 if write else 1
         if self.cache is not None:
             self.cache.access_range(self.ept.hpa(gpa), n, write, True)
+            if self.cache.power_failed:  # the access evicted a persistent line: that event was the cut
+                raise PowerFailure("event")
 
     def flush(self, gpa: int, n: int) -> None:
         """clflush every line of [gpa, gpa+n)."""
         if self.cache is None:
             return
         for at, k in _pieces(gpa, n):
+            if self.unobserved:
+                self._note_user_stores(self.ept.hpa(at), k)
             self.cache.clflush_range(self.ept.hpa(at), k, True)
             if self.cache.power_failed:
                 raise PowerFailure("event")
+
+    def _note_user_stores(self, hpa: int, n: int) -> None:
+        for base, cpu, media in self.unobserved:
+            if base <= hpa < base + len(cpu):
+                lo, hi = (hpa - base) // LINE * LINE, hpa - base + n
+                for off in range(lo, hi, LINE):
+                    if cpu[off:off + LINE] != media[off:off + LINE]:
+                        self.cache.access_range(base + off, LINE, True, False)  # type: ignore[union-attr]
+                return
 
     def fence(self) -> None:
         """mfence: pending write-backs reach the persistence domain."""

@@ -38,7 +38,9 @@ from hw.power import PowerFailure
 from vmm.config import MachineConfig, default_machine
 from vmm.epochs import EpochListeners
 from vmm.errors import EmuError, RestartRefusedError
+from vmm.config.schema import STORAGE_POOL
 from vmm.media import build_ept, effective
+from vmm.storage import WindowLabel, prepare_image, with_storage_pool
 
 
 
@@ -96,7 +98,8 @@ def kernel_config(config: MachineConfig) -> KernelConfig:
     return KernelConfig(quantum_insns=config.quantum_insns, seed=config.seed,
                         checkpoint_tcp_ns=ck.tcp_ns if ck.enabled else None,
                         zones=km.zones, fragmenting_zone_bytes=km.fragmenting_zone_bytes,
-                        mount_buffer_order=km.mount_buffer_order, mount_buffers=km.mount_buffers)
+                        mount_buffer_order=km.mount_buffer_order, mount_buffers=km.mount_buffers,
+                        dax_ordering=config.kernel.dax_ordering)
 
 
 def load_kernel(spec: str | None, config: MachineConfig) -> Any:
@@ -125,11 +128,15 @@ class Machine:
         stable storage (fsync, msync). A crash campaign's own runs read their files back at once
         and throw most away: they skip it (it was a fifth of a cold-boot restart)."""
         cfg = effective(config or default_machine())
-        self.config = cfg
         self.host_durable = host_durable
         image = Path(image)
         if not image.is_file():
             raise EmuError(f"image {image} does not exist")
+        self.storage_label: WindowLabel | None = None  # memory mode: the window's layout
+        if cfg.storage.mode == "memory":  # the image becomes a persistent window (vmm/storage.py)
+            self.storage_label = prepare_image(image, cfg.storage.log_bytes)
+            cfg = with_storage_pool(cfg, self.storage_label.window_bytes)
+        self.config = cfg
         self.level = LEVELS[cfg.model_level]
         self._tmp = None
         if media_dir is None and cfg.scm:
@@ -137,6 +144,8 @@ class Machine:
             media_dir = self._tmp.name
         self.media_dir = Path(media_dir) if media_dir is not None else None
         media_paths = {r.name: self.media_dir / f"{r.name}.media" for r in cfg.scm}  # type: ignore[operator]
+        if self.storage_label is not None:
+            media_paths[STORAGE_POOL] = image  # the storage window's media is the image itself
         self.media = {r.name: open_media(media_paths[r.name], r.size_bytes, private=private_storage) for r in cfg.scm}
         # At level fast there is no cache: SCM is its media file itself (every store durable).
         # Otherwise the CPU's view starts as what the media holds (a private copy-on-write
@@ -155,12 +164,17 @@ class Machine:
         # MRAM) is plain RAM there: the guest treats RAM as volatile, and Unicorn cannot run code
         # from MMIO (a program whose code landed in MRAM faulted on one fetch for ever); its
         # traffic is modelled at level full.
+        # The storage window is not MMIO either: programs run in place from it (XIP).
         mmio = frozenset(r.spec.name for r in self.physmem.scm_ranges()
-                         if r.spec.name not in cfg.ram_pools) if self.level == 1 else frozenset()
+                         if r.spec.name not in cfg.ram_pools and r.spec.name != STORAGE_POOL) \
+            if self.level == 1 else frozenset()
         self.cpu = CPU(self.physmem, self.ept, mmio)
         self.clock = Clock(lambda: self.cpu.icount, cfg.cpu_hz, block_io_ns=cfg.storage.block_io_ns)
         self.cache = build_cache(self) if self.level else None
         self.memory = GuestMemory(self.physmem, self.ept, self.cache)  # what the kernel reaches
+        if self.level == 1 and self.storage_label is not None:  # (not MMIO: see above)
+            window = next(r for r in self.physmem.ranges if r.spec.name == STORAGE_POOL)
+            self.memory.unobserved.append((window.spec.base_hpa, window.view, memoryview(self.media[STORAGE_POOL])))
         if power_fail_at_event is not None:
             if self.cache is None:
                 raise EmuError("--power-fail-at-event needs a cache model: use model level persist or full")
@@ -256,6 +270,8 @@ class Machine:
             k.shutdown()
             if self.cache is not None:
                 self.cache.wbinvd()  # a clean shutdown writes the caches back
+                if self.cpu.st.power_failed:  # ... unless the power fails on the way
+                    raise PowerFailure("event")
         except PowerFailure:
             return self._power_failed(t0)
         self._close()
@@ -335,9 +351,13 @@ class Machine:
     def save_storage(self, state_dir: Path) -> None:
         """Private storage: write what survives a power cut as a state directory holds it
         (disk.img, <range>.media; the console record goes there too once `media_dir` names it)."""
-        self.blockdev.save_to(state_dir / "disk.img")
         for name, media in self.media.items():
-            write_sparse(state_dir / f"{name}.media", media)
+            if name != STORAGE_POOL:
+                write_sparse(state_dir / f"{name}.media", media)
+        if self.storage_label is None:
+            self.blockdev.save_to(state_dir / "disk.img")
+        else:  # memory mode: the image is the storage window's media
+            write_sparse(state_dir / "disk.img", self.media[STORAGE_POOL])
 
     def _power_failed(self, t0: float) -> RunResult:
         """Power is gone: only the media and the storage image remain."""

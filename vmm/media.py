@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hw.physmem import PAGE_SIZE, PhysicalMemory
 from vmm.config import GuestRange, MachineConfig, load_machine
+from vmm.config.schema import STORAGE_POOL
 from vmm.errors import EmuError
 
 
@@ -32,7 +33,8 @@ def build_ept(cfg: MachineConfig, physmem: PhysicalMemory):  # type: ignore[no-u
     from hw.ept import EPT, Backing
 
     return EPT(physmem, [Backing(g.base_gpa, g.size_bytes, g.pool, g.pool_offset_bytes) for g in cfg.guest_map()],
-               shuffle_seed=cfg.seed if cfg.ept.initial == "shuffled" else None)
+               shuffle_seed=cfg.seed if cfg.ept.initial == "shuffled" else None,
+               in_order=frozenset({STORAGE_POOL}))  # the storage window maps the image file in order
 
 
 def guest_range(cfg: MachineConfig, name: str) -> GuestRange:

@@ -33,18 +33,17 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import msgpack
 import zstandard
 
-from hw.clock import SCM_FENCE_NS, SCM_LINE_NS
+from guestkernel.scm import LINE, ScmMedium
 from hw.physmem import PAGE_SIZE
 
 MAGIC = b"EMUCKPT1"
 VERSION = 2  # 2: metadata in msgpack + zstd (1: JSON + zlib)
 PAGE = PAGE_SIZE  # the hardware page (hw/physmem.py)
-LINE = 64
 SLOTS = 2
 _HDR = struct.Struct("<8sIII")          # magic, version, page size, pages
 _SLOT = struct.Struct("<QIIII")         # seq, meta page, meta pages, meta length, meta crc
@@ -110,72 +109,6 @@ def _unseal(st: struct.Struct, raw: bytes) -> tuple[Any, ...] | None:
 
 def _blank(raw: bytes) -> bool:
     return not any(raw)
-
-
-class ScmMedium:
-    """The kernel's stores into the checkpoint window, a guest-physical range: bytes go into its
-    pages and the machine's guest memory learns of them (the cache model, when there is one);
-    `flush`/`fence` are clflush/mfence through it (each line written back and each fence is a
-    persistence event, where the power may fail). Without a model (level fast) the pages are the
-    media itself: every store is durable at once.
-
-    `page_view(i)` gives page i of the window, which starts at `base_gpa` of `memory`
-    (hw.guestmem.GuestMemory); `ScmMedium.over(buffer)` serves a plain buffer (tools and tests)."""
-
-    def __init__(self, page_view: Callable[[int], memoryview], npages: int, memory: Any = None,
-                 base_gpa: int = 0, clock: Any = None) -> None:
-        self.page_view = page_view
-        self.size = npages * PAGE
-        self.memory = memory
-        self.base_gpa = base_gpa
-        self.clock = clock
-        self.lines_flushed = 0
-        self.fences = 0
-
-    @classmethod
-    def over(cls, view: memoryview | bytearray, clock: Any = None) -> "ScmMedium":
-        mv = memoryview(view)
-        return cls(lambda i: mv[i * PAGE : (i + 1) * PAGE], len(mv) // PAGE, clock=clock)
-
-    def _pieces(self, off: int, n: int) -> Iterator[tuple[int, int, int]]:
-        """(page, offset in page, length) of [off, off+n), page by page."""
-        while n > 0:
-            pg, at = divmod(off, PAGE)
-            k = min(n, PAGE - at)
-            yield pg, at, k
-            off += k
-            n -= k
-
-    def read(self, off: int, n: int) -> bytes:
-        return b"".join(bytes(self.page_view(pg)[at : at + k]) for pg, at, k in self._pieces(off, n))
-
-    def write(self, off: int, data: bytes | memoryview) -> None:
-        mv = memoryview(data)
-        done = 0
-        for pg, at, k in self._pieces(off, len(mv)):
-            self.page_view(pg)[at : at + k] = mv[done : done + k]
-            if self.memory is not None:
-                self.memory.access(self.base_gpa + pg * PAGE + at, k, True)
-            done += k
-
-    def flush(self, off: int, n: int) -> None:
-        lines = (off + n + LINE - 1) // LINE - off // LINE
-        self.lines_flushed += lines
-        if self.clock is not None:
-            self.clock.charge(lines * SCM_LINE_NS)
-        if self.memory is not None:
-            self.memory.flush(self.base_gpa + off, n)
-
-    def fence(self) -> None:
-        self.fences += 1
-        if self.clock is not None:
-            self.clock.charge(SCM_FENCE_NS)
-        if self.memory is not None:
-            self.memory.fence()
-
-    def persist(self, off: int, data: bytes | memoryview) -> None:
-        self.write(off, data)
-        self.flush(off, len(data))
 
 
 class ImageStore:

@@ -40,7 +40,7 @@ class FileData:
                     phys.append(-1)
                     break
         parts: list[bytes] = []
-        get, zero, lo_ok, hi = self.cache.get, self._zero, self.first_data, self.blocks_count
+        get, zero, lo_ok, hi = self.cache.data_read, self._zero, self.first_data, self.blocks_count
         pos, end = offset, offset + n
         for p in phys:
             boff = pos % bs
@@ -48,7 +48,7 @@ class FileData:
             if p == 0:
                 parts.append(zero[:chunk])
             elif lo_ok <= p < hi:
-                parts.append(get(p)[boff:boff + chunk].tobytes())
+                parts.append(get(p, boff, chunk))
             elif parts:  # a short read up to the bad block, as Linux reads page by page
                 break
             elif p == -1:
@@ -87,12 +87,15 @@ class FileData:
                 fb, boff = divmod(pos, bs)
                 chunk = min(bs - boff, n - written)
                 p, new = self._bmap_alloc(ind, fb, goal)
-                view = cache.get(p)
+                view = cache.data_view(p)
                 if new and chunk < bs:
                     view[:] = self._zero  # fresh block: never expose stale disk contents
+                    lo, hi = 0, bs
+                else:
+                    lo, hi = boff, boff + chunk
                 view[boff:boff + chunk] = mv[written:written + chunk]
-                cache.mark_dirty(p, ind.ino)
                 del view
+                cache.data_written(p, lo, hi - lo, ind.ino)
                 written += chunk
                 goal = p + 1
         except FsError as e:
@@ -109,6 +112,20 @@ class FileData:
         self._iput(ind)
         return written
 
+    def map_block(self, ino: int, fb: int) -> int:
+        """The block holding file block fb, allocated (zeroed) where the file has a hole: the
+        page a shared writable mapping on DAX storage writes into."""
+        ind = self._live(ino)
+        p, new = self._bmap_alloc(ind, fb, self._goal_for(ind, fb))
+        if new:
+            view = self.cache.data_view(p)
+            view[:] = self._zero
+            del view
+            self.cache.data_written(p, 0, self.block_size, ind.ino)
+            ind.mtime = ind.ctime = self.now()
+            self._iput(ind)
+        return p
+
     def _zero_tail(self, ind: Inode, upto: int) -> None:
         """Zero bytes [size, upto) inside the block holding EOF (stale data past EOF)."""
         bs, size = self.block_size, ind.size
@@ -117,10 +134,11 @@ class FileData:
         p = self._map_range(ind, size // bs, 1)[0]
         if p:
             self._data_block(p, "ext2_truncate", ind.ino)  # never write through a corrupt pointer
-            view = self.cache.get(p)
+            view = self.cache.data_view(p)
             lo, hi = size % bs, min(bs, upto - (size // bs) * bs)
             view[lo:hi] = bytes(hi - lo)
-            self.cache.mark_dirty(p, ind.ino)
+            del view
+            self.cache.data_written(p, lo, hi - lo, ind.ino)
 
     def truncate(self, ino: int, size: int) -> None:
         ind = self._live(ino)

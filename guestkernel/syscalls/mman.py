@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from guestkernel.errors import EACCES, EEXIST, EINVAL, ENODEV, ENOMEM, ENXIO, SyscallError
 from guestkernel.mm import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, PAGE, PROT_WRITE,
+                            PTE_ADDR,
                             TASK_SIZE, page_up)
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.args import s32
@@ -36,10 +37,11 @@ def sys_mmap(k, p, addr, length, prot, flags, fd, offset):  # type: ignore[no-un
         else:
             if not f.readable or (shared and prot & PROT_WRITE and not f.writable):
                 raise SyscallError(EACCES)
-            if shared and prot & PROT_WRITE:
-                # Writes through a shared file mapping would have to reach the file: not modelled yet.
-                raise SyscallError(ENODEV)
             backing = k.file_backing(f.ino)
+            if shared and prot & PROT_WRITE and not backing.dax:
+                # Writes through a shared mapping of a cached file would have to reach the page
+                # cache: not built yet (on DAX storage they land in the file itself).
+                raise SyscallError(ENODEV)
             k.vfs.relatime(f.ino, k.fs.stat(f.ino))  # mapping a file reads it (file_accessed)
     mm = p.mm
     if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
@@ -50,7 +52,8 @@ def sys_mmap(k, p, addr, length, prot, flags, fd, offset):  # type: ignore[no-un
             raise SyscallError(EEXIST)
     else:
         start = mm.get_unmapped_area(length, addr)
-    mm.map(start, length, prot & 7, shared=shared and (backing is None or isinstance(backing, PmemFile)),
+    mm.map(start, length, prot & 7, shared=shared and (backing is None or isinstance(backing, PmemFile)
+                                                     or getattr(backing, "dax", False)),
            backing=backing, offset=offset,
            name="[anon]" if backing is None else ("/dev/" + f.node.name if isinstance(f, PmemFile)
                                                    else f.path.decode(errors="surrogateescape")))
@@ -118,8 +121,31 @@ def sys_madvise(k, p, addr, length, advice, *_):  # type: ignore[no-untyped-def]
     return 0
 
 
-@syscall("msync", "mlock", "munlock", "mlockall", "munlockall", "mlock2")
-def sys_msync(k, p, *_):  # type: ignore[no-untyped-def]
+MS_ASYNC, MS_INVALIDATE, MS_SYNC = 1, 2, 4
+
+
+@syscall("msync")
+def sys_msync(k, p, addr, length, flags, *_):  # type: ignore[no-untyped-def]
+    """On DAX storage the pages a shared mapping dirtied in the range are flushed to the window
+    (Linux's dax_writeback_mapping_range); elsewhere nothing is pending."""
+    if addr % PAGE or flags & ~(MS_ASYNC | MS_INVALIDATE | MS_SYNC) or flags & MS_ASYNC and flags & MS_SYNC:
+        raise SyscallError(EINVAL)
+    end = addr + page_up(length)
+    if end > TASK_SIZE or end < addr:
+        raise SyscallError(ENOMEM)
+    vmas = p.mm.overlapping(addr, end)
+    if sum(min(v.end, end) - max(v.start, addr) for v in vmas) != end - addr:
+        raise SyscallError(ENOMEM)
+    if k.dax is not None:
+        pages = [(pte & PTE_ADDR) >> 12 for v in vmas if v.shared
+                 for _gva, _slot, pte in p.mm.aspace.leaves(max(v.start, addr), min(v.end, end))]
+        if pages:
+            k.dax_write_back(pages)
+    return 0
+
+
+@syscall("mlock", "munlock", "mlockall", "munlockall", "mlock2")
+def sys_mlock(k, p, *_):  # type: ignore[no-untyped-def]
     return 0
 
 

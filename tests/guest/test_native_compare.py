@@ -1,11 +1,26 @@
 """Real GNU grep, gzip, tar and dash under emu produce byte for byte what they produce natively
-on the same input files; files they write land in the image; the image stays e2fsck-clean."""
+on the same input files; files they write land in the image; the image stays e2fsck-clean. Each
+comparison runs twice: on the block device (page cache) and on storage mapped as memory (DAX)."""
 from __future__ import annotations
 
 import pytest
 
 from images.build import read_file
 from tests.conftest import put_file, run_native
+from vmm.config import apply_overrides, default_machine
+
+
+@pytest.fixture(params=["block", "memory"], ids=lambda m: f"storage={m}")
+def emu(request, emu):
+    if request.param == "block":
+        return emu
+    memory = apply_overrides(default_machine(), ["storage.mode=memory"])
+
+    def run(argv, image=None, config=None):
+        return emu(argv, image, config or memory)
+
+    run.fresh_image = emu.fresh_image
+    return run
 
 GREP_CASES = [
     ["grep", "-c", "persistent", "data/corpus.txt"],

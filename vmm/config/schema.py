@@ -17,6 +17,8 @@ MAX_CHANNEL = 15
 KINDS = ("dram", "scm")                       # scm: storage-class memory, persistent
 EPT_INITIAL = ("identity", "shuffled")
 PLACEMENT_POLICIES = ("none", "lru", "mq", "oracle")  # vmm/placement
+STORAGE_MODES = ("block", "memory")
+STORAGE_POOL = "storage"                      # memory mode: the pool that maps the image file
 DEVICE_WINDOW_GPA = 4 * GiB                   # pmem and checkpoint windows start here (or above RAM)
 PERSISTENCE_DOMAINS = ("adr", "eadr")         # adr: memory controller; eadr: caches too
 MODEL_LEVELS = tuple(LEVELS)  # the cache model's levels (hw/cachemodel.py)
@@ -109,7 +111,17 @@ class InterleaveConfig:
 
 @dataclass(frozen=True)
 class StorageConfig:
-    """The block device (the image path is given on the command line)."""
+    """The storage image (its path is given on the command line): a block device, or (the
+    storage-as-memory paper) a persistent window of guest-physical memory that maps the image
+    file itself (see vmm/storage.py)."""
+
+    mode: str = _f("'block' (a block device and the guest's page cache) or 'memory' (the image "
+                   "mapped into guest-physical memory on its own channel; the guest runs ext2 "
+                   "with DAX)", parse="str", default="block")
+    channel: int = _f("memory channel of the storage window in memory mode (-1: the first one "
+                      "no pool uses)", default=-1)
+    log_bytes: int = _f("memory mode: the DAX redo log the host appends to the image once (the "
+                        "file system never covers it)", parse="size", toml="log", default=4 * MiB)
 
     block_size_bytes: int = _f("block size of the disk", parse="size", toml="block_size",
                                default=4096)
@@ -220,6 +232,10 @@ class KernelSectionConfig:
     """Settings of the guest kernel."""
 
     memory: KernelMemoryConfig = _f("memory management", parse="table", factory=KernelMemoryConfig)
+    dax_ordering: bool = _f("storage as memory: log metadata and flush data and log in order, so "
+                            "that a cut leaves the file system consistent (false: a debug switch that "
+                            "writes in place without flushes, to show what the ordering prevents)",
+                            parse="bool", default=True)
 
 
 @dataclass(frozen=True)
@@ -227,7 +243,7 @@ class GuestRange:
     """One range of the derived guest-physical map."""
 
     name: str          # the pool's name, or pool/index for a pool split over several RAM ranges
-    kind: str          # "ram", "pmem" (/dev/pmemN) or "checkpoint"
+    kind: str          # "ram", "pmem" (/dev/pmemN), "checkpoint" or "storage" (memory mode)
     base_gpa: int
     size_bytes: int
     pool: str
@@ -302,7 +318,8 @@ class MachineConfig:
     def checkpoint_pool(self) -> str:
         """The SCM pool holding checkpoint images (when checkpointing is on): the named one, or
         the first SCM pool that backs no guest RAM."""
-        return self.checkpoint.range or next((r.name for r in self.scm if r.name not in self.ram_pools), "")
+        return self.checkpoint.range or next((r.name for r in self.scm if r.name not in self.ram_pools
+                                              and r.name != STORAGE_POOL), "")
 
     def range_specs(self) -> list[Any]:
         """The host memory as `hw.physmem.RangeSpec`s, for `PhysicalMemory`."""
@@ -326,8 +343,10 @@ class MachineConfig:
             used[g.pool] = off + size
             gpa += size
         devices = [(name, "pmem") for name in self.guest.pmem] if self.guest.pmem else \
-            [(r.name, "pmem") for r in self.scm if r.name not in self.ram_pools
+            [(r.name, "pmem") for r in self.scm if r.name not in self.ram_pools and r.name != STORAGE_POOL
              and not (self.checkpoint.enabled and r.name == self.checkpoint_pool)]
+        if any(r.name == STORAGE_POOL for r in self.pools):
+            devices.append((STORAGE_POOL, "storage"))
         if self.checkpoint.enabled and self.checkpoint_pool:
             devices.append((self.checkpoint_pool, "checkpoint"))
         gpa = max(DEVICE_WINDOW_GPA, -(-gpa // GiB) * GiB)

@@ -8,10 +8,11 @@ from dataclasses import fields
 from typing import Iterable
 
 from vmm.config.schema import (
-    EPT_INITIAL, KINDS, PLACEMENT_POLICIES, ZONE_POLICIES, MAX_CHANNEL, MODEL_LEVELS, PAGE_BYTES, PERSISTENCE_DOMAINS, SUPPORTED_LINE_BYTES,
+    EPT_INITIAL, KINDS, PLACEMENT_POLICIES, ZONE_POLICIES, MAX_CHANNEL, MODEL_LEVELS, PAGE_BYTES, PERSISTENCE_DOMAINS, STORAGE_MODES, STORAGE_POOL,
+    SUPPORTED_LINE_BYTES,
     CacheConfig, InterleaveConfig, MachineConfig, RangeConfig, StorageConfig, _key_of,
 )
-from vmm.config.units import KiB, hex_addr, human_size
+from vmm.config.units import KiB, MiB, hex_addr, human_size
 from vmm.energy import shared_channel
 from vmm.errors import EmuError
 
@@ -108,6 +109,17 @@ def validate(cfg: MachineConfig, source: str = "<machine>", style: str = "toml",
     if cfg.storage.block_io_ns <= 0:
         raise _err(source, f"storage.{k(StorageConfig, 'block_io_ns')}",
                    f"must be positive, got {cfg.storage.block_io_ns} ns")
+    _choice(source, "storage.mode", "storage mode", cfg.storage.mode, STORAGE_MODES)
+    if cfg.storage.channel != -1:
+        _check_channel(source, "storage.channel", cfg.storage.channel)
+    if cfg.storage.log_bytes % PAGE_BYTES or not 64 * KiB <= cfg.storage.log_bytes <= 256 * MiB:
+        raise _err(source, f"storage.{k(StorageConfig, 'log_bytes')}",
+                   f"{cfg.storage.log_bytes} must be a multiple of 4 KiB between 64 KiB and 256 MiB")
+    if cfg.storage.mode == "memory" and cfg.checkpoint.enabled:
+        raise _err(source, "storage.mode", "checkpointing into SCM needs storage.mode = 'block' "
+                   "(checkpoints in files on storage-as-memory are not built yet)")
+    if any(r.name == STORAGE_POOL for r in cfg.pools):
+        raise _err(source, pool_key, f"pool name {STORAGE_POOL!r} is kept for the storage window of memory mode")
 
     # host memory
     if not cfg.pools:

@@ -1,0 +1,86 @@
+"""Persistent windows as the kernel writes them: stores into a guest-physical range of SCM (or of
+the storage window), clflush of the lines written and mfence, each through the machine's cache
+model and charged to the clock (one piece for the checkpoint store and the DAX file system)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from hw.clock import SCM_FENCE_NS, SCM_LINE_NS
+from hw.physmem import PAGE_SIZE
+
+PAGE = PAGE_SIZE
+LINE = 64
+
+
+class ScmMedium:
+    """The kernel's stores into a persistent window (the checkpoint range, the storage window of
+    memory mode), a guest-physical range: bytes go into its
+    pages and the machine's guest memory learns of them (the cache model, when there is one);
+    `flush`/`fence` are clflush/mfence through it (each line written back and each fence is a
+    persistence event, where the power may fail). Without a model (level fast) the pages are the
+    media itself: every store is durable at once.
+
+    `page_view(i)` gives page i of the window, which starts at `base_gpa` of `memory`
+    (hw.guestmem.GuestMemory); `ScmMedium.over(buffer)` serves a plain buffer (tools and tests)."""
+
+    def __init__(self, page_view: Callable[[int], memoryview], npages: int, memory: Any = None,
+                 base_gpa: int = 0, clock: Any = None) -> None:
+        self.page_view = page_view
+        self.size = npages * PAGE
+        self.memory = memory
+        self.base_gpa = base_gpa
+        self.clock = clock
+        self.lines_flushed = 0
+        self.fences = 0
+
+    @classmethod
+    def over(cls, view: memoryview | bytearray, clock: Any = None) -> "ScmMedium":
+        mv = memoryview(view)
+        return cls(lambda i: mv[i * PAGE : (i + 1) * PAGE], len(mv) // PAGE, clock=clock)
+
+    def _pieces(self, off: int, n: int) -> Iterator[tuple[int, int, int]]:
+        """(page, offset in page, length) of [off, off+n), page by page."""
+        while n > 0:
+            pg, at = divmod(off, PAGE)
+            k = min(n, PAGE - at)
+            yield pg, at, k
+            off += k
+            n -= k
+
+    def read(self, off: int, n: int) -> bytes:
+        return b"".join(bytes(self.page_view(pg)[at : at + k]) for pg, at, k in self._pieces(off, n))
+
+    def note_access(self, off: int, n: int, write: bool) -> None:
+        """The kernel read or wrote [off, off+n) through page views itself: the cache model
+        learns of it (a store it is told of later could not be evicted before)."""
+        if self.memory is not None:
+            for pg, at, k in self._pieces(off, n):
+                self.memory.access(self.base_gpa + pg * PAGE + at, k, write)
+
+    def write(self, off: int, data: bytes | memoryview) -> None:
+        mv = memoryview(data)
+        done = 0
+        for pg, at, k in self._pieces(off, len(mv)):
+            self.page_view(pg)[at : at + k] = mv[done : done + k]
+            if self.memory is not None:
+                self.memory.access(self.base_gpa + pg * PAGE + at, k, True)
+            done += k
+
+    def flush(self, off: int, n: int) -> None:
+        lines = (off + n + LINE - 1) // LINE - off // LINE
+        self.lines_flushed += lines
+        if self.clock is not None:
+            self.clock.charge(lines * SCM_LINE_NS)
+        if self.memory is not None:
+            self.memory.flush(self.base_gpa + off, n)
+
+    def fence(self) -> None:
+        self.fences += 1
+        if self.clock is not None:
+            self.clock.charge(SCM_FENCE_NS)
+        if self.memory is not None:
+            self.memory.fence()
+
+    def persist(self, off: int, data: bytes | memoryview) -> None:
+        self.write(off, data)
+        self.flush(off, len(data))
