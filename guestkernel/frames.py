@@ -47,6 +47,7 @@ class Frames:
         # one it saved before (same pfn, other contents).
         self.gen = array("I", [0]) * memory.pages
         self.allocated = 0
+        self.peak = 0  # the most frames allocated at once
         # Frames that were ever mapped executable. Unicorn caches translated code by physical
         # address and does not see the kernel's host-side writes, so reusing such a frame for
         # other contents must drop the translation cache first.
@@ -135,10 +136,15 @@ class Frames:
             self.code[pfn] = 0
             self.on_code_reuse()
 
+    def _count(self, n: int) -> None:
+        self.allocated += n
+        if self.allocated > self.peak:
+            self.peak = self.allocated
+
     def alloc(self, zero: bool = True, gfp: Gfp = Gfp.KERNEL) -> int:
         pfn = self._zone_alloc(0, gfp)
         self._taken(pfn, gfp)
-        self.allocated += 1
+        self._count(1)
         if zero:
             self.page(pfn)[:] = ZERO_PAGE
             self.kernel_access(pfn << 12, PAGE_SIZE, True)
@@ -159,7 +165,7 @@ class Frames:
         for f in range(pfn, pfn + (1 << order)):
             self._taken(f, gfp)
             self.page(f)[:] = ZERO_PAGE
-        self.allocated += 1 << order
+        self._count(1 << order)
         return pfn
 
     def free_block(self, pfn: int, order: int) -> None:
@@ -191,7 +197,7 @@ class Frames:
             self.code_reuses += 1
             self.code[pfn : pfn + n] = bytes(n)
             self.on_code_reuse()
-        self.allocated += n
+        self._count(n)
         return pfn
 
     def is_ram(self, pfn: int) -> bool:

@@ -139,6 +139,7 @@ class Kernel:
         self.uname = dict(UNAME)
         self.checkpointer: "Checkpointer | None" = None  # on with the machine's [checkpoint]
         self.dax: DaxStore | None = None        # the root's blocks on storage as memory
+        self.file_io: Counter[str] = Counter()  # bytes read and written by file syscalls (rchar/wchar)
         self.locks = Locks()                   # flock, POSIX and OFD file locks
         self.timers: list[tuple[int, int, Callable[[], None]]] = []  # (uptime ns, seq, fire)
         self._timer_seq = 0
@@ -376,6 +377,8 @@ class Kernel:
                     "pagecache.pages": sum(len(c.pages) for c in self.caches()) if pc else 0,
                     "mm.file_pages_copied": f.events["file_pages_copied"] if f else 0,
                     "mm.text_pages_copied": f.events["text_pages_copied"] if f else 0,
+                    "mm.frames_peak": f.peak if f else 0,
+                    "io.file_read_bytes": self.file_io["read_bytes"], "io.file_write_bytes": self.file_io["write_bytes"],
                     **{f"dax.{k}": v for k, v in dataclasses.asdict(dax).items()}}
 
         reg.register(values, [
@@ -387,6 +390,9 @@ class Kernel:
                  "faults (a DAX mapping maps the storage window's page until it is written)"),
             Stat("mm.text_pages_copied", "pages", "pages of executable file mappings copied at page faults "
                  "(a page-cache page or a window page is mapped instead where a whole page can be)"),
+            Stat("mm.frames_peak", "pages", "most guest RAM frames allocated at once"),
+            Stat("io.file_read_bytes", "bytes", "bytes read(2) from regular files (rchar, files only)"),
+            Stat("io.file_write_bytes", "bytes", "bytes write(2) to regular files (wchar, files only)"),
             Stat("dax.commits", "operations", "DAX: operations whose metadata was logged and committed"),
             Stat("dax.blocks_logged", "blocks", "DAX: metadata blocks written to the redo log, then in place"),
             Stat("dax.data_bytes_read", "bytes", "DAX: file bytes copied out of the storage window"),

@@ -47,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
                 raise
         c, _ = prepare(args)
         jobs = points_for(c, args.points, args.seed, args.events_of_writeback, args.every_event_of_checkpoint,
-                          args.event_stride)
+                          args.event_stride, args.event_points)
     except EmuError as e:
         if client is not None:
             client.close()
@@ -92,8 +92,8 @@ def main(args: argparse.Namespace) -> int:
     summary.update(retries)
     doc = {"campaign": str(c.dir), "program": c.argv, "machine": str(c.machine_file), "image": str(c.start_image),
            "kernel": c.kernel, "restart": c.restart.name, "seed": args.seed, "points_requested": args.points,
-           "events_of_writeback": args.events_of_writeback, "media_faults": args.media_faults,
-           "event_stride": args.event_stride, "method": args.method, "cluster": args.cluster,
+           "events_of_writeback": args.events_of_writeback, "media_faults": args.media_faults, "check": args.check,
+           "event_stride": args.event_stride, "event_points": args.event_points, "method": args.method, "cluster": args.cluster,
            "every_event_of_checkpoint": [ck["seq"] for ck in selected_checkpoints(c, args.every_event_of_checkpoint)],
            "reference": rf, "summary": summary, "points": points}
     out = Path(args.json) if args.json else c.dir / "crashtest.json"
@@ -114,6 +114,8 @@ def main(args: argparse.Namespace) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--points", type=positive_int, default=20, metavar="N", help="instruction cut points spread over the run (default 20)")
     p.add_argument("--seed", type=int, default=1, metavar="S", help="seed of the cut points' jitter (default 1; the guest's seed: --set seed=N)")
+    p.add_argument("--event-points", type=int, default=0, metavar="N",
+                   help="also cut at N persistence events spread over the run before its shutdown (seeded)")
     p.add_argument("--events-of-writeback", action="store_true", help="also cut at every persistence event of the shutdown write-back")
     p.add_argument("--every-event-of-checkpoint", type=int, default=0, metavar="K",
                    help="also cut at every persistence event of K checkpoints of the reference (commit and write-back)")
@@ -134,6 +136,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--point-timeout", type=positive_float, default=None, metavar="SECONDS",
                    help="fork method: a point still running after this is killed and reported as failed "
                         "(default: 120 s + 20x the reference run's wall time)")
+    p.add_argument("--check", choices=("all", "fsck"), default="all",
+                   help="what a point must pass: all (output, file tree, e2fsck; default) or fsck (only a "
+                        "consistent file system after the restart: for machines that cannot resume, such as "
+                        "storage.mode=memory without checkpoints, whose tree is what the cut left)")
     p.add_argument("--jobs", type=positive_int, default=None, metavar="J", help="points run in parallel (default: the CPU count)")
     p.add_argument("--json", metavar="FILE", help="write every point as JSON (default: CAMPAIGN/crashtest.json)")
     p.add_argument("--dir", metavar="DIR", help="campaign directory (default: a fresh emu-runs/crashtest-NNNN)")

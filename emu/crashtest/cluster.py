@@ -76,7 +76,7 @@ def make_bundle(c: Campaign) -> dict[str, Any]:
     return {"start.img": c.start_image.read_bytes(), "machine.json": c.machine_file.read_bytes(),
             "campaign.json": json.dumps({
                 "argv": c.argv, "kernel": c.kernel, "restart": restart_how(c), "keep": c.keep,
-                "media_faults": c.media_faults, "seed": c.seed,
+                "media_faults": c.media_faults, "seed": c.seed, "check": c.check,
                 "point_timeout_s": c.point_timeout_s, "reference": c.reference, "ref_tree": c.ref_tree,
                 "ref_stdout": base64.b64encode(c.ref_stdout).decode()}).encode()}
 
@@ -96,7 +96,8 @@ def load_campaign(d: Path) -> Campaign:
     doc = json.loads((d / "campaign.json").read_text())
     cfg = load_machine(d / "machine.json")
     c = Campaign(d, doc["argv"], doc["kernel"], choose_restart(doc["kernel"], doc["restart"], cfg), keep=doc["keep"],
-                 media_faults=doc["media_faults"], seed=doc["seed"], point_timeout_s=doc["point_timeout_s"])
+                 media_faults=doc["media_faults"], seed=doc["seed"], point_timeout_s=doc["point_timeout_s"],
+                 check=doc["check"])
     c.reference, c.ref_tree = doc["reference"], doc["ref_tree"]
     c.ref_stdout = base64.b64decode(doc["ref_stdout"])
     return c

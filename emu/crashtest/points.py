@@ -39,13 +39,15 @@ def selected_checkpoints(c: Campaign, k: int) -> list[dict[str, Any]]:
 
 
 def points_for(c: Campaign, n: int, seed: int, writeback: bool, checkpoints: int = 0,
-               stride: int = 1) -> list[tuple[int, str, int]]:
+               stride: int = 1, event_points: int = 0) -> list[tuple[int, str, int]]:
     """Instruction points, then persistence events. `stride` thins a checkpoint's page copies
     (every stride-th event) but keeps its last events whole: the slot lines that commit it, the
-    generation notes and every block written back."""
+    generation notes and every block written back. `event_points`: that many events spread over
+    the run before its shutdown like the instruction points (the kernel's own flushes and fences:
+    a DAX file system's commits)."""
     ref = c.reference
     jobs = [("instruction", at) for at in instruction_points(ref["instructions"], n, seed)]
-    events: set[int] = set()
+    events: set[int] = set(instruction_points(ref["events_before_shutdown"], event_points, seed + 1))
     if writeback:
         events.update(range(ref["events_before_shutdown"] + 1, ref["events"] + 1))
     for ck in selected_checkpoints(c, checkpoints):

@@ -12,7 +12,8 @@ from typing import Any, Callable
 from vmm.errors import EmuError
 
 EXPERIMENTS = {"checkpoint": "emu.reproduce.checkpoint", "fragmentation": "emu.reproduce.fragmentation",
-               "hybrid-mram": "emu.reproduce.hybrid_mram", "sonicshot": "emu.reproduce.sonicshot"}
+               "hybrid-mram": "emu.reproduce.hybrid_mram", "sonicshot": "emu.reproduce.sonicshot",
+               "storage-as-memory": "emu.reproduce.storage_as_memory"}
 
 
 def _say(line: str) -> None:

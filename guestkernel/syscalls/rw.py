@@ -64,6 +64,8 @@ def read_into(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, offs
     if seekable and offset is None:
         f.offset += total
     charge_copy(k, total)
+    if isinstance(f, InodeFile):
+        k.file_io["read_bytes"] += total
     return total
 
 
@@ -96,6 +98,8 @@ def write_from(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, off
         written = total
         raise Block(b.waitq, retry=lambda: resume_write(k, p, f, buf, count, written), done=written) from None
     charge_copy(k, total - done)
+    if isinstance(f, InodeFile):
+        k.file_io["write_bytes"] += total - done
     return total
 
 
