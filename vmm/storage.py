@@ -52,11 +52,12 @@ def prepare_image(image: Path, log_bytes: int) -> WindowLabel:
 def with_storage_pool(cfg: MachineConfig, window_bytes: int) -> MachineConfig:
     """`cfg` with the pool that maps the image: after the highest pool (on a GiB boundary), on
     `storage.channel` or the first channel no pool uses."""
-    top = max(r.end_hpa for r in cfg.pools)
+    pools = tuple(r for r in cfg.pools if r.name != STORAGE_POOL)  # (a saved machine has it: made anew)
+    top = max(r.end_hpa for r in pools)
     base = -(-top // GiB) * GiB
     channel = cfg.storage.channel
     if channel < 0:
-        used = {r.channel for r in cfg.pools} | {c for r in cfg.pools for c in r.channels}
+        used = {r.channel for r in pools} | {c for r in pools for c in r.channels}
         channel = next((c for c in range(MAX_CHANNEL + 1) if c not in used), MAX_CHANNEL)
     pool = RangeConfig(STORAGE_POOL, "scm", base, window_bytes, channel=channel)
-    return dataclasses.replace(cfg, pools=cfg.pools + (pool,))
+    return dataclasses.replace(cfg, pools=pools + (pool,))

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from guestkernel.dax import DaxStore
 from guestkernel.errors import EINVAL, SyscallError
 from guestkernel.vfs.pseudo import DIR, FILE, LINK, Entry, PseudoFS
 from guestkernel.pseudofs import procmem, procpid
 
 if TYPE_CHECKING:
     from guestkernel.kernel import Kernel
+    from guestkernel.mounts import Mount
     from guestkernel.process import Process
 
 _TOP_FILES: dict[str, Callable[["Kernel"], bytes]] = {
@@ -53,11 +55,16 @@ def _ext2_mounts(k: "Kernel") -> list[tuple[int, int, object]]:
     return out
 
 
+def _dax(m: "Mount") -> bytes:
+    """ext2's ",dax" option: a file system on storage mapped as memory (guestkernel/dax.py)."""
+    return b",dax" if isinstance(m.cache, DaxStore) else b""
+
+
 def _mounts(k: "Kernel") -> bytes:
     """/proc/self/mounts (fstab's format)."""
     lines = []
     for i, (_mid, _parent, m) in enumerate(_ext2_mounts(k)):
-        lines.append(b"%s %s ext2 %s,relatime 0 0\n" % (m.source, m.target, b"ro" if m.read_only else b"rw"))
+        lines.append(b"%s %s ext2 %s,relatime%s 0 0\n" % (m.source, m.target, b"ro" if m.read_only else b"rw", _dax(m)))
         if i == 0:
             lines += [b"%s %s %s %s 0 0\n" % (src, at, fs, opts) for src, at, fs, opts, _name in _PSEUDO_MOUNTS]
     return b"".join(lines)
@@ -69,8 +76,8 @@ def _mountinfo(k: "Kernel") -> bytes:
     lines = []
     for i, (mid, parent, m) in enumerate(_ext2_mounts(k)):
         rw = b"ro" if m.read_only else b"rw"
-        lines.append(b"%d %d %d:%d / %s %s,relatime - ext2 %s %s\n"
-                     % (mid, parent, m.rdev >> 8, m.rdev & 0xFF, m.target, rw, m.source, rw))
+        lines.append(b"%d %d %d:%d / %s %s,relatime - ext2 %s %s%s\n"
+                     % (mid, parent, m.rdev >> 8, m.rdev & 0xFF, m.target, rw, m.source, rw, _dax(m)))
         if i == 0:
             lines += [b"%d 1 0:%d / %s %s - %s %s %s\n" % (2 + j, k.vfs.pseudo[name].dev, at, opts, fs, src,
                                                             opts.split(b",")[0])

@@ -171,3 +171,22 @@ def test_reproduce_storage_as_memory_quick(tmp_path):
     for row in result["workloads"]:
         assert row["modes"]["memory"]["channel_bytes"][f"channel{result['storage_channel']}"] > 0
         assert row["modes"]["block"]["block_requests"] > 0
+
+
+def test_a_snapshot_in_memory_mode_resumes_to_the_same_output(tmp_path, base_image):
+    """A machine snapshot holds the storage window (the image is its media): resumed in a fresh
+    machine, the run ends as an uninterrupted one, on a clean file system."""
+    import sys
+
+    script = "tar cf /tmp/t.tar -C /data tree; md5sum /tmp/t.tar; ls -l /tmp/t.tar"
+    emu = [sys.executable, "-m", "emu.cli"]
+    whole = subprocess.run([*emu, "run", "--set", "storage.mode=memory", "--level", "persist", "--", "/bin/sh", "-c",
+                            script], capture_output=True, check=True)
+    snap = subprocess.run([*emu, "run", "--state", str(tmp_path / "s"), "--set", "storage.mode=memory", "--level",
+                           "persist", "--snapshot-at", "3000000", "--snapshot", str(tmp_path / "snap"), "--", "/bin/sh",
+                           "-c", script], capture_output=True, check=True)
+    assert snap.stdout == whole.stdout
+    resumed = subprocess.run([*emu, "resume", str(tmp_path / "snap"), "--state", str(tmp_path / "r")],
+                             capture_output=True, check=True)
+    assert resumed.stdout == whole.stdout  # (the snapshot was taken before any output)
+    e2fsck_clean(tmp_path / "r" / "disk.img")

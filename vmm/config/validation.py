@@ -118,7 +118,8 @@ def validate(cfg: MachineConfig, source: str = "<machine>", style: str = "toml",
     if cfg.storage.mode == "memory" and cfg.checkpoint.enabled:
         raise _err(source, "storage.mode", "checkpointing into SCM needs storage.mode = 'block' "
                    "(checkpoints in files on storage-as-memory are not built yet)")
-    if any(r.name == STORAGE_POOL for r in cfg.pools):
+    if any(r.name == STORAGE_POOL for r in cfg.pools) and cfg.storage.mode != "memory":
+        # (in memory mode the machine adds it, and a saved machine, a snapshot's, carries it)
         raise _err(source, pool_key, f"pool name {STORAGE_POOL!r} is kept for the storage window of memory mode")
 
     # host memory
