@@ -101,18 +101,29 @@ class InodeBacking:
 
     @property
     def dax(self) -> bool:
-        """Is the file on DAX storage (a shared mapping maps the window's pages)?"""
+        """Is the file on DAX storage (a mapping maps the window's pages, not reference-counted)?"""
         return isinstance(self.cache, DaxStore)
 
+    @property
+    def shareable(self) -> bool:
+        """Can a shared writable mapping map the file's pages (whole pages: 4 KiB blocks)?"""
+        return self.cache.block_size == PAGE
+
     def shared_frame(self, offset: int) -> int | None:
-        """DAX: the window page of a shared mapping at `offset` (a hole gets its block), or None
-        past the end of the file (SIGBUS)."""
+        """The page a shared mapping maps at `offset`: the page-cache frame (with a reference for
+        the mapping) or, on DAX storage, the window's page; a hole gets its block. None past the
+        end of the file (SIGBUS)."""
         if offset >= self.fs.stat(self.ino).size:
             return None
         return self.cache.pin(self.fs.map_block(self.ino, offset // PAGE))
 
-    def page_dirtied(self, gpfn: int) -> None:
-        self.cache.page_dirtied(gpfn, self.ino)  # type: ignore[attr-defined]
+    def page_dirtied(self, offset: int, gpfn: int) -> None:
+        """A shared mapping's write fault made the page at `offset` writable: its block is dirty
+        (written back by sync, msync, fsync; the pages are then write-protected again)."""
+        if self.dax:
+            self.cache.page_dirtied(gpfn, self.ino)  # type: ignore[attr-defined]
+        else:
+            self.cache.mark_dirty(self.fs.bmap(self.ino, offset // PAGE), self.ino & 0xFFFFFFFF)
 
 
 class Kernel:
@@ -439,6 +450,8 @@ class Kernel:
         before = self.pagecache.stats.writebacks  # the root device's writes: a loop device's
         self.fs.sync()                            # land in the root file system's cache
         self.clock.charge((self.pagecache.stats.writebacks - before) * self.clock.block_io_ns)
+        for mm in self._live_mms():  # shared file pages were written back: the next write
+            mm.write_protect(None)   # marks them dirty again (Linux's page_mkclean)
         if self.dax is not None:
             self.dax_write_back()
 
@@ -448,8 +461,11 @@ class Kernel:
         assert self.dax is not None
         done = set(self.dax.write_back_mapped(gpfns))
         if done:
-            for mm in {id(p.mm): p.mm for p in self.procs.values() if p.mm is not None}.values():
+            for mm in self._live_mms():
                 mm.write_protect(done)
+
+    def _live_mms(self) -> list[MM]:
+        return list({id(p.mm): p.mm for p in self.procs.values() if p.mm is not None}.values())
 
     def caches(self) -> "list[PageCache]":
         """The page cache of every mounted file system, the root's first."""

@@ -240,15 +240,16 @@ class MM:
                 self.aspace.write_slot(slot, new)
         self.on_tlb_stale()
 
-    def write_protect(self, gpfns: set[int]) -> None:
-        """Clear the write permission of every shared mapping's PTE that maps one of `gpfns`
-        (DAX pages just written back: the next write faults and marks them dirty again)."""
+    def write_protect(self, gpfns: set[int] | None) -> None:
+        """Clear the write permission of every shared file mapping's PTE that maps one of
+        `gpfns` (None: all): pages just written back, whose next write must fault and mark them
+        dirty again."""
         stale = False
         for v in self.vmas:
-            if not v.shared:
+            if not v.shared or not hasattr(v.backing, "page_dirtied"):
                 continue
             for gva, slot, pte in list(self.aspace.leaves(v.start, v.end)):
-                if pte & PTE_W and (pte & PTE_ADDR) >> 12 in gpfns:
+                if pte & PTE_W and (gpfns is None or (pte & PTE_ADDR) >> 12 in gpfns):
                     self.aspace.write_slot(slot, pte & ~PTE_W)
                     stale = True
         if stale:
@@ -298,8 +299,8 @@ class MM:
             old = (pte & PTE_ADDR) >> 12
             ram = self.frames.is_ram(old)
             if v.shared or (v.device and not ram) or (ram and self.frames.refs[old] == 1):
-                if v.shared and not ram and getattr(v.backing, "dax", False):
-                    v.backing.page_dirtied(old)  # type: ignore[union-attr]
+                if v.shared and hasattr(v.backing, "page_dirtied"):  # a shared file mapping
+                    v.backing.page_dirtied(v.offset + (page - v.start), old)  # type: ignore[union-attr]
                 self.aspace.set(page, pte | PTE_W)
             else:  # copy on write (a DAX file's page too: the window is the file)
                 new = self.frames.alloc(zero=False, gfp=Gfp.USER)
@@ -315,16 +316,17 @@ class MM:
         if beyond_eof is not None and beyond_eof(offset):
             self.fault_beyond_eof = True
             return False
-        if v.shared and getattr(v.backing, "dax", False):
-            # A shared mapping on DAX storage: the file's page in the window itself, writable at
-            # once on a write fault (and then dirty), else read-only until the first write.
+        if v.shared and hasattr(v.backing, "shared_frame"):
+            # A shared file mapping: the file's page itself (the page-cache frame, or the storage
+            # window's page on DAX), writable at once on a write fault (and then dirty), else
+            # read-only until the first write.
             pfn = v.backing.shared_frame(offset)  # type: ignore[union-attr]
             if pfn is None:
                 self.fault_beyond_eof = True
                 return False
             dirty = access == ACCESS_WRITE and writable
             if dirty:
-                v.backing.page_dirtied(pfn)  # type: ignore[union-attr]
+                v.backing.page_dirtied(offset, pfn)  # type: ignore[union-attr]
             self._mark_code(pfn, executable)
             self.aspace.map(page, pfn, writable=dirty, executable=executable)
             return True

@@ -201,6 +201,10 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
             raise Unsupported(f"process {p.pid} has no saved context")
         if p.state != ZOMBIE and p.mm is not None and any(v.device for v in p.mm.vmas):
             raise Unsupported("a device (pmem) or System V shared memory mapping")
+        if p.state != ZOMBIE and p.mm is not None and any(v.shared and hasattr(v.backing, "page_dirtied")
+                                                          for v in p.mm.vmas):
+            # its writes go to the page cache at any instruction, not at syscalls
+            raise Unsupported("a shared writable file mapping")
     stats = {"pages_scanned": 0, "pages_copied": 0}
     referenced: set[int] = set()  # every SCM page the metadata lists
 

@@ -38,10 +38,8 @@ def sys_mmap(k, p, addr, length, prot, flags, fd, offset):  # type: ignore[no-un
             if not f.readable or (shared and prot & PROT_WRITE and not f.writable):
                 raise SyscallError(EACCES)
             backing = k.file_backing(f.ino)
-            if shared and prot & PROT_WRITE and not backing.dax:
-                # Writes through a shared mapping of a cached file would have to reach the page
-                # cache: not built yet (on DAX storage they land in the file itself).
-                raise SyscallError(ENODEV)
+            if shared and not backing.shareable:
+                raise SyscallError(ENODEV)  # blocks smaller than a page: no page to share
             k.vfs.relatime(f.ino, k.fs.stat(f.ino))  # mapping a file reads it (file_accessed)
     mm = p.mm
     if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
@@ -52,8 +50,9 @@ def sys_mmap(k, p, addr, length, prot, flags, fd, offset):  # type: ignore[no-un
             raise SyscallError(EEXIST)
     else:
         start = mm.get_unmapped_area(length, addr)
+    # (a shared mapping nobody may write is the file's pages either way: kept private, as before)
     mm.map(start, length, prot & 7, shared=shared and (backing is None or isinstance(backing, PmemFile)
-                                                     or getattr(backing, "dax", False)),
+                                                     or bool(prot & PROT_WRITE)),
            backing=backing, offset=offset,
            name="[anon]" if backing is None else ("/dev/" + f.node.name if isinstance(f, PmemFile)
                                                    else f.path.decode(errors="surrogateescape")))
@@ -136,11 +135,16 @@ def sys_msync(k, p, addr, length, flags, *_):  # type: ignore[no-untyped-def]
     vmas = p.mm.overlapping(addr, end)
     if sum(min(v.end, end) - max(v.start, addr) for v in vmas) != end - addr:
         raise SyscallError(ENOMEM)
-    if k.dax is not None:
-        pages = [(pte & PTE_ADDR) >> 12 for v in vmas if v.shared
+    shared_files = [v for v in vmas if v.shared and hasattr(v.backing, "page_dirtied")]
+    if not shared_files or flags & MS_ASYNC and k.dax is None:
+        return 0  # (MS_ASYNC: the page cache writes back in its own time)
+    if k.dax is not None and all(v.backing.dax for v in shared_files):
+        pages = [(pte & PTE_ADDR) >> 12 for v in shared_files
                  for _gva, _slot, pte in p.mm.aspace.leaves(max(v.start, addr), min(v.end, end))]
         if pages:
             k.dax_write_back(pages)
+    else:
+        k.sync()  # the page cache's dirty blocks (the mapping's among them) to storage
     return 0
 
 

@@ -1,6 +1,8 @@
-/* A shared writable file mapping: write through it, msync, unmap, then read the file back with
- * read(2). On DAX storage (storage.mode = memory) the writes land in the file itself; the test
- * then checks the image from the host. Usage: daxmap PATH [nosync] */
+/* A shared writable file mapping: write through it (holes get blocks), msync, write once more
+ * (the page was written back and write-protected: the write must mark it dirty again), unmap,
+ * then read the file back with read(2). The test checks the image from the host. On DAX storage
+ * (storage.mode = memory) the pages are the file's own in the storage window; on a block device,
+ * the page cache's. Usage: daxmap PATH [nosync] */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -25,11 +27,12 @@ int main(int argc, char **argv) {
     memcpy(m + SIZE - 5, "tail\n", 5);
     if (argc < 3 && msync(m, SIZE, MS_SYNC) < 0) { perror("msync"); return 1; }
     if (msync(m + 1, 10, MS_SYNC) == 0 || errno != EINVAL) { printf("msync unaligned: no EINVAL\n"); return 1; }
+    m[2 * 4096] = 'Z';  /* after the write-back: must reach the file too */
     if (munmap(m, SIZE) < 0) { perror("munmap"); return 1; }
     char buf[SIZE];
     if (pread(fd, buf, SIZE, 0) != SIZE) { perror("pread"); return 1; }
     for (int i = 0; i < SIZE; i += 512)
-        if (buf[i] != 'a' + (i / 512) % 26) { printf("byte %d differs\n", i); return 1; }
+        if (buf[i] != (i == 2 * 4096 ? 'Z' : 'a' + (i / 512) % 26)) { printf("byte %d differs\n", i); return 1; }
     printf("read back: %.5s", buf + SIZE - 5);
     close(fd);
     return 0;
