@@ -1,4 +1,5 @@
-"""Futexes: FUTEX_WAIT/WAKE (and the _BITSET forms) with timeouts in virtual time.
+"""Futexes: FUTEX_WAIT/WAKE (and the _BITSET forms) with timeouts in virtual time, REQUEUE,
+CMP_REQUEUE and WAKE_OP; the priority-inheritance ops answer ENOSYS (glibc then does without).
 
 A waiter parks on a wait queue of its own, so that FUTEX_WAKE wakes exactly the waiters it
 picks (oldest first). Futexes are keyed as Linux keys them: a private futex (FUTEX_PRIVATE_FLAG,
@@ -22,15 +23,24 @@ if TYPE_CHECKING:
     from guestkernel.kernel import Kernel
     from guestkernel.process import Process
 
-FUTEX_WAIT, FUTEX_WAKE, FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 0, 1, 9, 10
+FUTEX_WAIT, FUTEX_WAKE, FUTEX_REQUEUE, FUTEX_CMP_REQUEUE, FUTEX_WAKE_OP = 0, 1, 3, 4, 5
+FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 9, 10
 FUTEX_PRIVATE_FLAG, FUTEX_CLOCK_REALTIME = 128, 256
 FUTEX_BITSET_MATCH_ANY = 0xFFFFFFFF
+FUTEX_OP_OPARG_SHIFT = 8
+
+
+def _s12(x: int) -> int:
+    """A sign-extended 12-bit field (WAKE_OP's oparg and cmparg)."""
+    x &= 0xFFF
+    return x - 0x1000 if x & 0x800 else x
 
 
 @dataclass
 class Waiter:
     proc: "Process"
     bitset: int
+    key: object = None  # the futex it waits on (a requeue moves it)
     waitq: WaitQueue = field(default_factory=lambda: WaitQueue("futex"))
     woken: bool = False
     timed_out: bool = False
@@ -59,13 +69,13 @@ class Futexes:
         if deadline_ns is not None and k.clock.uptime_ns() >= deadline_ns:
             raise SyscallError(ETIMEDOUT)
         key = self.key(p, uaddr, private)
-        w = Waiter(p, bitset)
+        w = Waiter(p, bitset, key)
         self.waiters.setdefault(key, []).append(w)
         if deadline_ns is not None:
             def expire() -> None:
                 if not w.woken:
                     w.timed_out = True
-                    self._drop(key, w)
+                    self._drop(w.key, w)
                     w.waitq.wake()
             k.add_timer(deadline_ns, expire)
 
@@ -97,6 +107,50 @@ class Futexes:
             self._drop(key, w)
             w.waitq.wake()
             woken += 1
+        return woken
+
+    def requeue(self, p: "Process", uaddr: int, uaddr2: int, wake: int, move: int, cmpval: int | None,
+                private: bool) -> int:
+        """Wake up to `wake` waiters of uaddr and move up to `move` of the others to uaddr2 (if
+        the word still holds `cmpval`); returns how many were woken or moved, as Linux does."""
+        if uaddr % 4 or uaddr2 % 4:
+            raise SyscallError(EINVAL)
+        key, key2 = self.key(p, uaddr, private), self.key(p, uaddr2, private)
+        if cmpval is not None and int.from_bytes(p.mm.copy_in(uaddr, 4), "little") != cmpval & 0xFFFFFFFF:
+            raise SyscallError(EAGAIN)
+        woken = self.wake_key(key, wake)
+        moved = 0
+        for w in list(self.waiters.get(key, [])):
+            if moved >= move:
+                break
+            self._drop(key, w)
+            if w.proc.waiting_on is not w.waitq or w.proc.state != "blocked":
+                continue
+            w.key = key2
+            self.waiters.setdefault(key2, []).append(w)
+            moved += 1
+        return woken + moved
+
+    def wake_op(self, p: "Process", uaddr: int, uaddr2: int, wake: int, wake2: int, encoded: int,
+                private: bool) -> int:
+        """FUTEX_WAKE_OP: *uaddr2 = op(old, oparg); wake up to `wake` of uaddr and, if
+        cmp(old, cmparg), up to `wake2` of uaddr2."""
+        if uaddr % 4 or uaddr2 % 4:
+            raise SyscallError(EINVAL)
+        op, cmp = (encoded >> 28) & 7, (encoded >> 24) & 15
+        oparg, cmparg = _s12(encoded >> 12), _s12(encoded)
+        if encoded & (FUTEX_OP_OPARG_SHIFT << 28):
+            oparg = 1 << (oparg & 31)  # (Linux masks an out-of-range shift and says so in its log)
+        if op > 4 or cmp > 5:
+            raise SyscallError(ENOSYS)
+        old = int.from_bytes(p.mm.copy_in(uaddr2, 4), "little")
+        new = (oparg, old + oparg, old | oparg, old & ~oparg, old ^ oparg)[op] & 0xFFFFFFFF
+        p.mm.copy_out(uaddr2, new.to_bytes(4, "little"))
+        signed = old - (1 << 32) if old & 0x80000000 else old
+        woken = self.wake_key(self.key(p, uaddr, private), wake)
+        if (signed == cmparg, signed != cmparg, signed < cmparg, signed <= cmparg, signed > cmparg,
+                signed >= cmparg)[cmp]:
+            woken += self.wake_key(self.key(p, uaddr2, private), wake2)
         return woken
 
     def _drop(self, key: object, w: Waiter) -> None:
@@ -134,4 +188,11 @@ def sys_futex(k: "Kernel", p: "Process", uaddr: int, op: int, val: int, timeout:
     if cmd in (FUTEX_WAKE, FUTEX_WAKE_BITSET):
         bitset = FUTEX_BITSET_MATCH_ANY if cmd == FUTEX_WAKE else val3 & 0xFFFFFFFF
         return ft.wake(p, uaddr, val & 0x7FFFFFFF, bitset, private)
-    raise SyscallError(ENOSYS)
+    val2 = timeout & 0xFFFFFFFF  # these ops pass a count (an int) where the others pass a timeout
+    if cmd in (FUTEX_REQUEUE, FUTEX_CMP_REQUEUE):
+        if (val | val2) & 0x80000000:
+            raise SyscallError(EINVAL)
+        return ft.requeue(p, uaddr, uaddr2, val, val2, val3 if cmd == FUTEX_CMP_REQUEUE else None, private)
+    if cmd == FUTEX_WAKE_OP:
+        return ft.wake_op(p, uaddr, uaddr2, val & 0x7FFFFFFF, val2 & 0x7FFFFFFF, val3 & 0xFFFFFFFF, private)
+    raise SyscallError(ENOSYS)  # the PI ops: glibc falls back
