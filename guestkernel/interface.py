@@ -91,6 +91,7 @@ class KernelConfig:
     seed: int = 1                        # getrandom, AT_RANDOM, /dev/urandom
     checkpoint_tcp_ns: int | None = None  # checkpoint interval (0: at every syscall); None: off
     dax_ordering: bool = True            # DAX: redo log and ordered flushes (False: a debug switch)
+    cpus: int = 1                        # CPUs the guest is told of (sysfs, /proc, affinity)
 
 
 class MachineView(Protocol):

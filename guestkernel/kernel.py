@@ -260,7 +260,7 @@ class Kernel:
                  "kernel/debug/extfrag/extfrag_index": lambda: procmem.extfrag_index_file(self)}
         if self.balloon is not None:
             sysfs.update(self.balloon.sysfs_files())
-        sys = SysFS(sysfs)
+        sys = SysFS(sysfs, cpus=self.config.cpus)
         self.fragmenter = Fragmenter(self)  # the split-zone paper's injectors, in debugfs
         for path, (read, write) in self.fragmenter.files().items():
             sys.add(path, read, write=write)
@@ -572,6 +572,7 @@ class Kernel:
         child = self.new_process(parent.pid, mm, parent.fds.copy(), parent.cwd)
         child.exe, child.comm = parent.exe, parent.comm
         child.pgid, child.sid, child.umask = parent.pgid, parent.sid, parent.umask
+        child.affinity = parent.affinity
         child.sigactions = {k: SigAction(v.handler, v.flags, v.restorer, v.mask) for k, v in parent.sigactions.items()}
         child.sigmask = parent.sigmask
         child.rlimits = dict(parent.rlimits)

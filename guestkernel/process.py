@@ -90,6 +90,7 @@ class Process:
     pgid: int = 0
     sid: int = 0
     umask: int = 0o022
+    affinity: int = 0                       # sched_setaffinity's mask (0: every CPU)
     state: str = RUNNABLE
     ctx: object = None                      # saved Unicorn context while not on the CPU
     set_regs: dict[str, int] = field(default_factory=dict)  # applied when next put on the CPU

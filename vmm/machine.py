@@ -99,7 +99,7 @@ def kernel_config(config: MachineConfig) -> KernelConfig:
                         checkpoint_tcp_ns=ck.tcp_ns if ck.enabled else None,
                         zones=km.zones, fragmenting_zone_bytes=km.fragmenting_zone_bytes,
                         mount_buffer_order=km.mount_buffer_order, mount_buffers=km.mount_buffers,
-                        dax_ordering=config.kernel.dax_ordering)
+                        dax_ordering=config.kernel.dax_ordering, cpus=config.cpus)
 
 
 def load_kernel(spec: str | None, config: MachineConfig) -> Any:

@@ -181,20 +181,28 @@ def stat(k: "Kernel") -> bytes:
     system = ticks(k.clock.kernel_ns)
     idle = max(0, ticks(up) - user - system)
     cpu = f"{user} 0 {system} {idle} 0 0 0 0 0 0"
+    # Everything runs on one host thread: cpu0 carries the work, the others are idle throughout.
+    others = "".join(f"cpu{i} 0 0 0 {ticks(up)} 0 0 0 0 0 0\n" for i in range(1, k.config.cpus))
+    total = f"{user} 0 {system} {idle + (k.config.cpus - 1) * ticks(up)} 0 0 0 0 0 0"
     boot = k.clock.boot_epoch_ns // 10**9
     running = sum(1 for p in k.procs.values() if p.state == RUNNABLE)
     blocked = sum(1 for p in k.procs.values() if p.state == BLOCKED)
-    return (f"cpu  {cpu}\ncpu0 {cpu}\nintr 0\nctxt {k.context_switches}\nbtime {boot}\n"
+    return (f"cpu  {total}\ncpu0 {cpu}\n{others}intr 0\nctxt {k.context_switches}\nbtime {boot}\n"
             f"processes {k.next_pid - 1}\nprocs_running {running}\nprocs_blocked {blocked}\n"
             "softirq 0 0 0 0 0 0 0 0 0 0 0\n").encode()
 
 
 def cpuinfo(k: "Kernel") -> bytes:
+    """One block per CPU the machine describes (KernelConfig.cpus: one package, a core each)."""
+    return b"".join(_cpuinfo_block(k, i, k.config.cpus) for i in range(k.config.cpus))
+
+
+def _cpuinfo_block(k: "Kernel", i: int, n: int) -> bytes:
     mhz = k.clock.cpu_hz / 1e6
-    rows = [("processor", "0"), ("vendor_id", "GenuineIntel"), ("cpu family", "6"), ("model", "85"),
+    rows = [("processor", f"{i}"), ("vendor_id", "GenuineIntel"), ("cpu family", "6"), ("model", "85"),
             ("model name", "Intel Xeon Processor (Skylake, emu)"), ("stepping", "4"), ("microcode", "0x1"),
-            ("cpu MHz", f"{mhz:.3f}"), ("cache size", "8192 KB"), ("physical id", "0"), ("siblings", "1"),
-            ("core id", "0"), ("cpu cores", "1"), ("apicid", "0"), ("initial apicid", "0"), ("fpu", "yes"),
+            ("cpu MHz", f"{mhz:.3f}"), ("cache size", "8192 KB"), ("physical id", "0"), ("siblings", f"{n}"),
+            ("core id", f"{i}"), ("cpu cores", f"{n}"), ("apicid", f"{i}"), ("initial apicid", f"{i}"), ("fpu", "yes"),
             ("fpu_exception", "yes"), ("cpuid level", "13"), ("wp", "yes"),
             ("flags", "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr "
                       "sse sse2 syscall nx lm constant_tsc rep_good nopl pni ssse3 cx16 sse4_1 sse4_2 popcnt "

@@ -1,11 +1,11 @@
 """/sys: a small read-only sysfs.
 
-It describes the one CPU the machine has, in Linux's formats (cpu lists such as "0\n"), so that
+It describes the machine's CPUs (`cpus`), in Linux's formats (cpu lists such as "0-3\n"), so that
 programs that size themselves from sysfs (stress-ng, glibc's get_nprocs_conf) find it, and holds
 the kernel's debugfs files at /sys/kernel/debug (given by the kernel):
 
     /sys/devices/system/cpu/{online,possible,present,offline,kernel_max}
-    /sys/devices/system/cpu/cpu0/topology/{core_id,physical_package_id,die_id,...}
+    /sys/devices/system/cpu/cpuN/topology/{core_id,physical_package_id,die_id,...}
     /sys/kernel/debug/extfrag/{unusable_index,extfrag_index}
     /sys/block/loopN/{dev,size,ro,removable,loop/...}, /sys/dev/block/7:N (vfs/loop.py)
 
@@ -20,25 +20,28 @@ from typing import Callable
 
 from guestkernel.vfs.pseudo import DIR, FILE, LINK, Entry, PseudoFS
 
-_CPU0_TOPOLOGY = {name: b"0\n" for name in (
-    "core_id", "physical_package_id", "die_id", "cluster_id", "core_cpus_list", "core_siblings_list",
-    "thread_siblings_list", "die_cpus_list", "package_cpus_list", "cluster_cpus_list")}
+def cpu_list(n: int) -> bytes:
+    """Linux's cpu-list format for CPUs 0..n-1 ("0\n", "0-3\n")."""
+    return b"0\n" if n == 1 else b"0-%d\n" % (n - 1)
 
-# path below /sys -> file contents, or None for a directory. One CPU: cpu0, online.
-TREE: dict[str, bytes | None] = {
-    "": None,
-    "devices": None,
-    "devices/system": None,
-    "devices/system/cpu": None,
-    "devices/system/cpu/online": b"0\n",
-    "devices/system/cpu/possible": b"0\n",
-    "devices/system/cpu/present": b"0\n",
-    "devices/system/cpu/offline": b"\n",
-    "devices/system/cpu/kernel_max": b"8191\n",
-    "devices/system/cpu/cpu0": None,
-    "devices/system/cpu/cpu0/topology": None,
-    **{f"devices/system/cpu/cpu0/topology/{n}": v for n, v in _CPU0_TOPOLOGY.items()},
-}
+
+def cpu_tree(cpus: int) -> dict[str, bytes | None]:
+    """path below /sys -> file contents, or None for a directory: the machine's CPUs (`cpus`, one
+    package, one core each, all online), as Linux lays them out."""
+    tree: dict[str, bytes | None] = {
+        "": None, "devices": None, "devices/system": None, "devices/system/cpu": None,
+        "devices/system/cpu/online": cpu_list(cpus), "devices/system/cpu/possible": cpu_list(cpus),
+        "devices/system/cpu/present": cpu_list(cpus), "devices/system/cpu/offline": b"\n",
+        "devices/system/cpu/kernel_max": b"8191\n"}
+    for i in range(cpus):
+        own, package = b"%d\n" % i, cpu_list(cpus)
+        topology = {"core_id": own, "physical_package_id": b"0\n", "die_id": b"0\n", "cluster_id": own,
+                    "core_cpus_list": own, "thread_siblings_list": own, "cluster_cpus_list": own,
+                    "core_siblings_list": package, "die_cpus_list": package, "package_cpus_list": package}
+        tree[f"devices/system/cpu/cpu{i}"] = None
+        tree[f"devices/system/cpu/cpu{i}/topology"] = None
+        tree.update({f"devices/system/cpu/cpu{i}/topology/{n}": v for n, v in topology.items()})
+    return tree
 
 
 class SysFS(PseudoFS):
@@ -46,9 +49,10 @@ class SysFS(PseudoFS):
     dev = 0x15
     file_size = 4096  # what sysfs reports for every attribute file
 
-    def __init__(self, files: dict[str, Callable[[], bytes]] | None = None) -> None:
-        """`files`: more read-only files, path below /sys -> what makes their contents."""
-        self.tree: dict[str, bytes | Callable[[], bytes] | Link | None] = dict(TREE)
+    def __init__(self, files: dict[str, Callable[[], bytes]] | None = None, cpus: int = 1) -> None:
+        """`files`: more read-only files, path below /sys -> what makes their contents; `cpus`:
+        how many CPUs devices/system/cpu describes."""
+        self.tree: dict[str, bytes | Callable[[], bytes] | Link | None] = dict(cpu_tree(cpus))
         # path -> is it there now (a bound loop device's loop/ directory, as Linux adds it)
         self.when: dict[str, Callable[[], bool]] = {}
         self.writers: dict[str, tuple[Callable[[bytes], None], int]] = {}  # path -> (writer, mode)

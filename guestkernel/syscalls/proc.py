@@ -319,17 +319,37 @@ def sys_getpriority(k, p, *_):  # type: ignore[no-untyped-def]
     return 20
 
 
-@syscall("setpriority", "sched_setaffinity", "sched_setscheduler", "sched_setparam")
+@syscall("setpriority", "sched_setscheduler", "sched_setparam")
 def sys_setpriority(k, p, *_):  # type: ignore[no-untyped-def]
     return 0
 
 
+def _mask_bytes(k) -> int:  # type: ignore[no-untyped-def]
+    """cpumask_size(): whole longs for the machine's CPUs."""
+    return (k.config.cpus + 63) // 64 * 8
+
+
 @syscall("sched_getaffinity")
 def sys_sched_getaffinity(k, p, pid, size, mask, *_):  # type: ignore[no-untyped-def]
-    if size < 8:
+    size &= 0xFFFFFFFF
+    if size * 8 < k.config.cpus or size % 8:
         raise SyscallError(EINVAL)
-    p.mm.copy_out(mask, struct.pack("<Q", 1))
-    return 8
+    t = process_arg(k, p, s32(pid))
+    n = min(size, _mask_bytes(k))
+    p.mm.copy_out(mask, (t.affinity or (1 << k.config.cpus) - 1).to_bytes(n, "little"))
+    return n
+
+
+@syscall("sched_setaffinity")
+def sys_sched_setaffinity(k, p, pid, size, mask, *_):  # type: ignore[no-untyped-def]
+    """The mask is kept (and inherited); the scheduler runs everything on one host thread."""
+    t = process_arg(k, p, s32(pid))
+    raw = p.mm.copy_in(mask, min(size & 0xFFFFFFFF, _mask_bytes(k) + 64))
+    want = int.from_bytes(raw, "little") & ((1 << k.config.cpus) - 1)
+    if not want:
+        raise SyscallError(EINVAL)
+    t.affinity = want
+    return 0
 
 
 @syscall("sched_yield")

@@ -286,6 +286,8 @@ class MachineConfig:
     placement: PlacementConfig = _f("host-side page placement between DRAM and slower memory",
                                     parse="table", factory=PlacementConfig)
     kernel: KernelSectionConfig = _f("the guest kernel", parse="table", factory=KernelSectionConfig)
+    cpus: int = _f("CPUs the guest sees (sysfs, /proc, affinity masks); all run on one host thread, "
+                   "interleaved deterministically", default=1)
     seed: int = _f("guest randomness", default=1)
     quantum_insns: int = _f("scheduler time slice", default=10_000_000)
 

@@ -17,6 +17,9 @@ from vmm.energy import shared_channel
 from vmm.errors import EmuError
 
 
+MAX_CPUS = 256
+
+
 class ConfigError(EmuError):
     """A machine file or override is wrong. The message is one line: `source: key: problem`."""
 
@@ -109,6 +112,8 @@ def validate(cfg: MachineConfig, source: str = "<machine>", style: str = "toml",
     if cfg.storage.block_io_ns <= 0:
         raise _err(source, f"storage.{k(StorageConfig, 'block_io_ns')}",
                    f"must be positive, got {cfg.storage.block_io_ns} ns")
+    if not 1 <= cfg.cpus <= MAX_CPUS:
+        raise _err(source, "cpus", f"{cfg.cpus} must be between 1 and {MAX_CPUS}")
     _choice(source, "storage.mode", "storage mode", cfg.storage.mode, STORAGE_MODES)
     if cfg.storage.channel != -1:
         _check_channel(source, "storage.channel", cfg.storage.channel)
