@@ -12,7 +12,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from guestkernel.errors import EAGAIN, EINVAL, Block, SyscallError
-from guestkernel.vfs import O_NONBLOCK, O_RDWR, OpenFile, Stat, WaitQueue
+from guestkernel.vfs import O_NONBLOCK, O_RDWR, POLLIN, POLLRDNORM, OpenFile, Stat, WaitQueue
 
 if TYPE_CHECKING:
     from guestkernel.kernel import Kernel
@@ -91,6 +91,14 @@ class TimerFile(OpenFile):
 
     def ready(self) -> bool:
         return self.ticks > 0
+
+    pollable = True
+
+    def poll_mask(self) -> int:
+        return POLLIN | POLLRDNORM if self.ticks else 0
+
+    def poll_queue(self) -> WaitQueue:
+        return self.waitq
 
     def read(self, n: int) -> bytes:
         if n < 8:

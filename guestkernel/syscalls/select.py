@@ -1,4 +1,5 @@
-"""select, pselect6, poll and ppoll: readiness of pipes, timerfds and always-ready files,
+"""select, pselect6, poll and ppoll: readiness of pipes, timerfds, eventfds, epoll sets and
+always-ready files (each file's poll_mask and poll_queue),
 waiting on all of them at once, with a timeout in virtual time.
 
 A waiting call parks on a wait queue of its own, registered as a poller of every watched
@@ -13,30 +14,23 @@ from guestkernel.errors import EBADF, EINVAL, Block, SyscallError
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.args import s32
 from guestkernel.syscalls.signal import use_temporary_mask
-from guestkernel.timerfd import TimerFile, unpack_timespec
-from guestkernel.vfs import OpenFile, PipeEnd, WaitQueue
+from guestkernel.timerfd import unpack_timespec
+from guestkernel.vfs import (POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI, POLLRDNORM, POLLWRNORM, OpenFile,
+                             WaitQueue)
 
 FD_SETSIZE = 1024
 
 
+# Linux's select sets: which poll bits make a descriptor ready for reading, writing, exceptions
+POLLIN_SET = POLLRDNORM | POLLIN | POLLHUP | POLLERR
+POLLOUT_SET = POLLWRNORM | POLLOUT | POLLERR
+POLLEX_SET = POLLPRI
+
+
 def readiness(f: OpenFile) -> tuple[bool, bool, bool]:
-    """(readable, writable, exceptional) without blocking."""
-    if isinstance(f, PipeEnd):
-        pipe = f.pipe
-        if f.write_end:
-            return False, pipe.readers == 0 or pipe.count < 65536, False
-        return pipe.count > 0 or pipe.writers == 0, False, False
-    if isinstance(f, TimerFile):
-        return f.ready(), False, False
-    return True, True, False  # files, devices, the console: never block
-
-
-def watched_queue(f: OpenFile) -> WaitQueue | None:
-    if isinstance(f, PipeEnd):
-        return f.pipe.waitq
-    if isinstance(f, TimerFile):
-        return f.waitq
-    return None
+    """(readable, writable, exceptional) without blocking, from the file's poll mask."""
+    m = f.poll_mask()
+    return bool(m & POLLIN_SET), bool(m & POLLOUT_SET), bool(m & POLLEX_SET)
 
 
 def read_set(p, ptr: int, nfds: int) -> set[int]:  # type: ignore[no-untyped-def]
@@ -57,7 +51,7 @@ def wait_ready(k, p, files, check, timeout_ns: int | None) -> int:  # type: igno
     timeout (None: none, 0: do not wait) is a kernel timer."""
     own = WaitQueue("select")
     state = {"timed_out": timeout_ns == 0}
-    watched = [q for q in (watched_queue(f) for f in files) if q is not None]
+    watched = [q for q in (f.poll_queue() for f in files) if q is not None]
     if timeout_ns:
         def expire() -> None:
             state["timed_out"] = True
@@ -104,22 +98,6 @@ def do_select(k, p, nfds: int, rptr: int, wptr: int, eptr: int, timeout_ns: int 
     return wait_ready(k, p, files.values(), check, timeout_ns)
 
 
-POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20
-POLLRDNORM, POLLWRNORM = 0x40, 0x100
-
-
-def poll_mask(f: OpenFile) -> int:
-    """What a file reports to poll, as Linux's pipe_poll / DEFAULT_POLLMASK do."""
-    if isinstance(f, PipeEnd):
-        pipe = f.pipe
-        if f.write_end:
-            return (POLLOUT | POLLWRNORM if pipe.count < 65536 else 0) | (POLLERR if pipe.readers == 0 else 0)
-        return (POLLIN | POLLRDNORM if pipe.count else 0) | (POLLHUP if pipe.writers == 0 else 0)
-    if isinstance(f, TimerFile):
-        return POLLIN | POLLRDNORM if f.ready() else 0
-    return POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM
-
-
 def do_poll(k, p, fds_ptr: int, nfds: int, timeout_ns: int | None) -> int:  # type: ignore[no-untyped-def]
     if nfds < 0 or nfds > 1024:
         raise SyscallError(EINVAL)
@@ -135,7 +113,7 @@ def do_poll(k, p, fds_ptr: int, nfds: int, timeout_ns: int | None) -> int:  # ty
             elif f is None:
                 rev = POLLNVAL
             else:
-                rev = poll_mask(f) & ((events & 0xFFFF) | POLLERR | POLLHUP)
+                rev = f.poll_mask() & ((events & 0xFFFF) | POLLERR | POLLHUP)
             struct.pack_into("<ihh", raw, 8 * i, fd, events, rev)
             ready += bool(rev)
         if not ready and not timed_out:

@@ -19,7 +19,8 @@ from __future__ import annotations
 from guestkernel.vfs.waitqueue import WaitQueue
 from guestkernel.vfs.file import (DT_BLK, DT_CHR, DT_DIR, DT_FIFO, DT_LNK, DT_REG, DT_SOCK, DT_UNKNOWN, O_ACCMODE,
                                   O_APPEND, O_CLOEXEC, O_CREAT, O_DIRECTORY, O_EXCL, O_LARGEFILE, O_NOCTTY, O_NOFOLLOW,
-                                  O_NONBLOCK, O_PATH, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, SEEK_DATA, SEEK_HOLE,
+                                  O_NONBLOCK, O_PATH, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, POLLERR, POLLHUP, POLLIN,
+                                  POLLNVAL, POLLOUT, POLLPRI, POLLRDNORM, POLLWRNORM, SEEK_DATA, SEEK_HOLE,
                                   InodeFile, OpenFile, Stat, counted_dir_seek)
 from guestkernel.vfs.pipe import PIPE_CAPACITY, Pipe, PipeEnd
 from guestkernel.vfs.devices import (DEV_DIR, DEVICES, FD_ALIASES, PMEM_MAJOR, ConsoleFile, DevDirFile, DevFile,
@@ -30,7 +31,8 @@ from guestkernel.vfs.core import VFS
 __all__ = [
     "WaitQueue", "DT_BLK", "DT_CHR", "DT_DIR", "DT_FIFO", "DT_LNK", "DT_REG", "DT_SOCK", "DT_UNKNOWN", "O_ACCMODE",
     "O_APPEND", "O_CLOEXEC", "O_CREAT", "O_DIRECTORY", "O_EXCL", "O_LARGEFILE", "O_NOCTTY", "O_NOFOLLOW",
-    "O_NONBLOCK", "O_PATH", "O_RDONLY", "O_RDWR", "O_TRUNC", "O_WRONLY", "SEEK_DATA", "SEEK_HOLE", "InodeFile",
+    "O_NONBLOCK", "O_PATH", "O_RDONLY", "O_RDWR", "O_TRUNC", "O_WRONLY", "POLLERR", "POLLHUP", "POLLIN", "POLLNVAL",
+    "POLLOUT", "POLLPRI", "POLLRDNORM", "POLLWRNORM", "SEEK_DATA", "SEEK_HOLE", "InodeFile",
     "OpenFile", "Stat", "counted_dir_seek", "PIPE_CAPACITY", "Pipe", "PipeEnd", "DEV_DIR", "DEVICES",
     "FD_ALIASES", "PMEM_MAJOR", "ConsoleFile", "DevDirFile", "DevFile", "DevNode", "PmemFile", "PmemRegion",
     "alias_fd", "MAX_SYMLINKS", "Node", "PathLookup", "VFS",

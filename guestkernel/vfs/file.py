@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from guestkernel.errors import EBADF, EINVAL, EISDIR, ENXIO, ESPIPE, SyscallError
 
 if TYPE_CHECKING:
+    from guestkernel.vfs.waitqueue import WaitQueue
     from guestkernel.vfs.core import VFS
 
 O_ACCMODE = 3
@@ -46,6 +47,11 @@ class Stat:
     rdev: int = 0
     blksize: int = 4096
     dev: int = 0x801
+
+
+# poll(2) event bits (also epoll's, which shares the low ones)
+POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20
+POLLRDNORM, POLLWRNORM = 0x40, 0x100
 
 
 class OpenFile:
@@ -88,6 +94,18 @@ class OpenFile:
 
     def close(self) -> None:
         pass
+
+    # -- readiness (poll, select, epoll) ---------------------------------------------------------
+    def poll_mask(self) -> int:
+        """What poll(2) reports without waiting (Linux's DEFAULT_POLLMASK for files that never
+        block: regular files, devices, the console)."""
+        return POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM
+
+    def poll_queue(self) -> "WaitQueue | None":
+        """The wait queue woken when the readiness may have changed (None: it never changes)."""
+        return None
+
+    pollable = False  # has a poll operation of its own (epoll refuses the others: EPERM)
 
     def is_tty(self) -> bool:
         return False

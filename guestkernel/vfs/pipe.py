@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from guestkernel.errors import EAGAIN, EBADF, EPIPE, Block, SyscallError
 from guestkernel.slab import NO_OBJECTS
-from guestkernel.vfs.file import O_ACCMODE, O_NONBLOCK, O_RDONLY, O_WRONLY, OpenFile, Stat
+from guestkernel.vfs.file import (O_ACCMODE, O_NONBLOCK, O_RDONLY, O_WRONLY, POLLERR, POLLHUP, POLLIN, POLLOUT,
+                                  POLLRDNORM, POLLWRNORM, OpenFile, Stat)
 from guestkernel.vfs.waitqueue import WaitQueue
 
 if TYPE_CHECKING:
@@ -88,6 +89,18 @@ class PipeEnd(OpenFile):
             pipe.writers += 1
         else:
             pipe.readers += 1
+
+    pollable = True
+
+    def poll_mask(self) -> int:
+        """Linux's pipe_poll."""
+        pipe = self.pipe
+        if self.write_end:
+            return (POLLOUT | POLLWRNORM if pipe.count < PIPE_CAPACITY else 0) | (POLLERR if pipe.readers == 0 else 0)
+        return (POLLIN | POLLRDNORM if pipe.count else 0) | (POLLHUP if pipe.writers == 0 else 0)
+
+    def poll_queue(self) -> WaitQueue:
+        return self.pipe.waitq
 
     def read(self, n: int) -> bytes:
         p = self.pipe

@@ -12,8 +12,10 @@ class WaitQueue:
         self.name = name
         self.waiters: list[Any] = []
         self.pollers: list["WaitQueue"] = []  # select/poll calls watching this queue too
+        self.wakeups = 0  # wake-ups so far (edge-triggered epoll entries report a new one)
 
     def wake(self) -> None:
+        self.wakeups += 1
         for p in self.waiters:
             p.state = "runnable"
             p.waiting_on = None
