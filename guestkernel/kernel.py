@@ -151,6 +151,7 @@ class Kernel:
         self.checkpointer: "Checkpointer | None" = None  # on with the machine's [checkpoint]
         self.dax: DaxStore | None = None        # the root's blocks on storage as memory
         self.file_io: Counter[str] = Counter()  # bytes read and written by file syscalls (rchar/wchar)
+        self.unix_names: dict[object, object] = {}  # bound AF_UNIX names -> sockets (unixsock.py)
         self.locks = Locks()                   # flock, POSIX and OFD file locks
         self.timers: list[tuple[int, int, Callable[[], None]]] = []  # (uptime ns, seq, fire)
         self._timer_seq = 0

@@ -60,12 +60,6 @@ def sys_getcpu(k, p, cpu, node, *_):  # type: ignore[no-untyped-def]
     return 0
 
 
-@syscall("socket", "socketpair")
-def sys_socket(k, p, *_):  # type: ignore[no-untyped-def]
-
-    raise SyscallError(97)  # EAFNOSUPPORT: the machine has no network
-
-
 @syscall("chroot", "mount", "umount2", "reboot", "sethostname", "setdomainname", "pivot_root")
 def sys_eperm(k, p, *_):  # type: ignore[no-untyped-def]
     raise SyscallError(EPERM)

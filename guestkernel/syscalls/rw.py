@@ -12,7 +12,7 @@ from guestkernel.errors import (EBADF, EFAULT, EFBIG, EINVAL, EISDIR, ENODEV, EO
 from guestkernel.mm import TASK_SIZE
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.args import AT_FDCWD, fs_call, node_for, path_arg, s32, s64
-from guestkernel.vfs import O_NONBLOCK, O_PATH, InodeFile, OpenFile, PipeEnd
+from guestkernel.vfs import O_NONBLOCK, O_PATH, InodeFile, OpenFile
 
 if TYPE_CHECKING:
     from guestkernel.kernel import Kernel
@@ -77,7 +77,7 @@ def write_from(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, off
         raise SyscallError(EBADF)
     count = min(count, MAX_IO)
     access_ok(buf, count)
-    blocking_pipe = isinstance(f, PipeEnd) and not f.flags & O_NONBLOCK
+    blocking_pipe = f.writes_whole and not f.flags & O_NONBLOCK  # (pipes, stream sockets)
     total = done
     try:
         while total < count:

@@ -106,6 +106,7 @@ class OpenFile:
         return None
 
     pollable = False  # has a poll operation of its own (epoll refuses the others: EPERM)
+    writes_whole = False  # a blocking write(2) waits until all of it is taken (pipes, stream sockets)
 
     def is_tty(self) -> bool:
         return False

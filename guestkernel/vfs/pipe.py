@@ -91,6 +91,7 @@ class PipeEnd(OpenFile):
             pipe.readers += 1
 
     pollable = True
+    writes_whole = True
 
     def poll_mask(self) -> int:
         """Linux's pipe_poll."""

@@ -149,3 +149,16 @@ def test_fallocate_is_linux_ext2s(emu, stress_copy, static_program):
     run = emu(["/bin/fallocate", "/tmp/f"], image)
     assert run.result.exit_code == 0
     assert run.stdout.decode() == FALLOCATE_EXT2
+
+
+def test_unix_sockets_match_native(emu, stress_copy, static_program, tmp_path):
+    """AF_UNIX: socketpair, bind/listen/connect/accept on a path, SCM_RIGHTS, epoll, abstract
+    names, shutdown and the errors, as on Linux."""
+    exe = static_program("unixsock")
+    (tmp_path / "n").mkdir()
+    native = subprocess.run([str(exe), str(tmp_path / "n")], capture_output=True, check=True, timeout=60)
+    image = stress_copy()
+    put_file(image, exe, "/bin/unixsock")
+    run = emu(["/bin/unixsock", "/tmp"], image)
+    assert run.result.exit_code == 0, run.stderr
+    assert run.stdout.decode() == native.stdout.decode()

@@ -1,0 +1,445 @@
+"""Sockets: AF_UNIX only (guestkernel/unixsock.py); other families get EAFNOSUPPORT (no traffic
+ever leaves the machine). socket, socketpair, bind, listen, connect, accept/accept4, the send and
+receive calls with SCM_RIGHTS, shutdown, names and the common socket options."""
+from __future__ import annotations
+
+import stat as S
+import struct
+
+from guestkernel.errors import (EADDRINUSE, EAFNOSUPPORT, EAGAIN, EBADF, ECONNREFUSED, EEXIST, EINVAL,
+                                EISCONN, ENOPROTOOPT, ENOTCONN, ENOTSOCK, EOPNOTSUPP, EPROTONOSUPPORT, ESOCKTNOSUPPORT,
+                                Block, SyscallError)
+from guestkernel.syscalls import syscall
+from guestkernel.syscalls.args import AT_FDCWD, dir_node, fs_call, s32
+from guestkernel.syscalls.rw import sigpipe_on_epipe
+from guestkernel.unixsock import (AF_UNIX, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM, UnixSocket, autobind_name, connect,
+                                  listen, new_pair)
+from guestkernel.vfs import O_CLOEXEC, O_NONBLOCK
+
+AF_UNSPEC = 0
+SOCK_TYPE_MASK = 0xF
+MSG_OOB, MSG_PEEK, MSG_CTRUNC, MSG_TRUNC, MSG_DONTWAIT, MSG_EOR = 0x1, 0x2, 0x8, 0x20, 0x40, 0x80
+MSG_WAITALL, MSG_NOSIGNAL, MSG_CMSG_CLOEXEC = 0x100, 0x4000, 0x40000000
+SOL_SOCKET, SCM_RIGHTS = 1, 1
+SO_TYPE, SO_ERROR, SO_SNDBUF, SO_RCVBUF, SO_PASSCRED, SO_PEERCRED, SO_ACCEPTCONN, SO_DOMAIN = 3, 4, 7, 8, 16, 17, 30, 39
+SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
+SUN_PATH = 108
+MSGHDR = struct.Struct("<QI4xQQQQi4x")  # name, namelen, iov, iovlen, control, controllen, flags
+CMSGHDR = struct.Struct("<Qii")          # len, level, type
+SCM_MAX_FD = 253
+
+
+def sock(p, fd) -> UnixSocket:  # type: ignore[no-untyped-def]
+    f = p.fds.get(s32(fd))
+    if not isinstance(f, UnixSocket):
+        raise SyscallError(ENOTSOCK)
+    return f
+
+
+def creds(p) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
+    return (p.pid, 0, 0)
+
+
+def check_type(family: int, type_: int) -> tuple[int, int]:
+    if family != AF_UNIX:
+        raise SyscallError(EAFNOSUPPORT)
+    kind = type_ & SOCK_TYPE_MASK
+    if type_ & ~(SOCK_TYPE_MASK | O_NONBLOCK | O_CLOEXEC):
+        raise SyscallError(EINVAL)
+    if kind not in (SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET):
+        raise SyscallError(ESOCKTNOSUPPORT if kind in (3, 4, 10) else EINVAL)  # raw, rdm, packet
+    return kind, type_ & (O_NONBLOCK | O_CLOEXEC)
+
+
+@syscall("socket")
+def sys_socket(k, p, family, type_, protocol, *_):  # type: ignore[no-untyped-def]
+    kind, flags = check_type(s32(family), s32(type_))
+    if s32(protocol) not in (0, AF_UNIX):
+        raise SyscallError(EPROTONOSUPPORT)
+    return p.fds.install(UnixSocket(k, kind, flags, creds(p)), cloexec=bool(flags & O_CLOEXEC))
+
+
+@syscall("socketpair")
+def sys_socketpair(k, p, family, type_, protocol, sv, *_):  # type: ignore[no-untyped-def]
+    kind, flags = check_type(s32(family), s32(type_))
+    if s32(protocol) not in (0, AF_UNIX):
+        raise SyscallError(EPROTONOSUPPORT)
+    p.mm.user_pages(sv, 8, write=True)
+    a, b = new_pair(k, kind, flags, creds(p))
+    fa = p.fds.install(a, cloexec=bool(flags & O_CLOEXEC))
+    fb = p.fds.install(b, cloexec=bool(flags & O_CLOEXEC))
+    p.mm.copy_out(sv, struct.pack("<ii", fa, fb))
+    return 0
+
+
+def read_addr(p, addr: int, addrlen: int) -> bytes:  # type: ignore[no-untyped-def]
+    """The name in a sockaddr_un: a path (up to its NUL) or an abstract name (leading NUL);
+    b"" for an address of the family alone (autobind)."""
+    addrlen = s32(addrlen)
+    if addrlen < 2 or addrlen > 2 + SUN_PATH:
+        raise SyscallError(EINVAL)
+    raw = p.mm.copy_in(addr, addrlen)
+    (family,) = struct.unpack_from("<H", raw)
+    if family != AF_UNIX:
+        raise SyscallError(EINVAL if family != AF_UNSPEC else EAFNOSUPPORT)
+    path = raw[2:]
+    if not path:
+        return b""
+    if path[0] == 0:
+        return path
+    return path.split(b"\0", 1)[0]
+
+
+def name_key(k, p, name: bytes):  # type: ignore[no-untyped-def]
+    """The kernel-table key of a name: an abstract one as it is, a path by its node (ENOENT
+    and the other lookup errors as Linux)."""
+    if name.startswith(b"\0"):
+        return ("abstract", name)
+    return ("path", k.vfs.resolve(name, dir_node(k, p, AT_FDCWD)))
+
+
+@syscall("bind")
+def sys_bind(k, p, fd, addr, addrlen, *_):  # type: ignore[no-untyped-def]
+    s = sock(p, fd)
+    name = read_addr(p, addr, addrlen)
+    if s.name is not None:
+        raise SyscallError(EINVAL)
+    if not name:
+        name = autobind_name(k)
+    if name.startswith(b"\0"):
+        key = ("abstract", name)
+        if key in k.unix_names:
+            raise SyscallError(EADDRINUSE)
+    else:  # a socket inode in the file system (EADDRINUSE if the name exists)
+        parent, last = k.vfs.resolve_parent(name, dir_node(k, p, AT_FDCWD))
+        if not isinstance(parent, int) or last in (b"", b".", b".."):
+            raise SyscallError(EADDRINUSE)
+        k.on_dir_change(p)
+        try:
+            node = fs_call(k.fs.mknod, parent, last, S.S_IFSOCK | (0o777 & ~p.umask), 0, 0, 0)
+        except SyscallError as e:
+            raise SyscallError(EADDRINUSE if e.errno == EEXIST else e.errno) from None
+        key = ("path", node)
+    s.name, s.key = name, key
+    k.unix_names[key] = s
+    return 0
+
+
+@syscall("listen")
+def sys_listen(k, p, fd, backlog, *_):  # type: ignore[no-untyped-def]
+    listen(sock(p, fd), s32(backlog))
+    return 0
+
+
+def target_of(k, p, name: bytes) -> UnixSocket:  # type: ignore[no-untyped-def]
+    key = name_key(k, p, name)
+    if key[0] == "path" and not S.S_ISSOCK(k.fs.stat(key[1]).mode):
+        raise SyscallError(ECONNREFUSED)
+    target = k.unix_names.get(key)
+    if target is None:
+        raise SyscallError(ECONNREFUSED)
+    return target
+
+
+@syscall("connect")
+def sys_connect(k, p, fd, addr, addrlen, *_):  # type: ignore[no-untyped-def]
+    s = sock(p, fd)
+    if s32(addrlen) >= 2 and s.type == SOCK_DGRAM:
+        (family,) = struct.unpack("<H", p.mm.copy_in(addr, 2))
+        if family == AF_UNSPEC:  # a datagram socket forgets its peer
+            s.peer, s.connected = None, False
+            return 0
+    name = read_addr(p, addr, addrlen)
+    if not name:
+        raise SyscallError(EINVAL)
+    target = target_of(k, p, name)
+    if s.type == SOCK_DGRAM:
+        if target.type != SOCK_DGRAM:
+            raise SyscallError(ECONNREFUSED)
+        s.peer, s.connected = target, True
+        return 0
+    if s.connected:
+        raise SyscallError(EISCONN)
+    if s.listening:
+        raise SyscallError(EINVAL)
+    connect(target, s, False)
+    return 0
+
+
+def write_addr(p, addr: int, addrlen_ptr: int, name: bytes | None) -> None:  # type: ignore[no-untyped-def]
+    """Store a sockaddr_un (truncated to the caller's length) and its real length."""
+    if not addr:
+        return
+    have = struct.unpack("<i", p.mm.copy_in(addrlen_ptr, 4))[0]
+    if have < 0:
+        raise SyscallError(EINVAL)
+    raw = struct.pack("<H", AF_UNIX) + (name or b"")
+    if name and not name.startswith(b"\0"):
+        raw += b"\0"
+    if have:
+        p.mm.copy_out(addr, raw[:have])
+    p.mm.copy_out(addrlen_ptr, struct.pack("<i", len(raw)))
+
+
+def do_accept(k, p, fd, addr, addrlen, flags):  # type: ignore[no-untyped-def]
+    s = sock(p, fd)
+    if flags & ~(O_NONBLOCK | O_CLOEXEC):
+        raise SyscallError(EINVAL)
+    if s.type == SOCK_DGRAM:
+        raise SyscallError(EOPNOTSUPP)
+    if not s.listening:
+        raise SyscallError(EINVAL)
+    if not s.backlog:
+        if s.flags & O_NONBLOCK:
+            raise SyscallError(EAGAIN)
+        raise Block(s.waitq)
+    server = s.backlog.popleft()
+    server.flags |= flags & O_NONBLOCK
+    s.waitq.wake()  # room in the backlog for a blocked connect
+    client = server.peer
+    write_addr(p, addr, addrlen, client.name if client is not None else None)
+    return p.fds.install(server, cloexec=bool(flags & O_CLOEXEC))
+
+
+@syscall("accept")
+def sys_accept(k, p, fd, addr, addrlen, *_):  # type: ignore[no-untyped-def]
+    return do_accept(k, p, fd, addr, addrlen, 0)
+
+
+@syscall("accept4")
+def sys_accept4(k, p, fd, addr, addrlen, flags, *_):  # type: ignore[no-untyped-def]
+    return do_accept(k, p, fd, addr, addrlen, s32(flags))
+
+
+@syscall("getsockname")
+def sys_getsockname(k, p, fd, addr, addrlen, *_):  # type: ignore[no-untyped-def]
+    s = sock(p, fd)
+    write_addr(p, addr, addrlen, s.name)
+    return 0
+
+
+@syscall("getpeername")
+def sys_getpeername(k, p, fd, addr, addrlen, *_):  # type: ignore[no-untyped-def]
+    s = sock(p, fd)
+    if not s.connected or s.peer is None:
+        raise SyscallError(ENOTCONN)
+    write_addr(p, addr, addrlen, s.peer.name)
+    return 0
+
+
+@syscall("shutdown")
+def sys_shutdown(k, p, fd, how, *_):  # type: ignore[no-untyped-def]
+    s = sock(p, fd)
+    how = s32(how)
+    if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
+        raise SyscallError(EINVAL)
+    if not s.connected:
+        raise SyscallError(ENOTCONN)
+    if how in (SHUT_RD, SHUT_RDWR):
+        s.shut_rd = True
+    if how in (SHUT_WR, SHUT_RDWR):
+        s.shut_wr = True
+    s.waitq.wake()
+    if s.peer is not None:
+        s.peer.waitq.wake()
+    return 0
+
+
+@syscall("getsockopt")
+def sys_getsockopt(k, p, fd, level, name, val, vallen, *_):  # type: ignore[no-untyped-def]
+    s = sock(p, fd)
+    if s32(level) != SOL_SOCKET:
+        raise SyscallError(ENOPROTOOPT)
+    name = s32(name)
+    if name == SO_PEERCRED:
+        if s.peer is None or not s.connected:
+            raise SyscallError(ENOTCONN)
+        data = struct.pack("<iII", *s.peer.creds)
+    elif name in (SO_TYPE, SO_ERROR, SO_SNDBUF, SO_RCVBUF, SO_ACCEPTCONN, SO_DOMAIN, SO_PASSCRED):
+        value = {SO_TYPE: s.type, SO_ERROR: 0, SO_SNDBUF: 212992, SO_RCVBUF: 212992,
+                 SO_ACCEPTCONN: int(s.listening), SO_DOMAIN: AF_UNIX, SO_PASSCRED: 0}[name]
+        data = struct.pack("<i", value)
+    else:
+        raise SyscallError(ENOPROTOOPT)
+    have = struct.unpack("<i", p.mm.copy_in(vallen, 4))[0]
+    if have < 0:
+        raise SyscallError(EINVAL)
+    p.mm.copy_out(val, data[:have])
+    p.mm.copy_out(vallen, struct.pack("<i", min(have, len(data))))
+    return 0
+
+
+@syscall("setsockopt")
+def sys_setsockopt(k, p, fd, level, name, val, vallen, *_):  # type: ignore[no-untyped-def]
+    sock(p, fd)
+    if s32(level) != SOL_SOCKET:
+        raise SyscallError(ENOPROTOOPT)
+    if s32(vallen) < 4:
+        raise SyscallError(EINVAL)
+    return 0  # buffer sizes, SO_PASSCRED...: accepted, without effect here
+
+
+# -- sending and receiving ------------------------------------------------------------------------
+def files_from_control(k, p, control: int, controllen: int) -> list:  # type: ignore[no-untyped-def]
+    """The files an SCM_RIGHTS message names (EBADF for a closed descriptor, EINVAL for a
+    malformed header or another kind of message)."""
+    files = []
+    if not control or controllen == 0:
+        return files
+    raw = p.mm.copy_in(control, controllen)
+    off = 0
+    while off + CMSGHDR.size <= len(raw):
+        clen, level, ctype = CMSGHDR.unpack_from(raw, off)
+        if clen < CMSGHDR.size or off + clen > len(raw):
+            raise SyscallError(EINVAL)
+        if level != SOL_SOCKET or ctype != SCM_RIGHTS:
+            raise SyscallError(EINVAL)
+        n = (clen - CMSGHDR.size) // 4
+        if n > SCM_MAX_FD:
+            raise SyscallError(EINVAL)
+        for (fd,) in struct.iter_unpack("<i", raw[off + CMSGHDR.size: off + CMSGHDR.size + 4 * n]):
+            f = p.fds.fds.get(fd)
+            if f is None:
+                raise SyscallError(EBADF)
+            files.append(f)
+        off += (clen + 7) & ~7
+    return files
+
+
+def do_send(k, p, s: UnixSocket, data: bytes, files: list, flags: int, to_name: bytes | None) -> int:  # type: ignore[no-untyped-def]
+    to = None
+    if to_name is not None:
+        if s.type != SOCK_DGRAM:
+            if not s.connected:
+                raise SyscallError(ENOTCONN)
+            raise SyscallError(EISCONN)
+        to = target_of(k, p, to_name)
+        if to.type != SOCK_DGRAM:
+            raise SyscallError(ECONNREFUSED)
+    elif s.type == SOCK_DGRAM and s.peer is None:
+        raise SyscallError(ENOTCONN)  # (Linux's unix_dgram_sendmsg: no peer, no address)
+    nonblock = bool(flags & MSG_DONTWAIT)
+    try:
+        sent = 0
+        while True:
+            n = s.send(data[sent:], files if sent == 0 else [], nonblock, to)
+            sent += n
+            if sent >= len(data) or not s.stream or nonblock or s.flags & O_NONBLOCK:
+                return sent
+    except SyscallError as e:
+        if not flags & MSG_NOSIGNAL:
+            sigpipe_on_epipe(k, p, e)
+        raise
+    except Block as b:
+        if sent:  # part was queued: the rest when there is room (as write(2) to a pipe)
+            done = sent
+            raise Block(b.waitq, retry=lambda: done + do_send(k, p, s, data[done:], [], flags, to_name)) from None
+        raise
+
+
+def iovecs(p, iov: int, iovlen: int) -> list[tuple[int, int]]:  # type: ignore[no-untyped-def]
+    if iovlen > 1024:
+        raise SyscallError(EINVAL)
+    raw = p.mm.copy_in(iov, 16 * iovlen) if iovlen else b""
+    return [struct.unpack_from("<QQ", raw, 16 * i) for i in range(iovlen)]
+
+
+@syscall("sendto")
+def sys_sendto(k, p, fd, buf, n, flags, addr, addrlen):  # type: ignore[no-untyped-def]
+    s = sock(p, fd)
+    data = p.mm.copy_in(buf, n) if n else b""
+    to = read_addr(p, addr, addrlen) if addr else None
+    return do_send(k, p, s, data, [], s32(flags), to or None)
+
+
+@syscall("sendmsg")
+def sys_sendmsg(k, p, fd, msg, flags, *_):  # type: ignore[no-untyped-def]
+    s = sock(p, fd)
+    name, namelen, iov, iovlen, control, controllen, _ = MSGHDR.unpack(p.mm.copy_in(msg, MSGHDR.size))
+    data = b"".join(p.mm.copy_in(base, length) for base, length in iovecs(p, iov, iovlen) if length)
+    files = files_from_control(k, p, control, controllen)
+    to = read_addr(p, name, namelen) if name else None
+    return do_send(k, p, s, data, files, s32(flags), to or None)
+
+
+def install_files(k, p, files: list, room: int, cloexec: bool) -> tuple[bytes, int]:  # type: ignore[no-untyped-def]
+    """Received files into descriptors: the SCM_RIGHTS message (as many as `room` bytes of
+    control hold) and its flags (MSG_CTRUNC when some did not fit: those are closed)."""
+    fit = max(0, (room - CMSGHDR.size) // 4) if room >= CMSGHDR.size else 0
+    fds = []
+    for i, f in enumerate(files):
+        if i < fit:
+            fds.append(p.fds.install(f, cloexec=cloexec))  # (the segment's reference moves here)
+        else:
+            k.drop_file(f)
+    if not fds:
+        return b"", MSG_CTRUNC if files else 0
+    body = CMSGHDR.pack(CMSGHDR.size + 4 * len(fds), SOL_SOCKET, SCM_RIGHTS) + struct.pack(f"<{len(fds)}i", *fds)
+    body += b"\0" * (-len(body) % 8)
+    return body[:room], MSG_CTRUNC if len(fds) < len(files) else 0
+
+
+def do_recv(k, p, s: UnixSocket, n: int, flags: int):  # type: ignore[no-untyped-def]
+    data, files, sender, whole = s.recv(n, bool(flags & MSG_PEEK), bool(flags & MSG_DONTWAIT))
+    return data, files, sender, whole
+
+
+@syscall("recvfrom")
+def sys_recvfrom(k, p, fd, buf, n, flags, addr, addrlen):  # type: ignore[no-untyped-def]
+    s = sock(p, fd)
+    flags = s32(flags)
+    if flags & MSG_OOB:
+        raise SyscallError(EOPNOTSUPP)
+    if n:
+        p.mm.user_pages(buf, 1, write=True)
+    data, files, sender, whole = do_recv(k, p, s, n, flags)
+    for f in files:
+        k.drop_file(f)
+    if data:
+        p.mm.copy_out(buf, data)
+    if addr:  # the sender's name, if it has one (Linux's unix_copy_addr), else a length of 0
+        if sender:
+            write_addr(p, addr, addrlen, sender)
+        else:
+            p.mm.copy_out(addrlen, struct.pack("<i", 0))
+    return whole if flags & MSG_TRUNC and not s.stream else len(data)
+
+
+@syscall("recvmsg")
+def sys_recvmsg(k, p, fd, msg, flags, *_):  # type: ignore[no-untyped-def]
+    s = sock(p, fd)
+    flags = s32(flags)
+    if flags & MSG_OOB:
+        raise SyscallError(EOPNOTSUPP)
+    name, namelen, iov, iovlen, control, controllen, _ = MSGHDR.unpack(p.mm.copy_in(msg, MSGHDR.size))
+    vecs = iovecs(p, iov, iovlen)
+    for base, length in vecs:
+        if length:
+            p.mm.user_pages(base, 1, write=True)
+    total = sum(length for _, length in vecs)
+    data, files, sender, whole = do_recv(k, p, s, total, flags)
+    pos = 0
+    for base, length in vecs:
+        if pos >= len(data):
+            break
+        chunk = data[pos:pos + length]
+        p.mm.copy_out(base, chunk)
+        pos += len(chunk)
+    out_flags = MSG_TRUNC if not s.stream and whole > len(data) else 0
+    cmsg, ctrunc = install_files(k, p, files, controllen if control else 0, bool(flags & MSG_CMSG_CLOEXEC))
+    if cmsg:
+        p.mm.copy_out(control, cmsg)
+    out_namelen = 0
+    if name and sender:
+        raw = struct.pack("<H", AF_UNIX) + sender + (b"\0" if sender and not sender.startswith(b"\0") else b"")
+        if namelen:
+            p.mm.copy_out(name, raw[:namelen])
+        out_namelen = len(raw)
+    head = bytearray(p.mm.copy_in(msg, MSGHDR.size))
+    struct.pack_into("<I", head, 8, out_namelen)
+    struct.pack_into("<Q", head, 40, len(cmsg))
+    struct.pack_into("<i", head, 48, out_flags | ctrunc)
+    p.mm.copy_out(msg, bytes(head))
+    return whole if flags & MSG_TRUNC and not s.stream else len(data)
+
+
