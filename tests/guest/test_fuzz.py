@@ -31,11 +31,14 @@ def test_random_elf_bytes(base_image, guest_programs, tmp_path_factory, body, ke
     e2fsck_clean(image)
 
 
-# Syscalls whose arguments are fuzzed: files, memory, descriptors, time, identity. Calls that
-# end or replace the process (exit, execve, fork bombs, kill) are left out so the run finishes.
+# Syscalls whose arguments are fuzzed: files, memory, descriptors, time, identity, sockets,
+# eventfd and epoll. Calls that end or replace the process (exit, execve, fork bombs, kill) are
+# left out so the run finishes, and so are calls that wait without a timeout for another process
+# (accept, recv, epoll_wait, futex waits).
 FUZZED = [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 16, 17, 18, 19, 20, 21, 22, 32, 33, 63, 72, 76, 77, 78, 79,
           80, 82, 83, 84, 86, 87, 88, 89, 90, 95, 96, 97, 99, 102, 137, 201, 217, 228, 257, 262, 263, 292, 293,
-          302, 318, 332, 400, 1000]
+          302, 318, 332, 400, 1000,
+          41, 42, 44, 46, 48, 49, 50, 51, 52, 53, 54, 55, 233, 290, 291]
 arg = st.one_of(
     st.integers(0, 2**64 - 1),
     st.integers(0, 4096),
