@@ -195,8 +195,6 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
         if p.state != ZOMBIE and (p.vfork_waitq is not None
                                   or (p.vfork_parent_blocked and p.state != RUNNABLE)):
             raise Unsupported("a vfork in progress")
-        if p.leader is not None:
-            raise Unsupported("a process with threads")
         if p.state != ZOMBIE and p is not cur and p.ctx is None:
             raise Unsupported(f"process {p.pid} has no saved context")
         if p.state != ZOMBIE and p.mm is not None and any(v.device for v in p.mm.vmas):
@@ -298,20 +296,24 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
             itimer_real=[max(0, p.itimer_real[0] - k.clock.uptime_ns()) if p.itimer_real[0] else 0, p.itimer_real[1]],
             sigframes=[[regs_of(k, ctx, {}), mask] for ctx, mask in p.sigframes],
             fds={str(fd): file_id(f) for fd, f in sorted(p.fds.fds.items())},
-            cloexec=sorted(p.fds.cloexec), fdtable=id(p.fds),
+            cloexec=sorted(p.fds.cloexec), fdtable=id(p.fds), sighand=id(p.sigactions),
+            leader=p.leader.pid if p.leader is not None else None,
             mm={"asid": id(mm), "brk_start": mm.brk_start, "brk": mm.brk,
                 "layout": [mm.arg_start, mm.arg_end, mm.env_start, mm.env_end, mm.start_stack],
                 "vmas": [[v.start, v.end, v.prot, v.shared, getattr(v.backing, "ino", None), v.offset, v.name]
                          for v in mm.vmas]},
             pages=pages_of[mm.asid],
         )
-    # Which processes share a descriptor table or an mm (vfork) is named by the first holder.
+    # Which processes share a descriptor table, an mm (vfork, threads) or signal actions
+    # (threads) is named by the first holder.
     first: dict[int, int] = {}
     first_mm: dict[int, int] = {}
+    first_sighand: dict[int, int] = {}
     for d in procs:
         if "fdtable" in d:
             d["fdtable"] = first.setdefault(d["fdtable"], d["pid"])
             d["mm"]["asid"] = first_mm.setdefault(d["mm"]["asid"], d["pid"])  # named by its first holder
+            d["sighand"] = first_sighand.setdefault(d["sighand"], d["pid"])
     tracker.pipes = new_pipes
     for pipe in captured_pipes:
         pipe.dirty.clear()
@@ -362,6 +364,7 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
 
     mms: dict[int, MM] = {}
     tables: dict[int, FDTable] = {}
+    sighands: dict[int, dict] = {}  # threads share their group's signal actions
     by_scm: dict[int, int] = {}  # SCM page -> frame already holding it (shared after fork)
     procs: dict[int, Process] = {}
     for d in meta["procs"]:
@@ -375,7 +378,8 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
             p.state = ZOMBIE
             continue
         p.cwd = DEV_DIR if d["cwd"] == "dev" else d["cwd"]
-        p.sigactions = {int(s): SigAction(*a) for s, a in d["sigactions"].items()}
+        p.sigactions = sighands.setdefault(d.get("sighand", p.pid),
+                                           {int(s): SigAction(*a) for s, a in d["sigactions"].items()})
         p.sigmask, p.sigpending, p.clear_child_tid = d["sigmask"], d["sigpending"], d["clear_child_tid"]
         p.saved_sigmask = d.get("saved_sigmask")
         p.rlimits = {int(r): (v[0], v[1]) for r, v in d["rlimits"].items()}
@@ -416,9 +420,12 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
             p.pending_nr = 0
             p.vfork_parent_blocked = True
         p.state = RUNNABLE
+    for d in meta["procs"]:
+        if d.get("leader") is not None:  # a thread: of its group, nobody's child to wait for
+            procs[d["pid"]].leader = procs[d["leader"]]
     for p in procs.values():
         parent = procs.get(p.ppid)
-        if parent is not None:
+        if parent is not None and p.leader is None:
             parent.children.append(p)
     k.procs = dict(sorted(procs.items()))
     k.next_pid = max(procs, default=0) + 1
