@@ -21,10 +21,10 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 # The base image (images/recipes/base.py) copies the host's procps (free, vmstat, ps); the
 # stress image (images/recipes/stress.py) its stress-ng and fio; the hybrid image
-# (images/recipes/hybrid.py) its stress, xz and bzip2; the nas image (images/recipes/nas.py)
+# (images/recipes/hybrid.py) its stress, xz, bzip2 and pigz; the nas image (images/recipes/nas.py)
 # util-linux's losetup, mount and umount (command:package).
 missing=()
-for cp in free:procps vmstat:procps stress-ng:stress-ng fio:fio stress:stress xz:xz-utils bzip2:bzip2 \
+for cp in free:procps vmstat:procps stress-ng:stress-ng fio:fio stress:stress xz:xz-utils bzip2:bzip2 pigz:pigz \
           losetup:mount mount:mount umount:mount; do
   command -v "${cp%%:*}" >/dev/null 2>&1 || missing+=("${cp##*:}")
 done

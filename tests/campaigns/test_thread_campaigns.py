@@ -51,3 +51,22 @@ def test_a_thread_pool_campaign_with_checkpoint_events(pool_image, tmp_path):
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert len(doc["points"]) >= 200 and doc["summary"]["failed"] == 0
     assert doc["summary"]["by_phase"]["checkpoint"]["tried"] > 50  # cuts inside checkpoints of four threads
+
+
+@pytest.mark.slow
+def test_pigz_with_two_threads_campaign(tmp_path):
+    """pigz -p 2 behind a pipe, checkpointed at every syscall: 200 instruction cuts and every
+    event of two checkpoints (thinned), every restart resumes identical."""
+    from images.build import default_image
+
+    script = ("head -c 262144 /data/corpus.txt | pigz -n -p 2 -b 32 > /tmp/c.gz; "
+              "pigz -n -p 2 -b 32 -c /data/corpus.txt | md5sum")
+    d = tmp_path / "c"
+    cmd = [sys.executable, "-m", "emu.cli", "crashtest", "--dir", str(d), "--image", str(default_image(recipe="hybrid")),
+           "--set", "cpus=2", "--level", "persist", "--checkpoint", "tcp=0", "--jobs", "2", "--points", "200",
+           "--every-event-of-checkpoint", "2", "--event-stride", "8", "--", "/bin/sh", "-c", script]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    doc = json.loads((d / "crashtest.json").read_text())
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert len(doc["points"]) >= 200 and doc["summary"]["failed"] == 0
+    assert len(doc["reference"]["checkpoints"]) > 100
