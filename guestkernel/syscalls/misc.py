@@ -1,5 +1,5 @@
 """System information and randomness: uname, sysinfo, getrandom, and calls that are answered
-on purpose with ENOSYS (rseq, clone3: glibc falls back) or a harmless success."""
+on purpose with ENOSYS (rseq: glibc does without) or a harmless success."""
 from __future__ import annotations
 
 import struct
@@ -34,7 +34,7 @@ def sys_getrandom(k, p, buf, n, flags, *_):  # type: ignore[no-untyped-def]
     return n
 
 
-@syscall("rseq", "clone3", "io_uring_setup", "memfd_create", "pidfd_open", "landlock_create_ruleset",
+@syscall("rseq", "io_uring_setup", "memfd_create", "pidfd_open", "landlock_create_ruleset",
          "get_mempolicy", "set_mempolicy", "mbind")  # the last three: a kernel without NUMA
 def sys_enosys(k, p, *_):  # type: ignore[no-untyped-def]
     raise SyscallError(ENOSYS)

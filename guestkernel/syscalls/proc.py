@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import struct
 
-from guestkernel.errors import ECHILD, EINVAL, ENOSYS, EPERM, Block, SyscallError
+from guestkernel.errors import E2BIG, ECHILD, EINVAL, ENOSYS, EPERM, Block, SyscallError
 from guestkernel.process import ZOMBIE
 from guestkernel import futex
 from guestkernel.syscalls import syscall
@@ -77,6 +77,32 @@ def sys_vfork(k, p, *_):  # type: ignore[no-untyped-def]
 @syscall("clone")
 def sys_clone(k, p, flags, stack, parent_tid, child_tid, tls, *_):  # type: ignore[no-untyped-def]
     return do_clone(k, p, flags, stack, parent_tid, child_tid, tls)
+
+
+CLONE_ARGS = struct.Struct("<11Q")  # flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size,
+#                                     tls, set_tid, set_tid_size, cgroup
+CLONE_ARGS_SIZE_VER0 = 64
+CLONE_PIDFD, CLONE_NEWNS, CLONE_INTO_CGROUP = 0x1000, 0x20000, 1 << 33
+
+
+@syscall("clone3")
+def sys_clone3(k, p, uargs, size, *_):  # type: ignore[no-untyped-def]
+    """clone3(2) as glibc's pthread_create calls it first: the same clone, its arguments in a
+    struct (the stack given as base and size); pidfds, set_tid and cgroups are not offered."""
+    if size < CLONE_ARGS_SIZE_VER0 or size > 4096:
+        raise SyscallError(EINVAL)
+    raw = p.mm.copy_in(uargs, min(size, CLONE_ARGS.size)).ljust(CLONE_ARGS.size, b"\0")
+    if size > CLONE_ARGS.size and any(p.mm.copy_in(uargs + CLONE_ARGS.size, size - CLONE_ARGS.size)):
+        raise SyscallError(E2BIG)  # fields this kernel does not know are set
+    flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup = \
+        CLONE_ARGS.unpack(raw)
+    if exit_signal & ~0xFF or exit_signal > 64 or flags & 0xFF or (stack == 0) != (stack_size == 0):
+        raise SyscallError(EINVAL)
+    if flags & (CLONE_PIDFD | CLONE_INTO_CGROUP) or set_tid or set_tid_size:
+        raise SyscallError(EINVAL)  # (not offered: no pidfds, no pid namespaces, no cgroups)
+    if flags & CLONE_THREAD and exit_signal:
+        raise SyscallError(EINVAL)
+    return do_clone(k, p, flags | exit_signal, stack + stack_size if stack else 0, parent_tid, child_tid, tls)
 
 
 @syscall("execve")
