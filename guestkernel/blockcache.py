@@ -19,7 +19,7 @@ import os
 from collections import OrderedDict
 from typing import BinaryIO, Protocol
 
-__all__ = ["BlockCache", "FileBlockCache"]
+__all__ = ["BlockCache", "DataThroughCache", "FileBlockCache"]
 
 
 class BlockCache(Protocol):
@@ -51,10 +51,24 @@ class BlockCache(Protocol):
     def data_written(self, blockno: int, offset: int, n: int, ino: int) -> None: ...
 
 
+class DataThroughCache:
+    """A regular file's data as any cached block (get, mark_dirty): what a cache that holds
+    blocks gives ext2's file data calls (DAX storage reaches the block itself instead)."""
+
+    def data_read(self, blockno: int, offset: int, n: int) -> bytes:
+        return self.get(blockno)[offset:offset + n].tobytes()  # type: ignore[attr-defined]
+
+    def data_view(self, blockno: int) -> memoryview:
+        return self.get(blockno)  # type: ignore[attr-defined]
+
+    def data_written(self, blockno: int, offset: int, n: int, ino: int) -> None:
+        self.mark_dirty(blockno, ino)  # type: ignore[attr-defined]
+
+
 _POISON = 0xA5
 
 
-class FileBlockCache:
+class FileBlockCache(DataThroughCache):
     """Dict-backed BlockCache over an image file (or any seekable binary file object)."""
 
     def __init__(
@@ -132,15 +146,6 @@ class FileBlockCache:
             # across another get(): a real bug with the kernel's cache.
             raise RuntimeError(f"mark_dirty({blockno}) on a block that is not resident")
         self._dirty.add(blockno)
-
-    def data_read(self, blockno: int, offset: int, n: int) -> bytes:
-        return self.get(blockno)[offset:offset + n].tobytes()
-
-    def data_view(self, blockno: int) -> memoryview:
-        return self.get(blockno)
-
-    def data_written(self, blockno: int, offset: int, n: int, ino: int) -> None:
-        self.mark_dirty(blockno, ino)
 
     def forget(self, blockno: int) -> None:
         self._blocks.pop(blockno, None)

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
+from guestkernel.blockcache import DataThroughCache
 from guestkernel.frames import Frames
 from guestkernel.gfp import Gfp
 from hw.blockdev import BlockDevice
@@ -29,7 +30,7 @@ class PageCacheStats:
     evictions: int = 0
 
 
-class PageCache:
+class PageCache(DataThroughCache):
     def __init__(self, dev: BlockDevice | None, frames: Frames, block_size: int, max_pages: int | None = None,
                  nblocks: int | None = None) -> None:
         """`dev`: the device cached (None for a cache that holds no pages: guestkernel/dax.py,
@@ -73,17 +74,6 @@ class PageCache:
         self.pages[blockno] = pfn
         self.frame_mask[pfn] = 1
         return view
-
-    # A regular file's data goes through these (ext2/file.py): here as any block; DAX storage
-    # reaches the block itself instead (guestkernel/dax.py).
-    def data_read(self, blockno: int, offset: int, n: int) -> bytes:
-        return self.get(blockno)[offset:offset + n].tobytes()
-
-    def data_view(self, blockno: int) -> memoryview:
-        return self.get(blockno)
-
-    def data_written(self, blockno: int, offset: int, n: int, ino: int) -> None:
-        self.mark_dirty(blockno, ino)
 
     def pin(self, blockno: int) -> int:
         """The frame caching a block, with a reference for a mapping that will share it."""

@@ -4,9 +4,9 @@ driver so that its errors become the syscall's errno."""
 from __future__ import annotations
 
 import stat as S
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from guestkernel.errors import ENOTDIR, EPERM, ESRCH, SyscallError
+from guestkernel.errors import EINVAL, ENOTDIR, EPERM, ESRCH, SyscallError
 from guestkernel.vfs.pseudo import PseudoDirFile
 from guestkernel.vfs import DEV_DIR, DevDirFile, InodeFile
 
@@ -89,3 +89,12 @@ def process_arg(k: "Kernel", p: "Process", pid: int) -> "Process":
     if q is None:
         raise SyscallError(ESRCH)
     return q
+
+
+def file_of_kind(p: "Process", fd: int, cls: type) -> Any:
+    """The open file of descriptor fd, which must be a `cls` (a timerfd, an epoll set): EBADF,
+    else EINVAL, as Linux's fdget checks."""
+    f = p.fds.get(s32(fd))
+    if not isinstance(f, cls):
+        raise SyscallError(EINVAL)
+    return f

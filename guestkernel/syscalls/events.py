@@ -5,7 +5,7 @@ from guestkernel.errors import EFAULT, EINVAL, SyscallError
 from guestkernel.eventpoll import (EFD_SEMAPHORE, EPOLL_CTL_DEL, EPOLLEXCLUSIVE, EPOLLONESHOT, EVENT, EpollFile,
                                    EventFile)
 from guestkernel.syscalls import syscall
-from guestkernel.syscalls.args import s32
+from guestkernel.syscalls.args import file_of_kind, s32
 from guestkernel.syscalls.select import wait_ready
 from guestkernel.syscalls.signal import use_temporary_mask
 from guestkernel.timerfd import unpack_timespec
@@ -42,13 +42,6 @@ def sys_epoll_create1(k, p, flags, *_):  # type: ignore[no-untyped-def]
     return p.fds.install(EpollFile(flags), cloexec=bool(flags & O_CLOEXEC))
 
 
-def epoll_file(p, epfd):  # type: ignore[no-untyped-def]
-    ep = p.fds.get(s32(epfd))
-    if not isinstance(ep, EpollFile):
-        raise SyscallError(EINVAL)
-    return ep
-
-
 @syscall("epoll_ctl")
 def sys_epoll_ctl(k, p, epfd, op, fd, event, *_):  # type: ignore[no-untyped-def]
     ep_any = p.fds.get(s32(epfd))  # EBADF first, as Linux
@@ -69,9 +62,7 @@ def sys_epoll_ctl(k, p, epfd, op, fd, event, *_):  # type: ignore[no-untyped-def
 
 
 def do_epoll_wait(k, p, epfd, events, maxevents, timeout_ns):  # type: ignore[no-untyped-def]
-    ep = p.fds.get(s32(epfd))
-    if not isinstance(ep, EpollFile):
-        raise SyscallError(EINVAL)
+    ep = file_of_kind(p, epfd, EpollFile)
     maxevents = s32(maxevents)
     if maxevents <= 0 or maxevents > EP_MAX_EVENTS:
         raise SyscallError(EINVAL)

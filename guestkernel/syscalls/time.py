@@ -5,7 +5,7 @@ import struct
 
 from guestkernel.errors import EINVAL, Block, SyscallError
 from guestkernel.syscalls import syscall
-from guestkernel.syscalls.args import s32
+from guestkernel.syscalls.args import file_of_kind, s32
 from guestkernel.vfs import WaitQueue
 from guestkernel.timerfd import (CLOCKS, TFD_TIMER_ABSTIME, TFD_TIMER_CANCEL_ON_SET, TimerFile, pack_timespec,
                                  unpack_timespec)
@@ -104,10 +104,7 @@ def sys_timerfd_create(k, p, clk, flags, *_):  # type: ignore[no-untyped-def]
 
 
 def timer_file(p, fd):  # type: ignore[no-untyped-def]
-    f = p.fds.get(s32(fd))
-    if not isinstance(f, TimerFile):
-        raise SyscallError(EINVAL)
-    return f
+    return file_of_kind(p, fd, TimerFile)
 
 
 @syscall("timerfd_settime")
