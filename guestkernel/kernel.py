@@ -806,10 +806,13 @@ class Kernel:
         if p.state == ZOMBIE or not 1 <= sig <= 64:
             return
         act = p.action(sig)
-        if sig != SIGKILL and (act.handler == SIG_IGN or (act.handler == SIG_DFL and sig in DEFAULT_IGNORE)):
-            return  # discarded at generation, as Linux does for ignored signals
         bit = 1 << (sig - 1)
+        if sig != SIGKILL and not p.sigmask & bit and \
+                (act.handler == SIG_IGN or (act.handler == SIG_DFL and sig in DEFAULT_IGNORE)):
+            return  # discarded at generation, as Linux does for ignored signals that are not blocked
         p.sigpending |= bit
+        if p.sigwaitq is not None:
+            p.sigwaitq.wake()  # a signalfd reader or poller
         if p.state == BLOCKED:  # (it may still be `current`: nobody else ran since it blocked)
             if sig == SIGKILL or not p.sigmask & bit:
                 p.state = RUNNABLE

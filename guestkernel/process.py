@@ -91,6 +91,7 @@ class Process:
     sid: int = 0
     umask: int = 0o022
     affinity: int = 0                       # sched_setaffinity's mask (0: every CPU)
+    sigwaitq: WaitQueue | None = None       # woken when a signal becomes pending (signalfd)
     state: str = RUNNABLE
     ctx: object = None                      # saved Unicorn context while not on the CPU
     set_regs: dict[str, int] = field(default_factory=dict)  # applied when next put on the CPU

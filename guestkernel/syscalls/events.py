@@ -1,9 +1,11 @@
-"""eventfd, eventfd2 and the epoll calls (guestkernel/eventpoll.py holds the files)."""
+"""eventfd, eventfd2, signalfd, signalfd4 and the epoll calls (guestkernel/eventpoll.py and
+guestkernel/signalfd.py hold the files)."""
 from __future__ import annotations
 
 from guestkernel.errors import EFAULT, EINVAL, SyscallError
 from guestkernel.eventpoll import (EFD_SEMAPHORE, EPOLL_CTL_DEL, EPOLLEXCLUSIVE, EPOLLONESHOT, EVENT, EpollFile,
                                    EventFile)
+from guestkernel.signalfd import UNBLOCKABLE, SignalFile
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.args import file_of_kind, s32
 from guestkernel.syscalls.select import wait_ready
@@ -109,3 +111,28 @@ def sys_epoll_pwait2(k, p, epfd, events, maxevents, timeout, sigmask, sigsetsize
     ns = unpack_timespec(p.mm.copy_in(timeout, 16)) if timeout else None
     _with_mask(p, sigmask, sigsetsize)
     return do_epoll_wait(k, p, epfd, events, maxevents, ns)
+
+
+SFD_CLOEXEC, SFD_NONBLOCK = O_CLOEXEC, O_NONBLOCK
+
+
+def do_signalfd(k, p, fd, mask_ptr, size, flags):  # type: ignore[no-untyped-def]
+    if size != 8 or flags & ~(SFD_CLOEXEC | SFD_NONBLOCK):
+        raise SyscallError(EINVAL)
+    mask = int.from_bytes(p.mm.copy_in(mask_ptr, 8), "little")
+    fd = s32(fd)
+    if fd != -1:  # a new mask for an existing signalfd
+        f = file_of_kind(p, fd, SignalFile)
+        f.mask = mask & ~UNBLOCKABLE
+        return fd
+    return p.fds.install(SignalFile(p, mask, flags), cloexec=bool(flags & SFD_CLOEXEC))
+
+
+@syscall("signalfd")
+def sys_signalfd(k, p, fd, mask, size, *_):  # type: ignore[no-untyped-def]
+    return do_signalfd(k, p, fd, mask, size, 0)
+
+
+@syscall("signalfd4")
+def sys_signalfd4(k, p, fd, mask, size, flags, *_):  # type: ignore[no-untyped-def]
+    return do_signalfd(k, p, fd, mask, size, s32(flags))

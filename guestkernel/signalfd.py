@@ -1,0 +1,67 @@
+"""signalfd: a process's pending signals read through a descriptor (Linux's fs/signalfd.c).
+
+A SignalFile watches a set of signals of the process that made it: read(2) takes the lowest
+pending ones of the set (each a 128-byte struct signalfd_siginfo) and blocks, or fails with
+EAGAIN, while none is pending; poll sees POLLIN while one is. Programs block the signals first
+(sigprocmask) so that they stay pending instead of being delivered. The kernel does not keep who
+sent a signal: the records carry the signal number, code SI_USER and zeros.
+"""
+from __future__ import annotations
+
+import stat as S
+import struct
+from typing import TYPE_CHECKING
+
+from guestkernel.errors import EAGAIN, EINVAL, Block, SyscallError
+from guestkernel.vfs import O_NONBLOCK, O_RDONLY, POLLIN, POLLRDNORM, OpenFile, Stat, WaitQueue
+
+if TYPE_CHECKING:
+    from guestkernel.process import Process
+
+SIGINFO_SIZE = 128
+UNBLOCKABLE = (1 << 8) | (1 << 18)  # SIGKILL, SIGSTOP: never read through a signalfd
+
+
+def signal_waitq(p: "Process") -> WaitQueue:
+    """The queue woken when a signal becomes pending for p (Kernel.send_signal)."""
+    if p.sigwaitq is None:
+        p.sigwaitq = WaitQueue("signalfd")
+    return p.sigwaitq
+
+
+class SignalFile(OpenFile):
+    kind = "signalfd"
+    pollable = True
+
+    def __init__(self, p: "Process", mask: int, flags: int) -> None:
+        super().__init__(O_RDONLY | (flags & O_NONBLOCK))
+        self.proc = p
+        self.mask = mask & ~UNBLOCKABLE
+        self.waitq = signal_waitq(p)
+
+    def read(self, n: int) -> bytes:
+        if n < SIGINFO_SIZE:
+            raise SyscallError(EINVAL)
+        p = self.proc
+        out = []
+        while len(out) < n // SIGINFO_SIZE:
+            ready = p.sigpending & self.mask
+            if not ready:
+                break
+            bit = ready & -ready
+            p.sigpending &= ~bit
+            out.append(struct.pack("<IiiII", bit.bit_length(), 0, 0, 0, 0).ljust(SIGINFO_SIZE, b"\0"))
+        if out:
+            return b"".join(out)
+        if self.flags & O_NONBLOCK:
+            raise SyscallError(EAGAIN)
+        raise Block(self.waitq)
+
+    def poll_mask(self) -> int:
+        return POLLIN | POLLRDNORM if self.proc.sigpending & self.mask else 0
+
+    def poll_queue(self) -> WaitQueue:
+        return self.waitq
+
+    def stat(self) -> Stat:
+        return Stat(ino=1, mode=S.S_IFREG | 0o600, dev=0xE)  # anon_inode
