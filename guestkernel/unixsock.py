@@ -63,6 +63,8 @@ class UnixSocket(OpenFile):
         self.shut_rd = self.shut_wr = False
         self.peer_gone = False            # a connected peer closed
         self.closed = False
+        self.family = AF_UNIX             # AF_INET: a loopback TCP/UDP socket (syscalls/net.py)
+        self.inet_peer = b""              # a connected UDP socket's peer address
 
     @property
     def stream(self) -> bool:

@@ -1,14 +1,17 @@
-"""Sockets: AF_UNIX only (guestkernel/unixsock.py); other families get EAFNOSUPPORT (no traffic
-ever leaves the machine). socket, socketpair, bind, listen, connect, accept/accept4, the send and
-receive calls with SCM_RIGHTS, shutdown, names and the common socket options."""
+"""Sockets: AF_UNIX (guestkernel/unixsock.py) and AF_INET on the loopback network only (TCP and
+UDP between programs of the guest, on 127.0.0.0/8; other destinations are unreachable: no
+traffic ever leaves the machine); other families get EAFNOSUPPORT. socket, socketpair, bind,
+listen, connect, accept/accept4, the send and receive calls with SCM_RIGHTS (AF_UNIX), shutdown,
+names and the common socket options. An AF_INET socket is an AF_UNIX one underneath (the same
+queues and waits) named by a sockaddr_in; ports are the kernel's table of names."""
 from __future__ import annotations
 
 import stat as S
 import struct
 
-from guestkernel.errors import (EADDRINUSE, EAFNOSUPPORT, EAGAIN, EBADF, ECONNREFUSED, EEXIST, EINVAL,
-                                EISCONN, ENOPROTOOPT, ENOTCONN, ENOTSOCK, EOPNOTSUPP, EPROTONOSUPPORT, ESOCKTNOSUPPORT,
-                                Block, SyscallError)
+from guestkernel.errors import (EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EBADF, ECONNREFUSED, EDESTADDRREQ,
+                                EEXIST, EINVAL, EISCONN, ENETUNREACH, ENOPROTOOPT, ENOTCONN, ENOTSOCK, EOPNOTSUPP,
+                                EPROTONOSUPPORT, ESOCKTNOSUPPORT, Block, SyscallError)
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.args import AT_FDCWD, dir_node, fs_call, s32
 from guestkernel.syscalls.rw import sigpipe_on_epipe
@@ -24,6 +27,9 @@ SOL_SOCKET, SCM_RIGHTS = 1, 1
 SO_TYPE, SO_ERROR, SO_SNDBUF, SO_RCVBUF, SO_PASSCRED, SO_PEERCRED, SO_ACCEPTCONN, SO_DOMAIN = 3, 4, 7, 8, 16, 17, 30, 39
 SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
 SUN_PATH = 108
+AF_INET, IPPROTO_IP, IPPROTO_TCP, IPPROTO_UDP = 2, 0, 6, 17
+INADDR_ANY, LOOPBACK = 0, 0x7F000001
+EPHEMERAL = (32768, 61000)  # net.ipv4.ip_local_port_range
 MSGHDR = struct.Struct("<QI4xQQQQi4x")  # name, namelen, iov, iovlen, control, controllen, flags
 CMSGHDR = struct.Struct("<Qii")          # len, level, type
 SCM_MAX_FD = 253
@@ -41,26 +47,34 @@ def creds(p) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
 
 
 def check_type(family: int, type_: int) -> tuple[int, int]:
-    if family != AF_UNIX:
+    if family not in (AF_UNIX, AF_INET):
         raise SyscallError(EAFNOSUPPORT)
     kind = type_ & SOCK_TYPE_MASK
     if type_ & ~(SOCK_TYPE_MASK | O_NONBLOCK | O_CLOEXEC):
         raise SyscallError(EINVAL)
     if kind not in (SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET):
         raise SyscallError(ESOCKTNOSUPPORT if kind in (3, 4, 10) else EINVAL)  # raw, rdm, packet
+    if family == AF_INET and kind == SOCK_SEQPACKET:
+        raise SyscallError(ESOCKTNOSUPPORT)
     return kind, type_ & (O_NONBLOCK | O_CLOEXEC)
 
 
 @syscall("socket")
 def sys_socket(k, p, family, type_, protocol, *_):  # type: ignore[no-untyped-def]
-    kind, flags = check_type(s32(family), s32(type_))
-    if s32(protocol) not in (0, AF_UNIX):
+    family = s32(family)
+    kind, flags = check_type(family, s32(type_))
+    allowed = (0, AF_UNIX) if family == AF_UNIX else (0, IPPROTO_TCP if kind == SOCK_STREAM else IPPROTO_UDP)
+    if s32(protocol) not in allowed:
         raise SyscallError(EPROTONOSUPPORT)
-    return p.fds.install(UnixSocket(k, kind, flags, creds(p)), cloexec=bool(flags & O_CLOEXEC))
+    s = UnixSocket(k, kind, flags, creds(p))
+    s.family = family
+    return p.fds.install(s, cloexec=bool(flags & O_CLOEXEC))
 
 
 @syscall("socketpair")
 def sys_socketpair(k, p, family, type_, protocol, sv, *_):  # type: ignore[no-untyped-def]
+    if s32(family) == AF_INET:
+        raise SyscallError(EOPNOTSUPP)
     kind, flags = check_type(s32(family), s32(type_))
     if s32(protocol) not in (0, AF_UNIX):
         raise SyscallError(EPROTONOSUPPORT)
@@ -98,9 +112,69 @@ def name_key(k, p, name: bytes):  # type: ignore[no-untyped-def]
     return ("path", k.vfs.resolve(name, dir_node(k, p, AT_FDCWD)))
 
 
+# -- AF_INET on the loopback network ------------------------------------------------------------
+def inet_read(p, addr: int, addrlen: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """(address, port) of a sockaddr_in."""
+    if s32(addrlen) < 16:
+        raise SyscallError(EINVAL)
+    raw = p.mm.copy_in(addr, 16)
+    (family,) = struct.unpack_from("<H", raw)
+    if family != AF_INET:
+        raise SyscallError(EAFNOSUPPORT)
+    port, ip = struct.unpack_from(">HI", raw, 2)
+    return ip, port
+
+
+def inet_name(ip: int, port: int) -> bytes:
+    return struct.pack("<H", AF_INET) + struct.pack(">HI", port, ip) + bytes(8)
+
+
+def inet_port(name: bytes) -> int:
+    return struct.unpack_from(">H", name, 2)[0]
+
+
+def local(ip: int) -> bool:
+    return ip == INADDR_ANY or ip >> 24 == 127
+
+
+def inet_bind(k, s: UnixSocket, ip: int, port: int) -> None:  # type: ignore[no-untyped-def]
+    if not local(ip):
+        raise SyscallError(EADDRNOTAVAIL)
+    if port == 0:  # an ephemeral port, the lowest free one (deterministic)
+        port = next((q for q in range(EPHEMERAL[0], EPHEMERAL[1]) if ("inet", s.type, q) not in k.unix_names), 0)
+        if not port:
+            raise SyscallError(EADDRINUSE)
+    key = ("inet", s.type, port)
+    if key in k.unix_names:
+        raise SyscallError(EADDRINUSE)
+    s.name, s.key = inet_name(ip, port), key
+    k.unix_names[key] = s
+
+
+def inet_target(k, kind: int, ip: int, port: int) -> UnixSocket | None:  # type: ignore[no-untyped-def]
+    if not local(ip):
+        raise SyscallError(ENETUNREACH)  # the machine has no network but its loopback
+    return k.unix_names.get(("inet", kind, port))
+
+
+def sockaddr_of(s: UnixSocket, name: bytes | None) -> bytes:
+    """What getsockname and friends store: a sockaddr_un (family and name, a path with its NUL)
+    or a sockaddr_in (0.0.0.0:0 when unbound)."""
+    if s.family == AF_INET:
+        return name or inet_name(INADDR_ANY, 0)
+    raw = struct.pack("<H", AF_UNIX) + (name or b"")
+    return raw + b"\0" if name and not name.startswith(b"\0") else raw
+
+
 @syscall("bind")
 def sys_bind(k, p, fd, addr, addrlen, *_):  # type: ignore[no-untyped-def]
     s = sock(p, fd)
+    if s.family == AF_INET:
+        ip, port = inet_read(p, addr, addrlen)
+        if s.name is not None:
+            raise SyscallError(EINVAL)
+        inet_bind(k, s, ip, port)
+        return 0
     name = read_addr(p, addr, addrlen)
     if s.name is not None:
         raise SyscallError(EINVAL)
@@ -147,8 +221,23 @@ def sys_connect(k, p, fd, addr, addrlen, *_):  # type: ignore[no-untyped-def]
     if s32(addrlen) >= 2 and s.type == SOCK_DGRAM:
         (family,) = struct.unpack("<H", p.mm.copy_in(addr, 2))
         if family == AF_UNSPEC:  # a datagram socket forgets its peer
-            s.peer, s.connected = None, False
+            s.peer, s.connected, s.inet_peer = None, False, b""
             return 0
+    if s.family == AF_INET:
+        ip, port = inet_read(p, addr, addrlen)
+        target = inet_target(k, s.type, ip, port)
+        if s.name is None:
+            inet_bind(k, s, LOOPBACK, 0)
+        if s.type == SOCK_DGRAM:
+            s.peer, s.connected = target, True  # (no socket there: what is sent is dropped)
+            s.inet_peer = inet_name(ip or LOOPBACK, port)
+            return 0
+        if target is None:
+            raise SyscallError(ECONNREFUSED)
+        if s.connected:
+            raise SyscallError(EISCONN)
+        connect(target, s, False)
+        return 0
     name = read_addr(p, addr, addrlen)
     if not name:
         raise SyscallError(EINVAL)
@@ -166,16 +255,13 @@ def sys_connect(k, p, fd, addr, addrlen, *_):  # type: ignore[no-untyped-def]
     return 0
 
 
-def write_addr(p, addr: int, addrlen_ptr: int, name: bytes | None) -> None:  # type: ignore[no-untyped-def]
-    """Store a sockaddr_un (truncated to the caller's length) and its real length."""
+def write_addr(p, addr: int, addrlen_ptr: int, raw: bytes) -> None:  # type: ignore[no-untyped-def]
+    """Store a socket address (truncated to the caller's length) and its real length."""
     if not addr:
         return
     have = struct.unpack("<i", p.mm.copy_in(addrlen_ptr, 4))[0]
     if have < 0:
         raise SyscallError(EINVAL)
-    raw = struct.pack("<H", AF_UNIX) + (name or b"")
-    if name and not name.startswith(b"\0"):
-        raw += b"\0"
     if have:
         p.mm.copy_out(addr, raw[:have])
     p.mm.copy_out(addrlen_ptr, struct.pack("<i", len(raw)))
@@ -197,7 +283,7 @@ def do_accept(k, p, fd, addr, addrlen, flags):  # type: ignore[no-untyped-def]
     server.flags |= flags & O_NONBLOCK
     s.waitq.wake()  # room in the backlog for a blocked connect
     client = server.peer
-    write_addr(p, addr, addrlen, client.name if client is not None else None)
+    write_addr(p, addr, addrlen, sockaddr_of(s, client.name if client is not None else None))
     return p.fds.install(server, cloexec=bool(flags & O_CLOEXEC))
 
 
@@ -214,16 +300,16 @@ def sys_accept4(k, p, fd, addr, addrlen, flags, *_):  # type: ignore[no-untyped-
 @syscall("getsockname")
 def sys_getsockname(k, p, fd, addr, addrlen, *_):  # type: ignore[no-untyped-def]
     s = sock(p, fd)
-    write_addr(p, addr, addrlen, s.name)
+    write_addr(p, addr, addrlen, sockaddr_of(s, s.name))
     return 0
 
 
 @syscall("getpeername")
 def sys_getpeername(k, p, fd, addr, addrlen, *_):  # type: ignore[no-untyped-def]
     s = sock(p, fd)
-    if not s.connected or s.peer is None:
+    if not s.connected or (s.peer is None and not s.inet_peer):
         raise SyscallError(ENOTCONN)
-    write_addr(p, addr, addrlen, s.peer.name)
+    write_addr(p, addr, addrlen, s.inet_peer or sockaddr_of(s, s.peer.name))
     return 0
 
 
@@ -248,16 +334,22 @@ def sys_shutdown(k, p, fd, how, *_):  # type: ignore[no-untyped-def]
 @syscall("getsockopt")
 def sys_getsockopt(k, p, fd, level, name, val, vallen, *_):  # type: ignore[no-untyped-def]
     s = sock(p, fd)
-    if s32(level) != SOL_SOCKET:
+    level, name = s32(level), s32(name)
+    if level in (IPPROTO_TCP, IPPROTO_IP) and s.family == AF_INET:
+        data = struct.pack("<i", 0)  # TCP_NODELAY and the like: off
+        have = struct.unpack("<i", p.mm.copy_in(vallen, 4))[0]
+        p.mm.copy_out(val, data[:max(have, 0)])
+        p.mm.copy_out(vallen, struct.pack("<i", min(max(have, 0), 4)))
+        return 0
+    if level != SOL_SOCKET:
         raise SyscallError(ENOPROTOOPT)
-    name = s32(name)
     if name == SO_PEERCRED:
         if s.peer is None or not s.connected:
             raise SyscallError(ENOTCONN)
         data = struct.pack("<iII", *s.peer.creds)
     elif name in (SO_TYPE, SO_ERROR, SO_SNDBUF, SO_RCVBUF, SO_ACCEPTCONN, SO_DOMAIN, SO_PASSCRED):
         value = {SO_TYPE: s.type, SO_ERROR: 0, SO_SNDBUF: 212992, SO_RCVBUF: 212992,
-                 SO_ACCEPTCONN: int(s.listening), SO_DOMAIN: AF_UNIX, SO_PASSCRED: 0}[name]
+                 SO_ACCEPTCONN: int(s.listening), SO_DOMAIN: s.family, SO_PASSCRED: 0}[name]
         data = struct.pack("<i", value)
     else:
         raise SyscallError(ENOPROTOOPT)
@@ -271,8 +363,8 @@ def sys_getsockopt(k, p, fd, level, name, val, vallen, *_):  # type: ignore[no-u
 
 @syscall("setsockopt")
 def sys_setsockopt(k, p, fd, level, name, val, vallen, *_):  # type: ignore[no-untyped-def]
-    sock(p, fd)
-    if s32(level) != SOL_SOCKET:
+    s = sock(p, fd)
+    if s32(level) != SOL_SOCKET and not (s.family == AF_INET and s32(level) in (IPPROTO_TCP, IPPROTO_IP)):
         raise SyscallError(ENOPROTOOPT)
     if s32(vallen) < 4:
         raise SyscallError(EINVAL)
@@ -308,6 +400,19 @@ def files_from_control(k, p, control: int, controllen: int) -> list:  # type: ig
 
 def do_send(k, p, s: UnixSocket, data: bytes, files: list, flags: int, to_name: bytes | None) -> int:  # type: ignore[no-untyped-def]
     to = None
+    if s.family == AF_INET and s.type == SOCK_DGRAM:  # UDP: to a port nobody holds, dropped
+        if s.name is None:
+            inet_bind(k, s, LOOPBACK, 0)
+        if to_name is not None:
+            ip, port = struct.unpack_from(">HI", to_name, 2)[::-1]
+            to = inet_target(k, SOCK_DGRAM, ip, port)
+        elif not s.connected:
+            raise SyscallError(EDESTADDRREQ)
+        else:
+            to = s.peer
+        if to is None or to.closed:
+            return len(data)
+        return s.send(data, [], bool(flags & MSG_DONTWAIT), to)
     if to_name is not None:
         if s.type != SOCK_DGRAM:
             if not s.connected:
@@ -348,7 +453,8 @@ def iovecs(p, iov: int, iovlen: int) -> list[tuple[int, int]]:  # type: ignore[n
 def sys_sendto(k, p, fd, buf, n, flags, addr, addrlen):  # type: ignore[no-untyped-def]
     s = sock(p, fd)
     data = p.mm.copy_in(buf, n) if n else b""
-    to = read_addr(p, addr, addrlen) if addr else None
+    to = (inet_name(*inet_read(p, addr, addrlen)) if s.family == AF_INET else read_addr(p, addr, addrlen)) if addr \
+        else None
     return do_send(k, p, s, data, [], s32(flags), to or None)
 
 
@@ -358,7 +464,10 @@ def sys_sendmsg(k, p, fd, msg, flags, *_):  # type: ignore[no-untyped-def]
     name, namelen, iov, iovlen, control, controllen, _ = MSGHDR.unpack(p.mm.copy_in(msg, MSGHDR.size))
     data = b"".join(p.mm.copy_in(base, length) for base, length in iovecs(p, iov, iovlen) if length)
     files = files_from_control(k, p, control, controllen)
-    to = read_addr(p, name, namelen) if name else None
+    if files and s.family != AF_UNIX:
+        raise SyscallError(EINVAL)  # descriptors pass over AF_UNIX only
+    to = (inet_name(*inet_read(p, name, namelen)) if s.family == AF_INET else read_addr(p, name, namelen)) if name \
+        else None
     return do_send(k, p, s, data, files, s32(flags), to or None)
 
 
@@ -399,7 +508,7 @@ def sys_recvfrom(k, p, fd, buf, n, flags, addr, addrlen):  # type: ignore[no-unt
         p.mm.copy_out(buf, data)
     if addr:  # the sender's name, if it has one (Linux's unix_copy_addr), else a length of 0
         if sender:
-            write_addr(p, addr, addrlen, sender)
+            write_addr(p, addr, addrlen, sockaddr_of(s, sender))
         else:
             p.mm.copy_out(addrlen, struct.pack("<i", 0))
     return whole if flags & MSG_TRUNC and not s.stream else len(data)
@@ -431,7 +540,7 @@ def sys_recvmsg(k, p, fd, msg, flags, *_):  # type: ignore[no-untyped-def]
         p.mm.copy_out(control, cmsg)
     out_namelen = 0
     if name and sender:
-        raw = struct.pack("<H", AF_UNIX) + sender + (b"\0" if sender and not sender.startswith(b"\0") else b"")
+        raw = sockaddr_of(s, sender)
         if namelen:
             p.mm.copy_out(name, raw[:namelen])
         out_namelen = len(raw)

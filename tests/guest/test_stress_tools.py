@@ -103,7 +103,8 @@ def static_program(tmp_path_factory):
     return build
 
 
-@pytest.mark.parametrize("program", ["locks", "shm", "threads", "futexops", "eventpoll", "sigfd", "pthreadpool"])
+@pytest.mark.parametrize("program", ["locks", "shm", "threads", "futexops", "eventpoll", "sigfd", "inet",
+                                     "pthreadpool"])
 def test_semantics_match_native(emu, stress_copy, static_program, tmp_path, program):
     exe = static_program(program)
     native = subprocess.run([str(exe), str(tmp_path / "native.dat")], capture_output=True, check=True, timeout=60)
