@@ -37,3 +37,20 @@ def test_compressor_with_four_threads_matches_native_and_is_deterministic(hybrid
         assert run.result.syscalls.get("clone3", 0) >= 4  # the worker threads (glibc calls clone3 first)
         counts.append(run.result.instructions)
     assert counts[0] == counts[1]
+
+
+def test_a_pthread_pool_is_deterministic(base_image, guest_programs, tmp_path):
+    """Four workers, a mutex, condition variables and a barrier (tests/programs/pthreadpool.c,
+    compared with a native run in test_stress_tools.py): two runs interleave the threads the
+    same way, to the instruction."""
+    from tests.conftest import put_file
+
+    counts = set()
+    for i in range(2):
+        image = tmp_path / f"d{i}.img"
+        shutil.copyfile(base_image, image)
+        put_file(image, guest_programs / "pthreadpool", "/bin/pthreadpool")
+        run = run_emu(image, ["/bin/pthreadpool", "/tmp/pool.out", "128"], apply_overrides(default_machine(), ["cpus=4"]))
+        assert run.result.exit_code == 0 and run.stdout.startswith(b"tasks 128 total ")
+        counts.add((run.result.instructions, run.stdout, read_file(image, "/tmp/pool.out")))
+    assert len(counts) == 1
