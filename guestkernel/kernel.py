@@ -160,7 +160,11 @@ class Kernel:
     # boot and shutdown
 
     def boot(self, machine: "MachineView", argv: list[bytes], envp: list[bytes] | None = None) -> None:
-        self._bring_up(machine)
+        def before_mount() -> None:
+            if self.checkpointer is not None:  # images numbered above what storage and SCM saw
+                self.checkpointer.fresh_boot(machine.blockdev)
+
+        self._bring_up(machine, before_mount)
         self.boot_init(argv, envp)
 
     def restart_from_state(self, machine: "MachineView", argv: list[bytes], envp: list[bytes] | None = None,

@@ -328,6 +328,14 @@ class Checkpointer:
                                  why="newest readable image" + (f" (skipped: {'; '.join(rejected)})" if rejected else ""))
         return meta
 
+    def fresh_boot(self, dev: Any) -> None:
+        """A boot (not a restart) on storage an earlier checkpointing run wrote (its generation
+        in the boot sector) or on SCM holding its images: number this run's images above them,
+        as a start over does, so that a restart never mistakes their notes for this run's."""
+        gen = generation.decode(dev.read_at)
+        if gen.begun or gen.done or gen.damaged or self.store.table_state().max_seq:
+            self._note_start_over(dev, gen)
+
     def _note_start_over(self, dev: Any, gen: "generation.Generation") -> None:
         """A start over on storage checkpoints already changed: number the new images above
         anything seen, so that the old notes cannot vouch for them."""

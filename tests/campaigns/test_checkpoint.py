@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from emu import crashtest as ct
+from tests.conftest import e2fsck_clean
 from vmm.config import apply_overrides, default_machine
 from vmm.machine import Machine
 from vmm.media import DeviceMedia
@@ -364,3 +365,21 @@ def test_replayed_directory_change_answers_with_its_recorded_outcome(tmp_path: P
     assert r2.checkpoint["fallbacks"] == 1 and r2.checkpoint["replayed_outcomes"] == 1
     assert before + out == b"made\n" and r2.exit_code == 0
     assert ct.fsck(state / "disk.img") is None
+
+
+def test_a_fresh_boot_on_storage_an_earlier_checkpointing_run_wrote(base_image: Path, tmp_path: Path) -> None:
+    """The image remembers the earlier run's checkpoint generation (its boot sector); a new run
+    on fresh SCM numbers its images above it, so that a cut and a restart resume instead of
+    refusing ("storage holds image N, newer than the newest readable image")."""
+    first = tmp_path / "first"
+    r, _m, _ = _run(first, base_image, ["/bin/sh", "-c", "mkdir /tmp/a && echo one > /tmp/a/f"], _config("0"))
+    assert r.exit_code == 0
+    second = tmp_path / "second"
+    second.mkdir()
+    shutil.copyfile(first / "disk.img", second / "disk.img")  # the image, without the first run's SCM
+    argv = ["/bin/sh", "-c", "echo two >> /tmp/a/f && mkdir /tmp/b && cat /tmp/a/f"]
+    r, _m, before = _run(second, base_image, argv, _config("0"), power_fail_at=100_000)
+    assert r.power_failed
+    r, _m, after = _restart(second, argv, _config("0"))
+    assert r.exit_code == 0 and before + after == b"one\ntwo\n"
+    e2fsck_clean(second / "disk.img")
