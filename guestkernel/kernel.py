@@ -40,7 +40,7 @@ from guestkernel.pseudofs.sysfs import SysFS
 from guestkernel.reclaim import Reclaim, oom_victim
 from guestkernel.slab import SlabAllocator
 from guestkernel.zones import MIGRATE_NAMES
-from guestkernel.process import BLOCKED, RUNNABLE, ZOMBIE, FDTable, Process, SigAction
+from guestkernel.process import BLOCKED, RUNNABLE, SS_AUTODISARM, STACK_T, ZOMBIE, FDTable, Process, SigAction
 from guestkernel.syscalls import NAMES, NUMBERS, load_all
 from guestkernel.vfs import (VFS, ConsoleFile, DevNode, InodeFile, O_RDONLY, O_WRONLY, OpenFile, PipeEnd, PmemRegion,
                              WaitQueue)
@@ -578,6 +578,7 @@ class Kernel:
         child.exe, child.comm = parent.exe, parent.comm
         child.pgid, child.sid, child.umask = parent.pgid, parent.sid, parent.umask
         child.affinity = parent.affinity
+        child.altstack = parent.altstack if not share_vm else (0, 0, 0)  # (a thread starts without one)
         child.sigactions = {k: SigAction(v.handler, v.flags, v.restorer, v.mask) for k, v in parent.sigactions.items()}
         child.sigmask = parent.sigmask
         child.rlimits = dict(parent.rlimits)
@@ -656,6 +657,7 @@ class Kernel:
         p.exe = path
         p.comm = path.rsplit(b"/", 1)[-1][:15]
         p.sigframes = []
+        p.altstack = (0, 0, 0)  # exec drops the alternate signal stack
         p.ctx = self.pristine_ctx
         p.set_regs = {"rip": entry, "rsp": sp, "rdx": 0}
         if self.current is p:
@@ -866,6 +868,11 @@ class Kernel:
         p.saved_sigmask = None
         p.sigframes.append((cpu.save_context(), old_mask))
         sp = regs["rsp"] - 128  # red zone
+        stack = (p.altstack[0], p.altstack_flags(regs["rsp"]), p.altstack[2])  # the frame's uc_stack
+        if act.flags & SA_ONSTACK and p.altstack[2] and not p.on_altstack(regs["rsp"]):
+            sp = p.altstack[0] + p.altstack[2]  # the top of the alternate stack
+            if p.altstack[1] & SS_AUTODISARM:
+                p.altstack = (0, 0, 0)  # until the handler returns (rt_sigreturn restores it)
         sp -= 128
         siginfo_at = sp & ~15
         siginfo = struct.pack("<iii4xQ", sig, 0, 0 if addr == 0 else 1, addr).ljust(128, b"\0")
@@ -873,7 +880,7 @@ class Kernel:
         uc_at = (siginfo_at - uc_size) & ~15
         order = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx", "rdx", "rax", "rcx", "rsp", "rip")
         gregs = [regs[n] for n in order] + [regs["rflags"], 0x33, 0, 0, old_mask, 0]
-        ucontext = struct.pack("<QQQiiQ", 0, 0, 0, 2, 0, 0) + struct.pack("<23Q", *[g & 0xFFFFFFFFFFFFFFFF for g in gregs]) + struct.pack("<Q", 0) + b"\0" * 64 + struct.pack("<Q", old_mask)
+        ucontext = struct.pack("<QQ", 0, 0) + STACK_T.pack(*stack) + struct.pack("<23Q", *[g & 0xFFFFFFFFFFFFFFFF for g in gregs]) + struct.pack("<Q", 0) + b"\0" * 64 + struct.pack("<Q", old_mask)
         frame_at = uc_at - 8  # return address slot: the restorer
         try:
             p.mm.copy_out(siginfo_at, siginfo)
@@ -900,9 +907,11 @@ class Kernel:
         try:
             raw = p.mm.copy_in(uc_at + 40, 23 * 8)
             mask = int.from_bytes(p.mm.copy_in(uc_at + 40 + 23 * 8 + 8 + 64, 8), "little")
+            ss_sp, ss_flags, ss_size = STACK_T.unpack(p.mm.copy_in(uc_at + 16, STACK_T.size))
         except SyscallError:
             self.exit_process(p, SIGSEGV | 0x80)
             return
+        p.restore_altstack(ss_sp, ss_flags, ss_size, struct.unpack_from("<Q", raw, 15 * 8)[0])  # (the resumed rsp)
         g = struct.unpack("<23Q", raw)
         order = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx", "rdx", "rax", "rcx", "rsp", "rip")
         regs = dict(zip(order, g))

@@ -6,6 +6,7 @@ processes, switching at syscalls that block or exit and when the instruction qua
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -13,6 +14,9 @@ from guestkernel.errors import EBADF, EMFILE, SyscallError
 from guestkernel.mm import MM
 from guestkernel.slab import NO_OBJECTS
 from guestkernel.vfs import Node, OpenFile, WaitQueue
+
+SS_ONSTACK, SS_DISABLE, SS_AUTODISARM = 1, 2, 1 << 31  # sigaltstack's flags
+STACK_T = struct.Struct("<Qi4xQ")  # stack_t: ss_sp, ss_flags, ss_size
 
 if TYPE_CHECKING:
     from guestkernel.slab import Objects
@@ -92,6 +96,7 @@ class Process:
     umask: int = 0o022
     affinity: int = 0                       # sched_setaffinity's mask (0: every CPU)
     sigwaitq: WaitQueue | None = None       # woken when a signal becomes pending (signalfd)
+    altstack: tuple[int, int, int] = (0, 0, 0)  # sigaltstack: (ss_sp, SS_AUTODISARM or 0, ss_size); size 0: none
     state: str = RUNNABLE
     ctx: object = None                      # saved Unicorn context while not on the CPU
     set_regs: dict[str, int] = field(default_factory=dict)  # applied when next put on the CPU
@@ -119,6 +124,28 @@ class Process:
     cutime_insns: int = 0                   # those of its reaped children (and theirs)
     start_ns: int = 0                       # uptime when it was created
     syscalls: int = 0
+
+    def on_altstack(self, sp: int) -> bool:
+        """Linux's on_sig_stack: is sp inside the thread's alternate signal stack?"""
+        base, _flags, size = self.altstack
+        return bool(size) and base < sp <= base + size
+
+    def restore_altstack(self, ss_sp: int, ss_flags: int, ss_size: int, sp: int) -> None:
+        """rt_sigreturn puts back the alternate stack its frame recorded (Linux's
+        restore_altstack: what a handler changed is undone; refused, silently, when the
+        resumed code runs on the alternate stack)."""
+        if self.on_altstack(sp):
+            return
+        mode = ss_flags & ~SS_AUTODISARM
+        if mode == SS_DISABLE:
+            self.altstack = (0, 0, 0)
+        elif mode in (0, SS_ONSTACK) and ss_size >= 2048:  # MINSIGSTKSZ
+            self.altstack = (ss_sp, ss_flags & SS_AUTODISARM, ss_size)
+
+    def altstack_flags(self, sp: int) -> int:
+        """The ss_flags sigaltstack and a signal frame report: SS_DISABLE, SS_ONSTACK or 0."""
+        _base, flags, size = self.altstack
+        return (SS_DISABLE if not size else SS_ONSTACK if self.on_altstack(sp) else 0) | (flags & SS_AUTODISARM)
 
     def action(self, sig: int) -> SigAction:
         return self.sigactions.setdefault(sig, SigAction())

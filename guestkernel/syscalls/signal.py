@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import struct
 
-from guestkernel.errors import EINVAL, ESRCH, Block, SyscallError
-from guestkernel.process import ZOMBIE, SigAction
+from guestkernel.errors import EINVAL, ENOMEM, EPERM, ESRCH, Block, SyscallError
+from guestkernel.process import SS_AUTODISARM, SS_DISABLE, SS_ONSTACK, STACK_T, ZOMBIE, SigAction
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.args import s32
 from guestkernel.vfs import WaitQueue
@@ -69,10 +69,30 @@ def sys_rt_sigreturn(k, p, *_):  # type: ignore[no-untyped-def]
     return NO_RETURN
 
 
+MINSIGSTKSZ = 2048
+
+
 @syscall("sigaltstack")
 def sys_sigaltstack(k, p, ss, old, *_):  # type: ignore[no-untyped-def]
+    """The calling thread's alternate signal stack (handlers with SA_ONSTACK run on it)."""
+    sp = k.cpu.reg("rsp")
+    new = STACK_T.unpack(p.mm.copy_in(ss, STACK_T.size)) if ss else None
     if old:
-        p.mm.copy_out(old, struct.pack("<QiiQ", 0, 2, 0, 0))  # SS_DISABLE
+        base, _flags, size = p.altstack
+        p.mm.copy_out(old, STACK_T.pack(base, p.altstack_flags(sp), size))
+    if new is not None:
+        base, flags, size = new
+        if p.on_altstack(sp):
+            raise SyscallError(EPERM)
+        mode = flags & ~SS_AUTODISARM
+        if mode not in (0, SS_ONSTACK, SS_DISABLE):
+            raise SyscallError(EINVAL)
+        if mode == SS_DISABLE:
+            p.altstack = (0, 0, 0)
+        else:
+            if size < MINSIGSTKSZ:
+                raise SyscallError(ENOMEM)
+            p.altstack = (base, flags & SS_AUTODISARM, size)
     return 0
 
 
