@@ -27,6 +27,7 @@ MAX_COUNT = 0xFFFFFFFFFFFFFFFE
 
 EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD = 1, 2, 3
 EPOLLEXCLUSIVE, EPOLLWAKEUP, EPOLLONESHOT, EPOLLET = 1 << 28, 1 << 29, 1 << 30, 1 << 31
+FLAGS = EPOLLONESHOT | EPOLLET | EPOLLEXCLUSIVE | EPOLLWAKEUP  # entry flags, not events
 EVENT = struct.Struct("<IQ")  # struct epoll_event is packed on x86-64: 12 bytes
 
 
@@ -82,6 +83,15 @@ class Interest:
     def __init__(self, fd: int, file: OpenFile, events: int, data: int) -> None:
         self.fd, self.file, self.events, self.data = fd, file, events, data
         self.last = -1  # the file queue's wake-ups when last reported (EPOLLET)
+
+    @property
+    def disabled(self) -> bool:
+        """A one-shot entry already reported keeps only its flags, until EPOLL_CTL_MOD."""
+        return not self.events & ~FLAGS
+
+    def mask(self) -> int:
+        """What of the file's readiness this entry reports (EPOLLERR and EPOLLHUP always)."""
+        return self.file.poll_mask() & (self.events & 0xFFFF | POLLERR | POLLHUP)
 
 
 class EpollFile(OpenFile):
@@ -150,10 +160,9 @@ class EpollFile(OpenFile):
         for it in self.interest.values():
             if len(out) >= maxevents:
                 break
-            want = it.events & 0xFFFF & ~(EPOLLONESHOT | EPOLLET) | POLLERR | POLLHUP
-            if not it.events & ~(EPOLLONESHOT | EPOLLET | EPOLLEXCLUSIVE | EPOLLWAKEUP) and it.events & EPOLLONESHOT:
-                continue  # a one-shot entry already reported: disabled until EPOLL_CTL_MOD
-            mask = it.file.poll_mask() & want
+            if it.disabled:
+                continue
+            mask = it.mask()
             if it.events & EPOLLET:  # reported once per wake-up of the file's queue
                 q = it.file.poll_queue()
                 seen = q.wakeups if q is not None else 0
@@ -164,15 +173,14 @@ class EpollFile(OpenFile):
             if mask:
                 out.append((mask, it.data))
                 if it.events & EPOLLONESHOT:
-                    it.events &= EPOLLONESHOT | EPOLLET | EPOLLEXCLUSIVE | EPOLLWAKEUP
+                    it.events &= FLAGS
         return out
 
     def files(self) -> list[OpenFile]:
         return [it.file for it in self.interest.values()]
 
     def poll_mask(self) -> int:
-        any_ready = any(it.file.poll_mask() & (it.events & 0xFFFF | POLLERR | POLLHUP) for it in self.interest.values()
-                        if it.events & ~(EPOLLONESHOT | EPOLLET | EPOLLEXCLUSIVE | EPOLLWAKEUP))
+        any_ready = any(it.mask() for it in self.interest.values() if not it.disabled)
         return POLLIN | POLLRDNORM if any_ready else 0
 
     def poll_queue(self) -> WaitQueue:

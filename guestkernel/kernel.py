@@ -9,7 +9,6 @@ cache, which is written back on sync, periodically in virtual time and at shutdo
 from __future__ import annotations
 
 import dataclasses
-
 import heapq
 import stat as S
 import struct
@@ -30,7 +29,7 @@ from guestkernel.interface import KernelConfig, KernelPanic
 from guestkernel.locks import Locks
 from guestkernel.mm import MM, PAGE, VMA, page_up
 from guestkernel.fragment import Fragmenter
-from guestkernel.mounts import ROOT_DEVICE, ROOT_RDEV, Mount, MountTable
+from guestkernel.mounts import INO_MASK, ROOT_DEVICE, ROOT_RDEV, Mount, MountTable
 from guestkernel.dax import DaxStats, DaxStore, open_dax
 from guestkernel.pagecache import PageCache
 from guestkernel.vfs.pseudo import PseudoNode
@@ -123,7 +122,7 @@ class InodeBacking:
         if self.dax:
             self.cache.page_dirtied(gpfn, self.ino)  # type: ignore[attr-defined]
         else:
-            self.cache.mark_dirty(self.fs.bmap(self.ino, offset // PAGE), self.ino & 0xFFFFFFFF)
+            self.cache.mark_dirty(self.fs.bmap(self.ino, offset // PAGE), self.ino & INO_MASK)  # (the mount's inode)
 
 
 class Kernel:
@@ -455,14 +454,14 @@ class Kernel:
         before = self.pagecache.stats.writebacks  # the root device's writes: a loop device's
         self.fs.sync()                            # land in the root file system's cache
         self.clock.charge((self.pagecache.stats.writebacks - before) * self.clock.block_io_ns)
+        if self.dax is not None:
+            self.dax.write_back_mapped()
         for mm in self._live_mms():  # shared file pages were written back: the next write
             mm.write_protect(None)   # marks them dirty again (Linux's page_mkclean)
-        if self.dax is not None:
-            self.dax_write_back()
 
-    def dax_write_back(self, gpfns: list[int] | None = None) -> None:
-        """DAX: flush what shared mappings wrote (all, or the pages `gpfns`), and write-protect
-        those pages in every address space, so that the next write marks them dirty again."""
+    def dax_write_back(self, gpfns: list[int]) -> None:
+        """DAX msync: flush what shared mappings wrote to the pages `gpfns`, and write-protect
+        them in every address space, so that the next write marks them dirty again."""
         assert self.dax is not None
         done = set(self.dax.write_back_mapped(gpfns))
         if done:

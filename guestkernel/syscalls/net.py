@@ -488,11 +488,6 @@ def install_files(k, p, files: list, room: int, cloexec: bool) -> tuple[bytes, i
     return body[:room], MSG_CTRUNC if len(fds) < len(files) else 0
 
 
-def do_recv(k, p, s: UnixSocket, n: int, flags: int):  # type: ignore[no-untyped-def]
-    data, files, sender, whole = s.recv(n, bool(flags & MSG_PEEK), bool(flags & MSG_DONTWAIT))
-    return data, files, sender, whole
-
-
 @syscall("recvfrom")
 def sys_recvfrom(k, p, fd, buf, n, flags, addr, addrlen):  # type: ignore[no-untyped-def]
     s = sock(p, fd)
@@ -501,7 +496,7 @@ def sys_recvfrom(k, p, fd, buf, n, flags, addr, addrlen):  # type: ignore[no-unt
         raise SyscallError(EOPNOTSUPP)
     if n:
         p.mm.user_pages(buf, 1, write=True)
-    data, files, sender, whole = do_recv(k, p, s, n, flags)
+    data, files, sender, whole = s.recv(n, bool(flags & MSG_PEEK), bool(flags & MSG_DONTWAIT))
     for f in files:
         k.drop_file(f)
     if data:
@@ -526,7 +521,7 @@ def sys_recvmsg(k, p, fd, msg, flags, *_):  # type: ignore[no-untyped-def]
         if length:
             p.mm.user_pages(base, 1, write=True)
     total = sum(length for _, length in vecs)
-    data, files, sender, whole = do_recv(k, p, s, total, flags)
+    data, files, sender, whole = s.recv(total, bool(flags & MSG_PEEK), bool(flags & MSG_DONTWAIT))
     pos = 0
     for base, length in vecs:
         if pos >= len(data):
