@@ -9,15 +9,25 @@ from vmm.errors import EmuError
 
 
 def checkpoint_spec(text: str) -> list[str]:
-    """--checkpoint tcp=1s | tcp=0 | on | off -> machine overrides."""
-    t = text.strip().lower()
-    if t in ("off", "no", "false"):
+    """--checkpoint tcp=1s | tcp=0 | on | off, optionally with ,into=scm|file:/PATH -> machine
+    overrides."""
+    t = text.strip()
+    if t.lower() in ("off", "no", "false"):
         return ["checkpoint.enabled=false"]
-    if t in ("on", "yes", "true"):
-        return ["checkpoint.enabled=true"]
-    if t.startswith("tcp="):
-        return ["checkpoint.enabled=true", f"checkpoint.tcp={t[4:]}"]
-    raise argparse.ArgumentTypeError(f"expected tcp=DURATION (e.g. tcp=1s, tcp=0) or off, got {text!r}")
+    out = ["checkpoint.enabled=true"]
+    for part in t.split(","):
+        key, eq, value = part.strip().partition("=")
+        key = key.lower()
+        if key in ("on", "yes", "true") and not eq:
+            continue
+        if key == "tcp" and eq:
+            out.append(f"checkpoint.tcp={value.lower()}")
+        elif key == "into" and eq:
+            out.append(f"checkpoint.into={value}")
+        else:
+            raise argparse.ArgumentTypeError("expected tcp=DURATION (e.g. tcp=1s, tcp=0), optionally "
+                                             f"with ,into=scm or ,into=file:/PATH, or off; got {text!r}")
+    return out
 
 
 def positive_int(text: str) -> int:

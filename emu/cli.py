@@ -56,8 +56,10 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats-csv", metavar="FILE", help="write a time series of the counters (with --epoch)")
     p.add_argument("--epoch", type=positive_int, default=100_000_000, metavar="N", help="instructions per time-series sample (default 1e8)")
     p.add_argument("--log", metavar="FILE", help="write the run log (unimplemented syscalls, ...) to FILE")
-    p.add_argument("--checkpoint", metavar="tcp=DURATION|off", type=checkpoint_spec,
-                   help="checkpoint the programs into SCM at syscall entry (tcp: virtual time before dirty file pages are synced for one, 0 = every syscall), e.g. tcp=1s")
+    p.add_argument("--checkpoint", metavar="tcp=DURATION[,into=WHERE]|off", type=checkpoint_spec,
+                   help="checkpoint the programs at syscall entry (tcp: virtual time before dirty file pages are synced for one, "
+                        "0 = every syscall), e.g. tcp=1s; into=scm (default: the SCM range) or into=file:/PATH (a file "
+                        "on storage as memory, --set storage.mode=memory)")
 
 
 def build_parser() -> argparse.ArgumentParser:

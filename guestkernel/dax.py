@@ -14,8 +14,8 @@ store: a page cache that never holds a page, so reclaim, drop_caches and /proc s
   blocks are read into the operation's working copies (host buffers, dropped at commit), never
   changed in place before they are logged. `commit()` (after each syscall: Kernel.fs_commit)
   writes the changed blocks into the redo log behind the file system (the window's log area,
-  which the host's label describes), flushes them and fences; writes the log header (sequence,
-  block numbers, a crc32 of numbers and contents), flushes and fences: that is the commit point;
+  which the host's label describes), with their block numbers, flushes them and fences; writes
+  the log header (sequence, a crc32 of numbers and contents), flushes and fences: the commit point;
   then writes the blocks in place, flushes and fences. Replaying a log is idempotent (whole
   blocks), so the header is never retired: mounting replays the last committed log whose crc
   checks, which repairs a cut during the in-place writes; a cut before the header is durable
@@ -23,6 +23,16 @@ store: a page cache that never holds a page, so reclaim, drop_caches and /proc s
   commit's records overwrite the log only after the previous commit's in-place writes are fenced.
 - A transaction larger than the log is committed in log-sized parts (logged: the operation is
   then not atomic).
+- The header is one cache line (magic, sequence, records, crc32), written whole: the commit
+  point is atomic, and the header on storage always names the last committed transaction (the
+  block numbers go beside the records, before the fence). Its crc then only says whether the
+  records are still that transaction's (the next one's overwrite them once it is in place).
+  Sequence numbers only grow: a clean unmount retires the log by a header with no records. The
+  checkpointer ties a directory change's outcome record to the transaction that carried it
+  (`on_commit`) and notes on storage, before the first change after each image, that storage
+  moved past it (`before_change`); see checkpoint/checkpointer.py.
+- The device's first 1 KiB is not the file system's (the boot sector: the checkpoint generation
+  lives there): the log may carry block 0 whole, but only its bytes from 1024 on go in place.
 """
 from __future__ import annotations
 
@@ -40,7 +50,9 @@ if TYPE_CHECKING:
     from guestkernel.kernel import Kernel
 
 LOG_MAGIC = b"EMUDAXL1"
-_HDR = struct.Struct("<8sQII")   # magic, sequence, records, crc32 (numbers + contents)
+_HDR = struct.Struct("<8sQII")   # magic, sequence, records, crc32 (numbers + contents): one line
+_NUMBERS = 64                    # the block numbers, from the log page's second line
+BOOT_BYTES = 1024                # the boot sector(s) ext2 leaves alone (checkpoint/generation.py)
 
 
 @dataclass
@@ -76,10 +88,16 @@ class DaxStore(PageCache):
         # window pages a shared mapping made writable since they were last written back (gpfn ->
         # inode): msync, fsync and sync flush them (Linux's dirty DAX entries)
         self.mapped_dirty: dict[int, int] = {}
-        self.log_slots = min(label.log_bytes // PAGE - 1, (PAGE - _HDR.size) // 8)
-        self.seq = 0
+        self.log_slots = min(label.log_bytes // PAGE - 1, (PAGE - _NUMBERS) // 8)
+        self.seq = 0           # the last transaction begun (its header written, perhaps torn)
+        self.committed = 0     # the last transaction whose header is durable and checks
+        self.committed_at_mount = 0  # ... as the mount found it (a restart's outcome check)
         self.ordered = ordered
         self.dax = DaxStats()
+        # the checkpointer's hooks (checkpoint/checkpointer.py): storage is about to change (data
+        # stores, a shared mapping made writable, a commit); transaction `seq` is about to commit
+        self.before_change: Callable[[], None] = lambda: None
+        self.on_commit: Callable[[int], None] = lambda seq: None
 
     # -- metadata: working copies, logged at commit ---------------------------------------------
     def get(self, blockno: int) -> memoryview:
@@ -117,6 +135,7 @@ class DaxStore(PageCache):
         return self.m.read(at, n)
 
     def data_view(self, blockno: int) -> memoryview:
+        self.before_change()  # the caller stores into the view
         self.forget(blockno)  # data now, whatever it was before in this operation
         off = blockno * self.block_size
         pg, at = divmod(off, PAGE)
@@ -138,6 +157,7 @@ class DaxStore(PageCache):
 
     def page_dirtied(self, gpfn: int, ino: int) -> None:
         """A shared mapping's write fault made a window page writable."""
+        self.before_change()
         self.mapped_dirty[gpfn] = ino
 
     def write_back_mapped(self, gpfns: "list[int] | None" = None) -> list[int]:
@@ -161,11 +181,13 @@ class DaxStore(PageCache):
         """End of an operation: data flushed, changed metadata logged, committed and written in
         place (see the module docstring); the working copies are dropped."""
         m = self.m
+        blocks = sorted(self.changed)
+        if blocks:
+            self.before_change()
         if self.ordered:
             for at, n in self.data_pending:
                 m.flush(at, n)
         self.data_pending.clear()
-        blocks = sorted(self.changed)
         if not blocks:
             self.shadow.clear()
             return
@@ -180,6 +202,7 @@ class DaxStore(PageCache):
             self.dax.split_commits += 1
             self.log(f"dax: an operation changed {len(blocks)} metadata blocks, more than the log's "
                      f"{self.log_slots}: committed in parts")
+        self.on_commit(self.seq + 1)
         for i in range(0, len(blocks), self.log_slots):
             self._commit_part(blocks[i:i + self.log_slots])
         self.dax.commits += 1
@@ -196,39 +219,66 @@ class DaxStore(PageCache):
             crc = zlib.crc32(data, crc)
         numbers = struct.pack(f"<{len(blocks)}Q", *blocks)
         crc = zlib.crc32(numbers, crc)
+        m.persist(log0 + _NUMBERS, numbers)
         m.fence()
         self.seq += 1
-        m.persist(log0, _HDR.pack(LOG_MAGIC, self.seq, len(blocks), crc) + numbers)
+        m.persist(log0, _HDR.pack(LOG_MAGIC, self.seq, len(blocks), crc))
         m.fence()  # committed
+        self.committed = self.seq
         for b in blocks:
-            m.persist(b * bs, self.shadow[b])
+            self._in_place(b, self.shadow[b])
         m.fence()
         self.dax.blocks_logged += len(blocks)
+
+    def _in_place(self, b: int, data: bytes | bytearray) -> None:
+        lo = BOOT_BYTES if b == 0 else 0  # the boot sector is not the file system's
+        if lo < self.block_size:
+            self.m.persist(b * self.block_size + lo, memoryview(data)[lo:self.block_size])
 
     def recover(self) -> int:
         """At mount: write the last committed log in place again (idempotent); returns the
         number of blocks written (0: no valid log)."""
-        m, bs, log0 = self.m, self.block_size, self.label.log_offset
-        magic, seq, n, crc = _HDR.unpack(m.read(log0, _HDR.size))
-        if magic != LOG_MAGIC or not 0 < n <= self.log_slots:
+        magic, seq, n, crc = _HDR.unpack(self.m.read(self.label.log_offset, _HDR.size))
+        if magic != LOG_MAGIC:
             return 0
-        numbers = struct.unpack(f"<{n}Q", m.read(log0 + _HDR.size, 8 * n))
+        try:
+            return self._recover(seq, n, crc)
+        finally:
+            self.committed_at_mount = self.committed
+
+    def _recover(self, seq: int, n: int, crc: int) -> int:
+        m, bs, log0 = self.m, self.block_size, self.label.log_offset
+        self.seq = self.committed = seq  # the header line is written whole, at the commit point
+        if not 0 <= n <= self.log_slots:
+            return 0
+        numbers = struct.unpack(f"<{n}Q", m.read(log0 + _NUMBERS, 8 * n))
         records = [m.read(log0 + (1 + i) * PAGE, bs) for i in range(n)]
         got = 0
         for data in records:
             got = zlib.crc32(data, got)
         if zlib.crc32(struct.pack(f"<{n}Q", *numbers), got) != crc or any(b >= self.nblocks for b in numbers):
-            return 0  # torn: the previous commit had been written in place before this one began
-        self.seq = seq
+            return 0  # the next transaction's records: this one had been written in place before
+        if not n:
+            return 0  # retired at a clean unmount
         for b, data in zip(numbers, records):
-            m.persist(b * bs, data)
+            self._in_place(b, data)
         m.fence()
         self.dax.replays += 1
         return n
 
     def retire(self) -> None:
-        """A clean unmount: the log is no longer replayed (tools may change the image)."""
-        self.m.persist(self.label.log_offset, bytes(_HDR.size))
+        """A clean unmount: the log is no longer replayed (tools may change the image); its
+        header keeps the sequence."""
+        self.m.persist(self.label.log_offset, _HDR.pack(LOG_MAGIC, self.seq, 0, zlib.crc32(b"")))
+        self.m.fence()
+
+    # -- the device's bytes, for the checkpointer's notes in the boot sector ---------------------
+    def read_at(self, off: int, n: int) -> bytes:
+        return self.m.read(off, n)
+
+    def write_at(self, off: int, data: bytes | memoryview) -> None:
+        """Written, flushed and fenced at once (outside any transaction)."""
+        self.m.persist(off, data)
         self.m.fence()
 
 

@@ -29,6 +29,7 @@ EINVAL = _errno.EINVAL
 ENFILE = _errno.ENFILE
 EMFILE = _errno.EMFILE
 ENOTTY = _errno.ENOTTY
+ETXTBSY = _errno.ETXTBSY
 EFBIG = _errno.EFBIG
 ENOSPC = _errno.ENOSPC
 ESPIPE = _errno.ESPIPE

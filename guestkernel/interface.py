@@ -90,6 +90,8 @@ class KernelConfig:
     mount_buffers: int = 2               # ... and how many (syscalls/mount.py)
     seed: int = 1                        # getrandom, AT_RANDOM, /dev/urandom
     checkpoint_tcp_ns: int | None = None  # checkpoint interval (0: at every syscall); None: off
+    checkpoint_file: str | None = None   # the images in this file of the DAX root (None: the SCM range)
+    checkpoint_file_bytes: int = 16 << 20  # ... preallocated to this size
     dax_ordering: bool = True            # DAX: redo log and ordered flushes (False: a debug switch)
     cpus: int = 1                        # CPUs the guest is told of (sysfs, /proc, affinity)
 

@@ -13,7 +13,7 @@ import heapq
 import stat as S
 import struct
 from collections import Counter
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from hw.clock import FAULT_NS, SYSCALL_NS
 from guestkernel import elf
@@ -149,6 +149,7 @@ class Kernel:
         self.uname = dict(UNAME)
         self.checkpointer: "Checkpointer | None" = None  # on with the machine's [checkpoint]
         self.dax: DaxStore | None = None        # the root's blocks on storage as memory
+        self.checkpoint_file_ino = 0            # the image file's inode (checkpoint.into = file:...)
         self.file_io: Counter[str] = Counter()  # bytes read and written by file syscalls (rchar/wchar)
         self.unix_names: dict[object, object] = {}  # bound AF_UNIX names -> sockets (unixsock.py)
         self.locks = Locks()                   # flock, POSIX and OFD file locks
@@ -159,11 +160,11 @@ class Kernel:
     # boot and shutdown
 
     def boot(self, machine: "MachineView", argv: list[bytes], envp: list[bytes] | None = None) -> None:
-        def before_mount() -> None:
+        def open_images(dev: Any) -> None:
             if self.checkpointer is not None:  # images numbered above what storage and SCM saw
-                self.checkpointer.fresh_boot(machine.blockdev)
+                self.checkpointer.fresh_boot(dev)
 
-        self._bring_up(machine, before_mount)
+        self._bring_up(machine, open_images)
         self.boot_init(argv, envp)
 
     def restart_from_state(self, machine: "MachineView", argv: list[bytes], envp: list[bytes] | None = None,
@@ -180,12 +181,12 @@ class Kernel:
             raise ValueError("restart needs a kernel with checkpointing on")
         meta: dict | None = None
 
-        def before_mount() -> None:
+        def open_images(dev: Any) -> None:
             nonlocal meta
             assert self.checkpointer is not None
-            meta = self.checkpointer.open_image(machine.blockdev, start_over)
+            meta = self.checkpointer.open_image(dev, start_over)
 
-        self._bring_up(machine, before_mount)
+        self._bring_up(machine, open_images)
         ck = self.checkpointer
         assert ck is not None
         shown = machine.console.shown_before()
@@ -220,8 +221,11 @@ class Kernel:
     def console_position(self) -> dict[str, int]:
         return {str(s): n for s, n in self.machine.console.position.items()}
 
-    def _bring_up(self, machine: "MachineView", before_mount: Callable[[], None] | None = None) -> None:
-        """Devices, memory, the root file system and the VFS (no process yet)."""
+    def _bring_up(self, machine: "MachineView", open_images: Callable[[Any], None] | None = None) -> None:
+        """Devices, memory, the root file system and the VFS (no process yet). With
+        checkpointing, `open_images(device)` looks at the images and the generation on the root
+        device before the block mode's mount (a restart replays a block log first); on DAX
+        storage after it, since the images may live in a file of it (imagefile.py)."""
         self.machine = machine
         self.cpu = machine.cpu
         self.clock = machine.clock
@@ -234,15 +238,10 @@ class Kernel:
         self.sentinel_pfn = self.frames.alloc()
         dev = getattr(machine, "balloon", None)  # a machine may have no balloon device
         self.balloon = BalloonDriver(self, dev) if dev is not None else None
-        if self.config.checkpoint_tcp_ns is not None:
-            from guestkernel.checkpoint import Checkpointer
-
-            window = next(g for g in machine.guest_map if g.kind == "checkpoint")
-            self.checkpointer = Checkpointer(self, self.config.checkpoint_tcp_ns, window)
-        if before_mount is not None:
-            before_mount()
         storage = next((g for g in machine.guest_map if g.kind == "storage"), None)
         dev = machine.blockdev if storage is None else None
+        if self.config.checkpoint_tcp_ns is not None and storage is None:
+            self._start_checkpointer(machine, open_images)
         try:
             if storage is None:
                 block_size = probe_block_size(dev.read_at)
@@ -257,6 +256,8 @@ class Kernel:
         except FsError as e:  # the driver refuses the image: the machine reports it in one line
             raise ValueError(e.msg or str(e)) from None
         self.fs = MountTable(Mount(0, rootfs, self.pagecache, ROOT_DEVICE, b"/", ROOT_RDEV, device=dev))
+        if self.config.checkpoint_tcp_ns is not None and storage is not None:
+            self._start_checkpointer(machine, open_images)
         ck = self.checkpointer
         # The persistent-memory devices of the guest map (the checkpoint window is the kernel's).
         pmem = [PmemRegion(g.name, g.base_gpa, g.size_bytes) for g in machine.guest_map if g.kind == "pmem"]
@@ -276,6 +277,8 @@ class Kernel:
         if ck is not None:
             self.pagecache.may_write_back = False
             self.vfs.on_file_read = ck.note_read
+            if self.checkpoint_file_ino:
+                self.vfs.kernel_files.add(self.checkpoint_file_ino)
         self.rng = self.vfs.rng
         # The FPU state a process starts with, as Linux sets it at exec (x87 control word 0x37f:
         # 64-bit precision, exceptions masked; MXCSR 0x1f80). Unicorn's reset leaves both 0.
@@ -284,6 +287,22 @@ class Kernel:
         self.pristine_ctx = self.cpu.save_context()
         self.cpu.on_syscall = self.syscall
         self.next_writeback_ns = self.clock.uptime_ns() + self.config.writeback_interval_ns
+
+    def _start_checkpointer(self, machine: "MachineView", open_images: Callable[[Any], None] | None) -> None:
+        """The checkpointer on its images (the SCM range, or a file of the DAX root), then a
+        look at them (`open_images`) with the root device it checks them against."""
+        from guestkernel.checkpoint import Checkpointer
+        from guestkernel.checkpoint.imagefile import file_medium, scm_window_medium
+
+        assert self.config.checkpoint_tcp_ns is not None
+        if self.config.checkpoint_file is not None:
+            medium, self.checkpoint_file_ino = file_medium(self, self.config.checkpoint_file,
+                                                           self.config.checkpoint_file_bytes)
+        else:
+            medium = scm_window_medium(self, next(g for g in machine.guest_map if g.kind == "checkpoint"))
+        self.checkpointer = Checkpointer(self, self.config.checkpoint_tcp_ns, medium, self.dax)
+        if open_images is not None:
+            open_images(self.dax if self.dax is not None else machine.blockdev)
 
     def find_program(self, name: bytes) -> bytes:
         """Resolve a command name like a shell does (PATH=/bin:/usr/bin:/sbin); 127 if absent."""

@@ -3,7 +3,7 @@ the storage window), clflush of the lines written and mfence, each through the m
 model and charged to the clock (one piece for the checkpoint store and the DAX file system)."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from hw.clock import SCM_FENCE_NS, SCM_LINE_NS
 from hw.physmem import PAGE_SIZE
@@ -21,14 +21,17 @@ class ScmMedium:
     media itself: every store is durable at once.
 
     `page_view(i)` gives page i of the window, which starts at `base_gpa` of `memory`
-    (hw.guestmem.GuestMemory); `ScmMedium.over(buffer)` serves a plain buffer (tools and tests)."""
+    (hw.guestmem.GuestMemory), or, with `gpfns`, is the guest page gpfns[i] (the pages of a file
+    on the storage window, in file order); `ScmMedium.over(buffer)` serves a plain buffer (tools
+    and tests)."""
 
     def __init__(self, page_view: Callable[[int], memoryview], npages: int, memory: Any = None,
-                 base_gpa: int = 0, clock: Any = None) -> None:
+                 base_gpa: int = 0, clock: Any = None, gpfns: Sequence[int] | None = None) -> None:
         self.page_view = page_view
         self.size = npages * PAGE
         self.memory = memory
         self.base_gpa = base_gpa
+        self.gpfns = gpfns
         self.clock = clock
         self.lines_flushed = 0
         self.fences = 0
@@ -50,12 +53,16 @@ class ScmMedium:
     def read(self, off: int, n: int) -> bytes:
         return b"".join(bytes(self.page_view(pg)[at : at + k]) for pg, at, k in self._pieces(off, n))
 
+    def gpa(self, pg: int, at: int = 0) -> int:
+        """The guest-physical address of byte `at` of page `pg`."""
+        return (self.gpfns[pg] * PAGE if self.gpfns is not None else self.base_gpa + pg * PAGE) + at
+
     def note_access(self, off: int, n: int, write: bool) -> None:
         """The kernel read or wrote [off, off+n) through page views itself: the cache model
         learns of it (a store it is told of later could not be evicted before)."""
         if self.memory is not None:
             for pg, at, k in self._pieces(off, n):
-                self.memory.access(self.base_gpa + pg * PAGE + at, k, write)
+                self.memory.access(self.gpa(pg, at), k, write)
 
     def write(self, off: int, data: bytes | memoryview) -> None:
         mv = memoryview(data)
@@ -63,7 +70,7 @@ class ScmMedium:
         for pg, at, k in self._pieces(off, len(mv)):
             self.page_view(pg)[at : at + k] = mv[done : done + k]
             if self.memory is not None:
-                self.memory.access(self.base_gpa + pg * PAGE + at, k, True)
+                self.memory.access(self.gpa(pg, at), k, True)
             done += k
 
     def flush(self, off: int, n: int) -> None:
@@ -71,8 +78,13 @@ class ScmMedium:
         self.lines_flushed += lines
         if self.clock is not None:
             self.clock.charge(lines * SCM_LINE_NS)
-        if self.memory is not None:
+        if self.memory is None:
+            return
+        if self.gpfns is None:
             self.memory.flush(self.base_gpa + off, n)
+        else:
+            for pg, at, k in self._pieces(off, n):
+                self.memory.flush(self.gpa(pg, at), k)
 
     def fence(self) -> None:
         self.fences += 1

@@ -122,8 +122,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--event-stride", type=positive_int, default=1, metavar="S",
                    help="with --every-event-of-checkpoint: every S-th event of the page copies, all of the commit's "
                         "last lines and of the write-back (default 1: every event)")
-    p.add_argument("--checkpoint", metavar="tcp=DURATION|off", type=checkpoint_spec,
-                   help="checkpointing into SCM, as emu run --checkpoint (restart then resumes from it)")
+    p.add_argument("--checkpoint", metavar="tcp=DURATION[,into=WHERE]|off", type=checkpoint_spec,
+                   help="checkpointing, as emu run --checkpoint (restart then resumes from it)")
     p.add_argument("--media-faults", type=int, default=0, metavar="K",
                    help="after each cut, K seeded faults on the SCM media holding the checkpoints (bit flips in the table, "
                         "slots, metadata, data pages; torn lines; zeroed pages): the restart must resume identically or refuse")

@@ -119,6 +119,7 @@ class Campaign:
     reference: dict[str, Any] = field(default_factory=dict)
     ref_tree: dict[str, dict[str, Any]] = field(default_factory=dict)
     ref_stdout: bytes = b""
+    opaque: frozenset[str] | None = None  # paths whose contents the tree check skips (tree_diff)
 
     @property
     def start_image(self) -> Path:
@@ -132,6 +133,15 @@ class Campaign:
         from vmm.config import load_machine
 
         return load_machine(self.machine_file)
+
+    def tree_diff(self, image: Path) -> list[str]:
+        """A point's file tree against the reference's. The checkpoint image file (checkpoint.into
+        = file:...) is the kernel's, like the SCM media: its images differ from run to run, so
+        only its presence, type and size are compared."""
+        if self.opaque is None:
+            ck = self.config().checkpoint
+            self.opaque = frozenset([ck.in_file.rstrip("/")] if ck.enabled and ck.in_file else [])
+        return diff_trees(self.ref_tree, image_tree(image), self.opaque)
 
 
 def sparse_copy(src: Path, dst: Path) -> None:
@@ -267,7 +277,7 @@ def finish_point(c: Campaign, p: dict[str, Any], state: Path, cut: Callable[[], 
         if why:
             reasons.append(why)
         try:
-            diffs = diff_trees(c.ref_tree, image_tree(state / "disk.img"))
+            diffs = c.tree_diff(state / "disk.img")
             checks["tree"] = not diffs
             if diffs:
                 reasons.append(f"tree: {diffs[0]}" + (f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""))
@@ -419,7 +429,7 @@ def control(c: Campaign) -> str | None:
     try:
         out, _, _ = c.restart(state, c.argv, c.config())
         why = diff_output(c.ref_stdout, c.ref_stdout + out) if c.check == "all" else None
-        diffs = diff_trees(c.ref_tree, image_tree(state / "disk.img")) if c.check == "all" else []
+        diffs = c.tree_diff(state / "disk.img") if c.check == "all" else []
         why = why or (f"tree: {diffs[0]}" if diffs else None) or fsck(state / "disk.img")
     except Exception as e:  # noqa: BLE001  (reported as a warning)
         note_if_bug("crashtest control restart", e)

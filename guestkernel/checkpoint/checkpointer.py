@@ -30,6 +30,19 @@ committed, it resumes from the newest readable one if storage agrees with it: st
 blocks of a newer image (generation `begun` <= the image), or exactly the next image's blocks,
 completely (then the paper's rules make the replay consistent). Anything else is refused.
 
+**On storage as memory** (DAX, guestkernel/dax.py) the file system changes at every operation,
+committed by its own redo log, not with the checkpoints: storage runs ahead of the newest image by
+the operations since, which is the state the rules were made for (they make re-executing those
+operations over their own effects give the same results). There is no block log and no "clean"
+rule (nothing is ever dirty); the first syscall of a run is forced. The generation on storage then
+says which image storage is consistent with: before the first change after image S, storage
+notes S (one line, flushed and fenced); after a checkpoint that had to be skipped, S + 1 (the rules
+cannot vouch for what follows: only the next image can). A restart refuses an image older than
+the note. A directory change commits in one DAX transaction T, which is already on storage when
+the syscall returns: its success is recorded just before T commits, naming T, and a restart
+believes the record only if T committed (the DAX log says which transaction was last durable).
+The images themselves live in the SCM range or in a file of the same file system (imagefile.py).
+
 The console is part of the guarantee: every image records how many bytes each console stream had
 shown; after a restart the console swallows the bytes already shown before the power failed.
 """
@@ -47,6 +60,7 @@ from guestkernel.checkpoint.store import PAGE, CorruptImage, ImageStore, ScmMedi
 from guestkernel.interface import RestartRefused
 
 if TYPE_CHECKING:
+    from guestkernel.dax import DaxStore
     from guestkernel.kernel import Kernel
     from guestkernel.process import Process
 
@@ -83,16 +97,19 @@ class CheckpointStats:
 
 
 class Checkpointer:
-    def __init__(self, k: "Kernel", tcp_ns: int, window: Any) -> None:
-        """`window`: the guest-physical range holding the images (name, base_gpa, size_bytes);
-        the kernel reaches it page by page through its frames, like any guest memory."""
+    def __init__(self, k: "Kernel", tcp_ns: int, medium: ScmMedium, dax: "DaxStore | None" = None) -> None:
+        """`medium`: the persistent pages holding the images (the SCM range, or a file on the
+        storage window: imagefile.py); `dax`: the root's DAX store when storage is memory."""
         self.k = k
         self.tcp_ns = tcp_ns
-        self.range_name = window.name
-        first = window.base_gpa >> 12
-        self.medium = ScmMedium(lambda i: k.frames.page(first + i), window.size_bytes // PAGE,
-                                k.memory, window.base_gpa, k.clock)
+        self.medium = medium
         self.store = ImageStore(self.medium)
+        self.dax = dax
+        self.outcome_txn = 0        # the DAX transaction that carried the due directory change
+        self.uncovered = False      # DAX: a checkpoint was skipped; storage may leave the rules
+        if dax is not None:
+            dax.before_change = self._storage_changing
+            dax.on_commit = self._committing
         self.tracker = PageTracker()
         self._rng_packed: list[Any] = [None, None]  # see _rng_state
         self.stats = CheckpointStats()
@@ -126,8 +143,8 @@ class Checkpointer:
         elif (self.replay is not None and self.replay[0] == p.pid and self.replay[1] == nr == OPEN
                 and self.replay[2] >= 0 and args[1] & O_EXCL):
             args = (args[0], (args[1] & ~O_EXCL) | O_TRUNC) + args[2:]
-        forced = self._forced(p, nr, args)
-        dirty = bool(k.pagecache.dirty) or k.fs.rootfs._meta_dirty
+        forced = self._forced(p, nr, args) or (self.dax is not None and self.seq == 0)
+        dirty = self.dax is not None or bool(k.pagecache.dirty) or k.fs.rootfs._meta_dirty
         if forced:
             why = "forced"
         elif not dirty:
@@ -141,6 +158,7 @@ class Checkpointer:
             self.checkpoint(nr)
         except Unsupported as e:
             self.stats.unsupported += 1
+            self.uncovered = True
             if str(e) not in self.reported:
                 self.reported.add(str(e))
                 k.log.append(f"checkpoint skipped: {e}")
@@ -161,8 +179,26 @@ class Checkpointer:
                 ret = recorded
         if self.outcome_due is not None and self.outcome_due == (p.pid, nr):
             self.outcome_due = None
-            self.store.record_outcome(self.seq, nr, ret)
+            self.store.record_outcome(self.seq, nr, ret, self.outcome_txn)
+            self.outcome_txn = 0
         return ret
+
+    def _committing(self, txn: int) -> None:
+        """DAX: transaction `txn` is about to commit. A due directory change records its success
+        first, naming txn: once txn is durable the change is on storage before the syscall
+        returns (see the module docstring)."""
+        if self.outcome_due is not None:
+            self.outcome_txn = txn
+            self.store.record_outcome(self.seq, self.outcome_due[1], 0, txn)
+
+    def _storage_changing(self) -> None:
+        """DAX: storage is about to change. The first change after image S notes S on storage
+        (S + 1 after a skipped checkpoint), so that a restart never takes an older image."""
+        need = self.seq + 1 if self.uncovered else self.seq
+        if need > self.storage_gen:
+            assert self.dax is not None
+            generation.write_device(self.dax.write_at, need, need)
+            self.storage_gen = need
 
     def _forced(self, p: "Process", nr: int, args: tuple[int, ...]) -> bool:
         if self.mmap_filled or nr in DIR_CHANGING or nr in SYNCING:
@@ -194,7 +230,8 @@ class Checkpointer:
         lines0, fences0 = self.medium.lines_flushed, self.medium.fences
         self.phase = "commit"
         try:
-            k.fs.rootfs.store_meta()  # group descriptors and superblock counts into their blocks
+            if self.dax is None:  # (DAX commits them with every operation)
+                k.fs.rootfs.store_meta()  # group descriptors and superblock counts into their blocks
             if finished:
                 meta: dict[str, Any] = {"procs": [], "files": [], "pipes": []}
                 scan = {"pages_scanned": 0, "pages_copied": 0}
@@ -236,6 +273,7 @@ class Checkpointer:
             k.clock.charge(CKPT_NS + scan["pages_scanned"] * CKPT_SCAN_NS
                            + (scan["pages_copied"] + len(blocks)) * 4 * COPY_NS_PER_KIB + io_blocks * k.clock.block_io_ns)
             st.checkpoints += 1
+            self.uncovered = False
             st.pages_scanned += scan["pages_scanned"]
             st.pages_copied += scan["pages_copied"]
             st.blocks_logged += len(blocks)
@@ -268,6 +306,10 @@ class Checkpointer:
         except Unsupported as e:
             # Storage moves past every image: a restart from here must refuse.
             self.k.log.append(f"last checkpoint skipped ({e}): plain write-back")
+            if self.dax is not None:
+                self.uncovered = True
+                self._storage_changing()
+                return
             self._note_generation(self.seq + 1, self.seq + 1)
             self.k.sync()
 
@@ -296,6 +338,9 @@ class Checkpointer:
         if gen.damaged:
             raise RestartRefused(self._refusal(f"image {s} is readable but the generation on storage is not",
                                                rejected, table, gen))
+        if self.dax is not None and s < gen.begun:
+            raise RestartRefused(self._refusal(f"storage moved on from image {gen.begun}, newer than the newest "
+                                               f"readable image {s}", rejected, table, gen))
         if s < gen.begun and not (s == gen.begun - 1 and not gen.torn):
             state = f"part of image {gen.begun}" if gen.torn else f"image {gen.begun}"
             raise RestartRefused(self._refusal(f"storage holds {state}, newer than the newest readable image {s}",
@@ -317,10 +362,13 @@ class Checkpointer:
         bs = meta["block_size"]
         for blockno, pg, _crc in meta["blocks"]:
             dev.write_at(blockno * bs, self.store.page(pg)[:bs])
-        # Storage now holds image s (or the next one, completely): say so on storage again,
-        # since the log's copy of block 0 may have carried an older note.
-        self.storage_gen = max(s, gen.done)
-        generation.write_device(dev.write_at, self.storage_gen, self.storage_gen)
+        if self.dax is not None:
+            self.storage_gen = gen.begun  # the re-executed run notes s before it changes storage
+        else:
+            # Storage now holds image s (or the next one, completely): say so on storage again,
+            # since the log's copy of block 0 may have carried an older note.
+            self.storage_gen = max(s, gen.done)
+            generation.write_device(dev.write_at, self.storage_gen, self.storage_gen)
         self.store.last_seq = max(self.store.last_seq, table.max_seq, gen.begun)
         self.seq = s
         self.stats.restarts += 1
@@ -370,8 +418,9 @@ class Checkpointer:
             outcome = self.store.read_outcome()
         except CorruptImage:
             outcome = None  # open_image refused if the resumed syscall needed it
-        if outcome is not None and outcome[0] == self.seq and cur is not None and _resumes_syscall(meta, cur, outcome[1]):
-            self.replay = (cur, outcome[1], outcome[2])
+        if (outcome is not None and outcome[0] == self.seq and cur is not None and _resumes_syscall(meta, cur, outcome[1])
+                and (self.dax is None or outcome[3] <= self.dax.committed_at_mount)):
+            self.replay = (cur, outcome[1], outcome[2])  # (a DAX change whose transaction never committed: re-run)
 
     def stats_dict(self) -> dict[str, int]:
         return asdict(self.stats)

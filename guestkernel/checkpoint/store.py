@@ -8,7 +8,8 @@ images)::
     page 0, line 0   header  magic "EMUCKPT1", version, page size, pages in the range, crc32
     page 0, line 1   slot 0  seq, first meta page, meta pages, meta length, meta crc32, crc32
     page 0, line 2   slot 1  (same)
-    page 0, line 3   outcome seq, syscall number, result, crc32 (see Checkpointer.record_outcome)
+    page 0, line 3   outcome seq, syscall number, result, DAX transaction (0: none), crc32 (see
+                     Checkpointer.after_syscall)
     pages 1..N-2     data pages (process pages, blocks of the file-system log) and metadata runs
     page N-1         the mirror: lines 0-3 as in page 0, written right after them
 
@@ -42,12 +43,12 @@ from guestkernel.scm import LINE, ScmMedium
 from hw.physmem import PAGE_SIZE
 
 MAGIC = b"EMUCKPT1"
-VERSION = 2  # 2: metadata in msgpack + zstd (1: JSON + zlib)
+VERSION = 3  # 3: the outcome names its DAX transaction; 2: metadata in msgpack + zstd (1: JSON + zlib)
 PAGE = PAGE_SIZE  # the hardware page (hw/physmem.py)
 SLOTS = 2
 _HDR = struct.Struct("<8sIII")          # magic, version, page size, pages
 _SLOT = struct.Struct("<QIIII")         # seq, meta page, meta pages, meta length, meta crc
-_OUTCOME = struct.Struct("<Qqq")        # seq, syscall nr, result
+_OUTCOME = struct.Struct("<QqqQ")       # seq, syscall nr, result, DAX transaction
 _CRC = struct.Struct("<I")
 _ZSTD = zstandard.ZstdCompressor(level=1)  # writes the content size, which decompress needs
 
@@ -242,11 +243,11 @@ class ImageStore:
         self._recount()
 
     # -- the outcome of a directory-changing syscall ------------------------------------------
-    def record_outcome(self, seq: int, nr: int, result: int) -> None:
-        self._persist_line(3, _sealed(_OUTCOME, seq, nr, result).ljust(LINE, b"\0"))
+    def record_outcome(self, seq: int, nr: int, result: int, txn: int = 0) -> None:
+        self._persist_line(3, _sealed(_OUTCOME, seq, nr, result, txn).ljust(LINE, b"\0"))
         self.m.fence()
 
-    def read_outcome(self) -> tuple[int, int, int] | None:
+    def read_outcome(self) -> tuple[int, int, int, int] | None:
         """The newest outcome record of either copy; None if neither holds one; CorruptImage if
         both copies are damaged (a recorded outcome may be lost)."""
         raws = [self.m.read(base + LINE * 3, LINE) for base in self._table_pages()]

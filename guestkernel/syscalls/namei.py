@@ -59,6 +59,8 @@ def do_unlink(k: "Kernel", p: "Process", dirfd: int, path: bytes, flags: int) ->
         raise SyscallError(EISDIR)
     if path.endswith(b"/"):  # the name itself (a symlink is not followed) must be a directory
         raise SyscallError(EISDIR if k.vfs.is_dir(k.vfs.lookup(parent, name)) else ENOTDIR)
+    if k.vfs.kernel_files:
+        k.vfs.check_removable(k.vfs.lookup(parent, name))
     k.on_dir_change(p)
     ino = fs_call(k.fs.unlink, parent, name)
     k.vfs.maybe_release(ino)
@@ -139,6 +141,9 @@ def do_rename(k: "Kernel", p: "Process", olddirfd: int, old: bytes, newdirfd: in
             raise SyscallError(EINVAL if flags & RENAME_EXCHANGE else ENOTEMPTY)
     if tgt == src:
         return 0
+    k.vfs.check_removable(src)
+    if tgt is not None:
+        k.vfs.check_removable(tgt)
     if tgt is not None and not flags & RENAME_EXCHANGE:
         if src_dir and not tgt_dir:
             raise SyscallError(ENOTDIR)

@@ -249,7 +249,7 @@ def sys_truncate(k, p, path, length, *_):  # type: ignore[no-untyped-def]
         raise SyscallError(EINVAL)
     if S.S_ISDIR(k.fs.stat(ino).mode):
         raise SyscallError(EISDIR)
-    k.vfs.on_file_write(ino)
+    k.vfs.check_writable(ino)
     fs_call(k.fs.truncate, ino, length)
     k.vfs.on_data_change(ino, length)
     return 0
@@ -262,7 +262,7 @@ def sys_ftruncate(k, p, fd, length, *_):  # type: ignore[no-untyped-def]
     f = p.fds.get(s32(fd))
     if not isinstance(f, InodeFile) or not f.writable or not S.S_ISREG(k.fs.stat(f.ino).mode):
         raise SyscallError(EINVAL)
-    k.vfs.on_file_write(f.ino)
+    k.vfs.check_writable(f.ino)
     fs_call(k.fs.truncate, f.ino, length)
     k.vfs.on_data_change(f.ino, length)
     return 0

@@ -7,7 +7,7 @@ import random
 import stat as S
 from typing import TYPE_CHECKING, Callable
 
-from guestkernel.errors import EACCES, EISDIR, ENOENT, ENOTDIR, SyscallError
+from guestkernel.errors import EACCES, EBUSY, EISDIR, ENOENT, ENOTDIR, ETXTBSY, SyscallError
 from guestkernel.vfs.pseudo import PseudoDirFile, PseudoFS, PseudoNode
 from guestkernel.vfs.devices import (BLOCK_MAJORS, DEV_DIR, DEVICES, FD_ALIASES, LOOP_MAJOR, PMEM_MAJOR, DevDirFile,
                                      DevFile, DevNode, PmemFile, PmemRegion)
@@ -45,10 +45,24 @@ class VFS(PathLookup):
         # Is an inode mapped by some process (the kernel knows the address spaces)?
         self.mapped: Callable[[int], bool] = lambda ino: False
         self.on_file_write: Callable[[int], None] = lambda ino: None
+        # Files the kernel itself uses (the checkpoint image file, like an active swap file):
+        # writes and truncations fail with ETXTBSY, unlink and rename with EBUSY.
+        self.kernel_files: set[int] = set()
         # After a file's data changed (written, or truncated to a size): mappings follow it.
         self.on_data_change: Callable[[int, int | None], None] = lambda ino, size: None
         # Reads of a file's data or attributes (the checkpoint rules' "access time").
         self.on_file_read: Callable[[int], None] = lambda ino: None
+
+    def check_writable(self, ino: int) -> None:
+        """Before a file's data is written or truncated."""
+        if ino in self.kernel_files:
+            raise SyscallError(ETXTBSY)
+        self.on_file_write(ino)
+
+    def check_removable(self, node: Node) -> None:
+        """Before a name of `node` is removed or replaced."""
+        if node in self.kernel_files:
+            raise SyscallError(EBUSY)
 
     def random_bytes(self, n: int) -> bytes:
         return self.rng.randbytes(n)
@@ -105,7 +119,7 @@ class VFS(PathLookup):
             raise SyscallError(EACCES)
         f = InodeFile(self, node, flags, path)
         if flags & O_TRUNC and S.S_ISREG(st.mode):  # even O_RDONLY or empty (mtime), as Linux
-            self.on_file_write(node)
+            self.check_writable(node)
             self.fs.truncate(node, 0)
             self.on_data_change(node, 0)
         return f

@@ -161,7 +161,7 @@ class InodeFile(OpenFile):
             raise SyscallError(EBADF)
         if self.flags & O_APPEND:
             offset = self.vfs.fs.stat(self.ino).size  # Linux appends even for pwrite(2)
-        self.vfs.on_file_write(self.ino)
+        self.vfs.check_writable(self.ino)
         try:
             n = self.vfs.fs.write(self.ino, offset, data)
         except Exception as e:  # FsError: ENOSPC, EFBIG, EIO reach the caller as its errno

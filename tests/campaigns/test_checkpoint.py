@@ -347,7 +347,7 @@ def test_replayed_directory_change_answers_with_its_recorded_outcome(tmp_path: P
     ref, m, ref_out = _run(tmp_path / "ref", base_image, argv, cfg)
     assert ref_out == b"made\n"
     ck = m.kernel.checkpointer
-    seq, nr, result = ck.store.read_outcome()
+    seq, nr, result, _txn = ck.store.read_outcome()
     assert nr == 83 and result == 0  # mkdir, succeeded
     spans = {s[0]: s for s in ck.spans}
     after = spans[seq + 1]

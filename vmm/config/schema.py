@@ -141,6 +141,17 @@ class CheckpointConfig:
                      toml="tcp", default=1_000_000_000)
     range: str = _f("the SCM range that holds the images (empty: the first SCM range)",
                     parse="str", default="")
+    into: str = _f("where the images live: 'scm' (the SCM range, the first paper) or 'file:/PATH' "
+                   "(a file of the guest file system on storage as memory, the third paper; "
+                   "needs storage.mode = 'memory')", parse="str", default="scm")
+    file_size_bytes: int = _f("into = 'file:...': the file's size, preallocated (zeroed) at the "
+                              "first boot that does not find it", parse="size", toml="file_size",
+                              default=16 * 1024 * 1024)
+
+    @property
+    def in_file(self) -> str | None:
+        """The guest path of the image file (into = 'file:/PATH'), else None."""
+        return self.into[5:] if self.into.startswith("file:") else None
 
 
 @dataclass(frozen=True)
@@ -349,7 +360,7 @@ class MachineConfig:
              and not (self.checkpoint.enabled and r.name == self.checkpoint_pool)]
         if any(r.name == STORAGE_POOL for r in self.pools):
             devices.append((STORAGE_POOL, "storage"))
-        if self.checkpoint.enabled and self.checkpoint_pool:
+        if self.checkpoint.enabled and self.checkpoint.in_file is None and self.checkpoint_pool:
             devices.append((self.checkpoint_pool, "checkpoint"))
         gpa = max(DEVICE_WINDOW_GPA, -(-gpa // GiB) * GiB)
         for name, kind in devices:

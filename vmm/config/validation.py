@@ -12,7 +12,7 @@ from vmm.config.schema import (
     SUPPORTED_LINE_BYTES,
     CacheConfig, InterleaveConfig, MachineConfig, RangeConfig, StorageConfig, _key_of,
 )
-from vmm.config.units import KiB, MiB, hex_addr, human_size
+from vmm.config.units import GiB, KiB, MiB, hex_addr, human_size
 from vmm.energy import shared_channel
 from vmm.errors import EmuError
 
@@ -120,9 +120,6 @@ def validate(cfg: MachineConfig, source: str = "<machine>", style: str = "toml",
     if cfg.storage.log_bytes % PAGE_BYTES or not 64 * KiB <= cfg.storage.log_bytes <= 256 * MiB:
         raise _err(source, f"storage.{k(StorageConfig, 'log_bytes')}",
                    f"{cfg.storage.log_bytes} must be a multiple of 4 KiB between 64 KiB and 256 MiB")
-    if cfg.storage.mode == "memory" and cfg.checkpoint.enabled:
-        raise _err(source, "storage.mode", "checkpointing into SCM needs storage.mode = 'block' "
-                   "(checkpoints in files on storage-as-memory are not built yet)")
     if any(r.name == STORAGE_POOL for r in cfg.pools) and cfg.storage.mode != "memory":
         # (in memory mode the machine adds it, and a saved machine, a snapshot's, carries it)
         raise _err(source, pool_key, f"pool name {STORAGE_POOL!r} is kept for the storage window of memory mode")
@@ -176,7 +173,18 @@ def validate(cfg: MachineConfig, source: str = "<machine>", style: str = "toml",
     # checkpointing
     ck = cfg.checkpoint
     scm_names = [r.name for r in cfg.scm]
-    if ck.enabled:
+    path = ck.in_file
+    if ck.into != "scm" and (path is None or not path.startswith("/") or path.rstrip("/") == ""
+                             or "\0" in path):
+        raise _err(source, "checkpoint.into", f"expected 'scm' or 'file:/ABSOLUTE/PATH', got {ck.into!r}")
+    if ck.file_size_bytes % PAGE_BYTES or not 64 * KiB <= ck.file_size_bytes <= 4 * GiB:
+        raise _err(source, "checkpoint.file_size", f"{ck.file_size_bytes} must be a multiple of 4 KiB "
+                   "between 64 KiB and 4 GiB")
+    if ck.enabled and path is not None:
+        if cfg.storage.mode != "memory":
+            raise _err(source, "checkpoint.into", "checkpoints in a file need storage.mode = 'memory' "
+                       "(the file lives on the storage window)")
+    elif ck.enabled:
         if not cfg.checkpoint_pool:
             raise _err(source, "checkpoint.enabled", "checkpointing needs an 'scm' pool that backs no guest RAM")
         if ck.range and ck.range not in scm_names:
@@ -208,7 +216,7 @@ def validate(cfg: MachineConfig, source: str = "<machine>", style: str = "toml",
         if name in use:
             raise _err(source, at, f"pool {name!r} already backs guest {use[name]}")
         use[name] = "pmem"
-    if ck.enabled and cfg.checkpoint_pool in use:
+    if ck.enabled and path is None and cfg.checkpoint_pool in use:
         raise _err(source, "checkpoint.range", f"pool {cfg.checkpoint_pool!r} already backs guest {use[cfg.checkpoint_pool]}")
     if not cfg.guest.ram and not cfg.dram:
         raise _err(source, "guest.ram", "no guest RAM: list it (guest.ram = [{from = POOL}]) or add a 'dram' pool")
