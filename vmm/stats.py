@@ -15,6 +15,8 @@ MACHINE_STATS = [
     Stat("sim.kernel_ns", "ns", "virtual time charged for kernel work"),
     Stat("kernel.page_faults", "faults", "page faults handled (demand paging, copy-on-write)"),
     Stat("kernel.syscalls", "calls", "syscalls served"),
+    Stat("kernel.rejuvenations", "handovers", "times the process group was handed to a newly constructed kernel "
+         "instance (software rejuvenation; the kernel counters add up every instance's)"),
     Stat("storage.reads", "requests", "block device read requests"),
     Stat("storage.writes", "requests", "block device write requests"),
     Stat("storage.read_bytes", "bytes", "bytes read from the block device"),
@@ -30,12 +32,13 @@ def registry_for(machine: Any) -> StatsRegistry:
     reg = StatsRegistry()
 
     def machine_values() -> dict[str, int]:
-        k = machine.kernel
+        k, old = machine.kernel, machine.retired
         dev = machine.blockdev.stats
         return {
             "sim.instructions": machine.cpu.icount, "sim.virtual_ns": machine.clock.uptime_ns(),
-            "sim.kernel_ns": machine.clock.kernel_ns, "kernel.page_faults": k.page_faults,
-            "kernel.syscalls": sum(k.syscall_counts.values()),
+            "sim.kernel_ns": machine.clock.kernel_ns, "kernel.page_faults": old.page_faults + k.page_faults,
+            "kernel.syscalls": sum(old.syscalls.values()) + sum(k.syscall_counts.values()),
+            "kernel.rejuvenations": machine.rejuvenations,
             "storage.reads": dev.reads, "storage.writes": dev.writes,
             "storage.read_bytes": dev.bytes_read, "storage.write_bytes": dev.bytes_written,
             "ept.swaps": machine.ept.swaps,

@@ -83,6 +83,8 @@ class CheckpointStats:
 
 
 class Checkpointer:
+    force_next = False  # the host wants an image at the next syscall entry (rejuvenation)
+
     def __init__(self, k: "Kernel", tcp_ns: int, window: Any) -> None:
         """`window`: the guest-physical range holding the images (name, base_gpa, size_bytes);
         the kernel reaches it page by page through its frames, like any guest memory."""
@@ -126,7 +128,7 @@ class Checkpointer:
         elif (self.replay is not None and self.replay[0] == p.pid and self.replay[1] == nr == OPEN
                 and self.replay[2] >= 0 and args[1] & O_EXCL):
             args = (args[0], (args[1] & ~O_EXCL) | O_TRUNC) + args[2:]
-        forced = self._forced(p, nr, args)
+        forced = self.force_next or self._forced(p, nr, args)
         dirty = bool(k.pagecache.dirty) or k.fs.rootfs._meta_dirty
         if forced:
             why = "forced"
@@ -146,6 +148,7 @@ class Checkpointer:
                 k.log.append(f"checkpoint skipped: {e}")
             return args
         setattr(self.stats, why, getattr(self.stats, why) + 1)
+        self.force_next = False
         if nr in DIR_CHANGING or (nr in (OPEN, OPENAT) and args[_flags_arg(nr)] & O_CREAT):
             self.outcome_due = (p.pid, nr)
         return args
