@@ -47,13 +47,37 @@ def registry_for(machine: Any) -> StatsRegistry:
 
     reg.register(machine_values, MACHINE_STATS)
     if hasattr(machine.kernel, "register_stats"):  # optional in the kernel interface
-        machine.kernel.register_stats(reg)
+        machine.kernel.register_stats(FollowKernel(reg, machine))
     if machine.cache is not None:
         machine.cache.register_stats(reg)
     if getattr(machine, "placement", None) is not None:
         machine.placement.register_stats(reg)
     energy.register_stats(reg, machine)
     return reg
+
+
+class FollowKernel:
+    """What a kernel's register_stats sees as the registry: its providers report the machine's
+    kernel at each sample, so a registry built before a rejuvenation (a time series) goes on
+    with the new instance's counters."""
+
+    def __init__(self, reg: StatsRegistry, machine: Any) -> None:
+        self.reg, self.machine = reg, machine
+
+    def register(self, provider: Any, stats: Any = ()) -> None:
+        index = len(getattr(self, "_mine", []))
+        self._mine = [*getattr(self, "_mine", []), provider]
+        owner = [self.machine.kernel, self._mine]
+
+        def current() -> dict[str, int]:
+            k = self.machine.kernel
+            if k is not owner[0]:  # another instance: its own providers, in the same order
+                again = FollowKernel(StatsRegistry(), self.machine)
+                k.register_stats(again)
+                owner[:] = [k, again._mine]
+            return owner[1][index]()
+
+        self.reg.register(current, stats)
 
 
 def machine_stats(machine: Any) -> dict[str, Any]:
