@@ -16,7 +16,7 @@ MACHINE_STATS = [
     Stat("kernel.page_faults", "faults", "page faults handled (demand paging, copy-on-write)"),
     Stat("kernel.syscalls", "calls", "syscalls served"),
     Stat("kernel.rejuvenations", "handovers", "times the process group was handed to a newly constructed kernel "
-         "instance (software rejuvenation; the kernel counters add up every instance's)"),
+         "instance (software rejuvenation; kernel.syscalls and kernel.page_faults add up every instance's)"),
     Stat("storage.reads", "requests", "block device read requests"),
     Stat("storage.writes", "requests", "block device write requests"),
     Stat("storage.read_bytes", "bytes", "bytes read from the block device"),
