@@ -10,6 +10,10 @@
     emu restart DIR [--start-over]          power back on after a failure: resume the checkpointed
                                             programs from SCM and run them to the end (or refuse,
                                             changing nothing, when that cannot be done faithfully)
+    emu run --checkpoint tcp=T --rejuvenate-at N [--fresh-kernel MODULE:CLASS] [--rejuvenate-stop]
+                                            software rejuvenation: at N the group is handed to a
+                                            newly constructed kernel instance (emu/rejuvenation.py)
+    emu restart --fresh-kernel [MODULE:CLASS] DIR  resume DIR's newest image under a fresh kernel
     emu machine show [FILE]                 the resolved memory map and settings
     emu stats DIR                           the counters of a finished run
     emu image build [RECIPE] [-o PATH]      build a guest image (see images/)
@@ -67,9 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=ArgumentParser)
     run = sub.add_parser("run", help="boot the machine and run one program as pid 1")
     add_machine_options(run)
-    from emu import snapshots
+    from emu import rejuvenation, snapshots
 
     snapshots.add_run_arguments(run)
+    rejuvenation.add_run_arguments(run)
     run.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM [ARGS...]")
     run.set_defaults(func=cmd_run)
     resume = sub.add_parser("resume", help="restore a snapshot into a fresh machine and run it to the end")
@@ -92,9 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     boot = sub.add_parser("boot", help="boot the machine and run the image's /sbin/init")
     add_machine_options(boot)
     snapshots.add_run_arguments(boot)
+    rejuvenation.add_run_arguments(boot)
     boot.set_defaults(func=cmd_boot, program=["/sbin/init"])
     restart = sub.add_parser("restart", help="power on after a power failure and resume from the newest checkpoint in SCM")
-    restart.add_argument("dir", help="the state directory the failed run left (emu run --state DIR ...)")
+    restart.add_argument("dir", nargs="?", help="the state directory the failed run left (emu run --state DIR ...)")
+    restart.add_argument("--fresh-kernel", nargs="?", const=FRESH_DEFAULT, metavar="MODULE:CLASS",
+                         help="resume DIR's newest image under a freshly constructed kernel of this class (default: the"
+                              " class of --kernel): a state directory left by a power cut or by emu run --rejuvenate-at N"
+                              " --rejuvenate-stop (software rejuvenation across emu processes)")
     restart.add_argument("--start-over", action="store_true",
                          help="run the program again from the start on storage as it is, ignoring the checkpoints (when a restart was refused)")
     add_machine_options(restart)
@@ -215,9 +225,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         program = program[1:]
     if not program:
         raise EmuError("nothing to run: give a program after --, e.g. emu run -- /bin/grep -c x /data/corpus.txt")
-    from emu import snapshots
+    from emu import rejuvenation, snapshots
 
     snap_dirs = snapshots.snapshot_dirs(args)
+    handovers = rejuvenation.check(args, resolve_config(args, Path(args.state) if args.state else None).checkpoint.enabled)  # type: ignore[attr-defined]
     machine, scratch, state = machine_for(args)
     if state is not None:
         (state / COMMAND_FILE).write_text(json.dumps({"argv": program}) + "\n")
@@ -232,6 +243,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if snap_dirs:
             result = snapshots.run_with_snapshots(machine, program, args, snap_dirs)
             if result is None:  # --snapshot-stop
+                return 0
+        elif handovers:
+            result = rejuvenation.run_with_rejuvenation(machine, program, args, handovers)
+            if result is None:  # --rejuvenate-stop
                 return 0
         else:
             result = machine.run(program)  # type: ignore[attr-defined]
@@ -253,7 +268,22 @@ def cmd_boot(args: argparse.Namespace) -> int:
 COMMAND_FILE = "command.json"  # in a state directory: the program the run started
 
 
+FRESH_DEFAULT = "-"  # `emu restart --fresh-kernel` without a class: that of --kernel (or the default)
+
+
 def cmd_restart(args: argparse.Namespace) -> int:
+    fresh = args.fresh_kernel
+    if fresh is not None and args.dir is None and fresh != FRESH_DEFAULT and (":" not in fresh or Path(fresh).is_dir()):
+        args.dir, fresh = fresh, FRESH_DEFAULT  # `--fresh-kernel DIR`: the option took DIR as its class
+    if args.dir is None:
+        raise EmuError("emu restart needs the state directory: emu restart [--fresh-kernel [MODULE:CLASS]] DIR")
+    if fresh is not None and fresh != FRESH_DEFAULT:
+        if args.kernel and args.kernel != fresh:
+            raise EmuError("--kernel and --fresh-kernel name different classes: give the restart's kernel once")
+        from emu.rejuvenation import check_kernel_spec
+
+        check_kernel_spec(fresh, None)
+        args.kernel = fresh
     state = Path(args.dir)
     if not (state / "disk.img").is_file() or not (state / "config.json").is_file():
         raise EmuError(f"{state} is not a state directory (no disk.img and config.json): make one with emu run --state DIR --checkpoint tcp=1s ...")
@@ -273,7 +303,11 @@ def cmd_restart(args: argparse.Namespace) -> int:
         raise RestartRefusedError(f"{e}; {state} is unchanged (emu restart --start-over runs the program again from the start)") from None
     except ValueError as e:
         raise EmuError(str(e)) from None
-    print(f"emu: restart: {restart_line(machine.restart_how, result.restart)}", file=sys.stderr)  # type: ignore[attr-defined]
+    line = restart_line(machine.restart_how, result.restart)  # type: ignore[attr-defined]
+    if fresh is not None:
+        cls = type(machine.kernel)  # type: ignore[attr-defined]
+        line += f"; under a fresh {cls.__module__}:{cls.__qualname__} instance"
+    print(f"emu: restart: {line}", file=sys.stderr)
     report(args, machine, result, state)
     return EXIT_POWER_FAILED if result.power_failed else result.exit_code
 

@@ -114,9 +114,11 @@ def print_summary(r: Any) -> None:
         t.add_row("checkpoint copies", f"{ck['pages_copied'] / n:,.1f} pages + {ck['blocks_logged'] / n:,.1f} blocks "
                   f"per checkpoint, {ck['bytes_copied'] / 1e6:,.2f} MB in all")
         t.add_row("checkpoint time", f"{ck['ns'] / 1e6:,.3f} ms virtual")
-        if ck["restarts"]:
+        if ck["restarts"] > getattr(r, "rejuvenations", 0):  # (each handover is a restart too)
             t.add_row("restart", f"from an image{'; an older one (the newest was bad)' if ck['fallbacks'] else ''}"
                       + (f"; {ck['replayed_outcomes']} replayed outcome(s)" if ck["replayed_outcomes"] else ""))
+    if getattr(r, "rejuvenations", 0):
+        t.add_row("rejuvenations", f"{r.rejuvenations:,} (the group handed to a new kernel instance)")
     con.print(t)
     s = Table(title="syscalls by name")
     s.add_column("syscall")

@@ -29,6 +29,14 @@ Optional, for kernels that checkpoint (`emu restart`):
                                 changing anything, when the state cannot reproduce an
                                 uninterrupted run.
 
+Optional, for software rejuvenation (`emu run --rejuvenate-at N`, Machine.rejuvenate): the
+machine drops the kernel and a new instance resumes its group with restart_from_state.
+
+    checkpoint_now() -> bool    at a pause, commit one image of the whole group (True), or arm
+                                one for the next syscall entry (False): the kernel then stops the
+                                CPU with `handover_ready` set and does not run that call
+    release_machine()           let go of host resources (no shutdown, nothing written)
+
 Optional, for machine snapshots (`emu run --snapshot...`, vmm/snapshot):
 
     save_state() -> bytes; load_state(machine, state)

@@ -337,6 +337,56 @@ class Kernel:
         if self.dax is not None and self.dax.pending:
             self.fs.rootfs.sync()
 
+    # -- rejuvenation: the group handed to a new kernel instance (vmm Machine.rejuvenate) ------
+    handover_ready = False  # the image a new kernel resumes from is committed: stop using this one
+
+    def checkpoint_now(self) -> bool:
+        """The host asks, at a pause (the CPU stopped between blocks, the current process in user
+        mode), for one checkpoint image of the whole group now, for a new kernel instance to
+        resume with `restart_from_state`. True: it is committed (and written back: storage
+        equals it) and `handover_ready` is set. False: it cannot be taken here (the current
+        process is inside a parked syscall, a vfork is in progress, ...): the checkpointer takes
+        it at the next syscall entry as a forced checkpoint, before the call's work, and the
+        kernel then stops the CPU with `handover_ready` set (the call runs under the new
+        kernel, which re-executes it from the image)."""
+        ck = self.checkpointer
+        if ck is None:
+            raise ValueError("a handover to a new kernel needs checkpointing on")
+        if self.handover_ready:
+            return True
+        cur = self.current
+        if cur is None or (cur.state == RUNNABLE and cur.pending_call is None and cur.ctx is None):
+            from guestkernel.checkpoint.state import Unsupported
+
+            # The process on the CPU is captured as one off it, from a saved context: it
+            # resumes in user mode where it stopped (capture's "user"), not in a syscall.
+            if cur is not None:
+                cur.ctx = self.cpu.save_context()
+            self.current = None
+            try:
+                ck.checkpoint()
+                self.handover_ready = True
+            except Unsupported as e:
+                self.log.append(f"rejuvenation: no image at the pause ({e}): taken at the next syscall entry")
+            finally:
+                self.current = cur
+                if cur is not None:
+                    cur.ctx = None
+        if not self.handover_ready:
+            ck.force_next = True
+        return self.handover_ready
+
+    def release_machine(self) -> None:
+        """This kernel is replaced by another instance (rejuvenation): let go of what it holds
+        of the machine's host resources (the CPU's per-address-space instruction caches)
+        without writing anything: no shutdown, no sync; storage and SCM stay as the last
+        image left them."""
+        for mm in self._live_mms():
+            if mm.icache is not None:
+                self.cpu.free_icache(mm.icache)
+                mm.icache = None
+        self.cpu.on_syscall = lambda: None
+
     # -- the whole kernel's state (machine snapshots; see guestkernel/snapshot.py) -------------
     def save_state(self) -> bytes:
         """Everything the kernel holds: processes with their registers, address spaces and
@@ -1086,7 +1136,12 @@ class Kernel:
         self.syscall_counts[name] += 1
         ck = self.checkpointer
         if ck is not None:
+            wanted = ck.force_next
             a0, a1, a2, a3, a4, a5 = ck.at_syscall(p, nr, (a0, a1, a2, a3, a4, a5))
+            if wanted and not ck.force_next:  # the handover's image is taken (checkpoint_now):
+                self.handover_ready = True    # the call is the new kernel's to run
+                cpu.request_stop()
+                return
         try:
             ret = fn(self, p, a0, a1, a2, a3, a4, a5)
         except SyscallError as e:

@@ -39,6 +39,9 @@ class Clock:
         self.kernel_ns = 0
         self.base_ns = 0  # uptime carried over from a checkpoint at restart
         self.paused_ns = 0  # the guest paused by the host (page migration)
+        # Time before the last kernel handover (rejuvenation), not counted: the new kernel's
+        # uptime starts from 0 as at power-on and goes on from its image's (base_ns).
+        self.handover_ns = 0
 
     def charge(self, ns: int) -> None:
         self.kernel_ns += ns
@@ -46,11 +49,20 @@ class Clock:
     def pause(self, ns: int) -> None:
         self.paused_ns += ns
 
+    def new_kernel(self) -> None:
+        """A new kernel instance takes the machine over (rejuvenation): uptime reads 0 until
+        it sets base_ns from the image it resumes, as a restart after power-on does; retired
+        instructions and kernel work go on counting."""
+        self.handover_ns += self.uptime_ns()
+        self.base_ns = 0
+
     def save_state(self) -> dict:
-        return {"kernel_ns": self.kernel_ns, "base_ns": self.base_ns, "paused_ns": self.paused_ns}
+        return {"kernel_ns": self.kernel_ns, "base_ns": self.base_ns, "paused_ns": self.paused_ns,
+                "handover_ns": self.handover_ns}
 
     def load_state(self, state: dict) -> None:
         self.kernel_ns, self.base_ns, self.paused_ns = state["kernel_ns"], state["base_ns"], state["paused_ns"]
+        self.handover_ns = state.get("handover_ns", 0)
 
     def instructions(self) -> int:
         return int(self._icount())
@@ -59,7 +71,7 @@ class Clock:
         return self._icount() * 10**9 // self.cpu_hz
 
     def uptime_ns(self) -> int:
-        return self.base_ns + self.user_ns() + self.kernel_ns + self.paused_ns
+        return self.base_ns + self.user_ns() + self.kernel_ns + self.paused_ns - self.handover_ns
 
     def now_ns(self) -> int:
         return self.boot_epoch_ns + self.uptime_ns()

@@ -98,6 +98,8 @@ class CPU:
         self._stop_requested = False
         self._asid = -1
         self._sites: list[object] = []
+        self._site_keys: set[tuple[int, bytes]] = set()  # (gva, instruction) of every site hooked
+        self._code_hooks: list[int] = []  # Unicorn handles of add_code_hook's hooks (a kernel's)
 
     # --- hooks -------------------------------------------------------------------------------
     def _syscall_hook(self, uc: Uc, _ud: object) -> None:
@@ -110,10 +112,14 @@ class CPU:
     def add_code_hook(self, gva: int, callback: Callable[[int], None]) -> None:
         """Call callback(gva) before any instruction that starts at gva executes (any process).
         Add it before the code there runs: translated code does not see new hooks."""
-        self.uc.hook_add(UC_HOOK_CODE, lambda uc, addr, size, ud: callback(addr), None, gva, gva)
+        self._code_hooks.append(self.uc.hook_add(UC_HOOK_CODE, lambda uc, addr, size, ud: callback(addr), None, gva, gva))
 
     def add_site(self, site: "Site") -> None:
         """A C hook for a persistence-instruction site (see hw/native/sites.c)."""
+        key = (site.gva, bytes(site.insn))
+        if key in self._site_keys:  # hooked already (by the kernel this one replaced): the
+            return                  # C hook checks the bytes, so it serves any kernel
+        self._site_keys.add(key)
         kinds = {"clflush": 0, "clflushopt": 1, "clwb": 2, "sfence": 3, "mfence": 4, "wbinvd": 5, "nt": 6}
         s = self.lib.emu_site_new(self.st)
         s.gva = site.gva
@@ -129,6 +135,21 @@ class CPU:
         err = self.lib.emu_site_install(self._uc_ptr, s)
         if err:
             raise RuntimeError(f"cannot hook the site at {site.gva:#x} (uc_err {err})")
+
+    def forget_kernel(self) -> None:
+        """The kernel driving this CPU is being replaced (rejuvenation, vmm/machine.py): its
+        code hooks (closures of the old kernel) go, the syscall hook answers nothing until the
+        new kernel sets it, the next set_address_space loads tables whatever their asid (the new
+        kernel numbers its address spaces afresh), and the TLB and translated code are dropped.
+        Persistence-instruction sites stay: they depend on the instruction bytes only."""
+        for h in self._code_hooks:
+            self.uc.hook_del(h)
+        self._code_hooks.clear()
+        self.on_syscall = lambda: None
+        self._asid = -1
+        self.st.icache = self.ffi.NULL
+        self.tlb_flush()
+        self.flush_translations()
 
     def skip_instruction(self, gva: int, size: int) -> None:
         """From a code hook: do not execute the instruction at gva (it was emulated); it still

@@ -21,6 +21,7 @@ import json
 import os
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -60,6 +61,7 @@ class RunResult:
     power_report: dict[str, Any] = field(default_factory=dict)
     checkpoint: dict[str, int] = field(default_factory=dict)  # checkpoint counters (if on)
     restart: dict[str, Any] = field(default_factory=dict)     # what a restart resumed from, and why
+    rejuvenations: int = 0    # handovers of the group to a newly constructed kernel instance
 
     @property
     def mips(self) -> float:
@@ -200,6 +202,10 @@ class Machine:
             self.placement = Placement(self, cfg.placement)
         self._kernel_deadline: int | None = None  # the running process's deadline (kernel's)
         self._t0 = time.perf_counter()
+        self._argv: tuple[list[bytes], list[bytes] | None] = ([], None)  # what boot started
+        self.handovers: list[dict[str, Any]] = []  # each rejuvenation: where, to what, from which image
+        self._handover_wanted = False  # the loop stops once the kernel has the handover's image
+        self.retired = RetiredKernels()  # what the kernels replaced so far counted
 
     def _block_event(self) -> None:
         """Each block the storage device writes is a persistence event; the power may fail
@@ -240,6 +246,7 @@ class Machine:
         cut)."""
         argv_b = [a.encode() if isinstance(a, str) else a for a in argv]
         env_b = None if env is None else [e.encode() if isinstance(e, str) else e for e in env]
+        self._argv = (argv_b, env_b)
         self._t0 = time.perf_counter()
         k = self.kernel
         try:
@@ -323,6 +330,8 @@ class Machine:
                 raise PowerFailure("event")
             if fail_at is not None and at_deadline == fail_at and cpu.icount < fail_at:
                 self._step_to(fail_at)
+            if self._handover_wanted and getattr(k, "handover_ready", False):
+                return False  # the kernel took the image a new instance resumes (rejuvenate)
 
     def _step_to(self, n: int) -> None:
         """The CPU stopped at the block holding instruction n: single-step to exactly n."""
@@ -348,6 +357,114 @@ class Machine:
     def _capped(self, kernel_deadline: int) -> int:
         """A quantum never runs past the power cut: the CPU stops there as at a deadline."""
         return kernel_deadline if self.power_fail_at is None else min(kernel_deadline, self.power_fail_at)
+
+    # -- rejuvenation: the process group handed to a new kernel instance ------------------------
+    def rejuvenate(self, kernel_spec: str | None = None) -> RunResult | None:
+        """At a pause (`resume_run(until)` returned None): software rejuvenation. The running
+        kernel checkpoints the whole group now (or at the next syscall entry, see
+        `checkpoint_now`); the kernel object is dropped without a shutdown; guest RAM is zeroed
+        (the new kernel owes nothing to the old one's memory; SCM and storage stay); a kernel of
+        `kernel_spec` (MODULE:CLASS; None: the running one's class) is constructed and resumes
+        the group from that image with `restart_from_state`, as after a power cut, with the
+        console neither repeating nor losing a byte. None: the new kernel is ready
+        (`resume_run` goes on); else the result of a run that ended (or lost power) before the
+        image could be taken."""
+        new = self._new_kernel(kernel_spec)
+        ended = self._take_handover_image()
+        if ended is not None:
+            return ended
+        self._hand_over(new)
+        return None
+
+    def stop_for_restart(self) -> RunResult | None:
+        """At a pause: take the image a new kernel resumes (as `rejuvenate` does) and power off
+        without a shutdown, leaving the state directory for `emu restart [--fresh-kernel] DIR`.
+        None when stopped so; else the result of a run that ended before the image was taken."""
+        self._new_kernel(None)  # the checks only
+        ended = self._take_handover_image()
+        if ended is not None:
+            return ended
+        self._close()  # the console record, media and disk on the host's storage
+        return None
+
+    def _new_kernel(self, spec: str | None) -> Any:
+        """Checks, then a kernel of `spec` (None: the running kernel's class), not yet booted."""
+        old = self.kernel
+        if not self.config.checkpoint.enabled:
+            raise EmuError("rejuvenation needs checkpointing: run with --checkpoint tcp=... "
+                           "(the new kernel resumes the group from a checkpoint image)")
+        if not hasattr(old, "checkpoint_now"):
+            raise EmuError(f"kernel {getattr(old, 'name', '?')} cannot hand its processes over (no checkpoint_now)")
+        if self.balloon.actual_pages:
+            raise EmuError("rejuvenation with an inflated memory balloon is not supported")
+        cls = type(old)
+        new = load_kernel(spec or f"{cls.__module__}:{cls.__qualname__}", self.config)
+        if not hasattr(new, "restart_from_state"):
+            raise EmuError(f"kernel {getattr(new, 'name', '?')} cannot resume a checkpoint (no restart_from_state)")
+        return new
+
+    def _take_handover_image(self) -> RunResult | None:
+        if self.kernel.checkpoint_now():
+            return None
+        self._handover_wanted = True  # the image comes at the next syscall entry
+        try:
+            return self.resume_run()
+        finally:
+            self._handover_wanted = False
+
+    def _hand_over(self, new: Any) -> None:
+        old = self.kernel
+        self.retired.add(old)
+        if hasattr(old, "release_machine"):
+            old.release_machine()
+        self.kernel = None
+        del old  # the old instance is gone: nothing of it runs again
+        self.cpu.forget_kernel()
+        self.wipe_ram()
+        self.console.previous = self.console.shown()  # already shown: never again
+        self.clock.new_kernel()
+        self._kernel_deadline = None
+        self.kernel = new
+        argv, env = self._argv
+        try:
+            how = new.restart_from_state(self, argv, env)
+        except RestartRefused as e:
+            raise EmuError(f"the new kernel refused the handover: {e}") from None
+        if how != "resumed":
+            raise EmuError(f"the new kernel did not resume the group from the handover's image ({how})")
+        self.restart_how = how
+        cls = type(new)
+        self.handovers.append({"instructions": self.cpu.icount, "kernel": f"{cls.__module__}:{cls.__qualname__}",
+                               **dict(getattr(getattr(new, "checkpointer", None), "resumed_from", {}) or {})})
+
+    @property
+    def rejuvenations(self) -> int:
+        return len(self.handovers)
+
+    def wipe_ram(self) -> None:
+        """Zero guest RAM (every page the EPT maps for a RAM range): host memory released where
+        it is anonymous, written with zeros where it is a view of a media file (an SCM pool used
+        as RAM)."""
+        import numpy as np
+
+        from hw.balloon import _sorted_runs
+        from hw.ept import INVALID
+
+        m = np.frombuffer(self.ept.map, dtype=np.uint32)
+        hpfns = np.concatenate([m[g.base_gpa >> 12:(g.base_gpa + g.size_bytes) >> 12]
+                                for g in self.guest_map if g.kind == "ram"])
+        for hpfn, n in _sorted_runs(hpfns[hpfns != INVALID]):
+            while n:
+                r = self.physmem.range_of(hpfn << 12)
+                off = (hpfn << 12) - r.spec.base_hpa
+                k = min(n, (r.spec.size_bytes - off) >> 12)
+                if r.spec.kind == "dram":
+                    self.physmem.release(hpfn, k)
+                else:
+                    for at in range(off, off + (k << 12), 1 << 20):
+                        end = min(off + (k << 12), at + (1 << 20))
+                        r.view[at:end] = bytes(end - at)
+                hpfn, n = hpfn + k, n - k
 
     def save_storage(self, state_dir: Path) -> None:
         """Private storage: write what survives a power cut as a state directory holds it
@@ -457,15 +574,21 @@ class Machine:
         self.blockdev.close()
 
     def _result(self, t0: float, code: int, status: int, power_failed: bool = False) -> RunResult:
-        k = self.kernel
+        k, old = self.kernel, self.retired
+        ck = getattr(k, "checkpointer", None)
+        counts = Counter(old.syscalls)
+        counts.update(k.syscall_counts)
+        ck_stats = ck.stats_dict() if ck is not None else {}
+        if ck_stats and old.checkpoint:
+            ck_stats = {key: v + old.checkpoint.get(key, 0) for key, v in ck_stats.items()}
         return RunResult(
             exit_code=code, wait_status=status, instructions=self.cpu.icount,
             virtual_ns=self.clock.uptime_ns(), kernel_ns=self.clock.kernel_ns,
-            wall_s=time.perf_counter() - t0, syscalls=dict(sorted(k.syscall_counts.items())),
-            page_faults=k.page_faults, log=list(k.log), model_level=self.config.model_level,
+            wall_s=time.perf_counter() - t0, syscalls=dict(sorted(counts.items())),
+            page_faults=old.page_faults + k.page_faults, log=old.log + list(k.log), model_level=self.config.model_level,
             power_failed=power_failed, power_report=self.power_report,
-            checkpoint=ck.stats_dict() if (ck := getattr(k, "checkpointer", None)) is not None else {},
-            restart=dict(getattr(ck, "resumed_from", {}) or {}),
+            checkpoint=ck_stats, restart=dict(getattr(ck, "resumed_from", {}) or {}),
+            rejuvenations=self.rejuvenations,
         )
 
     def _boot_failure(self, prog: bytes, e: SyscallError, t0: float) -> RunResult:
@@ -490,6 +613,25 @@ class Machine:
         from vmm.stats import machine_stats
 
         return machine_stats(self)
+
+
+@dataclass
+class RetiredKernels:
+    """What the kernels a rejuvenation replaced counted (the run's totals add the running one's)."""
+
+    syscalls: Counter = field(default_factory=Counter)
+    page_faults: int = 0
+    log: list[str] = field(default_factory=list)
+    checkpoint: dict[str, int] = field(default_factory=dict)
+
+    def add(self, k: Any) -> None:
+        self.syscalls.update(k.syscall_counts)
+        self.page_faults += k.page_faults
+        self.log += list(k.log)
+        ck = getattr(k, "checkpointer", None)
+        if ck is not None:
+            for key, v in ck.stats_dict().items():
+                self.checkpoint[key] = self.checkpoint.get(key, 0) + v
 
 
 def build_cache(m: Machine) -> Any:

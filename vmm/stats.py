@@ -15,6 +15,8 @@ MACHINE_STATS = [
     Stat("sim.kernel_ns", "ns", "virtual time charged for kernel work"),
     Stat("kernel.page_faults", "faults", "page faults handled (demand paging, copy-on-write)"),
     Stat("kernel.syscalls", "calls", "syscalls served"),
+    Stat("kernel.rejuvenations", "handovers", "times the process group was handed to a newly constructed kernel "
+         "instance (software rejuvenation; kernel.syscalls and kernel.page_faults add up every instance's)"),
     Stat("storage.reads", "requests", "block device read requests"),
     Stat("storage.writes", "requests", "block device write requests"),
     Stat("storage.read_bytes", "bytes", "bytes read from the block device"),
@@ -30,12 +32,13 @@ def registry_for(machine: Any) -> StatsRegistry:
     reg = StatsRegistry()
 
     def machine_values() -> dict[str, int]:
-        k = machine.kernel
+        k, old = machine.kernel, machine.retired
         dev = machine.blockdev.stats
         return {
             "sim.instructions": machine.cpu.icount, "sim.virtual_ns": machine.clock.uptime_ns(),
-            "sim.kernel_ns": machine.clock.kernel_ns, "kernel.page_faults": k.page_faults,
-            "kernel.syscalls": sum(k.syscall_counts.values()),
+            "sim.kernel_ns": machine.clock.kernel_ns, "kernel.page_faults": old.page_faults + k.page_faults,
+            "kernel.syscalls": sum(old.syscalls.values()) + sum(k.syscall_counts.values()),
+            "kernel.rejuvenations": machine.rejuvenations,
             "storage.reads": dev.reads, "storage.writes": dev.writes,
             "storage.read_bytes": dev.bytes_read, "storage.write_bytes": dev.bytes_written,
             "ept.swaps": machine.ept.swaps,
@@ -44,13 +47,37 @@ def registry_for(machine: Any) -> StatsRegistry:
 
     reg.register(machine_values, MACHINE_STATS)
     if hasattr(machine.kernel, "register_stats"):  # optional in the kernel interface
-        machine.kernel.register_stats(reg)
+        machine.kernel.register_stats(FollowKernel(reg, machine))
     if machine.cache is not None:
         machine.cache.register_stats(reg)
     if getattr(machine, "placement", None) is not None:
         machine.placement.register_stats(reg)
     energy.register_stats(reg, machine)
     return reg
+
+
+class FollowKernel:
+    """What a kernel's register_stats sees as the registry: its providers report the machine's
+    kernel at each sample, so a registry built before a rejuvenation (a time series) goes on
+    with the new instance's counters."""
+
+    def __init__(self, reg: StatsRegistry, machine: Any) -> None:
+        self.reg, self.machine = reg, machine
+
+    def register(self, provider: Any, stats: Any = ()) -> None:
+        index = len(getattr(self, "_mine", []))
+        self._mine = [*getattr(self, "_mine", []), provider]
+        owner = [self.machine.kernel, self._mine]
+
+        def current() -> dict[str, int]:
+            k = self.machine.kernel
+            if k is not owner[0]:  # another instance: its own providers, in the same order
+                again = FollowKernel(StatsRegistry(), self.machine)
+                k.register_stats(again)
+                owner[:] = [k, again._mine]
+            return owner[1][index]()
+
+        self.reg.register(current, stats)
 
 
 def machine_stats(machine: Any) -> dict[str, Any]:

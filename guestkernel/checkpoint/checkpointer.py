@@ -97,6 +97,8 @@ class CheckpointStats:
 
 
 class Checkpointer:
+    force_next = False  # the host wants an image at the next syscall entry (rejuvenation)
+
     def __init__(self, k: "Kernel", tcp_ns: int, medium: ScmMedium, dax: "DaxStore | None" = None) -> None:
         """`medium`: the persistent pages holding the images (the SCM range, or a file on the
         storage window: imagefile.py); `dax`: the root's DAX store when storage is memory."""
@@ -143,7 +145,7 @@ class Checkpointer:
         elif (self.replay is not None and self.replay[0] == p.pid and self.replay[1] == nr == OPEN
                 and self.replay[2] >= 0 and args[1] & O_EXCL):
             args = (args[0], (args[1] & ~O_EXCL) | O_TRUNC) + args[2:]
-        forced = self._forced(p, nr, args) or (self.dax is not None and self.seq == 0)
+        forced = self.force_next or self._forced(p, nr, args) or (self.dax is not None and self.seq == 0)
         dirty = self.dax is not None or bool(k.pagecache.dirty) or k.fs.rootfs._meta_dirty
         if forced:
             why = "forced"
@@ -164,6 +166,7 @@ class Checkpointer:
                 k.log.append(f"checkpoint skipped: {e}")
             return args
         setattr(self.stats, why, getattr(self.stats, why) + 1)
+        self.force_next = False
         if nr in DIR_CHANGING or (nr in (OPEN, OPENAT) and args[_flags_arg(nr)] & O_CREAT):
             self.outcome_due = (p.pid, nr)
         return args
