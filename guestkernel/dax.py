@@ -80,6 +80,7 @@ class DaxStore(PageCache):
         self.m = medium
         self.label = label
         self.window_gpfn = window_gpa // PAGE
+        self.window_pages = label.window_bytes // PAGE
         self.log = log
         self.shadow: dict[int, bytearray] = {}   # blockno -> this operation's working copy
         self.changed: set[int] = set()          # metadata blocks the operation changed

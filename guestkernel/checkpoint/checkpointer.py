@@ -94,6 +94,8 @@ class CheckpointStats:
     restarts: int = 0
     fallbacks: int = 0          # restarts that had to use an older image
     replayed_outcomes: int = 0  # replays answered with a recorded success
+    restart_pages_copied: int = 0  # image pages a restart copied into RAM
+    restart_pages_mapped: int = 0  # ... mapped back in place (images in a file on the storage window)
 
 
 class Checkpointer:
@@ -409,7 +411,10 @@ class Checkpointer:
         """After the mount: rebuild the group of `meta` and arm the outcome replay."""
         k = self.k
         k.clock.base_ns = meta["uptime_ns"]  # first: restored timers count from it
-        restore(k, meta, self.store.page, self.tracker)
+        got = restore(k, meta, self.store.page, self.tracker, in_place=self.medium.gpfns)
+        self.stats.restart_pages_copied += got["pages_copied"]
+        self.stats.restart_pages_mapped += got["pages_mapped"]
+        k.clock.charge(got["pages_copied"] * 4 * COPY_NS_PER_KIB)
         k.next_pid = meta["next_pid"]
         k._last_pid = meta["last_pid"]
         k.init_status = meta["init_status"]

@@ -14,6 +14,7 @@ exponent). Unicorn's TCG has no AVX, so there is no wider vector state.
 from __future__ import annotations
 
 import ctypes
+from array import array
 from typing import TYPE_CHECKING, Any, Callable
 
 from unicorn import x86_const as X
@@ -91,6 +92,9 @@ def context_from(k: "Kernel", regs: dict[str, int]) -> object:
 # capture
 
 
+CKPT_NEW = 0xFFFFFFFF  # (native/emu_abi.h) no image page
+
+
 class PageTracker:
     """What the previous image holds of each address space: per gva the frame, its generation,
     the SCM page and crc. A page is unchanged when the same frame (same generation) is still
@@ -105,6 +109,21 @@ class PageTracker:
         # the last checkpoint still holds the same context object, so its registers are known.
         self.regs: dict[int, tuple[object, dict[str, int], dict[str, int]]] = {}
         self.pipes: dict[int, dict[int, tuple[int, int]]] = {}  # pipe serial -> ring page -> (page, crc)
+        # Image pages a restart mapped back in place (images in a file on the storage window):
+        # per window page from img_base, the image page it is and its crc (CKPT_NEW: none).
+        # Kept across reset(): they are the image's as long as a process maps them.
+        self.img_base = 0
+        self.img_pg: array | None = None
+        self.img_crc: array | None = None
+
+    def note_mapped(self, gpfn: int, pg: int, crc: int, base: int, n: int) -> None:
+        """A restart mapped image page `pg` (window page gpfn) into a process."""
+        if self.img_pg is None:
+            self.img_base = base
+            self.img_pg, self.img_crc = array("I", [CKPT_NEW]) * n, array("I", bytes(4 * n))
+        assert self.img_crc is not None
+        self.img_pg[gpfn - self.img_base] = pg
+        self.img_crc[gpfn - self.img_base] = crc
 
     def reset(self) -> None:
         """Forget everything (after an abandoned checkpoint): the next one copies all pages."""
@@ -208,7 +227,9 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
 
     # Pass 1: leaves of every address space; frames written through any mapping.
     ffi, lib = cpu.ffi, cpu.lib
-    npfn = len(k.frames.gen)
+    # Frames from ram_top on are device pages (pmem, the DAX storage window): never the
+    # process's own, except image pages a restart mapped back (native/ckptscan.c).
+    npfn = k.frames.ram_top
     dirty = tracker.dirty_mask(ffi, npfn)
     leaves: dict[int, tuple[Any, int]] = {}
     spaces: dict[int, MM] = {}
@@ -226,6 +247,9 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
     # Pass 2 (native/ckptscan.c): pages per address space, shared with the previous image when
     # unchanged, stored when changed (once per frame per checkpoint); dirty bits cleared.
     skip = ffi.from_buffer("uint8_t[]", k.pagecache.frame_mask)
+    img = ((ffi.from_buffer("uint32_t[]", tracker.img_pg), ffi.from_buffer("uint32_t[]", tracker.img_crc),
+            tracker.img_base, len(tracker.img_pg)) if tracker.img_pg is not None and tracker.img_crc is not None
+           else (ffi.NULL, ffi.NULL, 0, 0))
     gen = ffi.from_buffer("uint32_t[]", k.frames.gen)
     log = ffi.from_buffer("uint8_t[]", k.frames.memory.ept.log)
     nfresh, ncleared = ffi.new("uint64_t *"), ffi.new("uint64_t *")
@@ -238,7 +262,8 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
             prev, m = tracker.spaces.get(asid, (ffi.NULL, 0))
             out = ffi.new("struct ckpt_page[]", max(n, 1))
             todo = ffi.new("uint32_t[]", max(n, 1))
-            nout = lib.emu_ckpt_diff(cpu.st, rows, n, prev, m, skip, dirty, gen, npfn, log, out, todo, nfresh, ncleared)
+            nout = lib.emu_ckpt_diff(cpu.st, rows, n, prev, m, skip, dirty, gen, npfn, log, out, todo, nfresh, ncleared,
+                                     *img)
             cleared += ncleared[0]
             for i in ffi.unpack(todo, nfresh[0]):
                 rec = out[i]
@@ -328,9 +353,13 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
 
 
 def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryview],
-            tracker: PageTracker) -> None:
+            tracker: PageTracker, in_place: "list[int] | None" = None) -> dict[str, int]:
     """Rebuild the group of `meta` in a kernel that has mounted the file system but runs no
-    process yet. `page_at(scm_page)` reads an image page."""
+    process yet. `page_at(scm_page)` reads an image page. `in_place`: the guest page of each
+    image page when the images live in a file on the storage window: a private page is then
+    mapped back where it is, read-only (a write copies it into RAM), not copied. Returns
+    {pages_copied, pages_mapped}."""
+    counts = {"pages_copied": 0, "pages_mapped": 0}
     from guestkernel.syscalls.rw import resume_write
 
     vfs = k.vfs
@@ -401,7 +430,8 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
         md = d["mm"]
         mm = mms.get(md["asid"])
         if mm is None:
-            mm = mms[md["asid"]] = _restore_mm(k, md, unpack_pages(d["pages"]), page_at, by_scm, tracker)
+            mm = mms[md["asid"]] = _restore_mm(k, md, unpack_pages(d["pages"]), page_at, by_scm, tracker,
+                                               in_place, counts)
         p.mm = mm
         regs = d["regs"]
         resume = d["resume"]
@@ -429,10 +459,12 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
             parent.children.append(p)
     k.procs = dict(sorted(procs.items()))
     k.next_pid = max(procs, default=0) + 1
+    return counts
 
 
 def _restore_mm(k: "Kernel", md: dict[str, Any], pages: list[tuple[int, int, int]], page_at: Callable[[int], memoryview],
-                by_scm: dict[int, int], tracker: PageTracker) -> MM:
+                by_scm: dict[int, int], tracker: PageTracker, in_place: "list[int] | None",
+                counts: dict[str, int]) -> MM:
     mm = k.new_mm()
     mm.brk_start, mm.brk = md["brk_start"], md["brk"]
     mm.arg_start, mm.arg_end, mm.env_start, mm.env_end, mm.start_stack = md.get("layout", [0] * 5)
@@ -449,15 +481,26 @@ def _restore_mm(k: "Kernel", md: dict[str, Any], pages: list[tuple[int, int, int
     for i, (gva, pg, crc) in enumerate(pages):
         v = mm.find(gva)
         assert v is not None, f"image page {gva:#x} outside every mapping"
+        executable = bool(v.prot & 4)
+        if in_place is not None and not v.shared:
+            pfn = in_place[pg]  # the image page itself, on the storage window
+            tracker.note_mapped(pfn, pg, crc, k.dax.window_gpfn, k.dax.window_pages)
+            if executable:
+                frames.code[pfn] = 1
+            mm.aspace.map(gva, pfn, writable=False, executable=executable)
+            rec = space[i]
+            rec.gva, rec.pfn, rec.gen, rec.pg, rec.crc = gva, pfn, 0, pg, crc
+            counts["pages_mapped"] += 1
+            continue
         pfn = by_scm.get(pg) if v.shared else None
         if pfn is None:
+            counts["pages_copied"] += 1
             pfn = frames.alloc(zero=False, gfp=Gfp.USER)
             frames.page(pfn)[:] = page_at(pg)
             frames.kernel_access(pfn << 12, PAGE, True)
             by_scm.setdefault(pg, pfn)
         else:
             frames.get(pfn)
-        executable = bool(v.prot & 4)
         if executable:
             frames.code[pfn] = 1
         # Mapped writable only if nobody else has this frame: a write will copy it otherwise.

@@ -22,13 +22,27 @@ void emu_ckpt_mark_dirty(const uint64_t *leaves, uint64_t n, uint8_t *dirty, uin
 uint64_t emu_ckpt_diff(struct emu_state *st, const uint64_t *leaves, uint64_t n,
                        const struct ckpt_page *prev, uint64_t m, const uint8_t *skip, const uint8_t *dirty,
                        const uint32_t *gen, uint64_t npfn, uint8_t *log, struct ckpt_page *out,
-                       uint32_t *fresh, uint64_t *nfresh, uint64_t *ncleared)
+                       uint32_t *fresh, uint64_t *nfresh, uint64_t *ncleared,
+                       const uint32_t *img_pg, const uint32_t *img_crc, uint64_t img_base, uint64_t img_n)
 {
     uint64_t nout = 0, nf = 0, nc = 0, j = 0;
     for (uint64_t i = 0; i < n; i++) {
         uint64_t gva = leaves[3 * i], slot = leaves[3 * i + 1], pte = leaves[3 * i + 2];
         uint64_t pfn = (pte & PTE_ADDR) >> 12;
-        if (pfn >= npfn || skip[pfn]) continue;  /* the file's own page: comes back from the file */
+        if (pfn >= npfn) {
+            /* an image page mapped back in place (read-only: a write copies it into RAM) is the
+               same image page again; any other device page is a DAX file's own */
+            if (pfn - img_base < img_n && img_pg[pfn - img_base] != CKPT_NEW) {
+                struct ckpt_page *o = &out[nout++];
+                o->gva = gva;
+                o->pfn = (uint32_t)pfn;
+                o->gen = 0;
+                o->pg = img_pg[pfn - img_base];
+                o->crc = img_crc[pfn - img_base];
+            }
+            continue;
+        }
+        if (skip[pfn]) continue;  /* the file's own page: comes back from the file */
         while (j < m && prev[j].gva < gva) j++;  /* both lists are in gva order */
         struct ckpt_page *o = &out[nout];
         o->gva = gva;

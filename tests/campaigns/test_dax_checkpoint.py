@@ -54,6 +54,9 @@ def test_restart_on_storage_as_memory_finishes_as_the_uninterrupted_run(into: st
         assert r.power_failed
         r2, m2, after = _run(state, base_image, TAR, cfg, restart=True)
         assert m2.restart_how == "resumed" and r2.exit_code == 0
+        # images in the file: the restart maps the private pages back where they are, copies none
+        mapped, copied = r2.checkpoint["restart_pages_mapped"], r2.checkpoint["restart_pages_copied"]
+        assert (mapped > 0 and copied == 0) if into == "file" else (mapped == 0 and copied > 0)
         assert before + after == ref_out
         assert ct.fsck(state / "disk.img") is None
         assert not ct.diff_trees(tree, ct.image_tree(state / "disk.img"), frozenset({"/var/ckpt"}))

@@ -151,13 +151,22 @@ def test_cuts_at_persistence_events_leave_a_consistent_file_system(base_image, t
         assert len(bad) >= 6, f"only {len(bad)} of 12 unordered cuts left the file system inconsistent"
 
 
-def test_checkpointing_needs_block_mode():
+def test_storage_and_checkpoint_settings_are_checked():
+    """Checkpointing works in both storage modes; images in a file need memory mode; bad
+    values are one-line configuration errors."""
     from vmm.config import ConfigError
 
-    with pytest.raises(ConfigError, match="storage.mode"):
-        apply_overrides(default_machine(), ["storage.mode=memory", "checkpoint.enabled=true"])
+    apply_overrides(default_machine(), ["storage.mode=memory", "checkpoint.enabled=true"])
+    apply_overrides(default_machine(), ["storage.mode=memory", "checkpoint.enabled=true", "checkpoint.into=file:/c"])
     with pytest.raises(ConfigError, match="storage.mode"):
         apply_overrides(default_machine(), ["storage.mode=disk"])
+    with pytest.raises(ConfigError, match="checkpoint.into.*memory"):
+        apply_overrides(default_machine(), ["checkpoint.enabled=true", "checkpoint.into=file:/c"])
+    for bad in ("file:", "file:relative", "disk", "file:/"):
+        with pytest.raises(ConfigError, match="checkpoint.into"):
+            apply_overrides(default_machine(), ["storage.mode=memory", f"checkpoint.into={bad}"])
+    with pytest.raises(ConfigError, match="checkpoint.file_size"):
+        apply_overrides(default_machine(), ["storage.mode=memory", "checkpoint.file_size=1000"])
 
 
 def test_reproduce_storage_as_memory_quick(tmp_path):
