@@ -17,7 +17,10 @@ Five configurations per workload, run one after the other in this process at lev
 Per checkpoint: pages and bytes copied into the images, SCM lines flushed and fences (the
 kernel's own counters), virtual time charged to checkpoints; wall = (wall with checkpoints -
 wall without) / checkpoints; the bytes written on the images' channel (pmem0's for the SCM
-range, the storage window's for the file) beyond those of the run without checkpoints. Overhead: virtual time over the same storage mode
+range, the storage window's for the file) beyond those of the run without checkpoints. Then each
+run with checkpoints is cut at half its instructions and restarted: the pages the restart copied
+into RAM and those it mapped back in place (images in a file), and whether the output equals the
+uninterrupted run's. Overhead: virtual time over the same storage mode
 without checkpoints. What the table shows honestly: the file design copies the same pages as the
 SCM range (anonymous pages are copied into the file, not kept in it), so the difference is
 where the bytes go, not how many.
@@ -52,11 +55,29 @@ CONFIGS = {
 }
 
 
+def _machine(image: Path, cfg, work: Path, **cut) -> Machine:  # type: ignore[no-untyped-def]
+    if not work.exists():
+        work.mkdir(parents=True)
+        shutil.copyfile(image, work / "disk.img")
+    return Machine(work / "disk.img", cfg, console=Console(None, None, capture=True), media_dir=work, **cut)
+
+
+def restart_at_half(image: Path, argv: list[str], cfg, work: Path, instructions: int, ref_out: bytes) -> dict:  # type: ignore[no-untyped-def]
+    """Cut the run at half its instructions, restart: what the restart copied or mapped back."""
+    m = _machine(image, cfg, work, power_fail_at=instructions // 2)
+    r = m.run(argv)
+    before = bytes(m.console.captured[1])
+    m2 = _machine(image, cfg, work)
+    r2 = m2.run_restart(argv)
+    ck = r2.checkpoint
+    return {"power_failed": r.power_failed, "identical": before + bytes(m2.console.captured[1]) == ref_out,
+            "pages_copied": ck["restart_pages_copied"], "pages_mapped": ck["restart_pages_mapped"],
+            "wall_s": r2.wall_s}
+
+
 def run_one(image: Path, argv: list[str], overrides: list[str], work: Path) -> dict:
     cfg = apply_overrides(default_machine(), ["model_level=persist", *overrides])
-    work.mkdir(parents=True)
-    shutil.copyfile(image, work / "disk.img")
-    m = Machine(work / "disk.img", cfg, console=Console(None, None, capture=True), media_dir=work)
+    m = _machine(image, cfg, work / "run")
     r = m.run(argv)
     if r.exit_code != 0:
         raise SystemExit(f"bench: {' '.join(argv)} exited {r.exit_code} with {overrides}")
@@ -66,9 +87,12 @@ def run_one(image: Path, argv: list[str], overrides: list[str], work: Path) -> d
     ch = channel.get(where)
     by_channel = {str(c): sum(v["value"] for k, v in stats["stats"].items() if k.startswith(f"channel{c}.write_bytes."))
                   for c in set(channel.values())}
-    return {"virtual_ns": r.virtual_ns, "kernel_ns": r.kernel_ns, "wall_s": r.wall_s, "checkpoint": r.checkpoint,
-            "images_channel": ch, "images_channel_write_bytes": by_channel.get(str(ch), 0),
-            "channel_write_bytes": by_channel}
+    out = {"virtual_ns": r.virtual_ns, "kernel_ns": r.kernel_ns, "wall_s": r.wall_s, "checkpoint": r.checkpoint,
+           "images_channel": ch, "images_channel_write_bytes": by_channel.get(str(ch), 0),
+           "channel_write_bytes": by_channel}
+    if cfg.checkpoint.enabled:
+        out["restart"] = restart_at_half(image, argv, cfg, work / "cut", r.instructions, bytes(m.console.captured[1]))
+    return out
 
 
 def per_checkpoint(on: dict, off: dict) -> dict:
@@ -80,7 +104,8 @@ def per_checkpoint(on: dict, off: dict) -> dict:
             "virtual_us": ck["ns"] / n / 1e3, "wall_us": (on["wall_s"] - off["wall_s"]) / n * 1e6,
             "channel_bytes": (on["images_channel_write_bytes"] - off["channel_write_bytes"][str(on["images_channel"])]) / n,
             "channel": on["images_channel"],
-            "virtual_overhead_pct": 100.0 * (on["virtual_ns"] / off["virtual_ns"] - 1)}
+            "virtual_overhead_pct": 100.0 * (on["virtual_ns"] / off["virtual_ns"] - 1),
+            "restart": on["restart"]}
 
 
 def main() -> int:
@@ -115,7 +140,7 @@ def print_table(result: dict) -> None:
 
     t = Table(title="checkpoint images: SCM range vs a file on storage as memory (per checkpoint, tcp = 0)")
     for col in ("workload", "design", "ckpts", "pages", "KiB copied", "lines", "fences", "virtual us",
-                "wall us", "channel KiB", "virtual +%"):
+                "wall us", "channel KiB", "virtual +%", "restart copied/mapped"):
         t.add_column(col, justify="right" if col not in ("workload", "design") else "left")
     for name, w in result["workloads"].items():
         for c, r in w.items():
@@ -124,7 +149,9 @@ def print_table(result: dict) -> None:
             t.add_row(name, c, f"{r['checkpoints']:,}", f"{r['pages_copied']:.2f}", f"{r['bytes_copied'] / 1024:.1f}",
                       f"{r['lines_flushed']:.0f}", f"{r['fences']:.1f}", f"{r['virtual_us']:.2f}",
                       f"{r['wall_us']:.0f}", f"ch{r['channel']} {r['channel_bytes'] / 1024:.1f}",
-                      f"{r['virtual_overhead_pct']:.1f}")
+                      f"{r['virtual_overhead_pct']:.1f}",
+                      f"{r['restart']['pages_copied']}/{r['restart']['pages_mapped']}"
+                      + ("" if r["restart"]["identical"] else " (output differs!)"))
     RichConsole(width=150).print(t)
 
 
