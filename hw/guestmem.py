@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+import numpy as np
+
 from hw.ept import EPT
 from hw.physmem import PAGE_SIZE, PhysicalMemory
 from hw.power import PowerFailure
@@ -64,12 +66,23 @@ class GuestMemory:
                 raise PowerFailure("event")
 
     def _note_user_stores(self, hpa: int, n: int) -> None:
+        """Before a clflush of [hpa, hpa+n) in a window the CPU writes directly: every line whose
+        bytes differ from the media and that the model does not hold dirty was stored by the
+        program unseen; it is reported as a user store. A line the model holds dirty (the kernel
+        wrote it through the model) is written back whole, user bytes and all, and not counted
+        twice."""
+        cache = self.cache
+        assert cache is not None
         for base, cpu, media in self.unobserved:
             if base <= hpa < base + len(cpu):
-                lo, hi = (hpa - base) // LINE * LINE, hpa - base + n
-                for off in range(lo, hi, LINE):
-                    if cpu[off:off + LINE] != media[off:off + LINE]:
-                        self.cache.access_range(base + off, LINE, True, False)  # type: ignore[union-attr]
+                lo = (hpa - base) // LINE * LINE
+                hi = -(-(hpa - base + n) // LINE) * LINE
+                a = np.frombuffer(cpu, np.uint8, hi - lo, lo).reshape(-1, LINE)
+                b = np.frombuffer(media, np.uint8, hi - lo, lo).reshape(-1, LINE)
+                for i in np.flatnonzero((a != b).any(axis=1)).tolist():
+                    at = base + lo + i * LINE
+                    if cache.lib.cm_line_state(cache.ptr, at) != 1:
+                        cache.access_range(at, LINE, True, False)
                 return
 
     def fence(self) -> None:
