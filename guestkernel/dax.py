@@ -288,9 +288,7 @@ def open_dax(k: "Kernel", window: Any) -> DaxStore:
     replayed (a cut left it), the file system's block size probed."""
     from guestkernel.ext2 import probe_block_size
 
-    first = window.base_gpa // PAGE
-    medium = ScmMedium(lambda i: k.frames.page(first + i), window.size_bytes // PAGE, k.memory,
-                       window.base_gpa, k.clock)
+    medium = ScmMedium.window(k, window.base_gpa, window.size_bytes)
     label = read_label(medium.read(window.size_bytes - PAGE, PAGE), window.size_bytes)
     if label is None:
         raise ValueError("the storage window has no valid label (the host writes it)")

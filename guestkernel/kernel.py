@@ -292,14 +292,16 @@ class Kernel:
         """The checkpointer on its images (the SCM range, or a file of the DAX root), then a
         look at them (`open_images`) with the root device it checks them against."""
         from guestkernel.checkpoint import Checkpointer
-        from guestkernel.checkpoint.imagefile import file_medium, scm_window_medium
+        from guestkernel.checkpoint.imagefile import file_medium
+        from guestkernel.scm import ScmMedium
 
         assert self.config.checkpoint_tcp_ns is not None
         if self.config.checkpoint_file is not None:
             medium, self.checkpoint_file_ino = file_medium(self, self.config.checkpoint_file,
                                                            self.config.checkpoint_file_bytes)
         else:
-            medium = scm_window_medium(self, next(g for g in machine.guest_map if g.kind == "checkpoint"))
+            window = next(g for g in machine.guest_map if g.kind == "checkpoint")
+            medium = ScmMedium.window(self, window.base_gpa, window.size_bytes)
         self.checkpointer = Checkpointer(self, self.config.checkpoint_tcp_ns, medium, self.dax)
         if open_images is not None:
             open_images(self.dax if self.dax is not None else machine.blockdev)

@@ -53,6 +53,13 @@ class ScmMedium:
     def read(self, off: int, n: int) -> bytes:
         return b"".join(bytes(self.page_view(pg)[at : at + k]) for pg, at, k in self._pieces(off, n))
 
+    @classmethod
+    def window(cls, k: Any, base_gpa: int, size_bytes: int) -> "ScmMedium":
+        """A contiguous guest-physical window (the SCM range, the storage window), page by page
+        through the kernel's frames, its memory and clock."""
+        first = base_gpa // PAGE
+        return cls(lambda i: k.frames.page(first + i), size_bytes // PAGE, k.memory, base_gpa, k.clock)
+
     def gpa(self, pg: int, at: int = 0) -> int:
         """The guest-physical address of byte `at` of page `pg`."""
         return (self.gpfns[pg] * PAGE if self.gpfns is not None else self.base_gpa + pg * PAGE) + at

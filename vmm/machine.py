@@ -574,20 +574,16 @@ class Machine:
         self.blockdev.close()
 
     def _result(self, t0: float, code: int, status: int, power_failed: bool = False) -> RunResult:
-        k, old = self.kernel, self.retired
+        k = self.kernel
         ck = getattr(k, "checkpointer", None)
-        counts = Counter(old.syscalls)
-        counts.update(k.syscall_counts)
-        ck_stats = ck.stats_dict() if ck is not None else {}
-        if ck_stats and old.checkpoint:
-            ck_stats = {key: v + old.checkpoint.get(key, 0) for key, v in ck_stats.items()}
+        total = self.retired.plus(k)
         return RunResult(
             exit_code=code, wait_status=status, instructions=self.cpu.icount,
             virtual_ns=self.clock.uptime_ns(), kernel_ns=self.clock.kernel_ns,
-            wall_s=time.perf_counter() - t0, syscalls=dict(sorted(counts.items())),
-            page_faults=old.page_faults + k.page_faults, log=old.log + list(k.log), model_level=self.config.model_level,
+            wall_s=time.perf_counter() - t0, syscalls=dict(sorted(total.syscalls.items())),
+            page_faults=total.page_faults, log=total.log, model_level=self.config.model_level,
             power_failed=power_failed, power_report=self.power_report,
-            checkpoint=ck_stats, restart=dict(getattr(ck, "resumed_from", {}) or {}),
+            checkpoint=total.checkpoint, restart=dict(getattr(ck, "resumed_from", {}) or {}),
             rejuvenations=self.rejuvenations,
         )
 
@@ -632,6 +628,12 @@ class RetiredKernels:
         if ck is not None:
             for key, v in ck.stats_dict().items():
                 self.checkpoint[key] = self.checkpoint.get(key, 0) + v
+
+    def plus(self, k: Any) -> "RetiredKernels":
+        """These counts and the running kernel's: the run's totals."""
+        total = RetiredKernels(Counter(self.syscalls), self.page_faults, list(self.log), dict(self.checkpoint))
+        total.add(k)
+        return total
 
 
 def build_cache(m: Machine) -> Any:

@@ -32,12 +32,12 @@ def registry_for(machine: Any) -> StatsRegistry:
     reg = StatsRegistry()
 
     def machine_values() -> dict[str, int]:
-        k, old = machine.kernel, machine.retired
+        total = machine.retired.plus(machine.kernel)
         dev = machine.blockdev.stats
         return {
             "sim.instructions": machine.cpu.icount, "sim.virtual_ns": machine.clock.uptime_ns(),
-            "sim.kernel_ns": machine.clock.kernel_ns, "kernel.page_faults": old.page_faults + k.page_faults,
-            "kernel.syscalls": sum(old.syscalls.values()) + sum(k.syscall_counts.values()),
+            "sim.kernel_ns": machine.clock.kernel_ns, "kernel.page_faults": total.page_faults,
+            "kernel.syscalls": sum(total.syscalls.values()),
             "kernel.rejuvenations": machine.rejuvenations,
             "storage.reads": dev.reads, "storage.writes": dev.writes,
             "storage.read_bytes": dev.bytes_read, "storage.write_bytes": dev.bytes_written,
@@ -63,19 +63,20 @@ class FollowKernel:
 
     def __init__(self, reg: StatsRegistry, machine: Any) -> None:
         self.reg, self.machine = reg, machine
+        self.kernel = machine.kernel      # whose providers `providers` are
+        self.providers: list[Any] = []
 
     def register(self, provider: Any, stats: Any = ()) -> None:
-        index = len(getattr(self, "_mine", []))
-        self._mine = [*getattr(self, "_mine", []), provider]
-        owner = [self.machine.kernel, self._mine]
+        index = len(self.providers)
+        self.providers.append(provider)
 
         def current() -> dict[str, int]:
             k = self.machine.kernel
-            if k is not owner[0]:  # another instance: its own providers, in the same order
+            if k is not self.kernel:  # another instance: its own providers, in the same order
                 again = FollowKernel(StatsRegistry(), self.machine)
                 k.register_stats(again)
-                owner[:] = [k, again._mine]
-            return owner[1][index]()
+                self.kernel, self.providers = k, again.providers
+            return self.providers[index]()
 
         self.reg.register(current, stats)
 

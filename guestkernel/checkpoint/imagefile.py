@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import errno
 import stat as S
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from guestkernel.ext2 import ROOT_INO
 from guestkernel.ext2.fserror import FsError
@@ -22,13 +22,6 @@ from guestkernel.scm import PAGE, ScmMedium
 
 if TYPE_CHECKING:
     from guestkernel.kernel import Kernel
-
-
-def scm_window_medium(k: "Kernel", window: Any) -> ScmMedium:
-    """The SCM range of the guest map (kind "checkpoint"), page by page through the frames."""
-    first = window.base_gpa // PAGE
-    return ScmMedium(lambda i: k.frames.page(first + i), window.size_bytes // PAGE, k.memory,
-                     window.base_gpa, k.clock)
 
 
 def file_medium(k: "Kernel", path: str, size: int) -> tuple[ScmMedium, int]:

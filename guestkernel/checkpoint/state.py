@@ -483,31 +483,27 @@ def _restore_mm(k: "Kernel", md: dict[str, Any], pages: list[tuple[int, int, int
         assert v is not None, f"image page {gva:#x} outside every mapping"
         executable = bool(v.prot & 4)
         if in_place is not None and not v.shared:
-            pfn = in_place[pg]  # the image page itself, on the storage window
-            tracker.note_mapped(pfn, pg, crc, k.dax.window_gpfn, k.dax.window_pages)
-            if executable:
-                frames.code[pfn] = 1
-            mm.aspace.map(gva, pfn, writable=False, executable=executable)
-            rec = space[i]
-            rec.gva, rec.pfn, rec.gen, rec.pg, rec.crc = gva, pfn, 0, pg, crc
+            pfn = in_place[pg]  # the image page itself, on the storage window: read-only, a
+            tracker.note_mapped(pfn, pg, crc, k.dax.window_gpfn, k.dax.window_pages)  # write copies it
+            writable, gen = False, 0
             counts["pages_mapped"] += 1
-            continue
-        pfn = by_scm.get(pg) if v.shared else None
-        if pfn is None:
-            counts["pages_copied"] += 1
-            pfn = frames.alloc(zero=False, gfp=Gfp.USER)
-            frames.page(pfn)[:] = page_at(pg)
-            frames.kernel_access(pfn << 12, PAGE, True)
-            by_scm.setdefault(pg, pfn)
         else:
-            frames.get(pfn)
+            pfn = by_scm.get(pg) if v.shared else None
+            if pfn is None:
+                counts["pages_copied"] += 1
+                pfn = frames.alloc(zero=False, gfp=Gfp.USER)
+                frames.page(pfn)[:] = page_at(pg)
+                frames.kernel_access(pfn << 12, PAGE, True)
+                by_scm.setdefault(pg, pfn)
+            else:
+                frames.get(pfn)
+            # Mapped writable only if nobody else has this frame: a write will copy it otherwise.
+            writable, gen = bool(v.prot & 2) and (v.shared or frames.refs[pfn] == 1), frames.gen[pfn]
         if executable:
             frames.code[pfn] = 1
-        # Mapped writable only if nobody else has this frame: a write will copy it otherwise.
-        mm.aspace.map(gva, pfn, writable=bool(v.prot & 2) and (v.shared or frames.refs[pfn] == 1),
-                      executable=executable)
+        mm.aspace.map(gva, pfn, writable=writable, executable=executable)
         rec = space[i]
-        rec.gva, rec.pfn, rec.gen, rec.pg, rec.crc = gva, pfn, frames.gen[pfn], pg, crc
+        rec.gva, rec.pfn, rec.gen, rec.pg, rec.crc = gva, pfn, gen, pg, crc
     tracker.spaces[mm.asid] = (space, len(pages))
     return mm
 
