@@ -20,6 +20,18 @@ class OutOfMemory(Exception):
     pass
 
 
+def aligned_blocks(a: int, b: int) -> "list[tuple[int, int]]":
+    """The frames [a, b) as the largest aligned buddy blocks, in address order: (pfn, order)."""
+    out = []
+    while a < b:
+        order = 0
+        while order < MAX_ORDER - 1 and a % (2 << order) == 0 and a + (2 << order) <= b:
+            order += 1
+        out.append((a, order))
+        a += 1 << order
+    return out
+
+
 class BuddyAllocator:
     def __init__(self, base_pfn: int, nframes: int, name: str = "Normal") -> None:
         self.name = name
@@ -40,6 +52,24 @@ class BuddyAllocator:
                 order -= 1
             self._push(pfn, order)
             pfn += 1 << order
+
+    @classmethod
+    def of_frames(cls, pfns: list[int], name: str) -> "BuddyAllocator":
+        """A zone of scattered frames (a file's blocks): it spans them, and only they are ever
+        free, as the largest aligned blocks their runs allow (a block never takes in a frame
+        that is not one of them: its buddy is never free)."""
+        run = sorted(pfns)
+        z = cls(run[0], 0, name)
+        z.nframes = run[-1] + 1 - run[0]
+        i = 0
+        while i < len(run):
+            j = i
+            while j + 1 < len(run) and run[j + 1] == run[j] + 1:
+                j += 1
+            for pfn, order in aligned_blocks(run[i], run[j] + 1):
+                z._push(pfn, order)
+            i = j + 1
+        return z
 
     def _push(self, pfn: int, order: int) -> None:
         self.free_lists[order][pfn] = None

@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Callable
 
 from guestkernel import zones
-from guestkernel.buddy import MAX_ORDER, BuddyAllocator, OutOfMemory
+from guestkernel.buddy import BuddyAllocator, OutOfMemory, aligned_blocks
 from guestkernel.gfp import Gfp
 from hw.guestmem import GuestMemory
 from hw.physmem import PAGE_SIZE
@@ -41,8 +41,15 @@ class Frames:
         self.kswapd_wanted = False  # a zone went below its low watermark
         self.refs = array("I", [0]) * memory.pages
         # Frames above RAM are device memory (pmem, the DAX storage window): mapped into page
-        # tables but never reference-counted or freed.
+        # tables but never reference-counted or freed; except the window pages of a file lent
+        # as memory (swapon on storage as memory: `lend`), which the `ram` mask adds.
         self.ram_top = max((base + size) // 4096 for _n, base, size in ram)
+        self.ram = bytearray(memory.pages)
+        self.ram[: self.ram_top] = b"\1" * self.ram_top
+        # Zones of storage lent as memory (guestkernel/swap.py): last in the zonelist of user
+        # pages, not counted in MemTotal (they are SwapTotal).
+        self.lent: list[BuddyAllocator] = []
+        self._lent_prio: dict[int, int] = {}
         # Bumped each time a frame is handed out: a checkpoint tells a reused frame from the
         # one it saved before (same pfn, other contents).
         self.gen = array("I", [0]) * memory.pages
@@ -121,10 +128,64 @@ class Frames:
         return pfn
 
     def _zone_of(self, pfn: int) -> BuddyAllocator:
-        for z in self.zones:
+        for z in self.all_zones:
             if z.base_pfn <= pfn < z.base_pfn + z.nframes:
                 return z
         raise ValueError(f"pfn {pfn:#x} belongs to no zone")
+
+    @property
+    def all_zones(self) -> list[BuddyAllocator]:
+        """RAM's zones, then those of storage lent as memory."""
+        return self.zones + self.lent if self.lent else self.zones
+
+    def lend(self, gpfns: list[int], name: str, prio: int) -> BuddyAllocator:
+        """Storage frames (window pages of a file) become page frames for user pages: a zone
+        at the end of Gfp.USER's zonelist (lent zones by priority, highest first), so that they
+        serve only when RAM's zones are short (guestkernel/swap.py)."""
+        z = BuddyAllocator.of_frames(gpfns, name)
+        for pfn in gpfns:
+            self.ram[pfn] = 1
+        self.lent.append(z)
+        self._lent_prio[id(z)] = prio
+        self.lend_again(z)
+        return z
+
+    def stop_lending(self, z: BuddyAllocator) -> None:
+        """No allocation takes frames of lent zone z any more (its pages are moving out)."""
+        self.zonelists[Gfp.USER] = [x for x in self.zonelists[Gfp.USER] if x is not z]
+
+    def lend_again(self, z: BuddyAllocator) -> None:
+        ram = [x for x in self.zonelists[Gfp.USER] if x not in self.lent]
+        lent = [x for x in self.zonelists[Gfp.USER] if x in self.lent and x is not z] + [z]
+        self.zonelists[Gfp.USER] = ram + sorted(lent, key=lambda x: -self._lent_prio[id(x)])
+
+    def unlend(self, z: BuddyAllocator, gpfns: list[int]) -> None:
+        """Give a lent zone back: every frame of it must be free (swap.py moved its pages)."""
+        if z.free_frames != len(gpfns):
+            raise ValueError(f"zone {z.name} still holds {len(gpfns) - z.free_frames} pages")
+        self.stop_lending(z)
+        for pfn in gpfns:
+            self.ram[pfn] = 0
+        self.lent.remove(z)
+        del self._lent_prio[id(z)]
+
+    def try_frame(self, gfp: Gfp) -> int | None:
+        """One frame of RAM (not of lent storage) above min, taken; None if none (no reclaim)."""
+        for z in self.zonelists[gfp]:
+            if z in self.lent:
+                continue
+            pfn = self.alloc_in(z, 0, gfp, "min")
+            if pfn is not None:
+                self._taken(pfn, gfp)
+                self._count(1)
+                return pfn
+        return None
+
+    def put_back(self, pfn: int) -> None:
+        """A frame whose books a migration already closed (compaction._migrate) goes back to
+        its zone's free lists."""
+        self._zone_of(pfn).free(pfn, 0)
+        self.events["pgfree"] += 1
 
     def _taken(self, pfn: int, gfp: Gfp) -> None:
         self.refs[pfn] = 1
@@ -201,7 +262,8 @@ class Frames:
         return pfn
 
     def is_ram(self, pfn: int) -> bool:
-        return pfn < self.ram_top
+        """A frame the allocator manages (RAM, or storage lent as memory), not a device page."""
+        return bool(self.ram[pfn])
 
     def get(self, pfn: int) -> None:
         self.refs[pfn] += 1
@@ -235,7 +297,7 @@ class Frames:
         kinds = np.frombuffer(self.kind, dtype=np.uint8)[freed]
         for k, n in enumerate(np.bincount(kinds, minlength=len(self.by_kind))):
             self.by_kind[k] -= int(n)
-        for z in self.zones:
+        for z in self.all_zones:
             lo, hi = np.searchsorted(freed, [z.base_pfn, z.base_pfn + z.nframes])
             if lo == hi:
                 continue
@@ -244,13 +306,8 @@ class Frames:
             run = freed[lo:hi]
             cuts = np.flatnonzero(np.diff(run) != 1) + 1
             for first, last in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [len(run)]))):
-                a, b = int(run[first]), int(run[last - 1]) + 1
-                while a < b:  # the run as aligned blocks, largest first
-                    order = 0
-                    while order < MAX_ORDER - 1 and a % (2 << order) == 0 and a + (2 << order) <= b:
-                        order += 1
-                    z.free(a, order)
-                    a += 1 << order
+                for pfn, order in aligned_blocks(int(run[first]), int(run[last - 1]) + 1):
+                    z.free(pfn, order)
         self.events["pgfree"] += len(freed)
         self.allocated -= len(freed)
 

@@ -38,6 +38,7 @@ from guestkernel.pseudofs.procfs import ProcFS
 from guestkernel.pseudofs.sysfs import SysFS
 from guestkernel.reclaim import Reclaim, oom_victim
 from guestkernel.slab import SlabAllocator
+from guestkernel.swap import SwapAreas
 from guestkernel.zones import MIGRATE_NAMES
 from guestkernel.process import BLOCKED, RUNNABLE, SS_AUTODISARM, STACK_T, ZOMBIE, FDTable, Process, SigAction
 from guestkernel.syscalls import NAMES, NUMBERS, load_all
@@ -250,6 +251,7 @@ class Kernel:
             else:  # storage as memory: ext2 on the window itself (guestkernel/dax.py)
                 self.pagecache = self.dax = open_dax(self, storage)
             self.reclaim = Reclaim(self)
+            self.swap = SwapAreas(self)  # storage lent as memory (swapon on storage as memory)
             rootfs = Ext2(self.pagecache, now=self.clock.now_s, log=self.log.append)
             rootfs.use_objects(self.slab.alloc, self.slab.free)
             self.slab.register_shrinker(rootfs.shrink_caches)
@@ -464,6 +466,8 @@ class Kernel:
                     "mm.file_pages_copied": f.events["file_pages_copied"] if f else 0,
                     "mm.text_pages_copied": f.events["text_pages_copied"] if f else 0,
                     "mm.frames_peak": f.peak if f else 0,
+                    "mm.lent_pages_taken": f.events["pgalloc_storage"] if f else 0,
+                    "mm.lent_pages_moved": self.swap.pages_moved if hasattr(self, "swap") else 0,
                     "io.file_read_bytes": self.file_io["read_bytes"], "io.file_write_bytes": self.file_io["write_bytes"],
                     **{f"dax.{k}": v for k, v in dataclasses.asdict(dax).items()}}
 
@@ -477,6 +481,9 @@ class Kernel:
             Stat("mm.text_pages_copied", "pages", "pages of executable file mappings copied at page faults "
                  "(a page-cache page or a window page is mapped instead where a whole page can be)"),
             Stat("mm.frames_peak", "pages", "most guest RAM frames allocated at once"),
+            Stat("mm.lent_pages_taken", "pages", "pages given out from storage lent as memory (swapon on "
+                 "storage as memory: they live on the storage window)"),
+            Stat("mm.lent_pages_moved", "pages", "pages swapoff moved from lent storage back to RAM"),
             Stat("io.file_read_bytes", "bytes", "bytes read(2) from regular files (rchar, files only)"),
             Stat("io.file_write_bytes", "bytes", "bytes write(2) to regular files (wchar, files only)"),
             Stat("dax.commits", "operations", "DAX: operations whose metadata was logged and committed"),

@@ -164,7 +164,7 @@ def _which(spec: str) -> str:
         if not os.path.isfile(spec):
             raise ImageError(f"host binary {spec} not found")
         return spec
-    found = shutil.which(spec)
+    found = shutil.which(spec) or shutil.which(spec, path="/usr/sbin:/sbin")  # (not on a user's PATH)
     if not found:
         raise ImageError(f"host binary {spec!r} not found on PATH")
     return found

@@ -7,7 +7,7 @@ the file's blocks (4 KiB blocks: one block, one page) in file order. The file is
 first boot that does not find it, at the configured size, every block allocated and zeroed (ext2
 has no fallocate; `mkswap` users write zeros the same way), so that its block map never changes
 while the kernel uses it. The kernel holds it like an active swap file (vfs.kernel_files): writes
-and truncations fail with ETXTBSY, unlink and rename with EBUSY, so that no other file can get
+and truncations fail with ETXTBSY, unlink and rename with EPERM, so that no other file can get
 its blocks and a restart finds it by its path.
 """
 from __future__ import annotations

@@ -207,6 +207,10 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
         # A mount's page cache and a loop device's binding are not in the image (a restart
         # mounts the root alone): no checkpoint until they are gone.
         raise Unsupported("a mounted loop device or a bound loop device")
+    if any(a.used for a in k.swap.areas):
+        # Pages living on storage lent as memory are above the RAM the scan covers (ram_top):
+        # not in an image yet (guestkernel/swap.py).
+        raise Unsupported("pages living on storage lent as memory (swapon)")
     for p in k.procs.values():
         # A vfork child that has not exec'd yet shares its parent's memory and the parent waits
         # inside vfork: no consistent picture. Once the child exec'd or exited, the parent's

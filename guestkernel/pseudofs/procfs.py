@@ -27,7 +27,7 @@ _TOP_FILES: dict[str, Callable[["Kernel"], bytes]] = {
     "buddyinfo": procmem.buddyinfo, "cpuinfo": procmem.cpuinfo, "loadavg": procmem.loadavg,
     "meminfo": procmem.meminfo, "pagetypeinfo": procmem.pagetypeinfo, "slabinfo": procmem.slabinfo,
     "stat": procmem.stat, "uptime": procmem.uptime, "version": procmem.version, "vmstat": procmem.vmstat,
-    "zoneinfo": procmem.zoneinfo, "filesystems": lambda k: b"nodev\tsysfs\nnodev\tproc\nnodev\tpipefs\n\text2\n",
+    "zoneinfo": procmem.zoneinfo, "swaps": lambda k: k.swap.proc_swaps(), "filesystems": lambda k: b"nodev\tsysfs\nnodev\tproc\nnodev\tpipefs\n\text2\n",
 }
 _TOP_MODES = {"pagetypeinfo": 0o400, "slabinfo": 0o400}
 

@@ -40,6 +40,8 @@ def memory_counts(k: "Kernel") -> dict[str, int]:
         "pagetables": sum(len(mm.aspace.table_frames) for mm in _mms(k)),
         "committed": sum(v.end - v.start for mm in _mms(k) for v in mm.vmas if v.prot & 2 and not v.shared) // 4096,
         "low_wmark": sum(z.wmark_low for z in f.zones),
+        # storage lent as memory (guestkernel/swap.py): what Linux would show as swap
+        "swap_total": k.swap.totals()[0], "swap_free": k.swap.totals()[1],
     }
 
 
@@ -68,12 +70,12 @@ def meminfo(k: "Kernel") -> bytes:
         ("MemTotal", c["total"]), ("MemFree", c["free"]), ("MemAvailable", mem_available(c)), ("Buffers", 0),
         ("Cached", c["file"]), ("SwapCached", 0), ("Active", 0), ("Inactive", c["anon"] + c["file"]),
         ("Active(anon)", 0), ("Inactive(anon)", c["anon"]), ("Active(file)", 0), ("Inactive(file)", c["file"]),
-        ("Unevictable", 0), ("Mlocked", 0), ("SwapTotal", 0), ("SwapFree", 0), ("Zswap", 0), ("Zswapped", 0),
+        ("Unevictable", 0), ("Mlocked", 0), ("SwapTotal", c["swap_total"]), ("SwapFree", c["swap_free"]), ("Zswap", 0), ("Zswapped", 0),
         ("Dirty", c["dirty"]), ("Writeback", 0), ("AnonPages", c["anon"]), ("Mapped", c["mapped"]),
         ("Shmem", c["shmem"]), ("KReclaimable", c["sreclaimable"]), ("Slab", slab),
         ("SReclaimable", c["sreclaimable"]), ("SUnreclaim", c["sunreclaim"]), ("KernelStack", 0),
         ("PageTables", c["pagetables"]), ("NFS_Unstable", 0), ("Bounce", 0), ("WritebackTmp", 0),
-        ("CommitLimit", c["total"] // 2), ("Committed_AS", c["committed"]),
+        ("CommitLimit", c["total"] // 2 + c["swap_total"]), ("Committed_AS", c["committed"]),
     ]
     out = "".join(_kb(label, n * KB) for label, n in rows)
     out += _kb("VmallocTotal", 34359738367) + _kb("VmallocUsed", 0) + _kb("VmallocChunk", 0) + _kb("Percpu", 0)

@@ -30,7 +30,7 @@ def syscall(*names: str) -> Callable[[Handler], Handler]:
 # (chmod, chown, times), namei (mkdir, unlink, rename, link, symlink, readlink), dirs (getdents,
 # getcwd, chdir), fcntl (fcntl, locks, ioctl), xattr.
 MODULES = ("attrs", "descriptors", "dirs", "fcntl", "namei", "rw", "stat", "xattr",
-           "events", "ipc", "misc", "mman", "mount", "net", "proc", "select", "signal", "time")
+           "events", "ipc", "misc", "mman", "mount", "net", "proc", "select", "signal", "swap", "time")
 
 
 def load_all() -> dict[int, tuple[str, Handler]]:

@@ -7,7 +7,7 @@ import random
 import stat as S
 from typing import TYPE_CHECKING, Callable
 
-from guestkernel.errors import EACCES, EBUSY, EISDIR, ENOENT, ENOTDIR, ETXTBSY, SyscallError
+from guestkernel.errors import EACCES, EISDIR, ENOENT, ENOTDIR, EPERM, ETXTBSY, SyscallError
 from guestkernel.vfs.pseudo import PseudoDirFile, PseudoFS, PseudoNode
 from guestkernel.vfs.devices import (BLOCK_MAJORS, DEV_DIR, DEVICES, FD_ALIASES, LOOP_MAJOR, PMEM_MAJOR, DevDirFile,
                                      DevFile, DevNode, PmemFile, PmemRegion)
@@ -46,7 +46,8 @@ class VFS(PathLookup):
         self.mapped: Callable[[int], bool] = lambda ino: False
         self.on_file_write: Callable[[int], None] = lambda ino: None
         # Files the kernel itself uses (the checkpoint image file, like an active swap file):
-        # writes and truncations fail with ETXTBSY, unlink and rename with EBUSY.
+        # writes and truncations fail with ETXTBSY, unlink and rename with EPERM (Linux's
+        # may_delete refuses IS_SWAPFILE inodes so).
         self.kernel_files: set[int] = set()
         # After a file's data changed (written, or truncated to a size): mappings follow it.
         self.on_data_change: Callable[[int, int | None], None] = lambda ino, size: None
@@ -62,7 +63,7 @@ class VFS(PathLookup):
     def check_removable(self, node: Node) -> None:
         """Before a name of `node` is removed or replaced."""
         if node in self.kernel_files:
-            raise SyscallError(EBUSY)
+            raise SyscallError(EPERM)
 
     def random_bytes(self, n: int) -> bytes:
         return self.rng.randbytes(n)

@@ -1,5 +1,5 @@
 """Default guest image: dash as /bin/sh, a few coreutils/grep/sed/tar/gzip, procps (free, vmstat,
-ps), and /data."""
+ps), util-linux's mkswap, swapon and swapoff, and /data."""
 
 from images.build import Recipe
 from images.dataset import DEFAULTS
@@ -42,6 +42,8 @@ RECIPE = Recipe(
             "sort", "head", "tail", "tr", "cut", "uniq", "cp", "mv", "ln", "chmod", "touch", "rmdir",
             "true", "false", "echo", "sleep", "env", "stat", "md5sum", "cmp", "diff", "xargs", "uname", "od", "expr", "basename", "dirname", "seq", "sync",
             "readlink", "free", "vmstat", "ps")},
+        # util-linux: lending a file on storage as memory (guestkernel/swap.py)
+        **{tool: f"/sbin/{tool}" for tool in ("mkswap", "swapon", "swapoff")},
     },
     files={
         "/sbin/init": INIT,
