@@ -203,7 +203,7 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
         return i
 
     # What a checkpoint cannot describe is refused before anything is written or cleared.
-    if len(k.fs.mounts) > 1 or any(d.file is not None for d in k.vfs.loops.devices):
+    if len(k.fs.mounts) > 1 or any(d.file is not None for d in k.vfs.loops.devices.values()):
         # A mount's page cache and a loop device's binding are not in the image (a restart
         # mounts the root alone): no checkpoint until they are gone.
         raise Unsupported("a mounted loop device or a bound loop device")

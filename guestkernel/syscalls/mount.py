@@ -78,8 +78,8 @@ def do_mount(k: "Kernel", p: "Process", source: bytes, target: bytes, flags: int
     node = k.vfs.resolve(source, p.cwd)
     if not isinstance(node, DevNode) or node.major != LOOP_MAJOR:
         raise SyscallError(ENOTBLK)
-    dev = k.vfs.loops.devices[node.minor]
-    if dev.file is None:
+    dev = k.vfs.loops.devices.get(node.minor)
+    if dev is None or dev.file is None:
         raise SyscallError(ENXIO)
     if any(m.device is dev for m in k.fs.mounts.values()):
         raise SyscallError(EBUSY)

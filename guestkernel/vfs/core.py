@@ -7,7 +7,7 @@ import random
 import stat as S
 from typing import TYPE_CHECKING, Callable
 
-from guestkernel.errors import EACCES, EISDIR, ENOENT, ENOTDIR, EPERM, ETXTBSY, SyscallError
+from guestkernel.errors import EACCES, EISDIR, ENOENT, ENOTDIR, ENXIO, EPERM, ETXTBSY, SyscallError
 from guestkernel.vfs.pseudo import PseudoDirFile, PseudoFS, PseudoNode
 from guestkernel.vfs.devices import (BLOCK_MAJORS, DEV_DIR, DEVICES, FD_ALIASES, LOOP_MAJOR, PMEM_MAJOR, DevDirFile,
                                      DevFile, DevNode, PmemFile, PmemRegion)
@@ -103,7 +103,10 @@ class VFS(PathLookup):
             if node.major == PMEM_MAJOR:
                 return PmemFile(self, node, self.pmem[node.name], flags)
             if node.major == LOOP_MAJOR:
-                return LoopFile(self, self.loops.devices[node.minor], flags)
+                dev = self.loops.devices.get(node.minor)
+                if dev is None:  # removed (LOOP_CTL_REMOVE) since the lookup
+                    raise SyscallError(ENXIO)
+                return LoopFile(self, dev, flags)
             if node.name == "loop-control":
                 return LoopControlFile(self, node, flags)
             return DevFile(self, node, flags)

@@ -10,7 +10,8 @@ blocks are cached again below it, as in Linux without direct I/O. A device's I/O
 time of its own: the backing file system's cache charges a block read when it misses.
 
 Devices 0-7 exist from boot (CONFIG_BLK_DEV_LOOP_MIN_COUNT = 8); LOOP_CTL_GET_FREE makes the
-next one when all are bound, and its node appears in /dev (devtmpfs).
+next one (the lowest free number) when all are bound, LOOP_CTL_ADD makes a given one, and its node
+appears in /dev (devtmpfs) and /sys; LOOP_CTL_REMOVE deletes an unbound device nobody has open.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from guestkernel.errors import (EBADF, EBUSY, EEXIST, EFAULT, EINVAL, ENOSPC, ENOTTY, ENXIO, EOPNOTSUPP, EPERM,
-                                SyscallError)
+from guestkernel.errors import (EBADF, EBUSY, EEXIST, EFAULT, EINVAL, ENODEV, ENOSPC, ENOTTY, ENXIO, EOPNOTSUPP,
+                                EPERM, SyscallError)
 from guestkernel.vfs.devices import LOOP_MAJOR, BlockDevFile, DevNode
 from guestkernel.vfs.file import InodeFile, OpenFile, Stat
 from hw.blockdev import BlockDeviceStats
@@ -68,6 +69,8 @@ class LoopDevice:
     name: bytes = b""     # lo_file_name: the path losetup gave
     backing: bytes = b""  # the backing file's absolute path when it was bound (sysfs backing_file)
     holders: int = 0      # mounts on it: LOOP_CLR_FD then only asks for autoclear
+    opens: int = 0        # open files of /dev/loopN (LOOP_CTL_REMOVE refuses an open device)
+    removed: bool = False  # deleted by LOOP_CTL_REMOVE: gone from /dev and /sys
 
     def __post_init__(self) -> None:
         self.stats = BlockDeviceStats()
@@ -125,14 +128,17 @@ class LoopDriver:
 
     def __init__(self, vfs: "VFS") -> None:
         self.vfs = vfs
-        self.devices: list[LoopDevice] = []
+        self.devices: dict[int, LoopDevice] = {}  # by minor number (a removed one leaves a gap)
         vfs.devices["loop-control"] = DevNode("loop-control", MISC_MAJOR, LOOP_CTRL_MINOR)
         for _ in range(MIN_COUNT):
             self.add()
 
-    def add(self) -> LoopDevice:
-        dev = LoopDevice(len(self.devices))
-        self.devices.append(dev)
+    def add(self, number: int | None = None) -> LoopDevice:
+        """Device `number`, or the lowest number not in use (Linux's idr_alloc)."""
+        if number is None:
+            number = next(i for i in range(len(self.devices) + 1) if i not in self.devices)
+        dev = LoopDevice(number)
+        self.devices[number] = dev
         self.vfs.devices[dev.node.name] = dev.node
         sysfs = self.vfs.pseudo.get("sys")
         if sysfs is not None:
@@ -146,7 +152,9 @@ class LoopDriver:
 
         at = f"block/loop{dev.number}"
         bound = lambda: dev.file is not None  # noqa: E731
-        sysfs.add(f"dev/block/{LOOP_MAJOR}:{dev.number}", Link(f"../../{at}".encode()))
+        present = lambda: not dev.removed  # noqa: E731
+        sysfs.add(f"dev/block/{LOOP_MAJOR}:{dev.number}", Link(f"../../{at}".encode()), when=present)
+        sysfs.add(at, None, when=present)
         sysfs.add(f"{at}/dev", f"{LOOP_MAJOR}:{dev.number}\n".encode())
         sysfs.add(f"{at}/size", lambda: b"%d\n" % (dev.size_bytes // SECTOR))
         sysfs.add(f"{at}/ro", lambda: b"%d\n" % dev.read_only)
@@ -164,12 +172,25 @@ class LoopDriver:
         sysfs.add(f"{at}/loop/dio", b"0\n")
 
     def get_free(self) -> int:
-        for dev in self.devices:
-            if dev.file is None:
-                return dev.number
+        for number in sorted(self.devices):
+            if self.devices[number].file is None:
+                return number
         if len(self.devices) >= MAX_LOOPS:
             raise SyscallError(ENXIO)
         return self.add().number
+
+    def remove(self, number: int) -> None:
+        """LOOP_CTL_REMOVE (loop_control_remove): an unbound device that no one has open."""
+        if number < 0:
+            raise SyscallError(EINVAL)
+        dev = self.devices.get(number)
+        if dev is None:
+            raise SyscallError(ENODEV)
+        if dev.file is not None or dev.opens or dev.holders:
+            raise SyscallError(EBUSY)
+        dev.removed = True
+        del self.devices[number]
+        del self.vfs.devices[dev.node.name]
 
     # --- binding ----------------------------------------------------------------------------------
     def bind(self, p: "Process", dev: LoopDevice, f: OpenFile, info: bytes | None, writable_open: bool) -> None:
@@ -236,15 +257,13 @@ class LoopControlFile(OpenFile):
         if req == LOOP_CTL_ADD:
             if arg >= MAX_LOOPS:
                 raise SyscallError(EINVAL)
-            if arg < len(loops.devices):
+            if arg in loops.devices:
                 raise SyscallError(EEXIST)
-            while len(loops.devices) <= arg:
-                loops.add()
-            return arg
+            return loops.add(arg).number
         if req == LOOP_CTL_REMOVE:
-            if arg >= len(loops.devices):
-                raise SyscallError(ENXIO)
-            raise SyscallError(EBUSY if loops.devices[arg].file is not None else EPERM)
+            idx = arg & 0xFFFFFFFF  # loop_control_remove(int idx)
+            loops.remove(idx - (1 << 32) if idx >= 1 << 31 else idx)
+            return 0
         raise SyscallError(ENOTTY)
 
 
@@ -258,6 +277,7 @@ class LoopFile(BlockDevFile):
         self.vfs = vfs
         self.dev = dev
         self.offset = 0
+        dev.opens += 1
 
     def stat(self) -> Stat:
         return self.vfs.stat_node(self.dev.node)
@@ -321,7 +341,7 @@ class LoopFile(BlockDevFile):
         return block_ioctl(p, dev.size_bytes, dev.read_only, req, arg)
 
     def close(self) -> None:
-        pass
+        self.dev.opens -= 1
 
 
 def block_ioctl(p: "Process", size: int, read_only: bool, req: int, arg: int) -> int:

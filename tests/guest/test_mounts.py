@@ -145,13 +145,30 @@ mount ro dev rw: 0
 write ro: -1 Read-only file system
 umount: 0 
 clr: 0 
+remove bound: -1 Device or resource busy
+remove neg: -1 Invalid argument
+remove absent: -1 No such device
+remove open: -1 Device or resource busy
+remove 9: 0 
+remove 9 again: -1 No such device
+open removed: -1 No such file or directory
+sysfs removed: -1 No such file or directory
+add back 9: 9 
+sysfs back: 0 
+remove 3: 0 
+free: 0 
+free after close: 0 
+clr 1: 0 
+free makes lowest: 0 
 """
 
 
 def test_bad_loop_and_mount_calls_get_linuxs_errors(nas_image, tmp_path, guest_programs):
     """Bad pointers, descriptors, types and flags: EFAULT, EBADF, ENODEV, ENOTBLK, ENXIO, EINVAL,
     EBUSY as Linux returns them (256 loop minors here, EINVAL above); a loop device bound to a
-    file opened read-only mounts read-only (EROFS on a write), as Linux's write-protected mount."""
+    file opened read-only mounts read-only (EROFS on a write), as Linux's write-protected mount;
+    LOOP_CTL_REMOVE deletes only an unbound device no one has open (EBUSY, ENODEV, EINVAL), its
+    /dev and /sys entries go, and LOOP_CTL_GET_FREE then makes the lowest free number."""
     from tests.conftest import put_file
 
     image = tmp_path / "disk.img"

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <linux/loop.h>
@@ -34,5 +35,27 @@ int main(void) {
     T("write ro", open("/mnt/x", O_CREAT|O_WRONLY, 0644));
     T("umount", umount2("/mnt", 0));
     T("clr", ioctl(l, LOOP_CLR_FD, 0));
+    int l1 = open("/dev/loop1", O_RDWR);
+    ioctl(l1, LOOP_SET_FD, f);
+    close(l1);
+    T("remove bound", ioctl(c, LOOP_CTL_REMOVE, 1));
+    T("remove neg", ioctl(c, LOOP_CTL_REMOVE, -1));
+    T("remove absent", ioctl(c, LOOP_CTL_REMOVE, 200));
+    T("remove open", ioctl(c, LOOP_CTL_REMOVE, 0));
+    T("remove 9", ioctl(c, LOOP_CTL_REMOVE, 9));
+    T("remove 9 again", ioctl(c, LOOP_CTL_REMOVE, 9));
+    T("open removed", open("/dev/loop9", O_RDWR));
+    T("sysfs removed", access("/sys/block/loop9", F_OK));
+    T("add back 9", ioctl(c, LOOP_CTL_ADD, 9));
+    T("sysfs back", access("/sys/block/loop9/size", F_OK));
+    T("remove 3", ioctl(c, LOOP_CTL_REMOVE, 3));
+    T("free", ioctl(c, LOOP_CTL_GET_FREE));
+    close(l);
+    T("free after close", ioctl(c, LOOP_CTL_GET_FREE));
+    l1 = open("/dev/loop1", O_RDWR);
+    T("clr 1", ioctl(l1, LOOP_CLR_FD, 0));
+    close(l1);
+    for (int i = 0; i <= 9; i++) ioctl(c, LOOP_CTL_REMOVE, i);
+    T("free makes lowest", ioctl(c, LOOP_CTL_GET_FREE));
     return 0;
 }
