@@ -47,6 +47,7 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", metavar="PATH", help="guest image to run on and write to (default: a fresh copy of the default image)")
     p.add_argument("--machine", metavar="FILE", help="machine file (TOML; default: the built-in machine, see `emu machine show`)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a machine setting, e.g. model_level=full or cache.size=4M")
+    p.add_argument("--disk", action="append", default=[], metavar="PATH[:ro]", help="attach an extra disk image (the guest's /dev/vdb, /dev/vdc, ...; repeatable)")
     p.add_argument("--level", choices=("fast", "persist", "full"), help="model level (shortcut for --set model_level=...)")
     p.add_argument("--kernel", metavar="MODULE:CLASS", help="load another kernel implementation")
     p.add_argument("--seed", type=int, default=None, help="seed of the guest's randomness (default 1)")
@@ -146,7 +147,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def resolve_config(args: argparse.Namespace, state: Path | None) -> object:
-    from vmm.config import load_machine, machine_config
+    from vmm.config import load_machine, machine_config, with_disk
 
     overrides = list(args.set)
     if args.level:
@@ -158,8 +159,12 @@ def resolve_config(args: argparse.Namespace, state: Path | None) -> object:
         cfg = load_machine(state / "config.json")  # the same machine the state was made on
         from vmm.config import apply_overrides
 
-        return apply_overrides(cfg, overrides) if overrides else cfg
-    return machine_config(args.machine, overrides)
+        cfg = apply_overrides(cfg, overrides) if overrides else cfg
+    else:
+        cfg = machine_config(args.machine, overrides)
+    for spec in getattr(args, "disk", None) or []:
+        cfg = with_disk(cfg, spec)
+    return cfg
 
 
 def machine_for(args: argparse.Namespace, keep_config: bool = False) -> tuple[object, Path | None, Path | None]:

@@ -272,7 +272,9 @@ class Kernel:
         for path, (read, write) in self.fragmenter.files().items():
             sys.add(path, read, write=write)
         self.vfs = VFS(self.fs, machine.console, now=self.clock.now_s, seed=self.config.seed,
-                       frames=self.frames, pmem=pmem, pseudo=[sys, ProcFS(self)])
+                       frames=self.frames, pmem=pmem, pseudo=[sys, ProcFS(self)],
+                       disks=getattr(machine, "disks", None),  # the extra disks, /dev/vdb onwards
+                       charge_blocks=lambda n: self.clock.charge(n * self.clock.block_io_ns))
         rootfs.is_open = self.vfs.in_use
         self.vfs.mapped = self.inode_mapped
         self.vfs.on_data_change = self.file_data_changed

@@ -186,6 +186,20 @@ class Machine:
         self.blockdev = BlockDevice(str(image), private=private_storage)
         if self.cache is not None:
             self.blockdev.on_write = self._block_event
+        # The extra disks ([[disk]], --disk): the guest's /dev/vdb onwards (guestkernel/vfs/disks.py).
+        if cfg.disks and private_storage:
+            raise EmuError("extra disks ([[disk]], --disk) are not supported in crash campaigns yet")
+        self.disks: list[tuple[BlockDevice, bool]] = []
+        for d in cfg.disks:
+            if not Path(d.image).is_file():
+                raise EmuError(f"disk image {d.image} does not exist")
+            try:
+                dev = BlockDevice(d.image, read_only=d.read_only)
+            except OSError as e:
+                raise EmuError(f"cannot open disk image {d.image}: {e.strerror or e}") from None
+            if self.cache is not None:
+                dev.on_write = self._block_event
+            self.disks.append((dev, d.read_only))
         self.console = console or Console()
         self.restart_how = ""
         if self.media_dir is not None and (self.media_dir / CONSOLE_FILE).exists():
@@ -504,6 +518,7 @@ class Machine:
             "clock": self.clock.save_state(),
             "cache": self.cache.save_state() if self.cache is not None else None,
             "blockdev": self.blockdev.save_state(contents),
+            "disks": [dev.save_state(True) for dev, _ro in self.disks],  # (small: in the state)
             "console": self.console.save_state(),
             "kernel_deadline": self._kernel_deadline,
             "kernel": self.kernel.save_state(),
@@ -534,6 +549,8 @@ class Machine:
         if self.cache is not None:
             self.cache.load_state(state["cache"])
         self.blockdev.load_state(state["blockdev"])
+        for (dev, _ro), saved in zip(self.disks, state.get("disks", [])):
+            dev.load_state(saved)
         self.console.load_state(state["console"])
         self._kernel_deadline = state["kernel_deadline"]
         self.kernel.load_state(self, state["kernel"])
@@ -559,6 +576,8 @@ class Machine:
         """Power off having changed nothing: no console record, no media or storage writes
         (the media mappings stay open: the CPU still holds pointers into them)."""
         self.blockdev.close()
+        for dev, _ro in self.disks:
+            dev.close()
 
     def _close(self) -> None:
         if self.placement is not None:
@@ -569,9 +588,14 @@ class Machine:
             (self.media_dir / CONSOLE_FILE).write_text(json.dumps({str(s): n for s, n in shown.items()}) + "\n")
         if self.host_durable:
             self.blockdev.flush()
+            for dev, ro in self.disks:
+                if not ro:
+                    dev.flush()
             for m in self.media.values():
                 m.flush()
         self.blockdev.close()
+        for dev, _ro in self.disks:
+            dev.close()
 
     def _result(self, t0: float, code: int, status: int, power_failed: bool = False) -> RunResult:
         k = self.kernel

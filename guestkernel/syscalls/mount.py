@@ -1,4 +1,5 @@
-"""mount(2) and umount2(2): ext2 file systems on loop devices, into the mount table
+"""mount(2) and umount2(2): ext2 file systems on loop devices and the machine's extra disks
+(/dev/vdb onwards: vfs/disks.py), into the mount table
 (guestkernel/mounts.py), with Linux's checks and errors.
 
 A mount allocates what the split-zone paper's NAS kernel allocated per file system: besides its
@@ -21,7 +22,9 @@ from guestkernel.pagecache import PageCache
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.args import path_arg
 from guestkernel.vfs import DevNode
-from guestkernel.vfs.devices import LOOP_MAJOR
+from guestkernel.vfs.devices import LOOP_MAJOR, VIRTBLK_MAJOR
+from guestkernel.vfs.disks import Disk
+from guestkernel.vfs.loop import LoopDevice
 
 if TYPE_CHECKING:
     from guestkernel.kernel import Kernel
@@ -76,16 +79,24 @@ def do_mount(k: "Kernel", p: "Process", source: bytes, target: bytes, flags: int
     if not S.S_ISDIR(k.fs.stat(point).mode):
         raise SyscallError(ENOTDIR)
     node = k.vfs.resolve(source, p.cwd)
-    if not isinstance(node, DevNode) or node.major != LOOP_MAJOR:
+    dev: "LoopDevice | Disk"
+    if isinstance(node, DevNode) and node.major == VIRTBLK_MAJOR:  # one of the machine's disks
+        dev = k.vfs.disks.disks[node.minor]
+        blocks: object = dev.blockdev
+    elif isinstance(node, DevNode) and node.major == LOOP_MAJOR:
+        loop = k.vfs.loops.devices.get(node.minor)
+        if loop is None or loop.file is None:
+            raise SyscallError(ENXIO)
+        dev = blocks = loop
+    else:
         raise SyscallError(ENOTBLK)
-    dev = k.vfs.loops.devices.get(node.minor)
-    if dev is None or dev.file is None:
-        raise SyscallError(ENXIO)
     if any(m.device is dev for m in k.fs.mounts.values()):
         raise SyscallError(EBUSY)
     buffers = alloc_buffers(k)
     try:
-        cache = PageCache(dev, k.frames, probe_block_size(dev.read_at))  # type: ignore[arg-type]
+        cache = PageCache(blocks, k.frames, probe_block_size(dev.read_at))  # type: ignore[arg-type]
+        if isinstance(dev, Disk):  # a disk's misses take its block time, as the root disk's
+            cache.on_read = lambda: k.clock.charge(k.clock.block_io_ns)
         fs = Ext2(cache, now=k.clock.now_s, log=k.log.append)
     except (FsError, ValueError, OSError) as e:
         free_buffers(k, buffers)
@@ -163,4 +174,7 @@ def do_umount(k: "Kernel", m: Mount) -> None:
     k.slab.unregister_shrinker(m.fs.shrink_caches)
     free_buffers(k, m.buffers)
     k.fs.remove(m)
-    k.vfs.loops.unheld(k, m.device)
+    if isinstance(m.device, LoopDevice):
+        k.vfs.loops.unheld(k, m.device)
+    else:
+        k.vfs.disks.unheld(m.device)

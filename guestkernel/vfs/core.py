@@ -9,15 +9,17 @@ from typing import TYPE_CHECKING, Callable
 
 from guestkernel.errors import EACCES, EISDIR, ENOENT, ENOTDIR, ENXIO, EPERM, ETXTBSY, SyscallError
 from guestkernel.vfs.pseudo import PseudoDirFile, PseudoFS, PseudoNode
-from guestkernel.vfs.devices import (BLOCK_MAJORS, DEV_DIR, DEVICES, FD_ALIASES, LOOP_MAJOR, PMEM_MAJOR, DevDirFile,
-                                     DevFile, DevNode, PmemFile, PmemRegion)
+from guestkernel.vfs.devices import (BLOCK_MAJORS, DEV_DIR, DEVICES, FD_ALIASES, LOOP_MAJOR, PMEM_MAJOR, VIRTBLK_MAJOR,
+                                     DevDirFile, DevFile, DevNode, PmemFile, PmemRegion)
 from guestkernel.vfs.file import (DT_BLK, DT_CHR, DT_DIR, DT_LNK, O_ACCMODE, O_DIRECTORY, O_RDONLY, O_TRUNC,
                                   InodeFile, OpenFile, Stat)
 from guestkernel.vfs.lookup import Node, PathLookup
+from guestkernel.vfs.disks import DiskDriver, DiskFile
 from guestkernel.vfs.loop import LoopControlFile, LoopDriver, LoopFile
 from guestkernel.mounts import INO_MASK
 
 if TYPE_CHECKING:
+    from hw.blockdev import BlockDevice
     from guestkernel.frames import Frames
     from guestkernel.mounts import MountTable
 
@@ -28,7 +30,10 @@ class VFS(PathLookup):
 
     def __init__(self, fs: "MountTable", console: object, now: Callable[[], int], seed: int,
                  frames: "Frames | None" = None, pmem: list[PmemRegion] | None = None,
-                 pseudo: list[PseudoFS] | None = None) -> None:
+                 pseudo: list[PseudoFS] | None = None, disks: "list[tuple[BlockDevice, bool]] | None" = None,
+                 charge_blocks: Callable[[int], None] = lambda n: None) -> None:
+        """`disks`: the machine's extra disks (block device, read-only?), /dev/vdb onwards;
+        `charge_blocks`: the virtual time of n blocks read or written on them directly."""
         self.fs = fs
         # The pseudo file systems by mount point below / (the kernel's /sys and /proc).
         self.pseudo: dict[str, PseudoFS] = {p.mount: p for p in pseudo or []}
@@ -38,6 +43,7 @@ class VFS(PathLookup):
         for i, r in enumerate(pmem or []):
             self.devices[r.name] = DevNode(r.name, PMEM_MAJOR, i)
         self.loops = LoopDriver(self)  # /dev/loop-control, /dev/loop0-7
+        self.disks = DiskDriver(self, disks or [], charge_blocks)  # /dev/vdb, /dev/vdc, ...
         self.console = console
         self.now = now
         self.rng = random.Random(seed)
@@ -109,6 +115,8 @@ class VFS(PathLookup):
                 return LoopFile(self, dev, flags)
             if node.name == "loop-control":
                 return LoopControlFile(self, node, flags)
+            if node.major == VIRTBLK_MAJOR:
+                return DiskFile(self, self.disks.disks[node.minor], flags)
             return DevFile(self, node, flags)
         if isinstance(node, str):
             raise SyscallError(ENOENT)  # fd aliases are handled by the caller

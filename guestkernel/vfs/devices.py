@@ -4,13 +4,16 @@ files of those nodes, and the console files a process is booted with."""
 from __future__ import annotations
 
 import stat as S
+import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
-from guestkernel.errors import EINVAL, SyscallError
+from guestkernel.errors import EFAULT, EINVAL, ENOTTY, EOPNOTSUPP, SyscallError
 from guestkernel.vfs.file import OpenFile, Stat, counted_dir_seek
 
 if TYPE_CHECKING:
+    from guestkernel.process import Process
+    from guestkernel.pseudofs.sysfs import SysFS
     from guestkernel.vfs.core import VFS
     from guestkernel.vfs.lookup import Node
 
@@ -34,7 +37,35 @@ DEVICES = {
 FD_ALIASES = {"stdin": 0, "stdout": 1, "stderr": 2}
 PMEM_MAJOR = 259  # blkext, where Linux's pmem devices live
 LOOP_MAJOR = 7    # loop devices (vfs/loop.py)
-BLOCK_MAJORS = (PMEM_MAJOR, LOOP_MAJOR)
+VIRTBLK_MAJOR = 254  # the machine's extra disks, vdb onwards (vfs/disks.py), as virtio-blk's
+BLOCK_MAJORS = (PMEM_MAJOR, LOOP_MAJOR, VIRTBLK_MAJOR)
+SECTOR = 512
+# linux/fs.h block-device ioctls
+BLKROGET, BLKGETSIZE, BLKFLSBUF, BLKSSZGET = 0x125E, 0x1260, 0x1261, 0x1268
+BLKDISCARD, BLKIOMIN, BLKIOOPT, BLKALIGNOFF, BLKPBSZGET, BLKDISCARDZEROES = 0x1277, 0x1278, 0x1279, 0x127A, 0x127B, 0x127C
+BLKGETSIZE64 = 0x80081272
+BLKGETZONESZ = 0x80041284
+
+
+def describe_block(sysfs: "SysFS", node: DevNode, size: Callable[[], int], read_only: Callable[[], bool],
+                   present: Callable[[], bool] | None = None) -> str:
+    """A block device's /sys/block/NAME and /sys/dev/block/MAJ:MIN as Linux shows them (what
+    losetup, mount and mke2fs read); returns the directory below /sys. `present`: while it is
+    there (a removed loop device goes)."""
+    from guestkernel.pseudofs.sysfs import Link
+
+    at = f"block/{node.name}"
+    sysfs.add(f"dev/block/{node.major}:{node.minor}", Link(f"../../{at}".encode()), when=present)
+    sysfs.add(at, None, when=present)
+    sysfs.add(f"{at}/dev", f"{node.major}:{node.minor}\n".encode())
+    sysfs.add(f"{at}/size", lambda: b"%d\n" % (size() // SECTOR))
+    sysfs.add(f"{at}/ro", lambda: b"%d\n" % read_only())
+    sysfs.add(f"{at}/removable", b"0\n")
+    sysfs.add(f"{at}/alignment_offset", b"0\n")
+    for name, value in (("logical_block_size", SECTOR), ("physical_block_size", SECTOR),
+                        ("minimum_io_size", SECTOR), ("optimal_io_size", 0), ("dax", 0), ("rotational", 0)):
+        sysfs.add(f"{at}/queue/{name}", b"%d\n" % value)
+    return at
 
 
 @dataclass(frozen=True)
@@ -226,3 +257,29 @@ class DevDirFile(OpenFile):
 
     def seek(self, offset: int, whence: int) -> int:
         return counted_dir_seek(self, offset, whence)
+
+
+def block_ioctl(p: "Process", size: int, read_only: bool, req: int, arg: int) -> int:
+    """The generic block-device ioctls (block/ioctl.c) a tool asks of any disk."""
+    out = p.mm.copy_out
+    if arg == 0 and req not in (BLKFLSBUF,):
+        raise SyscallError(EFAULT)
+    if req == BLKGETSIZE64:
+        out(arg, struct.pack("<Q", size))
+    elif req == BLKGETSIZE:
+        out(arg, struct.pack("<Q", size // SECTOR))
+    elif req in (BLKSSZGET, BLKPBSZGET, BLKIOMIN):
+        out(arg, struct.pack("<i", SECTOR))
+    elif req in (BLKIOOPT, BLKALIGNOFF, BLKDISCARDZEROES):
+        out(arg, struct.pack("<i", 0))
+    elif req == BLKROGET:
+        out(arg, struct.pack("<i", int(read_only)))
+    elif req == BLKGETZONESZ:
+        out(arg, struct.pack("<I", 0))
+    elif req == BLKFLSBUF:
+        return 0
+    elif req == BLKDISCARD:
+        raise SyscallError(EOPNOTSUPP)  # the backing ext2 cannot punch holes (no fallocate)
+    else:
+        raise SyscallError(ENOTTY)
+    return 0

@@ -20,9 +20,8 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from guestkernel.errors import (EBADF, EBUSY, EEXIST, EFAULT, EINVAL, ENODEV, ENOSPC, ENOTTY, ENXIO, EOPNOTSUPP,
-                                EPERM, SyscallError)
-from guestkernel.vfs.devices import LOOP_MAJOR, BlockDevFile, DevNode
+from guestkernel.errors import (EBADF, EBUSY, EEXIST, EINVAL, ENODEV, ENOSPC, ENOTTY, ENXIO, EPERM, SyscallError)
+from guestkernel.vfs.devices import LOOP_MAJOR, SECTOR, BlockDevFile, DevNode, block_ioctl, describe_block
 from guestkernel.vfs.file import InodeFile, OpenFile, Stat
 from hw.blockdev import BlockDeviceStats
 
@@ -49,12 +48,6 @@ INFO64 = struct.Struct("<QQQQQIIII64s64s32s2Q")
 CONFIG = struct.Struct("<II")  # struct loop_config: fd, block_size, then loop_info64, 8 x u64
 CONFIG_SIZE = CONFIG.size + INFO64.size + 64
 
-# linux/fs.h block-device ioctls
-BLKROGET, BLKGETSIZE, BLKFLSBUF, BLKSSZGET = 0x125E, 0x1260, 0x1261, 0x1268
-BLKDISCARD, BLKIOMIN, BLKIOOPT, BLKALIGNOFF, BLKPBSZGET, BLKDISCARDZEROES = 0x1277, 0x1278, 0x1279, 0x127A, 0x127B, 0x127C
-BLKGETSIZE64 = 0x80081272
-BLKGETZONESZ = 0x80041284
-SECTOR = 512
 
 
 @dataclass
@@ -148,21 +141,9 @@ class LoopDriver:
     @staticmethod
     def describe(sysfs: "SysFS", dev: LoopDevice) -> None:
         """The device in /sys as Linux shows it (what losetup -a and mke2fs read)."""
-        from guestkernel.pseudofs.sysfs import Link
-
-        at = f"block/loop{dev.number}"
+        at = describe_block(sysfs, dev.node, lambda: dev.size_bytes, lambda: dev.read_only,
+                            present=lambda: not dev.removed)
         bound = lambda: dev.file is not None  # noqa: E731
-        present = lambda: not dev.removed  # noqa: E731
-        sysfs.add(f"dev/block/{LOOP_MAJOR}:{dev.number}", Link(f"../../{at}".encode()), when=present)
-        sysfs.add(at, None, when=present)
-        sysfs.add(f"{at}/dev", f"{LOOP_MAJOR}:{dev.number}\n".encode())
-        sysfs.add(f"{at}/size", lambda: b"%d\n" % (dev.size_bytes // SECTOR))
-        sysfs.add(f"{at}/ro", lambda: b"%d\n" % dev.read_only)
-        sysfs.add(f"{at}/removable", b"0\n")
-        sysfs.add(f"{at}/alignment_offset", b"0\n")
-        for name, value in (("logical_block_size", SECTOR), ("physical_block_size", SECTOR),
-                            ("minimum_io_size", SECTOR), ("optimal_io_size", 0), ("dax", 0), ("rotational", 0)):
-            sysfs.add(f"{at}/queue/{name}", b"%d\n" % value)
         sysfs.add(f"{at}/loop", None, when=bound)
         sysfs.add(f"{at}/loop/backing_file", lambda: dev.backing + b"\n")
         sysfs.add(f"{at}/loop/offset", lambda: b"%d\n" % dev.offset)
@@ -342,29 +323,3 @@ class LoopFile(BlockDevFile):
 
     def close(self) -> None:
         self.dev.opens -= 1
-
-
-def block_ioctl(p: "Process", size: int, read_only: bool, req: int, arg: int) -> int:
-    """The generic block-device ioctls (block/ioctl.c) a tool asks of any disk."""
-    out = p.mm.copy_out
-    if arg == 0 and req not in (BLKFLSBUF,):
-        raise SyscallError(EFAULT)
-    if req == BLKGETSIZE64:
-        out(arg, struct.pack("<Q", size))
-    elif req == BLKGETSIZE:
-        out(arg, struct.pack("<Q", size // SECTOR))
-    elif req in (BLKSSZGET, BLKPBSZGET, BLKIOMIN):
-        out(arg, struct.pack("<i", SECTOR))
-    elif req in (BLKIOOPT, BLKALIGNOFF, BLKDISCARDZEROES):
-        out(arg, struct.pack("<i", 0))
-    elif req == BLKROGET:
-        out(arg, struct.pack("<i", int(read_only)))
-    elif req == BLKGETZONESZ:
-        out(arg, struct.pack("<I", 0))
-    elif req == BLKFLSBUF:
-        return 0
-    elif req == BLKDISCARD:
-        raise SyscallError(EOPNOTSUPP)  # the backing ext2 cannot punch holes (no fallocate)
-    else:
-        raise SyscallError(ENOTTY)
-    return 0

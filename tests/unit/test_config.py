@@ -340,3 +340,15 @@ def test_interleave_default_channels(tmp_path):
     assert cfg.channel_of(0x1000_0000) == 0  # dram1's offset 0
     # the resolved config is stable: resolving it again changes nothing
     assert machine_from_dict(machine_to_dict(cfg)) == cfg
+
+
+def test_disk_entries_resolve_beside_the_machine_file_and_round_trip(tmp_path):
+    (tmp_path / "m.toml").write_text('name = "d"\n[[disk]]\nimage = "vol/a.img"\n[[disk]]\nimage = "/abs/b.img"\nread_only = true\n')
+    cfg = load_machine(tmp_path / "m.toml")
+    assert [(d.image, d.read_only) for d in cfg.disks] == [(str(tmp_path / "vol" / "a.img"), False), ("/abs/b.img", True)]
+    assert machine_from_dict(machine_to_dict(cfg)) == cfg  # a state directory's config.json keeps them
+    (tmp_path / "bad.toml").write_text('[[disk]]\nread_only = true\n')
+    with pytest.raises(ConfigError, match=r"missing key 'image' \(a disk needs 'image'\)"):
+        load_machine(tmp_path / "bad.toml")
+    with pytest.raises(ConfigError, match=r"attach disks with --disk PATH"):
+        apply_overrides(default_machine(), ["disks=x"])

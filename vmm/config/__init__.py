@@ -40,11 +40,11 @@ from __future__ import annotations
 
 from vmm.config.load import (
     LEGACY_KEYS, apply_overrides, default_machine, derive, load_machine, machine_config, machine_from_dict,
-    machine_from_toml, machine_to_dict, save_resolved,
+    machine_from_toml, machine_to_dict, save_resolved, with_disk,
 )
 from vmm.config.schema import (
     DEVICE_WINDOW_GPA, EPT_INITIAL, KINDS, MAX_CHANNEL, MODEL_LEVELS, PAGE_BYTES, PERSISTENCE_DOMAINS, SECTIONS,
-    SUPPORTED_LINE_BYTES, CacheConfig, CheckpointConfig, EptConfig, GuestConfig, GuestRamConfig, GuestRange,
+    SUPPORTED_LINE_BYTES, CacheConfig, CheckpointConfig, DiskConfig, EptConfig, GuestConfig, GuestRamConfig, GuestRange,
     InterleaveConfig, MachineConfig, PLACEMENT_POLICIES, PlacementConfig, RangeConfig, StorageConfig,
 )
 from vmm.config.units import GiB, KiB, MiB, hex_addr, human_hz, human_size, parse_addr, parse_duration, parse_hz, parse_size
@@ -52,14 +52,14 @@ from vmm.config.validation import ConfigError, validate
 
 __all__ = [
     # schema
-    "CacheConfig", "CheckpointConfig", "EptConfig", "GuestConfig", "GuestRamConfig", "GuestRange", "InterleaveConfig",
+    "CacheConfig", "CheckpointConfig", "DiskConfig", "EptConfig", "GuestConfig", "GuestRamConfig", "GuestRange", "InterleaveConfig",
     "MachineConfig", "PlacementConfig", "PLACEMENT_POLICIES", "RangeConfig", "StorageConfig", "SECTIONS", "DEVICE_WINDOW_GPA", "EPT_INITIAL", "KINDS",
     "MAX_CHANNEL", "MODEL_LEVELS", "PAGE_BYTES", "PERSISTENCE_DOMAINS", "SUPPORTED_LINE_BYTES",
     # units
     "KiB", "MiB", "GiB", "hex_addr", "human_hz", "human_size", "parse_addr", "parse_duration", "parse_hz", "parse_size",
     # load
     "LEGACY_KEYS", "apply_overrides", "default_machine", "derive", "load_machine", "machine_config",
-    "machine_from_dict", "machine_from_toml", "machine_to_dict", "save_resolved",
+    "machine_from_dict", "machine_from_toml", "machine_to_dict", "save_resolved", "with_disk",
     # validate
     "ConfigError", "validate",
 ]

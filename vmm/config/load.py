@@ -13,7 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterable
 
-from vmm.config.schema import SECTIONS, GuestRamConfig, MachineConfig, RangeConfig, _key_of
+from vmm.config.schema import SECTIONS, DiskConfig, GuestRamConfig, MachineConfig, RangeConfig, _key_of
 from vmm.config.units import _PARSERS, _Bad, _describe
 from vmm.config.validation import ConfigError, _err, _suggest, validate
 
@@ -61,17 +61,19 @@ def _build(cls: type, table: dict[str, Any], source: str, prefix: str, style: st
             kwargs[f.name] = _build_list(RangeConfig, v, source, path, style, f"[[{k}]]")
         elif parse == "guest_ram":
             kwargs[f.name] = _build_list(GuestRamConfig, v, source, path, style, "[{size = ..., from = ...}, ...]")
+        elif parse == "disks":
+            kwargs[f.name] = _build_list(DiskConfig, v, source, path, style, "[[disk]] image = PATH")
         else:
             try:
                 kwargs[f.name] = _PARSERS[parse](v, False)
             except _Bad as e:
                 raise _err(source, path, str(e)) from None
-    if cls in (RangeConfig, GuestRamConfig):
+    if cls in (RangeConfig, GuestRamConfig, DiskConfig):
         missing = [k for k, f in by_key.items()
                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
                    and f.name not in kwargs]
         if missing:
-            what = "a pool" if cls is RangeConfig else "a guest RAM range"
+            what = {RangeConfig: "a pool", GuestRamConfig: "a guest RAM range", DiskConfig: "a disk"}[cls]
             raise _err(source, prefix, f"missing key {missing[0]!r} ({what} needs "
                        + ", ".join(repr(k) for k, f in by_key.items()
                                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING) + ")")
@@ -147,7 +149,19 @@ def load_machine(path: str | os.PathLike[str] | None) -> MachineConfig:
         except json.JSONDecodeError as e:
             raise ConfigError(f"{p}: bad JSON: {e}") from None
         return machine_from_dict(d, str(p))
-    return machine_from_toml(text, str(p))
+    cfg = machine_from_toml(text, str(p))
+    # A disk image named relative to the machine file is found beside it.
+    disks = tuple(dataclasses.replace(d, image=str((p.parent / d.image).resolve())) for d in cfg.disks)
+    return dataclasses.replace(cfg, disks=disks) if disks else cfg
+
+
+def with_disk(cfg: MachineConfig, spec: str) -> MachineConfig:
+    """`--disk PATH[:ro]`: one more disk after the machine's own."""
+    path, _, opt = spec.rpartition(":") if spec.endswith(":ro") else (spec, "", "")
+    if not path:
+        raise ConfigError(f"--disk {spec}: expected PATH or PATH:ro")
+    disk = DiskConfig(image=str(Path(path).resolve()), read_only=opt == "ro")
+    return dataclasses.replace(cfg, disks=cfg.disks + (disk,))
 
 
 def machine_to_dict(cfg: MachineConfig) -> dict[str, Any]:
@@ -187,10 +201,11 @@ def _field_named(cls: type, name: str, source: str, path: str) -> dataclasses.Fi
 
 def _coerce(f: dataclasses.Field, v: Any, text: bool, source: str, path: str) -> Any:
     parse = f.metadata["parse"]
-    if parse in ("table", "pools", "guest_ram"):
+    if parse in ("table", "pools", "guest_ram", "disks"):
         expected = SECTIONS[f.name] if parse == "table" else tuple
         if not isinstance(v, expected):
             hint = "; set its keys one by one, e.g. cache.size=4M" if parse == "table" else \
+                "; attach disks with --disk PATH or [[disk]] entries" if parse == "disks" else \
                 "; set pool keys as pool.<name>.<key>, or use a machine file to change the maps"
             raise _err(source, path, f"expected a {getattr(expected, '__name__', expected)}, got "
                        f"{_describe(v)}{hint}")

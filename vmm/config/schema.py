@@ -131,6 +131,16 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class DiskConfig:
+    """An extra disk (a `[[disk]]` entry, or `--disk PATH`): a raw image file the guest sees as
+    /dev/vdb, /dev/vdc, ... in order, a block device it can mount (ext2) or format."""
+
+    image: str = _f("path of the image file (relative paths: from the machine file's directory)", parse="str")
+    read_only: bool = _f("attach it read-only (a mount is then read-only, writes fail)", parse="bool",
+                         default=False)
+
+
+@dataclass(frozen=True)
 class CheckpointConfig:
     """Transparent checkpoint/restart into SCM (guestkernel/checkpoint): the kernel checkpoints
     the running programs at syscall entry into an SCM range, by the rules of the first paper."""
@@ -292,6 +302,7 @@ class MachineConfig:
     model_level: str = _f("'fast', 'persist' or 'full' timing/persistence model",
                           parse="str", default="fast")
     storage: StorageConfig = _f("block device", parse="table", factory=StorageConfig)
+    disks: tuple[DiskConfig, ...] = _f("extra disks, /dev/vdb onwards", parse="disks", toml="disk", factory=tuple)
     checkpoint: CheckpointConfig = _f("checkpoint/restart into SCM", parse="table",
                                       factory=CheckpointConfig)
     placement: PlacementConfig = _f("host-side page placement between DRAM and slower memory",
