@@ -172,9 +172,11 @@ class MobilityBuddy(BuddyAllocator):
 
     def _steal(self, pfn: int, order: int, mtype: int) -> None:
         """steal_suitable_fallback: a block of a pageblock or more takes every pageblock it
-        covers; a smaller one moves the free blocks of its pageblock to the new type's lists and
-        takes the pageblock if at least half of it is free (Linux also counts pages in use of a
-        compatible type; emu does not track them per pageblock)."""
+        covers; a smaller one moves every free block of its pageblock to the new type's lists
+        (move_freepages_block: the next allocations of that type come from the same pageblock,
+        which keeps them together) and takes the pageblock itself if at least half of it is
+        free (Linux also counts pages in use of a compatible type; emu does not track them per
+        pageblock)."""
         if order >= PAGEBLOCK_ORDER:
             blocks = range(pfn >> PAGEBLOCK_ORDER, (pfn + (1 << order) - 1 >> PAGEBLOCK_ORDER) + 1)
         else:
@@ -183,10 +185,8 @@ class MobilityBuddy(BuddyAllocator):
             start = b << PAGEBLOCK_ORDER
             free_here = [(p, o) for p, o in self.free_order.items() if start <= p < start + (1 << PAGEBLOCK_ORDER)]
             free_pages = sum(1 << o for _p, o in free_here)
-            if order < PAGEBLOCK_ORDER and free_pages < 1 << (PAGEBLOCK_ORDER - 1):
-                continue
             i = b - self.first_block
-            if self.block_type[i] != mtype:
+            if self.block_type[i] != mtype and (order >= PAGEBLOCK_ORDER or free_pages >= 1 << (PAGEBLOCK_ORDER - 1)):
                 self.block_type[i] = mtype
                 self.steals += 1
             for p, o in free_here:  # move_freepages_block
