@@ -400,6 +400,16 @@ def _e2fs_env() -> dict:
     return env
 
 
+def make_ext2(path: Path, size_bytes: int, key: str, *, block_size: int = 1024, inodes: int | None = None) -> None:
+    """An empty ext2 file system in the file `path` (made or overwritten), by the host's mke2fs,
+    the same bytes on every host with the same mke2fs: UUID and hash seed from `key`, a fixed
+    time, no reserved blocks, root-owned."""
+    u = _fixed_uuid(key)
+    _run([_tool("mke2fs"), "-q", "-F", "-t", "ext2", "-b", str(block_size), *(["-N", str(inodes)] if inodes else []),
+          "-m", "0", "-U", u, "-E", f"hash_seed={u},root_owner=0:0", str(path), f"{size_bytes // 1024}k"],
+         env=_e2fs_env(), what=f"mke2fs {path}")
+
+
 def _build_plan(plan: Plan, out: Path, key: str, progress: Callable[[str], None] | None):
     say = progress or (lambda msg: None)
     mke2fs, debugfs = _tool("mke2fs"), _tool("debugfs")

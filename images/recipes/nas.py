@@ -4,7 +4,6 @@ programs (images/programs/), and VOLUMES small ext2 volume images in /vol (v000.
 on the host by mke2fs with a fixed UUID and time, for the 128 failover mounts."""
 
 import functools
-import subprocess
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -21,12 +20,9 @@ SPARE_FILES = 80_000  # room for the random-write script's small files (a 4 KiB 
 def volume_image() -> bytes:
     """One empty ext2 volume of VOLUME_KIB KiB (1 KiB blocks, 16 inodes), the same bytes on
     every host with the same mke2fs."""
-    u = build._fixed_uuid("nas-volume")
     with tempfile.TemporaryDirectory() as td:
         img = Path(td) / "v.img"
-        subprocess.run([build._tool("mke2fs"), "-q", "-F", "-t", "ext2", "-b", "1024", "-N", "16", "-m", "0",
-                        "-U", u, "-E", f"hash_seed={u},root_owner=0:0", str(img), f"{VOLUME_KIB}k"],
-                       env=build._e2fs_env(), check=True, capture_output=True)
+        build.make_ext2(img, VOLUME_KIB * 1024, "nas-volume", inodes=16)
         return img.read_bytes()
 
 

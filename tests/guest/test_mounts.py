@@ -187,13 +187,12 @@ def test_extra_disks_are_block_devices_to_format_mount_and_check(nas_image, tmp_
     read-only mounts read-only and refuses raw writes with EPERM."""
     import dataclasses
 
-    from images.build import _e2fs_env, _tool
+    from images.build import make_ext2
     from vmm.config import with_disk
 
     made, blank, ro = tmp_path / "made.img", tmp_path / "blank.img", tmp_path / "ro.img"
     for img in (made, ro):
-        subprocess.run([_tool("mke2fs"), "-q", "-F", "-t", "ext2", "-b", "1024", str(img), "4M"], env=_e2fs_env(),
-                       check=True, capture_output=True)
+        make_ext2(img, 4 << 20, img.name)
     blank.write_bytes(bytes(4 << 20))
     cfg = machine_config(MACHINE)
     for spec in (str(made), str(blank), f"{ro}:ro"):
