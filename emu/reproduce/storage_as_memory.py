@@ -16,7 +16,9 @@ I/O, host wall time, page-cache pages and block requests, guest RAM at its peak,
 written by file syscalls and by DAX, and memory traffic per channel (the storage window's channel
 apart). Then the exec of gzip (`gzip -V`) with and without execute-in-place: text pages copied,
 pages read into the page cache or mapped from the window, virtual time of the run. Outputs are
-compared between the modes (the same bytes, the same instruction count).
+compared between the modes (the same bytes, the same instruction count). Then storage lent as
+memory (a program holding more than RAM, with and without a lent file) and where checkpoint
+images live (the SCM range or a file on the storage window: emu/reproduce/ckpt_placement.py).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from emu.reproduce import ckpt_placement
 from emu.workloads import workload
 from hw.console import Console
 from vmm.config import default_machine, machine_config
@@ -100,6 +103,47 @@ def measure(image: Path, label: str, argv: list[str], level: str, repeats: int, 
     return row
 
 
+LEND_RAM = ["pool.dram0.size=32MiB", "pool.dram1.size=16MiB"]  # 48 MiB of guest RAM
+LEND_SCRIPT = ("head -c 24M /dev/zero > /swapfile && chmod 600 /swapfile && mkswap /swapfile > /dev/null && "
+               "{on}lendhog 56 /swapfile; echo status=$?")
+
+
+def lend(image: Path, tmp: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    """Storage lent as memory: a program holding 56 MiB on a machine of 48 MiB of RAM, with and
+    without a 24 MiB file of the DAX root lent to the kernel (mkswap, swapon)."""
+    rows: dict[str, Any] = {}
+    for name, on in (("RAM only", ""), ("file lent", "swapon /swapfile && ")):
+        work = Path(tempfile.mkdtemp(prefix="lend-", dir=tmp))
+        try:
+            disk = work / "disk.img"
+            shutil.copyfile(image, disk)
+            console = Console(out_fd=None, err_fd=None, capture=True)
+            m = Machine(disk, machine_config(None, ["storage.mode=memory", "model_level=persist", *LEND_RAM]),
+                        console=console, media_dir=work, host_durable=False)
+            r = m.run(["/bin/sh", "-c", LEND_SCRIPT.format(on=on)])
+            out = bytes(console.captured[1]).decode()
+            st = {k: v["value"] for k, v in m.stats()["stats"].items()}
+            win = f"channel{storage_channel()}"
+            rows[name] = {
+                "status": int(out.rsplit("status=", 1)[1].split()[0]), "pattern_ok": "pattern ok" in out,
+                "swapoff_while_held": "swapoff while held: Cannot allocate memory" in out,
+                "swapoff_after_half": "swapoff after half: ok" in out,
+                "pages_taken": st["mm.lent_pages_taken"], "pages_moved": st["mm.lent_pages_moved"],
+                "oom_kills": sum(1 for line in r.log if line.startswith("Out of memory: Killed process")),
+                "storage_channel_write_bytes": sum(v for k, v in st.items() if k.startswith(f"{win}.write_bytes.")),
+                "virtual_ns": r.virtual_ns, "kernel_ns": r.kernel_ns}
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        x = rows[name]
+        say(f"  {name}: exit status {x['status']}, {x['oom_kills']} OOM kill(s), {x['pages_taken']} pages lent, "
+            f"{x['pages_moved']} moved back by swapoff, storage channel writes {x['storage_channel_write_bytes'] / 1e6:.1f} MB")
+    extra = rows["file lent"]["storage_channel_write_bytes"] - rows["RAM only"]["storage_channel_write_bytes"]
+    rows["file lent"]["storage_channel_extra_bytes"] = extra
+    say(f"  the pages that lived on storage: {extra / 1e6:.1f} MB more written on the storage channel "
+        f"({rows['file lent']['pages_taken'] * 4096 / 1e6:.1f} MB of pages lent)")
+    return rows
+
+
 def run(quick: bool, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
     from images.build import default_image
 
@@ -114,12 +158,23 @@ def run(quick: bool, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
                 for level in levels for label, name in WORKLOADS.items()]
         say("exec of gzip (gzip -V): execute in place vs the page cache")
         xip = measure(image, "exec gzip -V", ["/bin/gzip", "-V"], "persist", repeats, tmp, say)
+        say("storage lent as memory (swapon on storage as memory): 56 MiB held on 48 MiB of RAM")
+        lent = lend(image, tmp, say)
+        names = ["tar-cf"] if quick else ["grep", "tar-cf", "gzip"]
+        say(f"checkpoint images: the SCM range vs a file on storage as memory ({', '.join(names)}, tcp = 0)")
+        where = ckpt_placement.compare(image, {n: workload(n) for n in names}, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     checks = summary(rows, xip, say)
+    ckpt_placement.print_table(where, say)
+    checks.update(lend_and_images_checks(lent, where, say))
     figures(rows, out / "storage_as_memory.png")
+    ckpt_placement.plot(where, out / "checkpoint_images.png")
+    for w in where["workloads"].values():
+        w.pop("runs")
     return {"experiment": "storage-as-memory", "quick": quick, "paper": PAPER, "checks": checks,
-            "storage_channel": storage_channel(), "workloads": rows, "xip": xip,
+            "storage_channel": storage_channel(), "workloads": rows, "xip": xip, "lent": lent,
+            "checkpoint_images": where,
             "method": " ".join(p.replace("\n", " ") for p in __doc__.split("\n\n")[1:2])}
 
 
@@ -179,6 +234,28 @@ def summary(rows: list[dict[str, Any]], xip: dict[str, Any], say: Callable[[str]
             say(f"  writing, {r['workload']} ({r['level']}): memory mode's kernel time is x{r['kernel_ratio']:.2f} "
                 "block-cached's: every operation's metadata is logged and flushed before the syscall returns, "
                 "where the page cache writes back later and without ordering")
+    return checks
+
+
+def lend_and_images_checks(lent: dict[str, Any], where: dict[str, Any], say: Callable[[str], None]) -> dict[str, bool]:
+    plain, lent_on = lent["RAM only"], lent["file lent"]
+    runs = [(n, d, r) for n, w in where["workloads"].items() for d, r in w.items() if d != "runs"]
+    checks = {
+        "storage lent as memory: the program RAM cannot hold is OOM-killed without it and completes with it, "
+        "its data intact": plain["status"] == 137 and plain["oom_kills"] == 1 and lent_on["status"] == 0
+            and lent_on["pattern_ok"] and lent_on["pages_taken"] > 0,
+        "swapoff refuses (ENOMEM) while RAM cannot take the pages, then moves them back": (
+            lent_on["swapoff_while_held"] and lent_on["swapoff_after_half"] and lent_on["pages_moved"] > 0),
+        "checkpoints into a file resume identically after a cut, their private pages mapped back, not copied": all(
+            r["restart"]["identical"] for _n, _d, r in runs) and all(
+            r["restart"]["pages_copied"] == 0 and r["restart"]["pages_mapped"] > 0 for _n, d, r in runs if d == "memory/file"),
+    }
+    for what, ok in checks.items():
+        say(f"  {'holds' if ok else 'DOES NOT HOLD'}: {what}")
+    for n, w in where["workloads"].items():
+        scm, f = w["memory/scm"], w["memory/file"]
+        say(f"  {n}: per checkpoint, images in a file copy {f['bytes_copied'] / 1024:.1f} KiB as the SCM range does "
+            f"({scm['bytes_copied'] / 1024:.1f} KiB): the process's pages are copied into the file, not kept in it")
     return checks
 
 

@@ -65,6 +65,6 @@ RECIPE = Recipe(
         "/sbin": 0o755,
     },
     owners={"/home/user": (1000, 1000)},
-    programs={"/bin/pmemlog": "pmemlog.c"},
+    programs={"/bin/pmemlog": "pmemlog.c", "/bin/lendhog": "lendhog.c"},
     params=dict(DEFAULTS),
 )

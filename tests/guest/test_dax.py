@@ -170,14 +170,17 @@ def test_storage_and_checkpoint_settings_are_checked():
 
 
 def test_reproduce_storage_as_memory_quick(tmp_path):
-    """`emu reproduce storage-as-memory --quick` (about 20 s): every claim of the paper it checks
+    """`emu reproduce storage-as-memory --quick` (about 30 s): every claim of the paper it checks
     holds (no page cache or block request, the same outputs and counts, a shorter read path, one
-    copy of file data, XIP); result.json and the figure are written."""
+    copy of file data, XIP, storage lent as memory, checkpoint images in a file mapped back at a
+    restart); result.json and the figures are written."""
     from emu.reproduce import reproduce
 
     result = reproduce("storage-as-memory", True, tmp_path, say=lambda line: None)
     assert all(result["checks"].values()), result["checks"]
     assert (tmp_path / "result.json").exists() and (tmp_path / "storage_as_memory.png").exists()
+    assert (tmp_path / "checkpoint_images.png").exists()
+    assert result["lent"]["file lent"]["storage_channel_extra_bytes"] >= result["lent"]["file lent"]["pages_taken"] * 4096
     for row in result["workloads"]:
         assert row["modes"]["memory"]["channel_bytes"][f"channel{result['storage_channel']}"] > 0
         assert row["modes"]["block"]["block_requests"] > 0
