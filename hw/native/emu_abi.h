@@ -94,6 +94,10 @@ uint64_t emu_ckpt_diff(struct emu_state *st, const uint64_t *leaves, uint64_t n,
                        const uint32_t *img_pg, const uint32_t *img_crc, uint64_t img_base, uint64_t img_n);
 /* Records as the image's page list: (gva u64, page u32, crc u32) little-endian, 16 bytes each. */
 void emu_ckpt_pack(const struct ckpt_page *recs, uint64_t n, uint8_t *out);
+/* Image-page reference counts over such records (the page of each, at byte 8): delta +1 counts
+   each record's page once more and marks it used; -1 counts it once less and clears used[] when
+   no image holds it any more. Records naming a page >= npages are ignored. */
+void emu_ckpt_refs(const uint8_t *recs, uint64_t n, uint16_t *refs, uint8_t *used, uint64_t npages, int delta);
 
 /* ---------------------------------------------------------------- cache model (cachemodel.c) */
 
