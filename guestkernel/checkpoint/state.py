@@ -438,8 +438,9 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
         out_procs.append(d)
         if p.state == ZOMBIE:
             continue
+        regs: dict[str, Any] | bytes
         if p is cur:
-            regs = read_regs(k)
+            regs = k.cpu.read_regs_raw(ALL_IDS)  # raw: decoded by restore (the common case, kept cheap)
             resume: dict[str, Any] = {"kind": "syscall", "nr": cur_nr}   # rip is on the syscall
         else:
             regs = tracker.regs_of(k, p)
@@ -558,6 +559,8 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
                                                in_place, counts)
         p.mm = mm
         regs = d["regs"]
+        if isinstance(regs, bytes):  # the running process's, as the CPU gave them
+            regs = _decode(regs)
         resume = d["resume"]
         if resume["kind"] == "syscall":
             regs = dict(regs, rax=resume["nr"])
