@@ -71,6 +71,8 @@ int emu_count_insns(struct emu_state *st, uint64_t gva, uint32_t size, uint64_t 
    bits of every frame listed. */
 uint64_t emu_ept_scan(uint8_t *bits, uint64_t first, uint64_t count, uint32_t *dirty,
                       uint32_t *accessed, uint64_t *naccessed, int clear);
+/* out[i] = first + i for i < n (an EPT window over a run of host frames, in order). */
+void emu_fill_seq(uint32_t *out, uint64_t n, uint32_t first);
 
 /* ---------------------------------------------------------------- checkpoint scan (ckptscan.c) */
 
