@@ -75,6 +75,13 @@ def emu_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from emu.cli import main; sys.exit(main())"]
 
 
+def _this_tree_env() -> dict[str, str]:
+    """The environment of a run: the code of the tree this bench is in comes first (the venv's
+    `emu` may be an editable install of another checkout)."""
+    old = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=str(BENCH.parent) + (os.pathsep + old if old else ""))
+
+
 def run_one(argv: list[str], spec: str, timeout: float, workdir: Path) -> dict:
     """One `emu run`; returns its summary JSON (plus host_wall_s) or {"error": ...}."""
     summary = workdir / "summary.json"
@@ -83,8 +90,8 @@ def run_one(argv: list[str], spec: str, timeout: float, workdir: Path) -> dict:
                            "--summary-json", str(summary), "--", *argv]
     t0 = time.perf_counter()
     try:
-        p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           stdin=subprocess.DEVNULL, timeout=timeout, cwd=str(workdir), check=False)
+        p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                           timeout=timeout, cwd=str(workdir), check=False, env=_this_tree_env())
     except subprocess.TimeoutExpired:
         return {"error": f"timeout after {timeout:.0f}s", "cmd": cmd}
     host_wall = time.perf_counter() - t0

@@ -50,6 +50,7 @@ def layout(media: bytes | bytearray | memoryview, page_map: list[int] | None = N
         table = []
     for slot in table:
         meta.extend(pm[p] for p in range(slot.meta_page, slot.meta_page + slot.meta_pages) if 0 < p < store.mirror)
+        meta.extend(pm[p] for p in store.part_pages(slot))
         try:
             img = store.load(slot)
         except CorruptImage:

@@ -104,6 +104,10 @@ class MM:
             self.aspace.map(gva, sentinel_pfn, writable=False, executable=True)
         self.vmas: list[VMA] = []
         self._starts: list[int] = []
+        # Bumped at every change of the VMAs (their list or a VMA's bounds or protection): a
+        # checkpoint describes the mappings again only when it moved (checkpoint/state.py).
+        self.vm_version = 0
+        self.ckpt_checked: tuple[int, str | None] = (-1, None)  # (vm_version, refusal) of the last check
         self.fault_beyond_eof = False  # the last failed fault hit a file page past EOF (SIGBUS)
         # Pages copied from a file at a read fault (a hole, the partial last page): a mapping
         # must show later writes to the file, so they are dropped then (drop_file_pages).
@@ -123,6 +127,7 @@ class MM:
 
     # --- VMA bookkeeping ----------------------------------------------------------------------
     def _reindex(self) -> None:
+        self.vm_version += 1
         self.vmas.sort(key=lambda v: v.start)
         self._starts = [v.start for v in self.vmas]
         objs = self.vma_objs
@@ -229,6 +234,7 @@ class MM:
         for v in self.overlapping(start, end):
             newly_exec = prot & PROT_EXEC and not v.prot & PROT_EXEC
             v.prot = prot
+            self.vm_version += 1
             if newly_exec and v.backing is not None:
                 self.on_exec_map(v)
         for gva, slot, pte in list(self.aspace.leaves(start, end)):
@@ -265,6 +271,7 @@ class MM:
             heap = next((v for v in self.vmas if v.name == "[heap]"), None)
             if heap is not None and heap.end == old_top:
                 heap.end = new_top
+                self.vm_version += 1
             else:
                 self.vmas.append(VMA(old_top, new_top, PROT_READ | PROT_WRITE, name="[heap]"))
                 self._reindex()

@@ -101,5 +101,20 @@ class ScmMedium:
             self.memory.fence()
 
     def persist(self, off: int, data: bytes | memoryview) -> None:
-        self.write(off, data)
-        self.flush(off, len(data))
+        n = len(data)
+        pg, at = divmod(off, PAGE)
+        if at + n > PAGE or n == 0:
+            self.write(off, data)
+            self.flush(off, n)
+            return
+        # Within one page (a table line, most metadata): write and flush as above, in one step.
+        self.page_view(pg)[at : at + n] = data
+        gpa = self.gpa(pg, at)
+        if self.memory is not None:
+            self.memory.access(gpa, n, True)
+        lines = (off + n + LINE - 1) // LINE - off // LINE
+        self.lines_flushed += lines
+        if self.clock is not None:
+            self.clock.charge(lines * SCM_LINE_NS)
+        if self.memory is not None:
+            self.memory.flush(gpa, n)

@@ -64,6 +64,7 @@ class CPU:
         self.uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
         self.st = self.lib.emu_state_new()
         self._uc_ptr = self.ffi.cast("uc_engine *", self.uc._uch.value)
+        self._reg_ids: dict[tuple[int, ...], Any] = {}  # register id tuples as C arrays (read_regs_raw)
         # The syscall path reads 7 registers and writes rax on every call: straight through
         # libunicorn (the binding's generic batch read costs ~57 us, this ~2 us).
         n = len(SYSCALL_ARG_IDS)
@@ -190,7 +191,12 @@ class CPU:
         each, little-endian (the Python binding costs microseconds per register)."""
         ptr = self.ffi.NULL if ctx is None else self.ffi.cast("uc_context *", ctx.context.value)  # type: ignore[attr-defined]
         out = self.ffi.new("uint8_t[]", 16 * len(ids))
-        if self.lib.emu_read_regs(self._uc_ptr, ptr, list(ids), len(ids), out) != 0:
+        c_ids = self._reg_ids.get(ids) if isinstance(ids, tuple) else None
+        if c_ids is None:
+            c_ids = self.ffi.new("int[]", list(ids))
+            if isinstance(ids, tuple):
+                self._reg_ids[ids] = c_ids
+        if self.lib.emu_read_regs(self._uc_ptr, ptr, c_ids, len(ids), out) != 0:
             raise RuntimeError("uc_reg_read_batch failed")
         return bytes(self.ffi.buffer(out))
 

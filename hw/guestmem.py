@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-import numpy as np
 
 from hw.ept import EPT
 from hw.physmem import PAGE_SIZE, PhysicalMemory
@@ -71,6 +70,8 @@ class GuestMemory:
         program unseen; it is reported as a user store. A line the model holds dirty (the kernel
         wrote it through the model) is written back whole, user bytes and all, and not counted
         twice."""
+        import numpy as np  # (here: `emu run` starts without it)
+
         cache = self.cache
         assert cache is not None
         for base, cpu, media in self.unobserved:

@@ -6,13 +6,23 @@ position where such an instruction could start (the opcode itself or up to three
 before it) is decoded with capstone, and each decoding that is one of these instructions becomes a
 site. A hook at a site fires only when execution really starts an instruction there, and checks
 the bytes at run time, so false candidates cost nothing.
+
+The sites of a piece of code are kept on disk too (EMU_CACHE_DIR or ~/.cache/emu, `sites/`),
+keyed by the code's hash, where it is mapped, this file's source and the capstone it decoded
+with: every run maps the same libraries, and their scan (and importing capstone) was a tenth
+of `emu run -- /bin/true`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+from dataclasses import astuple, dataclass
+from pathlib import Path
+from typing import Any
 
-from capstone import CS_ARCH_X86, CS_MODE_64, Cs
-from capstone import x86_const as C
 from unicorn import x86_const as U
 
 # opcode bytes (after prefixes) that may begin one of the instructions we want
@@ -40,14 +50,21 @@ class Site:
     nt_bytes: int = 0   # bytes a non-temporal store writes
 
 
-_md = Cs(CS_ARCH_X86, CS_MODE_64)
-_md.detail = True
+@functools.cache
+def _disassembler() -> Any:
+    from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+
+    md = Cs(CS_ARCH_X86, CS_MODE_64)
+    md.detail = True
+    return md
 
 
 def _uc_reg(cs_reg: int) -> int:
+    from capstone import x86_const as C
+
     if cs_reg == C.X86_REG_INVALID:
         return 0
-    name = _md.reg_name(cs_reg)
+    name = _disassembler().reg_name(cs_reg)
     if name == "fs":
         return U.UC_X86_REG_FS_BASE
     if name == "gs":
@@ -59,18 +76,63 @@ _scanned: dict[tuple[bytes, int], list[Site]] = {}
 
 
 def scan(code: bytes, base_gva: int) -> list[Site]:
-    """Sites in `code`, which is mapped at base_gva (remembered for the process's lifetime:
-    every machine maps the same libraries at the same addresses)."""
-    import hashlib
-
+    """Sites in `code`, which is mapped at base_gva (remembered for the process's lifetime and
+    on disk: every machine maps the same libraries at the same addresses)."""
     key = (hashlib.blake2b(code, digest_size=16).digest(), base_gva)
     hit = _scanned.get(key)
     if hit is None:
-        hit = _scanned[key] = _scan(code, base_gva)
+        path = _cache_file(key[0], base_gva)
+        hit = _load(path) if path is not None else None
+        if hit is None:
+            hit = _scan(code, base_gva)
+            if path is not None:
+                _save(path, hit)
+        _scanned[key] = hit
     return hit
 
 
+@functools.cache
+def _cache_dir() -> Path | None:
+    """sites/ of the cache, under a name that changes with this file and with capstone (None:
+    capstone is not installed; _scan will say so)."""
+    spec = importlib.util.find_spec("capstone")
+    if spec is None or spec.origin is None:
+        return None
+    st = os.stat(spec.origin)
+    tag = hashlib.blake2b(Path(__file__).read_bytes() + f"{spec.origin}:{st.st_size}:{st.st_mtime_ns}".encode(),
+                          digest_size=8).hexdigest()
+    base = os.environ.get("EMU_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "emu")
+    return Path(base) / "sites" / tag
+
+
+def _cache_file(digest: bytes, base_gva: int) -> Path | None:
+    d = _cache_dir()
+    return d / f"{digest.hex()}-{base_gva:x}.json" if d is not None else None
+
+
+def _load(path: Path) -> list[Site] | None:
+    try:
+        rows = json.loads(path.read_text())
+        return [Site(r[0], r[1], bytes.fromhex(r[2]), *r[3:]) for r in rows]
+    except (OSError, ValueError, TypeError, IndexError):
+        return None  # absent or unreadable: scan again
+
+
+def _save(path: Path, sites: list[Site]) -> None:
+    rows = [[s.gva, s.kind, s.insn.hex(), *astuple(s)[3:]] for s in sites]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(rows))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache: scan again next time
+
+
 def _scan(code: bytes, base_gva: int) -> list[Site]:
+    from capstone import x86_const as C
+
+    md = _disassembler()
     starts: set[int] = set()
     for op in OPCODES:
         i = code.find(op)
@@ -79,7 +141,7 @@ def _scan(code: bytes, base_gva: int) -> list[Site]:
             i = code.find(op, i + 1)
     sites = []
     for start in sorted(starts):
-        insn = next(_md.disasm(code[start : start + 15], base_gva + start, 1), None)
+        insn = next(md.disasm(code[start : start + 15], base_gva + start, 1), None)
         if insn is None:
             continue
         kind = PERSIST_KINDS.get(insn.mnemonic) or TIME_KINDS.get(insn.mnemonic)

@@ -21,14 +21,15 @@ import json
 import os
 import pkgutil
 import shutil
-import subprocess
 import tempfile
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from . import dataset, elfdeps
+
+if TYPE_CHECKING:
+    import subprocess
 
 BUILDER_VERSION = "1"
 FIXED_EPOCH = dataset.FIXED_EPOCH
@@ -246,6 +247,8 @@ PROGRAMS_DIR = Path(__file__).parent / "programs"
 
 def compile_program(src_name: str) -> Path:
     """Build images/programs/<src_name> static with the host's gcc (cached by source hash)."""
+    import subprocess
+
     src = PROGRAMS_DIR / src_name
     if not src.is_file():
         raise ImageError(f"program source {src} does not exist")
@@ -287,6 +290,8 @@ def _tool(name: str) -> str:
 
 
 def _mke2fs_version() -> str:
+    import subprocess
+
     r = subprocess.run([_tool("mke2fs"), "-V"], capture_output=True, text=True)
     return (r.stderr + r.stdout).strip().splitlines()[0] if (r.stderr + r.stdout).strip() else ""
 
@@ -376,10 +381,14 @@ def _image_size(plan: Plan) -> int:
 
 
 def _fixed_uuid(key: str) -> str:
+    import uuid
+
     return str(uuid.UUID(hex=hashlib.sha256(f"emu-image:{key}".encode()).hexdigest()[:32]))
 
 
 def _run(cmd, *, env=None, what: str, input: bytes | None = None) -> subprocess.CompletedProcess:
+    import subprocess
+
     try:
         r = subprocess.run(cmd, capture_output=True, env=env, input=input)
     except FileNotFoundError:
@@ -411,6 +420,8 @@ def make_ext2(path: Path, size_bytes: int, key: str, *, block_size: int = 1024, 
 
 
 def _build_plan(plan: Plan, out: Path, key: str, progress: Callable[[str], None] | None):
+    import subprocess
+
     say = progress or (lambda msg: None)
     mke2fs, debugfs = _tool("mke2fs"), _tool("debugfs")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -506,7 +517,84 @@ def _read_stamp(stamp: Path) -> dict[str, int] | None:
 def default_image(params: dict | None = None, recipe: str = "base", *,
                   progress: Callable[[str], None] | None = None) -> Path:
     """Cached image of ``recipe`` (default ``base``) with ``params``; built if stale."""
-    return build_image(recipe, None, params, progress=progress)
+    hit = _remembered_image(recipe, params)
+    if hit is not None:
+        return hit
+    path = build_image(recipe, None, params, progress=progress)
+    _remember_image(recipe, params)
+    return path
+
+
+# The cache key of an image needs its plan (the recipe's binaries and their library closure)
+# and the sha256 of every host file it copies: 30 ms of each `emu run`. The last key is
+# remembered with what it was computed from, cheaply checked: the sources of this package, the
+# parameters, PATH and where each binary resolves to, the modification times of the
+# directories binaries and libraries are looked up in (a file added or removed changes them),
+# and the size, mtime, inode and device of every host file and of mke2fs. Anything else moved:
+# the full computation, as before.
+def _memo_file(recipe: str, params: Mapping | None) -> Path:
+    tag = hashlib.sha256(json.dumps(dict(params or {}), sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir() / f".{recipe}-{tag}.key.json"
+
+
+def _memo_inputs(recipe: str, params: Mapping | None, specs: list[str], files: list[str]) -> dict:
+    here = Path(__file__).parent
+    srcs = sorted([*here.glob("*.py"), *(here / "recipes").glob("*.py"), *PROGRAMS_DIR.iterdir()])
+    path_dirs = [d for d in os.environ.get("PATH", os.defpath).split(os.pathsep) if d]
+
+    def stat(p: str) -> list[int] | None:
+        try:
+            st = os.stat(p)
+        except OSError:
+            return None
+        return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
+
+    def resolved(spec: str) -> str | None:
+        found = spec if "/" in spec else shutil.which(spec)
+        return os.path.realpath(found) if found else None
+
+    mke2fs = shutil.which("mke2fs") or shutil.which("mke2fs", path="/usr/sbin:/sbin:/usr/bin:/bin")
+    return {
+        "builder": BUILDER_VERSION, "recipe": recipe, "params": dict(params or {}),
+        "srcs": {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in srcs if f.is_file()},
+        "path": path_dirs, "which": {spec: resolved(spec) for spec in specs},
+        "dirs": {d: stat(d) for d in [*path_dirs, *elfdeps.DEFAULT_LIB_DIRS]},
+        "files": {f: stat(f) for f in files}, "mke2fs": [mke2fs, stat(mke2fs) if mke2fs else None],
+    }
+
+
+def _remembered_image(recipe: str, params: Mapping | None) -> Path | None:
+    """The cached image the remembered key names, if nothing it was computed from moved and
+    the image is there, unwritten since it was built; else None."""
+    try:
+        memo = json.loads(_memo_file(recipe, params).read_text())
+        if memo["inputs"] != _memo_inputs(recipe, params, memo["specs"], memo["files"]):
+            return None
+        out = cached_image_path(recipe, key=memo["key"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    with _locked(out.with_name(out.name + ".lock")):
+        if out.exists() and _stamp_of(out) == _read_stamp(out.with_name(out.name + ".stamp")):
+            return out
+    return None
+
+
+def _remember_image(recipe: str, params: Mapping | None) -> None:
+    """Remember the key of the image just checked or built (see above). The inputs are taken
+    before the key, so that a file changing in between leaves a memo that fails its check."""
+    try:
+        rec, _src = load_recipe(recipe)
+        specs = sorted(rec.binaries)
+        plan = make_plan(recipe, params)
+        files = sorted(set(plan.host_files.values()))
+        inputs = _memo_inputs(recipe, params, specs, files)
+        memo = {"inputs": inputs, "specs": specs, "files": files, "key": _plan_key(plan)}
+        f = _memo_file(recipe, params)
+        tmp = f.with_name(f"{f.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(memo, sort_keys=True))
+        os.replace(tmp, f)
+    except (OSError, ImageError, elfdeps.ElfDepsError):
+        pass  # not remembered: the next start computes the key in full
 
 
 def staged_dataset(params: dict | None = None, recipe: str = "base") -> Path:
@@ -561,6 +649,8 @@ def _dataset_entries(p: dict) -> tuple[list[str], dict[str, bytes]]:
 
 
 def _debugfs(image: Path, request: str) -> subprocess.CompletedProcess:
+    import subprocess
+
     image = Path(image)
     if not image.is_file():
         raise ImageError(f"image {image} does not exist")
@@ -574,6 +664,8 @@ def _debugfs(image: Path, request: str) -> subprocess.CompletedProcess:
 
 def _debugfs_script(image: Path, script: Path) -> subprocess.CompletedProcess:
     """debugfs running every command of a file (-f) in one process."""
+    import subprocess
+
     try:
         return subprocess.run([_tool("debugfs"), "-f", str(script), str(image)], capture_output=True, env=_e2fs_env())
     except FileNotFoundError:

@@ -16,9 +16,6 @@ import os
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
-from elftools.elf.dynamic import DynamicSection
-from elftools.elf.elffile import ELFFile
-
 DEFAULT_LIB_DIRS = (
     "/lib/x86_64-linux-gnu",
     "/usr/lib/x86_64-linux-gnu",
@@ -108,6 +105,10 @@ def elf_info(path: str | os.PathLike) -> ElfInfo:
 
 
 def _parse(path: str) -> ElfInfo:
+    # (pyelftools is imported only here: with the cache warm, emu starts without it)
+    from elftools.elf.dynamic import DynamicSection
+    from elftools.elf.elffile import ELFFile
+
     origin = os.path.dirname(os.path.realpath(path))
     try:
         with open(path, "rb") as fh:

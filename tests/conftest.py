@@ -18,6 +18,10 @@ settings.register_profile("ci", derandomize=True, deadline=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
+# Every checkpoint in the tests (and in the emu processes they start) also describes the process
+# group afresh and checks the description it reused (guestkernel/checkpoint/state.py).
+os.environ.setdefault("EMU_CKPT_VERIFY", "1")
+
 from vmm.machine import Machine, MachineConfig, RunResult
 from vmm.errors import INTERNAL_ERROR_LOG
 from hw.console import Console

@@ -49,6 +49,7 @@ shown; after a restart the console swallows the bytes already shown before the p
 from __future__ import annotations
 
 import errno as E
+import os
 from array import array
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -56,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 from hw.clock import CKPT_NS, CKPT_SCAN_NS, COPY_NS_PER_KIB
 from guestkernel.checkpoint import generation
 from guestkernel.checkpoint.state import PageTracker, Unsupported, capture, restore
-from guestkernel.checkpoint.store import PAGE, CorruptImage, ImageStore, ScmMedium
+from guestkernel.checkpoint.store import PAGE, CorruptImage, ImageStore, ScmMedium, pack_pages
 from guestkernel.interface import RestartRefused
 
 if TYPE_CHECKING:
@@ -100,6 +101,9 @@ class CheckpointStats:
 
 class Checkpointer:
     force_next = False  # the host wants an image at the next syscall entry (rejuvenation)
+    # Describe the group afresh at every checkpoint and check the cached description against it
+    # (tests: EMU_CKPT_VERIFY=1).
+    verify = os.environ.get("EMU_CKPT_VERIFY") == "1"
 
     def __init__(self, k: "Kernel", tcp_ns: int, medium: ScmMedium, dax: "DaxStore | None" = None) -> None:
         """`medium`: the persistent pages holding the images (the SCM range, or a file on the
@@ -115,7 +119,7 @@ class Checkpointer:
             dax.before_change = self._storage_changing
             dax.on_commit = self._committing
         self.tracker = PageTracker()
-        self._rng_packed: list[Any] = [None, None]  # see _rng_state
+        self._rng_packed: list[Any] = [None, None, None]  # see _rng_state
         self.stats = CheckpointStats()
         self.last_ns = 0
         self.read_since: set[int] = set()   # inodes read (or stat'ed) since the last checkpoint
@@ -238,25 +242,26 @@ class Checkpointer:
             if self.dax is None:  # (DAX commits them with every operation)
                 k.fs.rootfs.store_meta()  # group descriptors and superblock counts into their blocks
             if finished:
-                meta: dict[str, Any] = {"procs": [], "files": [], "pipes": []}
+                meta: dict[str, Any] = {"procs": [], "files": [], "pipes": [], "rng": _rng_state(k, self._rng_packed)}
                 scan = {"pages_scanned": 0, "pages_copied": 0}
-                referenced: set[int] = set()
+                groups: list[bytes] = []
             else:
-                meta, scan, referenced = capture(k, self.tracker, self.store.write_page, nr)
+                meta, scan, groups = capture(k, self.tracker, self.store, nr, _rng_state(k, self._rng_packed), self.verify)
             bs = k.pagecache.block_size
             blocks = []
             for blockno in sorted(k.pagecache.dirty):
                 data = bytes(k.pagecache.get(blockno)[:bs]).ljust(PAGE, b"\0")
                 pg, crc = self.store.write_page(data)
                 blocks.append([blockno, pg, crc])
-                referenced.add(pg)
+            if blocks:
+                groups.append(pack_pages(blocks))
             meta.update(
                 blocks=blocks, block_size=bs, finished=finished, init_status=k.init_status,
                 next_pid=k.next_pid, uptime_ns=k.clock.uptime_ns(), console=k.console_position(),
-                rng=_rng_state(k, self._rng_packed), last_pid=getattr(k, "_last_pid", 0),
+                last_pid=getattr(k, "_last_pid", 0),
                 current=k.current.pid if k.current is not None and not finished else None,
             )
-            self.seq = self.store.commit(meta, referenced)
+            self.seq = self.store.commit(meta, groups)
         except (Unsupported, MemoryError) as e:
             # Nothing was committed: forget the pages written so far, and what the tracker
             # learnt from this attempt (the next checkpoint copies every page afresh).
@@ -448,11 +453,13 @@ def _resumes_syscall(meta: dict[str, Any], pid: int, nr: int) -> bool:
 
 def _rng_state(k: "Kernel", last: list[Any]) -> list[Any]:
     """The guest's random generator (Mersenne Twister: 625 words), packed. `last` keeps the
-    last state packed and its text: most checkpoints find the generator as it was."""
-    version, internal, gauss = k.vfs.rng.getstate()
-    if internal != last[0]:
-        last[:] = [internal, array("I", internal).tobytes()]
-    return [version, last[1], gauss]
+    generator, its draw count and the packed state: most checkpoints find it as it was."""
+    rng = k.vfs.rng
+    draws = getattr(rng, "draws", None)  # (vfs.core.CountingRandom)
+    if draws is None or last[0] is not rng or last[1] != draws:
+        version, internal, gauss = rng.getstate()
+        last[:] = [rng, draws, [version, array("I", internal).tobytes(), gauss]]
+    return last[2]
 
 
 def _rng_from(state: list[Any]) -> tuple[Any, ...]:

@@ -7,6 +7,15 @@ the processes back in a freshly booted kernel. Pages are stored only when they a
 own (anonymous or copied-on-write): pages shared from the page cache are the file's content and
 come back by demand paging, since the file system on storage matches the checkpoint.
 
+A checkpoint at every syscall must cost little when little changed, so `capture` splits the
+metadata: a *static* description (processes' ids, descriptor tables, mappings, signal actions,
+what each open file is) is built and encoded again only when the group's fingerprint moved
+(`_fingerprint`: those fields by value, the VMAs by the mm's `vm_version`, open files by
+identity), and stored as a metadata part shared between images while its bytes stay the same;
+so are the page lists (store.py). What changes at any syscall (registers, offsets, counters,
+signal masks) is built every time. `verify` (EMU_CKPT_VERIFY=1, on in the tests) builds the
+static description afresh at every checkpoint and checks the reused one against it.
+
 Registers: the general registers, rip, rflags, fs/gs base, SSE (xmm0-15, mxcsr) and x87 (control,
 status and tag words, st0-7 with all 80 bits, read raw: the Python binding's typed read drops the
 exponent). Unicorn's TCG has no AVX, so there is no wider vector state.
@@ -14,12 +23,13 @@ exponent). Unicorn's TCG has no AVX, so there is no wider vector state.
 from __future__ import annotations
 
 import ctypes
+import struct
 from array import array
 from typing import TYPE_CHECKING, Any, Callable
 
 from unicorn import x86_const as X
 
-from guestkernel.checkpoint.store import pack_pages, unpack_pages
+from guestkernel.checkpoint.store import encode_static, pack_pages, unpack_pages
 from guestkernel.gfp import Gfp
 from guestkernel.mm import MM, PAGE, TASK_SIZE, VMA
 from guestkernel.process import RUNNABLE, ZOMBIE, FDTable, Process, SigAction
@@ -49,18 +59,21 @@ ALL_IDS = REG_IDS + ST_IDS
 _WIDTH = {"mxcsr": 4, "fpcw": 2, "fpsw": 2, "fptag": 2}
 
 
+# One unpack of the raw registers (16 bytes each): ints of their width, xmm as their 16 bytes,
+# st0-7 as their 10 bytes.
+_RAW = struct.Struct("<" + "".join("16s" if n.startswith("xmm") else {4: "I12x", 2: "H14x"}.get(_WIDTH.get(n, 8), "Q8x")
+                                   for n in REG_NAMES) + "10s6x" * 8)
+_ST_NAMES = tuple(f"st{i}" for i in range(8))
+
+
 def _decode(raw: bytes) -> dict[str, Any]:
     """Registers by name: ints, xmm as their 16 bytes (the metadata's msgpack has no 128-bit
     integers), st0-7 as the hex of their 10 bytes."""
-    regs: dict[str, Any] = {}
-    for i, name in enumerate(REG_NAMES):
-        if name.startswith("xmm"):
-            regs[name] = raw[16 * i : 16 * i + 16]
-        else:
-            regs[name] = int.from_bytes(raw[16 * i : 16 * i + _WIDTH.get(name, 8)], "little")
-    base = 16 * len(REG_NAMES)
-    for i in range(8):
-        regs[f"st{i}"] = raw[base + 16 * i : base + 16 * i + 10].hex()
+    vals = _RAW.unpack_from(raw)
+    n = len(REG_NAMES)
+    regs: dict[str, Any] = dict(zip(REG_NAMES, vals))
+    for name, v in zip(_ST_NAMES, vals[n:]):
+        regs[name] = v.hex()
     return regs
 
 
@@ -109,6 +122,10 @@ class PageTracker:
         # the last checkpoint still holds the same context object, so its registers are known.
         self.regs: dict[int, tuple[object, dict[str, int], dict[str, int]]] = {}
         self.pipes: dict[int, dict[int, tuple[int, int]]] = {}  # pipe serial -> ring page -> (page, crc)
+        self.static: StaticCache | None = None  # the last image's static description
+        self.rows: dict[int, tuple[Any, int]] = {}  # asid -> (leaf rows buffer, its capacity in rows)
+        # The last image's metadata parts: key -> (bytes, reference, group); see capture.
+        self.parts: dict[Any, tuple[bytes, list[int], bytes]] = {}
         # Image pages a restart mapped back in place (images in a file on the storage window):
         # per window page from img_base, the image page it is and its crc (CKPT_NEW: none).
         # Kept across reset(): they are the image's as long as a process maps them.
@@ -129,6 +146,20 @@ class PageTracker:
         """Forget everything (after an abandoned checkpoint): the next one copies all pages."""
         self.spaces.clear()
         self.pipes.clear()
+        self.static = None
+        self.parts = {}
+
+    def leaf_rows(self, cpu: Any, asid: int, cr3: int, rows: dict[int, tuple[Any, int]]) -> tuple[Any, int]:
+        """cpu.pt_leaf_rows of a whole address space into the buffer kept for it (one walk of
+        the page table when the buffer is large enough); `rows` collects the buffers in use."""
+        buf, cap = self.rows.get(asid, (None, 0))
+        n = cpu.lib.emu_pt_leaves(cpu.st, cr3, 0, TASK_SIZE, buf if buf is not None else cpu.ffi.NULL, cap)
+        if buf is None or n > cap:
+            cap = n + n // 4 + 64
+            buf = cpu.ffi.new("uint64_t[]", 3 * cap)
+            n = cpu.lib.emu_pt_leaves(cpu.st, cr3, 0, TASK_SIZE, buf, cap)
+        rows[asid] = (buf, cap)
+        return buf, n
 
     def dirty_mask(self, ffi: Any, npfn: int) -> Any:
         """uint8_t[npfn] of zeros, kept between checkpoints (each pass unmarks what it marked)."""
@@ -145,62 +176,137 @@ class PageTracker:
         return dict(regs)
 
 
-def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview], tuple[int, int]],
-            cur_nr: int) -> tuple[dict[str, Any], dict[str, int], set[int]]:
-    """Metadata of the whole group, stats {pages_scanned, pages_copied} and the SCM pages the
-    metadata lists. `store_page` writes a page to SCM and returns (page, crc). The current
-    process is inside syscall `cur_nr`."""
-    cpu = k.cpu
-    cur = k.current
+def _refusal(mm: MM) -> str | None:
+    """Why a checkpoint cannot describe this address space (None: it can); computed again only
+    when its mappings changed."""
+    if mm.ckpt_checked[0] != mm.vm_version:
+        why = None
+        if any(v.device for v in mm.vmas):
+            why = "a device (pmem) or System V shared memory mapping"
+        elif any(v.shared and hasattr(v.backing, "page_dirtied") for v in mm.vmas):
+            why = "a shared writable file mapping"  # its writes go to the page cache at any instruction
+        mm.ckpt_checked = (mm.vm_version, why)
+    return mm.ckpt_checked[1]
+
+
+def _fingerprint(p: Process) -> tuple[Any, ...]:
+    """Everything the static description of `p` is made of, by value, except its VMAs (by the
+    mm's vm_version) and its open files (by identity: what a description stores of one never
+    changes). Equal fingerprints, equal descriptions (`verify` checks it). The objects named
+    by identity are held by the fingerprint, so that their ids stay theirs."""
+    if p.state == ZOMBIE:
+        return (p.pid, p.ppid, p.pgid, p.sid, p.umask, p.exe, p.comm, p.start_ns)
+    mm, fds = p.mm, p.fds
+    return (p.pid, p.ppid, p.pgid, p.sid, p.umask, p.exe, p.comm, p.start_ns, p.cwd, p.clear_child_tid,
+            p.pdeath_signal, p.leader.pid if p.leader is not None else None, fds, tuple(fds.fds.items()),
+            frozenset(fds.cloexec), id(p.sigactions), p.sigactions, tuple(p.sigactions.items()), tuple(p.rlimits.items()),
+            mm, mm.vm_version, mm.brk_start, mm.brk, mm.arg_start, mm.arg_end, mm.env_start, mm.env_end,
+            mm.start_stack)
+
+
+def _static(procs: list[Process]) -> tuple[dict[str, Any], list[OpenFile], list[Pipe]]:
+    """The group's static description ({"procs", "files"}: what changes only with processes,
+    descriptor tables, mappings and signal actions), with the open files and pipes in the order
+    it numbers them."""
     files: list[dict[str, Any]] = []
+    file_objs: list[OpenFile] = []
     file_ids: dict[int, int] = {}
-    pipes: list[dict[str, Any]] = []
     pipe_ids: dict[int, int] = {}
-
-    new_pipes: dict[int, dict[int, tuple[int, int]]] = {}
-    captured_pipes: list[Pipe] = []
-
-    def pipe_id(pipe: Pipe) -> int:
-        """A pipe: its ring position and the ring pages, copied when written since the last
-        checkpoint (the pipe marks them) and shared with the previous image otherwise."""
-        i = pipe_ids.get(pipe.serial)
-        if i is None:
-            prev = tracker.pipes.get(pipe.serial, {})
-            ring = {}
-            for idx in range(Pipe.PAGES):
-                got = prev.get(idx)
-                if got is None or idx in pipe.dirty:
-                    got = store_page(k.frames.page(pipe.pfn + idx))
-                    stats["pages_copied"] += 1
-                ring[idx] = got
-                referenced.add(got[0])
-            new_pipes[pipe.serial] = ring
-            captured_pipes.append(pipe)
-            i = pipe_ids[pipe.serial] = len(pipes)
-            pipes.append({"head": pipe.head, "count": pipe.count,
-                          "ring": pack_pages([(idx, pg, crc) for idx, (pg, crc) in sorted(ring.items())])})
-        return i
+    pipe_objs: list[Pipe] = []
 
     def file_id(f: OpenFile) -> int:
         i = file_ids.get(id(f))
         if i is not None:
             return i
-        d: dict[str, Any] = {"flags": f.flags, "offset": f.offset}
+        d: dict[str, Any]
         if isinstance(f, InodeFile):
-            d.update(kind="inode", ino=f.ino, path=f.path.decode("latin-1"))
+            d = {"kind": "inode", "ino": f.ino, "path": f.path.decode("latin-1")}
         elif isinstance(f, PipeEnd):
-            d.update(kind="pipe", pipe=pipe_id(f.pipe), write=f.write_end)
+            j = pipe_ids.get(f.pipe.serial)
+            if j is None:
+                j = pipe_ids[f.pipe.serial] = len(pipe_objs)
+                pipe_objs.append(f.pipe)
+            d = {"kind": "pipe", "pipe": j, "write": f.write_end}
         elif isinstance(f, ConsoleFile):
-            d.update(kind="console", stream=f.stream)
+            d = {"kind": "console", "stream": f.stream}
         elif isinstance(f, DevFile):
-            d.update(kind="dev", name=f.node.name)
+            d = {"kind": "dev", "name": f.node.name}
         elif isinstance(f, DevDirFile):
-            d.update(kind="devdir")
+            d = {"kind": "devdir"}
         else:
             raise Unsupported(f"open file of kind {f.kind}")
         i = file_ids[id(f)] = len(files)
         files.append(d)
+        file_objs.append(f)
         return i
+
+    out = []
+    first: dict[int, int] = {}
+    first_mm: dict[int, int] = {}
+    first_sighand: dict[int, int] = {}
+    for p in procs:
+        d: dict[str, Any] = {
+            "pid": p.pid, "ppid": p.ppid, "pgid": p.pgid, "sid": p.sid, "umask": p.umask,
+            "exe": p.exe.decode("latin-1"), "comm": p.comm.decode("latin-1"), "start_ns": p.start_ns,
+        }
+        out.append(d)
+        if p.state == ZOMBIE:
+            continue
+        mm = p.mm
+        # Which processes share a descriptor table, an mm (vfork, threads) or signal actions
+        # (threads) is named by the first holder.
+        d.update(
+            cwd=p.cwd if p.cwd != DEV_DIR else "dev",
+            sigactions={str(s): [a.handler, a.flags, a.restorer, a.mask] for s, a in p.sigactions.items()},
+            clear_child_tid=p.clear_child_tid,
+            rlimits={str(r): list(v) for r, v in p.rlimits.items()}, pdeath_signal=p.pdeath_signal,
+            fds={str(fd): file_id(f) for fd, f in sorted(p.fds.fds.items())},
+            cloexec=sorted(p.fds.cloexec), fdtable=first.setdefault(id(p.fds), p.pid),
+            sighand=first_sighand.setdefault(id(p.sigactions), p.pid),
+            leader=p.leader.pid if p.leader is not None else None,
+            mm={"asid": first_mm.setdefault(id(mm), p.pid), "brk_start": mm.brk_start, "brk": mm.brk,
+                "layout": [mm.arg_start, mm.arg_end, mm.env_start, mm.env_end, mm.start_stack],
+                "vmas": [[v.start, v.end, v.prot, v.shared, getattr(v.backing, "ino", None), v.offset, v.name]
+                         for v in mm.vmas]},
+        )
+    return {"procs": out, "files": files}, file_objs, pipe_objs
+
+
+class StaticCache:
+    """The last image's static description: its fingerprint, the open files and pipes in its
+    order, the part it was stored in."""
+
+    def __init__(self, key: tuple[Any, ...], static: dict[str, Any], files: list[OpenFile], pipes: list[Pipe],
+                 blob: bytes) -> None:
+        self.key, self.static, self.files, self.pipes, self.blob = key, static, files, pipes, blob
+
+
+def _part(tracker: PageTracker, store: Any, key: Any, blob: bytes, parts: list[list[int]],
+          groups: list[bytes], new_parts: dict[Any, tuple[bytes, list[int], bytes]]) -> tuple[int, bytes]:
+    """The metadata part holding `blob`: the previous image's when its bytes are the same (then
+    `blob` is that image's very object), else written afresh. Returns its index in `parts`."""
+    prev = tracker.parts.get(key)
+    if prev is not None and prev[0] == blob:
+        got = prev
+    else:
+        ref, group = store.write_part(blob)
+        got = (blob, ref, group)
+    new_parts[key] = got
+    parts.append(got[1])
+    groups.append(got[2])
+    return len(parts) - 1, got[0]
+
+
+def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: list[Any] | None = None,
+            verify: bool = False) -> tuple[dict[str, Any], dict[str, int], list[bytes]]:
+    """Metadata of the whole group, stats {pages_scanned, pages_copied} and the SCM pages the
+    metadata lists, as groups (see store.Image). `store` (an ImageStore) stores pages and
+    metadata parts. The current process is inside syscall `cur_nr`. `rng`: the kernel's random
+    generator [version, packed state, gauss], its state stored as a part. `verify`: describe the
+    group afresh even when its fingerprint says it did not change, and check that it did not."""
+    cpu = k.cpu
+    cur = k.current
+    procs = sorted(k.procs.values(), key=lambda q: q.pid)
 
     # What a checkpoint cannot describe is refused before anything is written or cleared.
     if len(k.fs.mounts) > 1 or any(d.file is not None for d in k.vfs.loops.devices.values()):
@@ -211,23 +317,35 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
         # Pages living on storage lent as memory are above the RAM the scan covers (ram_top):
         # not in an image yet (guestkernel/swap.py).
         raise Unsupported("pages living on storage lent as memory (swapon)")
-    for p in k.procs.values():
+    for p in procs:
+        if p.state == ZOMBIE:
+            continue
         # A vfork child that has not exec'd yet shares its parent's memory and the parent waits
         # inside vfork: no consistent picture. Once the child exec'd or exited, the parent's
         # vfork only has to return the child's pid.
-        if p.state != ZOMBIE and (p.vfork_waitq is not None
-                                  or (p.vfork_parent_blocked and p.state != RUNNABLE)):
+        if p.vfork_waitq is not None or (p.vfork_parent_blocked and p.state != RUNNABLE):
             raise Unsupported("a vfork in progress")
-        if p.state != ZOMBIE and p is not cur and p.ctx is None:
+        if p is not cur and p.ctx is None:
             raise Unsupported(f"process {p.pid} has no saved context")
-        if p.state != ZOMBIE and p.mm is not None and any(v.device for v in p.mm.vmas):
-            raise Unsupported("a device (pmem) or System V shared memory mapping")
-        if p.state != ZOMBIE and p.mm is not None and any(v.shared and hasattr(v.backing, "page_dirtied")
-                                                          for v in p.mm.vmas):
-            # its writes go to the page cache at any instruction, not at syscalls
-            raise Unsupported("a shared writable file mapping")
+        why = _refusal(p.mm) if p.mm is not None else None
+        if why is not None:
+            raise Unsupported(why)
+
+    # The static description: the last image's when nothing it is made of changed.
+    key = tuple(_fingerprint(p) for p in procs)
+    sc = tracker.static
+    if sc is None or sc.key != key:
+        static, file_objs, pipe_objs = _static(procs)
+        blob = encode_static(static)
+        sc = StaticCache(key, static, file_objs, pipe_objs, sc.blob if sc is not None and sc.blob == blob else blob)
+    elif verify:
+        static, file_objs, pipe_objs = _static(procs)
+        assert static == sc.static and file_objs == sc.files and pipe_objs == sc.pipes, \
+            "checkpoint: the group changed under an unchanged fingerprint"
     stats = {"pages_scanned": 0, "pages_copied": 0}
-    referenced: set[int] = set()  # every SCM page the metadata lists
+    groups: list[bytes] = []
+    parts: list[list[int]] = []
+    new_parts: dict[Any, tuple[bytes, list[int], bytes]] = {}
 
     # Pass 1: leaves of every address space; frames written through any mapping.
     ffi, lib = cpu.ffi, cpu.lib
@@ -236,17 +354,16 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
     npfn = k.frames.ram_top
     dirty = tracker.dirty_mask(ffi, npfn)
     leaves: dict[int, tuple[Any, int]] = {}
-    spaces: dict[int, MM] = {}
+    row_bufs: dict[int, tuple[Any, int]] = {}
     scanned = 0
-    for p in k.procs.values():
+    for p in procs:
         if p.state == ZOMBIE or p.mm is None or p.mm.asid in leaves:
             continue
         mm = p.mm
-        rows, n = cpu.pt_leaf_rows(mm.aspace.cr3, 0, TASK_SIZE)
+        rows, n = tracker.leaf_rows(cpu, mm.asid, mm.aspace.cr3, row_bufs)
         lib.emu_ckpt_mark_dirty(rows, n, dirty, npfn, 1)
         scanned += n
         leaves[mm.asid] = (rows, n)
-        spaces[mm.asid] = mm
 
     # Pass 2 (native/ckptscan.c): pages per address space, shared with the previous image when
     # unchanged, stored when changed (once per frame per checkpoint); dirty bits cleared.
@@ -273,14 +390,12 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
                 rec = out[i]
                 got = fresh.get(rec.pfn)
                 if got is None:
-                    got = fresh[rec.pfn] = store_page(k.frames.page(rec.pfn))
+                    got = fresh[rec.pfn] = store.write_page(k.frames.page(rec.pfn))
                     copied += 1
                 rec.pg, rec.crc = got
             packed = ffi.new("uint8_t[]", 16 * nout)
             lib.emu_ckpt_pack(out, nout, packed)
-            raw = ffi.buffer(packed)[:]
-            referenced.update(memoryview(raw).cast("I")[2::4])  # the page of each 16-byte record
-            pages_of[asid] = raw
+            pages_of[asid] = ffi.buffer(packed)[:]
             new_spaces[asid] = (out, nout)
     finally:  # also when a page cannot be stored (SCM full): the checkpoint fails, not the next
         for rows, n in leaves.values():
@@ -288,20 +403,48 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
         if cleared:
             cpu.tlb_flush()  # the next write to a clean page must fault to set its dirty bit again
     tracker.spaces = new_spaces
+    tracker.rows = row_bufs
 
-    procs = []
-    for p in sorted(k.procs.values(), key=lambda q: q.pid):
-        d: dict[str, Any] = {
-            "pid": p.pid, "ppid": p.ppid, "pgid": p.pgid, "sid": p.sid, "umask": p.umask,
-            "exe": p.exe.decode("latin-1"), "comm": p.comm.decode("latin-1"), "state": p.state,
-            "exit_status": p.exit_status, "utime_insns": p.utime_insns, "syscalls": p.syscalls,
-            "cutime_insns": p.cutime_insns, "start_ns": p.start_ns,
-        }
-        procs.append(d)
+    # Page lists and the static description are parts of the metadata, shared with the previous
+    # image when unchanged (store.py); a page list is also the group of the data pages it lists.
+    part_of: dict[int, int] = {}
+    for asid, raw in pages_of.items():
+        part_of[asid], raw = _part(tracker, store, ("pages", asid), raw, parts, groups, new_parts)
+        groups.append(raw)
+    static_part, sc.blob = _part(tracker, store, "static", sc.blob, parts, groups, new_parts)
+    if rng is not None:  # 2.5 KiB that change only when the guest draws from it
+        rng = [rng[0], _part(tracker, store, "rng", rng[1], parts, groups, new_parts)[0], rng[2]]
+
+    # Pipes: ring position and ring pages, copied when written since the last checkpoint (the
+    # pipe marks them) and shared with the previous image otherwise.
+    new_pipes: dict[int, dict[int, tuple[int, int]]] = {}
+    pipes = []
+    for pipe in sc.pipes:
+        prev_ring = tracker.pipes.get(pipe.serial, {})
+        ring = {}
+        for idx in range(Pipe.PAGES):
+            got = prev_ring.get(idx)
+            if got is None or idx in pipe.dirty:
+                got = store.write_page(k.frames.page(pipe.pfn + idx))
+                stats["pages_copied"] += 1
+            ring[idx] = got
+        new_pipes[pipe.serial] = ring
+        packed_ring = pack_pages([(idx, pg, crc) for idx, (pg, crc) in sorted(ring.items())])
+        groups.append(packed_ring)
+        pipes.append({"head": pipe.head, "count": pipe.count, "ring": packed_ring})
+
+    # The dynamic description: what may change at any syscall.
+    out_procs = []
+    now = k.clock.uptime_ns()
+    for p in procs:
+        d: dict[str, Any] = {"state": p.state, "exit_status": p.exit_status, "utime_insns": p.utime_insns,
+                             "syscalls": p.syscalls, "cutime_insns": p.cutime_insns}
+        out_procs.append(d)
         if p.state == ZOMBIE:
             continue
+        regs: dict[str, Any] | bytes
         if p is cur:
-            regs = read_regs(k)
+            regs = k.cpu.read_regs_raw(ALL_IDS)  # raw: decoded by restore (the common case, kept cheap)
             resume: dict[str, Any] = {"kind": "syscall", "nr": cur_nr}   # rip is on the syscall
         else:
             regs = tracker.regs_of(k, p)
@@ -316,40 +459,22 @@ def capture(k: "Kernel", tracker: PageTracker, store_page: Callable[[memoryview]
                     resume = {"kind": "syscall", "nr": p.pending_nr}
             else:
                 resume = {"kind": "user"}
-        mm = p.mm
         d.update(
-            regs=regs, resume=resume, cwd=p.cwd if p.cwd != DEV_DIR else "dev",
-            sigactions={str(s): [a.handler, a.flags, a.restorer, a.mask] for s, a in p.sigactions.items()},
-            sigmask=p.sigmask, saved_sigmask=p.saved_sigmask, sigpending=p.sigpending, clear_child_tid=p.clear_child_tid,
-            rlimits={str(r): list(v) for r, v in p.rlimits.items()}, pdeath_signal=p.pdeath_signal,
-            itimer_real=[max(0, p.itimer_real[0] - k.clock.uptime_ns()) if p.itimer_real[0] else 0, p.itimer_real[1]],
+            regs=regs, resume=resume, sigmask=p.sigmask, saved_sigmask=p.saved_sigmask, sigpending=p.sigpending,
+            itimer_real=[max(0, p.itimer_real[0] - now) if p.itimer_real[0] else 0, p.itimer_real[1]],
             sigframes=[[regs_of(k, ctx, {}), mask] for ctx, mask in p.sigframes],
-            fds={str(fd): file_id(f) for fd, f in sorted(p.fds.fds.items())},
-            cloexec=sorted(p.fds.cloexec), fdtable=id(p.fds), sighand=id(p.sigactions),
-            leader=p.leader.pid if p.leader is not None else None,
-            mm={"asid": id(mm), "brk_start": mm.brk_start, "brk": mm.brk,
-                "layout": [mm.arg_start, mm.arg_end, mm.env_start, mm.env_end, mm.start_stack],
-                "vmas": [[v.start, v.end, v.prot, v.shared, getattr(v.backing, "ino", None), v.offset, v.name]
-                         for v in mm.vmas]},
-            pages=pages_of[mm.asid],
+            pages=part_of[p.mm.asid],
         )
-    # Which processes share a descriptor table, an mm (vfork, threads) or signal actions
-    # (threads) is named by the first holder.
-    first: dict[int, int] = {}
-    first_mm: dict[int, int] = {}
-    first_sighand: dict[int, int] = {}
-    for d in procs:
-        if "fdtable" in d:
-            d["fdtable"] = first.setdefault(d["fdtable"], d["pid"])
-            d["mm"]["asid"] = first_mm.setdefault(d["mm"]["asid"], d["pid"])  # named by its first holder
-            d["sighand"] = first_sighand.setdefault(d["sighand"], d["pid"])
     tracker.pipes = new_pipes
-    for pipe in captured_pipes:
+    tracker.static = sc
+    tracker.parts = new_parts
+    for pipe in sc.pipes:
         pipe.dirty.clear()
-    meta = {"procs": procs, "files": files, "pipes": pipes}
+    meta = {"procs": out_procs, "files": [{"flags": f.flags, "offset": f.offset} for f in sc.files],
+            "pipes": pipes, "parts": parts, "static": static_part, "rng": rng}
     stats["pages_scanned"] = scanned
     stats["pages_copied"] += copied
-    return meta, stats, referenced
+    return meta, stats, groups
 
 
 # ----------------------------------------------------------------------------------------------
@@ -438,6 +563,8 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
                                                in_place, counts)
         p.mm = mm
         regs = d["regs"]
+        if isinstance(regs, bytes):  # the running process's, as the CPU gave them
+            regs = _decode(regs)
         resume = d["resume"]
         if resume["kind"] == "syscall":
             regs = dict(regs, rax=resume["nr"])

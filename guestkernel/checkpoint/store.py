@@ -13,9 +13,17 @@ images)::
     pages 1..N-2     data pages (process pages, blocks of the file-system log) and metadata runs
     page N-1         the mirror: lines 0-3 as in page 0, written right after them
 
-An image is its metadata (msgpack, zstd-compressed, contiguous pages: at a checkpoint per syscall
-JSON and zlib took 0.4 ms a checkpoint, msgpack and zstd a third of it) plus the data pages it lists,
-each with a crc32. Data pages that did not change since the previous image are shared with it.
+An image is its metadata (msgpack, contiguous pages) plus the data pages it lists, each with a
+crc32. Data pages that did not change since the previous image are shared with it. So are the
+*parts* of the metadata (version 4): blobs in runs of pages of their own, each listed in the
+metadata as [first page, pages, length, crc32] under "parts": the page list of each address space
+(the records of `pack_pages`), the guest's random generator's state, and the group's static
+description (what changes only with processes, descriptor tables, mappings or signal actions;
+msgpack + zstd). A checkpoint writes a part only when its bytes changed, so the metadata proper
+is small (registers, offsets, counters: about 1 KiB, not compressed). `load` checks every part
+it lists and gives back the whole metadata, parts merged in (`merge_parts`), as version 3 kept it
+in one zstd-compressed blob (at a checkpoint per syscall that blob cost 0.15 ms of Python, JSON
+and zlib before it 0.4 ms).
 A commit writes the new image into pages no slot references, `clflush`es every line of it,
 `mfence`s, then writes the older slot (the one not holding the newest image) in both copies and
 flushes and fences them: a power cut anywhere before a slot line is durable leaves the table as it
@@ -33,6 +41,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +52,8 @@ from guestkernel.scm import LINE, ScmMedium
 from hw.physmem import PAGE_SIZE
 
 MAGIC = b"EMUCKPT1"
-VERSION = 3  # 3: the outcome names its DAX transaction; 2: metadata in msgpack + zstd (1: JSON + zlib)
+VERSION = 4  # 4: metadata parts shared between images; 3: the outcome names its DAX transaction;
+#               2: metadata in msgpack + zstd (1: JSON + zlib)
 PAGE = PAGE_SIZE  # the hardware page (hw/physmem.py)
 SLOTS = 2
 _HDR = struct.Struct("<8sIII")          # magic, version, page size, pages
@@ -51,6 +61,7 @@ _SLOT = struct.Struct("<QIIII")         # seq, meta page, meta pages, meta lengt
 _OUTCOME = struct.Struct("<QqqQ")       # seq, syscall nr, result, DAX transaction
 _CRC = struct.Struct("<I")
 _ZSTD = zstandard.ZstdCompressor(level=1)  # writes the content size, which decompress needs
+_PACKER = msgpack.Packer(use_bin_type=True)
 
 
 class CorruptImage(Exception):
@@ -90,11 +101,18 @@ class Slot:
 
 @dataclass
 class Image:
-    """One checkpoint image as read back from SCM."""
+    """One checkpoint image: its slot, metadata and the SCM pages it references, as page lists
+    (`groups`: packed records, see `pack_pages`; an image shares the very objects of the lists
+    that did not change with the previous image, so that holding and releasing them is cheap)."""
 
     slot: Slot
     meta: dict[str, Any]
-    pages: set[int] = field(default_factory=set)   # every SCM page it references
+    groups: list[bytes] = field(default_factory=list)
+
+    @property
+    def pages(self) -> set[int]:
+        """Every SCM page it references."""
+        return {pg for g in self.groups for _a, pg, _c in _PAGE_REF.iter_unpack(g)}
 
 
 def _sealed(st: struct.Struct, *values: Any) -> bytes:
@@ -125,6 +143,11 @@ class ImageStore:
         self.mirror = self.npages - 1
         self.used = bytearray(self.npages)
         self.used[0] = self.used[self.mirror] = 1
+        # How many times the slots' images list each page (through their groups, each group
+        # object counted once: see _hold); a page is used while counted or pending.
+        self.refs = array("H", bytes(2 * self.npages))
+        self.held: dict[int, list[Any]] = {}   # id(group) -> [group, images holding it]
+        self._counts: Any = None  # refs and used as C arrays (see _count)
         self.cursor = 1
         self.slot_images: list[Image | None] = [None] * SLOTS
         self.newest: int | None = None  # slot index of the newest committed image
@@ -197,15 +220,49 @@ class ImageStore:
         self.cursor = at + n
         return at
 
+    def _count(self, img: Image, delta: int) -> None:
+        """An image starts (+1) or stops (-1) holding its groups: a group object new to the
+        slots counts its pages once more (native/ckptscan.c), one no image holds any more once
+        less; a group shared with the other image costs nothing."""
+        for g in img.groups:
+            e = self.held.get(id(g))
+            if delta > 0:
+                if e is not None:
+                    e[1] += 1
+                    continue
+                self.held[id(g)] = [g, 1]
+            else:
+                assert e is not None
+                e[1] -= 1
+                if e[1]:
+                    continue
+                del self.held[id(g)]
+            if self._counts is None or self._counts[0] is not self.used:
+                ffi, lib = _native()
+                self._counts = (self.used, ffi.from_buffer("uint16_t[]", self.refs),
+                                ffi.from_buffer("uint8_t[]", self.used), ffi, lib)
+            _used, refs, used, ffi, lib = self._counts
+            lib.emu_ckpt_refs(ffi.from_buffer("uint8_t[]", g), len(g) // _PAGE_REF.size, refs, used, self.npages, delta)
+
     def _recount(self) -> None:
+        """Count again from the slots' images (a restart's)."""
         self.used = bytearray(self.npages)
         self.used[0] = self.used[self.mirror] = 1
+        self.refs = array("H", bytes(2 * self.npages))
+        self.held = {}
+        self._counts = None
         for img in self.slot_images:
             if img is not None:
-                for pg in img.pages:
-                    self.used[pg] = 1
+                self._count(img, +1)
         for pg in self.pending:
             self.used[pg] = 1
+
+    def _release_pending(self) -> None:
+        """Pages of the attempt no image lists are free again."""
+        for pg in self.pending:
+            if not self.refs[pg]:
+                self.used[pg] = 0
+        self.pending = set()
 
     # -- writing ---------------------------------------------------------------------------
     def write_page(self, data: bytes | memoryview) -> tuple[int, int]:
@@ -214,15 +271,25 @@ class ImageStore:
         self.m.persist(pg * PAGE, data)
         return pg, zlib.crc32(data)
 
-    def commit(self, meta: dict[str, Any], pages: set[int]) -> int:
-        """Make `meta` (which lists `pages`) the newest image: metadata, mfence, slot, flush,
-        mfence. Returns the new sequence number."""
+    def write_part(self, blob: bytes) -> tuple[list[int], bytes]:
+        """Store a metadata part in fresh pages (written and flushed); returns its reference
+        [first page, pages, length, crc32] and its pages as a group."""
+        npg = max(1, (len(blob) + PAGE - 1) // PAGE)
+        first = self.alloc(npg)
+        self.m.persist(first * PAGE, blob)
+        return [first, npg, len(blob), zlib.crc32(blob)], page_group(range(first, first + npg))
+
+    def commit(self, meta: dict[str, Any], groups: list[bytes] | set[int]) -> int:
+        """Make `meta` (which lists the pages of `groups`, or a set of pages) the newest image:
+        metadata, mfence, slot, flush, mfence. Returns the new sequence number."""
+        if isinstance(groups, set):
+            groups = [page_group(sorted(groups))]
         if not self.formatted:
             self.format()
         seq = 1 + max([self.last_seq] + [img.slot.seq for img in self.slot_images if img is not None])
         self.last_seq = seq
         meta = dict(meta, seq=seq)
-        blob = _ZSTD.compress(msgpack.packb(meta, use_bin_type=True))
+        blob = _PACKER.pack(meta)  # (small: what is large is in parts)
         npg = (len(blob) + PAGE - 1) // PAGE
         first = self.alloc(npg)
         self.m.persist(first * PAGE, blob)
@@ -231,16 +298,19 @@ class ImageStore:
         slot = Slot(target, seq, first, npg, len(blob), zlib.crc32(blob))
         self._persist_line(1 + target, _sealed(_SLOT, seq, first, npg, len(blob), slot.meta_crc).ljust(LINE, b"\0"))
         self.m.fence()
-        self.slot_images[target] = Image(slot, meta, pages | set(range(first, first + npg)))
+        img = Image(slot, meta, [*groups, page_group(range(first, first + npg))])
+        old = self.slot_images[target]
+        self._count(img, +1)
+        if old is not None:
+            self._count(old, -1)  # the image this one replaced frees what only it used
+        self.slot_images[target] = img
         self.newest = target
-        self.pending = set()
-        self._recount()  # the image this one replaced frees what only it used
+        self._release_pending()
         return seq
 
     def abandon(self) -> None:
         """Forget the pages of an image that will not be committed."""
-        self.pending = set()
-        self._recount()
+        self._release_pending()
 
     # -- the outcome of a directory-changing syscall ------------------------------------------
     def record_outcome(self, seq: int, nr: int, result: int, txn: int = 0) -> None:
@@ -260,26 +330,53 @@ class ImageStore:
 
     # -- reading ---------------------------------------------------------------------------
     def load(self, slot: Slot) -> Image:
-        """Read and check one image: metadata checksum, then every page it lists."""
+        """Read and check one image: metadata checksum, its parts (merged in), then every page
+        it lists."""
         if not (1 <= slot.meta_page and slot.meta_page + slot.meta_pages <= self.mirror):
             raise CorruptImage(f"image {slot.seq}: metadata outside the range")
         blob = self.m.read(slot.meta_page * PAGE, slot.meta_len)
         if zlib.crc32(blob) != slot.meta_crc:
             raise CorruptImage(f"image {slot.seq}: metadata checksum mismatch")
         try:
-            meta = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(blob), raw=False)
+            meta = msgpack.unpackb(blob, raw=False)
         except (zstandard.ZstdError, ValueError, TypeError, msgpack.UnpackException) as e:
             raise CorruptImage(f"image {slot.seq}: unreadable metadata ({e})") from None
         if not isinstance(meta, dict):
             raise CorruptImage(f"image {slot.seq}: unreadable metadata (not a map)")
         pages = set(range(slot.meta_page, slot.meta_page + slot.meta_pages))
+        parts = []
+        for ref in meta.get("parts", ()):
+            if not (isinstance(ref, list) and len(ref) == 4 and all(isinstance(v, int) for v in ref)):
+                raise CorruptImage(f"image {slot.seq}: unreadable part reference")
+            first, npg, length, crc = ref
+            if not (1 <= first and first + npg <= self.mirror and 0 <= length <= npg * PAGE):
+                raise CorruptImage(f"image {slot.seq}: a metadata part outside the range")
+            blob = self.m.read(first * PAGE, length)
+            if zlib.crc32(blob) != crc:
+                raise CorruptImage(f"image {slot.seq}: metadata part checksum mismatch")
+            parts.append(blob)
+            pages.update(range(first, first + npg))
+        try:
+            merge_parts(meta, parts)
+        except (zstandard.ZstdError, ValueError, TypeError, KeyError, IndexError, msgpack.UnpackException) as e:
+            raise CorruptImage(f"image {slot.seq}: unreadable metadata ({e})") from None
         for pg, crc in page_refs(meta):
             if not 1 <= pg < self.mirror:
                 raise CorruptImage(f"image {slot.seq}: page {pg} outside the range")
             if zlib.crc32(self.m.page_view(pg)) != crc:
                 raise CorruptImage(f"image {slot.seq}: page {pg} checksum mismatch")
             pages.add(pg)
-        return Image(slot, meta, pages)
+        return Image(slot, meta, [page_group(sorted(pages))])
+
+    def part_pages(self, slot: Slot) -> list[int]:
+        """The pages of the metadata parts a slot's metadata lists, as far as it is readable
+        (tools: emu/mediafaults.py)."""
+        try:
+            meta = msgpack.unpackb(self.m.read(slot.meta_page * PAGE, slot.meta_len), raw=False)
+            return [pg for first, npg, _len, _crc in meta.get("parts", ()) for pg in range(first, first + npg)
+                    if 0 < pg < self.mirror]
+        except Exception:  # noqa: BLE001 - damaged metadata lists nothing
+            return []
 
     def open_newest(self) -> tuple[Image | None, list[str]]:
         """At restart: the newest image that checks out (and adopt the table); with the reasons
@@ -309,6 +406,44 @@ class ImageStore:
 
 
 _PAGE_REF = struct.Struct("<QII")  # gva, SCM page, crc32
+
+
+def _native() -> tuple[Any, Any]:
+    from hw.native import load
+
+    return load()
+
+
+def page_group(pages: range | list[int]) -> bytes:
+    """SCM pages as a group of records (see Image.groups)."""
+    if len(pages) == 1:
+        return _PAGE_REF.pack(0, pages[0], 0)
+    return pack_pages([(0, pg, 0) for pg in pages])
+
+
+def encode_static(static: dict[str, Any]) -> bytes:
+    """The group's static description as its metadata part stores it."""
+    return _ZSTD.compress(msgpack.packb(static, use_bin_type=True))
+
+
+def merge_parts(meta: dict[str, Any], parts: list[bytes]) -> None:
+    """Put the parts back into the metadata (in place): a process's "pages" naming a part by
+    its index become that part's bytes, and so does the random generator's state; the static
+    description ("static": a part's index) is merged into each process and open file."""
+    for proc in meta.get("procs", ()):
+        if isinstance(proc.get("pages"), int):
+            proc["pages"] = parts[proc["pages"]]
+    rng = meta.get("rng")
+    if isinstance(rng, list) and len(rng) == 3 and isinstance(rng[1], int):
+        rng[1] = parts[rng[1]]
+    if "static" in meta:
+        static = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(parts[meta.pop("static")]), raw=False)
+        if len(static["procs"]) != len(meta["procs"]) or len(static["files"]) != len(meta["files"]):
+            raise ValueError("static part of another group")
+        for d, s in zip(meta["procs"], static["procs"]):
+            d.update(s)
+        for d, s in zip(meta["files"], static["files"]):
+            d.update(s)
 
 
 def pack_pages(refs: list[tuple[int, int, int]]) -> bytes:

@@ -24,6 +24,33 @@ if TYPE_CHECKING:
     from guestkernel.mounts import MountTable
 
 
+class CountingRandom(random.Random):
+    """The guest's random generator, counting every call that can change its state: a
+    checkpoint stores the state again only when `draws` moved (checkpointer._rng_state)."""
+
+    draws = 0
+
+    def seed(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def, override]
+        self.draws += 1
+        super().seed(*args, **kwargs)
+
+    def setstate(self, state) -> None:  # type: ignore[no-untyped-def]
+        self.draws += 1
+        super().setstate(state)
+
+    def random(self) -> float:
+        self.draws += 1
+        return super().random()
+
+    def getrandbits(self, k: int) -> int:
+        self.draws += 1
+        return super().getrandbits(k)
+
+    def randbytes(self, n: int) -> bytes:
+        self.draws += 1
+        return super().randbytes(n)
+
+
 class VFS(PathLookup):
     """The guest's file system: the mounted ext2 file systems (`fs`: the mount table, which sends
     each call to the mount a node is on) with /dev, /sys and /proc laid over them."""
@@ -46,7 +73,7 @@ class VFS(PathLookup):
         self.disks = DiskDriver(self, disks or [], charge_blocks)  # /dev/vdb, /dev/vdc, ...
         self.console = console
         self.now = now
-        self.rng = random.Random(seed)
+        self.rng = CountingRandom(seed)
         self.open_count: dict[int, int] = {}
         # Is an inode mapped by some process (the kernel knows the address spaces)?
         self.mapped: Callable[[int], bool] = lambda ino: False

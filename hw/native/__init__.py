@@ -39,11 +39,13 @@ def full_cdef() -> str:
 
 
 def _lib_dirs() -> tuple[Path, Path, Path, Path]:
-    import capstone
     import unicorn
 
     uc_dir = Path(unicorn.__file__).parent
-    cs_dir = Path(capstone.__file__).parent
+    cs_spec = importlib.util.find_spec("capstone")  # its directory, without importing it (start-up)
+    if cs_spec is None or cs_spec.origin is None:
+        raise ImportError("the capstone package is missing (the native hot path links its library)")
+    cs_dir = Path(cs_spec.origin).parent
     return uc_dir / "include", uc_dir / "lib", cs_dir / "include", cs_dir / "lib"
 
 
@@ -71,6 +73,12 @@ def load() -> tuple[Any, Any]:
             so = next(out.glob(name + "*.so"), None)
             if so is None:
                 so = _build(name, sources[0], cdef, out, uc_inc, uc_lib, cs_inc, cs_lib)
+    # The library needs libcapstone.so.5, which the wheel ships as libcapstone.so: load that by
+    # its path first, as importing capstone does (with its mode), without the import (a
+    # twentieth of a start-up).
+    import ctypes
+
+    ctypes.CDLL(str(cs_lib / "libcapstone.so"), mode=getattr(os, "RTLD_DEEPBIND", 0))
     spec = importlib.util.spec_from_file_location(name, so)
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)

@@ -76,3 +76,20 @@ void emu_ckpt_pack(const struct ckpt_page *recs, uint64_t n, uint8_t *out)
         memcpy(out + 16 * i + 12, &recs[i].crc, 4);
     }
 }
+
+/* Reference counts of image pages (see emu_abi.h): one pass over a packed page list. */
+void emu_ckpt_refs(const uint8_t *recs, uint64_t n, uint16_t *refs, uint8_t *used, uint64_t npages, int delta)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        uint32_t pg;
+        memcpy(&pg, recs + 16 * i + 8, 4);
+        if (pg >= npages)
+            continue;
+        if (delta > 0) {
+            refs[pg]++;
+            used[pg] = 1;
+        } else if (refs[pg] && --refs[pg] == 0) {
+            used[pg] = 0;
+        }
+    }
+}

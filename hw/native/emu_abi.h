@@ -71,6 +71,8 @@ int emu_count_insns(struct emu_state *st, uint64_t gva, uint32_t size, uint64_t 
    bits of every frame listed. */
 uint64_t emu_ept_scan(uint8_t *bits, uint64_t first, uint64_t count, uint32_t *dirty,
                       uint32_t *accessed, uint64_t *naccessed, int clear);
+/* out[i] = first + i for i < n (an EPT window over a run of host frames, in order). */
+void emu_fill_seq(uint32_t *out, uint64_t n, uint32_t first);
 
 /* ---------------------------------------------------------------- checkpoint scan (ckptscan.c) */
 
@@ -94,6 +96,10 @@ uint64_t emu_ckpt_diff(struct emu_state *st, const uint64_t *leaves, uint64_t n,
                        const uint32_t *img_pg, const uint32_t *img_crc, uint64_t img_base, uint64_t img_n);
 /* Records as the image's page list: (gva u64, page u32, crc u32) little-endian, 16 bytes each. */
 void emu_ckpt_pack(const struct ckpt_page *recs, uint64_t n, uint8_t *out);
+/* Image-page reference counts over such records (the page of each, at byte 8): delta +1 counts
+   each record's page once more and marks it used; -1 counts it once less and clears used[] when
+   no image holds it any more. Records naming a page >= npages are ignored. */
+void emu_ckpt_refs(const uint8_t *recs, uint64_t n, uint16_t *refs, uint8_t *used, uint64_t npages, int delta);
 
 /* ---------------------------------------------------------------- cache model (cachemodel.c) */
 

@@ -35,3 +35,9 @@ uint64_t emu_ept_scan(uint8_t *bits, uint64_t first, uint64_t count, uint32_t *d
     if (naccessed) *naccessed = na;
     return nd;
 }
+
+void emu_fill_seq(uint32_t *out, uint64_t n, uint32_t first)
+{
+    for (uint64_t i = 0; i < n; i++)
+        out[i] = first + (uint32_t)i;
+}

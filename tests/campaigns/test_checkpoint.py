@@ -18,7 +18,7 @@ from vmm.config import apply_overrides, default_machine
 from vmm.machine import Machine
 from vmm.media import DeviceMedia
 from emu.workloads import workload
-from guestkernel.checkpoint.store import LINE, PAGE, CorruptImage, ImageStore, ScmMedium, pack_pages
+from guestkernel.checkpoint.store import LINE, PAGE, CorruptImage, ImageStore, ScmMedium, encode_static, pack_pages
 from hw.console import Console
 
 ROOT = Path(__file__).parents[2]
@@ -78,6 +78,40 @@ def test_store_detects_a_damaged_newest_image_and_uses_the_previous(damage: str)
         assert len(rejected) == 1 and "image 2" in rejected[0]
     else:
         assert _store(buf).table_state().damaged == ["slot 1", "slot 1 (mirror)"]
+
+
+def test_store_shares_metadata_parts_and_frees_them_with_the_last_image() -> None:
+    """A metadata part (format 4) listed by two images is stored once, merged back on load,
+    checked by its crc32, and its pages are free again once no slot's image lists it."""
+    buf = bytearray(64 * PAGE)
+    st = _store(buf)
+    a, crc_a = st.write_page(b"A" * PAGE)
+    pages = pack_pages([(0x1000, a, crc_a)])
+    static = encode_static({"procs": [{"pid": 1, "comm": "x"}], "files": [{"kind": "console", "stream": 1}]})
+    ref, group = st.write_part(static)
+    list_ref, list_group = st.write_part(pages)
+    meta = {"procs": [{"state": "R", "pages": 1}], "files": [{"flags": 2, "offset": 0}], "pipes": [],
+            "parts": [ref, list_ref], "static": 0}
+    st.commit(dict(meta, n=1), [pages, group, list_group])
+    st.commit(dict(meta, n=2), [pages, group, list_group])  # the same objects: nothing written again
+    img, rejected = _store(buf).open_newest()
+    assert rejected == [] and img is not None and img.meta["n"] == 2
+    assert img.meta["procs"] == [{"state": "R", "pages": pages, "pid": 1, "comm": "x"}]
+    assert img.meta["files"] == [{"flags": 2, "offset": 0, "kind": "console", "stream": 1}]
+    assert {a, ref[0], list_ref[0]} <= img.pages
+    b, crc_b = st.write_page(b"B" * PAGE)
+    st.commit({"procs": [{"pages": pack_pages([(0x1000, b, crc_b)])}], "n": 3}, {b})
+    assert st.used[ref[0]] == 1  # image 2 (the fallback) still lists the parts
+    st.commit({"procs": [{"pages": pack_pages([(0x1000, b, crc_b)])}], "n": 4}, {b})
+    assert st.used[ref[0]] == st.used[list_ref[0]] == st.used[a] == 0
+    assert sum(st.used) == 2 + len(st.slot_images[0].pages | st.slot_images[1].pages)  # type: ignore[union-attr]
+    # a damaged part fails the image that lists it
+    st2 = _store(bytearray(64 * PAGE))
+    ref, group = st2.write_part(static)
+    st2.commit({"procs": [{"state": "R"}], "files": [{}], "pipes": [], "parts": [ref], "static": 0}, [group])
+    st2.m.page_view(ref[0])[3] ^= 1
+    img, rejected = ImageStore(st2.m).open_newest()
+    assert img is None and "metadata part checksum mismatch" in rejected[0]
 
 
 def test_store_refuses_a_table_of_another_layout() -> None:

@@ -231,6 +231,31 @@ def test_a_cached_image_written_since_its_build_is_rebuilt(cache):
     assert build.default_image(params).stat().st_mtime_ns == again.stat().st_mtime_ns  # and now a hit
 
 
+def test_the_remembered_key_follows_what_it_was_computed_from(small_image, cache, tmp_path, monkeypatch):
+    """default_image skips the plan and the hashing of every host file when nothing they were
+    computed from moved; anything that did sends it the full way."""
+    assert build._remembered_image("base", SMALL) == small_image
+    calls = []
+    monkeypatch.setattr(build, "make_plan", lambda *a, **k: calls.append(a))
+    assert build.default_image(SMALL) == small_image and not calls  # remembered
+    monkeypatch.undo()
+    assert build._remembered_image("base", {**SMALL, "seed": 9}) is None  # other parameters: not this memo
+    f = tmp_path / "host-file"
+    f.write_bytes(b"one")
+    before = build._memo_inputs("base", SMALL, ["gzip"], [str(f)])
+    assert build._memo_inputs("base", SMALL, ["gzip"], [str(f)]) == before
+    f.write_bytes(b"two!")
+    assert build._memo_inputs("base", SMALL, ["gzip"], [str(f)]) != before  # a host file changed
+    monkeypatch.setenv("PATH", str(tmp_path) + os.pathsep + os.environ["PATH"])
+    assert build._remembered_image("base", SMALL) is None  # PATH changed: the binaries may resolve elsewhere
+    monkeypatch.undo()
+    with open(small_image, "r+b") as fh:  # written since it was built (emu run --image): not a hit
+        fh.seek(1024 + 52)
+        fh.write(b"\x07\x00")
+    assert build._remembered_image("base", SMALL) is None
+    assert build.default_image(SMALL) == small_image and build._remembered_image("base", SMALL) == small_image
+
+
 def test_key_tracks_host_files(monkeypatch):
     k1 = build.image_key("base", SMALL)
     real = build._sha256_file

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import os
 import re
-import tomllib
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterable
@@ -119,6 +118,8 @@ def _finish(cfg: MachineConfig, source: str, style: str, pool_key: str = "") -> 
 # --------------------------------------------------------------------------------------------
 
 def machine_from_toml(text: str, source: str = "<toml>") -> MachineConfig:
+    import tomllib  # (here: only machine files need it, not every start)
+
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -27,23 +27,20 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import zstandard
 
 from vmm.config import machine_to_dict
 from vmm.errors import EmuError
 
-# The modes (vmm/snapshot/pages.py selects their pages). files and pages (numpy) are imported
-# where they are used: `emu run` names the modes in its arguments, and its start-up should not
-# pay for numpy.
+# The modes (vmm/snapshot/pages.py selects their pages). files and pages (numpy), zstandard,
+# pickle and uuid are imported where they are used: `emu run` names the modes in its arguments,
+# and its start-up should not pay for them.
 MODES = ("full", "touched", "incremental", "sonic")
 
 FORMAT = "emu-snapshot/1"
@@ -67,7 +64,11 @@ def take(machine: Any, where: Path, mode: str, parent: Path | None = None, compr
     """Snapshot the paused machine into the new directory `where`; returns its meta. With mode
     sonic the guest is asked first (see guestkernel/balloon.py) and given its pages back after,
     all before any guest instruction runs again."""
+    import pickle
+    import uuid
+
     import numpy as np
+    import zstandard
 
     from vmm.snapshot import files, pages
 
@@ -234,6 +235,10 @@ def restore(snap: Snapshot, image: Path, config: Any = None, **machine_kw: Any) 
     except files.CorruptFile as e:
         raise SnapshotError(f"{snap.path}: {e}") from None
     try:
+        import pickle
+
+        import zstandard
+
         state = pickle.loads(zstandard.ZstdDecompressor().decompress(state_bytes))
     except Exception as e:  # a checksum-correct but unloadable state: another emu version
         raise SnapshotError(f"{snap.path}/state.bin cannot be loaded ({type(e).__name__}): made by another emu version?") from None
