@@ -186,9 +186,9 @@ class Machine:
         self.blockdev = BlockDevice(str(image), private=private_storage)
         if self.cache is not None:
             self.blockdev.on_write = self._block_event
-        # The extra disks ([[disk]], --disk): the guest's /dev/vdb onwards (guestkernel/vfs/disks.py).
-        if cfg.disks and private_storage:
-            raise EmuError("extra disks ([[disk]], --disk) are not supported in crash campaigns yet")
+        # The extra disks ([[disk]], --disk): the guest's /dev/vdb onwards (guestkernel/vfs/disks.py),
+        # the user's files written in place even when the root disk is private (crash campaigns
+        # refuse them: emu/crashtest/runner.py).
         self.disks: list[tuple[BlockDevice, bool]] = []
         for d in cfg.disks:
             if not Path(d.image).is_file():

@@ -374,6 +374,9 @@ def prepare(args: argparse.Namespace) -> tuple[Campaign, Any]:
     if args.media_faults and cfg.checkpoint.in_file:
         raise EmuError("--media-faults damages the SCM range's media; with the images in a file (checkpoint.into="
                        f"{cfg.checkpoint.into}) it has nothing to damage yet")
+    if cfg.disks:
+        raise EmuError("crash campaigns on a machine with extra disks ([[disk]]) are not supported yet: every "
+                       "point would write the same disk image")
     restart = choose_restart(args.kernel, args.restart, cfg)
     if args.image:
         base = Path(args.image)
