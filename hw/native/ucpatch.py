@@ -57,11 +57,17 @@ def select() -> str | None:
     return None
 
 
+def _run(cmd: list[str], cwd: Path | None = None) -> None:
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if p.returncode:
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{(p.stdout + p.stderr)[-3000:]}")
+
+
 def _sdist(work: Path) -> Path:
     cached = _base() / f"unicorn-{VERSION}.tar.gz"
     if not cached.is_file():
-        subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q", f"unicorn=={VERSION}",
-                        "--no-binary", ":all:", "--no-deps", "-d", str(work)], check=True)
+        _run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q", f"unicorn=={VERSION}",
+              "--no-binary", ":all:", "--no-deps", "-d", str(work)])
         got = work / cached.name
         if hashlib.sha256(got.read_bytes()).hexdigest() != SDIST_SHA256:
             raise RuntimeError(f"{got.name}: unexpected sha256")
@@ -70,7 +76,7 @@ def _sdist(work: Path) -> Path:
     return cached
 
 
-def build(log=sys.stderr) -> Path:
+def build() -> Path:
     """Build the patched library (if not built yet); returns its directory."""
     out = build_dir()
     if (out / LIBRARY).is_file():
@@ -84,17 +90,19 @@ def build(log=sys.stderr) -> Path:
         with tarfile.open(_sdist(work)) as tar:
             tar.extractall(work, filter="data")
         src = work / f"unicorn-{VERSION}" / "src"
-        subprocess.run(["patch", "-s", "-p1", "-i", str(PATCH)], cwd=src, check=True)
+        _run(["patch", "-s", "-p1", "-i", str(PATCH)], cwd=src)
         gen = ["-G", "Ninja"] if shutil.which("ninja") else []
-        subprocess.run(["cmake", "-S", str(src), "-B", str(work / "build"), *gen, *CMAKE_ARGS], check=True,
-                       stdout=subprocess.DEVNULL, stderr=log)
-        subprocess.run(["cmake", "--build", str(work / "build"), "-j", str(os.cpu_count() or 1)], check=True,
-                       stdout=subprocess.DEVNULL, stderr=log)
+        _run(["cmake", "-S", str(src), "-B", str(work / "build"), *gen, *CMAKE_ARGS])
+        _run(["cmake", "--build", str(work / "build"), "-j", str(os.cpu_count() or 1)])
         staged = work / "out"
         staged.mkdir()
         shutil.copy2(work / "build" / LIBRARY, staged / LIBRARY)
         shutil.copy2(PATCH, staged / PATCH.name)
-        os.replace(staged, out)  # whole or absent
+        try:
+            os.replace(staged, out)  # whole or absent
+        except OSError:
+            if not (out / LIBRARY).is_file():  # else another build finished first
+                raise
     return out
 
 
@@ -103,7 +111,7 @@ def main(argv: list[str]) -> int:
     if cmd == "build":
         try:
             print(build())
-        except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
+        except (OSError, RuntimeError, tarfile.TarError) as e:
             print(f"emu: the patched libunicorn was not built ({e}); the stock wheel will be used", file=sys.stderr)
             return 1
         return 0
