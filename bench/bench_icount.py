@@ -37,7 +37,7 @@ MODES = ("stock", "hook", "patched")
 
 
 def run_one(image: str, mode: str, argv: list[str], lib: str | None) -> dict:
-    env = dict(os.environ, EMU_UNICORN=mode)
+    env = dict(os.environ, EMU_UNICORN=mode, PYTHONPATH=str(ROOT))  # this tree's emu (not the venv's install)
     env.pop("LIBUNICORN_PATH", None)
     if mode != "stock" and lib:
         env["LIBUNICORN_PATH"] = lib

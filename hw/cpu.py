@@ -60,8 +60,12 @@ SYSCALL_ARG_IDS = (X.UC_X86_REG_RAX, X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X8
 
 
 class CPU:
-    def __init__(self, physmem: PhysicalMemory, ept: "EPT", mmio: frozenset[str] = frozenset()) -> None:
-        """`mmio`: names of ranges to map as MMIO through the cache model (SCM at level persist)."""
+    def __init__(self, physmem: PhysicalMemory, ept: "EPT", mmio: frozenset[str] = frozenset(),
+                 access_stops: bool = True) -> None:
+        """`mmio`: names of ranges to map as MMIO through the cache model (SCM at level persist).
+        `access_stops`: a memory hook or an MMIO callback may stop the CPU (a power cut in the
+        cache model); False (level fast) lets the patched Unicorn leave out its exit test after
+        every guest memory access."""
         self.ffi, self.lib = load_native()
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
         self.uc.ctl_set_cpu_model(UC_CPU_X86_SKYLAKE_SERVER)
@@ -92,7 +96,8 @@ class CPU:
         self.lib.emu_set_ept(self.st, self._ept_map, self._ept_bits, ept.pages)
         ept.on_change = self.tlb_flush
         ept.on_data_move = self.flush_translations
-        err = self.lib.emu_install(self._uc_ptr, self.st, int(os.environ.get("EMU_UNICORN") not in ("stock", "hook")))
+        use_patch = os.environ.get("EMU_UNICORN") not in ("stock", "hook")
+        err = self.lib.emu_install(self._uc_ptr, self.st, int(use_patch), int(access_stops))
         if err:
             raise RuntimeError(f"cannot install the native hooks (uc_err {err})")
         self.on_syscall: Callable[[], None] = lambda: None

@@ -56,7 +56,7 @@ struct emu_state {
 struct emu_state *emu_state_new(void);
 int emu_add_range(struct emu_state *st, uint64_t hpa, uint64_t size, uint8_t *host);
 void emu_set_ept(struct emu_state *st, uint32_t *ept, uint8_t *bits, uint64_t pages);
-int emu_install(uc_engine *uc, struct emu_state *st, int use_patch);
+int emu_install(uc_engine *uc, struct emu_state *st, int use_patch, int access_stops);
 void emu_tlb_flush(uc_engine *uc);
 struct icache *emu_icache_new(void);
 void emu_icache_free(struct icache *ic);

@@ -345,7 +345,8 @@ _Static_assert(offsetof(struct emu_state, last_block_size) == offsetof(struct em
 _Static_assert(offsetof(struct emu_state, last_block_count) == offsetof(struct emu_state, icount) + 28, "uc_icount.last_insns");
 
 typedef bool (*icount_limit_cb)(uc_engine *uc, uint64_t pc, uint32_t size, uint32_t insns, void *ud);
-typedef uc_err (*icount_enable_fn)(uc_engine *uc, void *state, icount_limit_cb cb, void *ud);
+typedef uc_err (*icount_enable_fn)(uc_engine *uc, void *state, icount_limit_cb cb, void *ud, uint32_t flags);
+#define ICOUNT_NO_ACCESS_CHECKS 1  /* the patch's UC_ICOUNT_NO_ACCESS_CHECKS */
 
 /* A block would take icount past limit (the deadline, or 0 when a TLB-resize flush is due).
  * icount does not include the block. true: run it (the translated code counts it); false: the
@@ -395,15 +396,17 @@ void emu_tlb_flush(uc_engine *uc)
 
 /* Register the TLB-fill hook with Unicorn, and count instructions: in the translated code when
  * the loaded libunicorn has the patch's uc_icount_enable (looked up at run time, so the stock
- * wheel works too), else with the block hook. use_patch 0 forces the hook. Returns a uc_err. */
-int emu_install(uc_engine *uc, struct emu_state *st, int use_patch)
+ * wheel works too), else with the block hook. use_patch 0 forces the hook. access_stops 0: no
+ * memory hook or MMIO callback will stop the CPU (level fast: there are none), so the patched
+ * Unicorn leaves out its exit test after every guest memory access. Returns a uc_err. */
+int emu_install(uc_engine *uc, struct emu_state *st, int use_patch, int access_stops)
 {
     uc_hook h1, h2;
     uc_err err = uc_hook_add(uc, &h1, UC_HOOK_TLB_FILL, (void *)tlb_fill, st, 1, 0);
     if (err) return err;
     icount_enable_fn enable = use_patch ? (icount_enable_fn)dlsym(RTLD_DEFAULT, "uc_icount_enable") : NULL;
     if (enable) {
-        err = enable(uc, &st->icount, icount_limit, st);
+        err = enable(uc, &st->icount, icount_limit, st, access_stops ? 0 : ICOUNT_NO_ACCESS_CHECKS);
         st->icount_in_tb = err == UC_ERR_OK;
         return err;
     }

@@ -49,6 +49,9 @@ def test_the_patched_library_loads_unless_stock_is_asked():
     ("tar-czf", ["--", "/bin/tar", "czf", "/tmp/t.tgz", "-C", "/data", "tree"]),
     # an exact cut inside a block, reached by single steps
     ("cut", ["--power-fail-at", "12345679", "--", "/bin/gzip", "-9", "-c", "/data/corpus.txt"]),
+    # the cache model's power cut at a persistence event (exit tests after accesses kept)
+    ("persist-event", ["--level", "persist", "--power-fail-at-event", "100", "--", "/bin/pmemlog", "append", "2000"]),
+    ("full", ["--level", "full", "--", "/bin/grep", "-c", "-i", "memory", "/data/corpus.txt"]),
 ])
 @needs_build
 def test_counts_cuts_and_statistics_are_the_same_as_the_block_hooks(tmp_path, name, args):
