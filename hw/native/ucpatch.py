@@ -2,13 +2,13 @@
 counts retired instructions inside the translated code (no call per translation block; see the
 patch and hotpath.c's emu_install).
 
-`scripts/setup.sh` builds it (`main(["build"])`: the sdist from PyPI through
-pip, the patch, cmake for x86 only, about 30 s on 2 cores) into
-`~/.cache/emu/unicorn/<key>/libunicorn.so.2`, the key a hash of the patch and the build. The
-venv's unicorn package is not touched: `select()`, called by the `hw` and `guestkernel`
-packages before anything imports unicorn, points the binding at that library through its
-`LIBUNICORN_PATH`. Without the build (no cmake, no network) or with `EMU_UNICORN=stock`, the
-stock wheel loads and the block hook counts, with the same counts.
+`scripts/setup.sh` builds it (`main(["build"])`: the sdist from PyPI through pip, the patch,
+cmake for x86 only: 20-50 s on 2 cores; cmake and patch are the only tools it needs besides gcc)
+into `~/.cache/emu/unicorn/<key>/libunicorn.so.2`, the key a hash of the patch and the build.
+The venv's unicorn package is not touched: `select()`, called by the `hw` and `guestkernel`
+packages before anything imports unicorn, imports the binding with its `LIBUNICORN_PATH`
+pointing at that library. Without the build (no cmake, no network) or with `EMU_UNICORN=stock`,
+the stock wheel loads and the block hook counts, with the same counts.
 """
 from __future__ import annotations
 
@@ -41,9 +41,10 @@ def build_dir() -> Path:
 
 
 def select() -> str | None:
-    """Point the unicorn binding at the patched library, if it is built and unicorn is not
-    loaded yet. Returns the directory in use (None: the stock wheel). An explicit
-    LIBUNICORN_PATH wins; EMU_UNICORN=stock keeps the wheel."""
+    """Load unicorn with the patched library, if it is built and unicorn is not loaded yet.
+    Returns the directory in use (None: the stock wheel). An explicit LIBUNICORN_PATH wins;
+    EMU_UNICORN=stock keeps the wheel. The variable is set only while unicorn loads: other
+    programs started from here (qiling, with its own unicorn) must not inherit it."""
     if os.environ.get("EMU_UNICORN") == "stock":
         return None
     if "LIBUNICORN_PATH" in os.environ:
@@ -51,10 +52,14 @@ def select() -> str | None:
     if "unicorn" in sys.modules:
         return None
     d = build_dir()
-    if (d / LIBRARY).is_file():
-        os.environ["LIBUNICORN_PATH"] = str(d)  # inherited by worker processes
-        return str(d)
-    return None
+    if not (d / LIBRARY).is_file():
+        return None
+    os.environ["LIBUNICORN_PATH"] = str(d)
+    try:
+        import unicorn  # noqa: F401  (the binding loads its library as it is imported)
+    finally:
+        del os.environ["LIBUNICORN_PATH"]
+    return str(d)
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> None:
