@@ -3,12 +3,16 @@
 Translation is `UC_TLB_VIRTUAL`: on a TLB miss Unicorn calls the C fill callback, which walks the
 running process's page table in guest-physical frames. A miss the table cannot satisfy stops the
 CPU with a recorded fault that the kernel resolves (demand paging, copy-on-write) or turns into a
-signal. A C block hook keeps the exact retired-instruction count that drives the virtual clock and
-stops the CPU at a deadline (scheduler quantum). Syscalls reach the kernel through one Python hook.
+signal. The exact retired-instruction count that drives the virtual clock is kept by the translated
+code itself with the patched libunicorn (hw/native/ucpatch.py), else by a C block hook; either
+stops the CPU before a block that would pass a deadline (scheduler quantum). Syscalls reach the
+kernel through one Python hook. EMU_UNICORN=stock runs the stock wheel, =hook the patched library
+with the block hook (for comparisons).
 """
 from __future__ import annotations
 
 import ctypes
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -56,8 +60,12 @@ SYSCALL_ARG_IDS = (X.UC_X86_REG_RAX, X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X8
 
 
 class CPU:
-    def __init__(self, physmem: PhysicalMemory, ept: "EPT", mmio: frozenset[str] = frozenset()) -> None:
-        """`mmio`: names of ranges to map as MMIO through the cache model (SCM at level persist)."""
+    def __init__(self, physmem: PhysicalMemory, ept: "EPT", mmio: frozenset[str] = frozenset(),
+                 access_stops: bool = True) -> None:
+        """`mmio`: names of ranges to map as MMIO through the cache model (SCM at level persist).
+        `access_stops`: a memory hook or an MMIO callback may stop the CPU (a power cut in the
+        cache model); False (level fast) lets the patched Unicorn leave out its exit test after
+        every guest memory access."""
         self.ffi, self.lib = load_native()
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
         self.uc.ctl_set_cpu_model(UC_CPU_X86_SKYLAKE_SERVER)
@@ -89,7 +97,8 @@ class CPU:
         self.lib.emu_set_ept(self.st, self._ept_map, self._ept_bits, ept.pages)
         ept.on_change = self.tlb_flush
         ept.on_data_move = self.flush_translations
-        err = self.lib.emu_install(self._uc_ptr, self.st)
+        use_patch = os.environ.get("EMU_UNICORN") not in ("stock", "hook")
+        err = self.lib.emu_install(self._uc_ptr, self.st, int(use_patch), int(access_stops))
         if err:
             raise RuntimeError(f"cannot install the native hooks (uc_err {err})")
         self.on_syscall: Callable[[], None] = lambda: None
@@ -225,10 +234,15 @@ class CPU:
     def icount(self) -> int:
         return self.st.icount
 
+    @property
+    def counts_in_translated_code(self) -> bool:
+        """True with the patched libunicorn (no block hook)."""
+        return bool(self.st.icount_in_tb)
+
     # --- running -----------------------------------------------------------------------------
     def run(self, pc: int, deadline: int) -> Stop:
         st = self.st
-        st.deadline = deadline
+        st.deadline = st.limit = deadline
         st.deadline_hit = 0
         st.fault_pending = 0
         st.last_block_size = 0
@@ -261,7 +275,7 @@ class CPU:
         """Execute exactly one instruction (or fault on it). Used to reach an exact count."""
         st = self.st
         before = st.icount
-        st.deadline = 0xFFFFFFFFFFFFFFFF
+        st.deadline = st.limit = 0xFFFFFFFFFFFFFFFF
         st.deadline_hit = 0
         st.fault_pending = 0
         self._intno = -1
@@ -285,7 +299,7 @@ class CPU:
         return Stop(STOP_REQUESTED, self.uc.reg_read(X.UC_X86_REG_RIP))
 
     def _uncount_from(self, rip: int) -> None:
-        """The block hook counted the whole block; take back the instructions from `rip` on,
+        """The whole block was counted as it started; take back the instructions from `rip` on,
         which did not retire because the CPU stopped inside the block."""
         st = self.st
         start, size = st.last_block_gva, st.last_block_size

@@ -60,6 +60,24 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
 fi
 # Build (or find cached) the native hot path.
 .venv/bin/python -c "from hw.native import load; load()"
+# The patched libunicorn that counts instructions in the translated code (hw/native/ucpatch.py):
+# Unicorn's published source from PyPI, the patch, cmake (x86 only, about a minute on 2 cores),
+# cached under ~/.cache/emu/unicorn/<hash>. Optional: without it the stock wheel runs, slower,
+# with the same counts. EMU_UNICORN=stock skips it.
+if [ "${EMU_UNICORN:-}" != stock ]; then
+  ucmissing=()
+  for cp in cmake:cmake patch:patch; do
+    command -v "${cp%%:*}" >/dev/null 2>&1 || ucmissing+=("${cp##*:}")
+  done
+  if [ ${#ucmissing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing ${ucmissing[*]} (to build the patched libunicorn)" >&2
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${ucmissing[@]}" >/dev/null || true
+  fi
+  if ! .venv/bin/python -c "from hw.native.ucpatch import build_dir, LIBRARY; import sys; sys.exit(not (build_dir() / LIBRARY).is_file())"; then
+    echo "setup: building the patched libunicorn (hw/native/unicorn/icount.patch)" >&2
+    .venv/bin/python -c "from hw.native.ucpatch import main; import sys; sys.exit(main(['build']))" >/dev/null || true
+  fi
+fi
 # Bytecode for emu's own modules: where PYTHONDONTWRITEBYTECODE is set, Python would compile
 # every module at every start (0.15 s of `emu run /bin/true`); it still reads what is here.
 .venv/bin/python -m compileall -q emu vmm hw guestkernel images >/dev/null

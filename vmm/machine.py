@@ -171,7 +171,7 @@ class Machine:
         mmio = frozenset(r.spec.name for r in self.physmem.scm_ranges()
                          if r.spec.name not in cfg.ram_pools and r.spec.name != STORAGE_POOL) \
             if self.level == 1 else frozenset()
-        self.cpu = CPU(self.physmem, self.ept, mmio)
+        self.cpu = CPU(self.physmem, self.ept, mmio, access_stops=self.level != 0)  # fast: no cache model
         self.clock = Clock(lambda: self.cpu.icount, cfg.cpu_hz, block_io_ns=cfg.storage.block_io_ns)
         self.cache = build_cache(self) if self.level else None
         self.memory = GuestMemory(self.physmem, self.ept, self.cache)  # what the kernel reaches

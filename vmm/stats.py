@@ -24,7 +24,8 @@ MACHINE_STATS = [
     Stat("ept.swaps", "pages", "guest pages whose host backing was swapped"),
     # Unicorn's TLB and translation cache: their sizes follow wall-clock windows (host=True)
     Stat("cpu.tlb_fills", "fills", "TLB misses served by walking the page table and the EPT", host=True),
-    Stat("cpu.blocks_decoded", "blocks", "translated blocks whose instructions were counted", host=True),
+    Stat("cpu.blocks_decoded", "blocks", "translated blocks whose instructions the block hook decoded "
+         "(0: counted in the translated code, hw/native/ucpatch.py)", host=True),
 ]
 
 

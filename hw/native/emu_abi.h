@@ -32,13 +32,17 @@ struct emu_state {
     uint64_t fault_gva;
     int fault_access;        /* 0 read, 1 write, 2 fetch */
     int fault_pending;
-    /* instruction clock */
+    /* instruction clock. With the patched Unicorn (hw/native/unicorn/) the translated code
+     * itself reads and writes the five fields from icount to last_block_count (its struct
+     * uc_icount, same order): keep them together. */
     uint64_t icount;
-    uint64_t deadline;       /* stop the CPU once icount >= deadline */
-    int deadline_hit;
-    uint64_t last_block_gva;
+    uint64_t limit;          /* translated code: a block that would pass it calls back first */
+    uint64_t last_block_gva; /* the last block counted (a block is counted whole, as it starts) */
     uint32_t last_block_size;
     uint32_t last_block_count;
+    uint64_t deadline;       /* stop the CPU before a block that would take icount past it */
+    int deadline_hit;
+    int icount_in_tb;        /* 1: counted by the translated code; 0: by the block hook */
     uint64_t blocks_decoded;
     csh cs;
     struct cm *cm;           /* cache model, NULL at model level fast */
@@ -52,7 +56,7 @@ struct emu_state {
 struct emu_state *emu_state_new(void);
 int emu_add_range(struct emu_state *st, uint64_t hpa, uint64_t size, uint8_t *host);
 void emu_set_ept(struct emu_state *st, uint32_t *ept, uint8_t *bits, uint64_t pages);
-int emu_install(uc_engine *uc, struct emu_state *st);
+int emu_install(uc_engine *uc, struct emu_state *st, int use_patch, int access_stops);
 void emu_tlb_flush(uc_engine *uc);
 struct icache *emu_icache_new(void);
 void emu_icache_free(struct icache *ic);

@@ -10,8 +10,12 @@
  *    Unicorn's "physical" addresses are host-physical: the memory map's ranges and channels.
  *  - Instruction clock: a block hook adds the block's instruction count, cached per address
  *    space in a hash table keyed by (gva, size) and decoded once with capstone on a miss. When
- *    the count passes a deadline (scheduler quantum, power cut) it stops the CPU.
+ *    the count passes a deadline (scheduler quantum, power cut) it stops the CPU. With the
+ *    patched libunicorn (hw/native/unicorn/icount.patch, found at run time) the translated
+ *    code counts instead, with no call per block: see emu_install.
  */
+#include <dlfcn.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +166,9 @@ static bool tlb_fill(uc_engine *uc, uint64_t gva, uc_mem_type type, uc_tlb_entry
 {
     struct emu_state *st = ud;
     st->tlb_fills++;
+    /* Counted in translated code: the TLB-resize flush (block_hook) waits for the next block
+     * start, where the callback (icount_limit) runs when the limit is 0. */
+    if (st->tlb_fills - st->fills_at_flush > TLB_RESIZE_FILLS) st->limit = 0;
     int access = type == UC_MEM_WRITE ? 1 : type == UC_MEM_FETCH ? 2 : 0;
     uint64_t pte = walk(st, st->cr3, gva, 1, access);
     if (!(pte & PTE_P) || (access == 1 && !(pte & PTE_W)) || (access == 2 && (pte & PTE_NX))) {
@@ -329,10 +336,41 @@ static void block_hook(uc_engine *uc, uint64_t gva, uint32_t size, void *ud)
     st->last_block_count = (uint32_t)n;
 }
 
+/* ---- counting in translated code (the patched libunicorn's uc_icount_enable) ---- */
+
+/* The patch's struct uc_icount is the run of emu_state fields from icount on. */
+_Static_assert(offsetof(struct emu_state, limit) == offsetof(struct emu_state, icount) + 8, "uc_icount.limit");
+_Static_assert(offsetof(struct emu_state, last_block_gva) == offsetof(struct emu_state, icount) + 16, "uc_icount.last_pc");
+_Static_assert(offsetof(struct emu_state, last_block_size) == offsetof(struct emu_state, icount) + 24, "uc_icount.last_size");
+_Static_assert(offsetof(struct emu_state, last_block_count) == offsetof(struct emu_state, icount) + 28, "uc_icount.last_insns");
+
+typedef bool (*icount_limit_cb)(uc_engine *uc, uint64_t pc, uint32_t size, uint32_t insns, void *ud);
+typedef uc_err (*icount_enable_fn)(uc_engine *uc, void *state, icount_limit_cb cb, void *ud, uint32_t flags);
+#define ICOUNT_NO_ACCESS_CHECKS 1  /* the patch's UC_ICOUNT_NO_ACCESS_CHECKS */
+
+/* A block would take icount past limit (the deadline, or 0 when a TLB-resize flush is due).
+ * icount does not include the block. true: run it (the translated code counts it); false: the
+ * CPU stops before it, as the block hook does. */
+static bool icount_limit(uc_engine *uc, uint64_t pc, uint32_t size, uint32_t insns, void *ud)
+{
+    struct emu_state *st = ud;
+    if (st->tlb_fills - st->fills_at_flush > TLB_RESIZE_FILLS) {  /* see block_hook */
+        st->fills_at_flush = st->tlb_fills;
+        uc_ctl(uc, UC_CTL_WRITE(UC_CTL_TLB_FLUSH, 0));
+    }
+    st->limit = st->deadline;
+    if (st->icount + insns > st->deadline) {
+        st->deadline_hit = 1;
+        return false;
+    }
+    return true;
+}
+
 struct emu_state *emu_state_new(void)
 {
     struct emu_state *st = calloc(1, sizeof *st);
     st->deadline = ~0ull;
+    st->limit = ~0ull;
     if (cs_open(CS_ARCH_X86, CS_MODE_64, &st->cs) != CS_ERR_OK) { free(st); return NULL; }
     return st;
 }
@@ -356,12 +394,21 @@ void emu_tlb_flush(uc_engine *uc)
     uc_ctl(uc, UC_CTL_WRITE(UC_CTL_TLB_FLUSH, 0));
 }
 
-/* Register the TLB-fill and block hooks with Unicorn. Returns a uc_err. */
-int emu_install(uc_engine *uc, struct emu_state *st)
+/* Register the TLB-fill hook with Unicorn, and count instructions: in the translated code when
+ * the loaded libunicorn has the patch's uc_icount_enable (looked up at run time, so the stock
+ * wheel works too), else with the block hook. use_patch 0 forces the hook. access_stops 0: no
+ * memory hook or MMIO callback will stop the CPU (level fast: there are none), so the patched
+ * Unicorn leaves out its exit test after every guest memory access. Returns a uc_err. */
+int emu_install(uc_engine *uc, struct emu_state *st, int use_patch, int access_stops)
 {
     uc_hook h1, h2;
     uc_err err = uc_hook_add(uc, &h1, UC_HOOK_TLB_FILL, (void *)tlb_fill, st, 1, 0);
     if (err) return err;
-    err = uc_hook_add(uc, &h2, UC_HOOK_BLOCK, (void *)block_hook, st, 1, 0);
-    return err;
+    icount_enable_fn enable = use_patch ? (icount_enable_fn)dlsym(RTLD_DEFAULT, "uc_icount_enable") : NULL;
+    if (enable) {
+        err = enable(uc, &st->icount, icount_limit, st, access_stops ? 0 : ICOUNT_NO_ACCESS_CHECKS);
+        st->icount_in_tb = err == UC_ERR_OK;
+        return err;
+    }
+    return uc_hook_add(uc, &h2, UC_HOOK_BLOCK, (void *)block_hook, st, 1, 0);
 }
