@@ -40,12 +40,13 @@ class Frames:
         self.on_pressure: Callable[[int, Gfp], bool] = lambda order, gfp: False
         self.kswapd_wanted = False  # a zone went below its low watermark
         self.refs = array("I", [0]) * memory.pages
-        # Frames above RAM are device memory (pmem, the DAX storage window): mapped into page
-        # tables but never reference-counted or freed; except the window pages of a file lent
-        # as memory (swapon on storage as memory: `lend`), which the `ram` mask adds.
-        self.ram_top = max((base + size) // 4096 for _n, base, size in ram)
+        # The frames the allocator manages, one byte per gpfn: RAM's, and the window pages of a
+        # file lent as memory (swapon on storage as memory: `lend`). Any other frame is device
+        # memory (pmem, the DAX storage window): mapped into page tables but never
+        # reference-counted or freed. (The checkpoint scan's mask too: native/ckptscan.c.)
         self.ram = bytearray(memory.pages)
-        self.ram[: self.ram_top] = b"\1" * self.ram_top
+        for _n, base, size in ram:
+            self.ram[base // 4096 : (base + size) // 4096] = b"\1" * (size // 4096)
         # Zones of storage lent as memory (guestkernel/swap.py): last in the zonelist of user
         # pages, not counted in MemTotal (they are SwapTotal).
         self.lent: list[BuddyAllocator] = []

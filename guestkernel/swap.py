@@ -20,11 +20,13 @@ the checkpoint image file (vfs.kernel_files): writes and truncations ETXTBSY, un
 EPERM. /proc/swaps and /proc/meminfo's SwapTotal/SwapFree count the lent pages, used and free:
 the pages living on storage are what Linux would have swapped out.
 
-A checkpoint does not yet cover pages living on lent storage (checkpoint/state.py skips the
-checkpoint while any is in use); a restart starts with nothing lent.
+A checkpoint covers pages living on lent storage like those in RAM (Frames.ram is the scan's
+mask) and names the active areas; a restart lends the same files again, with the same
+priorities, before it restores the processes' pages.
 """
 from __future__ import annotations
 
+import errno
 import posixpath
 import stat as S
 import struct
@@ -35,6 +37,7 @@ from guestkernel.buddy import BuddyAllocator
 from guestkernel.compaction import MIGRATE_NS, _migrate, _rmap
 from guestkernel.errors import EBUSY, EINVAL, ENOMEM, SyscallError
 from guestkernel.gfp import Gfp
+from guestkernel.interface import RestartRefused
 from guestkernel.scm import PAGE
 
 if TYPE_CHECKING:
@@ -72,10 +75,14 @@ class SwapAreas:
 
     # --- swapon ---------------------------------------------------------------------------------
     def swapon(self, p: "Process", path: bytes, flags: int) -> None:
+        self.lend(path, flags, p.cwd)
+
+    def lend(self, path: bytes, flags: int, cwd: object) -> None:
+        """swapon(2)'s work, also done by a restart for the areas its image names."""
         k = self.k
         if flags & ~SWAP_FLAGS_VALID:
             raise SyscallError(EINVAL)
-        node = k.vfs.resolve(path, p.cwd)
+        node = k.vfs.resolve(path, cwd)
         if not isinstance(node, int):
             k.log.append("swapon: swapping to a device is not supported (lend a file on storage as memory)")
             raise SyscallError(EINVAL)
@@ -120,7 +127,7 @@ class SwapAreas:
         else:
             self.least_prio -= 1
             prio = self.least_prio
-        name = posixpath.normpath(path if path.startswith(b"/") else k.vfs.node_path(p.cwd) + b"/" + path)
+        name = posixpath.normpath(path if path.startswith(b"/") else k.vfs.node_path(cwd) + b"/" + path)
         zone = k.frames.lend(gpfns, "Storage", prio)
         k.vfs.kernel_files.add(node)
         self.areas.append(Lent(name, node, gpfns, zone, prio))
@@ -210,6 +217,23 @@ class SwapAreas:
             if not self.k.reclaim.shrink(32, [z for z in f.zonelists[gfp] if z not in f.lent], "direct"):
                 break
         return None
+
+    # --- checkpoints -------------------------------------------------------------------------------
+    def describe(self) -> list[list[object]]:
+        """The active areas for a checkpoint image: [path, priority] in the order they were lent."""
+        return [[a.path.decode("latin-1"), a.prio] for a in self.areas]
+
+    def lend_again(self, areas: list[list[object]]) -> None:
+        """A restart: lend the image's areas again (same files, same priorities) before the
+        processes' pages come back, some of which lived there. RestartRefused (one line) when
+        one cannot be lent any more."""
+        for path, prio in areas:
+            assert isinstance(path, str) and isinstance(prio, int)
+            try:
+                self.lend(path.encode("latin-1"), SWAP_FLAG_PREFER | prio if prio >= 0 else 0, self.k.fs.root_ino)
+            except SyscallError as e:
+                raise RestartRefused(f"the swap file {path} cannot be lent again "
+                                     f"({errno.errorcode.get(e.errno, e.errno)})") from None
 
     # --- what /proc shows -------------------------------------------------------------------------
     def totals(self) -> tuple[int, int]:

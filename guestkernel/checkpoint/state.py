@@ -313,10 +313,6 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
         # A mount's page cache and a loop device's binding are not in the image (a restart
         # mounts the root alone): no checkpoint until they are gone.
         raise Unsupported("a mounted loop device or a bound loop device")
-    if any(a.used for a in k.swap.areas):
-        # Pages living on storage lent as memory are above the RAM the scan covers (ram_top):
-        # not in an image yet (guestkernel/swap.py).
-        raise Unsupported("pages living on storage lent as memory (swapon)")
     for p in procs:
         if p.state == ZOMBIE:
             continue
@@ -349,9 +345,11 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
 
     # Pass 1: leaves of every address space; frames written through any mapping.
     ffi, lib = cpu.ffi, cpu.lib
-    # Frames from ram_top on are device pages (pmem, the DAX storage window): never the
-    # process's own, except image pages a restart mapped back (native/ckptscan.c).
-    npfn = k.frames.ram_top
+    # Frames outside the allocator's (Frames.ram: RAM and storage lent as memory) are device
+    # pages (pmem, the DAX storage window's file pages): never the process's own, except image
+    # pages a restart mapped back (native/ckptscan.c).
+    ram = ffi.from_buffer("uint8_t[]", k.frames.ram)
+    npfn = len(k.frames.ram)
     dirty = tracker.dirty_mask(ffi, npfn)
     leaves: dict[int, tuple[Any, int]] = {}
     row_bufs: dict[int, tuple[Any, int]] = {}
@@ -361,7 +359,7 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
             continue
         mm = p.mm
         rows, n = tracker.leaf_rows(cpu, mm.asid, mm.aspace.cr3, row_bufs)
-        lib.emu_ckpt_mark_dirty(rows, n, dirty, npfn, 1)
+        lib.emu_ckpt_mark_dirty(rows, n, dirty, ram, npfn, 1)
         scanned += n
         leaves[mm.asid] = (rows, n)
 
@@ -383,7 +381,7 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
             prev, m = tracker.spaces.get(asid, (ffi.NULL, 0))
             out = ffi.new("struct ckpt_page[]", max(n, 1))
             todo = ffi.new("uint32_t[]", max(n, 1))
-            nout = lib.emu_ckpt_diff(cpu.st, rows, n, prev, m, skip, dirty, gen, npfn, log, out, todo, nfresh, ncleared,
+            nout = lib.emu_ckpt_diff(cpu.st, rows, n, prev, m, skip, dirty, gen, ram, npfn, log, out, todo, nfresh, ncleared,
                                      *img)
             cleared += ncleared[0]
             for i in ffi.unpack(todo, nfresh[0]):
@@ -399,7 +397,7 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
             new_spaces[asid] = (out, nout)
     finally:  # also when a page cannot be stored (SCM full): the checkpoint fails, not the next
         for rows, n in leaves.values():
-            lib.emu_ckpt_mark_dirty(rows, n, dirty, npfn, 0)  # the mask is all zeros between passes
+            lib.emu_ckpt_mark_dirty(rows, n, dirty, ram, npfn, 0)  # the mask is all zeros between passes
         if cleared:
             cpu.tlb_flush()  # the next write to a clean page must fault to set its dirty bit again
     tracker.spaces = new_spaces
@@ -471,7 +469,8 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
     for pipe in sc.pipes:
         pipe.dirty.clear()
     meta = {"procs": out_procs, "files": [{"flags": f.flags, "offset": f.offset} for f in sc.files],
-            "pipes": pipes, "parts": parts, "static": static_part, "rng": rng}
+            "pipes": pipes, "parts": parts, "static": static_part, "rng": rng,
+            "swap": k.swap.describe()}  # storage lent as memory: lent again before the pages
     stats["pages_scanned"] = scanned
     stats["pages_copied"] += copied
     return meta, stats, groups
@@ -490,6 +489,8 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
     {pages_copied, pages_mapped}."""
     counts = {"pages_copied": 0, "pages_mapped": 0}
     from guestkernel.syscalls.rw import resume_write
+
+    k.swap.lend_again(meta.get("swap", []))  # some private pages lived on lent storage
 
     vfs = k.vfs
     pipes = []

@@ -10,18 +10,23 @@
  */
 #include "emu_abi.h"
 
-void emu_ckpt_mark_dirty(const uint64_t *leaves, uint64_t n, uint8_t *dirty, uint64_t npfn, uint8_t value)
+/* A frame of the process's own (RAM, or storage lent as memory: the `ram` mask, npfn long),
+ * not a device page (pmem, the DAX storage window's file pages). */
+static inline int own_frame(const uint8_t *ram, uint64_t npfn, uint64_t pfn) { return pfn < npfn && ram[pfn]; }
+
+void emu_ckpt_mark_dirty(const uint64_t *leaves, uint64_t n, uint8_t *dirty, const uint8_t *ram, uint64_t npfn,
+                         uint8_t value)
 {
     for (uint64_t i = 0; i < n; i++) {
         uint64_t pte = leaves[3 * i + 2];
         uint64_t pfn = (pte & PTE_ADDR) >> 12;
-        if ((pte & PTE_D) && pfn < npfn) dirty[pfn] = value;
+        if ((pte & PTE_D) && own_frame(ram, npfn, pfn)) dirty[pfn] = value;
     }
 }
 
 uint64_t emu_ckpt_diff(struct emu_state *st, const uint64_t *leaves, uint64_t n,
                        const struct ckpt_page *prev, uint64_t m, const uint8_t *skip, const uint8_t *dirty,
-                       const uint32_t *gen, uint64_t npfn, uint8_t *log, struct ckpt_page *out,
+                       const uint32_t *gen, const uint8_t *ram, uint64_t npfn, uint8_t *log, struct ckpt_page *out,
                        uint32_t *fresh, uint64_t *nfresh, uint64_t *ncleared,
                        const uint32_t *img_pg, const uint32_t *img_crc, uint64_t img_base, uint64_t img_n)
 {
@@ -29,7 +34,7 @@ uint64_t emu_ckpt_diff(struct emu_state *st, const uint64_t *leaves, uint64_t n,
     for (uint64_t i = 0; i < n; i++) {
         uint64_t gva = leaves[3 * i], slot = leaves[3 * i + 1], pte = leaves[3 * i + 2];
         uint64_t pfn = (pte & PTE_ADDR) >> 12;
-        if (pfn >= npfn) {
+        if (!own_frame(ram, npfn, pfn)) {
             /* an image page mapped back in place (read-only: a write copies it into RAM) is the
                same image page again; any other device page is a DAX file's own */
             if (pfn - img_base < img_n && img_pg[pfn - img_base] != CKPT_NEW) {

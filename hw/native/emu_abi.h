@@ -85,17 +85,19 @@ struct ckpt_page { uint64_t gva; uint32_t pfn; uint32_t gen; uint32_t pg; uint32
 #define CKPT_NEW 4294967295  /* pg of a page that must be stored afresh */
 
 /* dirty[pfn] = value for every frame a leaf (emu_pt_leaves rows) maps with its dirty bit set. */
-void emu_ckpt_mark_dirty(const uint64_t *leaves, uint64_t n, uint8_t *dirty, uint64_t npfn, uint8_t value);
+void emu_ckpt_mark_dirty(const uint64_t *leaves, uint64_t n, uint8_t *dirty, const uint8_t *ram, uint64_t npfn,
+                         uint8_t value);
 /* One address space's leaves against the previous image's records `prev` (gva order): out gets a
    record per leaf not in `skip`, pg = CKPT_NEW for those to store (their indices into fresh[]);
    every dirty bit is cleared (the table page logged in log[]). Returns the records written.
-   Frames beyond RAM (pfn >= npfn) are device pages: an image page a restart mapped back in place
+   Frames that are not the allocator's (!ram[pfn], or pfn >= npfn: the `ram` mask of RAM and
+   storage lent as memory) are device pages: an image page a restart mapped back in place
    (img_pg[pfn - img_base] != CKPT_NEW, for pfn in [img_base, img_base + img_n)) is recorded as
    that page with img_crc; any other (a DAX file's own page) is left out: it comes back from the
    file. */
 uint64_t emu_ckpt_diff(struct emu_state *st, const uint64_t *leaves, uint64_t n,
                        const struct ckpt_page *prev, uint64_t m, const uint8_t *skip, const uint8_t *dirty,
-                       const uint32_t *gen, uint64_t npfn, uint8_t *log, struct ckpt_page *out,
+                       const uint32_t *gen, const uint8_t *ram, uint64_t npfn, uint8_t *log, struct ckpt_page *out,
                        uint32_t *fresh, uint64_t *nfresh, uint64_t *ncleared,
                        const uint32_t *img_pg, const uint32_t *img_crc, uint64_t img_base, uint64_t img_n);
 /* Records as the image's page list: (gva u64, page u32, crc u32) little-endian, 16 bytes each. */
