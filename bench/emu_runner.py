@@ -2,8 +2,9 @@
 
 Usage: .venv/bin/python bench/emu_runner.py IMAGE [--level fast|persist|full|hookonly] -- /bin/prog args...
 
-The image is copied first (a run writes into its image); the copy is not timed.  The timed
-region is Machine construction + Machine.run (kernel boot, guest run, shutdown).
+The image is copied first (a run writes into its image); the copy is not timed, nor synced to
+the host's disk (it is thrown away).  The timed region is Machine construction + Machine.run
+(kernel boot, guest run, shutdown).
 Run in its own process so a pathological workload can be killed by the caller's timeout.
 With --level the machine is default_machine() with that model_level, and (at persist/full)
 the cache model's counters and per-channel traffic are reported under "cache".
@@ -45,7 +46,9 @@ def main() -> int:
         img = os.path.join(td, "image.img")
         shutil.copy(image, img)
         t0 = time.perf_counter()
-        m = Machine(img, cfg, console=Console(out_fd=None, err_fd=None, capture=True))
+        # The copy is thrown away: no fsync of it at shutdown (host_durable=False), as `emu run`
+        # does for its scratch copies; qiling and QEMU sync nothing either.
+        m = Machine(img, cfg, console=Console(out_fd=None, err_fd=None, capture=True), host_durable=False)
         if hook_only:
             m.cache.set_level("fast")
         r = m.run(argv)
