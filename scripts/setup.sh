@@ -74,7 +74,7 @@ if [ "${EMU_UNICORN:-}" != stock ]; then
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${ucmissing[@]}" >/dev/null || true
   fi
   if ! .venv/bin/python -c "from hw.native.ucpatch import build_dir, LIBRARY; import sys; sys.exit(not (build_dir() / LIBRARY).is_file())"; then
-    echo "setup: building the patched libunicorn (hw/native/unicorn/icount.patch)" >&2
+    echo "setup: building the patched libunicorn (hw/native/unicorn/*.patch)" >&2
     .venv/bin/python -c "from hw.native.ucpatch import main; import sys; sys.exit(main(['build']))" >/dev/null || true
   fi
 fi
