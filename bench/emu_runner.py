@@ -1,13 +1,15 @@
 """Run one command in emu and print a JSON line with timing and output digest.
 
-Usage: .venv/bin/python bench/emu_runner.py IMAGE [--level fast|persist|full|hookonly] -- /bin/prog args...
+Usage: .venv/bin/python bench/emu_runner.py IMAGE [--level fast|persist|full|hookonly[-hooklist]] -- /bin/prog args...
 
 The image is copied first (a run writes into its image); the copy is not timed, nor synced to
 the host's disk (it is thrown away).  The timed region is Machine construction + Machine.run
 (kernel boot, guest run, shutdown).
 Run in its own process so a pathological workload can be killed by the caller's timeout.
 With --level the machine is default_machine() with that model_level, and (at persist/full)
-the cache model's counters and per-channel traffic are reported under "cache".
+the cache model's counters and per-channel traffic are reported under "cache". A level ending
+in -hooklist runs with EMU_UNICORN=memhook: level full's accesses through Unicorn's hook list, not
+the patched library's direct callback (the comparison of bench_models.py).
 """
 from __future__ import annotations
 
@@ -27,10 +29,13 @@ def main() -> int:
         level = args[2]
         args = args[:1] + args[3:]
     if len(args) < 3 or args[1] != "--":
-        print("usage: emu_runner.py IMAGE [--level fast|persist|full|hookonly] -- /bin/prog args...",
+        print("usage: emu_runner.py IMAGE [--level fast|persist|full|hookonly[-hooklist]] -- /bin/prog args...",
               file=sys.stderr)
         return 2
     image, argv = args[0], args[2:]
+    if level is not None and level.endswith("-hooklist"):
+        level = level.removesuffix("-hooklist")
+        os.environ["EMU_UNICORN"] = "memhook"  # read when the machine is built
     from vmm.machine import Machine
     from hw.console import Console
 

@@ -7,7 +7,8 @@ signal. The exact retired-instruction count that drives the virtual clock is kep
 code itself with the patched libunicorn (hw/native/ucpatch.py), else by a C block hook; either
 stops the CPU before a block that would pass a deadline (scheduler quantum). Syscalls reach the
 kernel through one Python hook. EMU_UNICORN=stock runs the stock wheel, =hook the patched library
-with the block hook (for comparisons).
+with the block hook, =memhook the patched library with level full's memory accesses through
+Unicorn's hook list instead of its direct callback (vmm/machine.py's build_cache; for comparisons).
 """
 from __future__ import annotations
 

@@ -60,10 +60,11 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
 fi
 # Build (or find cached) the native hot path.
 .venv/bin/python -c "from hw.native import load; load()"
-# The patched libunicorn that counts instructions in the translated code (hw/native/ucpatch.py):
-# Unicorn's published source from PyPI, the patch, cmake (x86 only, about a minute on 2 cores),
-# cached under ~/.cache/emu/unicorn/<hash>. Optional: without it the stock wheel runs, slower,
-# with the same counts. EMU_UNICORN=stock skips it.
+# The patched libunicorn that counts instructions in the translated code and calls level full's
+# cache model directly (hw/native/ucpatch.py): Unicorn's published source from PyPI, the patches,
+# cmake (x86 only, about a minute on 2 cores), cached under ~/.cache/emu/unicorn/<hash of the
+# patches> (a changed patch builds anew). Optional: without it the stock wheel runs, slower, with
+# the same counts. EMU_UNICORN=stock skips it.
 if [ "${EMU_UNICORN:-}" != stock ]; then
   ucmissing=()
   for cp in cmake:cmake patch:patch; do
@@ -74,7 +75,7 @@ if [ "${EMU_UNICORN:-}" != stock ]; then
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${ucmissing[@]}" >/dev/null || true
   fi
   if ! .venv/bin/python -c "from hw.native.ucpatch import build_dir, LIBRARY; import sys; sys.exit(not (build_dir() / LIBRARY).is_file())"; then
-    echo "setup: building the patched libunicorn (hw/native/unicorn/icount.patch)" >&2
+    echo "setup: building the patched libunicorn (hw/native/unicorn/*.patch)" >&2
     .venv/bin/python -c "from hw.native.ucpatch import main; import sys; sys.exit(main(['build']))" >/dev/null || true
   fi
 fi

@@ -681,7 +681,11 @@ def build_cache(m: Machine) -> Any:
             cache.set_interleave(index, tuple(chans), cfg.interleave.granularity_bytes)
     cpu.lib.emu_attach_cache(cpu._uc_ptr, cpu.st, cache.ptr)
     if m.level == 2:  # full: every access; at persist SCM is MMIO (see CPU)
-        cpu.lib.emu_install_mem_hook(cpu._uc_ptr, cpu.st, 1, 0)
+        # the patched libunicorn's direct callback, unless a comparison asks for Unicorn's hook list
+        direct = os.environ.get("EMU_UNICORN") not in ("stock", "hook", "memhook")
+        err = cpu.lib.emu_install_mem_hook(cpu._uc_ptr, cpu.st, 1, 0, int(direct))
+        if err:
+            raise RuntimeError(f"cannot install the memory hook (uc_err {err})")
     return cache
 
 

@@ -273,7 +273,7 @@ struct site {
 
 struct site *emu_site_new(struct emu_state *st);
 int emu_site_install(uc_engine *uc, struct site *s);
-int emu_install_mem_hook(uc_engine *uc, struct emu_state *st, uint64_t begin, uint64_t end);
+int emu_install_mem_hook(uc_engine *uc, struct emu_state *st, uint64_t begin, uint64_t end, int direct);
 void emu_attach_cache(uc_engine *uc, struct emu_state *st, struct cm *cm);
 int emu_map_scm_mmio(uc_engine *uc, struct emu_state *st, uint64_t base, uint64_t size, uint8_t *host);
 

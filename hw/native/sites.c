@@ -70,10 +70,20 @@ static void emu_mem_hook(uc_engine *uc, uc_mem_type type, uint64_t address, int 
     }
 }
 
-/* Install the memory hook on [begin, end] (hpa); begin > end means everything. */
-int emu_install_mem_hook(uc_engine *uc, struct emu_state *st, uint64_t begin, uint64_t end)
+typedef uc_err (*mem_callback_set_fn)(uc_engine *uc, uc_cb_hookmem_t cb, void *ud);
+
+/* Install the memory hook on [begin, end] (hpa); begin > end means everything. direct (and
+ * everything): through the patched libunicorn's uc_mem_callback_set when it has it (looked up at
+ * run time, so the stock wheel works too): the soft-MMU helpers call emu_mem_hook at the same
+ * points with the same arguments, without Unicorn's hook-list walk and its PC sync per access
+ * (emu_mem_hook reads no register; a power cut's uc_emu_stop takes effect at the exit test after
+ * the access, as with the hook). Returns a uc_err. */
+int emu_install_mem_hook(uc_engine *uc, struct emu_state *st, uint64_t begin, uint64_t end, int direct)
 {
     uc_hook h;
+    mem_callback_set_fn set = direct && begin > end ? (mem_callback_set_fn)dlsym(RTLD_DEFAULT, "uc_mem_callback_set") : NULL;
+    if (set)
+        return set(uc, (uc_cb_hookmem_t)emu_mem_hook, st);
     return uc_hook_add(uc, &h, UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, (void *)emu_mem_hook, st, begin, end);
 }
 

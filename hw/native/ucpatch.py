@@ -1,10 +1,13 @@
 """The patched libunicorn: Unicorn 2.1.4's published source with `unicorn/icount.patch`, which
 counts retired instructions inside the translated code (no call per translation block; see the
-patch and hotpath.c's emu_install).
+patch and hotpath.c's emu_install), and `unicorn/memcb.patch`, a direct callback for guest loads
+and stores (level full's cache model without Unicorn's hook dispatch; see sites.c's
+emu_install_mem_hook).
 
 `scripts/setup.sh` builds it (`main(["build"])`: the sdist from PyPI through pip, the patch,
 cmake for x86 only: 20-50 s on 2 cores; cmake and patch are the only tools it needs besides gcc)
-into `~/.cache/emu/unicorn/<key>/libunicorn.so.2`, the key a hash of the patch and the build.
+into `~/.cache/emu/unicorn/<key>/libunicorn.so.2`, the key a hash of the patches and the build
+(a changed patch builds anew).
 The venv's unicorn package is not touched: `select()`, called by the `hw` and `guestkernel`
 packages before anything imports unicorn, imports the binding with its `LIBUNICORN_PATH`
 pointing at that library. Without the build (no cmake, no network) or with `EMU_UNICORN=stock`,
@@ -23,7 +26,7 @@ from pathlib import Path
 
 VERSION = "2.1.4"
 SDIST_SHA256 = "00567a70e323f749b419cd86bee4f9115beab7ebba32194581c090cbb7c59cff"
-PATCH = Path(__file__).parent / "unicorn" / "icount.patch"
+PATCHES = tuple(Path(__file__).parent / "unicorn" / p for p in ("icount.patch", "memcb.patch"))  # in this order
 LIBRARY = "libunicorn.so.2"
 CMAKE_ARGS = ("-DCMAKE_BUILD_TYPE=Release", "-DUNICORN_ARCH=x86", "-DUNICORN_BUILD_TESTS=off",
               "-DUNICORN_INSTALL=off", "-DUNICORN_LEGACY_STATIC_ARCHIVE=off")
@@ -36,7 +39,8 @@ def _base() -> Path:
 
 def build_dir() -> Path:
     """Where the library of this patch and these build settings lives."""
-    key = hashlib.sha256(b"\0".join([VERSION.encode(), PATCH.read_bytes(), " ".join(CMAKE_ARGS).encode()])).hexdigest()[:16]
+    parts = [VERSION.encode(), *(p.read_bytes() for p in PATCHES), " ".join(CMAKE_ARGS).encode()]
+    key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
     return _base() / key
 
 
@@ -95,14 +99,16 @@ def build() -> Path:
         with tarfile.open(_sdist(work)) as tar:
             tar.extractall(work, filter="data")
         src = work / f"unicorn-{VERSION}" / "src"
-        _run(["patch", "-s", "-p1", "-i", str(PATCH)], cwd=src)
+        for patch in PATCHES:
+            _run(["patch", "-s", "-p1", "-i", str(patch)], cwd=src)
         gen = ["-G", "Ninja"] if shutil.which("ninja") else []
         _run(["cmake", "-S", str(src), "-B", str(work / "build"), *gen, *CMAKE_ARGS])
         _run(["cmake", "--build", str(work / "build"), "-j", str(os.cpu_count() or 1)])
         staged = work / "out"
         staged.mkdir()
         shutil.copy2(work / "build" / LIBRARY, staged / LIBRARY)
-        shutil.copy2(PATCH, staged / PATCH.name)
+        for patch in PATCHES:
+            shutil.copy2(patch, staged / patch.name)
         try:
             os.replace(staged, out)  # whole or absent
         except OSError:

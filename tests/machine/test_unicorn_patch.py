@@ -3,8 +3,10 @@ stock wheel with emu's block hook is the fallback. Both must give the same count
 statistics: each run here is a separate process (the library is chosen before unicorn loads)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from hw.native import ucpatch
+from tests.conftest import put_file
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILT = (ucpatch.build_dir() / ucpatch.LIBRARY).is_file()
@@ -61,6 +64,49 @@ def test_counts_cuts_and_statistics_are_the_same_as_the_block_hooks(tmp_path, na
     assert {k: v for k, v in stock[0].items() if k not in host} == {k: v for k, v in patched[0].items() if k not in host}
     assert stock[1] == patched[1]
     assert stock[2] == patched[2]
+
+
+def full_run(tmp: Path, base_image: Path, image: Path, name: str, **cut: int) -> tuple:
+    """Level full in this process: what the cache model saw, the power report and pmem0's media."""
+    from hw.console import Console
+    from vmm.config import default_machine, derive
+    from vmm.machine import Machine
+    from vmm.media import DeviceMedia
+
+    state = tmp / name
+    state.mkdir()
+    shutil.copyfile(image, state / "disk.img")
+    console = Console(None, None, capture=True)
+    m = Machine(state / "disk.img", derive(default_machine(), model_level="full"), console=console, media_dir=state,
+                **cut)
+    r = m.run(["/bin/pmem_fill"])
+    cache = (m.cache.counters(), {ch: m.cache.channel(ch) for ch in m.cache.channels()})
+    media = hashlib.sha256(bytes(DeviceMedia(m.media_dir, "pmem0", m.config).read())).hexdigest()
+    return (r.exit_code, r.instructions, r.power_failed, r.power_report, bytes(console.captured[1]), cache, media)
+
+
+@needs_build
+def test_the_direct_memory_callback_sees_what_the_hook_list_sees(base_image, guest_programs, tmp_path, monkeypatch):
+    """Level full through the patched library's direct callback (memcb.patch) and through Unicorn's
+    hook list (EMU_UNICORN=memhook), in one process: the same statistics, and the same power cuts
+    at persistence events that happen inside guest stores (dirty SCM lines evicted)."""
+    image = tmp_path / "disk.img"
+    shutil.copyfile(base_image, image)
+    put_file(image, guest_programs / "pmem_fill", "/bin/pmem_fill")
+    runs = {}
+    for mode in ("memhook", "patched"):
+        monkeypatch.setenv("EMU_UNICORN", mode)
+        runs[mode] = full_run(tmp_path, base_image, image, mode)
+    assert runs["memhook"] == runs["patched"]
+    code, _, failed, _, out, (counters, _), _ = runs["patched"]
+    assert (code, failed, out) == (0, False, b"filled\n") and counters["dirty_evictions"] > 1000
+    for k in (1, 777, counters["dirty_evictions"] // 2):
+        cut = {}
+        for mode in ("memhook", "patched"):
+            monkeypatch.setenv("EMU_UNICORN", mode)
+            cut[mode] = full_run(tmp_path, base_image, image, f"{mode}-{k}", power_fail_at_event=k)
+        assert cut["memhook"] == cut["patched"]
+        assert cut["patched"][2] and cut["patched"][3]["fail_at_event"] == k
 
 
 def test_select_keeps_an_explicit_library_and_the_stock_wheel(monkeypatch):
