@@ -42,7 +42,7 @@ MOVABLE_KINDS = (Gfp.USER, Gfp.PAGECACHE)
 POLICIES_THAT_COMPACT = ("mobility",)
 
 
-def _rmap(k: "Kernel") -> dict[int, list[tuple[object, int, int]]]:
+def reverse_map(k: "Kernel") -> dict[int, list[tuple[object, int, int]]]:
     """pfn -> (address space, PTE slot gpa, pte) of every user mapping."""
     out: dict[int, list[tuple[object, int, int]]] = {}
     seen: set[int] = set()
@@ -80,7 +80,7 @@ def compact_zone(k: "Kernel", z: BuddyAllocator, order: int, blocks: int = BLOCK
         return False  # compaction_suitable: too little free memory to be worth it; reclaim first
     ev["compact_stall"] += 1
     cache_of = frame_owners(k.caches())
-    rmap = _rmap(k)
+    rmap = reverse_map(k)
     pinned = _pinned(k)
     free_in = z.free_order
 
@@ -135,7 +135,7 @@ def compact_zone(k: "Kernel", z: BuddyAllocator, order: int, blocks: int = BLOCK
                 break
             f._taken(dst, gfp)
             f.allocated += 1
-            _migrate(k, pfn, dst, rmap.get(pfn, ()), cache_of.get(pfn))
+            migrate(k, pfn, dst, rmap.get(pfn, ()), cache_of.get(pfn))
             moved.append(pfn)
             pfn += 1
         if pfn < lo + size:
@@ -155,7 +155,7 @@ def compact_zone(k: "Kernel", z: BuddyAllocator, order: int, blocks: int = BLOCK
     return made > 0
 
 
-def _migrate(k: "Kernel", src: int, dst: int, maps: list | tuple, cached: "tuple[PageCache, int] | None") -> None:
+def migrate(k: "Kernel", src: int, dst: int, maps: list | tuple, cached: "tuple[PageCache, int] | None") -> None:
     """Move one frame's contents and references from src to dst (dst is fresh from the buddy
     with one reference and its kind counted; src leaves the books without entering the buddy)."""
     f = k.frames

@@ -183,7 +183,7 @@ class Frames:
         return None
 
     def put_back(self, pfn: int) -> None:
-        """A frame whose books a migration already closed (compaction._migrate) goes back to
+        """A frame whose books a migration already closed (compaction.migrate) goes back to
         its zone's free lists."""
         self._zone_of(pfn).free(pfn, 0)
         self.events["pgfree"] += 1

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from guestkernel.buddy import BuddyAllocator
-from guestkernel.compaction import MIGRATE_NS, _migrate, _rmap
+from guestkernel.compaction import MIGRATE_NS, migrate, reverse_map
 from guestkernel.errors import EBUSY, EINVAL, ENOMEM, SyscallError
 from guestkernel.gfp import Gfp
 from guestkernel.interface import RestartRefused
@@ -164,7 +164,7 @@ class SwapAreas:
         used = [pfn for pfn in area.gpfns if f.refs[pfn]]
         if not used:
             return True
-        rmap = _rmap(k)
+        rmap = reverse_map(k)
         shm = getattr(k, "shm", None)
         seg_of: dict[int, tuple[list[int], int]] = {}
         if shm is not None:
@@ -187,7 +187,7 @@ class SwapAreas:
             if dst is None:
                 ok = False
                 break
-            _migrate(k, pfn, dst, maps, None)
+            migrate(k, pfn, dst, maps, None)
             f.put_back(pfn)
             if pfn in seg_of:
                 pfns, i = seg_of[pfn]

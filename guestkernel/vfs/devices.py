@@ -8,7 +8,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from guestkernel.errors import EFAULT, EINVAL, ENOTTY, EOPNOTSUPP, SyscallError
+from guestkernel.errors import EBADF, EFAULT, EINVAL, ENOSPC, ENOTTY, EOPNOTSUPP, EPERM, SyscallError
 from guestkernel.vfs.file import OpenFile, Stat, counted_dir_seek
 
 if TYPE_CHECKING:
@@ -96,6 +96,18 @@ class BlockDevFile(OpenFile):
 
     def size(self) -> int:
         raise NotImplementedError
+
+    def write_span(self, data: bytes, offset: int, read_only: bool) -> int:
+        """How many of `data`'s bytes a write at `offset` may put on the device (blkdev_write_iter's
+        checks): EBADF not open for writing, EPERM read-only, ENOSPC wholly past the end."""
+        if not self.writable:
+            raise SyscallError(EBADF)
+        if read_only:
+            raise SyscallError(EPERM)
+        n = max(0, min(len(data), self.size() - offset))
+        if n == 0 and data:
+            raise SyscallError(ENOSPC)  # past the end of a block device
+        return n
 
     def read(self, n: int) -> bytes:
         data = self.pread(n, self.offset)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from guestkernel.errors import EBADF, ENOSPC, EPERM, SyscallError
+from guestkernel.errors import EBADF, SyscallError
 from guestkernel.vfs.devices import VIRTBLK_MAJOR, BlockDevFile, DevNode, block_ioctl, describe_block
 from guestkernel.vfs.file import Stat
 
@@ -96,13 +96,7 @@ class DiskFile(BlockDevFile):
         return self.disk.blockdev.read_at(offset, n) if n else b""
 
     def pwrite(self, data: bytes, offset: int) -> int:
-        if not self.writable:
-            raise SyscallError(EBADF)
-        if self.disk.read_only:
-            raise SyscallError(EPERM)
-        n = max(0, min(len(data), self.disk.size_bytes - offset))
-        if n == 0 and data:
-            raise SyscallError(ENOSPC)  # past the end of a block device
+        n = self.write_span(data, offset, self.disk.read_only)
         self._charge(offset, n)
         self.disk.blockdev.write_at(offset, bytes(data[:n]))
         return n

@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from guestkernel.errors import (EBADF, EBUSY, EEXIST, EINVAL, ENODEV, ENOSPC, ENOTTY, ENXIO, EPERM, SyscallError)
+from guestkernel.errors import (EBADF, EBUSY, EEXIST, EINVAL, ENODEV, ENOTTY, ENXIO, SyscallError)
 from guestkernel.vfs.devices import LOOP_MAJOR, SECTOR, BlockDevFile, DevNode, block_ioctl, describe_block
 from guestkernel.vfs.file import InodeFile, OpenFile, Stat
 from hw.blockdev import BlockDeviceStats
@@ -271,16 +271,10 @@ class LoopFile(BlockDevFile):
         return self.dev.read_at(offset, n) if offset < self.dev.size_bytes else b""
 
     def pwrite(self, data: bytes, offset: int) -> int:
-        if not self.writable:
-            raise SyscallError(EBADF)
         dev = self.dev
-        if dev.file is None:
+        if self.writable and dev.file is None:
             raise SyscallError(ENXIO)
-        if dev.read_only:
-            raise SyscallError(EPERM)
-        n = max(0, min(len(data), dev.size_bytes - offset))
-        if n == 0 and data:
-            raise SyscallError(ENOSPC)  # past the end of a block device
+        n = self.write_span(data, offset, dev.read_only)
         dev.write_at(offset, data[:n])
         return n
 
