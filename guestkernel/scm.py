@@ -109,12 +109,9 @@ class ScmMedium:
             return
         # Within one page (a table line, most metadata): write and flush as above, in one step.
         self.page_view(pg)[at : at + n] = data
-        gpa = self.gpa(pg, at)
-        if self.memory is not None:
-            self.memory.access(gpa, n, True)
         lines = (off + n + LINE - 1) // LINE - off // LINE
         self.lines_flushed += lines
         if self.clock is not None:
             self.clock.charge(lines * SCM_LINE_NS)
         if self.memory is not None:
-            self.memory.flush(gpa, n)
+            self.memory.store_flush(self.gpa(pg, at), n)

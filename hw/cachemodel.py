@@ -147,6 +147,10 @@ class CacheModel:
         """clflush every line of [hpa, hpa+length) (stops early if the power fails)."""
         self.lib.cm_clflush_range(self.ptr, hpa, length, int(is_kernel))
 
+    def store_flush(self, hpa: int, length: int, is_kernel: bool = True) -> None:
+        """access_range (a write) then clflush_range of [hpa, hpa+length), in one call."""
+        self.lib.cm_store_flush(self.ptr, hpa, length, int(is_kernel))
+
     def clflushopt(self, hpa: int, is_kernel: bool = True) -> None:
         self.lib.cm_clflushopt(self.ptr, hpa, int(is_kernel))
 

@@ -191,6 +191,13 @@ class CPU:
     def tlb_flush(self) -> None:
         self.lib.emu_tlb_flush(self._uc_ptr)
 
+    def tlb_flush_dirty(self, asid: int, leaves: Any, n: int) -> None:
+        """The dirty bits of address space `asid`'s pages were cleared; `leaves` are its
+        pt_leaves rows from before (n of them). Its pages that were dirty lose their TLB entries
+        (the next store faults to set D again); a space not loaded has none."""
+        if asid == self._asid:
+            self.lib.emu_tlb_flush_dirty(self._uc_ptr, leaves, n)
+
     def translate(self, cr3_gpa: int, gva: int, access: int) -> int:
         """gpa of gva in that address space, or -1 when the access would fault."""
         gpa = self.lib.emu_translate(self.st, cr3_gpa, gva, access)

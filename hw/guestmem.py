@@ -53,6 +53,19 @@ class GuestMemory:
             if self.cache.power_failed:  # the access evicted a persistent line: that event was the cut
                 raise PowerFailure("event")
 
+    def store_flush(self, gpa: int, n: int) -> None:
+        """The kernel wrote [gpa, gpa+n) (within one page) and flushes it: `access` then
+        `flush`, in one step through the model."""
+        if self.unobserved:  # (user stores to note first: the two steps)
+            self.access(gpa, n, True)
+            self.flush(gpa, n)
+            return
+        self.ept.bits[gpa >> 12] |= 3
+        if self.cache is not None:
+            self.cache.store_flush(self.ept.hpa(gpa), n, True)
+            if self.cache.power_failed:
+                raise PowerFailure("event")
+
     def flush(self, gpa: int, n: int) -> None:
         """clflush every line of [gpa, gpa+n)."""
         if self.cache is None:

@@ -396,10 +396,10 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
             pages_of[asid] = ffi.buffer(packed)[:]
             new_spaces[asid] = (out, nout)
     finally:  # also when a page cannot be stored (SCM full): the checkpoint fails, not the next
-        for rows, n in leaves.values():
+        for asid, (rows, n) in leaves.items():
             lib.emu_ckpt_mark_dirty(rows, n, dirty, ram, npfn, 0)  # the mask is all zeros between passes
-        if cleared:
-            cpu.tlb_flush()  # the next write to a clean page must fault to set its dirty bit again
+            if cleared:  # the next write to a page made clean must fault to set its dirty bit again
+                cpu.tlb_flush_dirty(asid, rows, n)
     tracker.spaces = new_spaces
     tracker.rows = row_bufs
 

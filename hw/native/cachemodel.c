@@ -496,6 +496,13 @@ void cm_clflush_range(struct cm *cm, uint64_t hpa, uint64_t len, int is_kernel)
     for (uint64_t line = first; line <= last && !cm->power_failed; line++)
         cm_flush_op(cm, line << cm->line_shift, is_kernel != 0, 0);
 }
+/* A store of [hpa, hpa+len), then clflush of its lines: the kernel's persistent writes (checkpoint
+ * pages, DAX blocks) in one call. Stops at a power failure, as the two calls would. */
+void cm_store_flush(struct cm *cm, uint64_t hpa, uint64_t len, int is_kernel)
+{
+    cm_access_range(cm, hpa, len, 1, is_kernel);
+    cm_clflush_range(cm, hpa, len, is_kernel);
+}
 void cm_clflushopt(struct cm *cm, uint64_t hpa, int is_kernel) { cm_flush_op(cm, hpa, is_kernel != 0, 1); }
 void cm_clwb(struct cm *cm, uint64_t hpa, int is_kernel) { cm_flush_op(cm, hpa, is_kernel != 0, 2); }
 

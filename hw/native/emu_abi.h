@@ -58,6 +58,7 @@ int emu_add_range(struct emu_state *st, uint64_t hpa, uint64_t size, uint8_t *ho
 void emu_set_ept(struct emu_state *st, uint32_t *ept, uint8_t *bits, uint64_t pages);
 int emu_install(uc_engine *uc, struct emu_state *st, int use_patch, int access_stops);
 void emu_tlb_flush(uc_engine *uc);
+void emu_tlb_flush_dirty(uc_engine *uc, const uint64_t *leaves, uint64_t n);
 struct icache *emu_icache_new(void);
 void emu_icache_free(struct icache *ic);
 void emu_icache_clear(struct icache *ic);
@@ -233,6 +234,7 @@ void cm_access(struct cm *cm, uint64_t hpa, uint32_t size, int is_write, int is_
 void cm_access_range(struct cm *cm, uint64_t hpa, uint64_t len, int is_write, int is_kernel);
 void cm_clflush(struct cm *cm, uint64_t hpa, int is_kernel);
 void cm_clflush_range(struct cm *cm, uint64_t hpa, uint64_t len, int is_kernel);
+void cm_store_flush(struct cm *cm, uint64_t hpa, uint64_t len, int is_kernel);
 void cm_clflushopt(struct cm *cm, uint64_t hpa, int is_kernel);
 void cm_clwb(struct cm *cm, uint64_t hpa, int is_kernel);
 void cm_fence(struct cm *cm, int is_kernel, int kind);

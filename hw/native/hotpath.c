@@ -33,6 +33,7 @@
 #include "emu_abi.h"
 
 #define TLB_RESIZE_FILLS (1u << 16)
+#define TLB_PAGE_FLUSH_MAX 64  /* more pages than this: flush the whole TLB (emu_tlb_flush_pages) */
 struct icache_entry { uint64_t key; uint32_t size; uint32_t count; };
 /* The hash table holds every block seen in the address space; a small direct-mapped table in
  * front of it answers most blocks with one load and one compare (the block hook runs for every
@@ -394,6 +395,29 @@ void emu_tlb_flush(uc_engine *uc)
     uc_ctl(uc, UC_CTL_WRITE(UC_CTL_TLB_FLUSH, 0));
 }
 
+/* tlb.patch's one-page flush (NULL: the stock wheel, or EMU_UNICORN=hook). */
+typedef uc_err (*tlb_flush_page_fn)(uc_engine *uc, uint64_t address);
+typedef uc_err (*fill_no_restore_fn)(uc_engine *uc, bool no_restore);
+static tlb_flush_page_fn flush_page;
+
+/* A checkpoint pass cleared the dirty bits of the loaded address space's pages; `leaves` are
+ * its emu_pt_leaves rows from before the pass. Only a page whose PTE had D set can have a
+ * writable TLB entry (tlb_fill grants write once D is set): drop those, one by one with the
+ * patch while that is cheaper than losing every entry (each lost entry costs a refill), else the
+ * whole TLB. */
+void emu_tlb_flush_dirty(uc_engine *uc, const uint64_t *leaves, uint64_t n)
+{
+    uint64_t nd = 0;
+    for (uint64_t i = 0; i < n; i++) nd += (leaves[3 * i + 2] & PTE_D) != 0;
+    if (!nd) return;
+    if (!flush_page || nd > TLB_PAGE_FLUSH_MAX) {
+        emu_tlb_flush(uc);
+        return;
+    }
+    for (uint64_t i = 0; i < n; i++)
+        if (leaves[3 * i + 2] & PTE_D) flush_page(uc, leaves[3 * i]);
+}
+
 /* Register the TLB-fill hook with Unicorn, and count instructions: in the translated code when
  * the loaded libunicorn has the patch's uc_icount_enable (looked up at run time, so the stock
  * wheel works too), else with the block hook. use_patch 0 forces the hook. access_stops 0: no
@@ -405,6 +429,10 @@ int emu_install(uc_engine *uc, struct emu_state *st, int use_patch, int access_s
     uc_err err = uc_hook_add(uc, &h1, UC_HOOK_TLB_FILL, (void *)tlb_fill, st, 1, 0);
     if (err) return err;
     icount_enable_fn enable = use_patch ? (icount_enable_fn)dlsym(RTLD_DEFAULT, "uc_icount_enable") : NULL;
+    /* tlb.patch: fills without a PC sync (tlb_fill reads no register), one-page flushes */
+    fill_no_restore_fn no_restore = use_patch ? (fill_no_restore_fn)dlsym(RTLD_DEFAULT, "uc_tlb_fill_no_restore") : NULL;
+    flush_page = use_patch ? (tlb_flush_page_fn)dlsym(RTLD_DEFAULT, "uc_tlb_flush_page") : NULL;
+    if (no_restore && (err = no_restore(uc, true)) != UC_ERR_OK) return err;
     if (enable) {
         err = enable(uc, &st->icount, icount_limit, st, access_stops ? 0 : ICOUNT_NO_ACCESS_CHECKS);
         st->icount_in_tb = err == UC_ERR_OK;

@@ -2,7 +2,9 @@
 counts retired instructions inside the translated code (no call per translation block; see the
 patch and hotpath.c's emu_install), and `unicorn/memcb.patch`, a direct callback for guest loads
 and stores (level full's cache model without Unicorn's hook dispatch; see sites.c's
-emu_install_mem_hook).
+emu_install_mem_hook), and `unicorn/tlb.patch`: a one-page TLB flush (a checkpoint that clears
+a few dirty bits invalidates those pages, not the whole TLB) and TLB fills without a PC sync
+(hotpath.c's fill callback reads no register).
 
 `scripts/setup.sh` builds it (`main(["build"])`: the sdist from PyPI through pip, the patch,
 cmake for x86 only: 20-50 s on 2 cores; cmake and patch are the only tools it needs besides gcc)
@@ -26,7 +28,7 @@ from pathlib import Path
 
 VERSION = "2.1.4"
 SDIST_SHA256 = "00567a70e323f749b419cd86bee4f9115beab7ebba32194581c090cbb7c59cff"
-PATCHES = tuple(Path(__file__).parent / "unicorn" / p for p in ("icount.patch", "memcb.patch"))  # in this order
+PATCHES = tuple(Path(__file__).parent / "unicorn" / p for p in ("icount.patch", "memcb.patch", "tlb.patch"))  # in this order
 LIBRARY = "libunicorn.so.2"
 CMAKE_ARGS = ("-DCMAKE_BUILD_TYPE=Release", "-DUNICORN_ARCH=x86", "-DUNICORN_BUILD_TESTS=off",
               "-DUNICORN_INSTALL=off", "-DUNICORN_LEGACY_STATIC_ARCHIVE=off")

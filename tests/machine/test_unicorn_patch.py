@@ -1,5 +1,6 @@
-"""The patched libunicorn (hw/native/ucpatch.py) counts instructions in the translated code; the
-stock wheel with emu's block hook is the fallback. Both must give the same counts, cuts and
+"""The patched libunicorn (hw/native/ucpatch.py) counts instructions in the translated code (and
+flushes single TLB pages, fills without a PC sync); the stock wheel with emu's block hook is the
+fallback. Both must give the same counts, cuts and
 statistics: each run here is a separate process (the library is chosen before unicorn loads)."""
 from __future__ import annotations
 
@@ -55,6 +56,10 @@ def test_the_patched_library_loads_unless_stock_is_asked():
     # the cache model's power cut at a persistence event (exit tests after accesses kept)
     ("persist-event", ["--level", "persist", "--power-fail-at-event", "100", "--", "/bin/pmemlog", "append", "2000"]),
     ("full", ["--level", "full", "--", "/bin/grep", "-c", "-i", "memory", "/data/corpus.txt"]),
+    # checkpoints at every syscall: the pages made clean lose their TLB entries one by one
+    # (tlb.patch) instead of the whole TLB; every later store must still set D (same pages copied)
+    ("ckpt", ["--level", "persist", "--checkpoint", "tcp=0", "--power-fail-at-event", "40000", "--",
+              "/bin/tar", "cf", "/tmp/t.tar", "-C", "/data", "tree"]),
 ])
 @needs_build
 def test_counts_cuts_and_statistics_are_the_same_as_the_block_hooks(tmp_path, name, args):
