@@ -9,8 +9,8 @@ from vmm.errors import EmuError
 
 
 def checkpoint_spec(text: str) -> list[str]:
-    """--checkpoint tcp=1s | tcp=0 | on | off, optionally with ,into=scm|file:/PATH -> machine
-    overrides."""
+    """--checkpoint tcp=1s | tcp=0 | on | off, optionally with ,into=scm|file:/PATH and
+    ,mmap=shared|every -> machine overrides."""
     t = text.strip()
     if t.lower() in ("off", "no", "false"):
         return ["checkpoint.enabled=false"]
@@ -24,9 +24,12 @@ def checkpoint_spec(text: str) -> list[str]:
             out.append(f"checkpoint.tcp={value.lower()}")
         elif key == "into" and eq:
             out.append(f"checkpoint.into={value}")
+        elif key == "mmap" and eq:
+            out.append(f"checkpoint.mmap_rule={value.lower()}")
         else:
             raise argparse.ArgumentTypeError("expected tcp=DURATION (e.g. tcp=1s, tcp=0), optionally "
-                                             f"with ,into=scm or ,into=file:/PATH, or off; got {text!r}")
+                                             "with ,into=scm or ,into=file:/PATH and ,mmap=shared|every, "
+                                             f"or off; got {text!r}")
     return out
 
 

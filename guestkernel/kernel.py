@@ -1204,7 +1204,7 @@ class Kernel:
             elif self.checkpointer is not None:
                 v = p.mm.find(stop.fault_gva)
                 if v is not None and v.backing is not None:
-                    self.checkpointer.note_mmap_fill()  # the paper's mmap rule
+                    self.checkpointer.note_mmap_fill(v.shared, getattr(v.backing, "ino", None))
         elif stop.kind == STOP_INVALID:
             self.force_signal(p, SIGILL, stop.pc)
         elif stop.kind == STOP_EXCEPTION:

@@ -4,9 +4,11 @@ checkpoint writes, and how a restart resumes from the newest good image.
 At every syscall entry, before the syscall's work, `at_syscall` decides:
 
   forced   the syscall changes a directory (mkdir, rename, unlink, open with O_CREAT/O_TRUNC,
-           ...), writes or truncates a file read since the last checkpoint, appends (O_APPEND:
-           the offset is the file's size), asks for durability (fsync, sync), or a file-backed
-           mmap page was demand-filled since the last checkpoint;
+           ...), writes or truncates a file read since the last checkpoint (read(2) or a demand
+           fill of a private mapping of it), appends (O_APPEND: the offset is the file's size),
+           asks for durability (fsync, sync), or a page of a shared file mapping was
+           demand-filled since the last checkpoint (every file-backed fill with mmap_rule
+           'every'; see note_mmap_fill);
   clean    no dirty page-cache page (nothing on storage would disagree with the image);
   tcp      dirty pages, but `tcp` of virtual time has passed since the last checkpoint;
   else     skipped.
@@ -110,6 +112,7 @@ class Checkpointer:
         storage window: imagefile.py); `dax`: the root's DAX store when storage is memory."""
         self.k = k
         self.tcp_ns = tcp_ns
+        self.mmap_rule = k.config.checkpoint_mmap_rule  # see note_mmap_fill
         self.medium = medium
         self.store = ImageStore(self.medium)
         self.dax = dax
@@ -138,8 +141,17 @@ class Checkpointer:
     def note_read(self, ino: int) -> None:
         self.read_since.add(ino)
 
-    def note_mmap_fill(self) -> None:
-        self.mmap_filled = True
+    def note_mmap_fill(self, shared: bool, ino: int | None) -> None:
+        """A page of a file mapping was demand-filled. The paper checkpoints after every such
+        fill, for the case of its Fig. 7: stores through the mapping reach the file, so a replay
+        from an older image would find the file ahead of it. That is a shared mapping's case. A
+        private mapping's page is the file's own until written (a restart maps it again from
+        storage, which matches the image): its fill is a read of the file, under the read rule
+        (a later write to that file forces a checkpoint). mmap_rule 'every': the literal rule."""
+        if shared or self.mmap_rule == "every":
+            self.mmap_filled = True
+        elif ino is not None:
+            self.read_since.add(ino)
 
     def at_syscall(self, p: "Process", nr: int, args: tuple[int, ...]) -> tuple[int, ...]:
         """Syscall entry, before its work: checkpoint if the rules say so. Returns the arguments

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from emu import crashtest as ct
-from tests.conftest import e2fsck_clean
+from tests.conftest import e2fsck_clean, put_file
 from vmm.config import apply_overrides, default_machine
 from vmm.machine import Machine
 from vmm.media import DeviceMedia
 from emu.workloads import workload
 from guestkernel.checkpoint.store import LINE, PAGE, CorruptImage, ImageStore, ScmMedium, encode_static, pack_pages
 from hw.console import Console
+from images.build import read_file
 
 ROOT = Path(__file__).parents[2]
 
@@ -417,3 +418,34 @@ def test_a_fresh_boot_on_storage_an_earlier_checkpointing_run_wrote(base_image: 
     r, _m, after = _restart(second, argv, _config("0"))
     assert r.exit_code == 0 and before + after == b"one\ntwo\n"
     e2fsck_clean(second / "disk.img")
+
+
+@pytest.mark.parametrize("rule", ["shared", "every"])
+def test_mmap_rule_forces_checkpoints_for_fills_the_rule_names(base_image: Path, tmp_path: Path, rule: str) -> None:
+    """tar's loader and libc fill private file pages as it runs: with mmap_rule 'every' (the
+    paper's rule read literally) each fill forces a checkpoint at the next syscall; with
+    'shared' (the default) only creat does, and the output and the tree are the same."""
+    argv = workload("tar-cf")
+    ref, _m, ref_out = _run(tmp_path / "off", base_image, argv, _config("0", enabled=False))
+    cfg = apply_overrides(_config("1s"), [f"checkpoint.mmap_rule={rule}"])
+    r, _m, out = _run(tmp_path / rule, base_image, argv, cfg)
+    assert r.exit_code == ref.exit_code == 0 and out == ref_out and r.instructions == ref.instructions
+    assert ct.image_tree(tmp_path / rule / "disk.img") == ct.image_tree(tmp_path / "off" / "disk.img")
+    forced = r.checkpoint["forced"]
+    assert (forced <= 2) if rule == "shared" else (forced >= 20), r.checkpoint
+
+
+@pytest.mark.parametrize("touch", [False, True])
+def test_a_private_fill_is_a_read_of_the_file(base_image: Path, tmp_path: Path, guest_programs: Path,
+                                              touch: bool) -> None:
+    """A write to a file read through a private mapping since the last checkpoint forces one (the
+    read rule); without the fill the same write does not."""
+    state = tmp_path / "s"
+    state.mkdir()
+    shutil.copyfile(base_image, state / "disk.img")
+    put_file(state / "disk.img", guest_programs / "mapwrite", "/bin/mapwrite")
+    argv = ["/bin/mapwrite", "/data/corpus.txt", "touch" if touch else "notouch"]
+    first = read_file(base_image, "/data/corpus.txt")[:1]
+    r, _m, out = _run(state, base_image, argv, _config("1s"))
+    assert r.exit_code == 0 and out == b"read " + (first if touch else b"-") + b"\n"
+    assert r.checkpoint["forced"] == int(touch), r.checkpoint

@@ -18,6 +18,7 @@ KINDS = ("dram", "scm")                       # scm: storage-class memory, persi
 EPT_INITIAL = ("identity", "shuffled")
 PLACEMENT_POLICIES = ("none", "lru", "mq", "oracle")  # vmm/placement
 STORAGE_MODES = ("block", "memory")
+CHECKPOINT_MMAP_RULES = ("shared", "every")
 STORAGE_POOL = "storage"                      # memory mode: the pool that maps the image file
 DEVICE_WINDOW_GPA = 4 * GiB                   # pmem and checkpoint windows start here (or above RAM)
 PERSISTENCE_DOMAINS = ("adr", "eadr")         # adr: memory controller; eadr: caches too
@@ -154,6 +155,10 @@ class CheckpointConfig:
     into: str = _f("where the images live: 'scm' (the SCM range, the first paper) or 'file:/PATH' "
                    "(a file of the guest file system on storage as memory, the third paper; "
                    "needs storage.mode = 'memory')", parse="str", default="scm")
+    mmap_rule: str = _f("which demand fills of file-backed pages force a checkpoint at the next "
+                        "syscall: 'shared' (fills of shared mappings, whose stores reach the file; a "
+                        "private fill counts as a read of the file) or 'every' (every fill: the "
+                        "paper's rule read literally)", parse="str", default="shared")
     file_size_bytes: int = _f("into = 'file:...': the file's size, preallocated (zeroed) at the "
                               "first boot that does not find it", parse="size", toml="file_size",
                               default=16 * 1024 * 1024)

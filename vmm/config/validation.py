@@ -8,7 +8,7 @@ from dataclasses import fields
 from typing import Iterable
 
 from vmm.config.schema import (
-    EPT_INITIAL, KINDS, PLACEMENT_POLICIES, ZONE_POLICIES, MAX_CHANNEL, MODEL_LEVELS, PAGE_BYTES, PERSISTENCE_DOMAINS, STORAGE_MODES, STORAGE_POOL,
+    CHECKPOINT_MMAP_RULES, EPT_INITIAL, KINDS, PLACEMENT_POLICIES, ZONE_POLICIES, MAX_CHANNEL, MODEL_LEVELS, PAGE_BYTES, PERSISTENCE_DOMAINS, STORAGE_MODES, STORAGE_POOL,
     SUPPORTED_LINE_BYTES,
     CacheConfig, InterleaveConfig, MachineConfig, RangeConfig, StorageConfig, _key_of,
 )
@@ -177,6 +177,7 @@ def validate(cfg: MachineConfig, source: str = "<machine>", style: str = "toml",
     if ck.into != "scm" and (path is None or not path.startswith("/") or path.rstrip("/") == ""
                              or "\0" in path):
         raise _err(source, "checkpoint.into", f"expected 'scm' or 'file:/ABSOLUTE/PATH', got {ck.into!r}")
+    _choice(source, "checkpoint.mmap_rule", "checkpoint mmap rule", ck.mmap_rule, CHECKPOINT_MMAP_RULES)
     if ck.file_size_bytes % PAGE_BYTES or not 64 * KiB <= ck.file_size_bytes <= 4 * GiB:
         raise _err(source, "checkpoint.file_size", f"{ck.file_size_bytes} must be a multiple of 4 KiB "
                    "between 64 KiB and 4 GiB")
