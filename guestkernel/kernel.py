@@ -589,7 +589,7 @@ class Kernel:
                    for v in mm.vmas)
 
     def new_mm(self) -> MM:
-        mm = MM(self.frames, self.cpu.access, self.cpu.tlb_flush, self.sentinel_pfn, self.asids)
+        mm = MM(self.frames, self.cpu.access, self.cpu.tlb_flush, self.sentinel_pfn, self.asids, self.cpu.tlb_flush_page)
         mm.icache = self.cpu.new_icache()
         mm.on_exec_map = self.watch_sites
         mm.objects = self.slab

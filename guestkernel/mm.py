@@ -87,11 +87,13 @@ Translator = Callable[[int, int, int], int]  # (cr3_gpa, gva, access) -> gpa or 
 
 class MM:
     def __init__(self, frames: Frames, translate: Translator, on_tlb_stale: Callable[[], None],
-                 sentinel_pfn: int, asids: IdSource) -> None:
+                 sentinel_pfn: int, asids: IdSource,
+                 on_page_stale: Callable[[int, int], None] | None = None) -> None:
         self.frames = frames
         self.asids = asids
         self.translate = translate
-        self.on_tlb_stale = on_tlb_stale
+        self.on_tlb_stale = on_tlb_stale  # mappings changed: the whole TLB goes
+        self.on_page_stale = on_page_stale  # (asid, gva): one page's mapping changed
         self.sentinel_pfn = sentinel_pfn
         self.aspace = AddressSpace(frames)
         self.asid = next(asids)
@@ -281,6 +283,13 @@ class MM:
         return new
 
     # --- faults ---------------------------------------------------------------------------------
+    def _page_stale(self, page: int) -> None:
+        """Page `page` now maps another frame (a copy on write)."""
+        if self.on_page_stale is not None:
+            self.on_page_stale(self.asid, page)
+        else:
+            self.on_tlb_stale()
+
     def fault(self, gva: int, access: int) -> bool:
         """Resolve a translation fault. False means the access is illegal: SIGSEGV, or SIGBUS
         when `fault_beyond_eof` (a file page wholly past the end of the file)."""
@@ -316,7 +325,7 @@ class MM:
                 self.aspace.map(page, new, writable=True, executable=executable)
                 if ram:
                     self.frames.put(old)
-                self.on_tlb_stale()
+                self._page_stale(page)
             return True
         offset = v.offset + (page - v.start)
         beyond_eof = getattr(v.backing, "beyond_eof", None)
@@ -387,7 +396,7 @@ class MM:
             self.aspace.set(page, (pte & ~PTE_ADDR) | (new << 12))
             if ram:
                 self.frames.put(old)
-            self.on_tlb_stale()
+            self._page_stale(page)
             old = new
         return (old << 12) | (gva & (PAGE - 1))
 
@@ -472,7 +481,7 @@ class MM:
 
     # --- fork / exit ----------------------------------------------------------------------------
     def fork(self) -> "MM":
-        child = MM(self.frames, self.translate, self.on_tlb_stale, self.sentinel_pfn, self.asids)
+        child = MM(self.frames, self.translate, self.on_tlb_stale, self.sentinel_pfn, self.asids, self.on_page_stale)
         child.brk_start, child.brk = self.brk_start, self.brk
         child.arg_start, child.arg_end, child.env_start, child.env_end, child.start_stack = (
             self.arg_start, self.arg_end, self.env_start, self.env_end, self.start_stack)

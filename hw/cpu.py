@@ -191,6 +191,12 @@ class CPU:
     def tlb_flush(self) -> None:
         self.lib.emu_tlb_flush(self._uc_ptr)
 
+    def tlb_flush_page(self, asid: int, gva: int) -> None:
+        """The mapping of page gva of address space `asid` changed: its TLB entries go (a
+        space not loaded has none: a switch flushes the whole TLB)."""
+        if asid == self._asid:
+            self.lib.emu_tlb_flush_page(self._uc_ptr, gva)
+
     def tlb_flush_dirty(self, asid: int, leaves: Any, n: int) -> None:
         """The dirty bits of address space `asid`'s pages were cleared; `leaves` are its
         pt_leaves rows from before (n of them). Its pages that were dirty lose their TLB entries

@@ -58,6 +58,7 @@ int emu_add_range(struct emu_state *st, uint64_t hpa, uint64_t size, uint8_t *ho
 void emu_set_ept(struct emu_state *st, uint32_t *ept, uint8_t *bits, uint64_t pages);
 int emu_install(uc_engine *uc, struct emu_state *st, int use_patch, int access_stops);
 void emu_tlb_flush(uc_engine *uc);
+void emu_tlb_flush_page(uc_engine *uc, uint64_t gva);
 void emu_tlb_flush_dirty(uc_engine *uc, const uint64_t *leaves, uint64_t n);
 struct icache *emu_icache_new(void);
 void emu_icache_free(struct icache *ic);

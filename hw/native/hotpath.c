@@ -400,6 +400,14 @@ typedef uc_err (*tlb_flush_page_fn)(uc_engine *uc, uint64_t address);
 typedef uc_err (*fill_no_restore_fn)(uc_engine *uc, bool no_restore);
 static tlb_flush_page_fn flush_page;
 
+/* The mapping of one page of the loaded address space changed (a copy on write): its entries go,
+ * the others stay (the stock wheel: the whole TLB). */
+void emu_tlb_flush_page(uc_engine *uc, uint64_t gva)
+{
+    if (flush_page) flush_page(uc, gva);
+    else emu_tlb_flush(uc);
+}
+
 /* A checkpoint pass cleared the dirty bits of the loaded address space's pages; `leaves` are
  * its emu_pt_leaves rows from before the pass. Only a page whose PTE had D set can have a
  * writable TLB entry (tlb_fill grants write once D is set): drop those, one by one with the
