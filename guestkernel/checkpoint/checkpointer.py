@@ -15,7 +15,10 @@ At every syscall entry, before the syscall's work, `at_syscall` decides:
 
 A checkpoint with dirty pages first syncs them, atomically with the image: the dirty blocks go
 into the image as a block log, the image commits (shadow paging, see store.py), then the blocks
-are written in place ("write-back"). A restart re-applies the newest image's block log before it
+are written in place ("write-back"). A dirty block that was free on storage as the previous
+checkpoint left it (allocated since: `Ext2.fresh_blocks`) is written in place before the commit
+instead, like ext3's ordered mode: no image references it until the commit, so a cut before it
+leaves storage as that image has it (a new file's data, tar's archive, is not copied to SCM). A restart re-applies the newest image's block log before it
 mounts the file system, so storage always matches the newest committed image; the kernel never
 writes storage outside a checkpoint (the periodic write-back is off and the page cache keeps dirty
 blocks until one). The consistency rules still matter: when the newest image is corrupt the
@@ -90,6 +93,7 @@ class CheckpointStats:
     pages_scanned: int = 0
     pages_copied: int = 0
     blocks_logged: int = 0
+    blocks_in_place: int = 0    # dirty blocks free in the previous image, written before the commit
     bytes_copied: int = 0
     lines_flushed: int = 0
     fences: int = 0
@@ -251,8 +255,15 @@ class Checkpointer:
         lines0, fences0 = self.medium.lines_flushed, self.medium.fences
         self.phase = "commit"
         try:
+            ordered: list[int] = []
             if self.dax is None:  # (DAX commits them with every operation)
-                k.fs.rootfs.store_meta()  # group descriptors and superblock counts into their blocks
+                fs = k.fs.rootfs
+                fs.store_meta()  # group descriptors and superblock counts into their blocks
+                fresh = fs.fresh_blocks
+                if fresh:  # free in the newest image: in place now, before this one commits
+                    ordered = [b for b in sorted(k.pagecache.dirty) if b in fresh]
+                    for blockno in ordered:
+                        k.pagecache._write_back(blockno)
             if finished:
                 meta: dict[str, Any] = {"procs": [], "files": [], "pipes": [], "rng": _rng_state(k, self._rng_packed)}
                 scan = {"pages_scanned": 0, "pages_copied": 0}
@@ -274,6 +285,8 @@ class Checkpointer:
                 current=k.current.pid if k.current is not None and not finished else None,
             )
             self.seq = self.store.commit(meta, groups)
+            if self.dax is None:
+                k.fs.rootfs.track_fresh()  # storage is this image's, but for the log's blocks
         except (Unsupported, MemoryError) as e:
             # Nothing was committed: forget the pages written so far, and what the tracker
             # learnt from this attempt (the next checkpoint copies every page afresh).
@@ -291,7 +304,7 @@ class Checkpointer:
                     k.pagecache._write_back(blockno)
                 self._note_generation(self.seq, self.seq)
                 self.storage_gen = self.seq
-            io_blocks = len(blocks) + 2 * bool(blocks)  # the log and the two generation notes
+            io_blocks = len(ordered) + len(blocks) + 2 * bool(blocks)  # and the two generation notes
             k.clock.charge(CKPT_NS + scan["pages_scanned"] * CKPT_SCAN_NS
                            + (scan["pages_copied"] + len(blocks)) * 4 * COPY_NS_PER_KIB + io_blocks * k.clock.block_io_ns)
             st.checkpoints += 1
@@ -299,13 +312,14 @@ class Checkpointer:
             st.pages_scanned += scan["pages_scanned"]
             st.pages_copied += scan["pages_copied"]
             st.blocks_logged += len(blocks)
+            st.blocks_in_place += len(ordered)
             st.bytes_copied += (scan["pages_copied"] + len(blocks)) * PAGE
             st.lines_flushed += self.medium.lines_flushed - lines0
             st.fences += self.medium.fences - fences0
             self.last_ns = k.clock.uptime_ns()
             self.read_since.clear()
             self.mmap_filled = False
-            self.spans.append((self.seq, ev0 + 1, self._events(), len(blocks)))
+            self.spans.append((self.seq, ev0 + 1, self._events(), len(blocks) + len(ordered)))  # blocks written
         except Exception:
             self.phase = None  # a PowerFailure (BaseException) leaves the phase for the report
             raise

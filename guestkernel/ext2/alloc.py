@@ -36,6 +36,18 @@ def find_zero(bm: bytes, start: int, limit: int) -> int:
 class Allocation:
     """Mixed into Ext2: the group geometry, block and inode allocation and freeing."""
 
+    # Blocks free on storage as a checkpoint committed it (None: not tracked): those allocated
+    # since, minus those freed again; `freed_blocks`, blocks in use then and freed since (taken
+    # again they are not free there). A checkpoint writes a dirty fresh block in place before
+    # its commit instead of logging it (checkpoint/checkpointer.py).
+    fresh_blocks: set[int] | None = None
+    freed_blocks: set[int] = set()
+
+    def track_fresh(self) -> None:
+        """Storage is what a checkpoint just committed: note the blocks free in it from now on."""
+        self.fresh_blocks = set()
+        self.freed_blocks = set()
+
     def _group_start(self, g: int) -> int:
         return self.first_data + g * self.bpg
 
@@ -88,7 +100,10 @@ class Allocation:
             grp.free_blocks -= 1
             self.free_blocks -= 1
             self._meta_dirty = True
-            return self._group_start(g) + bit
+            blk = self._group_start(g) + bit
+            if self.fresh_blocks is not None and blk not in self.freed_blocks:
+                self.fresh_blocks.add(blk)
+            return blk
         raise FsError(errno.ENOSPC, "ext2: no free blocks")
 
     def _check_block_bitmap(self, g: int) -> None:
@@ -125,6 +140,12 @@ class Allocation:
             else:
                 ok.append(b)
         blocks = sorted(set(ok))
+        if self.fresh_blocks is not None:
+            for b in blocks:
+                if b in self.fresh_blocks:
+                    self.fresh_blocks.discard(b)
+                else:
+                    self.freed_blocks.add(b)
         i = 0
         while i < len(blocks):
             g = (blocks[i] - self.first_data) // self.bpg

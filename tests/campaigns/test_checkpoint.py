@@ -176,6 +176,7 @@ def test_checkpointing_changes_nothing_the_guest_can_see(references, name: str) 
     ck = r_on.checkpoint
     assert ck["checkpoints"] > 10 and ck["skipped"] == 0  # tcp=0: at every syscall
     assert ck["forced"] > 0 and ck["pages_copied"] > 0 and ck["blocks_logged"] > 0
+    assert ck["blocks_in_place"] > 0  # the archive's new blocks, written before the commit (ordered)
     assert r_on.virtual_ns > r_off.virtual_ns  # checkpoints are charged to the clock
     assert ct.fsck(d / "on" / "disk.img") is None
 
