@@ -42,6 +42,7 @@ class BuddyAllocator:
         self.used_by_kind = [0] * 5
         self.base_pfn = base_pfn
         self.nframes = nframes
+        self.prio = 0  # storage lent as memory: its swap priority (the zonelist's order of lent zones)
         self.free_lists: list[dict[int, None]] = [dict() for _ in range(MAX_ORDER)]
         self.free_order: dict[int, int] = {}  # pfn of a free block's head -> its order
         self.free_frames = 0

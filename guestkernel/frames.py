@@ -50,7 +50,6 @@ class Frames:
         # Zones of storage lent as memory (guestkernel/swap.py): last in the zonelist of user
         # pages, not counted in MemTotal (they are SwapTotal).
         self.lent: list[BuddyAllocator] = []
-        self._lent_prio: dict[int, int] = {}
         # Bumped each time a frame is handed out: a checkpoint tells a reused frame from the
         # one it saved before (same pfn, other contents).
         self.gen = array("I", [0]) * memory.pages
@@ -146,8 +145,8 @@ class Frames:
         z = BuddyAllocator.of_frames(gpfns, name)
         for pfn in gpfns:
             self.ram[pfn] = 1
+        z.prio = prio
         self.lent.append(z)
-        self._lent_prio[id(z)] = prio
         self.lend_again(z)
         return z
 
@@ -158,7 +157,7 @@ class Frames:
     def lend_again(self, z: BuddyAllocator) -> None:
         ram = [x for x in self.zonelists[Gfp.USER] if x not in self.lent]
         lent = [x for x in self.zonelists[Gfp.USER] if x in self.lent and x is not z] + [z]
-        self.zonelists[Gfp.USER] = ram + sorted(lent, key=lambda x: -self._lent_prio[id(x)])
+        self.zonelists[Gfp.USER] = ram + sorted(lent, key=lambda x: -x.prio)
 
     def unlend(self, z: BuddyAllocator, gpfns: list[int]) -> None:
         """Give a lent zone back: every frame of it must be free (swap.py moved its pages)."""
@@ -168,7 +167,6 @@ class Frames:
         for pfn in gpfns:
             self.ram[pfn] = 0
         self.lent.remove(z)
-        del self._lent_prio[id(z)]
 
     def try_frame(self, gfp: Gfp) -> int | None:
         """One frame of RAM (not of lent storage) above min, taken; None if none (no reclaim)."""

@@ -59,7 +59,11 @@ class Lent:
     node: int
     gpfns: list[int]
     zone: BuddyAllocator
-    prio: int
+
+    @property
+    def prio(self) -> int:
+        """Its swap priority: the lent zone's (Frames orders the zonelist by it)."""
+        return self.zone.prio
 
     @property
     def used(self) -> int:
@@ -130,7 +134,7 @@ class SwapAreas:
         name = posixpath.normpath(path if path.startswith(b"/") else k.vfs.node_path(cwd) + b"/" + path)
         zone = k.frames.lend(gpfns, "Storage", prio)
         k.vfs.kernel_files.add(node)
-        self.areas.append(Lent(name, node, gpfns, zone, prio))
+        self.areas.append(Lent(name, node, gpfns, zone))
         extents = 1 + sum(1 for a, b in zip(gpfns, gpfns[1:]) if b != a + 1)
         span = (max(gpfns) - min(gpfns) + 1) * 4
         k.log.append(f"Adding {len(gpfns) * 4}k swap on {name.decode(errors='replace')}.  "
@@ -153,7 +157,7 @@ class SwapAreas:
         if area.prio < 0:  # as Linux: the areas after it move up, the lowest priority comes back
             for a in self.areas:
                 if a.prio < area.prio:
-                    a.prio += 1
+                    a.zone.prio += 1
             self.least_prio += 1
         k.vfs.kernel_files.discard(node)
 
