@@ -9,3 +9,14 @@ class RenamedKernel(Kernel):
     def __init__(self, config: KernelConfig | None = None) -> None:
         super().__init__(config)
         self.uname["nodename"] = b"custom-kernel"
+
+
+class FailingKernel(Kernel):
+    """Raises while it is constructed: `emu run` says so in one line."""
+
+    def __init__(self, config: KernelConfig | None = None) -> None:
+        raise RuntimeError("no memory map for me")
+
+
+class NotAKernel:
+    """Has none of the interface's methods."""

@@ -106,14 +106,30 @@ def kernel_config(config: MachineConfig) -> KernelConfig:
                         dax_ordering=config.kernel.dax_ordering, cpus=config.cpus)
 
 
+KERNEL_METHODS = ("boot", "resume", "syscall", "stop", "shutdown")  # guestkernel/interface.py
+
+
 def load_kernel(spec: str | None, config: MachineConfig) -> Any:
-    """`module:Class` -> an instance; None -> the default kernel."""
+    """`module:Class` -> an instance; None -> the default kernel. Another kernel that lacks
+    the interface's methods, or fails to construct, is a one-line EmuError (its bug, not emu's;
+    EMU_DEBUG=1 shows the traceback)."""
     kcfg = kernel_config(config)
     cls = load_spec(spec or DEFAULT_KERNEL, "kernel", "--kernel wants MODULE:CLASS")
-    try:
+    if spec is None or spec == DEFAULT_KERNEL:
         return cls(kcfg)
-    except TypeError:
-        return cls()
+    missing = [m for m in KERNEL_METHODS if not callable(getattr(cls, m, None))]
+    if not isinstance(cls, type) or missing:
+        raise EmuError(f"kernel {spec!r} does not implement the kernel interface (guestkernel/interface.py)"
+                       + (f": no {', '.join(missing)}" if missing else ": not a class"))
+    try:
+        try:
+            return cls(kcfg)
+        except TypeError:
+            return cls()
+    except Exception as e:  # noqa: BLE001 - the other kernel's own failure, reported as such
+        if os.environ.get("EMU_DEBUG"):
+            raise
+        raise EmuError(f"kernel {spec!r} failed to start: {type(e).__name__}: {e}") from None
 
 
 CONSOLE_FILE = "console.json"  # in the state directory: bytes each console stream has shown

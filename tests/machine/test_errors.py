@@ -121,6 +121,14 @@ def test_segfault_kills_with_the_linux_wait_status(emu, guest_programs):
     assert run.stdout == f"status={(100 + errno.ENOENT) << 8}\n".encode()
 
 
+@pytest.mark.parametrize("spec,says", [("tests.custom_kernel:FailingKernel", "failed to start: RuntimeError: no memory map"),
+                                       ("tests.custom_kernel:NotAKernel", "does not implement the kernel interface")])
+def test_a_broken_kernel_plugin_is_a_one_line_error(spec, says):
+    r = emu_cli("run", "--kernel", spec, "--", "/bin/true")
+    assert_one_line_error(r)
+    assert says in r.stderr and "internal error" not in r.stderr
+
+
 def test_kernel_is_pluggable_from_the_cli():
     r = emu_cli("run", "--kernel", "tests.custom_kernel:RenamedKernel", "--", "/bin/uname", "-n")
     assert r.returncode == 0, r.stderr
