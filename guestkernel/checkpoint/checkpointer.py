@@ -42,6 +42,9 @@ the note. A directory change commits in one DAX transaction T, which is already 
 the syscall returns: its success is recorded just before T commits, naming T, and a restart
 believes the record only if T committed (the DAX log says which transaction was last durable).
 The images themselves live in the SCM range or in a file of the same file system (imagefile.py).
+In a file, the group's private pages live there between checkpoints (live.py): a checkpoint
+copies a page into the file once and maps it from there, the pages written since are flushed in
+place and listed (`pages_in_place`, `lines_in_place`), not copied, and a restart maps them back.
 
 The console is part of the guarantee: every image records how many bytes each console stream had
 shown; after a restart the console swallows the bytes already shown before the power failed.
