@@ -15,6 +15,7 @@ from pathlib import Path
 from emu import crashtest as ct
 from emu.workloads import workload
 from hw.console import Console
+from tests.conftest import put_file
 from vmm.config import apply_overrides, default_machine
 from vmm.machine import Machine
 
@@ -62,6 +63,33 @@ def test_pages_living_in_the_file_give_the_same_output_and_are_flushed_not_copie
         r2, m2, after = _run(state, base_image, argv, _config(), restart=True)
         assert m2.restart_how == "resumed" and r2.exit_code == 0
         assert r2.checkpoint["restart_pages_mapped"] > 0 and r2.checkpoint["restart_pages_copied"] == 0
+        assert before + after == ref_out
+        assert ct.fsck(state / "disk.img") is None
+
+
+def test_fork_mprotect_mremap_munmap_with_pages_living_in_the_file(base_image: Path, guest_programs: Path,
+                                                                   tmp_path: Path) -> None:
+    """A program whose private pages are shared after fork and written by both sides, made
+    read-only and writable again, moved by mremap and partly unmapped, between checkpoints at
+    every syscall: the output of a run without checkpoints, uninterrupted and after cuts."""
+    image = tmp_path / "base.img"
+    shutil.copyfile(base_image, image)
+    put_file(image, guest_programs / "ckptmem", "/bin/ckptmem")
+    argv = ["/bin/ckptmem"]
+    ref, _m, ref_out = _run(tmp_path / "ref", image, argv, _config("checkpoint.enabled=false"))
+    assert ref.exit_code == 0 and ref_out.count(b"\n") == 7 and b"status 3" in ref_out
+    assert ref_out == subprocess.run([guest_programs / "ckptmem"], capture_output=True, check=True).stdout  # native
+    r, m, out = _run(tmp_path / "file", image, argv, _config())
+    assert r.exit_code == 0 and out == ref_out
+    ck = r.checkpoint
+    assert ck["pages_in_place"] > 100 and ck["pages_remapped"] > 50 and ck["live_copies"] > 100
+    assert ck["pages_copied"] < ck["pages_in_place"]
+    for cut in (r.instructions // 3, 2 * r.instructions // 3):
+        state = tmp_path / f"cut{cut}"
+        rc, _m, before = _run(state, image, argv, _config(), power_fail_at=cut)
+        assert rc.power_failed
+        r2, m2, after = _run(state, image, argv, _config(), restart=True)
+        assert m2.restart_how == "resumed" and r2.exit_code == 0
         assert before + after == ref_out
         assert ct.fsck(state / "disk.img") is None
 
