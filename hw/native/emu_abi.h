@@ -250,6 +250,11 @@ void cm_save(struct cm *cm, uint8_t *out);
 int cm_load(struct cm *cm, const uint8_t *in, uint64_t n);
 void cm_reset_stats(struct cm *cm);
 int cm_line_state(struct cm *cm, uint64_t hpa);
+/* Stores a program made unseen in a window the CPU writes directly (level persist's storage
+   window), over [hpa, hpa+n) (n a multiple of 64): each 64-byte piece whose CPU bytes differ from
+   its media and whose line the model does not hold dirty is reported as a user store, in address
+   order (hw/guestmem.py, before a clflush). */
+void cm_note_unobserved(struct cm *cm, uint64_t hpa, const uint8_t *cpu, const uint8_t *media, uint64_t n);
 uint64_t cm_pending_count(struct cm *cm);
 uint64_t cm_dirty_lines(struct cm *cm);
 uint64_t cm_bench(struct cm *cm, uint64_t n, uint64_t base, uint64_t stride, uint64_t span, int is_write);
