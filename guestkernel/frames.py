@@ -70,6 +70,9 @@ class Frames:
         self.placements: Counter[tuple[Gfp, str]] = Counter()  # pages handed out, by kind and zone
         self.fallbacks: Counter[tuple[Gfp, str]] = Counter()   # of those, from a fallback zone
         self.ballooned = 0  # frames the balloon holds: the host has them (guestkernel/balloon.py)
+        # A write to a private page mapped from the checkpoint image file: the guest page of its
+        # copy in a fresh page of that file, or None to copy it into RAM (checkpoint/live.py).
+        self.shadow_write: Callable[[int], int | None] | None = None
 
     @property
     def total_frames(self) -> int:

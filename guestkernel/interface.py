@@ -100,6 +100,8 @@ class KernelConfig:
     checkpoint_tcp_ns: int | None = None  # checkpoint interval (0: at every syscall); None: off
     checkpoint_file: str | None = None   # the images in this file of the DAX root (None: the SCM range)
     checkpoint_file_bytes: int = 16 << 20  # ... preallocated to this size
+    checkpoint_live: bool = True         # ... private pages live in it between checkpoints (live.py)
+    checkpoint_flush_in_place: bool = True  # ... their lines flushed at a checkpoint (False: a debug switch)
     checkpoint_mmap_rule: str = "shared"  # fills that force a checkpoint: of shared mappings, or "every"
     dax_ordering: bool = True            # DAX: redo log and ordered flushes (False: a debug switch)
     cpus: int = 1                        # CPUs the guest is told of (sysfs, /proc, affinity)

@@ -111,6 +111,7 @@ class MM:
         self.vm_version = 0
         self.ckpt_checked: tuple[int, str | None] = (-1, None)  # (vm_version, refusal) of the last check
         self.fault_beyond_eof = False  # the last failed fault hit a file page past EOF (SIGBUS)
+        self.shadowed = False  # the last fault copied a page of the checkpoint image file in it
         # Pages copied from a file at a read fault (a hole, the partial last page): a mapping
         # must show later writes to the file, so they are dropped then (drop_file_pages).
         self.file_copies: set[int] = set()
@@ -294,6 +295,7 @@ class MM:
         """Resolve a translation fault. False means the access is illegal: SIGSEGV, or SIGBUS
         when `fault_beyond_eof` (a file page wholly past the end of the file)."""
         self.fault_beyond_eof = False
+        self.shadowed = False
         v = self.find(gva)
         if v is None:
             return False
@@ -319,8 +321,14 @@ class MM:
                     v.backing.page_dirtied(v.offset + (page - v.start), old)  # type: ignore[union-attr]
                 self.aspace.set(page, pte | PTE_W)
             else:  # copy on write (a DAX file's page too: the window is the file)
-                new = self.frames.alloc(zero=False, gfp=Gfp.USER)
-                self.frames.copy(new, old)
+                # A page of the checkpoint image file: copied to a fresh page of that file when
+                # private pages live there (checkpoint/live.py), else into RAM.
+                shadow = self.frames.shadow_write
+                new = shadow(old) if shadow is not None and not ram and not executable else None
+                self.shadowed = new is not None
+                if new is None:
+                    new = self.frames.alloc(zero=False, gfp=Gfp.USER)
+                    self.frames.copy(new, old)
                 self._mark_code(new, executable)
                 self.aspace.map(page, new, writable=True, executable=executable)
                 if ram:

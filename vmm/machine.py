@@ -101,6 +101,7 @@ def kernel_config(config: MachineConfig) -> KernelConfig:
                         checkpoint_tcp_ns=ck.tcp_ns if ck.enabled else None,
                         checkpoint_file=ck.in_file, checkpoint_file_bytes=ck.file_size_bytes,
                         checkpoint_mmap_rule=ck.mmap_rule,
+                        checkpoint_live=ck.live_in_file, checkpoint_flush_in_place=ck.flush_in_place,
                         zones=km.zones, fragmenting_zone_bytes=km.fragmenting_zone_bytes,
                         mount_buffer_order=km.mount_buffer_order, mount_buffers=km.mount_buffers,
                         dax_ordering=config.kernel.dax_ordering, cpus=config.cpus)

@@ -1,7 +1,11 @@
 """Where checkpoint images live: the SCM range (the first paper) against a file on storage as
-memory (the third paper), per checkpoint: copy volume, lines flushed, fences, virtual and wall
-cost, the channel the images' writes go to, and what a restart copies or maps back. Used by
-`emu reproduce storage-as-memory` and bench/bench_ckpt_where.py (whose docstring says how).
+memory (the third paper), per checkpoint: copy volume, pages and lines flushed in place, lines
+flushed, fences, virtual and wall cost, the channel the images' writes go to, and what a restart
+copies or maps back. The file twice: with the private pages in RAM, copied at every checkpoint
+as into the SCM range (memory/file-ram, checkpoint.live_in_file = false), and living in the file
+(memory/file: a checkpoint copies a page once, then flushes the pages written in place,
+guestkernel/checkpoint/live.py). Used by `emu reproduce storage-as-memory` and
+bench/bench_ckpt_where.py (whose docstring says how).
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ CONFIGS = {
     "block/scm": ["checkpoint.enabled=true", "checkpoint.tcp=0"],
     "memory/off": ["storage.mode=memory", "checkpoint.enabled=false"],
     "memory/scm": ["storage.mode=memory", "checkpoint.enabled=true", "checkpoint.tcp=0"],
+    "memory/file-ram": ["storage.mode=memory", "checkpoint.enabled=true", "checkpoint.tcp=0",
+                        "checkpoint.into=file:/var/ckpt", "checkpoint.live_in_file=false"],
     "memory/file": ["storage.mode=memory", "checkpoint.enabled=true", "checkpoint.tcp=0",
                     "checkpoint.into=file:/var/ckpt"],
 }
@@ -57,6 +63,7 @@ def run_one(image: Path, argv: list[str], overrides: list[str], work: Path) -> d
     by_channel = {str(c): sum(v["value"] for k, v in stats["stats"].items() if k.startswith(f"channel{c}.write_bytes."))
                   for c in set(channel.values())}
     out = {"virtual_ns": r.virtual_ns, "kernel_ns": r.kernel_ns, "wall_s": r.wall_s, "checkpoint": r.checkpoint,
+           "peak_frames": m.kernel.frames.peak,
            "images_channel": ch, "images_channel_write_bytes": by_channel.get(str(ch), 0),
            "channel_write_bytes": by_channel}
     if cfg.checkpoint.enabled:
@@ -69,6 +76,9 @@ def per_checkpoint(on: dict, off: dict) -> dict:
     n = max(ck.get("checkpoints", 0), 1)
     return {"checkpoints": ck.get("checkpoints", 0),
             "pages_copied": ck["pages_copied"] / n, "bytes_copied": ck["bytes_copied"] / n,
+            "pages_in_place": ck.get("pages_in_place", 0) / n, "lines_in_place": ck.get("lines_in_place", 0) / n,
+            "pages_remapped": ck.get("pages_remapped", 0), "live_copies": ck.get("live_copies", 0),
+            "peak_ram_kib": on["peak_frames"] * 4,
             "lines_flushed": ck["lines_flushed"] / n, "fences": ck["fences"] / n,
             "virtual_us": ck["ns"] / n / 1e3, "wall_us": (on["wall_s"] - off["wall_s"]) / n * 1e6,
             "channel_bytes": (on["images_channel_write_bytes"] - off["channel_write_bytes"][str(on["images_channel"])]) / n,
@@ -94,21 +104,22 @@ def print_table(result: dict, say: Callable[[str], None] = print) -> None:
     from rich.console import Console as RichConsole
     from rich.table import Table
 
-    t = Table(title="checkpoint images: SCM range vs a file on storage as memory (per checkpoint, tcp = 0)")
-    for col in ("workload", "design", "ckpts", "pages", "KiB copied", "lines", "fences", "virtual us",
-                "wall us", "channel KiB", "virtual +%", "restart copied/mapped"):
+    t = Table(title="checkpoint images: SCM range vs a file on storage as memory (per checkpoint, tcp = 0; "
+                    "file-ram: private pages in RAM, file: living in the file)")
+    for col in ("workload", "design", "ckpts", "pages", "KiB copied", "in place", "lines", "fences", "virtual us",
+                "wall us", "channel KiB", "virtual +%", "peak RAM KiB", "restart copied/mapped"):
         t.add_column(col, justify="right" if col not in ("workload", "design") else "left")
     for name, w in result["workloads"].items():
         for c, r in w.items():
             if c == "runs":
                 continue
             t.add_row(name, c, f"{r['checkpoints']:,}", f"{r['pages_copied']:.2f}", f"{r['bytes_copied'] / 1024:.1f}",
-                      f"{r['lines_flushed']:.0f}", f"{r['fences']:.1f}", f"{r['virtual_us']:.2f}",
-                      f"{r['wall_us']:.0f}", f"ch{r['channel']} {r['channel_bytes'] / 1024:.1f}",
-                      f"{r['virtual_overhead_pct']:.1f}",
+                      f"{r['pages_in_place']:.2f}", f"{r['lines_flushed']:.0f}", f"{r['fences']:.1f}",
+                      f"{r['virtual_us']:.2f}", f"{r['wall_us']:.0f}", f"ch{r['channel']} {r['channel_bytes'] / 1024:.1f}",
+                      f"{r['virtual_overhead_pct']:.1f}", f"{r['peak_ram_kib']:,}",
                       f"{r['restart']['pages_copied']}/{r['restart']['pages_mapped']}"
                       + ("" if r["restart"]["identical"] else " (output differs!)"))
-    rc = RichConsole(width=150)
+    rc = RichConsole(width=180)
     with rc.capture() as cap:
         rc.print(t)
     say(cap.get().rstrip())
@@ -125,10 +136,11 @@ def plot(result: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, label in ((axes[0], "virtual_us", "virtual us per checkpoint"),
                            (axes[1], "bytes_copied", "bytes copied per checkpoint")):
+        w = 0.8 / len(designs)
         for i, d in enumerate(designs):
-            xs = [j + i * 0.25 for j in range(len(names))]
-            ax.bar(xs, [result["workloads"][n][d][key] for n in names], width=0.25, label=d)
-        ax.set_xticks([j + 0.25 for j in range(len(names))], names)
+            xs = [j + i * w for j in range(len(names))]
+            ax.bar(xs, [result["workloads"][n][d][key] for n in names], width=w, label=d)
+        ax.set_xticks([j + 0.4 - w / 2 for j in range(len(names))], names)
         ax.set_ylabel(label)
     axes[0].legend()
     fig.tight_layout()

@@ -248,14 +248,21 @@ def lend_and_images_checks(lent: dict[str, Any], where: dict[str, Any], say: Cal
             lent_on["swapoff_while_held"] and lent_on["swapoff_after_half"] and lent_on["pages_moved"] > 0),
         "checkpoints into a file resume identically after a cut, their private pages mapped back, not copied": all(
             r["restart"]["identical"] for _n, _d, r in runs) and all(
-            r["restart"]["pages_copied"] == 0 and r["restart"]["pages_mapped"] > 0 for _n, d, r in runs if d == "memory/file"),
+            r["restart"]["pages_copied"] == 0 and r["restart"]["pages_mapped"] > 0 for _n, d, r in runs
+            if d.startswith("memory/file")),
+        "with the private pages living in the file, a checkpoint copies less than into the SCM range and flushes "
+        "pages in place": all(
+            w["memory/file"]["bytes_copied"] < w["memory/scm"]["bytes_copied"] and w["memory/file"]["pages_in_place"] > 0
+            for w in where["workloads"].values()),
     }
     for what, ok in checks.items():
         say(f"  {'holds' if ok else 'DOES NOT HOLD'}: {what}")
     for n, w in where["workloads"].items():
-        scm, f = w["memory/scm"], w["memory/file"]
-        say(f"  {n}: per checkpoint, images in a file copy {f['bytes_copied'] / 1024:.1f} KiB as the SCM range does "
-            f"({scm['bytes_copied'] / 1024:.1f} KiB): the process's pages are copied into the file, not kept in it")
+        scm, fr, f = w["memory/scm"], w["memory/file-ram"], w["memory/file"]
+        say(f"  {n}: per checkpoint, KiB copied: SCM range {scm['bytes_copied'] / 1024:.1f}, file with the pages in RAM "
+            f"{fr['bytes_copied'] / 1024:.1f}, file with the pages living in it {f['bytes_copied'] / 1024:.1f} "
+            f"(+ {f['pages_in_place']:.2f} pages flushed in place); virtual us {scm['virtual_us']:.2f} / "
+            f"{fr['virtual_us']:.2f} / {f['virtual_us']:.2f}")
     return checks
 
 

@@ -47,6 +47,9 @@ the note. A directory change commits in one DAX transaction T, which is already 
 the syscall returns: its success is recorded just before T commits, naming T, and a restart
 believes the record only if T committed (the DAX log says which transaction was last durable).
 The images themselves live in the SCM range or in a file of the same file system (imagefile.py).
+In a file, the group's private pages live there between checkpoints (live.py): a checkpoint
+copies a page into the file once and maps it from there, the pages written since are flushed in
+place and listed (`pages_in_place`, `lines_in_place`), not copied, and a restart maps them back.
 
 The console is part of the guarantee: every image records how many bytes each console stream had
 shown; after a restart the console swallows the bytes already shown before the power failed.
@@ -61,6 +64,7 @@ from typing import TYPE_CHECKING, Any
 
 from hw.clock import CKPT_NS, CKPT_SCAN_NS, COPY_NS_PER_KIB
 from guestkernel.checkpoint import generation
+from guestkernel.checkpoint.live import LivePages
 from guestkernel.checkpoint.state import PageTracker, Unsupported, capture, restore
 from guestkernel.checkpoint.store import PAGE, CorruptImage, ImageStore, ScmMedium, pack_pages
 from guestkernel.interface import RestartRefused
@@ -103,6 +107,11 @@ class CheckpointStats:
     replayed_outcomes: int = 0  # replays answered with a recorded success
     restart_pages_copied: int = 0  # image pages a restart copied into RAM
     restart_pages_mapped: int = 0  # ... mapped back in place (images in a file on the storage window)
+    # Private pages living in the image file (checkpoint/live.py):
+    pages_in_place: int = 0     # pages a checkpoint listed as written in place, not copied
+    lines_in_place: int = 0     # ... their lines written back (clflush) before the commit
+    pages_remapped: int = 0     # RAM frames a checkpoint freed, their pages mapped from the file
+    live_copies: int = 0        # write faults that copied an image page to a fresh page of the file
 
 
 class Checkpointer:
@@ -126,6 +135,9 @@ class Checkpointer:
             dax.before_change = self._storage_changing
             dax.on_commit = self._committing
         self.tracker = PageTracker()
+        self.live: LivePages | None = None  # private pages living in the image file
+        if dax is not None and medium.gpfns is not None and k.config.checkpoint_live:
+            self.live = LivePages(k, self.store, medium, self.tracker, k.config.checkpoint_flush_in_place)
         self._rng_packed: list[Any] = [None, None, None]  # see _rng_state
         self.stats = CheckpointStats()
         self.last_ns = 0
@@ -253,6 +265,7 @@ class Checkpointer:
         t0 = k.clock.uptime_ns()
         ev0 = self._events()
         lines0, fences0 = self.medium.lines_flushed, self.medium.fences
+        live_lines0 = self.live.lines if self.live is not None else 0
         self.phase = "commit"
         try:
             ordered: list[int] = []
@@ -266,10 +279,11 @@ class Checkpointer:
                         k.pagecache._write_back(blockno)
             if finished:
                 meta: dict[str, Any] = {"procs": [], "files": [], "pipes": [], "rng": _rng_state(k, self._rng_packed)}
-                scan = {"pages_scanned": 0, "pages_copied": 0}
+                scan = {"pages_scanned": 0, "pages_copied": 0, "pages_in_place": 0}
                 groups: list[bytes] = []
             else:
-                meta, scan, groups = capture(k, self.tracker, self.store, nr, _rng_state(k, self._rng_packed), self.verify)
+                meta, scan, groups = capture(k, self.tracker, self.store, nr, _rng_state(k, self._rng_packed), self.verify,
+                                             self.live)
             bs = k.pagecache.block_size
             blocks = []
             for blockno in sorted(k.pagecache.dirty):
@@ -292,9 +306,14 @@ class Checkpointer:
             # learnt from this attempt (the next checkpoint copies every page afresh).
             self.store.abandon()
             self.tracker.reset()
+            if self.live is not None:
+                self.live.abandoned()
             self.phase = None
             raise e if isinstance(e, Unsupported) else Unsupported(str(e)) from None
         try:
+            if self.live is not None:  # the pages just copied are mapped from the file now
+                st.pages_remapped += self.live.committed()[1]
+                st.live_copies = self.live.copies
             # Write-back: the logged blocks in place (a cut here is repaired by the restart),
             # between two notes of the generation on storage.
             self.phase = "write-back"
@@ -305,12 +324,17 @@ class Checkpointer:
                 self._note_generation(self.seq, self.seq)
                 self.storage_gen = self.seq
             io_blocks = len(ordered) + len(blocks) + 2 * bool(blocks)  # and the two generation notes
+            # (a page flushed in place is read once for its crc: half a copy; its lines were
+            # charged as they were written back)
             k.clock.charge(CKPT_NS + scan["pages_scanned"] * CKPT_SCAN_NS
-                           + (scan["pages_copied"] + len(blocks)) * 4 * COPY_NS_PER_KIB + io_blocks * k.clock.block_io_ns)
+                           + (scan["pages_copied"] + len(blocks)) * 4 * COPY_NS_PER_KIB
+                           + scan["pages_in_place"] * 2 * COPY_NS_PER_KIB + io_blocks * k.clock.block_io_ns)
             st.checkpoints += 1
             self.uncovered = False
             st.pages_scanned += scan["pages_scanned"]
             st.pages_copied += scan["pages_copied"]
+            st.pages_in_place += scan["pages_in_place"]
+            st.lines_in_place += (self.live.lines if self.live is not None else 0) - live_lines0
             st.blocks_logged += len(blocks)
             st.blocks_in_place += len(ordered)
             st.bytes_copied += (scan["pages_copied"] + len(blocks)) * PAGE

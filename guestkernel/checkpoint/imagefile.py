@@ -9,6 +9,11 @@ has no fallocate; `mkswap` users write zeros the same way), so that its block ma
 while the kernel uses it. The kernel holds it like an active swap file (vfs.kernel_files): writes
 and truncations fail with ETXTBSY, unlink and rename with EPERM, so that no other file can get
 its blocks and a restart finds it by its path.
+
+Being memory the processes can map, the file is also their private pages' home between
+checkpoints (live.py): a checkpoint maps the pages it copied from there, a write copies a page to
+a fresh page of the file, the next checkpoint flushes that page in place instead of copying it,
+and a restart maps the image's pages back instead of copying them.
 """
 from __future__ import annotations
 

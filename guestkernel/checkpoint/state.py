@@ -36,6 +36,7 @@ from guestkernel.process import RUNNABLE, ZOMBIE, FDTable, Process, SigAction
 from guestkernel.vfs import DEV_DIR, ConsoleFile, DevDirFile, DevFile, InodeFile, OpenFile, Pipe, PipeEnd
 
 if TYPE_CHECKING:
+    from guestkernel.checkpoint.live import LivePages
     from guestkernel.kernel import Kernel
 
 REG_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
@@ -126,21 +127,37 @@ class PageTracker:
         self.rows: dict[int, tuple[Any, int]] = {}  # asid -> (leaf rows buffer, its capacity in rows)
         # The last image's metadata parts: key -> (bytes, reference, group); see capture.
         self.parts: dict[Any, tuple[bytes, list[int], bytes]] = {}
-        # Image pages a restart mapped back in place (images in a file on the storage window):
-        # per window page from img_base, the image page it is and its crc (CKPT_NEW: none).
+        # Pages of the image file mapped in place (images in a file on the storage window: a
+        # restart's, and those living in the file, live.py): per window page from img_base,
+        # the image page it is, its crc (CKPT_NEW: none), and whether it was written in place
+        # since the last checkpoint (img_dirty: in no image yet, flushed and listed by the next).
         # Kept across reset(): they are the image's as long as a process maps them.
         self.img_base = 0
         self.img_pg: array | None = None
         self.img_crc: array | None = None
+        self.img_dirty: bytearray | None = None
 
-    def note_mapped(self, gpfn: int, pg: int, crc: int, base: int, n: int) -> None:
-        """A restart mapped image page `pg` (window page gpfn) into a process."""
+    def image_window(self, base: int, n: int) -> None:
+        """The window pages [base, base+n) may be image pages mapped in place."""
         if self.img_pg is None:
             self.img_base = base
             self.img_pg, self.img_crc = array("I", [CKPT_NEW]) * n, array("I", bytes(4 * n))
-        assert self.img_crc is not None
+            self.img_dirty = bytearray(n)
+
+    def note_mapped(self, gpfn: int, pg: int, crc: int, base: int, n: int) -> None:
+        """Image page `pg` (window page gpfn) is mapped in place into a process."""
+        self.image_window(base, n)
+        assert self.img_pg is not None and self.img_crc is not None and self.img_dirty is not None
         self.img_pg[gpfn - self.img_base] = pg
         self.img_crc[gpfn - self.img_base] = crc
+        self.img_dirty[gpfn - self.img_base] = 0
+
+    def note_live(self, gpfn: int, pg: int) -> None:
+        """Page `pg` of the image file (window page gpfn) is a process's, written in place."""
+        assert self.img_pg is not None and self.img_crc is not None and self.img_dirty is not None
+        self.img_pg[gpfn - self.img_base] = pg
+        self.img_crc[gpfn - self.img_base] = 0
+        self.img_dirty[gpfn - self.img_base] = 1
 
     def reset(self) -> None:
         """Forget everything (after an abandoned checkpoint): the next one copies all pages."""
@@ -298,12 +315,15 @@ def _part(tracker: PageTracker, store: Any, key: Any, blob: bytes, parts: list[l
 
 
 def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: list[Any] | None = None,
-            verify: bool = False) -> tuple[dict[str, Any], dict[str, int], list[bytes]]:
-    """Metadata of the whole group, stats {pages_scanned, pages_copied} and the SCM pages the
-    metadata lists, as groups (see store.Image). `store` (an ImageStore) stores pages and
-    metadata parts. The current process is inside syscall `cur_nr`. `rng`: the kernel's random
-    generator [version, packed state, gauss], its state stored as a part. `verify`: describe the
-    group afresh even when its fingerprint says it did not change, and check that it did not."""
+            verify: bool = False, live: "LivePages | None" = None) -> tuple[dict[str, Any], dict[str, int], list[bytes]]:
+    """Metadata of the whole group, stats {pages_scanned, pages_copied, pages_in_place} and the
+    SCM pages the metadata lists, as groups (see store.Image). `store` (an ImageStore) stores
+    pages and metadata parts. The current process is inside syscall `cur_nr`. `rng`: the
+    kernel's random generator [version, packed state, gauss], its state stored as a part.
+    `verify`: describe the group afresh even when its fingerprint says it did not change, and
+    check that it did not. `live`: private pages live in the image file (live.py): pages written
+    in place are flushed there and listed, not copied, and the frames copied are handed to
+    `live` to be mapped from the file once the image commits."""
     cpu = k.cpu
     cur = k.current
     procs = sorted(k.procs.values(), key=lambda q: q.pid)
@@ -338,7 +358,7 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
         static, file_objs, pipe_objs = _static(procs)
         assert static == sc.static and file_objs == sc.files and pipe_objs == sc.pipes, \
             "checkpoint: the group changed under an unchanged fingerprint"
-    stats = {"pages_scanned": 0, "pages_copied": 0}
+    stats = {"pages_scanned": 0, "pages_copied": 0, "pages_in_place": 0}
     groups: list[bytes] = []
     parts: list[list[int]] = []
     new_parts: dict[Any, tuple[bytes, list[int], bytes]] = {}
@@ -352,12 +372,14 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
     npfn = len(k.frames.ram)
     dirty = tracker.dirty_mask(ffi, npfn)
     leaves: dict[int, tuple[Any, int]] = {}
+    mms: dict[int, MM] = {}
     row_bufs: dict[int, tuple[Any, int]] = {}
     scanned = 0
     for p in procs:
         if p.state == ZOMBIE or p.mm is None or p.mm.asid in leaves:
             continue
         mm = p.mm
+        mms[mm.asid] = mm
         rows, n = tracker.leaf_rows(cpu, mm.asid, mm.aspace.cr3, row_bufs)
         lib.emu_ckpt_mark_dirty(rows, n, dirty, ram, npfn, 1)
         scanned += n
@@ -367,15 +389,19 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
     # unchanged, stored when changed (once per frame per checkpoint); dirty bits cleared.
     skip = ffi.from_buffer("uint8_t[]", k.pagecache.frame_mask)
     img = ((ffi.from_buffer("uint32_t[]", tracker.img_pg), ffi.from_buffer("uint32_t[]", tracker.img_crc),
-            tracker.img_base, len(tracker.img_pg)) if tracker.img_pg is not None and tracker.img_crc is not None
-           else (ffi.NULL, ffi.NULL, 0, 0))
+            ffi.from_buffer("uint8_t[]", tracker.img_dirty), tracker.img_base, len(tracker.img_pg))
+           if tracker.img_pg is not None and tracker.img_crc is not None and tracker.img_dirty is not None
+           else (ffi.NULL, ffi.NULL, ffi.NULL, 0, 0))
     gen = ffi.from_buffer("uint32_t[]", k.frames.gen)
     log = ffi.from_buffer("uint8_t[]", k.frames.memory.ept.log)
     nfresh, ncleared = ffi.new("uint64_t *"), ffi.new("uint64_t *")
     fresh: dict[int, tuple[int, int]] = {}
     new_spaces: dict[int, tuple[Any, int]] = {}
     pages_of: dict[int, bytes] = {}
-    copied = cleared = 0
+    copied = cleared = in_place = 0
+    ram_mask = k.frames.ram
+    # frame -> (mm, gva, record) of each private mapping of a frame copied (live: see LivePages.remap)
+    remap: dict[int, list[tuple[MM, int, Any]]] = {}
     try:
         for asid, (rows, n) in leaves.items():
             prev, m = tracker.spaces.get(asid, (ffi.NULL, 0))
@@ -384,13 +410,25 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
             nout = lib.emu_ckpt_diff(cpu.st, rows, n, prev, m, skip, dirty, gen, ram, npfn, log, out, todo, nfresh, ncleared,
                                      *img)
             cleared += ncleared[0]
+            mm = mms[asid]
             for i in ffi.unpack(todo, nfresh[0]):
                 rec = out[i]
+                own = ram_mask[rec.pfn]
                 got = fresh.get(rec.pfn)
                 if got is None:
-                    got = fresh[rec.pfn] = store.write_page(k.frames.page(rec.pfn))
-                    copied += 1
+                    if own:
+                        got = store.write_page(k.frames.page(rec.pfn))
+                        copied += 1
+                    else:  # a page of the image file written in place: flushed there
+                        assert live is not None
+                        got = live.flush(rec.pfn)
+                        in_place += 1
+                    fresh[rec.pfn] = got
                 rec.pg, rec.crc = got
+                if own and live is not None:
+                    v = mm.find(rec.gva)
+                    if v is not None and not v.shared and not v.device and not v.prot & 4:
+                        remap.setdefault(rec.pfn, []).append((mm, rec.gva, rec))
             packed = ffi.new("uint8_t[]", 16 * nout)
             lib.emu_ckpt_pack(out, nout, packed)
             pages_of[asid] = ffi.buffer(packed)[:]
@@ -402,6 +440,9 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
                 cpu.tlb_flush_dirty(asid, rows, n)
     tracker.spaces = new_spaces
     tracker.rows = row_bufs
+    if live is not None:
+        _more_mappings(remap, new_spaces, mms, k.frames.refs)
+        live.copied(remap, fresh)
 
     # Page lists and the static description are parts of the metadata, shared with the previous
     # image when unchanged (store.py); a page list is also the group of the data pages it lists.
@@ -473,7 +514,33 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
             "swap": k.swap.describe()}  # storage lent as memory: lent again before the pages
     stats["pages_scanned"] = scanned
     stats["pages_copied"] += copied
+    stats["pages_in_place"] = in_place
     return meta, stats, groups
+
+
+def _more_mappings(remap: dict[int, list[tuple[MM, int, Any]]], spaces: dict[int, tuple[Any, int]],
+                   mms: dict[int, MM], refs: array) -> None:
+    """A frame copied for one mapping may be mapped elsewhere unchanged (shared after a fork
+    since the last checkpoint): find those mappings too (one walk of the records, only then), so
+    that the frame can leave RAM. A frame with a mapping that cannot move (shared, executable)
+    is dropped from `remap`."""
+    short = {pfn for pfn, maps in remap.items() if refs[pfn] > len(maps)}
+    if not short:
+        return
+    bad: set[int] = set()
+    for asid, (out, nout) in spaces.items():
+        mm = mms[asid]
+        for i in range(nout):
+            rec = out[i]
+            if rec.pfn not in short or any(r is rec or (m is mm and g == rec.gva) for m, g, r in remap[rec.pfn]):
+                continue
+            v = mm.find(rec.gva)
+            if v is None or v.shared or v.device or v.prot & 4:
+                bad.add(rec.pfn)
+            else:
+                remap[rec.pfn].append((mm, rec.gva, rec))
+    for pfn in bad:
+        del remap[pfn]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -615,9 +682,8 @@ def _restore_mm(k: "Kernel", md: dict[str, Any], pages: list[tuple[int, int, int
         assert v is not None, f"image page {gva:#x} outside every mapping"
         executable = bool(v.prot & 4)
         if in_place is not None and not v.shared:
-            pfn = in_place[pg]  # the image page itself, on the storage window: read-only, a
-            tracker.note_mapped(pfn, pg, crc, k.dax.window_gpfn, k.dax.window_pages)  # write copies it
-            writable, gen = False, 0
+            pfn = in_place[pg]  # the image page itself, on the storage window (read-only)
+            map_image_page(k, mm, gva, pfn, pg, crc, tracker, executable)
             counts["pages_mapped"] += 1
         else:
             pfn = by_scm.get(pg) if v.shared else None
@@ -630,14 +696,27 @@ def _restore_mm(k: "Kernel", md: dict[str, Any], pages: list[tuple[int, int, int
             else:
                 frames.get(pfn)
             # Mapped writable only if nobody else has this frame: a write will copy it otherwise.
-            writable, gen = bool(v.prot & 2) and (v.shared or frames.refs[pfn] == 1), frames.gen[pfn]
-        if executable:
-            frames.code[pfn] = 1
-        mm.aspace.map(gva, pfn, writable=writable, executable=executable)
+            writable = bool(v.prot & 2) and (v.shared or frames.refs[pfn] == 1)
+            if executable:
+                frames.code[pfn] = 1
+            mm.aspace.map(gva, pfn, writable=writable, executable=executable)
         rec = space[i]
-        rec.gva, rec.pfn, rec.gen, rec.pg, rec.crc = gva, pfn, gen, pg, crc
+        rec.gva, rec.pfn, rec.gen, rec.pg, rec.crc = gva, pfn, frames.gen[pfn] if frames.is_ram(pfn) else 0, pg, crc
     tracker.spaces[mm.asid] = (space, len(pages))
     return mm
+
+
+def map_image_page(k: "Kernel", mm: MM, gva: int, gpfn: int, pg: int, crc: int, tracker: PageTracker,
+                   executable: bool) -> None:
+    """Map image page `pg` (window page gpfn of the image file) at gva in place, read-only: a
+    write copies it (mm.fault: to a fresh page of the file, checkpoint/live.py, or into RAM).
+    A restart maps an image's private pages so; so does a checkpoint the pages it copied, when
+    private pages live in the file."""
+    assert k.dax is not None
+    tracker.note_mapped(gpfn, pg, crc, k.dax.window_gpfn, k.dax.window_pages)
+    if executable:
+        k.frames.code[gpfn] = 1
+    mm.aspace.map(gva, gpfn, writable=False, executable=executable)
 
 
 __all__ = ["PageTracker", "Unsupported", "capture", "restore"]

@@ -152,6 +152,10 @@ class ImageStore:
         self.newest: int | None = None  # slot index of the newest committed image
         self.formatted = False
         self.pending: set[int] = set()  # pages of the image being written
+        # Pages a process writes in place (images in a file: checkpoint/live.py), taken between
+        # checkpoints and referenced by no committed image yet: the next commit keeps those its
+        # image lists and frees the others; an abandoned checkpoint keeps them all (mapped).
+        self.live: set[int] = set()
         self.last_seq = 0  # new images are numbered above this (and above every slot's)
 
     # -- table -----------------------------------------------------------------------------
@@ -206,8 +210,9 @@ class ImageStore:
         return sorted(slots, key=lambda s: -s.seq)
 
     # -- allocation ------------------------------------------------------------------------
-    def alloc(self, n: int = 1) -> int:
-        """n contiguous free pages, the lowest (first fit: deterministic). A checkpoint reuses
+    def alloc(self, n: int = 1, live: bool = False) -> int:
+        """n contiguous free pages, the lowest (first fit: deterministic), pending for the image
+        being written, or `live` (one page a process will write in place). A checkpoint reuses
         the pages older images freed, which the host has touched already: a page of the range
         used for the first time costs the host a fault in the SCM view and one in its media
         file, more than the copy itself. (Wear gathers on those pages, as without wear
@@ -217,7 +222,7 @@ class ImageStore:
         if at < 0:
             raise MemoryError(f"SCM range full: no {n} free pages for a checkpoint image")
         self.used[at : at + n] = b"\1" * n
-        self.pending.update(range(at, at + n))
+        (self.live if live else self.pending).update(range(at, at + n))
         return at
 
     def _count(self, img: Image, delta: int) -> None:
@@ -254,7 +259,7 @@ class ImageStore:
         for img in self.slot_images:
             if img is not None:
                 self._count(img, +1)
-        for pg in self.pending:
+        for pg in self.pending | self.live:
             self.used[pg] = 1
 
     def _release_pending(self) -> None:
@@ -263,6 +268,14 @@ class ImageStore:
             if not self.refs[pg]:
                 self.used[pg] = 0
         self.pending = set()
+
+    def _release_live(self) -> None:
+        """After a commit: live pages its image lists are the image's now (counted); the
+        others no process maps any more (the image lists every mapped one): free again."""
+        for pg in self.live:
+            if not self.refs[pg]:
+                self.used[pg] = 0
+        self.live = set()
 
     # -- writing ---------------------------------------------------------------------------
     def write_page(self, data: bytes | memoryview) -> tuple[int, int]:
@@ -306,6 +319,7 @@ class ImageStore:
         self.slot_images[target] = img
         self.newest = target
         self._release_pending()
+        self._release_live()
         return seq
 
     def abandon(self) -> None:

@@ -778,6 +778,15 @@ int cm_line_state(struct cm *cm, uint64_t hpa)
     return idx < 0 ? -1 : (int)(cm->meta[idx] & CM_DIRTY);
 }
 
+void cm_note_unobserved(struct cm *cm, uint64_t hpa, const uint8_t *cpu, const uint8_t *media, uint64_t n)
+{
+    for (uint64_t off = 0; off + 64 <= n; off += 64) {
+        if (memcmp(cpu + off, media + off, 64) == 0 || cm_line_state(cm, hpa + off) == 1)
+            continue;
+        cm_access_range(cm, hpa + off, 64, 1, 0);
+    }
+}
+
 uint64_t cm_pending_count(struct cm *cm) { return cm->pq_live_wb + cm->pq_live_nt; }
 
 uint64_t cm_dirty_lines(struct cm *cm)

@@ -28,22 +28,36 @@ uint64_t emu_ckpt_diff(struct emu_state *st, const uint64_t *leaves, uint64_t n,
                        const struct ckpt_page *prev, uint64_t m, const uint8_t *skip, const uint8_t *dirty,
                        const uint32_t *gen, const uint8_t *ram, uint64_t npfn, uint8_t *log, struct ckpt_page *out,
                        uint32_t *fresh, uint64_t *nfresh, uint64_t *ncleared,
-                       const uint32_t *img_pg, const uint32_t *img_crc, uint64_t img_base, uint64_t img_n)
+                       const uint32_t *img_pg, const uint32_t *img_crc, const uint8_t *img_dirty, uint64_t img_base,
+                       uint64_t img_n)
 {
     uint64_t nout = 0, nf = 0, nc = 0, j = 0;
     for (uint64_t i = 0; i < n; i++) {
         uint64_t gva = leaves[3 * i], slot = leaves[3 * i + 1], pte = leaves[3 * i + 2];
         uint64_t pfn = (pte & PTE_ADDR) >> 12;
         if (!own_frame(ram, npfn, pfn)) {
-            /* an image page mapped back in place (read-only: a write copies it into RAM) is the
-               same image page again; any other device page is a DAX file's own */
-            if (pfn - img_base < img_n && img_pg[pfn - img_base] != CKPT_NEW) {
-                struct ckpt_page *o = &out[nout++];
+            /* a page of the image file mapped in place: an image's page (read-only) is that
+               image page again; a page written since the last checkpoint (img_dirty: a fresh
+               page of the file a write fault copied it to) is listed as itself, to be flushed in
+               place (fresh[]), and write-protected with its dirty bit cleared, so that the next
+               write copies it to another fresh page. Any other device page is a DAX file's own. */
+            uint64_t at = pfn - img_base;
+            if (at < img_n && img_pg[at] != CKPT_NEW) {
+                struct ckpt_page *o = &out[nout];
                 o->gva = gva;
                 o->pfn = (uint32_t)pfn;
                 o->gen = 0;
-                o->pg = img_pg[pfn - img_base];
-                o->crc = img_crc[pfn - img_base];
+                o->pg = img_pg[at];
+                o->crc = img_crc[at];
+                if (img_dirty && img_dirty[at]) {
+                    o->crc = 0;
+                    fresh[nf++] = (uint32_t)nout;
+                    if (pte & (PTE_D | PTE_W)) {
+                        uint64_t *e = (uint64_t *)gpa_to_host(st, slot, 8, 0);
+                        if (e) { *e = pte & ~(PTE_D | PTE_W); log[slot >> 12] = 1; nc++; }
+                    }
+                }
+                nout++;
             }
             continue;
         }

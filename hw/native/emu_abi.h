@@ -95,13 +95,16 @@ void emu_ckpt_mark_dirty(const uint64_t *leaves, uint64_t n, uint8_t *dirty, con
    Frames that are not the allocator's (!ram[pfn], or pfn >= npfn: the `ram` mask of RAM and
    storage lent as memory) are device pages: an image page a restart mapped back in place
    (img_pg[pfn - img_base] != CKPT_NEW, for pfn in [img_base, img_base + img_n)) is recorded as
-   that page with img_crc; any other (a DAX file's own page) is left out: it comes back from the
-   file. */
+   that page with img_crc, or, when img_dirty[pfn - img_base] (a page of the image file written
+   since the last checkpoint, not in any image yet: it is flushed in place), as that page with
+   crc 0 among fresh[], its PTE write-protected and its dirty bit cleared; any other (a DAX
+   file's own page) is left out: it comes back from the file. img_dirty may be NULL. */
 uint64_t emu_ckpt_diff(struct emu_state *st, const uint64_t *leaves, uint64_t n,
                        const struct ckpt_page *prev, uint64_t m, const uint8_t *skip, const uint8_t *dirty,
                        const uint32_t *gen, const uint8_t *ram, uint64_t npfn, uint8_t *log, struct ckpt_page *out,
                        uint32_t *fresh, uint64_t *nfresh, uint64_t *ncleared,
-                       const uint32_t *img_pg, const uint32_t *img_crc, uint64_t img_base, uint64_t img_n);
+                       const uint32_t *img_pg, const uint32_t *img_crc, const uint8_t *img_dirty,
+                       uint64_t img_base, uint64_t img_n);
 /* Records as the image's page list: (gva u64, page u32, crc u32) little-endian, 16 bytes each. */
 void emu_ckpt_pack(const struct ckpt_page *recs, uint64_t n, uint8_t *out);
 /* Image-page reference counts over such records (the page of each, at byte 8): delta +1 counts
@@ -250,6 +253,11 @@ void cm_save(struct cm *cm, uint8_t *out);
 int cm_load(struct cm *cm, const uint8_t *in, uint64_t n);
 void cm_reset_stats(struct cm *cm);
 int cm_line_state(struct cm *cm, uint64_t hpa);
+/* Stores a program made unseen in a window the CPU writes directly (level persist's storage
+   window), over [hpa, hpa+n) (n a multiple of 64): each 64-byte piece whose CPU bytes differ from
+   its media and whose line the model does not hold dirty is reported as a user store, in address
+   order (hw/guestmem.py, before a clflush). */
+void cm_note_unobserved(struct cm *cm, uint64_t hpa, const uint8_t *cpu, const uint8_t *media, uint64_t n);
 uint64_t cm_pending_count(struct cm *cm);
 uint64_t cm_dirty_lines(struct cm *cm);
 uint64_t cm_bench(struct cm *cm, uint64_t n, uint64_t base, uint64_t stride, uint64_t span, int is_write);

@@ -162,6 +162,15 @@ class CheckpointConfig:
     file_size_bytes: int = _f("into = 'file:...': the file's size, preallocated (zeroed) at the "
                               "first boot that does not find it", parse="size", toml="file_size",
                               default=16 * 1024 * 1024)
+    live_in_file: bool = _f("into = 'file:...': the processes' private pages live in the file between "
+                            "checkpoints (mapped from it; a write copies the page to a fresh page of "
+                            "the file, which the next checkpoint flushes in place instead of copying); "
+                            "false: they stay in RAM and every checkpoint copies what changed",
+                            parse="bool", default=True)
+    flush_in_place: bool = _f("live_in_file: write back the lines of the pages written in place before "
+                              "a checkpoint commits (false: a debug switch that commits images whose "
+                              "pages may not be durable, to show what the flushes prevent)",
+                              parse="bool", default=True)
 
     @property
     def in_file(self) -> str | None:
