@@ -14,10 +14,9 @@ from pathlib import Path
 
 from emu import crashtest as ct
 from emu.workloads import workload
-from hw.console import Console
+from tests.campaigns.test_dax_checkpoint import _run  # (one run or restart on a state directory)
 from tests.conftest import put_file
 from vmm.config import apply_overrides, default_machine
-from vmm.machine import Machine
 
 ROOT = Path(__file__).parents[2]
 GZIP = ["/bin/sh", "-c", "gzip -9 -c /data/corpus.txt > /tmp/c.gz && md5sum /tmp/c.gz && ls -l /tmp/c.gz"]
@@ -27,15 +26,6 @@ TAR = ["/bin/sh", "-c", "tar cf /tmp/t.tar -C /data tree && md5sum /tmp/t.tar"]
 def _config(*more: str):  # type: ignore[no-untyped-def]
     return apply_overrides(default_machine(), ["model_level=persist", "storage.mode=memory", "checkpoint.enabled=true",
                                                "checkpoint.tcp=0", "checkpoint.into=file:/var/ckpt", *more])
-
-
-def _run(state: Path, base_image: Path, argv: list[str], cfg, restart: bool = False, **cut):  # type: ignore[no-untyped-def]
-    state.mkdir(parents=True, exist_ok=True)
-    if not (state / "disk.img").exists():
-        shutil.copyfile(base_image, state / "disk.img")
-    m = Machine(state / "disk.img", cfg, console=Console(None, None, capture=True), media_dir=state, **cut)
-    r = m.run_restart(argv) if restart else m.run(argv)
-    return r, m, bytes(m.console.captured[1])
 
 
 def test_pages_living_in_the_file_give_the_same_output_and_are_flushed_not_copied(base_image: Path,
