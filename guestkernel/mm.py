@@ -87,8 +87,7 @@ Translator = Callable[[int, int, int], int]  # (cr3_gpa, gva, access) -> gpa or 
 
 class MM:
     def __init__(self, frames: Frames, translate: Translator, on_tlb_stale: Callable[[], None],
-                 sentinel_pfn: int, asids: IdSource,
-                 on_page_stale: Callable[[int, int], None] | None = None) -> None:
+                 sentinel_pfn: int, asids: IdSource, on_page_stale: Callable[[int, int], None]) -> None:
         self.frames = frames
         self.asids = asids
         self.translate = translate
@@ -286,10 +285,7 @@ class MM:
     # --- faults ---------------------------------------------------------------------------------
     def _page_stale(self, page: int) -> None:
         """Page `page` now maps another frame (a copy on write)."""
-        if self.on_page_stale is not None:
-            self.on_page_stale(self.asid, page)
-        else:
-            self.on_tlb_stale()
+        self.on_page_stale(self.asid, page)
 
     def fault(self, gva: int, access: int) -> bool:
         """Resolve a translation fault. False means the access is illegal: SIGSEGV, or SIGBUS

@@ -41,7 +41,7 @@ class Allocation:
     # again they are not free there). A checkpoint writes a dirty fresh block in place before
     # its commit instead of logging it (checkpoint/checkpointer.py).
     fresh_blocks: set[int] | None = None
-    freed_blocks: set[int] = set()
+    freed_blocks: set[int]  # (set by track_fresh, read only while fresh_blocks is a set)
 
     def track_fresh(self) -> None:
         """Storage is what a checkpoint just committed: note the blocks free in it from now on."""
