@@ -116,15 +116,17 @@ def run_one(argv: list[str], spec: str, timeout: float, workdir: Path) -> dict:
 def cost_breakdown(ck: dict) -> dict:
     """The checkpoint time (ck["ns"]) rebuilt from the counters and the cost constants: per
     checkpoint CKPT_NS; CKPT_SCAN_NS per page scanned; COPY_NS_PER_KIB per KiB copied (process
-    pages and logged blocks); BLOCK_IO_NS per block written in place (logged, or fresh before the
-    commit); SCM_LINE_NS per line
+    pages and logged blocks), half that for a page flushed in place (read once for its crc);
+    BLOCK_IO_NS per block written in place (logged, or fresh before the commit) and per block of
+    the two generation notes around a write-back of logged blocks; SCM_LINE_NS per line
     flushed (lines_flushed: the copied pages' lines, metadata and slot lines); SCM_FENCE_NS per
     fence. `residual` is what the counters do not explain."""
     b = {
         "decision_meta_ns": ck["checkpoints"] * CKPT_NS,
         "scan_ns": ck["pages_scanned"] * CKPT_SCAN_NS,
-        "copy_ns": ck["bytes_copied"] * COPY_NS_PER_KIB // 1024,
-        "block_writeback_ns": (ck["blocks_logged"] + ck.get("blocks_in_place", 0)) * BLOCK_IO_NS,
+        "copy_ns": ck["bytes_copied"] * COPY_NS_PER_KIB // 1024 + ck.get("pages_in_place", 0) * 2 * COPY_NS_PER_KIB,
+        "block_writeback_ns": (ck["blocks_logged"] + ck.get("blocks_in_place", 0) + ck.get("generation_notes", 0))
+        * BLOCK_IO_NS,
         "line_flush_ns": ck["lines_flushed"] * SCM_LINE_NS,
         "fence_ns": ck["fences"] * SCM_FENCE_NS,
     }

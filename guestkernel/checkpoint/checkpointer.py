@@ -98,6 +98,7 @@ class CheckpointStats:
     pages_copied: int = 0
     blocks_logged: int = 0
     blocks_in_place: int = 0    # dirty blocks free in the previous image, written before the commit
+    generation_notes: int = 0   # blocks written to note the generation storage is consistent with
     bytes_copied: int = 0
     lines_flushed: int = 0
     fences: int = 0
@@ -337,6 +338,7 @@ class Checkpointer:
             st.lines_in_place += (self.live.lines if self.live is not None else 0) - live_lines0
             st.blocks_logged += len(blocks)
             st.blocks_in_place += len(ordered)
+            st.generation_notes += 2 * bool(blocks)
             st.bytes_copied += (scan["pages_copied"] + len(blocks)) * PAGE
             st.lines_flushed += self.medium.lines_flushed - lines0
             st.fences += self.medium.fences - fences0
