@@ -283,8 +283,9 @@ class MM:
         return new
 
     # --- faults ---------------------------------------------------------------------------------
-    def _page_stale(self, page: int) -> None:
-        """Page `page` now maps another frame (a copy on write)."""
+    def page_stale(self, page: int) -> None:
+        """Page `page` now maps another frame (a copy on write, a page moved into the image file):
+        its TLB entries go."""
         self.on_page_stale(self.asid, page)
 
     def fault(self, gva: int, access: int) -> bool:
@@ -329,7 +330,7 @@ class MM:
                 self.aspace.map(page, new, writable=True, executable=executable)
                 if ram:
                     self.frames.put(old)
-                self._page_stale(page)
+                self.page_stale(page)
             return True
         offset = v.offset + (page - v.start)
         beyond_eof = getattr(v.backing, "beyond_eof", None)
@@ -400,7 +401,7 @@ class MM:
             self.aspace.set(page, (pte & ~PTE_ADDR) | (new << 12))
             if ram:
                 self.frames.put(old)
-            self._page_stale(page)
+            self.page_stale(page)
             old = new
         return (old << 12) | (gva & (PAGE - 1))
 

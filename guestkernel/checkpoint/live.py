@@ -140,10 +140,9 @@ class LivePages:
             gpfn = self.medium.gpfns[pg]  # type: ignore[index]
             for mm, gva, rec in maps:
                 map_image_page(self.k, mm, gva, gpfn, pg, crc, self.tracker, executable=False)
+                mm.page_stale(gva)  # one page's TLB entries go (INVLPG), not the whole TLB
                 rec.pfn, rec.gen, rec.pg, rec.crc = gpfn, 0, pg, crc
                 frames.put(pfn)
             freed += 1
-        if freed:
-            self.k.cpu.tlb_flush()
         return freed
 
