@@ -1081,6 +1081,10 @@ class Kernel:
         # Signals interrupt a parked call, except a vfork parent's wait (uninterruptible on Linux).
         if not p.vfork_parent_blocked and self.deliverable(p) & ~self._ignored_mask(p):
             p.pending_call = None
+            if p.pending_done:  # part of the transfer is done: that is the result (Linux: a
+                self.cpu.set_reg("rax", p.pending_done)  # short count, whatever SA_RESTART says)
+                p.pending_done = 0
+                return True
             act_restart = nr not in NO_RESTART and any(p.action(s).flags & SA_RESTART
                                                        for s in _bits(self.deliverable(p)))
             if act_restart:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import stat as S
 import struct
+from typing import Callable
 
 from guestkernel.errors import (EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EBADF, ECONNREFUSED, EDESTADDRREQ,
                                 EEXIST, EINVAL, EISCONN, ENETUNREACH, ENOPROTOOPT, ENOTCONN, ENOTSOCK, EOPNOTSUPP,
@@ -424,22 +425,27 @@ def do_send(k, p, s: UnixSocket, data: bytes, files: list, flags: int, to_name: 
     elif s.type == SOCK_DGRAM and s.peer is None:
         raise SyscallError(ENOTCONN)  # (Linux's unix_dgram_sendmsg: no peer, no address)
     nonblock = bool(flags & MSG_DONTWAIT)
-    try:
-        sent = 0
-        while True:
-            n = s.send(data[sent:], files if sent == 0 else [], nonblock, to)
-            sent += n
-            if sent >= len(data) or not s.stream or nonblock or s.flags & O_NONBLOCK:
+    sent = 0
+
+    def more() -> int:  # (parked with its progress: the rest when there is room, as write(2) to a pipe)
+        nonlocal sent
+        try:
+            while True:
+                sent += s.send(data[sent:], files if sent == 0 else [], nonblock, to)
+                if sent >= len(data) or not s.stream or nonblock or s.flags & O_NONBLOCK:
+                    return sent
+        except SyscallError as e:
+            if sent:  # an error after some bytes: they are the result, no SIGPIPE (unix_stream_sendmsg)
                 return sent
-    except SyscallError as e:
-        if not flags & MSG_NOSIGNAL:
-            sigpipe_on_epipe(k, p, e)
-        raise
-    except Block as b:
-        if sent:  # part was queued: the rest when there is room (as write(2) to a pipe)
-            done = sent
-            raise Block(b.waitq, retry=lambda: done + do_send(k, p, s, data[done:], [], flags, to_name)) from None
-        raise
+            if not flags & MSG_NOSIGNAL:
+                sigpipe_on_epipe(k, p, e)
+            raise
+        except Block as b:
+            if sent:
+                raise Block(b.waitq, retry=more, done=sent) from None
+            raise
+
+    return more()
 
 
 def iovecs(p, iov: int, iovlen: int) -> list[tuple[int, int]]:  # type: ignore[no-untyped-def]
@@ -488,6 +494,41 @@ def install_files(k, p, files: list, room: int, cloexec: bool) -> tuple[bytes, i
     return body[:room], MSG_CTRUNC if len(fds) < len(files) else 0
 
 
+def receive(s: UnixSocket, n: int, flags: int, put: Callable[[int, bytes], None],
+            then: Callable[[int, list, bytes, int], int]) -> int:
+    """s.recv of up to n bytes, each piece handed to `put(offset, bytes)` as it arrives, then
+    `then(length, files, sender, whole)` gives the call's result. With MSG_WAITALL on a stream
+    (not peeking, not MSG_DONTWAIT) the call takes pieces until it has n bytes, the stream ends
+    or descriptors come (Linux's unix_stream_read_generic with target n): the bytes are taken as
+    they come, so that a sender of more than the socket's buffer goes on; a wait after some bytes
+    parks the call with its progress (Block.done), which a signal then returns."""
+    peek, nonblock = bool(flags & MSG_PEEK), bool(flags & MSG_DONTWAIT)
+    data, files, sender, whole = s.recv(n, peek, nonblock)
+    put(0, data)
+    if not (flags & MSG_WAITALL and s.stream and not peek and not nonblock) or not data or files:
+        return then(len(data), files, sender, whole)
+
+    got = len(data)
+
+    def more() -> int:
+        nonlocal got
+        while got < n:
+            try:
+                piece, fds, _, _ = s.recv(n - got, False, False)
+            except Block as b:
+                raise Block(b.waitq, retry=more, done=got) from None
+            except SyscallError:  # (an error after some bytes: they are the result, as on Linux)
+                break
+            put(got, piece)
+            got += len(piece)
+            files.extend(fds)
+            if not piece or fds:
+                break
+        return then(got, files, sender, got)
+
+    return more()
+
+
 @syscall("recvfrom")
 def sys_recvfrom(k, p, fd, buf, n, flags, addr, addrlen):  # type: ignore[no-untyped-def]
     s = sock(p, fd)
@@ -496,17 +537,24 @@ def sys_recvfrom(k, p, fd, buf, n, flags, addr, addrlen):  # type: ignore[no-unt
         raise SyscallError(EOPNOTSUPP)
     if n:
         p.mm.user_pages(buf, 1, write=True)
-    data, files, sender, whole = s.recv(n, bool(flags & MSG_PEEK), bool(flags & MSG_DONTWAIT))
+
+    def put(at: int, data: bytes) -> None:
+        if data:
+            p.mm.copy_out(buf + at, data)
+
+    return receive(s, n, flags, put, lambda got, files, sender, whole: _recvfrom_done(k, p, s, flags, addr, addrlen,
+                                                                                    got, files, sender, whole))
+
+
+def _recvfrom_done(k, p, s, flags, addr, addrlen, got, files, sender, whole):  # type: ignore[no-untyped-def]
     for f in files:
         k.drop_file(f)
-    if data:
-        p.mm.copy_out(buf, data)
     if addr:  # the sender's name, if it has one (Linux's unix_copy_addr), else a length of 0
         if sender:
             write_addr(p, addr, addrlen, sockaddr_of(s, sender))
         else:
             p.mm.copy_out(addrlen, struct.pack("<i", 0))
-    return whole if flags & MSG_TRUNC and not s.stream else len(data)
+    return whole if flags & MSG_TRUNC and not s.stream else got
 
 
 @syscall("recvmsg")
@@ -521,15 +569,22 @@ def sys_recvmsg(k, p, fd, msg, flags, *_):  # type: ignore[no-untyped-def]
         if length:
             p.mm.user_pages(base, 1, write=True)
     total = sum(length for _, length in vecs)
-    data, files, sender, whole = s.recv(total, bool(flags & MSG_PEEK), bool(flags & MSG_DONTWAIT))
-    pos = 0
-    for base, length in vecs:
-        if pos >= len(data):
-            break
-        chunk = data[pos:pos + length]
-        p.mm.copy_out(base, chunk)
-        pos += len(chunk)
-    out_flags = MSG_TRUNC if not s.stream and whole > len(data) else 0
+
+    def put(at: int, data: bytes) -> None:  # bytes at..at+len(data) of the message, over the vectors
+        pos = 0
+        for base, length in vecs:
+            lo, hi = max(at, pos), min(at + len(data), pos + length)
+            if lo < hi:
+                p.mm.copy_out(base + lo - pos, data[lo - at:hi - at])
+            pos += length
+
+    return receive(s, total, flags, put, lambda got, files, sender, whole: _recvmsg_done(k, p, s, msg, flags, name,
+                                                                                       namelen, control, controllen,
+                                                                                       got, files, sender, whole))
+
+
+def _recvmsg_done(k, p, s, msg, flags, name, namelen, control, controllen, got, files, sender, whole):  # type: ignore[no-untyped-def]
+    out_flags = MSG_TRUNC if not s.stream and whole > got else 0
     cmsg, ctrunc = install_files(k, p, files, controllen if control else 0, bool(flags & MSG_CMSG_CLOEXEC))
     if cmsg:
         p.mm.copy_out(control, cmsg)
@@ -544,6 +599,6 @@ def sys_recvmsg(k, p, fd, msg, flags, *_):  # type: ignore[no-untyped-def]
     struct.pack_into("<Q", head, 40, len(cmsg))
     struct.pack_into("<i", head, 48, out_flags | ctrunc)
     p.mm.copy_out(msg, bytes(head))
-    return whole if flags & MSG_TRUNC and not s.stream else len(data)
+    return whole if flags & MSG_TRUNC and not s.stream else got
 
 

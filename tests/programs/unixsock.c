@@ -2,9 +2,12 @@
  * path that a forked client connects to, descriptor passing (SCM_RIGHTS: a pipe end the client
  * then writes to), epoll on the listener and the connection, shutdown and EOF, names, options,
  * abstract names, and the errors (ECONNREFUSED, EADDRINUSE, ENOENT, EBADF for a closed
- * descriptor passed, ENOTCONN, EINVAL). Compared with a native run; paths under $1. */
+ * descriptor passed, ENOTCONN, EINVAL), MSG_WAITALL (recv and recvmsg wait for the whole length,
+ * also beyond the socket's buffer; EOF, a signal and MSG_DONTWAIT end it early). Compared with a
+ * native run; paths under $1. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -13,6 +16,8 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -59,6 +64,84 @@ static int recv_fd(int s, char *text, size_t n) {
     int fd;
     memcpy(&fd, CMSG_DATA(c), sizeof fd);
     return fd;
+}
+
+static unsigned sum(const unsigned char *b, size_t n) {
+    unsigned s = 0;
+    for (size_t i = 0; i < n; i++) s = s * 31 + b[i];
+    return s;
+}
+
+static void on_alarm(int sig) { (void)sig; }
+
+/* A child writes `total` bytes in `chunk`-byte writes (pattern i*7), then closes. */
+static pid_t writer(int fd, size_t total, size_t chunk) {
+    pid_t c = fork();
+    if (c == 0) {
+        unsigned char *b = malloc(total);
+        for (size_t i = 0; i < total; i++) b[i] = (unsigned char)(i * 7);
+        for (size_t at = 0; at < total; at += chunk) {
+            size_t n = total - at < chunk ? total - at : chunk;
+            if (write(fd, b + at, n) != (ssize_t)n) _exit(1);
+            usleep(200);
+        }
+        _exit(0);
+    }
+    return c;
+}
+
+static void waitall(void) {
+    enum { BIG = 600000 };  /* more than a unix socket's buffer: the sender must be drained as it goes */
+    unsigned char *buf = calloc(1, BIG);
+    int sv[2];
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    pid_t c = writer(sv[0], BIG, 3000);
+    close(sv[0]);
+    ssize_t r = recv(sv[1], buf, BIG, MSG_WAITALL);
+    printf("waitall recv: %zd sum %08x\n", r, sum(buf, r > 0 ? r : 0));
+    printf("waitall after EOF: %zd\n", recv(sv[1], buf, 10, MSG_WAITALL));
+    waitpid(c, NULL, 0);
+    close(sv[1]);
+
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    c = writer(sv[0], 5000, 700);  /* the writer stops short of the length asked: EOF ends the wait */
+    close(sv[0]);
+    memset(buf, 0, BIG);
+    struct iovec iov[3] = {{buf, 1000}, {buf + 1000, 3000}, {buf + 4000, 4000}};
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 3};
+    r = recvmsg(sv[1], &m, MSG_WAITALL);
+    printf("waitall recvmsg short: %zd sum %08x\n", r, sum(buf, 8000));
+    waitpid(c, NULL, 0);
+    close(sv[1]);
+
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    write(sv[0], "abc", 3);
+    printf("waitall nonblocking: %zd\n", recv(sv[1], buf, 100, MSG_WAITALL | MSG_DONTWAIT));
+    /* a signal after some bytes: the call returns what it has */
+    struct sigaction sa = {.sa_handler = on_alarm};
+    sigaction(SIGALRM, &sa, NULL);
+    write(sv[0], "defg", 4);
+    struct itimerval it = {.it_value = {0, 50000}};
+    setitimer(ITIMER_REAL, &it, NULL);
+    printf("waitall interrupted: %zd\n", recv(sv[1], buf, 100, MSG_WAITALL));
+    /* a signal during a send or a pipe write larger than the buffer: the bytes taken so far are
+     * the result, with or without SA_RESTART */
+    int fill = 1;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &fill, sizeof fill);  /* (the minimum: deterministic) */
+    setitimer(ITIMER_REAL, &it, NULL);
+    ssize_t sent = send(sv[0], buf, BIG, 0);
+    printf("send interrupted: %s\n", sent > 0 && sent < BIG ? "short count" : en(sent));
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGALRM, &sa, NULL);
+    int pp[2];
+    pipe(pp);
+    setitimer(ITIMER_REAL, &it, NULL);
+    printf("pipe write interrupted (SA_RESTART): %zd\n", write(pp[1], buf, BIG));
+    close(pp[0]);
+    close(pp[1]);
+    close(sv[0]);
+    close(sv[1]);
+    free(buf);
 }
 
 int main(int argc, char **argv) {
@@ -166,6 +249,7 @@ int main(int argc, char **argv) {
     memset(buf, 0, sizeof buf);
     printf("recvfrom: %zd %s, sender length %u\n", recvfrom(ab, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl), buf, fl);
     printf("send unconnected dgram: %s\n", en(send(ab2, "x", 1, 0)));
+    waitall();
     unlink(path);
     return 0;
 }
