@@ -40,7 +40,7 @@ from guestkernel.reclaim import Reclaim, oom_victim
 from guestkernel.slab import SlabAllocator
 from guestkernel.swap import SwapAreas
 from guestkernel.zones import MIGRATE_NAMES
-from guestkernel.process import BLOCKED, RUNNABLE, SS_AUTODISARM, STACK_T, ZOMBIE, FDTable, Process, SigAction
+from guestkernel.process import BLOCKED, RUNNABLE, SS_AUTODISARM, STACK_T, ZOMBIE, FDTable, FsContext, Process, SigAction
 from guestkernel.syscalls import NAMES, NUMBERS, load_all
 from guestkernel.vfs import (VFS, ConsoleFile, DevNode, InodeFile, O_RDONLY, O_WRONLY, OpenFile, PipeEnd, PmemRegion,
                              WaitQueue)
@@ -565,7 +565,7 @@ class Kernel:
     def new_process(self, ppid: int, mm: MM | None, fds: FDTable, cwd: object) -> Process:
         pid = self.next_pid
         self.next_pid += 1
-        p = Process(pid=pid, ppid=ppid, mm=mm, fds=fds, cwd=cwd)  # type: ignore[arg-type]
+        p = Process(pid=pid, ppid=ppid, mm=mm, fds=fds, fs=FsContext(cwd))  # type: ignore[arg-type]
         p.start_ns = self.clock.uptime_ns()
         self.procs[pid] = p
         if ppid in self.procs:
@@ -655,7 +655,7 @@ class Kernel:
             mm.icache = self.cpu.new_icache()
         child = self.new_process(parent.pid, mm, parent.fds.copy(), parent.cwd)
         child.exe, child.comm = parent.exe, parent.comm
-        child.pgid, child.sid, child.umask = parent.pgid, parent.sid, parent.umask
+        child.pgid, child.sid, child.umask = parent.pgid, parent.sid, parent.umask  # (a thread shares fs: proc.py)
         child.affinity = parent.affinity
         child.altstack = parent.altstack if not share_vm else (0, 0, 0)  # (a thread starts without one)
         child.sigactions = {k: SigAction(v.handler, v.flags, v.restorer, v.mask) for k, v in parent.sigactions.items()}

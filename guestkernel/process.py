@@ -83,17 +83,24 @@ class FDTable:
 
 
 @dataclass
+class FsContext:
+    """What clone's CLONE_FS shares (Linux's fs_struct): the working directory and the umask.
+    The threads of a process share one; fork copies it."""
+    cwd: Node
+    umask: int = 0o022
+
+
+@dataclass
 class Process:
     pid: int
     ppid: int
     mm: MM
     fds: FDTable
-    cwd: Node
+    fs: FsContext
     exe: bytes = b""
     comm: bytes = b""
     pgid: int = 0
     sid: int = 0
-    umask: int = 0o022
     affinity: int = 0                       # sched_setaffinity's mask (0: every CPU)
     sigwaitq: WaitQueue | None = None       # woken when a signal becomes pending (signalfd)
     altstack: tuple[int, int, int] = (0, 0, 0)  # sigaltstack: (ss_sp, SS_AUTODISARM or 0, ss_size); size 0: none
@@ -124,6 +131,22 @@ class Process:
     cutime_insns: int = 0                   # those of its reaped children (and theirs)
     start_ns: int = 0                       # uptime when it was created
     syscalls: int = 0
+
+    @property
+    def cwd(self) -> Node:
+        return self.fs.cwd
+
+    @cwd.setter
+    def cwd(self, node: Node) -> None:
+        self.fs.cwd = node
+
+    @property
+    def umask(self) -> int:
+        return self.fs.umask
+
+    @umask.setter
+    def umask(self, mask: int) -> None:
+        self.fs.umask = mask
 
     def on_altstack(self, sp: int) -> bool:
         """Linux's on_sig_stack: is sp inside the thread's alternate signal stack?"""

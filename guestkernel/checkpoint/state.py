@@ -32,7 +32,7 @@ from unicorn import x86_const as X
 from guestkernel.checkpoint.store import encode_static, pack_pages, unpack_pages
 from guestkernel.gfp import Gfp
 from guestkernel.mm import MM, PAGE, TASK_SIZE, VMA
-from guestkernel.process import RUNNABLE, ZOMBIE, FDTable, Process, SigAction
+from guestkernel.process import RUNNABLE, ZOMBIE, FDTable, FsContext, Process, SigAction
 from guestkernel.vfs import DEV_DIR, ConsoleFile, DevDirFile, DevFile, InodeFile, OpenFile, Pipe, PipeEnd
 
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ def _fingerprint(p: Process) -> tuple[Any, ...]:
     if p.state == ZOMBIE:
         return (p.pid, p.ppid, p.pgid, p.sid, p.umask, p.exe, p.comm, p.start_ns)
     mm, fds = p.mm, p.fds
-    return (p.pid, p.ppid, p.pgid, p.sid, p.umask, p.exe, p.comm, p.start_ns, p.cwd, p.clear_child_tid,
+    return (p.pid, p.ppid, p.pgid, p.sid, p.umask, p.exe, p.comm, p.start_ns, id(p.fs), p.fs, p.cwd, p.clear_child_tid,
             p.pdeath_signal, p.leader.pid if p.leader is not None else None, fds, tuple(fds.fds.items()),
             frozenset(fds.cloexec), id(p.sigactions), p.sigactions, tuple(p.sigactions.items()), tuple(p.rlimits.items()),
             mm, mm.vm_version, mm.brk_start, mm.brk, mm.arg_start, mm.arg_end, mm.env_start, mm.env_end,
@@ -261,6 +261,7 @@ def _static(procs: list[Process]) -> tuple[dict[str, Any], list[OpenFile], list[
     first: dict[int, int] = {}
     first_mm: dict[int, int] = {}
     first_sighand: dict[int, int] = {}
+    first_fs: dict[int, int] = {}
     for p in procs:
         d: dict[str, Any] = {
             "pid": p.pid, "ppid": p.ppid, "pgid": p.pgid, "sid": p.sid, "umask": p.umask,
@@ -270,10 +271,10 @@ def _static(procs: list[Process]) -> tuple[dict[str, Any], list[OpenFile], list[
         if p.state == ZOMBIE:
             continue
         mm = p.mm
-        # Which processes share a descriptor table, an mm (vfork, threads) or signal actions
-        # (threads) is named by the first holder.
+        # Which processes share a descriptor table, an mm (vfork, threads), signal actions or
+        # the working directory and umask (threads) is named by the first holder.
         d.update(
-            cwd=p.cwd if p.cwd != DEV_DIR else "dev",
+            cwd=p.cwd if p.cwd != DEV_DIR else "dev", fs=first_fs.setdefault(id(p.fs), p.pid),
             sigactions={str(s): [a.handler, a.flags, a.restorer, a.mask] for s, a in p.sigactions.items()},
             clear_child_tid=p.clear_child_tid,
             rlimits={str(r): list(v) for r, v in p.rlimits.items()}, pdeath_signal=p.pdeath_signal,
@@ -591,10 +592,11 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
     mms: dict[int, MM] = {}
     tables: dict[int, FDTable] = {}
     sighands: dict[int, dict] = {}  # threads share their group's signal actions
+    fss: dict[int, FsContext] = {}  # ... and their working directory and umask
     by_scm: dict[int, int] = {}  # SCM page -> frame already holding it (shared after fork)
     procs: dict[int, Process] = {}
     for d in meta["procs"]:
-        p = Process(pid=d["pid"], ppid=d["ppid"], mm=None, fds=FDTable(k.slab), cwd=k.fs.root_ino)  # type: ignore[arg-type]
+        p = Process(pid=d["pid"], ppid=d["ppid"], mm=None, fds=FDTable(k.slab), fs=FsContext(k.fs.root_ino))  # type: ignore[arg-type]
         p.pgid, p.sid, p.umask = d["pgid"], d["sid"], d["umask"]
         p.exe, p.comm = d["exe"].encode("latin-1"), d["comm"].encode("latin-1")
         p.exit_status, p.utime_insns, p.syscalls = d["exit_status"], d["utime_insns"], d["syscalls"]
@@ -603,6 +605,7 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
         if d["state"] == ZOMBIE:
             p.state = ZOMBIE
             continue
+        p.fs = fss.setdefault(d.get("fs", p.pid), p.fs)
         p.cwd = DEV_DIR if d["cwd"] == "dev" else d["cwd"]
         p.sigactions = sighands.setdefault(d.get("sighand", p.pid),
                                            {int(s): SigAction(*a) for s, a in d["sigactions"].items()})

@@ -1,7 +1,8 @@
 """Checkpoint/restart of a multithreaded program: a pthread pool (four workers, a mutex, condition
 variables, a barrier) checkpointed at every syscall survives power cuts anywhere, in user code,
 in syscalls and inside checkpoints: each restart resumes every thread (registers, TLS, futex
-waits re-entered) and the run ends as the uninterrupted one."""
+waits re-entered) and the run ends as the uninterrupted one. Threads that share a working
+directory and umask (CLONE_FS) share them again after a restart."""
 from __future__ import annotations
 
 import json
@@ -41,6 +42,27 @@ def test_a_thread_pool_resumes_after_cuts(pool_image, tmp_path):
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert doc["reference"]["stdout"] == "tasks 256 total 129393583\n"
     assert doc["summary"]["failed"] == 0 and len(doc["points"]) == 24
+    assert all(q["outcome"] == "identical" for q in doc["points"])
+
+
+def test_threads_share_their_working_directory_after_a_restart(base_image, tmp_path):
+    """tests/programs/threadcwd.c: a thread changes the working directory and umask three times,
+    the main thread creates a file under them each time. Cut anywhere and restarted, a copy of
+    the fs context per thread would leave the main thread where it was: the output differs."""
+    exe = tmp_path / "threadcwd"
+    subprocess.run(["gcc", "-static", "-O1", "-pthread", "-o", str(exe), str(ROOT / "tests/programs/threadcwd.c")],
+                   check=True)
+    image = tmp_path / "disk.img"
+    shutil.copyfile(base_image, image)
+    put_file(image, exe, "/bin/threadcwd")
+    cmd = [sys.executable, "-m", "emu.cli", "crashtest", "--dir", str(tmp_path / "c"), "--image", str(image),
+           "--level", "persist", "--checkpoint", "tcp=0", "--jobs", "2", "--points", "16", "--",
+           "/bin/threadcwd", "/tmp/d"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    doc = json.loads((tmp_path / "c" / "crashtest.json").read_text())
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert doc["reference"]["stdout"].splitlines()[1] == "round 1: cwd / umask 022 file mode 644"
+    assert doc["summary"]["failed"] == 0 and len(doc["points"]) == 16
     assert all(q["outcome"] == "identical" for q in doc["points"])
 
 

@@ -1,7 +1,8 @@
 /* Threads and the waits fio's helper thread uses: pthread_create/join (clone with
  * CLONE_THREAD, CLONE_CHILD_CLEARTID + futex wake), a mutex and a condition variable (futex
  * wait/wake), a timed wait that expires, a timerfd read through pselect6 beside a pipe, select,
- * poll and ppoll with timeouts, and exit_group from a thread. Only the main thread prints; the
+ * poll and ppoll with timeouts, a chdir and a umask in a thread that the whole process sees
+ * (CLONE_FS) but a forked child's do not, and exit_group from a thread. Only the main thread prints; the
  * test compares with the native run. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/select.h>
+#include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -39,6 +41,37 @@ static void *worker(void *arg) {
 static void *exiter(void *arg) {
     (void)arg;
     exit(7);  /* exit_group from a thread ends the whole process */
+}
+
+static void *mover(void *arg) {
+    (void)arg;
+    if (chdir("/tmp") != 0) return (void *)1;
+    umask(027);
+    return NULL;
+}
+
+static void fs_shared(void) {
+    char before[256], after[256];
+    if (!getcwd(before, sizeof before)) return;
+    if (chdir("/") != 0) return;
+    pthread_t t;
+    void *r;
+    pthread_create(&t, NULL, mover, NULL);
+    pthread_join(t, &r);
+    mode_t old = umask(022);
+    printf("after a thread's chdir: %s, umask %03o, thread %ld\n", getcwd(after, sizeof after) ? after : "?",
+           (unsigned)old, (long)r);
+    fflush(stdout);
+    pid_t c = fork();
+    if (c == 0) {
+        if (chdir("/tmp") != 0) _exit(1);
+        umask(077);
+        _exit(0);
+    }
+    waitpid(c, NULL, 0);
+    old = umask(022);
+    printf("after a child's chdir: %s, umask %03o\n", getcwd(after, sizeof after) ? after : "?", (unsigned)old);
+    if (chdir(before) != 0) return;
 }
 
 int main(void) {
@@ -111,6 +144,7 @@ int main(void) {
     pr = poll(pf, 1, 0);
     printf("poll bad fd: %d revents=%x\n", pr, pf[0].revents);
 
+    fs_shared();
     fflush(stdout);
     pid_t child = fork();
     if (child == 0) {
