@@ -40,6 +40,8 @@ from guestkernel.reclaim import Reclaim, oom_victim
 from guestkernel.slab import SlabAllocator
 from guestkernel.swap import SwapAreas
 from guestkernel.zones import MIGRATE_NAMES
+from guestkernel.siginfo import (BUS_ADRERR, FPE_INTDIV, ILL_ILLOPN, SEGV_ACCERR, SEGV_MAPERR, SI_KERNEL, SI_USER,
+                                 USER_HZ, SigInfo, child_info, queue, take)
 from guestkernel.process import BLOCKED, RUNNABLE, SS_AUTODISARM, STACK_T, ZOMBIE, FDTable, FsContext, Process, SigAction
 from guestkernel.syscalls import NAMES, NUMBERS, load_all
 from guestkernel.vfs import (VFS, ConsoleFile, DevNode, InodeFile, O_RDONLY, O_WRONLY, OpenFile, PipeEnd, PmemRegion,
@@ -65,6 +67,8 @@ DEFAULT_STOP = {SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU}
 DEFAULT_CORE = {SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV, SIGXCPU, SIGXFSZ, SIGSYS}
 UNBLOCKABLE = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1))
 EXCEPTION_SIGNAL = {0: SIGFPE, 1: SIGTRAP, 3: SIGTRAP, 4: SIGSEGV, 5: SIGSEGV, 6: SIGILL, 13: SIGSEGV, 14: SIGSEGV, 16: SIGFPE, 17: SIGBUS, 19: SIGFPE}
+# (si_code, whether si_addr is the instruction) per exception, as Linux's traps.c: the rest SI_KERNEL
+EXCEPTION_CODE = {0: (FPE_INTDIV, True), 6: (ILL_ILLOPN, True)}
 
 DEFAULT_ENV = [b"PATH=/bin:/usr/bin:/sbin", b"HOME=/root", b"TERM=dumb", b"LANG=C", b"PWD=/"]
 UNAME = dict(sysname=b"Linux", nodename=b"emu", release=b"6.1.0-emu", version=b"#1 SMP emu", machine=b"x86_64", domainname=b"(none)")
@@ -818,7 +822,7 @@ class Kernel:
         init = self.procs.get(1)
         for c in p.children:
             if c.pdeath_signal and c.state != ZOMBIE:
-                self.send_signal(c, c.pdeath_signal)
+                self.send_signal(c, c.pdeath_signal, SigInfo(c.pdeath_signal, SI_USER, (p.leader or p).pid))
             c.ppid = 1
             if init is not None and init is not p:
                 init.children.append(c)
@@ -828,7 +832,7 @@ class Kernel:
             self.init_status = status
             self.halted = True
         if parent is not None and parent.state != ZOMBIE:
-            self.send_signal(parent, SIGCHLD)
+            self.send_signal(parent, SIGCHLD, child_info(status, p.pid, self.cpu_ticks(p)))
             parent.child_waitq.wake()
         else:
             del self.procs[p.pid]  # nobody will reap it
@@ -883,8 +887,9 @@ class Kernel:
     # ------------------------------------------------------------------------------------------
     # signals
 
-    def send_signal(self, p: Process, sig: int) -> None:
-        """Make `sig` pending for p, from kill(2), a timer, a child's exit or a fault. As Linux's
+    def send_signal(self, p: Process, sig: int, info: SigInfo | None = None) -> None:
+        """Make `sig` pending for p with `info` (None: the kernel's, SI_KERNEL), from kill(2), a
+        timer, a child's exit or a fault (guestkernel/siginfo.py). As Linux's
         signal_wake_up: a receiver blocked in a call wakes when the signal is not masked (the
         call is then retried or interrupted, see finish_parked); one on the CPU takes it on its
         way back to user mode."""
@@ -895,7 +900,7 @@ class Kernel:
         if sig != SIGKILL and not p.sigmask & bit and \
                 (act.handler == SIG_IGN or (act.handler == SIG_DFL and sig in DEFAULT_IGNORE)):
             return  # discarded at generation, as Linux does for ignored signals that are not blocked
-        p.sigpending |= bit
+        queue(p, info if info is not None else SigInfo(sig))
         if p.sigwaitq is not None:
             p.sigwaitq.wake()  # a signalfd reader or poller
         if p.state == BLOCKED:  # (it may still be `current`: nobody else ran since it blocked)
@@ -903,6 +908,10 @@ class Kernel:
                 p.state = RUNNABLE
         elif self.current is p:
             self.cpu.request_stop()  # deliver on the way back to user mode
+
+    def cpu_ticks(self, p: Process) -> int:
+        """p's user time in clock ticks (USER_HZ), as SIGCHLD and waitid report it."""
+        return p.utime_insns * USER_HZ // self.clock.cpu_hz
 
     def deliverable(self, p: Process) -> int:
         return p.sigpending & ~(p.sigmask & ~UNBLOCKABLE)
@@ -919,7 +928,7 @@ class Kernel:
                 p.sigmask, p.saved_sigmask = p.saved_sigmask, None  # what it unblocks comes now
                 continue
             sig = (ready & -ready).bit_length()
-            p.sigpending &= ~(1 << (sig - 1))
+            info = take(p, sig)
             act = p.action(sig)
             if act.handler == SIG_IGN:
                 continue
@@ -928,18 +937,19 @@ class Kernel:
                     continue
                 self.exit_process(p.leader or p, sig | (0x80 if sig in DEFAULT_CORE else 0))  # the whole group
                 return
-            self.setup_frame(p, sig, act)
+            self.setup_frame(p, sig, act, info)
             return
 
-    def force_signal(self, p: Process, sig: int, addr: int = 0) -> None:
-        """A synchronous fault: deliver now, or kill if it is blocked or left at default."""
+    def force_signal(self, p: Process, sig: int, code: int = SI_KERNEL, addr: int = 0) -> None:
+        """A synchronous fault (si_code `code`, at `addr`): deliver now, or kill if it is
+        blocked or left at default."""
         act = p.action(sig)
         if act.handler in (SIG_DFL, SIG_IGN) or p.sigmask & (1 << (sig - 1)):
             self.exit_process(p.leader or p, sig | (0x80 if sig in DEFAULT_CORE else 0))
             return
-        self.setup_frame(p, sig, act, addr)
+        self.setup_frame(p, sig, act, SigInfo(sig, code, addr=addr))
 
-    def setup_frame(self, p: Process, sig: int, act: SigAction, addr: int = 0) -> None:
+    def setup_frame(self, p: Process, sig: int, act: SigAction, info: SigInfo) -> None:
         """Push an rt_sigframe (siginfo + ucontext) and enter the handler; rt_sigreturn undoes it."""
         cpu = self.cpu
         regs = cpu.read_gprs()
@@ -954,7 +964,7 @@ class Kernel:
                 p.altstack = (0, 0, 0)  # until the handler returns (rt_sigreturn restores it)
         sp -= 128
         siginfo_at = sp & ~15
-        siginfo = struct.pack("<iii4xQ", sig, 0, 0 if addr == 0 else 1, addr).ljust(128, b"\0")
+        siginfo = info.pack()
         uc_size = 8 + 8 + 24 + 23 * 8 + 8 + 64 + 8
         uc_at = (siginfo_at - uc_size) & ~15
         order = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx", "rdx", "rax", "rcx", "rsp", "rip")
@@ -980,7 +990,7 @@ class Kernel:
         rsp = self.cpu.reg("rsp")
         uc_at = rsp  # the handler's `ret` popped the restorer address
         if not p.sigframes:
-            self.force_signal(p, SIGSEGV)
+            self.force_signal(p, SIGSEGV)  # (Linux: SI_KERNEL)
             return
         ctx, _ = p.sigframes.pop()
         try:
@@ -1197,23 +1207,29 @@ class Kernel:
             try:
                 ok = p.mm.fault(stop.fault_gva, stop.fault_access)
             except SyscallError:  # the file behind the mapping could not be read (EIO)
-                self.force_signal(p, SIGBUS, stop.fault_gva)
+                self.force_signal(p, SIGBUS, BUS_ADRERR, stop.fault_gva)
                 return
             except OutOfMemory:  # not even the reserves were left for this page
                 self.send_signal(p, SIGKILL)
                 return
             self.fs_commit()  # a shared DAX mapping's fault may have filled a hole
             if not ok:
-                self.force_signal(p, SIGBUS if p.mm.fault_beyond_eof else SIGSEGV, stop.fault_gva)
+                if p.mm.fault_beyond_eof:
+                    self.force_signal(p, SIGBUS, BUS_ADRERR, stop.fault_gva)
+                else:  # no mapping there, or one that does not allow the access
+                    code = SEGV_MAPERR if p.mm.find(stop.fault_gva) is None else SEGV_ACCERR
+                    self.force_signal(p, SIGSEGV, code, stop.fault_gva)
             elif self.checkpointer is not None:
                 v = p.mm.find(stop.fault_gva)
                 # (a write to a page living in the image file filled nothing from a file)
                 if v is not None and v.backing is not None and not p.mm.shadowed:
                     self.checkpointer.note_mmap_fill(v.shared, getattr(v.backing, "ino", None))
         elif stop.kind == STOP_INVALID:
-            self.force_signal(p, SIGILL, stop.pc)
+            self.force_signal(p, SIGILL, ILL_ILLOPN, stop.pc)
         elif stop.kind == STOP_EXCEPTION:
-            self.force_signal(p, EXCEPTION_SIGNAL.get(stop.intno, SIGSEGV), stop.pc)
+            sig = EXCEPTION_SIGNAL.get(stop.intno, SIGSEGV)
+            code, at = EXCEPTION_CODE.get(stop.intno, (SI_KERNEL, 0))
+            self.force_signal(p, sig, code, stop.pc if at else 0)
         elif stop.kind == STOP_DEADLINE:
             self._quantum_over = True
 

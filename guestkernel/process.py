@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable
 from guestkernel.errors import EBADF, EMFILE, SyscallError
 from guestkernel.mm import MM
 from guestkernel.slab import NO_OBJECTS
+from guestkernel.siginfo import SigInfo
 from guestkernel.vfs import Node, OpenFile, WaitQueue
 
 SS_ONSTACK, SS_DISABLE, SS_AUTODISARM = 1, 2, 1 << 31  # sigaltstack's flags
@@ -120,6 +121,7 @@ class Process:
     sigmask: int = 0
     saved_sigmask: int | None = None        # the mask before sigsuspend/ppoll/pselect6 replaced it
     sigpending: int = 0
+    siginfo: dict[int, list[SigInfo]] = field(default_factory=dict)  # what each pending signal carries
     sigframes: list[tuple[object, int]] = field(default_factory=list)  # (saved context, old mask)
     clear_child_tid: int = 0
     leader: "Process | None" = None         # a thread's group leader (None: a process)

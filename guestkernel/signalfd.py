@@ -3,22 +3,21 @@
 A SignalFile watches a set of signals of the process that made it: read(2) takes the lowest
 pending ones of the set (each a 128-byte struct signalfd_siginfo) and blocks, or fails with
 EAGAIN, while none is pending; poll sees POLLIN while one is. Programs block the signals first
-(sigprocmask) so that they stay pending instead of being delivered. The kernel does not keep who
-sent a signal: the records carry the signal number, code SI_USER and zeros.
+(sigprocmask) so that they stay pending instead of being delivered. Each record carries what the
+signal was sent with (guestkernel/siginfo.py: sender, code, child status, value).
 """
 from __future__ import annotations
 
 import stat as S
-import struct
 from typing import TYPE_CHECKING
 
 from guestkernel.errors import EAGAIN, EINVAL, Block, SyscallError
+from guestkernel.siginfo import SIGINFO_SIZE, take
 from guestkernel.vfs import O_NONBLOCK, O_RDONLY, POLLIN, POLLRDNORM, OpenFile, Stat, WaitQueue
 
 if TYPE_CHECKING:
     from guestkernel.process import Process
 
-SIGINFO_SIZE = 128
 UNBLOCKABLE = (1 << 8) | (1 << 18)  # SIGKILL, SIGSTOP: never read through a signalfd
 
 
@@ -48,9 +47,7 @@ class SignalFile(OpenFile):
             ready = p.sigpending & self.mask
             if not ready:
                 break
-            bit = ready & -ready
-            p.sigpending &= ~bit
-            out.append(struct.pack("<IiiII", bit.bit_length(), 0, 0, 0, 0).ljust(SIGINFO_SIZE, b"\0"))
+            out.append(take(p, (ready & -ready).bit_length()).pack_signalfd())
         if out:
             return b"".join(out)
         if self.flags & O_NONBLOCK:

@@ -269,7 +269,7 @@ class CPU:
             self._uncount_from(rip)
             if st.fault_pending:
                 st.fault_pending = 0
-                return Stop(STOP_FAULT, rip, st.fault_gva, st.fault_access)
+                return Stop(STOP_FAULT, rip, self.lib.emu_fault_gva(self._uc_ptr, st), st.fault_access)
             if e.errno == UC_ERR_INSN_INVALID:
                 return Stop(STOP_INVALID, rip)
             if e.errno == UC_ERR_FETCH_PROT:
@@ -301,7 +301,7 @@ class CPU:
             st.icount = before
             if st.fault_pending:
                 st.fault_pending = 0
-                return Stop(STOP_FAULT, rip, st.fault_gva, st.fault_access)
+                return Stop(STOP_FAULT, rip, self.lib.emu_fault_gva(self._uc_ptr, st), st.fault_access)
             if e.errno == UC_ERR_INSN_INVALID:
                 return Stop(STOP_INVALID, rip)
             return Stop(STOP_EXCEPTION, rip, intno=self._intno if self._intno >= 0 else 13)

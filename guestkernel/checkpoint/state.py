@@ -32,6 +32,7 @@ from unicorn import x86_const as X
 from guestkernel.checkpoint.store import encode_static, pack_pages, unpack_pages
 from guestkernel.gfp import Gfp
 from guestkernel.mm import MM, PAGE, TASK_SIZE, VMA
+from guestkernel.siginfo import SigInfo
 from guestkernel.process import RUNNABLE, ZOMBIE, FDTable, FsContext, Process, SigAction
 from guestkernel.vfs import DEV_DIR, ConsoleFile, DevDirFile, DevFile, InodeFile, OpenFile, Pipe, PipeEnd
 
@@ -501,6 +502,7 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
                 resume = {"kind": "user"}
         d.update(
             regs=regs, resume=resume, sigmask=p.sigmask, saved_sigmask=p.saved_sigmask, sigpending=p.sigpending,
+            siginfo={str(s): [i.record() for i in q] for s, q in p.siginfo.items()},
             itimer_real=[max(0, p.itimer_real[0] - now) if p.itimer_real[0] else 0, p.itimer_real[1]],
             sigframes=[[regs_of(k, ctx, {}), mask] for ctx, mask in p.sigframes],
             pages=part_of[p.mm.asid],
@@ -610,6 +612,7 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
         p.sigactions = sighands.setdefault(d.get("sighand", p.pid),
                                            {int(s): SigAction(*a) for s, a in d["sigactions"].items()})
         p.sigmask, p.sigpending, p.clear_child_tid = d["sigmask"], d["sigpending"], d["clear_child_tid"]
+        p.siginfo = {int(s): [SigInfo(*r) for r in q] for s, q in d.get("siginfo", {}).items()}
         p.saved_sigmask = d.get("saved_sigmask")
         p.rlimits = {int(r): (v[0], v[1]) for r, v in d["rlimits"].items()}
         p.pdeath_signal = d.get("pdeath_signal", 0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from guestkernel.siginfo import queued
 from guestkernel.errors import SyscallError
 from guestkernel.mm import PAGE
 from guestkernel.process import BLOCKED, RUNNABLE, ZOMBIE, Process
@@ -104,7 +105,7 @@ def status(k: "Kernel", p: Process) -> bytes:
                   ("VmExe", f"{(end - start) // 1024:8d} kB"), ("VmLib", f"{0:8d} kB"),
                   ("VmPTE", f"{len(p.mm.aspace.table_frames) * 4:8d} kB"), ("VmSwap", f"{0:8d} kB")]
     lines += [("Threads", 1 + sum(1 for q in k.procs.values() if q.leader is p)),
-              ("SigQ", "0/63432"), ("SigPnd", f"{0:016x}"), ("ShdPnd", f"{p.sigpending:016x}"),
+              ("SigQ", f"{queued(p)}/63432"), ("SigPnd", f"{0:016x}"), ("ShdPnd", f"{p.sigpending:016x}"),
               ("SigBlk", f"{p.sigmask:016x}"), ("SigIgn", f"{sigign:016x}"), ("SigCgt", f"{sigcatch:016x}"),
               ("CapInh", f"{0:016x}"), ("CapPrm", "000001ffffffffff"), ("CapEff", "000001ffffffffff"),
               ("CapBnd", "000001ffffffffff"), ("CapAmb", f"{0:016x}"), ("NoNewPrivs", 0), ("Seccomp", 0),

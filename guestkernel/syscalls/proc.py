@@ -6,6 +6,7 @@ import struct
 from guestkernel.errors import E2BIG, ECHILD, EINVAL, ENOSYS, EPERM, Block, SyscallError
 from guestkernel.process import ZOMBIE
 from guestkernel import futex
+from guestkernel.siginfo import child_info
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.args import path_arg, process_arg, s32
 
@@ -174,10 +175,8 @@ def sys_waitid(k, p, idtype, id_, infop, options, *_):  # type: ignore[no-untype
         raise SyscallError(ECHILD)
     for c in candidates:
         if c.state == ZOMBIE:
-            st = c.exit_status
-            code, status = (1, (st >> 8) & 0xFF) if st & 0x7F == 0 else ((3 if st & 0x80 else 2), st & 0x7F)
             if infop:
-                p.mm.copy_out(infop, struct.pack("<iii4xiiii", 17, 0, code, c.pid, 0, status, 0).ljust(128, b"\0"))
+                p.mm.copy_out(infop, child_info(c.exit_status, c.pid, k.cpu_ticks(c)).pack())
             if not options & 0x01000000:  # WNOWAIT
                 k.reap(p, c)
             return 0

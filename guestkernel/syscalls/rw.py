@@ -108,7 +108,9 @@ def sigpipe_on_epipe(k: "Kernel", p: "Process", e: SyscallError) -> None:
     if e.errno == EPIPE:
         from guestkernel.kernel import SIGPIPE
 
-        k.send_signal(p, SIGPIPE)
+        from guestkernel.siginfo import SI_USER, SigInfo
+
+        k.send_signal(p, SIGPIPE, SigInfo(SIGPIPE, SI_USER, (p.leader or p).pid))  # (send_sig: SEND_SIG_NOINFO)
 
 
 def resume_write(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, done: int) -> int:

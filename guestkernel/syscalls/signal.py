@@ -1,13 +1,18 @@
-"""Signal syscalls: rt_sigaction, rt_sigprocmask, rt_sigreturn, kill, tgkill, sigaltstack, pause,
-and the timers that send signals (alarm, setitimer, getitimer)."""
+"""Signal syscalls: rt_sigaction, rt_sigprocmask, rt_sigreturn, kill, tgkill, rt_sigqueueinfo,
+rt_sigtimedwait, sigaltstack, pause, and the timers that send signals (alarm, setitimer,
+getitimer). What each signal carries (sender, code, value) is guestkernel/siginfo.py."""
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 
-from guestkernel.errors import EINVAL, ENOMEM, EPERM, ESRCH, Block, SyscallError
+from guestkernel.errors import EAGAIN, EINVAL, ENOMEM, EPERM, ESRCH, Block, SyscallError
 from guestkernel.process import SS_AUTODISARM, SS_DISABLE, SS_ONSTACK, STACK_T, ZOMBIE, SigAction
+from guestkernel.siginfo import SI_TKILL, SI_USER, SIGINFO_SIZE, SigInfo, discard, take
+from guestkernel.signalfd import signal_waitq
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.args import s32
+from guestkernel.timerfd import unpack_timespec
 from guestkernel.vfs import WaitQueue
 
 SIGKILL, SIGSTOP = 9, 19
@@ -28,7 +33,7 @@ def sys_rt_sigaction(k, p, sig, act, oldact, sigsetsize, *_):  # type: ignore[no
         handler, flags, restorer, mask = struct.unpack("<QQQQ", p.mm.copy_in(act, 32))
         p.sigactions[sig] = SigAction(handler, flags, restorer, mask & ~UNBLOCKABLE)
         if handler == 1:  # SIG_IGN discards what is pending
-            p.sigpending &= ~(1 << (sig - 1))
+            discard(p, sig)
     return 0
 
 
@@ -107,9 +112,9 @@ def targets(k, p, pid: int):  # type: ignore[no-untyped-def]
     return [q for q in k.procs.values() if q.pgid == -pid and q.state != ZOMBIE]
 
 
-@syscall("kill")
-def sys_kill(k, p, pid, sig, *_):  # type: ignore[no-untyped-def]
-    pid, sig = s32(pid), s32(sig)
+def send(k, p, pid: int, sig: int, info: SigInfo | None) -> int:  # type: ignore[no-untyped-def]
+    """Signal `sig` (0: only check) to the processes `pid` names, each with its own copy of
+    `info`."""
     if not 0 <= sig <= 64:
         raise SyscallError(EINVAL)
     qs = targets(k, p, pid)
@@ -117,18 +122,89 @@ def sys_kill(k, p, pid, sig, *_):  # type: ignore[no-untyped-def]
         raise SyscallError(ESRCH)
     if sig:
         for q in qs:
-            k.send_signal(q, sig)
+            k.send_signal(q, sig, None if info is None else replace(info, signo=sig))
     return 0
+
+
+@syscall("kill")
+def sys_kill(k, p, pid, sig, *_):  # type: ignore[no-untyped-def]
+    return send(k, p, s32(pid), s32(sig), SigInfo(s32(sig), SI_USER, (p.leader or p).pid))
 
 
 @syscall("tgkill")
 def sys_tgkill(k, p, tgid, tid, sig, *_):  # type: ignore[no-untyped-def]
-    return sys_kill(k, p, tid, sig)
+    return sys_tkill(k, p, tid, sig)
 
 
 @syscall("tkill")
 def sys_tkill(k, p, tid, sig, *_):  # type: ignore[no-untyped-def]
-    return sys_kill(k, p, tid, sig)
+    if s32(tid) <= 0:
+        raise SyscallError(EINVAL)
+    return send(k, p, s32(tid), s32(sig), SigInfo(s32(sig), SI_TKILL, (p.leader or p).pid))
+
+
+def user_info(k, p, pid: int, sig: int, uinfo: int) -> SigInfo:  # type: ignore[no-untyped-def]
+    """rt_sigqueueinfo's siginfo from the program. A process may not pose as the kernel or as
+    kill(2) towards another (Linux: EPERM for si_code >= 0 or SI_TKILL)."""
+    info = SigInfo.unpack_user(p.mm.copy_in(uinfo, SIGINFO_SIZE), sig)
+    if (info.code >= 0 or info.code == SI_TKILL) and pid != (p.leader or p).pid:
+        raise SyscallError(EPERM)
+    return info
+
+
+@syscall("rt_sigqueueinfo")
+def sys_rt_sigqueueinfo(k, p, pid, sig, uinfo, *_):  # type: ignore[no-untyped-def]
+    pid, sig = s32(pid), s32(sig)
+    return send(k, p, pid, sig, user_info(k, p, pid, sig, uinfo))
+
+
+@syscall("rt_tgsigqueueinfo")
+def sys_rt_tgsigqueueinfo(k, p, tgid, tid, sig, uinfo, *_):  # type: ignore[no-untyped-def]
+    tgid, tid, sig = s32(tgid), s32(tid), s32(sig)
+    if tgid <= 0 or tid <= 0:
+        raise SyscallError(EINVAL)
+    return send(k, p, tid, sig, user_info(k, p, tgid, sig, uinfo))
+
+
+@syscall("rt_sigtimedwait")
+def sys_rt_sigtimedwait(k, p, set_ptr, info_ptr, timeout, sigsetsize, *_):  # type: ignore[no-untyped-def]
+    """sigwaitinfo/sigtimedwait: take one pending signal of the set (the lowest) with its
+    information instead of delivering it; wait for one (the set is let through meanwhile, as
+    Linux's real_blocked), until the timeout (EAGAIN) or another signal (EINTR)."""
+    if sigsetsize != 8:
+        raise SyscallError(EINVAL)
+    wanted = int.from_bytes(p.mm.copy_in(set_ptr, 8), "little") & ~UNBLOCKABLE
+    timeout_ns = unpack_timespec(p.mm.copy_in(timeout, 16)) if timeout else None
+    if timeout_ns is not None and timeout_ns < 0:
+        raise SyscallError(EINVAL)
+    own = WaitQueue("sigtimedwait")
+    state = {"timed_out": timeout_ns == 0}
+    if timeout_ns:
+        def expire() -> None:
+            state["timed_out"] = True
+            own.wake()
+        k.add_timer(k.clock.uptime_ns() + timeout_ns, expire)
+    sigq = signal_waitq(p)
+
+    def attempt() -> int:
+        ready = p.sigpending & wanted
+        if ready:
+            if own in sigq.pollers:
+                sigq.pollers.remove(own)
+            sig = (ready & -ready).bit_length()
+            info = take(p, sig)
+            if info_ptr:
+                p.mm.copy_out(info_ptr, info.pack())
+            return sig
+        if state["timed_out"]:
+            if own in sigq.pollers:
+                sigq.pollers.remove(own)
+            raise SyscallError(EAGAIN)
+        if own not in sigq.pollers:
+            sigq.pollers.append(own)
+        raise Block(own, retry=attempt)
+
+    return attempt()
 
 
 @syscall("pause")

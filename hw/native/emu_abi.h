@@ -59,6 +59,7 @@ void emu_set_ept(struct emu_state *st, uint32_t *ept, uint8_t *bits, uint64_t pa
 int emu_install(uc_engine *uc, struct emu_state *st, int use_patch, int access_stops);
 void emu_tlb_flush(uc_engine *uc);
 void emu_tlb_flush_page(uc_engine *uc, uint64_t gva);
+uint64_t emu_fault_gva(uc_engine *uc, struct emu_state *st);
 void emu_tlb_flush_dirty(uc_engine *uc, const uint64_t *leaves, uint64_t n);
 struct icache *emu_icache_new(void);
 void emu_icache_free(struct icache *ic);

@@ -398,7 +398,20 @@ void emu_tlb_flush(uc_engine *uc)
 /* tlb.patch's one-page flush (NULL: the stock wheel, or EMU_UNICORN=hook). */
 typedef uc_err (*tlb_flush_page_fn)(uc_engine *uc, uint64_t address);
 typedef uc_err (*fill_no_restore_fn)(uc_engine *uc, bool no_restore);
+typedef uint64_t (*fault_address_fn)(uc_engine *uc);
 static tlb_flush_page_fn flush_page;
+static fault_address_fn fault_address;
+
+/* The address of the last failed fill: the exact one with tlb.patch (a fill callback only sees
+ * the page, a page fault reports the byte: CR2, si_addr), else the page's. */
+uint64_t emu_fault_gva(uc_engine *uc, struct emu_state *st)
+{
+    if (fault_address) {
+        uint64_t exact = fault_address(uc);
+        if ((exact & ~0xfffull) == (st->fault_gva & ~0xfffull)) return exact;
+    }
+    return st->fault_gva;
+}
 
 /* The mapping of one page of the loaded address space changed (a copy on write): its entries go,
  * the others stay (the stock wheel: the whole TLB). */
@@ -440,6 +453,7 @@ int emu_install(uc_engine *uc, struct emu_state *st, int use_patch, int access_s
     /* tlb.patch: fills without a PC sync (tlb_fill reads no register), one-page flushes */
     fill_no_restore_fn no_restore = use_patch ? (fill_no_restore_fn)dlsym(RTLD_DEFAULT, "uc_tlb_fill_no_restore") : NULL;
     flush_page = use_patch ? (tlb_flush_page_fn)dlsym(RTLD_DEFAULT, "uc_tlb_flush_page") : NULL;
+    fault_address = use_patch ? (fault_address_fn)dlsym(RTLD_DEFAULT, "uc_tlb_fault_address") : NULL;
     if (no_restore && (err = no_restore(uc, true)) != UC_ERR_OK) return err;
     if (enable) {
         err = enable(uc, &st->icount, icount_limit, st, access_stops ? 0 : ICOUNT_NO_ACCESS_CHECKS);

@@ -66,6 +66,26 @@ def test_threads_share_their_working_directory_after_a_restart(base_image, tmp_p
     assert all(q["outcome"] == "identical" for q in doc["points"])
 
 
+def test_queued_signals_survive_a_restart(base_image, tmp_path):
+    """tests/programs/sigqueued.c: four real-time signals with values and a standard one wait
+    blocked across syscalls, then sigtimedwait takes them. Cut anywhere and restarted, every
+    queued instance comes back with its code, sender and value."""
+    exe = tmp_path / "sigqueued"
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(exe), str(ROOT / "tests/programs/sigqueued.c")], check=True)
+    image = tmp_path / "disk.img"
+    shutil.copyfile(base_image, image)
+    put_file(image, exe, "/bin/sigqueued")
+    cmd = [sys.executable, "-m", "emu.cli", "crashtest", "--dir", str(tmp_path / "c"), "--image", str(image),
+           "--level", "persist", "--checkpoint", "tcp=0", "--jobs", "2", "--points", "16", "--", "/bin/sigqueued"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    doc = json.loads((tmp_path / "c" / "crashtest.json").read_text())
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert doc["reference"]["stdout"].splitlines()[4:] == [
+        "SIGUSR1 code 0 value 0 mine 1", *[f"RTMIN+2 code -1 value {100 + i} mine 1" for i in range(4)]]
+    assert doc["summary"]["failed"] == 0 and len(doc["points"]) == 16
+    assert all(q["outcome"] == "identical" for q in doc["points"])
+
+
 @pytest.mark.slow
 def test_a_thread_pool_campaign_with_checkpoint_events(pool_image, tmp_path):
     p, doc = campaign(tmp_path / "c", pool_image, "--points", "150", "--every-event-of-checkpoint", "2",
