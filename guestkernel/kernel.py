@@ -41,7 +41,7 @@ from guestkernel.slab import SlabAllocator
 from guestkernel.swap import SwapAreas
 from guestkernel.zones import MIGRATE_NAMES
 from guestkernel.siginfo import (BUS_ADRERR, FPE_INTDIV, ILL_ILLOPN, SEGV_ACCERR, SEGV_MAPERR, SI_KERNEL, SI_USER,
-                                 USER_HZ, SigInfo, child_info, queue, take)
+                                 USER_HZ, SigInfo, child_info, queue, take_lowest)
 from guestkernel.process import BLOCKED, RUNNABLE, SS_AUTODISARM, STACK_T, ZOMBIE, FDTable, FsContext, Process, SigAction
 from guestkernel.syscalls import NAMES, NUMBERS, load_all
 from guestkernel.vfs import (VFS, ConsoleFile, DevNode, InodeFile, O_RDONLY, O_WRONLY, OpenFile, PipeEnd, PmemRegion,
@@ -822,7 +822,7 @@ class Kernel:
         init = self.procs.get(1)
         for c in p.children:
             if c.pdeath_signal and c.state != ZOMBIE:
-                self.send_signal(c, c.pdeath_signal, SigInfo(c.pdeath_signal, SI_USER, (p.leader or p).pid))
+                self.send_group_signal(c, c.pdeath_signal, SigInfo(c.pdeath_signal, SI_USER, (p.leader or p).pid))
             c.ppid = 1
             if init is not None and init is not p:
                 init.children.append(c)
@@ -832,7 +832,7 @@ class Kernel:
             self.init_status = status
             self.halted = True
         if parent is not None and parent.state != ZOMBIE:
-            self.send_signal(parent, SIGCHLD, child_info(status, p.pid, self.cpu_ticks(p)))
+            self.send_group_signal(parent, SIGCHLD, child_info(status, p.pid, self.cpu_ticks(p)))
             parent.child_waitq.wake()
         else:
             del self.procs[p.pid]  # nobody will reap it
@@ -888,23 +888,44 @@ class Kernel:
     # signals
 
     def send_signal(self, p: Process, sig: int, info: SigInfo | None = None) -> None:
-        """Make `sig` pending for p with `info` (None: the kernel's, SI_KERNEL), from kill(2), a
-        timer, a child's exit or a fault (guestkernel/siginfo.py). As Linux's
-        signal_wake_up: a receiver blocked in a call wakes when the signal is not masked (the
-        call is then retried or interrupted, see finish_parked); one on the CPU takes it on its
-        way back to user mode."""
-        if p.state == ZOMBIE or not 1 <= sig <= 64:
+        """Make `sig` pending for thread p with `info` (None: the kernel's, SI_KERNEL): tgkill,
+        a fault, SIGPIPE (guestkernel/siginfo.py). As Linux's signal_wake_up: a receiver blocked
+        in a call wakes when the signal is not masked (the call is then retried or interrupted,
+        see finish_parked); one on the CPU takes it on its way back to user mode."""
+        if p.state == ZOMBIE or not 1 <= sig <= 64 or self._ignored_at_generation(p, sig):
             return
-        act = p.action(sig)
-        bit = 1 << (sig - 1)
-        if sig != SIGKILL and not p.sigmask & bit and \
-                (act.handler == SIG_IGN or (act.handler == SIG_DFL and sig in DEFAULT_IGNORE)):
-            return  # discarded at generation, as Linux does for ignored signals that are not blocked
         queue(p, info if info is not None else SigInfo(sig))
+        self._signal_wake(p, sig)
+
+    def send_group_signal(self, p: Process, sig: int, info: SigInfo | None = None) -> None:
+        """Make `sig` pending for p's whole thread group (kill, sigqueue, SIGCHLD, the
+        real-time timer): once, in the set its threads share; the thread that takes it is the
+        leader when it does not block it, else the first other thread that does not (Linux's
+        complete_signal). Readers of a signalfd or sigtimedwait in any thread look."""
+        leader = p.leader or p
+        if leader.state == ZOMBIE or not 1 <= sig <= 64 or self._ignored_at_generation(leader, sig):
+            return
+        queue(leader.shared, info if info is not None else SigInfo(sig))
+        group = [leader] + [t for t in self.procs.values() if t.leader is leader and t.state != ZOMBIE]
+        bit = 1 << (sig - 1)
+        taker = next((t for t in group if sig == SIGKILL or not t.sigmask & bit), None)
+        for t in group:
+            if t is taker:
+                self._signal_wake(t, sig)
+            elif t.sigwaitq is not None:
+                t.sigwaitq.wake()
+
+    def _ignored_at_generation(self, p: Process, sig: int) -> bool:
+        """Ignored signals that are not blocked are discarded when sent, as on Linux."""
+        act = p.action(sig)
+        return sig != SIGKILL and not p.sigmask & 1 << (sig - 1) and \
+            (act.handler == SIG_IGN or (act.handler == SIG_DFL and sig in DEFAULT_IGNORE))
+
+    def _signal_wake(self, p: Process, sig: int) -> None:
         if p.sigwaitq is not None:
             p.sigwaitq.wake()  # a signalfd reader or poller
         if p.state == BLOCKED:  # (it may still be `current`: nobody else ran since it blocked)
-            if sig == SIGKILL or not p.sigmask & bit:
+            if sig == SIGKILL or not p.sigmask & 1 << (sig - 1):
                 p.state = RUNNABLE
         elif self.current is p:
             self.cpu.request_stop()  # deliver on the way back to user mode
@@ -914,7 +935,7 @@ class Kernel:
         return p.utime_insns * USER_HZ // self.clock.cpu_hz
 
     def deliverable(self, p: Process) -> int:
-        return p.sigpending & ~(p.sigmask & ~UNBLOCKABLE)
+        return (p.sigpending | p.shared.sigpending) & ~(p.sigmask & ~UNBLOCKABLE)
 
     def deliver_signals(self, p: Process) -> None:
         """p is on the CPU, on its way back to user mode: act on its pending, unblocked signals.
@@ -927,8 +948,7 @@ class Kernel:
                     return
                 p.sigmask, p.saved_sigmask = p.saved_sigmask, None  # what it unblocks comes now
                 continue
-            sig = (ready & -ready).bit_length()
-            info = take(p, sig)
+            sig, info = take_lowest(p, ready)
             act = p.action(sig)
             if act.handler == SIG_IGN:
                 continue
@@ -1121,7 +1141,7 @@ class Kernel:
 
     def _ignored_mask(self, p: Process) -> int:
         m = 0
-        for s in _bits(p.sigpending):
+        for s in _bits(p.sigpending | p.shared.sigpending):
             a = p.action(s)
             if a.handler == SIG_IGN or (a.handler == SIG_DFL and (s in DEFAULT_IGNORE or s in DEFAULT_STOP)):
                 m |= 1 << (s - 1)

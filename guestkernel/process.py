@@ -83,6 +83,16 @@ class FDTable:
         return t
 
 
+@dataclass(eq=False)
+class SharedPending:
+    """Signals sent to a whole thread group (kill, sigqueue, a child's SIGCHLD, the real-time
+    timer), pending once for all its threads (Linux's signal->shared_pending): the first thread
+    that does not block one takes it. A thread's own pending set (tgkill, its faults) is
+    Process.sigpending."""
+    sigpending: int = 0
+    siginfo: dict[int, list[SigInfo]] = field(default_factory=dict)
+
+
 @dataclass
 class FsContext:
     """What clone's CLONE_FS shares (Linux's fs_struct): the working directory and the umask.
@@ -122,6 +132,7 @@ class Process:
     saved_sigmask: int | None = None        # the mask before sigsuspend/ppoll/pselect6 replaced it
     sigpending: int = 0
     siginfo: dict[int, list[SigInfo]] = field(default_factory=dict)  # what each pending signal carries
+    shared: SharedPending = field(default_factory=SharedPending)  # the group's pending signals
     sigframes: list[tuple[object, int]] = field(default_factory=list)  # (saved context, old mask)
     clear_child_tid: int = 0
     leader: "Process | None" = None         # a thread's group leader (None: a process)

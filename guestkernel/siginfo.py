@@ -14,7 +14,9 @@ from dataclasses import astuple, dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from guestkernel.process import Process
+    from guestkernel.process import Process, SharedPending
+
+    Pending = Process | SharedPending  # a thread's own pending set, or its group's
 
 SIGINFO_SIZE = 128
 SIGRTMIN = 32
@@ -111,7 +113,7 @@ def child_info(status_word: int, pid: int, ticks: int) -> SigInfo:
     return SigInfo(SIGCHLD, code, pid, 0, status, utime=ticks)
 
 
-def queue(p: "Process", info: SigInfo) -> bool:
+def queue(p: "Pending", info: SigInfo) -> bool:
     """Make info's signal pending for p; False when a standard signal was pending already (the
     new one is dropped)."""
     bit = 1 << (info.signo - 1)
@@ -122,7 +124,7 @@ def queue(p: "Process", info: SigInfo) -> bool:
     return True
 
 
-def take(p: "Process", sig: int) -> SigInfo:
+def take(p: "Pending", sig: int) -> SigInfo:
     """Dequeue one instance of pending signal `sig`: its information (the kernel's, when it was
     made pending without any); the pending bit goes with the last one."""
     q = p.siginfo.get(sig)
@@ -133,12 +135,27 @@ def take(p: "Process", sig: int) -> SigInfo:
     return info
 
 
-def discard(p: "Process", sig: int) -> None:
+def take_lowest(p: "Process", ready: int) -> tuple[int, SigInfo]:
+    """Dequeue the lowest signal of `ready` (a mask of p's pending signals) from the thread's
+    own set first, then from its group's (Linux's dequeue_signal). Returns (signal, info)."""
+    own = p.sigpending & ready
+    source: Pending = p if own else p.shared
+    bits = own or p.shared.sigpending & ready
+    sig = (bits & -bits).bit_length()
+    return sig, take(source, sig)
+
+
+def pending(p: "Process") -> int:
+    """The thread's pending signals, its own and its group's."""
+    return p.sigpending | p.shared.sigpending
+
+
+def discard(p: "Pending", sig: int) -> None:
     """Every pending instance of `sig` goes (its action became SIG_IGN)."""
     p.siginfo.pop(sig, None)
     p.sigpending &= ~(1 << (sig - 1))
 
 
 def queued(p: "Process") -> int:
-    """Signals queued (/proc/PID/status SigQ)."""
-    return sum(len(q) for q in p.siginfo.values())
+    """Signals queued for the thread (/proc/PID/status SigQ)."""
+    return sum(len(q) for q in p.siginfo.values()) + sum(len(q) for q in p.shared.siginfo.values())

@@ -12,7 +12,7 @@ import stat as S
 from typing import TYPE_CHECKING
 
 from guestkernel.errors import EAGAIN, EINVAL, Block, SyscallError
-from guestkernel.siginfo import SIGINFO_SIZE, take
+from guestkernel.siginfo import SIGINFO_SIZE, pending, take_lowest
 from guestkernel.vfs import O_NONBLOCK, O_RDONLY, POLLIN, POLLRDNORM, OpenFile, Stat, WaitQueue
 
 if TYPE_CHECKING:
@@ -44,10 +44,10 @@ class SignalFile(OpenFile):
         p = self.proc
         out = []
         while len(out) < n // SIGINFO_SIZE:
-            ready = p.sigpending & self.mask
+            ready = pending(p) & self.mask
             if not ready:
                 break
-            out.append(take(p, (ready & -ready).bit_length()).pack_signalfd())
+            out.append(take_lowest(p, ready)[1].pack_signalfd())
         if out:
             return b"".join(out)
         if self.flags & O_NONBLOCK:
@@ -55,7 +55,7 @@ class SignalFile(OpenFile):
         raise Block(self.waitq)
 
     def poll_mask(self) -> int:
-        return POLLIN | POLLRDNORM if self.proc.sigpending & self.mask else 0
+        return POLLIN | POLLRDNORM if pending(self.proc) & self.mask else 0
 
     def poll_queue(self) -> WaitQueue:
         return self.waitq

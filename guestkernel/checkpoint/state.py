@@ -33,7 +33,7 @@ from guestkernel.checkpoint.store import encode_static, pack_pages, unpack_pages
 from guestkernel.gfp import Gfp
 from guestkernel.mm import MM, PAGE, TASK_SIZE, VMA
 from guestkernel.siginfo import SigInfo
-from guestkernel.process import RUNNABLE, ZOMBIE, FDTable, FsContext, Process, SigAction
+from guestkernel.process import RUNNABLE, ZOMBIE, FDTable, FsContext, Process, SharedPending, SigAction
 from guestkernel.vfs import DEV_DIR, ConsoleFile, DevDirFile, DevFile, InodeFile, OpenFile, Pipe, PipeEnd
 
 if TYPE_CHECKING:
@@ -215,7 +215,7 @@ def _fingerprint(p: Process) -> tuple[Any, ...]:
     if p.state == ZOMBIE:
         return (p.pid, p.ppid, p.pgid, p.sid, p.umask, p.exe, p.comm, p.start_ns)
     mm, fds = p.mm, p.fds
-    return (p.pid, p.ppid, p.pgid, p.sid, p.umask, p.exe, p.comm, p.start_ns, id(p.fs), p.fs, p.cwd, p.clear_child_tid,
+    return (p.pid, p.ppid, p.pgid, p.sid, p.umask, p.exe, p.comm, p.start_ns, id(p.fs), p.fs, id(p.shared), p.shared, p.cwd, p.clear_child_tid,
             p.pdeath_signal, p.leader.pid if p.leader is not None else None, fds, tuple(fds.fds.items()),
             frozenset(fds.cloexec), id(p.sigactions), p.sigactions, tuple(p.sigactions.items()), tuple(p.rlimits.items()),
             mm, mm.vm_version, mm.brk_start, mm.brk, mm.arg_start, mm.arg_end, mm.env_start, mm.env_end,
@@ -263,6 +263,7 @@ def _static(procs: list[Process]) -> tuple[dict[str, Any], list[OpenFile], list[
     first_mm: dict[int, int] = {}
     first_sighand: dict[int, int] = {}
     first_fs: dict[int, int] = {}
+    first_shared: dict[int, int] = {}
     for p in procs:
         d: dict[str, Any] = {
             "pid": p.pid, "ppid": p.ppid, "pgid": p.pgid, "sid": p.sid, "umask": p.umask,
@@ -276,6 +277,7 @@ def _static(procs: list[Process]) -> tuple[dict[str, Any], list[OpenFile], list[
         # the working directory and umask (threads) is named by the first holder.
         d.update(
             cwd=p.cwd if p.cwd != DEV_DIR else "dev", fs=first_fs.setdefault(id(p.fs), p.pid),
+            sigshared=first_shared.setdefault(id(p.shared), p.pid),
             sigactions={str(s): [a.handler, a.flags, a.restorer, a.mask] for s, a in p.sigactions.items()},
             clear_child_tid=p.clear_child_tid,
             rlimits={str(r): list(v) for r, v in p.rlimits.items()}, pdeath_signal=p.pdeath_signal,
@@ -503,6 +505,7 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
         d.update(
             regs=regs, resume=resume, sigmask=p.sigmask, saved_sigmask=p.saved_sigmask, sigpending=p.sigpending,
             siginfo={str(s): [i.record() for i in q] for s, q in p.siginfo.items()},
+            shared_pending=[p.shared.sigpending, {str(s): [i.record() for i in q] for s, q in p.shared.siginfo.items()}],
             itimer_real=[max(0, p.itimer_real[0] - now) if p.itimer_real[0] else 0, p.itimer_real[1]],
             sigframes=[[regs_of(k, ctx, {}), mask] for ctx, mask in p.sigframes],
             pages=part_of[p.mm.asid],
@@ -595,6 +598,7 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
     tables: dict[int, FDTable] = {}
     sighands: dict[int, dict] = {}  # threads share their group's signal actions
     fss: dict[int, FsContext] = {}  # ... and their working directory and umask
+    shareds: dict[int, SharedPending] = {}  # ... and the signals sent to the group
     by_scm: dict[int, int] = {}  # SCM page -> frame already holding it (shared after fork)
     procs: dict[int, Process] = {}
     for d in meta["procs"]:
@@ -613,6 +617,9 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
                                            {int(s): SigAction(*a) for s, a in d["sigactions"].items()})
         p.sigmask, p.sigpending, p.clear_child_tid = d["sigmask"], d["sigpending"], d["clear_child_tid"]
         p.siginfo = {int(s): [SigInfo(*r) for r in q] for s, q in d.get("siginfo", {}).items()}
+        bits, infos = d.get("shared_pending", (0, {}))
+        p.shared = shareds.setdefault(d.get("sigshared", p.pid), SharedPending(
+            bits, {int(s): [SigInfo(*r) for r in q] for s, q in infos.items()}))
         p.saved_sigmask = d.get("saved_sigmask")
         p.rlimits = {int(r): (v[0], v[1]) for r, v in d["rlimits"].items()}
         p.pdeath_signal = d.get("pdeath_signal", 0)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from guestkernel.siginfo import queued
+from guestkernel.siginfo import pending, queued
 from guestkernel.errors import SyscallError
 from guestkernel.mm import PAGE
 from guestkernel.process import BLOCKED, RUNNABLE, ZOMBIE, Process
@@ -74,7 +74,7 @@ def stat(k: "Kernel", p: Process) -> bytes:
         ticks(p.start_ns),                                           # starttime
         _vm_pages(p) * PAGE if live else 0, mm.resident_pages() if mm else 0,  # vsize rss
         2**64 - 1, start_code, end_code, mm.start_stack if mm else 0, 0, 0,  # rsslim ... kstkesp kstkeip
-        p.sigpending & 0x7FFFFFFF, p.sigmask & 0x7FFFFFFF, sigign & 0x7FFFFFFF, sigcatch & 0x7FFFFFFF,
+        pending(p) & 0x7FFFFFFF, p.sigmask & 0x7FFFFFFF, sigign & 0x7FFFFFFF, sigcatch & 0x7FFFFFFF,
         0, 0, 0, 17 if p.leader is None else -1, 0, 0, 0, 0, 0, 0,    # wchan nswap cnswap exit_signal cpu rt policy blkio guest cguest
         0, 0, mm.brk_start if mm else 0,                              # start_data end_data start_brk
         mm.arg_start if mm else 0, mm.arg_end if mm else 0, mm.env_start if mm else 0, mm.env_end if mm else 0,
@@ -105,7 +105,7 @@ def status(k: "Kernel", p: Process) -> bytes:
                   ("VmExe", f"{(end - start) // 1024:8d} kB"), ("VmLib", f"{0:8d} kB"),
                   ("VmPTE", f"{len(p.mm.aspace.table_frames) * 4:8d} kB"), ("VmSwap", f"{0:8d} kB")]
     lines += [("Threads", 1 + sum(1 for q in k.procs.values() if q.leader is p)),
-              ("SigQ", f"{queued(p)}/63432"), ("SigPnd", f"{0:016x}"), ("ShdPnd", f"{p.sigpending:016x}"),
+              ("SigQ", f"{queued(p)}/63432"), ("SigPnd", f"{p.sigpending:016x}"), ("ShdPnd", f"{p.shared.sigpending:016x}"),
               ("SigBlk", f"{p.sigmask:016x}"), ("SigIgn", f"{sigign:016x}"), ("SigCgt", f"{sigcatch:016x}"),
               ("CapInh", f"{0:016x}"), ("CapPrm", "000001ffffffffff"), ("CapEff", "000001ffffffffff"),
               ("CapBnd", "000001ffffffffff"), ("CapAmb", f"{0:016x}"), ("NoNewPrivs", 0), ("Seccomp", 0),

@@ -36,7 +36,7 @@ def do_clone(k, p, flags, stack, parent_tid, child_tid, tls):  # type: ignore[no
         # One address space, descriptor table and signal actions; not a child to wait for.
         for f in child.fds.fds.values():
             f.refs -= 1
-        child.fds, child.sigactions, child.fs = p.fds, p.sigactions, p.fs
+        child.fds, child.sigactions, child.fs, child.shared = p.fds, p.sigactions, p.fs, p.shared
         leader = p.leader or p
         child.leader, child.ppid = leader, leader.ppid
         p.children.remove(child)

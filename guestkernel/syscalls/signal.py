@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from guestkernel.errors import EAGAIN, EINVAL, ENOMEM, EPERM, ESRCH, Block, SyscallError
 from guestkernel.process import SS_AUTODISARM, SS_DISABLE, SS_ONSTACK, STACK_T, ZOMBIE, SigAction
-from guestkernel.siginfo import SI_TKILL, SI_USER, SIGINFO_SIZE, SigInfo, discard, take
+from guestkernel.siginfo import SI_TKILL, SI_USER, SIGINFO_SIZE, SigInfo, discard, pending, take_lowest
 from guestkernel.signalfd import signal_waitq
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.args import s32
@@ -32,8 +32,12 @@ def sys_rt_sigaction(k, p, sig, act, oldact, sigsetsize, *_):  # type: ignore[no
             raise SyscallError(EINVAL)
         handler, flags, restorer, mask = struct.unpack("<QQQQ", p.mm.copy_in(act, 32))
         p.sigactions[sig] = SigAction(handler, flags, restorer, mask & ~UNBLOCKABLE)
-        if handler == 1:  # SIG_IGN discards what is pending
-            discard(p, sig)
+        if handler == 1:  # SIG_IGN discards what is pending, in every thread of the group
+            leader = p.leader or p
+            discard(leader.shared, sig)
+            for t in k.procs.values():
+                if (t.leader or t) is leader:
+                    discard(t, sig)
     return 0
 
 
@@ -62,7 +66,7 @@ def sys_rt_sigprocmask(k, p, how, set_ptr, old_ptr, sigsetsize, *_):  # type: ig
 
 @syscall("rt_sigpending")
 def sys_rt_sigpending(k, p, ptr, size, *_):  # type: ignore[no-untyped-def]
-    p.mm.copy_out(ptr, (p.sigpending & p.sigmask).to_bytes(8, "little"))
+    p.mm.copy_out(ptr, (pending(p) & p.sigmask).to_bytes(8, "little"))
     return 0
 
 
@@ -112,9 +116,9 @@ def targets(k, p, pid: int):  # type: ignore[no-untyped-def]
     return [q for q in k.procs.values() if q.pgid == -pid and q.state != ZOMBIE]
 
 
-def send(k, p, pid: int, sig: int, info: SigInfo | None) -> int:  # type: ignore[no-untyped-def]
-    """Signal `sig` (0: only check) to the processes `pid` names, each with its own copy of
-    `info`."""
+def send(k, p, pid: int, sig: int, info: SigInfo | None, thread: bool = False) -> int:  # type: ignore[no-untyped-def]
+    """Signal `sig` (0: only check) to the processes `pid` names (their thread groups; with
+    `thread`, the one thread), each with its own copy of `info`."""
     if not 0 <= sig <= 64:
         raise SyscallError(EINVAL)
     qs = targets(k, p, pid)
@@ -122,7 +126,7 @@ def send(k, p, pid: int, sig: int, info: SigInfo | None) -> int:  # type: ignore
         raise SyscallError(ESRCH)
     if sig:
         for q in qs:
-            k.send_signal(q, sig, None if info is None else replace(info, signo=sig))
+            (k.send_signal if thread else k.send_group_signal)(q, sig, None if info is None else replace(info, signo=sig))
     return 0
 
 
@@ -140,7 +144,7 @@ def sys_tgkill(k, p, tgid, tid, sig, *_):  # type: ignore[no-untyped-def]
 def sys_tkill(k, p, tid, sig, *_):  # type: ignore[no-untyped-def]
     if s32(tid) <= 0:
         raise SyscallError(EINVAL)
-    return send(k, p, s32(tid), s32(sig), SigInfo(s32(sig), SI_TKILL, (p.leader or p).pid))
+    return send(k, p, s32(tid), s32(sig), SigInfo(s32(sig), SI_TKILL, (p.leader or p).pid), thread=True)
 
 
 def user_info(k, p, pid: int, sig: int, uinfo: int) -> SigInfo:  # type: ignore[no-untyped-def]
@@ -163,7 +167,7 @@ def sys_rt_tgsigqueueinfo(k, p, tgid, tid, sig, uinfo, *_):  # type: ignore[no-u
     tgid, tid, sig = s32(tgid), s32(tid), s32(sig)
     if tgid <= 0 or tid <= 0:
         raise SyscallError(EINVAL)
-    return send(k, p, tid, sig, user_info(k, p, tgid, sig, uinfo))
+    return send(k, p, tid, sig, user_info(k, p, tgid, sig, uinfo), thread=True)
 
 
 @syscall("rt_sigtimedwait")
@@ -187,12 +191,11 @@ def sys_rt_sigtimedwait(k, p, set_ptr, info_ptr, timeout, sigsetsize, *_):  # ty
     sigq = signal_waitq(p)
 
     def attempt() -> int:
-        ready = p.sigpending & wanted
+        ready = pending(p) & wanted
         if ready:
             if own in sigq.pollers:
                 sigq.pollers.remove(own)
-            sig = (ready & -ready).bit_length()
-            info = take(p, sig)
+            sig, info = take_lowest(p, ready)
             if info_ptr:
                 p.mm.copy_out(info_ptr, info.pack())
             return sig
@@ -248,7 +251,7 @@ def arm_itimer(k, p, value_ns: int, interval_ns: int) -> None:  # type: ignore[n
     def fire(deadline: int) -> None:
         if p.itimer_gen != gen or p.state == ZOMBIE:
             return
-        k.send_signal(p, SIGALRM)
+        k.send_group_signal(p, SIGALRM)
         if interval_ns:
             now = k.clock.uptime_ns()
             nxt = deadline + max(1, (now - deadline) // interval_ns + 1) * interval_ns
