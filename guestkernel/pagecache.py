@@ -7,8 +7,10 @@ belong to (0 for metadata) and are written back in block order on sync, when rec
 periodically in virtual time.
 
 Each block read from the device or written to it is one request to the device's timing model
-(hw/disktiming.py), charged to the clock here (`time_io`) and nowhere else: its time depends on
-the block (where the disk's arm is, the platter's angle), not only on how many there are.
+(hw/disktiming.py), charged to the clock here (`time_io`): sync, reclaim and the checkpointer
+write through the cache and charge no block time of their own (direct I/O to an extra disk,
+vfs/disks.py, is the one other kind of request). Its time depends on the block (where the
+disk's arm is, the platter's angle), not only on how many there are.
 
 The cache has no size of its own: it grows into free memory and shrinks when the allocator runs
 short (guestkernel/reclaim.py takes its oldest unmapped pages). A cap in pages may still be set

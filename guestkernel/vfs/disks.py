@@ -2,11 +2,11 @@
 block devices over the host's image files (hw/blockdev.py), named and numbered as Linux names
 virtio-blk disks (major 254, 16 minors per disk; vda would be the first, the root here is
 /dev/root). mount(2) takes them as it takes a bound loop device (syscalls/mount.py): the mounted
-file system has its own page cache over the device, whose misses cost the disk's block time
-(the disk's timing model, hw/disktiming.py: storage.disk), and each write that reaches the disk
-is a persistence event, as the root disk's. Opened directly (mke2fs, e2fsck, dd), a disk reads
-and writes at byte offsets, each read or write one request for the 4 KiB blocks it spans; a disk attached read-only refuses writes with EPERM (blkdev_write_iter) and
-mounts read-only."""
+file system has its own page cache over the device, whose reads and write-back the disk's own
+timing model times (hw/disktiming.py: storage.disk), and each write that reaches the disk is a
+persistence event, as the root disk's. Opened directly (mke2fs, e2fsck, dd), a disk reads and
+writes at byte offsets, each read or write one request for the 4 KiB blocks it spans; a disk
+attached read-only refuses writes with EPERM (blkdev_write_iter) and mounts read-only."""
 from __future__ import annotations
 
 from dataclasses import dataclass
