@@ -56,16 +56,20 @@ Two models, one interface (`request(block, count, block_size, write, now_ns) -> 
   the persistence rule of hw/blockdev.py; the drive's volatile write cache is not modelled).
 
   Defaults: a 7200 rpm, 500 GB SATA desktop disk of 2014, the class of the first paper's
-  machine (Seagate Barracuda 7200.14 ST500DM002: one 500 GB platter, two heads; its data sheet
-  gives an average seek under 8.5 ms for reads (9.5 ms writes), and 125 MB/s maximum sustained
-  transfer; WD Blue WD5000AAKX is alike). Track-to-track about 1 ms and full stroke about 18 ms
-  are the figures such desktop drives' manuals give (Seagate's Barracuda 7200.12 manual: track-
-  to-track < 1.0 ms read, average < 8.5 ms). 120 MB/s media rate: the sustained rate a little
-  below the maximum (the outer zone), which makes a track of 1953 sectors (about 1 MB) at 8.33 ms
-  a revolution and 250,000 cylinders of two tracks for 500 GB. Controller overhead 50 us: such
-  a drive serves sequential 4 KiB reads from its buffer at about 80 MB/s at queue depth 1, 50 us
-  a request (an estimate; the HP 97560 of Ruemmler and Wilkes, 1993, took 2.2 ms). Eight track
-  segments: 8 MB of the drive's 16 MB cache.
+  machine. Seagate gave its Barracuda 7200.14 line (2012-2014; ST500DM002 the 500 GB model) an
+  average seek (access) time of 8.5 ms for reads (reviews quote it, e.g. ITProPortal, 2013);
+  drive specifications of the period give single-track seeks of about 1 ms and full-stroke
+  seeks of 18-20 ms (Hitachi's Travelstar 5K320 specification: single track 1.0 ms read, full
+  stroke 20 ms typical, on a 5400 rpm drive with a slower arm; 18 ms here for a 3.5" desktop
+  one). Such disks sustain 120-160 MB/s at the outer edge: 120 MB/s here, which makes a track
+  of 1953 sectors (about 1 MB) a revolution of 8.33 ms; two heads (one platter's two surfaces,
+  an assumption: it only sets how many tracks share a cylinder) make 250,017 cylinders for
+  500 GB. Controller overhead 50 us: an estimate, for a drive that serves sequential 4 KiB
+  reads from its buffer at about 80 MB/s at queue depth 1 (the HP 97560 of Ruemmler and
+  Wilkes, 1993, took 2.2 ms). Eight track segments, 8 MB: these drives had 16 to 64 MB of
+  multisegmented cache. Not modelled: zones (the rate falls toward the inner tracks), seek
+  settle differences between reads and writes, the volatile write cache, command reordering
+  beyond a batch issued back to back.
 
 Every model counts its requests and where their time went (`DiskTimingStats`), and saves its
 state with the device (`save_state`), so that a machine snapshot resumes the same disk.
