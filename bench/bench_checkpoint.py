@@ -1,10 +1,14 @@
 """Checkpoint benchmark: transparent checkpointing into SCM vs no checkpointing (the first paper's Fig. 8).
 
     .venv/bin/python bench/bench_checkpoint.py [--workloads grep,tar-cf,gzip] [--repeats 3]
+                                               [--disk flat|hdd]
                                                [--out FILE.json] [--plot FILE.png | --no-plot]
 
-Every run is `emu run --level persist --checkpoint off|tcp=NS --summary-json F -- PROGRAM...` in
-a child process, with the command lines of the named workloads (emu.workloads.workload(name)).
+Every run is `emu run --level persist --set storage.disk=DISK --checkpoint off|tcp=NS
+--summary-json F -- PROGRAM...` in a child process, with the command lines of the named workloads
+(emu.workloads.workload(name)). DISK is the disk's timing model (hw/disktiming.py): flat (the
+default machine's, storage.block_io = 10 us a block) or hdd (a 7200 rpm disk: seek, rotation,
+transfer).
 
 For each workload the run with checkpointing off comes first; its virtual time V sets the tcp
 values. The paper used tcp = 1, 2, 4, 8 s on runs of roughly 20 s; here tcp_i = V * i / 20 for
@@ -50,6 +54,7 @@ from hw.clock import (
 )
 from emu.reproduce.checkpoint import PAPER_RUN_S, TCP_STEPS, tcp_values  # the tcp rule, shared with emu reproduce
 from emu.workloads import WORKLOADS, workload
+from hw.disktiming import KINDS as DISKS
 
 DEFAULT_WORKLOADS = ["grep", "tar-cf", "gzip"]
 LEVEL = "persist"
@@ -82,11 +87,12 @@ def _this_tree_env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(BENCH.parent) + (os.pathsep + old if old else ""))
 
 
-def run_one(argv: list[str], spec: str, timeout: float, workdir: Path) -> dict:
-    """One `emu run`; returns its summary JSON (plus host_wall_s) or {"error": ...}."""
+def run_one(argv: list[str], spec: str, timeout: float, workdir: Path, disk: str = "flat") -> dict:
+    """One `emu run` on the disk model `disk`; returns its summary JSON (plus host_wall_s) or
+    {"error": ...}."""
     summary = workdir / "summary.json"
     summary.unlink(missing_ok=True)
-    cmd = emu_command() + ["run", "--level", LEVEL, "--checkpoint", spec,
+    cmd = emu_command() + ["run", "--level", LEVEL, "--set", f"storage.disk={disk}", "--checkpoint", spec,
                            "--summary-json", str(summary), "--", *argv]
     t0 = time.perf_counter()
     try:
@@ -113,14 +119,16 @@ def run_one(argv: list[str], spec: str, timeout: float, workdir: Path) -> dict:
 
 # --------------------------------------------------------------------------- summary
 
-def cost_breakdown(ck: dict) -> dict:
+def cost_breakdown(ck: dict, disk: str = "flat") -> dict:
     """The checkpoint time (ck["ns"]) rebuilt from the counters and the cost constants: per
     checkpoint CKPT_NS; CKPT_SCAN_NS per page scanned; COPY_NS_PER_KIB per KiB copied (process
     pages and logged blocks), half that for a page flushed in place (read once for its crc);
     BLOCK_IO_NS per block written in place (logged, or fresh before the commit) and per block of
-    the two generation notes around a write-back of logged blocks; SCM_LINE_NS per line
+    the two generation notes around a write-back of logged blocks (the flat disk); SCM_LINE_NS per line
     flushed (lines_flushed: the copied pages' lines, metadata and slot lines); SCM_FENCE_NS per
-    fence. `residual` is what the counters do not explain."""
+    fence. `residual` is what the counters do not explain. On the hdd disk a block's write
+    time depends on where the arm and the platter are: block_writeback_ns is then the rest of
+    checkpoint.ns (the disk's time, its two generation notes included) and residual is 0."""
     b = {
         "decision_meta_ns": ck["checkpoints"] * CKPT_NS,
         "scan_ns": ck["pages_scanned"] * CKPT_SCAN_NS,
@@ -130,12 +138,14 @@ def cost_breakdown(ck: dict) -> dict:
         "line_flush_ns": ck["lines_flushed"] * SCM_LINE_NS,
         "fence_ns": ck["fences"] * SCM_FENCE_NS,
     }
+    if disk != "flat":
+        b["block_writeback_ns"] = ck["ns"] - sum(v for k, v in b.items() if k != "block_writeback_ns")
     b["residual_ns"] = ck["ns"] - sum(b.values())
     return b
 
 
 def summarize(name: str, argv: list[str], tcps: dict[str, int], samples: dict[str, list[dict]],
-              ) -> dict:
+              disk: str = "flat") -> dict:
     def med(xs: list[float]) -> float | None:
         return statistics.median(xs) if xs else None
 
@@ -171,7 +181,7 @@ def summarize(name: str, argv: list[str], tcps: dict[str, int], samples: dict[st
                                    "ns": ck["ns"] / n}
             # checkpoints = forced + clean + tcp + the last one taken when the group ends
             d["checkpoint_final"] = n - ck["forced"] - ck["clean"] - ck["tcp"]
-            d["checkpoint_cost_breakdown"] = cost_breakdown(ck)
+            d["checkpoint_cost_breakdown"] = cost_breakdown(ck, disk)
         if c == "off":
             base = d
         for key, out in (("median_virtual_ns", "virtual_over_off"),
@@ -228,7 +238,9 @@ def cost_model_note() -> dict:
                  "inside checkpoints, so the baseline's write-back at shutdown (BLOCK_IO_NS per "
                  "dirty block, part of the 'off' kernel time) becomes checkpoint write-back (the "
                  "last checkpoint, taken when the group ends). The per-config "
-                 "checkpoint_cost_breakdown rebuilds checkpoint.ns from the counters."),
+                 "checkpoint_cost_breakdown rebuilds checkpoint.ns from the counters. On the hdd "
+                 "disk (--disk hdd) a block's time is the disk model's (hw/disktiming.py: seek, "
+                 "rotation, transfer), not BLOCK_IO_NS: the breakdown's block write-back is the rest."),
         "clock_docstring": doc,
     }
 
@@ -241,6 +253,9 @@ def parse_args() -> argparse.Namespace:
                     help=f"comma-separated workload names (default {','.join(DEFAULT_WORKLOADS)}; "
                          f"have: {', '.join(WORKLOADS)})")
     ap.add_argument("--repeats", type=int, default=3, help="repetitions (default 3; medians)")
+    ap.add_argument("--disk", default="flat", choices=DISKS,
+                    help="the disk's timing model, --set storage.disk=DISK (default flat: the default "
+                         "machine's 10 us a block; hdd: a 7200 rpm disk, hw/disktiming.py)")
     ap.add_argument("--out", help="JSON results (default bench/results/checkpoint-<time>.json)")
     ap.add_argument("--plot", help="bar chart PNG (default: next to the JSON, if matplotlib is "
                                    "installed)")
@@ -279,7 +294,7 @@ def main() -> int:
 
     args = parse_args()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out) if args.out else BENCH / "results" / f"checkpoint-{stamp}.json"
+    out = Path(args.out) if args.out else BENCH / "results" / f"checkpoint-{args.disk}-{stamp}.json"
     names = args.names
     argvs = {w: workload(w) for w in names}
     samples: dict[str, dict[str, list[dict]]] = {w: {c: [] for c in CONFIGS} for w in names}
@@ -307,7 +322,7 @@ def main() -> int:
                         spec = f"tcp={tcp_ns}"
                     label = "off" if c == "off" else f"{c} ({tcp_ns / 1e6:.3f} ms)"
                     progress.update(task, description=f"rep {rep + 1}/{args.repeats} {name} {label}")
-                    res = run_one(argvs[name], spec, args.timeout, Path(td))
+                    res = run_one(argvs[name], spec, args.timeout, Path(td), args.disk)
                     samples[name][c].append(res)
                     runs.append({"workload": name, "config": c, "rep": rep + 1,
                                  "tcp_ns": tcp_ns, **res})
@@ -328,12 +343,12 @@ def main() -> int:
                             tcps[name] = tcp_values(res["virtual_ns"], quick=False)
                     progress.advance(task)
 
-    rows = [summarize(w, argvs[w], tcps.get(w, {}), samples[w]) for w in names]
+    rows = [summarize(w, argvs[w], tcps.get(w, {}), samples[w], args.disk) for w in names]
     result = {
         "benchmark": "checkpoint",
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": [sys.executable, *sys.argv],
-        "repeats": args.repeats, "level": LEVEL, "workloads_run": names,
+        "repeats": args.repeats, "level": LEVEL, "disk": args.disk, "workloads_run": names,
         "configs": CONFIGS,
         "tcp_rule": (f"tcp_i = V * i / {PAPER_RUN_S} ns (V = virtual_ns of the first 'off' run, "
                      f"rounded to whole ns) for i in {TCP_STEPS}, as the paper's tcp = 1, 2, 4, 8 s "
@@ -378,8 +393,8 @@ def print_tables(result: dict) -> None:
     notes = []
     for row in result["results"]:
         off = row["configs"]["off"]
-        title = (f"{row['workload']}: checkpointing into SCM, level {result['level']}, median of "
-                 f"{result['repeats']}")
+        title = (f"{row['workload']}: checkpointing into SCM, level {result['level']}, disk "
+                 f"{result.get('disk', 'flat')}, median of {result['repeats']}")
         if off["median_virtual_ns"] is not None:
             title += (f"\noff: virtual {off['median_virtual_ns'] / 1e6:.3f} ms (kernel "
                       f"{off['median_kernel_ns'] / 1e6:.3f} ms), "

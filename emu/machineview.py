@@ -52,6 +52,15 @@ def settings_table(cfg: MachineConfig) -> Table:
     t.add_row("persistence domain", cfg.persistence_domain)
     t.add_row("model level", cfg.model_level)
     t.add_row("storage block", human_size(cfg.storage.block_size_bytes))
+    st = cfg.storage
+    if st.disk_model == "hdd":
+        p = st.hdd_params()
+        t.add_row("disk timing", f"hdd: {p.rpm} rpm, {p.capacity_bytes / 1e9:g} GB, {p.heads} heads, "
+                  f"{p.cylinders:,} cylinders of {p.sectors_per_track:,} sectors a track, seek "
+                  f"{p.track_to_track_ns / 1e6:g}/{p.avg_seek_ns / 1e6:g}/{p.full_stroke_ns / 1e6:g} ms, "
+                  f"overhead {p.overhead_ns / 1e3:g} us, {p.buffer_tracks} buffer tracks")
+    else:
+        t.add_row("disk timing", f"flat: {st.block_io_ns / 1e3:g} us a block")
     t.add_row("seed / quantum", f"{cfg.seed} / {cfg.quantum_insns:,} insns")
     t.add_row("EPT at power-on", cfg.ept.initial)
     ck = cfg.checkpoint

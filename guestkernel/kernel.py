@@ -251,7 +251,7 @@ class Kernel:
             if storage is None:
                 block_size = probe_block_size(dev.read_at)
                 self.pagecache = PageCache(dev, self.frames, block_size, self.config.page_cache_pages)
-                self.pagecache.on_read = lambda: self.clock.charge(self.clock.block_io_ns)
+                self.pagecache.time_io(self.clock)
             else:  # storage as memory: ext2 on the window itself (guestkernel/dax.py)
                 self.pagecache = self.dax = open_dax(self, storage)
             self.reclaim = Reclaim(self)
@@ -278,7 +278,7 @@ class Kernel:
         self.vfs = VFS(self.fs, machine.console, now=self.clock.now_s, seed=self.config.seed,
                        frames=self.frames, pmem=pmem, pseudo=[sys, ProcFS(self)],
                        disks=getattr(machine, "disks", None),  # the extra disks, /dev/vdb onwards
-                       charge_blocks=lambda n: self.clock.charge(n * self.clock.block_io_ns))
+                       clock=self.clock)
         rootfs.is_open = self.vfs.in_use
         self.vfs.mapped = self.inode_mapped
         self.vfs.on_data_change = self.file_data_changed
@@ -535,9 +535,7 @@ class Kernel:
         return out
 
     def sync(self) -> None:
-        before = self.pagecache.stats.writebacks  # the root device's writes: a loop device's
-        self.fs.sync()                            # land in the root file system's cache
-        self.clock.charge((self.pagecache.stats.writebacks - before) * self.clock.block_io_ns)
+        self.fs.sync()  # (each cache charges the blocks it writes to its disk)
         if self.dax is not None:
             self.dax.write_back_mapped()
         for mm in self._live_mms():  # shared file pages were written back: the next write

@@ -6,6 +6,12 @@ guest memory that later issues can snapshot, drop or migrate. Dirty blocks remem
 belong to (0 for metadata) and are written back in block order on sync, when reclaimed, and
 periodically in virtual time.
 
+Each block read from the device or written to it is one request to the device's timing model
+(hw/disktiming.py), charged to the clock here (`time_io`): sync, reclaim and the checkpointer
+write through the cache and charge no block time of their own (direct I/O to an extra disk,
+vfs/disks.py, is the one other kind of request). Its time depends on the block (where the
+disk's arm is, the platter's angle), not only on how many there are.
+
 The cache has no size of its own: it grows into free memory and shrinks when the allocator runs
 short (guestkernel/reclaim.py takes its oldest unmapped pages). A cap in pages may still be set
 (KernelConfig.page_cache_pages), for experiments that want a small cache.
@@ -14,12 +20,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from guestkernel.blockcache import DataThroughCache
 from guestkernel.frames import Frames
 from guestkernel.gfp import Gfp
 from hw.blockdev import BlockDevice
+
+if TYPE_CHECKING:
+    from hw.clock import Clock
 
 
 @dataclass
@@ -50,8 +59,22 @@ class PageCache(DataThroughCache):
         # (storage must change only together with a checkpoint).
         self.may_write_back = True
         self.stats = PageCacheStats()
-        self.on_read: Callable[[], None] = lambda: None  # a block read from storage (the clock)
+        # the clock the device's requests are charged to, as its timing model says (time_io;
+        # none: a cache whose device is memory, a loop device's file)
+        self.clock: "Clock | None" = None
         self.nblocks = dev.size_bytes // block_size if dev is not None else nblocks or 0
+
+    def time_io(self, clock: "Clock") -> None:
+        """Charge each block read or written on the device to `clock`, as the device's timing
+        model says (asked through the device: a machine snapshot rebinds the device, not a
+        model the cache would hold)."""
+        self.clock = clock
+
+    def _io(self, blockno: int, write: bool) -> None:
+        clock = self.clock
+        if clock is not None:
+            assert self.dev is not None
+            clock.charge(self.dev.timing.request(blockno, 1, self.block_size, write, clock.uptime_ns()))
 
     def get(self, blockno: int) -> memoryview:
         pfn = self.pages.get(blockno)
@@ -70,7 +93,7 @@ class PageCache(DataThroughCache):
         # The device's DMA into the frame: it lands in the last-level cache (Intel's DDIO),
         # which the cache model sees as a kernel write of the block.
         self.frames.kernel_access(pfn << 12, self.block_size, True)
-        self.on_read()
+        self._io(blockno, False)
         self.pages[blockno] = pfn
         self.frame_mask[pfn] = 1
         return view
@@ -103,6 +126,7 @@ class PageCache(DataThroughCache):
         pfn = self.pages[blockno]
         self.dev.write_at(blockno * self.block_size, self.frames.view(pfn)[: self.block_size])
         self.stats.writebacks += 1
+        self._io(blockno, True)
 
     def reclaim(self, want: int, in_zone: Callable[[int], bool] | None = None) -> tuple[int, int]:
         """Free up to `want` of the least recently used pages no process maps (in the zones

@@ -71,14 +71,13 @@ class Reclaim:
 
             def in_zone(pfn: int) -> bool:
                 return any(a <= pfn < b for a, b in spans)
-        before = k.pagecache.stats.writebacks
         scanned = freed = 0
         for pc in k.caches():  # the root's first, then each mounted file system's
             s, got = pc.reclaim(want - freed, in_zone)
             scanned, freed = scanned + s, freed + got
             if freed >= want:
                 break
-        self._account(kind, scanned, freed, before)
+        self._account(kind, scanned, freed)
         ev["pgscan_file"] += scanned
         ev["pgsteal_file"] += freed
         if freed < want:
@@ -178,7 +177,6 @@ class Reclaim:
         size = 1 << order
         scanned = freed = 0
         tried: set[int] = set()
-        before = k.pagecache.stats.writebacks
         made = False
         taken = 0  # LRU pages taken: the priority's budget (the block's other pages ride along)
         for pc in k.caches():
@@ -212,15 +210,14 @@ class Reclaim:
                     vpc.evict(vblock)
                 freed += len(victims)
                 made = True
-        self._account("direct", scanned, freed, before)
+        self._account("direct", scanned, freed)
         return made
 
-    def _account(self, kind: str, scanned: int, freed: int, writebacks_before: int) -> None:
-        """A reclaim pass's cost on the clock (per page scanned, per page freed, a block write per
-        page written back) and its vm events (kind: kswapd or direct)."""
+    def _account(self, kind: str, scanned: int, freed: int) -> None:
+        """A reclaim pass's cost on the clock (per page scanned, per page freed; the page cache
+        charged the blocks it wrote back) and its vm events (kind: kswapd or direct)."""
         k = self.k
-        k.clock.charge(scanned * RECLAIM_SCAN_NS + freed * RECLAIM_FREE_NS
-                       + (k.pagecache.stats.writebacks - writebacks_before) * k.clock.block_io_ns)
+        k.clock.charge(scanned * RECLAIM_SCAN_NS + freed * RECLAIM_FREE_NS)
         ev = k.frames.events
         ev[f"pgscan_{kind}"] += scanned
         ev[f"pgsteal_{kind}"] += freed

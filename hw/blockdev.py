@@ -2,7 +2,9 @@
 
 Requests are whole blocks of the device's block size; a write is durable (in the host file) when
 `write_block` returns, in issue order, which is the persistence rule the power-failure model
-relies on. The device counts its own requests.
+relies on. The device counts its own requests. Its `timing` (hw/disktiming.py) says how long a
+request takes; the kernel asks it for each one (the machine sets it from storage.disk), and
+it is saved with the device's state.
 
 A private device (a crash campaign's fork server) never writes its file: its writes stay in a
 copy-on-write mapping of the image, which an `os.fork()` copies with the rest of the process;
@@ -16,6 +18,9 @@ import os
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+
+from hw.clock import BLOCK_IO_NS
+from hw.disktiming import DiskTiming, FlatDisk
 
 PAGE = 4096
 
@@ -37,6 +42,7 @@ class BlockDevice:
         self.fd = os.open(path, os.O_RDONLY if read_only or private else os.O_RDWR)
         self.size_bytes = os.fstat(self.fd).st_size
         self.stats = BlockDeviceStats()
+        self.timing: DiskTiming = FlatDisk(BLOCK_IO_NS)
         self.private: mmap.mmap | None = None
         self.dirty_pages: set[int] = set()  # private: the pages written (save_to writes only these)
         if private:
@@ -74,7 +80,8 @@ class BlockDevice:
 
     def save_state(self, contents: bool = True) -> dict:
         """The disk's counters, and its contents unless a snapshot copies the image file."""
-        state: dict = {"stats": dataclasses.asdict(self.stats), "size_bytes": self.size_bytes}
+        state: dict = {"stats": dataclasses.asdict(self.stats), "size_bytes": self.size_bytes,
+                       "timing": self.timing.save_state()}
         if contents:
             state["contents"] = os.pread(self.fd, self.size_bytes, 0) if self.private is None else self.private[:]
         return state
@@ -89,6 +96,10 @@ class BlockDevice:
                 self.private[:] = state["contents"]
                 self.dirty_pages.update(range((self.size_bytes + PAGE - 1) // PAGE))
         self.stats = BlockDeviceStats(**state["stats"])
+        if "timing" in state:  # (a state saved before the timing models: a flat disk's counters)
+            if state["timing"]["kind"] != self.timing.kind:
+                raise ValueError(f"saved disk timed as {state['timing']['kind']}, this one as {self.timing.kind}")
+            self.timing.load_state(state["timing"])
 
     def flush(self) -> None:
         os.fsync(self.fd)

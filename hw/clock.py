@@ -6,7 +6,8 @@ runs at `cpu_hz` with one instruction per cycle; kernel work is charged in nanos
     syscall entry/exit        SYSCALL_NS
     page fault handled        FAULT_NS
     byte copied user<->kernel COPY_NS_PER_KIB / 1024
-    block read or written     block_io_ns (the machine's storage.block_io; BLOCK_IO_NS by default)
+    block request             what the disk's timing model says (hw/disktiming.py: storage.disk;
+                              the flat disk: storage.block_io a block, BLOCK_IO_NS by default)
     idle (all processes wait) up to the next kernel timer (a sleep, a futex/select timeout)
     checkpoint decision+meta  CKPT_NS, plus CKPT_SCAN_NS per resident page whose dirty bit is read
     SCM line written back     SCM_LINE_NS (clflush of a dirty line: 64 B at about 3 GB/s)
@@ -30,11 +31,9 @@ BOOT_EPOCH_NS = 1_700_000_000 * 10**9  # 2023-11-14T22:13:20Z, the images' times
 
 
 class Clock:
-    def __init__(self, icount, cpu_hz: int = 2_000_000_000, boot_epoch_ns: int = BOOT_EPOCH_NS,  # type: ignore[no-untyped-def]
-                 block_io_ns: int = BLOCK_IO_NS) -> None:
+    def __init__(self, icount, cpu_hz: int = 2_000_000_000, boot_epoch_ns: int = BOOT_EPOCH_NS) -> None:  # type: ignore[no-untyped-def]
         self._icount = icount  # callable returning retired instructions
         self.cpu_hz = cpu_hz
-        self.block_io_ns = block_io_ns
         self.boot_epoch_ns = boot_epoch_ns
         self.kernel_ns = 0
         self.base_ns = 0  # uptime carried over from a checkpoint at restart

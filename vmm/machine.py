@@ -32,6 +32,7 @@ from hw.blockdev import BlockDevice
 from hw.clock import Clock
 from hw.cachemodel import LEVELS
 from hw.console import Console
+from hw.disktiming import DiskTiming, disk_timing
 from hw.cpu import CPU, STOP_DEADLINE
 from hw.guestmem import GuestMemory
 from hw.physmem import PhysicalMemory
@@ -190,7 +191,7 @@ class Machine:
                          if r.spec.name not in cfg.ram_pools and r.spec.name != STORAGE_POOL) \
             if self.level == 1 else frozenset()
         self.cpu = CPU(self.physmem, self.ept, mmio, access_stops=self.level != 0)  # fast: no cache model
-        self.clock = Clock(lambda: self.cpu.icount, cfg.cpu_hz, block_io_ns=cfg.storage.block_io_ns)
+        self.clock = Clock(lambda: self.cpu.icount, cfg.cpu_hz)
         self.cache = build_cache(self) if self.level else None
         self.memory = GuestMemory(self.physmem, self.ept, self.cache)  # what the kernel reaches
         if self.level == 1 and self.storage_label is not None:  # (not MMIO: see above)
@@ -202,6 +203,7 @@ class Machine:
             self.cache.fail_at_event(power_fail_at_event)
         self.power_fail_at = power_fail_at
         self.blockdev = BlockDevice(str(image), private=private_storage)
+        self.blockdev.timing = self._disk_timing(self.blockdev)
         if self.cache is not None:
             self.blockdev.on_write = self._block_event
         # The extra disks ([[disk]], --disk): the guest's /dev/vdb onwards (guestkernel/vfs/disks.py),
@@ -215,6 +217,7 @@ class Machine:
                 dev = BlockDevice(d.image, read_only=d.read_only)
             except OSError as e:
                 raise EmuError(f"cannot open disk image {d.image}: {e.strerror or e}") from None
+            dev.timing = self._disk_timing(dev)
             if self.cache is not None:
                 dev.on_write = self._block_event
             self.disks.append((dev, d.read_only))
@@ -238,6 +241,14 @@ class Machine:
         self.handovers: list[dict[str, Any]] = []  # each rejuvenation: where, to what, from which image
         self._handover_wanted = False  # the loop stops once the kernel has the handover's image
         self.retired = RetiredKernels()  # what the kernels replaced so far counted
+
+    def _disk_timing(self, dev: BlockDevice) -> DiskTiming:
+        """The timing model of a disk (storage.disk: each disk has its own arm and platter)."""
+        st = self.config.storage
+        try:
+            return disk_timing(st.disk_model, st.block_io_ns, st.hdd_params(), dev.size_bytes)
+        except ValueError as e:
+            raise EmuError(f"{dev.path}: {e}") from None
 
     def _block_event(self) -> None:
         """Each block the storage device writes is a persistence event; the power may fail

@@ -3,6 +3,7 @@ description, see hw/stats.py), the kernel's own (it registers them), the memory 
 and the per-epoch time series of them (an epoch listener)."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,17 @@ MACHINE_STATS = [
     Stat("storage.writes", "requests", "block device write requests"),
     Stat("storage.read_bytes", "bytes", "bytes read from the block device"),
     Stat("storage.write_bytes", "bytes", "bytes written to the block device"),
+    # the root disk's timing model (hw/disktiming.py, storage.disk); the extra disks' are not counted
+    Stat("storage.disk.requests", "requests", "root disk: requests timed (a page-cache block read or written)"),
+    Stat("storage.disk.seeks", "requests", "root disk: requests that moved the arm to another cylinder (hdd)"),
+    Stat("storage.disk.buffer_hits", "requests", "root disk: reads served from the read-ahead track buffer (hdd)"),
+    Stat("storage.disk.queued", "requests", "root disk: requests issued as the previous one completed, their "
+         "controller overhead hidden (hdd)"),
+    Stat("storage.disk.seek_ns", "ns", "root disk: time seeking (hdd)"),
+    Stat("storage.disk.rotation_ns", "ns", "root disk: rotational latency, and waits for the read-ahead (hdd)"),
+    Stat("storage.disk.transfer_ns", "ns", "root disk: media transfer time (flat: all of its time)"),
+    Stat("storage.disk.overhead_ns", "ns", "root disk: controller overhead (hdd)"),
+    Stat("storage.disk.busy_ns", "ns", "root disk: virtual time its requests took, all parts"),
     Stat("ept.swaps", "pages", "guest pages whose host backing was swapped"),
     # Unicorn's TLB and translation cache: their sizes follow wall-clock windows (host=True)
     Stat("cpu.tlb_fills", "fills", "TLB misses served by walking the page table and the EPT", host=True),
@@ -42,6 +54,7 @@ def registry_for(machine: Any) -> StatsRegistry:
             "kernel.rejuvenations": machine.rejuvenations,
             "storage.reads": dev.reads, "storage.writes": dev.writes,
             "storage.read_bytes": dev.bytes_read, "storage.write_bytes": dev.bytes_written,
+            **{f"storage.disk.{k}": v for k, v in asdict(machine.blockdev.timing.stats).items()},
             "ept.swaps": machine.ept.swaps,
             "cpu.tlb_fills": machine.cpu.st.tlb_fills, "cpu.blocks_decoded": machine.cpu.st.blocks_decoded,
         }

@@ -324,12 +324,12 @@ class Checkpointer:
                     k.pagecache._write_back(blockno)
                 self._note_generation(self.seq, self.seq)
                 self.storage_gen = self.seq
-            io_blocks = len(ordered) + len(blocks) + 2 * bool(blocks)  # and the two generation notes
             # (a page flushed in place is read once for its crc: half a copy; its lines were
-            # charged as they were written back)
+            # charged as they were written back; the page cache charged the blocks it wrote, the
+            # fresh ones, the logged ones and the two generation notes, as the disk times them)
             k.clock.charge(CKPT_NS + scan["pages_scanned"] * CKPT_SCAN_NS
                            + (scan["pages_copied"] + len(blocks)) * 4 * COPY_NS_PER_KIB
-                           + scan["pages_in_place"] * 2 * COPY_NS_PER_KIB + io_blocks * k.clock.block_io_ns)
+                           + scan["pages_in_place"] * 2 * COPY_NS_PER_KIB)
             st.checkpoints += 1
             self.uncovered = False
             st.pages_scanned += scan["pages_scanned"]

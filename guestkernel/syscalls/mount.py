@@ -95,8 +95,8 @@ def do_mount(k: "Kernel", p: "Process", source: bytes, target: bytes, flags: int
     buffers = alloc_buffers(k)
     try:
         cache = PageCache(blocks, k.frames, probe_block_size(dev.read_at))  # type: ignore[arg-type]
-        if isinstance(dev, Disk):  # a disk's misses take its block time, as the root disk's
-            cache.on_read = lambda: k.clock.charge(k.clock.block_io_ns)
+        if isinstance(dev, Disk):  # a disk's requests take its time, as the root disk's
+            cache.time_io(k.clock)
         fs = Ext2(cache, now=k.clock.now_s, log=k.log.append)
     except (FsError, ValueError, OSError) as e:
         free_buffers(k, buffers)

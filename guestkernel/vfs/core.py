@@ -20,6 +20,7 @@ from guestkernel.mounts import INO_MASK
 
 if TYPE_CHECKING:
     from hw.blockdev import BlockDevice
+    from hw.clock import Clock
     from guestkernel.frames import Frames
     from guestkernel.mounts import MountTable
 
@@ -58,9 +59,10 @@ class VFS(PathLookup):
     def __init__(self, fs: "MountTable", console: object, now: Callable[[], int], seed: int,
                  frames: "Frames | None" = None, pmem: list[PmemRegion] | None = None,
                  pseudo: list[PseudoFS] | None = None, disks: "list[tuple[BlockDevice, bool]] | None" = None,
-                 charge_blocks: Callable[[int], None] = lambda n: None) -> None:
+                 clock: "Clock | None" = None) -> None:
         """`disks`: the machine's extra disks (block device, read-only?), /dev/vdb onwards;
-        `charge_blocks`: the virtual time of n blocks read or written on them directly."""
+        `clock`: charged the time of their requests, as each disk's timing model says (none:
+        untimed)."""
         self.fs = fs
         # The pseudo file systems by mount point below / (the kernel's /sys and /proc).
         self.pseudo: dict[str, PseudoFS] = {p.mount: p for p in pseudo or []}
@@ -70,7 +72,7 @@ class VFS(PathLookup):
         for i, r in enumerate(pmem or []):
             self.devices[r.name] = DevNode(r.name, PMEM_MAJOR, i)
         self.loops = LoopDriver(self)  # /dev/loop-control, /dev/loop0-7
-        self.disks = DiskDriver(self, disks or [], charge_blocks)  # /dev/vdb, /dev/vdc, ...
+        self.disks = DiskDriver(self, disks or [], clock)  # /dev/vdb, /dev/vdc, ...
         self.console = console
         self.now = now
         self.rng = CountingRandom(seed)

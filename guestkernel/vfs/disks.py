@@ -2,15 +2,15 @@
 block devices over the host's image files (hw/blockdev.py), named and numbered as Linux names
 virtio-blk disks (major 254, 16 minors per disk; vda would be the first, the root here is
 /dev/root). mount(2) takes them as it takes a bound loop device (syscalls/mount.py): the mounted
-file system has its own page cache over the device, whose misses cost the disk's block time
-(`storage.block_io`), and each write that reaches the disk is a persistence event, as the root
-disk's. Opened directly (mke2fs, e2fsck, dd), a disk reads and writes at byte offsets, each
-block charged; a disk attached read-only refuses writes with EPERM (blkdev_write_iter) and
-mounts read-only."""
+file system has its own page cache over the device, whose reads and write-back the disk's own
+timing model times (hw/disktiming.py: storage.disk), and each write that reaches the disk is a
+persistence event, as the root disk's. Opened directly (mke2fs, e2fsck, dd), a disk reads and
+writes at byte offsets, each read or write one request for the 4 KiB blocks it spans; a disk
+attached read-only refuses writes with EPERM (blkdev_write_iter) and mounts read-only."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from guestkernel.errors import EBADF, SyscallError
 from guestkernel.vfs.devices import VIRTBLK_MAJOR, BlockDevFile, DevNode, block_ioctl, describe_block
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from guestkernel.process import Process
     from guestkernel.vfs.core import VFS
     from hw.blockdev import BlockDevice
+    from hw.clock import Clock
 
 MAX_DISKS = 15          # vdb .. vdp: minors up to 240 in emu's 8-bit minor
 BLOCK = 4096            # the unit a direct access is charged in
@@ -54,11 +55,11 @@ class Disk:
 class DiskDriver:
     """The extra disks of one kernel, in /dev and /sys."""
 
-    def __init__(self, vfs: "VFS", disks: "list[tuple[BlockDevice, bool]]", charge_blocks: Callable[[int], None]) -> None:
+    def __init__(self, vfs: "VFS", disks: "list[tuple[BlockDevice, bool]]", clock: "Clock | None") -> None:
         if len(disks) > MAX_DISKS:
             raise ValueError(f"at most {MAX_DISKS} extra disks (vdb .. vdp), not {len(disks)}")
         self.vfs = vfs
-        self.charge_blocks = charge_blocks  # virtual time of n blocks of direct I/O
+        self.clock = clock  # charged the time of direct I/O
         self.disks = {16 * (i + 1): Disk(i, dev, ro) for i, (dev, ro) in enumerate(disks)}
         sysfs = vfs.pseudo.get("sys")
         for d in self.disks.values():
@@ -81,9 +82,13 @@ class DiskFile(BlockDevFile):
         self.disk = disk
         self.offset = 0
 
-    def _charge(self, offset: int, n: int) -> None:
-        if n:
-            self.vfs.disks.charge_blocks((offset + n - 1) // BLOCK - offset // BLOCK + 1)
+    def _charge(self, offset: int, n: int, write: bool) -> None:
+        """One request of the blocks [offset, offset + n) spans, timed by the disk's model."""
+        clock = self.vfs.disks.clock
+        if n and clock is not None:
+            first = offset // BLOCK
+            count = (offset + n - 1) // BLOCK - first + 1
+            clock.charge(self.disk.blockdev.timing.request(first, count, BLOCK, write, clock.uptime_ns()))
 
     def stat(self) -> Stat:
         return self.vfs.stat_node(self.disk.node)
@@ -92,12 +97,12 @@ class DiskFile(BlockDevFile):
         if not self.readable:
             raise SyscallError(EBADF)
         n = max(0, min(n, self.disk.size_bytes - offset))
-        self._charge(offset, n)
+        self._charge(offset, n, False)
         return self.disk.blockdev.read_at(offset, n) if n else b""
 
     def pwrite(self, data: bytes, offset: int) -> int:
         n = self.write_span(data, offset, self.disk.read_only)
-        self._charge(offset, n)
+        self._charge(offset, n, True)
         self.disk.blockdev.write_at(offset, bytes(data[:n]))
         return n
 

@@ -196,12 +196,23 @@ def test_derive():
     (["ram.dram1.base=0x1000"], "pools[1].base_hpa", "overlaps"),
     (["pool.dram1.base=0x1000"], "pools[1].base_hpa", "overlaps"),
     (["ept.initial=scrambled"], "ept.initial", "unknown initial EPT"),
+    (["storage.disk=ssd"], "storage.disk", "unknown disk timing model 'ssd' (expected one of flat, hdd)"),
+    (["storage.hdd_rpm=100"], "storage.hdd_rpm", "100 must be between 600 and 30000"),
+    (["storage.hdd_full_stroke=40ms"], "storage.hdd_avg_seek", "no seek curve: the full stroke (40000000 ns) is too long"),
+    (["storage.hdd_media_rate=1000"], "storage.hdd_media", "less than a 512-byte sector per revolution"),
 ])
 def test_bad_overrides(items, key, problem):
     with pytest.raises(ConfigError) as ei:
         apply_overrides(default_machine(), items)
     msg = str(ei.value)
     assert "\n" not in msg and key in msg.replace("_bytes", "") and problem in msg, msg
+
+
+def test_storage_disk_model_override():
+    cfg = apply_overrides(default_machine(), ["storage.disk=hdd", "storage.hdd_rpm=5400", "storage.hdd_buffer_tracks=0"])
+    assert (default_machine().storage.disk_model, cfg.storage.disk_model) == ("flat", "hdd")
+    p = cfg.storage.hdd_params()
+    assert (p.rpm, p.rev_ns, p.buffer_tracks, p.avg_seek_ns, p.capacity_bytes) == (5400, 11_111_111, 0, 8_500_000, 500 * 10**9)
 
 
 def test_derive_validates():
@@ -266,6 +277,12 @@ BROKEN = [
      "already used"),
     ("granularity", "[interleave]\ngranularity = 1000\n", "interleave.granularity",
      "power of two"),
+    ("disk-model", '[storage]\ndisk = "ssd"\n', "storage.disk", "unknown disk timing model 'ssd'"),
+    ("hdd-heads", "[storage]\nhdd_heads = 0\n", "storage.hdd_heads", "0 must be between 1 and 64"),
+    ("hdd-seek", '[storage]\nhdd_avg_seek = "20ms"\n', "storage.hdd_avg_seek",
+     "seek times must grow: track-to-track 1000000 ns < average 20000000 ns < full stroke 18000000 ns"),
+    ("hdd-buffer", "[storage]\nhdd_buffer_tracks = 1000\n", "storage.hdd_buffer_tracks", "must be between 0 and 256"),
+    ("hdd-overhead", '[storage]\nhdd_overhead = "fast"\n', "storage.hdd_overhead", "bad duration"),
     ("bad-toml", "name = \n", "", "bad TOML"),
     ("bad-toml-line", '[cache]\nsize = "8MiB"\nways = = 3\n', "", "line 3"),
 ]

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from guestkernel.interface import ZONE_POLICIES as ZONE_POLICIES  # the kernel says which it has
 from hw.cachemodel import LEVELS
+from hw.disktiming import KINDS as DISK_KINDS
 from vmm.config.units import GiB, KiB, MiB, hex_addr
+
+if TYPE_CHECKING:
+    from hw.disktiming import HddParams
 
 PAGE_BYTES = 4 * KiB          # ranges are page aligned
 MAX_CHANNEL = 15
@@ -18,6 +22,7 @@ KINDS = ("dram", "scm")                       # scm: storage-class memory, persi
 EPT_INITIAL = ("identity", "shuffled")
 PLACEMENT_POLICIES = ("none", "lru", "mq", "oracle")  # vmm/placement
 STORAGE_MODES = ("block", "memory")
+DISK_MODELS = DISK_KINDS                      # storage.disk: hw/disktiming.py
 CHECKPOINT_MMAP_RULES = ("shared", "every")
 STORAGE_POOL = "storage"                      # memory mode: the pool that maps the image file
 DEVICE_WINDOW_GPA = 4 * GiB                   # pmem and checkpoint windows start here (or above RAM)
@@ -126,9 +131,40 @@ class StorageConfig:
 
     block_size_bytes: int = _f("block size of the disk", parse="size", toml="block_size",
                                default=4096)
-    block_io_ns: int = _f("virtual time to read or write one block (10 us: an SSD's 400 MB/s at 4 KiB; "
-                          "the first paper's disk streamed about 100 MB/s, 40 us)", parse="duration",
+    disk_model: str = _f("timing model of the disks (hw/disktiming.py): 'flat' (block_io per block, an "
+                         "SSD) or 'hdd' (a rotating disk: seek, rotational latency from the virtual clock, "
+                         "transfer, read-ahead track buffer; the hdd_* keys)", parse="str", toml="disk",
+                         default="flat")
+    block_io_ns: int = _f("flat disk: virtual time to read or write one block (10 us: an SSD's 400 MB/s at "
+                          "4 KiB; the first paper's disk streamed about 100 MB/s, 40 us)", parse="duration",
                           toml="block_io", default=10_000)
+    hdd_rpm: int = _f("hdd: spindle speed in revolutions per minute (one revolution: 60 s / rpm)",
+                      default=7200)
+    hdd_capacity_bytes: int = _f("hdd: capacity (with the heads and the track size it sets the cylinders; "
+                                 "the image lies at the disk's start)", parse="size", toml="hdd_capacity",
+                                 default=500 * 10**9)
+    hdd_heads: int = _f("hdd: tracks per cylinder (recording surfaces)", default=2)
+    hdd_media_bytes_per_s: int = _f("hdd: media transfer rate in bytes per second (it sets the sectors per "
+                                    "track: rate x revolution / 512)", parse="size", toml="hdd_media_rate",
+                                    default=120 * 10**6)
+    hdd_track_to_track_ns: int = _f("hdd: seek time to the next cylinder", parse="duration",
+                                    toml="hdd_track_to_track", default=1_000_000)
+    hdd_avg_seek_ns: int = _f("hdd: seek time over a third of the cylinders (the mean random seek)",
+                              parse="duration", toml="hdd_avg_seek", default=8_500_000)
+    hdd_full_stroke_ns: int = _f("hdd: seek time over all the cylinders", parse="duration",
+                                 toml="hdd_full_stroke", default=18_000_000)
+    hdd_overhead_ns: int = _f("hdd: controller overhead of a request (hidden for a request queued behind "
+                              "the previous one)", parse="duration", toml="hdd_overhead", default=50_000)
+    hdd_buffer_tracks: int = _f("hdd: segments of the read-ahead buffer, a track each (after a read the "
+                                "drive reads the rest of the track into one; 0: no read-ahead)", default=8)
+
+    def hdd_params(self) -> "HddParams":
+        from hw.disktiming import HddParams
+
+        return HddParams(rpm=self.hdd_rpm, capacity_bytes=self.hdd_capacity_bytes, heads=self.hdd_heads,
+                         media_bytes_per_s=self.hdd_media_bytes_per_s, track_to_track_ns=self.hdd_track_to_track_ns,
+                         avg_seek_ns=self.hdd_avg_seek_ns, full_stroke_ns=self.hdd_full_stroke_ns,
+                         overhead_ns=self.hdd_overhead_ns, buffer_tracks=self.hdd_buffer_tracks)
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import fields
-from typing import Iterable
+from typing import Callable, Iterable
 
 from vmm.config.schema import (
-    CHECKPOINT_MMAP_RULES, EPT_INITIAL, KINDS, PLACEMENT_POLICIES, ZONE_POLICIES, MAX_CHANNEL, MODEL_LEVELS, PAGE_BYTES, PERSISTENCE_DOMAINS, STORAGE_MODES, STORAGE_POOL,
+    CHECKPOINT_MMAP_RULES, DISK_MODELS, EPT_INITIAL, KINDS, PLACEMENT_POLICIES, ZONE_POLICIES, MAX_CHANNEL, MODEL_LEVELS, PAGE_BYTES, PERSISTENCE_DOMAINS, STORAGE_MODES, STORAGE_POOL,
     SUPPORTED_LINE_BYTES,
     CacheConfig, InterleaveConfig, MachineConfig, RangeConfig, StorageConfig, _key_of,
 )
+from hw.disktiming import fit_seek_curve
 from vmm.config.units import GiB, KiB, MiB, hex_addr, human_size
 from vmm.energy import shared_channel
 from vmm.errors import EmuError
@@ -112,6 +113,7 @@ def validate(cfg: MachineConfig, source: str = "<machine>", style: str = "toml",
     if cfg.storage.block_io_ns <= 0:
         raise _err(source, f"storage.{k(StorageConfig, 'block_io_ns')}",
                    f"must be positive, got {cfg.storage.block_io_ns} ns")
+    _validate_hdd(cfg.storage, source, lambda name: f"storage.{k(StorageConfig, name)}")
     if not 1 <= cfg.cpus <= MAX_CPUS:
         raise _err(source, "cpus", f"{cfg.cpus} must be between 1 and {MAX_CPUS}")
     _choice(source, "storage.mode", "storage mode", cfg.storage.mode, STORAGE_MODES)
@@ -233,6 +235,32 @@ def validate(cfg: MachineConfig, source: str = "<machine>", style: str = "toml",
     if not 0 <= km.mount_buffers <= 64:
         raise _err(source, "kernel.memory.mount_buffers", "must be between 0 and 64")
     return cfg
+
+
+def _validate_hdd(st: StorageConfig, source: str, key: Callable[[str], str]) -> None:
+    """storage.disk and the hdd_* keys (checked whichever model is chosen: a machine file
+    stays valid when another one switches the model)."""
+    _choice(source, key("disk_model"), "disk timing model", st.disk_model, DISK_MODELS)
+    if not 600 <= st.hdd_rpm <= 30_000:
+        raise _err(source, key("hdd_rpm"), f"{st.hdd_rpm} must be between 600 and 30000")
+    if not 1 <= st.hdd_heads <= 64:
+        raise _err(source, key("hdd_heads"), f"{st.hdd_heads} must be between 1 and 64")
+    if not 0 <= st.hdd_buffer_tracks <= 256:
+        raise _err(source, key("hdd_buffer_tracks"), f"{st.hdd_buffer_tracks} must be between 0 and 256")
+    for name in ("hdd_media_bytes_per_s", "hdd_capacity_bytes", "hdd_track_to_track_ns", "hdd_avg_seek_ns",
+                 "hdd_full_stroke_ns"):
+        if getattr(st, name) <= 0:
+            raise _err(source, key(name), f"must be positive, got {getattr(st, name)}")
+    if st.hdd_overhead_ns < 0:
+        raise _err(source, key("hdd_overhead_ns"), f"must not be negative, got {st.hdd_overhead_ns} ns")
+    p = st.hdd_params()
+    if p.sectors_per_track < 1:
+        raise _err(source, key("hdd_media_bytes_per_s"), f"{st.hdd_media_bytes_per_s} bytes/s is less than a "
+                   f"512-byte sector per revolution at {st.hdd_rpm} rpm")
+    try:
+        fit_seek_curve(p.track_to_track_ns, p.avg_seek_ns, p.full_stroke_ns, p.cylinders)
+    except ValueError as e:
+        raise _err(source, key("hdd_avg_seek_ns"), str(e)) from None
 
 
 def _validate_placement(cfg: MachineConfig, source: str) -> None:
