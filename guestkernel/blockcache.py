@@ -25,8 +25,10 @@ __all__ = ["BlockCache", "DataThroughCache", "FileBlockCache"]
 class BlockCache(Protocol):
     block_size: int
 
-    def get(self, blockno: int) -> memoryview:
-        """Writable view of exactly block_size bytes of block `blockno`."""
+    def get(self, blockno: int, new: bool = False) -> memoryview:
+        """Writable view of exactly block_size bytes of block `blockno`. `new`: the block was
+        just allocated and the caller fills it whole, so its old contents need not be read
+        (Linux's buffer_new: no read from the device)."""
         ...
 
     def mark_dirty(self, blockno: int, ino: int = 0) -> None:
@@ -44,8 +46,9 @@ class BlockCache(Protocol):
     # A regular file's data: through get/mark_dirty in a cache; on DAX storage the block itself
     def data_read(self, blockno: int, offset: int, n: int) -> bytes: ...
 
-    def data_view(self, blockno: int) -> memoryview:
-        """Writable view of a data block; the caller then says what it wrote (data_written)."""
+    def data_view(self, blockno: int, new: bool = False) -> memoryview:
+        """Writable view of a data block; the caller then says what it wrote (data_written).
+        `new` as for get."""
         ...
 
     def data_written(self, blockno: int, offset: int, n: int, ino: int) -> None: ...
@@ -58,8 +61,8 @@ class DataThroughCache:
     def data_read(self, blockno: int, offset: int, n: int) -> bytes:
         return self.get(blockno)[offset:offset + n].tobytes()  # type: ignore[attr-defined]
 
-    def data_view(self, blockno: int) -> memoryview:
-        return self.get(blockno)  # type: ignore[attr-defined]
+    def data_view(self, blockno: int, new: bool = False) -> memoryview:
+        return self.get(blockno, new)  # type: ignore[attr-defined]
 
     def data_written(self, blockno: int, offset: int, n: int, ino: int) -> None:
         self.mark_dirty(blockno, ino)  # type: ignore[attr-defined]
@@ -104,7 +107,7 @@ class FileBlockCache(DataThroughCache):
         self._f.seek(offset)
         return self._f.read(n)
 
-    def get(self, blockno: int) -> memoryview:
+    def get(self, blockno: int, new: bool = False) -> memoryview:  # (a host-side tool: reads anyway)
         buf = self._blocks.get(blockno)
         if buf is None:
             if not 0 <= blockno < self.nblocks:

@@ -101,11 +101,14 @@ class DaxStore(PageCache):
         self.on_commit: Callable[[int], None] = lambda seq: None
 
     # -- metadata: working copies, logged at commit ---------------------------------------------
-    def get(self, blockno: int) -> memoryview:
+    def get(self, blockno: int, new: bool = False) -> memoryview:
         buf = self.shadow.get(blockno)
         if buf is None:
             if not 0 <= blockno < self.nblocks:
                 raise OSError(f"block {blockno} is outside the device")
+            if new:  # just allocated: the caller fills it whole
+                buf = self.shadow[blockno] = bytearray(self.block_size)
+                return memoryview(buf)
             off = blockno * self.block_size
             self.m.note_access(off, self.block_size, False)
             buf = self.shadow[blockno] = bytearray(self.m.read(off, self.block_size))
@@ -135,7 +138,7 @@ class DaxStore(PageCache):
         self.dax.data_bytes_read += n
         return self.m.read(at, n)
 
-    def data_view(self, blockno: int) -> memoryview:
+    def data_view(self, blockno: int, new: bool = False) -> memoryview:
         self.before_change()  # the caller stores into the view
         self.forget(blockno)  # data now, whatever it was before in this operation
         off = blockno * self.block_size

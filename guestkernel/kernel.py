@@ -468,6 +468,7 @@ class Kernel:
             dax = self.dax.dax if self.dax is not None else DaxStats()
             return {"pagecache.hits": pc.stats.hits if pc else 0, "pagecache.misses": pc.stats.misses if pc else 0,
                     "pagecache.writebacks": pc.stats.writebacks if pc else 0,
+                    "pagecache.new_blocks": pc.stats.new_blocks if pc else 0,
                     "pagecache.pages": sum(len(c.pages) for c in self.caches()) if pc else 0,
                     "mm.file_pages_copied": f.events["file_pages_copied"] if f else 0,
                     "mm.text_pages_copied": f.events["text_pages_copied"] if f else 0,
@@ -481,6 +482,7 @@ class Kernel:
             Stat("pagecache.hits", "lookups", "page-cache lookups that found the block"),
             Stat("pagecache.misses", "lookups", "page-cache lookups that read the block from storage"),
             Stat("pagecache.writebacks", "blocks", "dirty blocks written back to storage"),
+            Stat("pagecache.new_blocks", "blocks", "blocks just allocated, cached without a read from storage"),
             Stat("pagecache.pages", "pages", "pages in the page caches at the end"),
             Stat("mm.file_pages_copied", "pages", "data pages of file mappings copied into memory at page "
                  "faults (a DAX mapping maps the storage window's page until it is written)"),

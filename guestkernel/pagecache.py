@@ -36,6 +36,7 @@ class PageCacheStats:
     hits: int = 0
     misses: int = 0
     writebacks: int = 0
+    new_blocks: int = 0  # blocks just allocated, cached without a read (Linux's buffer_new)
     evictions: int = 0
 
 
@@ -76,7 +77,7 @@ class PageCache(DataThroughCache):
             assert self.dev is not None
             clock.charge(self.dev.timing.request(blockno, 1, self.block_size, write, clock.uptime_ns()))
 
-    def get(self, blockno: int) -> memoryview:
+    def get(self, blockno: int, new: bool = False) -> memoryview:
         pfn = self.pages.get(blockno)
         if pfn is not None:
             self.stats.hits += 1
@@ -84,16 +85,19 @@ class PageCache(DataThroughCache):
             return self.frames.view(pfn)[: self.block_size]
         if not 0 <= blockno < self.nblocks:
             raise OSError(f"block {blockno} is outside the device")
-        self.stats.misses += 1
         if self.max_pages is not None and len(self.pages) >= self.max_pages:
             self.reclaim(len(self.pages) - self.max_pages + 1)  # (grows when nothing can go)
         pfn = self.frames.alloc(zero=False, gfp=Gfp.PAGECACHE)
         view = self.frames.view(pfn)[: self.block_size]
-        view[:] = self.dev.read_at(blockno * self.block_size, self.block_size)
-        # The device's DMA into the frame: it lands in the last-level cache (Intel's DDIO),
-        # which the cache model sees as a kernel write of the block.
-        self.frames.kernel_access(pfn << 12, self.block_size, True)
-        self._io(blockno, False)
+        if new:  # just allocated: the caller fills it whole, nothing is read from the device
+            self.stats.new_blocks += 1
+        else:
+            self.stats.misses += 1
+            view[:] = self.dev.read_at(blockno * self.block_size, self.block_size)
+            # The device's DMA into the frame: it lands in the last-level cache (Intel's DDIO),
+            # which the cache model sees as a kernel write of the block.
+            self.frames.kernel_access(pfn << 12, self.block_size, True)
+            self._io(blockno, False)
         self.pages[blockno] = pfn
         self.frame_mask[pfn] = 1
         return view

@@ -123,7 +123,7 @@ class Allocation:
 
     def _alloc_zeroed(self, goal: int) -> int:
         blk = self._alloc_block(goal)
-        view = self.cache.get(blk)
+        view = self.cache.get(blk, new=True)
         view[:] = self._zero
         self.cache.mark_dirty(blk, 0)
         return blk

@@ -127,12 +127,12 @@ class Directories:
         bs = self.block_size
         fb = dind.size // bs
         try:
-            p, _new = self._bmap_alloc(dind, fb, self._goal_for(dind, fb))
+            p, new = self._bmap_alloc(dind, fb, self._goal_for(dind, fb))
         except FsError:
             self._iput(dind)
             raise
         self._dir_full[dind.ino] = (fb, need)
-        view = self.cache.get(p)
+        view = self.cache.get(p, new)
         view[:] = self._zero
         self._put_entry(view, 0, ino, bs, name, ft)
         self.cache.mark_dirty(p, dind.ino)

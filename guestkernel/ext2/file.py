@@ -87,7 +87,7 @@ class FileData:
                 fb, boff = divmod(pos, bs)
                 chunk = min(bs - boff, n - written)
                 p, new = self._bmap_alloc(ind, fb, goal)
-                view = cache.data_view(p)
+                view = cache.data_view(p, new)  # (a new block is written whole below)
                 if new and chunk < bs:
                     view[:] = self._zero  # fresh block: never expose stale disk contents
                     lo, hi = 0, bs
@@ -118,7 +118,7 @@ class FileData:
         ind = self._live(ino)
         p, new = self._bmap_alloc(ind, fb, self._goal_for(ind, fb))
         if new:
-            view = self.cache.data_view(p)
+            view = self.cache.data_view(p, new=True)
             view[:] = self._zero
             del view
             self.cache.data_written(p, 0, self.block_size, ind.ino)

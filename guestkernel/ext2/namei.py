@@ -107,8 +107,8 @@ class Namei:
         ind = self._new_inode(dind, S.S_IFDIR | (mode & 0o7777), uid, gid)
         bs = self.block_size
         try:
-            p, _ = self._bmap_alloc(ind, 0, self._group_start((ind.ino - 1) // self.ipg))
-            view = self.cache.get(p)
+            p, new = self._bmap_alloc(ind, 0, self._group_start((ind.ino - 1) // self.ipg))
+            view = self.cache.get(p, new)
             view[:] = self._zero
             self._put_entry(view, 0, ind.ino, 12, b".", self._ftype(S.S_IFDIR))
             self._put_entry(view, 12, dind.ino, bs - 12, b"..", self._ftype(S.S_IFDIR))
