@@ -4,7 +4,7 @@
 Which pages move: page-cache pages and user pages (the kinds Linux calls movable), whose every
 reference is known: the page cache's own and the page-table entries that map it (found by a
 reverse map built for the pass from every address space). A page that something else holds (a
-System V segment, a shared futex a process waits on, a reference the map does not explain) is
+shared memory object (System V segment, shared anonymous mapping), a shared futex a process waits on, a reference the map does not explain) is
 pinned, and a range holding one is not chosen.
 
 A pass picks, within the zone, the aligned ranges of 2**order frames that need the fewest
@@ -63,7 +63,7 @@ def _pinned(k: "Kernel") -> set[int]:
     pinned: set[int] = set()
     shm = getattr(k, "shm", None)
     if shm is not None:
-        pinned.update(pfn for seg in shm.segments.values() for pfn in seg.pfns if pfn >= 0)
+        pinned.update(pfn for obj in shm.objects() for pfn in obj.pfns if pfn >= 0)
     futexes = getattr(k, "futexes", None)
     if futexes is not None:
         pinned.update(key[1] >> 12 for key in futexes.waiters if isinstance(key, tuple) and key[0] == "shared")

@@ -46,8 +46,8 @@ def memory_counts(k: "Kernel") -> dict[str, int]:
 
 
 def _shmem_pages(k: "Kernel") -> int:
-    reg = getattr(k, "shm", None)  # made at the first shmget
-    return sum(1 for seg in reg.segments.values() for pfn in seg.pfns if pfn >= 0) if reg is not None else 0
+    reg = getattr(k, "shm", None)  # made at the first shmget or shared anonymous mmap
+    return reg.shmem_pages() if reg is not None else 0
 
 
 def _mms(k: "Kernel") -> list:
