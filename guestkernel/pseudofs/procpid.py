@@ -48,7 +48,7 @@ def _text(p: Process) -> tuple[int, int]:
     """start and end of the program's code (the first executable mapping of its file)."""
     if p.mm is None:
         return 0, 0
-    code = [v for v in p.mm.vmas if v.prot & 4 and v.backing is not None]
+    code = [v for v in p.mm.vmas if v.prot & 4 and v.file]
     return (code[0].start, code[0].end) if code else (0, 0)
 
 
@@ -95,10 +95,12 @@ def status(k: "Kernel", p: Process) -> bytes:
     if live:
         vm = _vm_pages(p) * 4
         rss = p.mm.resident_pages() * 4
+        shmem = p.mm.shmem_pages() * 4
         start, end = _text(p)
         lines += [("VmPeak", f"{vm:8d} kB"), ("VmSize", f"{vm:8d} kB"), ("VmLck", f"{0:8d} kB"),
                   ("VmPin", f"{0:8d} kB"), ("VmHWM", f"{rss:8d} kB"), ("VmRSS", f"{rss:8d} kB"),
-                  ("RssAnon", f"{rss:8d} kB"), ("RssFile", f"{0:8d} kB"), ("RssShmem", f"{0:8d} kB"),
+                  ("RssAnon", f"{rss - shmem:8d} kB"), ("RssFile", f"{0:8d} kB"),
+                  ("RssShmem", f"{shmem:8d} kB"),
                   ("VmData", f"{(p.mm.brk - p.mm.brk_start) // 1024:8d} kB"),
                   ("VmStk", f"{sum(v.end - v.start for v in p.mm.vmas if v.name == '[stack]') // 1024:8d} kB"),
                   ("VmExe", f"{(end - start) // 1024:8d} kB"), ("VmLib", f"{0:8d} kB"),
