@@ -160,13 +160,13 @@ class MM:
             self._reindex()
 
     def move(self, old: int, length: int, dest: int, new_length: int) -> None:
-        """mremap's move: the range [old, old+length) of one VMA to dest (a free range), grown to
-        new_length, with its offset and its PTEs (the frames stay where they are mapped: the
-        same pages, not copies)."""
+        """mremap's move: the VMAs of the range [old, old+length) (pieces of one mapping, which
+        Linux would have merged) to dest, the last grown to make new_length, with their offsets
+        and their PTEs (the frames stay mapped: the same pages, not copies)."""
         self._split_at(old)
         self._split_at(old + length)
-        v = self.find(old)
-        assert v is not None and v.start == old and v.end == old + length
+        vs = [v for v in self.vmas if v.start >= old and v.end <= old + length]
+        assert vs and sum(v.end - v.start for v in vs) == length and new_length >= length
         self.unmap(dest, new_length)
         moved = list(self.aspace.leaves(old, old + length))
         for _gva, slot, _pte in moved:
@@ -176,7 +176,9 @@ class MM:
             if gva in self.file_copies:
                 self.file_copies.discard(gva)
                 self.file_copies.add(dest + gva - old)
-        v.start, v.end = dest, dest + new_length
+        for v in vs:
+            v.start, v.end = v.start - old + dest, v.end - old + dest
+        vs[-1].end = dest + new_length
         self._reindex()
         self.on_tlb_stale()
 

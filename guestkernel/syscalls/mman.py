@@ -115,7 +115,7 @@ def sys_mremap(k, p, old, old_len, new_len, flags, new_addr, *_):  # type: ignor
     if fixed and new_len < old_len:  # (the tail goes; what is left moves)
         mm.unmap(old + new_len, old_len - new_len)
         old_len = new_len
-    if isinstance(v.backing, ShmBacking) and old + old_len <= v.end:
+    if _one_object(mm.overlapping(old, old + old_len), old, old_len):
         # A shared memory object's mapping moves with its offset (and its PTEs): the new range
         # maps the same object pages, as Linux's move_vma.
         dest = new_addr if fixed else mm.get_unmapped_area(new_len)
@@ -131,6 +131,17 @@ def sys_mremap(k, p, old, old_len, new_len, flags, new_addr, *_):  # type: ignor
         mm.protect(dest, new_len, v.prot)
     mm.unmap(old, old_len)
     return dest
+
+
+def _one_object(vmas: list, start: int, length: int) -> bool:  # type: ignore[type-arg]
+    """Do `vmas` cover [start, start+length) with pieces of one mapping of a shared memory object
+    (split by mprotect: Linux would have merged them again), each at its offset?"""
+    if not vmas or vmas[0].start > start or vmas[-1].end < start + length:
+        return False
+    first = vmas[0]
+    return all(isinstance(v.backing, ShmBacking) and v.backing.obj is first.backing.obj
+               and v.offset - first.offset == v.start - first.start and (i == 0 or vmas[i - 1].end == v.start)
+               for i, v in enumerate(vmas))
 
 
 @syscall("madvise")
