@@ -52,6 +52,7 @@ class ShmObject:
     pfns: list[int] = field(default_factory=list)  # per page index its frame; -1: not touched yet
     unmaps: int = 0  # VMAs of it closed so far (a checkpoint's cue: pages may have been written
     #                  through PTEs that are gone, see checkpoint/state.py)
+    version: int = 0  # bumped when `pfns` changes (a checkpoint lists the frames again)
 
     @property
     def pages(self) -> int:
@@ -121,6 +122,7 @@ class ShmBacking:
             return None  # past the object: the fault fails
         if obj.pfns[idx] < 0:
             obj.pfns[idx] = self.registry.frames.alloc(zero=True, gfp=Gfp.USER)
+            obj.version += 1
         return obj.pfns[idx]
 
     def vma_closed(self) -> None:
@@ -216,6 +218,7 @@ class ShmRegistry:
             if pfn >= 0:
                 self.frames.put(pfn)
         obj.pfns = []
+        obj.version += 1
 
     def max_index(self) -> int:
         return max(self.segments, default=0)

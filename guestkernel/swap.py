@@ -43,6 +43,7 @@ from guestkernel.scm import PAGE
 if TYPE_CHECKING:
     from guestkernel.kernel import Kernel
     from guestkernel.process import Process
+    from guestkernel.shm import ShmObject
 
 SWAP_MAGIC = b"SWAPSPACE2"
 _INFO = struct.Struct("<III")          # version, last_page, nr_badpages (at 1024)
@@ -170,12 +171,12 @@ class SwapAreas:
             return True
         rmap = reverse_map(k)
         shm = getattr(k, "shm", None)
-        seg_of: dict[int, tuple[list[int], int]] = {}
+        seg_of: dict[int, tuple["ShmObject", int]] = {}
         if shm is not None:
             for obj in shm.objects():
                 for i, pfn in enumerate(obj.pfns):
                     if lo <= pfn < hi:
-                        seg_of[pfn] = (obj.pfns, i)
+                        seg_of[pfn] = (obj, i)
         futexes = getattr(k, "futexes", None)  # made at the first futex wait
         shared_waits = [key for key in (futexes.waiters if futexes is not None else ())
                         if isinstance(key, tuple) and key[0] == "shared" and lo <= key[1] >> 12 < hi]
@@ -195,8 +196,9 @@ class SwapAreas:
             migrate(k, pfn, dst, maps, None)
             f.put_back(pfn)
             if pfn in seg_of:
-                pfns, i = seg_of[pfn]
-                pfns[i] = dst
+                obj, i = seg_of[pfn]
+                obj.pfns[i] = dst
+                obj.version += 1
             for key in [w for w in shared_waits if w[1] >> 12 == pfn]:
                 new = ("shared", dst << 12 | key[1] & 0xFFF)
                 assert futexes is not None

@@ -124,9 +124,8 @@ class PageTracker:
         # the last checkpoint still holds the same context object, so its registers are known.
         self.regs: dict[int, tuple[object, dict[str, int], dict[str, int]]] = {}
         self.pipes: dict[int, dict[int, tuple[int, int]]] = {}  # pipe serial -> ring page -> (page, crc)
-        # id(shared anonymous object) -> (the object, its unmaps then, index -> (frame, generation,
-        # SCM page, crc)): what the last image stored of each object's pages (_object_pages)
-        self.shmem: dict[int, tuple[ShmObject, int, dict[int, tuple[int, int, int, int]]]] = {}
+        # id(shared anonymous object) -> what the last image stored of its pages (_object_pages)
+        self.shmem: dict[int, ObjectPages] = {}
         self.static: StaticCache | None = None  # the last image's static description
         self.rows: dict[int, tuple[Any, int]] = {}  # asid -> (leaf rows buffer, its capacity in rows)
         # The last image's metadata parts: key -> (bytes, reference, group); see capture.
@@ -451,7 +450,7 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
             lib.emu_ckpt_pack(out, nout, packed)
             pages_of[asid] = ffi.buffer(packed)[:]
             new_spaces[asid] = (out, nout)
-        shmem, new_shmem, n = _object_pages(k, tracker, store, sc.objs, fresh, dirty)
+        shmem, new_shmem, n = _object_pages(k, tracker, store, sc.objs, fresh, (skip, dirty, gen, ram, npfn, log))
         copied += n
     finally:  # also when a page cannot be stored (SCM full): the checkpoint fails, not the next
         for asid, (rows, n) in leaves.items():
@@ -530,7 +529,9 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
     tracker.parts = new_parts
     for pipe in sc.pipes:
         pipe.dirty.clear()
-    groups.extend(packed for _pages, packed in shmem)
+    for i, entry in enumerate(shmem):  # (a part each, as the page lists: shared while unchanged)
+        entry[1], raw = _part(tracker, store, ("shmem", i), entry[1], parts, groups, new_parts)
+        groups.append(raw)
     meta = {"procs": out_procs, "files": [{"flags": f.flags, "offset": f.offset} for f in sc.files],
             "pipes": pipes, "shmem": shmem, "parts": parts, "static": static_part, "rng": rng,
             "swap": k.swap.describe()}  # storage lent as memory: lent again before the pages
@@ -540,38 +541,53 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
     return meta, stats, groups
 
 
+class ObjectPages:
+    """What an image stored of a shared anonymous object's pages: records (offset, frame,
+    generation, SCM page, crc) in offset order, and what they were made from: the object's
+    `unmaps` and, as leaf rows for native/ckptscan.c, its frames at its `version`."""
+
+    def __init__(self, obj: ShmObject, rows: Any, n: int, recs: Any, nrecs: int) -> None:
+        self.obj, self.unmaps, self.version = obj, obj.unmaps, obj.version
+        self.rows, self.n, self.recs, self.nrecs = rows, n, recs, nrecs
+
+
 def _object_pages(k: "Kernel", tracker: PageTracker, store: Any, objs: list[ShmObject], fresh: dict[int, tuple[int, int]],
-                  dirty: Any) -> tuple[list[list[Any]], dict[int, tuple[ShmObject, int, dict[int, tuple[int, int, int, int]]]], int]:
+                  masks: tuple[Any, ...]) -> tuple[list[list[Any]], dict[int, ObjectPages], int]:
     """Every page of each shared anonymous object, mapped or not (a page a child wrote before it
-    exited is the object's alone): [object pages, packed (index, SCM page, crc)] per object in
-    the static description's order, the tracker's new record of them and how many pages were
-    stored. A page is the previous image's when it is the same frame of the same generation,
-    no PTE has it dirty (`dirty`: pass 1's mask) and no VMA of the object went since (its dirty
-    bits went with the PTEs); stored when a pass-2 list did not store it already (`fresh`)."""
-    gen = k.frames.gen
+    exited is the object's alone): [object pages, packed (offset, SCM page, crc)] per object in
+    the static description's order, the tracker's new records and how many pages were stored.
+    The object's frames go through pass 2's diff (native/ckptscan.c) as if mapped at their
+    offsets: a page is the previous image's when it is the same frame of the same generation
+    and no PTE has it dirty (pass 1's mask), unless a VMA of the object went since (its dirty
+    bits went with its PTEs): then every page is stored again. A page pass 2 stored already
+    (`fresh`) is not stored twice. `masks`: pass 2's (skip, dirty, gen, ram, npfn, log)."""
+    ffi, lib, st = k.cpu.ffi, k.cpu.lib, k.cpu.st
+    nfresh, ncleared = ffi.new("uint64_t *"), ffi.new("uint64_t *")
     out: list[list[Any]] = []
-    new: dict[int, tuple[ShmObject, int, dict[int, tuple[int, int, int, int]]]] = {}
+    new: dict[int, ObjectPages] = {}
     copied = 0
     for obj in objs:
         prev = tracker.shmem.get(id(obj))
-        known = prev[2] if prev is not None and prev[0] is obj and prev[1] == obj.unmaps else {}
-        recs: dict[int, tuple[int, int, int, int]] = {}
-        rows = []
-        for idx, pfn in enumerate(obj.pfns):
-            if pfn < 0:
-                continue
-            got = fresh.get(pfn)
+        if prev is not None and prev.obj is obj and prev.version == obj.version:
+            rows, n = prev.rows, prev.n
+        else:  # (its frames changed: rows again)
+            leaves = [x for idx, pfn in enumerate(obj.pfns) if pfn >= 0 for x in (idx * PAGE, 0, pfn << 12 | 1)]
+            rows, n = ffi.new("uint64_t[]", leaves or [0]), len(leaves) // 3
+        known = prev is not None and prev.obj is obj and prev.unmaps == obj.unmaps
+        recs, todo = ffi.new("struct ckpt_page[]", max(n, 1)), ffi.new("uint32_t[]", max(n, 1))
+        nrecs = lib.emu_ckpt_diff(st, rows, n, prev.recs if known else ffi.NULL, prev.nrecs if known else 0,  # type: ignore[union-attr]
+                                  *masks, recs, todo, nfresh, ncleared, ffi.NULL, ffi.NULL, ffi.NULL, 0, 0)
+        for i in ffi.unpack(todo, nfresh[0]):
+            rec = recs[i]
+            got = fresh.get(rec.pfn)
             if got is None:
-                old = known.get(idx)
-                if old is not None and old[0] == pfn and old[1] == gen[pfn] and not dirty[pfn]:
-                    got = (old[2], old[3])
-                else:
-                    got = fresh[pfn] = store.write_page(k.frames.page(pfn))
-                    copied += 1
-            recs[idx] = (pfn, gen[pfn], got[0], got[1])
-            rows.append((idx, got[0], got[1]))
-        new[id(obj)] = (obj, obj.unmaps, recs)
-        out.append([obj.pages, pack_pages(rows)])
+                got = fresh[rec.pfn] = store.write_page(k.frames.page(rec.pfn))
+                copied += 1
+            rec.pg, rec.crc = got
+        packed = ffi.new("uint8_t[]", 16 * nrecs)
+        lib.emu_ckpt_pack(recs, nrecs, packed)
+        new[id(obj)] = ObjectPages(obj, rows, n, recs, nrecs)
+        out.append([obj.pages, ffi.buffer(packed)[:]])
     return out, new, copied
 
 
@@ -728,18 +744,15 @@ def _restore_objects(k: "Kernel", shmem: list[list[Any]], page_at: Callable[[int
     reg = registry(k)
     frames = k.frames
     out = []
-    tracker.shmem = {}
+    tracker.shmem = {}  # (the next image stores the objects' pages again)
     for npages, packed in shmem:
         obj = reg.new_anon(npages * PAGE)
-        recs = {}
-        for idx, pg, crc in unpack_pages(packed):
+        for offset, pg, _crc in unpack_pages(packed):
             pfn = frames.alloc(zero=False, gfp=Gfp.USER)
             frames.page(pfn)[:] = page_at(pg)
             frames.kernel_access(pfn << 12, PAGE, True)
             counts["pages_copied"] += 1
-            obj.pfns[idx] = pfn
-            recs[idx] = (pfn, frames.gen[pfn], pg, crc)
-        tracker.shmem[id(obj)] = (obj, obj.unmaps, recs)
+            obj.pfns[offset // PAGE] = pfn
         out.append(ShmBacking(reg, obj))
     return out
 

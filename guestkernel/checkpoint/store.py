@@ -25,8 +25,8 @@ it lists and gives back the whole metadata, parts merged in (`merge_parts`), as 
 in one zstd-compressed blob (at a checkpoint per syscall that blob cost 0.15 ms of Python, JSON
 and zlib before it 0.4 ms).
 Shared anonymous memory (version 5): each object's pages, mapped or not, are listed under "shmem"
-(its size in pages and packed (page index, SCM page, crc) records), and a VMA names the object it
-maps (checkpoint/state.py).
+(its size in pages and a part of packed (offset, SCM page, crc) records), and a VMA names the
+object it maps (checkpoint/state.py).
 A commit writes the new image into pages no slot references, `clflush`es every line of it,
 `mfence`s, then writes the older slot (the one not holding the newest image) in both copies and
 flushes and fences them: a power cut anywhere before a slot line is durable leaves the table as it
@@ -451,6 +451,9 @@ def merge_parts(meta: dict[str, Any], parts: list[bytes]) -> None:
     for proc in meta.get("procs", ()):
         if isinstance(proc.get("pages"), int):
             proc["pages"] = parts[proc["pages"]]
+    for entry in meta.get("shmem", ()):  # a shared anonymous object: [pages, its page list's part]
+        if isinstance(entry[1], int):
+            entry[1] = parts[entry[1]]
     rng = meta.get("rng")
     if isinstance(rng, list) and len(rng) == 3 and isinstance(rng[1], int):
         rng[1] = parts[rng[1]]
