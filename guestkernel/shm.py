@@ -53,6 +53,7 @@ class ShmObject:
     unmaps: int = 0  # VMAs of it closed so far (a checkpoint's cue: pages may have been written
     #                  through PTEs that are gone, see checkpoint/state.py)
     version: int = 0  # bumped when `pfns` changes (a checkpoint lists the frames again)
+    serial: int = 0  # a shared anonymous object's inode number in /proc/PID/maps
 
     @property
     def pages(self) -> int:
@@ -60,6 +61,11 @@ class ShmObject:
 
     def resident(self) -> int:
         return sum(1 for pfn in self.pfns if pfn >= 0)
+
+    def moved(self, idx: int, dst: int) -> None:
+        """Page idx now lives in frame dst (a migration: compaction, swapoff)."""
+        self.pfns[idx] = dst
+        self.version += 1
 
 
 @dataclass(eq=False, kw_only=True)
@@ -140,11 +146,13 @@ class ShmRegistry:
         self.now = now
         self.segments: dict[int, Segment] = {}  # by index
         self.anon: dict[int, ShmObject] = {}  # shared anonymous objects, by id()
+        self.serials = 0
         self.seq = 0
 
     def new_anon(self, size: int) -> ShmObject:
         """The object of a new shared anonymous mapping of `size` bytes."""
-        obj = ShmObject(size)
+        self.serials += 1
+        obj = ShmObject(size, serial=self.serials)
         obj.pfns = [-1] * obj.pages
         self.anon[id(obj)] = obj
         return obj
@@ -153,6 +161,11 @@ class ShmRegistry:
         """Every live object: the segments, then the shared anonymous objects."""
         yield from self.segments.values()
         yield from self.anon.values()
+
+    def frame_owners(self, lo: int = 0, hi: int = 1 << 62) -> dict[int, tuple[ShmObject, int]]:
+        """frame -> (object, page index) of the objects' frames in [lo, hi) (a migration's
+        reverse map: a frame of an object has the object's one reference, PTEs take none)."""
+        return {pfn: (obj, i) for obj in self.objects() for i, pfn in enumerate(obj.pfns) if lo <= pfn < hi}
 
     def get(self, key: int, size: int, flags: int, pid: int) -> int:
         if key != IPC_PRIVATE:

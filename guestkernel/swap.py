@@ -171,12 +171,7 @@ class SwapAreas:
             return True
         rmap = reverse_map(k)
         shm = getattr(k, "shm", None)
-        seg_of: dict[int, tuple["ShmObject", int]] = {}
-        if shm is not None:
-            for obj in shm.objects():
-                for i, pfn in enumerate(obj.pfns):
-                    if lo <= pfn < hi:
-                        seg_of[pfn] = (obj, i)
+        seg_of: dict[int, tuple["ShmObject", int]] = shm.frame_owners(lo, hi) if shm is not None else {}
         futexes = getattr(k, "futexes", None)  # made at the first futex wait
         shared_waits = [key for key in (futexes.waiters if futexes is not None else ())
                         if isinstance(key, tuple) and key[0] == "shared" and lo <= key[1] >> 12 < hi]
@@ -197,8 +192,7 @@ class SwapAreas:
             f.put_back(pfn)
             if pfn in seg_of:
                 obj, i = seg_of[pfn]
-                obj.pfns[i] = dst
-                obj.version += 1
+                obj.moved(i, dst)
             for key in [w for w in shared_waits if w[1] >> 12 == pfn]:
                 new = ("shared", dst << 12 | key[1] & 0xFFF)
                 assert futexes is not None

@@ -131,9 +131,12 @@ def maps(k: "Kernel", p: Process) -> bytes:
         perms = "".join(c if v.prot & b else "-" for c, b in (("r", 1), ("w", 2), ("x", 4))) + ("s" if v.shared else "p")
         ino = getattr(v.backing, "ino", 0) if v.backing is not None and not v.device else 0
         dev = ROOT_DEV if ino else (0, 0)
+        name = v.name
+        if getattr(v.backing, "anonymous", False):  # shared anonymous memory: Linux's shmem file
+            ino, dev, name = v.backing.obj.serial, (0, 1), "/dev/zero (deleted)"  # type: ignore[union-attr]
         line = f"{v.start:08x}-{v.end:08x} {perms} {v.offset if v.backing is not None else 0:08x} {dev[0]:02x}:{dev[1]:02x} {ino} "
-        if v.name.startswith("/") or v.name in ("[heap]", "[stack]"):  # not emu's own labels
-            line = line.ljust(73) + v.name
+        if name.startswith("/") or name in ("[heap]", "[stack]"):  # not emu's own labels
+            line = line.ljust(73) + name
         out.append(line + "\n")
     return "".join(out).encode()
 

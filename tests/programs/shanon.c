@@ -6,8 +6,8 @@
  * object's). The parent, whose mapping is one VMA untouched since the fork, waits and prints
  * what it sees, a syscall between pages (a checkpoint at each with tcp = 0). A third child
  * touches a page past the object's end through an mremap-grown mapping: SIGBUS, as on Linux.
- * `shanon meminfo` also prints the parent's RssShmem and how much /proc/meminfo's Shmem grew (not
- * compared natively). */
+ * `shanon meminfo` also prints the parent's mapping as /proc/self/maps shows it, its RssShmem and
+ * how much /proc/meminfo's Shmem grew (not compared natively). */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdio.h>
@@ -126,8 +126,14 @@ int main(int argc, char **argv)
         printf("%2d %08x [%s]\n", i, h, p[0] ? (char *)p : "-");
         getppid();
     }
-    if (meminfo)
+    if (meminfo) {
+        FILE *f = fopen("/proc/self/maps", "r");
+        char line[256];
+        while (f && fgets(line, sizeof line, f))
+            if (strstr(line, "/dev/zero")) fputs(strchr(line, ' ') + 1, stdout); /* (not the address) */
+        if (f) fclose(f);
         printf("RssShmem %ld kB, Shmem grew by %ld kB\n", kb_of("/proc/self/status", "RssShmem: %ld kB"),
                shmem_kb() - kb0);
+    }
     return munmap(sh, NP * PG);
 }
