@@ -5,8 +5,8 @@ from guestkernel.errors import EACCES, EEXIST, EINVAL, ENODEV, ENOMEM, ENXIO, Sy
 from guestkernel.mm import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, PAGE, PROT_WRITE,
                             PTE_ADDR,
                             TASK_SIZE, page_up)
-from guestkernel.syscalls import syscall
 from guestkernel.shm import ShmBacking
+from guestkernel.syscalls import syscall
 from guestkernel.syscalls.args import s32
 from guestkernel.syscalls.ipc import registry
 from guestkernel.vfs import DevFile, InodeFile, PmemFile
