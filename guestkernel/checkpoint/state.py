@@ -741,10 +741,12 @@ def _restore_objects(k: "Kernel", shmem: list[list[Any]], page_at: Callable[[int
     its VMAs share it), in the order the VMAs number them."""
     from guestkernel.syscalls.ipc import registry
 
+    tracker.shmem = {}  # (the next image stores the objects' pages again)
+    if not shmem:
+        return []
     reg = registry(k)
     frames = k.frames
     out = []
-    tracker.shmem = {}  # (the next image stores the objects' pages again)
     for npages, packed in shmem:
         obj = reg.new_anon(npages * PAGE)
         for offset, pg, _crc in unpack_pages(packed):
