@@ -3,9 +3,10 @@
 
 Which pages move: page-cache pages and user pages (the kinds Linux calls movable), whose every
 reference is known: the page cache's own and the page-table entries that map it (found by a
-reverse map built for the pass from every address space). A page that something else holds (a
-System V segment, a shared futex a process waits on, a reference the map does not explain) is
-pinned, and a range holding one is not chosen.
+reverse map built for the pass from every address space); a shared memory object's page (System
+V segment, shared anonymous mapping: the object holds its one reference) moves too, the object
+repointed with the PTEs. A page that something else holds (a shared futex a process waits on, a
+reference the map does not explain) is pinned, and a range holding one is not chosen.
 
 A pass picks, within the zone, the aligned ranges of 2**order frames that need the fewest
 migrations and hold nothing pinned nor unmovable (up to BLOCKS_PER_PASS of them: the reverse
@@ -61,9 +62,6 @@ def reverse_map(k: "Kernel") -> dict[int, list[tuple[object, int, int]]]:
 def _pinned(k: "Kernel") -> set[int]:
     """Frames held by something compaction cannot repoint."""
     pinned: set[int] = set()
-    shm = getattr(k, "shm", None)
-    if shm is not None:
-        pinned.update(pfn for seg in shm.segments.values() for pfn in seg.pfns if pfn >= 0)
     futexes = getattr(k, "futexes", None)
     if futexes is not None:
         pinned.update(key[1] >> 12 for key in futexes.waiters if isinstance(key, tuple) and key[0] == "shared")
@@ -82,12 +80,15 @@ def compact_zone(k: "Kernel", z: BuddyAllocator, order: int, blocks: int = BLOCK
     cache_of = frame_owners(k.caches())
     rmap = reverse_map(k)
     pinned = _pinned(k)
+    shm = getattr(k, "shm", None)  # (made at the first shmget or shared anonymous mmap)
+    obj_of = shm.frame_owners(z.base_pfn, z.base_pfn + z.nframes) if shm is not None else {}
     free_in = z.free_order
 
     def movable(pfn: int) -> bool:
         if f.refs[pfn] == 0 or f.kind[pfn] not in MOVABLE_KINDS or pfn in pinned:
             return False
-        known = len(rmap.get(pfn, ())) + (1 if pfn in cache_of else 0)
+        # (a shared memory object's frame: the object's one reference, its PTEs take none)
+        known = 1 if pfn in obj_of else len(rmap.get(pfn, ())) + (1 if pfn in cache_of else 0)
         return known == f.refs[pfn] and known > 0
 
     candidates: list[tuple[int, int]] = []  # (migrations needed, range start)
@@ -136,6 +137,9 @@ def compact_zone(k: "Kernel", z: BuddyAllocator, order: int, blocks: int = BLOCK
             f._taken(dst, gfp)
             f.allocated += 1
             migrate(k, pfn, dst, rmap.get(pfn, ()), cache_of.get(pfn))
+            if pfn in obj_of:
+                obj, i = obj_of[pfn]
+                obj.moved(i, dst)
             moved.append(pfn)
             pfn += 1
         if pfn < lo + size:

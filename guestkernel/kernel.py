@@ -1242,7 +1242,7 @@ class Kernel:
             elif self.checkpointer is not None:
                 v = p.mm.find(stop.fault_gva)
                 # (a write to a page living in the image file filled nothing from a file)
-                if v is not None and v.backing is not None and not p.mm.shadowed:
+                if v is not None and v.file and not p.mm.shadowed:
                     self.checkpointer.note_mmap_fill(v.shared, getattr(v.backing, "ino", None))
         elif stop.kind == STOP_INVALID:
             self.force_signal(p, SIGILL, ILL_ILLOPN, stop.pc)

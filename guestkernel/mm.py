@@ -74,8 +74,15 @@ class VMA:
 
     @property
     def device(self) -> bool:
-        """Device memory (a pmem mapping): its pages are not reference-counted frames."""
+        """Device memory (a pmem mapping) or a shared memory object's mapping (guestkernel/shm.py):
+        its pages are not reference-counted per mapping."""
         return getattr(self.backing, "device", False)
+
+    @property
+    def file(self) -> bool:
+        """Backed by a file or a device, whose contents can be read (not anonymous memory,
+        shared anonymous memory's object included)."""
+        return self.backing is not None and not getattr(self.backing, "anonymous", False)
 
     def __repr__(self) -> str:
         p = "".join(c if self.prot & b else "-" for c, b in (("r", 1), ("w", 2), ("x", 4)))
@@ -152,6 +159,29 @@ class MM:
             self.vmas.append(right)
             self._reindex()
 
+    def move(self, old: int, length: int, dest: int, new_length: int) -> None:
+        """mremap's move: the VMAs of the range [old, old+length) (pieces of one mapping, which
+        Linux would have merged) to dest, the last grown to make new_length, with their offsets
+        and their PTEs (the frames stay mapped: the same pages, not copies)."""
+        self._split_at(old)
+        self._split_at(old + length)
+        vs = [v for v in self.vmas if v.start >= old and v.end <= old + length]
+        assert vs and sum(v.end - v.start for v in vs) == length and new_length >= length
+        self.unmap(dest, new_length)
+        moved = list(self.aspace.leaves(old, old + length))
+        for _gva, slot, _pte in moved:
+            self.aspace.write_slot(slot, 0)
+        for gva, _slot, pte in moved:
+            self.aspace.set(dest + gva - old, pte)
+            if gva in self.file_copies:
+                self.file_copies.discard(gva)
+                self.file_copies.add(dest + gva - old)
+        for v in vs:
+            v.start, v.end = v.start - old + dest, v.end - old + dest
+        vs[-1].end = dest + new_length
+        self._reindex()
+        self.on_tlb_stale()
+
     def overlapping(self, start: int, end: int) -> list[VMA]:
         return [v for v in self.vmas if v.start < end and v.end > start]
 
@@ -179,7 +209,7 @@ class MM:
         vma = VMA(start, start + length, prot, shared, backing, offset, name)
         self.vmas.append(vma)
         self._reindex()
-        if prot & PROT_EXEC and backing is not None:
+        if prot & PROT_EXEC and vma.file:
             self.on_exec_map(vma)
         return start
 
@@ -237,7 +267,7 @@ class MM:
             newly_exec = prot & PROT_EXEC and not v.prot & PROT_EXEC
             v.prot = prot
             self.vm_version += 1
-            if newly_exec and v.backing is not None:
+            if newly_exec and v.file:
                 self.on_exec_map(v)
         for gva, slot, pte in list(self.aspace.leaves(start, end)):
             new = pte | PTE_NX if not prot & PROT_EXEC else pte & ~PTE_NX
@@ -363,6 +393,8 @@ class MM:
             pfn = v.backing.page_frame(offset)  # type: ignore[union-attr]
             if pfn is None:
                 return False
+            if self.frames.is_ram(pfn):  # (a shared memory object's page)
+                self._mark_code(pfn, executable)
             self.aspace.map(page, pfn, writable=writable, executable=executable)
             return True
         data = v.backing.read_at(offset, PAGE) if v.backing is not None else b""  # may fail (EIO): before alloc
@@ -522,6 +554,10 @@ class MM:
 
     def resident_pages(self) -> int:
         return sum(1 for v in self.vmas for _ in self.aspace.leaves(v.start, v.end))
+
+    def shmem_pages(self) -> int:
+        """Resident pages of shared memory objects' mappings (Linux's RssShmem)."""
+        return sum(1 for v in self.vmas if getattr(v.backing, "shmem", False) for _ in self.aspace.leaves(v.start, v.end))
 
 
 def _closed(vmas: list[VMA]) -> None:

@@ -1,21 +1,28 @@
-"""System V shared memory segments (shmget/shmat/shmdt/shmctl; the syscalls are in
-syscalls/ipc.py).
+"""Shared memory objects: System V segments (shmget/shmat/shmdt/shmctl; the syscalls are in
+syscalls/ipc.py) and the objects behind shared anonymous mappings (mmap MAP_SHARED|MAP_ANONYMOUS
+or of /dev/zero: Linux's shmem_zero_setup, an unlinked file of an internal tmpfs).
 
-A segment is a run of guest frames from the buddy allocator, allocated zeroed on first touch
-and owned by the segment (one reference each) until it is destroyed. An attach is a shared VMA
-whose backing is the segment: faults map the segment's frames themselves, writable, into every
-process that attached it, so stores are seen by all of them; fork copies the VMA, so a child
-shares its parent's attaches. Like a pmem mapping, the pages are not reference-counted per
-mapping (`device`), the segment keeps them alive.
+An object is a run of guest frames from the buddy allocator, page index -> frame, allocated
+zeroed on first touch by anyone and owned by the object (one reference each) until it is
+destroyed. A mapping of it is a shared VMA whose backing is the object (`ShmBacking`) at the
+VMA's `offset`: faults map the object's frames themselves, writable, into every process that
+maps it, so stores are seen by all of them, whenever the page was first touched; fork copies
+the VMA, a split (mprotect, partial munmap) keeps each piece's offset, mremap moves or grows
+the VMA with its offset; an access past the object's size is SIGBUS, as on Linux (growing a
+shared anonymous mapping with mremap does not grow its object). Like a pmem mapping, the pages
+are not reference-counted per mapping (`device`), the object keeps them alive: pages no PTE
+maps (a child touched them and exited, the VMA was partly unmapped) stay the object's.
 
-As on Linux, shm_nattch counts the VMAs mapping the segment (fork and VMA splits add one), a
+As on Linux, shm_nattch counts the VMAs mapping a segment (fork and VMA splits add one), a
 segment removed with IPC_RMID loses its key and is destroyed when the last VMA goes, and an id
-is index + 32768 * sequence number.
+is index + 32768 * sequence number. A shared anonymous object has no name: it is destroyed when
+the last VMA of its lineage (the mmap's VMA and every VMA fork, splits and mremap made of it)
+goes. /proc/meminfo's Shmem counts the pages of both kinds.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from guestkernel.errors import EEXIST, EINVAL, ENOENT, ENOMEM, ENOSPC, SyscallError
 from guestkernel.gfp import Gfp
@@ -36,12 +43,36 @@ SHMMNI = 4096
 SEQ_MULTIPLIER = 32768
 
 
-@dataclass
-class Segment:
+@dataclass(eq=False)
+class ShmObject:
+    """Pages shared by every mapping of one object (a shared anonymous mapping's lineage; a
+    System V segment is one too)."""
+
+    size: int
+    pfns: list[int] = field(default_factory=list)  # per page index its frame; -1: not touched yet
+    unmaps: int = 0  # VMAs of it closed so far (a checkpoint's cue: pages may have been written
+    #                  through PTEs that are gone, see checkpoint/state.py)
+    version: int = 0  # bumped when `pfns` changes (a checkpoint lists the frames again)
+    serial: int = 0  # a shared anonymous object's inode number in /proc/PID/maps
+
+    @property
+    def pages(self) -> int:
+        return (self.size + PAGE - 1) // PAGE
+
+    def resident(self) -> int:
+        return sum(1 for pfn in self.pfns if pfn >= 0)
+
+    def moved(self, idx: int, dst: int) -> None:
+        """Page idx now lives in frame dst (a migration: compaction, swapoff)."""
+        self.pfns[idx] = dst
+        self.version += 1
+
+
+@dataclass(eq=False, kw_only=True)
+class Segment(ShmObject):
     index: int
     seq: int
     key: int
-    size: int
     mode: int
     cpid: int
     ctime: int
@@ -52,45 +83,58 @@ class Segment:
     lpid: int = 0
     removed: bool = False
     locked: bool = False
-    pfns: list[int] = field(default_factory=list)  # -1: not touched yet
 
     @property
     def id(self) -> int:
         return self.seq * SEQ_MULTIPLIER + self.index
 
-    @property
-    def pages(self) -> int:
-        return (self.size + PAGE - 1) // PAGE
-
 
 class ShmBacking:
-    """The backing of an attach VMA: the segment's frames, shared (see the module docstring)."""
+    """The backing of a VMA mapping an object: its frames, shared (see the module docstring)."""
 
-    device = True  # frames are the segment's, not counted per mapping
+    device = True  # frames are the object's, not counted per mapping
+    shmem = True   # (Linux's RssShmem counts its pages, mm.shmem_pages)
 
-    def __init__(self, registry: "ShmRegistry", seg: Segment) -> None:
+    def __init__(self, registry: "ShmRegistry", obj: ShmObject) -> None:
         self.registry = registry
-        self.seg = seg
+        self.obj = obj
+
+    @property
+    def anonymous(self) -> bool:
+        """A shared anonymous mapping's object (not a System V segment): the VMA is anonymous
+        memory to everything but its faults (no file, no code to scan, no page-cache fill)."""
+        return not isinstance(self.obj, Segment)
 
     def read_at(self, offset: int, n: int) -> bytes:
-        pfn = self.page_frame(offset - offset % PAGE)
-        if pfn is None:
-            return b""
-        off = offset % PAGE
-        return bytes(self.registry.frames.page(pfn)[off : off + n])
+        """Bytes of the object (zeros where no page was touched: nothing is allocated)."""
+        out = bytearray()
+        while n > 0:
+            idx, off = divmod(offset, PAGE)
+            chunk = min(n, PAGE - off)
+            pfn = self.obj.pfns[idx] if idx < len(self.obj.pfns) else -1
+            out += bytes(self.registry.frames.page(pfn)[off : off + chunk]) if pfn >= 0 else bytes(chunk)
+            offset += chunk
+            n -= chunk
+        return bytes(out)
+
+    def beyond_eof(self, offset: int) -> bool:
+        """Past the object's size (or the object is gone): the access is SIGBUS."""
+        return offset // PAGE >= len(self.obj.pfns)
 
     def page_frame(self, offset: int) -> int | None:
-        seg = self.seg
+        obj = self.obj
         idx = offset // PAGE
-        if idx >= seg.pages or not seg.pfns:
-            return None  # past the segment: SIGBUS-like, the fault fails
-        if seg.pfns[idx] < 0:
-            seg.pfns[idx] = self.registry.frames.alloc(zero=True, gfp=Gfp.USER)
-        return seg.pfns[idx]
+        if idx >= len(obj.pfns):
+            return None  # past the object: the fault fails
+        if obj.pfns[idx] < 0:
+            obj.pfns[idx] = self.registry.frames.alloc(zero=True, gfp=Gfp.USER)
+            obj.version += 1
+        return obj.pfns[idx]
 
     def vma_closed(self) -> None:
-        """An attach VMA went away (shmdt, munmap, exec, exit)."""
-        self.registry.maybe_destroy(self.seg)
+        """A VMA of the object went away (shmdt, munmap, exec, exit)."""
+        self.obj.unmaps += 1
+        self.registry.maybe_destroy(self.obj)
 
 
 class ShmRegistry:
@@ -101,7 +145,27 @@ class ShmRegistry:
         self.mms = mms          # the live address spaces (for shm_nattch)
         self.now = now
         self.segments: dict[int, Segment] = {}  # by index
+        self.anon: dict[int, ShmObject] = {}  # shared anonymous objects, by id()
+        self.serials = 0
         self.seq = 0
+
+    def new_anon(self, size: int) -> ShmObject:
+        """The object of a new shared anonymous mapping of `size` bytes."""
+        self.serials += 1
+        obj = ShmObject(size, serial=self.serials)
+        obj.pfns = [-1] * obj.pages
+        self.anon[id(obj)] = obj
+        return obj
+
+    def objects(self) -> Iterator[ShmObject]:
+        """Every live object: the segments, then the shared anonymous objects."""
+        yield from self.segments.values()
+        yield from self.anon.values()
+
+    def frame_owners(self, lo: int = 0, hi: int = 1 << 62) -> dict[int, tuple[ShmObject, int]]:
+        """frame -> (object, page index) of the objects' frames in [lo, hi) (a migration's
+        reverse map: a frame of an object has the object's one reference, PTEs take none)."""
+        return {pfn: (obj, i) for obj in self.objects() for i, pfn in enumerate(obj.pfns) if lo <= pfn < hi}
 
     def get(self, key: int, size: int, flags: int, pid: int) -> int:
         if key != IPC_PRIVATE:
@@ -122,7 +186,8 @@ class ShmRegistry:
         index = next((i for i in range(SHMMNI) if i not in self.segments), None)
         if index is None:
             raise SyscallError(ENOSPC)
-        seg = Segment(index, self.seq, key, size, flags & 0o777, pid, self.now(), pfns=[-1] * pages)
+        seg = Segment(size, [-1] * pages, index=index, seq=self.seq, key=key, mode=flags & 0o777, cpid=pid,
+                      ctime=self.now())
         self.seq = (self.seq + 1) % (1 << 15)
         self.segments[index] = seg
         return seg.id
@@ -135,14 +200,15 @@ class ShmRegistry:
             raise SyscallError(EINVAL)
         return seg
 
-    def nattch(self, seg: Segment) -> int:
+    def nattch(self, obj: ShmObject) -> int:
+        """VMAs mapping the object, in every live address space."""
         seen: set[int] = set()
         n = 0
         for mm in self.mms():
             if id(mm) in seen:
                 continue  # a vfork child shares its parent's address space
             seen.add(id(mm))
-            n += sum(1 for v in mm.vmas if isinstance(v.backing, ShmBacking) and v.backing.seg is seg)
+            n += sum(1 for v in mm.vmas if isinstance(v.backing, ShmBacking) and v.backing.obj is obj)
         return n
 
     def remove(self, seg: Segment) -> None:
@@ -150,16 +216,30 @@ class ShmRegistry:
         seg.key = IPC_PRIVATE
         self.maybe_destroy(seg)
 
-    def maybe_destroy(self, seg: Segment) -> None:
-        if seg.removed and self.segments.get(seg.index) is seg and self.nattch(seg) == 0:
-            del self.segments[seg.index]
-            for pfn in seg.pfns:
-                if pfn >= 0:
-                    self.frames.put(pfn)
-            seg.pfns = []
+    def maybe_destroy(self, obj: ShmObject) -> None:
+        """Free the object if nothing holds it any more (a removed segment, an anonymous object,
+        with no VMA left)."""
+        if isinstance(obj, Segment):
+            if not (obj.removed and self.segments.get(obj.index) is obj and self.nattch(obj) == 0):
+                return
+            del self.segments[obj.index]
+        else:
+            if self.anon.get(id(obj)) is not obj or self.nattch(obj):
+                return
+            del self.anon[id(obj)]
+        for pfn in obj.pfns:
+            if pfn >= 0:
+                self.frames.put(pfn)
+        obj.pfns = []
+        obj.version += 1
 
     def max_index(self) -> int:
         return max(self.segments, default=0)
 
     def resident_pages(self) -> int:
-        return sum(1 for s in self.segments.values() for pfn in s.pfns if pfn >= 0)
+        """Pages of the System V segments (shm_info's shm_rss)."""
+        return sum(s.resident() for s in self.segments.values())
+
+    def shmem_pages(self) -> int:
+        """Pages of every object (/proc/meminfo's Shmem)."""
+        return sum(o.resident() for o in self.objects())

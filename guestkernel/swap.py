@@ -7,7 +7,7 @@ nothing needs copying: swapon takes the file's pages as page frames, a zone of t
 end of the zonelist of user pages (Frames.lend), which serves only when RAM's zones are below
 their low watermark. A page that lands there lives on storage (its loads and stores go to the
 storage channel) until it is freed. swapoff gives the frames back: every page living in them
-moves to RAM (compaction's migration: copy, repoint every PTE, System V segment and shared futex
+moves to RAM (compaction's migration: copy, repoint every PTE, shared memory object page (System V segment, shared anonymous mapping) and shared futex
 wait), or, when RAM cannot take them, swapoff fails with ENOMEM and the file stays lent, as
 Linux's try_to_unuse does (the pages already moved stay in RAM).
 
@@ -43,6 +43,7 @@ from guestkernel.scm import PAGE
 if TYPE_CHECKING:
     from guestkernel.kernel import Kernel
     from guestkernel.process import Process
+    from guestkernel.shm import ShmObject
 
 SWAP_MAGIC = b"SWAPSPACE2"
 _INFO = struct.Struct("<III")          # version, last_page, nr_badpages (at 1024)
@@ -170,19 +171,15 @@ class SwapAreas:
             return True
         rmap = reverse_map(k)
         shm = getattr(k, "shm", None)
-        seg_of: dict[int, tuple[list[int], int]] = {}
-        if shm is not None:
-            for seg in shm.segments.values():
-                for i, pfn in enumerate(seg.pfns):
-                    if lo <= pfn < hi:
-                        seg_of[pfn] = (seg.pfns, i)
+        seg_of: dict[int, tuple["ShmObject", int]] = shm.frame_owners(lo, hi) if shm is not None else {}
         futexes = getattr(k, "futexes", None)  # made at the first futex wait
         shared_waits = [key for key in (futexes.waiters if futexes is not None else ())
                         if isinstance(key, tuple) and key[0] == "shared" and lo <= key[1] >> 12 < hi]
         moved, ok = 0, True
         for pfn in used:
             maps = rmap.get(pfn, ())
-            if len(maps) + (pfn in seg_of) != f.refs[pfn]:  # held by something we cannot repoint
+            # (a shared memory object's page: its one reference is the object's, PTEs take none)
+            if (1 if pfn in seg_of else len(maps)) != f.refs[pfn]:  # held by something we cannot repoint
                 k.log.append(f"swapoff: page {pfn:#x} is held by the kernel")
                 ok = False
                 break
@@ -194,8 +191,8 @@ class SwapAreas:
             migrate(k, pfn, dst, maps, None)
             f.put_back(pfn)
             if pfn in seg_of:
-                pfns, i = seg_of[pfn]
-                pfns[i] = dst
+                obj, i = seg_of[pfn]
+                obj.moved(i, dst)
             for key in [w for w in shared_waits if w[1] >> 12 == pfn]:
                 new = ("shared", dst << 12 | key[1] & 0xFFF)
                 assert futexes is not None

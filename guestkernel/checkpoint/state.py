@@ -32,8 +32,9 @@ from unicorn import x86_const as X
 from guestkernel.checkpoint.store import encode_static, pack_pages, unpack_pages
 from guestkernel.gfp import Gfp
 from guestkernel.mm import MM, PAGE, TASK_SIZE, VMA
-from guestkernel.siginfo import SigInfo
 from guestkernel.process import RUNNABLE, ZOMBIE, FDTable, FsContext, Process, SharedPending, SigAction
+from guestkernel.shm import ShmBacking, ShmObject
+from guestkernel.siginfo import SigInfo
 from guestkernel.vfs import DEV_DIR, ConsoleFile, DevDirFile, DevFile, InodeFile, OpenFile, Pipe, PipeEnd
 
 if TYPE_CHECKING:
@@ -124,6 +125,8 @@ class PageTracker:
         # the last checkpoint still holds the same context object, so its registers are known.
         self.regs: dict[int, tuple[object, dict[str, int], dict[str, int]]] = {}
         self.pipes: dict[int, dict[int, tuple[int, int]]] = {}  # pipe serial -> ring page -> (page, crc)
+        # id(shared anonymous object) -> what the last image stored of its pages (_object_pages)
+        self.shmem: dict[int, ObjectPages] = {}
         self.static: StaticCache | None = None  # the last image's static description
         self.rows: dict[int, tuple[Any, int]] = {}  # asid -> (leaf rows buffer, its capacity in rows)
         # The last image's metadata parts: key -> (bytes, reference, group); see capture.
@@ -164,6 +167,7 @@ class PageTracker:
         """Forget everything (after an abandoned checkpoint): the next one copies all pages."""
         self.spaces.clear()
         self.pipes.clear()
+        self.shmem.clear()
         self.static = None
         self.parts = {}
 
@@ -199,8 +203,8 @@ def _refusal(mm: MM) -> str | None:
     when its mappings changed."""
     if mm.ckpt_checked[0] != mm.vm_version:
         why = None
-        if any(v.device for v in mm.vmas):
-            why = "a device (pmem) or System V shared memory mapping"
+        if any(v.device and not getattr(v.backing, "anonymous", False) for v in mm.vmas):
+            why = "a device (pmem) or System V shared memory mapping"  # (shared anonymous memory: described)
         elif any(v.shared and hasattr(v.backing, "page_dirtied") for v in mm.vmas):
             why = "a shared writable file mapping"  # its writes go to the page cache at any instruction
         mm.ckpt_checked = (mm.vm_version, why)
@@ -222,11 +226,24 @@ def _fingerprint(p: Process) -> tuple[Any, ...]:
             mm.start_stack)
 
 
-def _static(procs: list[Process]) -> tuple[dict[str, Any], list[OpenFile], list[Pipe]]:
+def _static(procs: list[Process]) -> tuple[dict[str, Any], list[OpenFile], list[Pipe], list[ShmObject]]:
     """The group's static description ({"procs", "files"}: what changes only with processes,
-    descriptor tables, mappings and signal actions), with the open files and pipes in the order
-    it numbers them."""
+    descriptor tables, mappings and signal actions), with the open files, pipes and shared
+    anonymous objects in the order it numbers them."""
     files: list[dict[str, Any]] = []
+    obj_ids: dict[int, int] = {}
+    objs: list[ShmObject] = []
+
+    def obj_id(v: VMA) -> int | None:
+        """The number of the shared anonymous object a VMA maps (None: not one)."""
+        if not isinstance(v.backing, ShmBacking):
+            return None
+        obj = v.backing.obj
+        i = obj_ids.get(id(obj))
+        if i is None:
+            i = obj_ids[id(obj)] = len(objs)
+            objs.append(obj)
+        return i
     file_objs: list[OpenFile] = []
     file_ids: dict[int, int] = {}
     pipe_ids: dict[int, int] = {}
@@ -287,19 +304,19 @@ def _static(procs: list[Process]) -> tuple[dict[str, Any], list[OpenFile], list[
             leader=p.leader.pid if p.leader is not None else None,
             mm={"asid": first_mm.setdefault(id(mm), p.pid), "brk_start": mm.brk_start, "brk": mm.brk,
                 "layout": [mm.arg_start, mm.arg_end, mm.env_start, mm.env_end, mm.start_stack],
-                "vmas": [[v.start, v.end, v.prot, v.shared, getattr(v.backing, "ino", None), v.offset, v.name]
+                "vmas": [[v.start, v.end, v.prot, v.shared, getattr(v.backing, "ino", None), v.offset, v.name, obj_id(v)]
                          for v in mm.vmas]},
         )
-    return {"procs": out, "files": files}, file_objs, pipe_objs
+    return {"procs": out, "files": files}, file_objs, pipe_objs, objs
 
 
 class StaticCache:
-    """The last image's static description: its fingerprint, the open files and pipes in its
-    order, the part it was stored in."""
+    """The last image's static description: its fingerprint, the open files, pipes and shared
+    anonymous objects in its order, the part it was stored in."""
 
     def __init__(self, key: tuple[Any, ...], static: dict[str, Any], files: list[OpenFile], pipes: list[Pipe],
-                 blob: bytes) -> None:
-        self.key, self.static, self.files, self.pipes, self.blob = key, static, files, pipes, blob
+                 objs: list[ShmObject], blob: bytes) -> None:
+        self.key, self.static, self.files, self.pipes, self.objs, self.blob = key, static, files, pipes, objs, blob
 
 
 def _part(tracker: PageTracker, store: Any, key: Any, blob: bytes, parts: list[list[int]],
@@ -355,12 +372,12 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
     key = tuple(_fingerprint(p) for p in procs)
     sc = tracker.static
     if sc is None or sc.key != key:
-        static, file_objs, pipe_objs = _static(procs)
+        static, file_objs, pipe_objs, objs = _static(procs)
         blob = encode_static(static)
-        sc = StaticCache(key, static, file_objs, pipe_objs, sc.blob if sc is not None and sc.blob == blob else blob)
+        sc = StaticCache(key, static, file_objs, pipe_objs, objs, sc.blob if sc is not None and sc.blob == blob else blob)
     elif verify:
-        static, file_objs, pipe_objs = _static(procs)
-        assert static == sc.static and file_objs == sc.files and pipe_objs == sc.pipes, \
+        static, file_objs, pipe_objs, objs = _static(procs)
+        assert static == sc.static and file_objs == sc.files and pipe_objs == sc.pipes and objs == sc.objs, \
             "checkpoint: the group changed under an unchanged fingerprint"
     stats = {"pages_scanned": 0, "pages_copied": 0, "pages_in_place": 0}
     groups: list[bytes] = []
@@ -437,12 +454,15 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
             lib.emu_ckpt_pack(out, nout, packed)
             pages_of[asid] = ffi.buffer(packed)[:]
             new_spaces[asid] = (out, nout)
+        shmem, new_shmem, n = _object_pages(k, tracker, store, sc.objs, fresh, (skip, dirty, gen, ram, npfn, log))
+        copied += n
     finally:  # also when a page cannot be stored (SCM full): the checkpoint fails, not the next
         for asid, (rows, n) in leaves.items():
             lib.emu_ckpt_mark_dirty(rows, n, dirty, ram, npfn, 0)  # the mask is all zeros between passes
             if cleared:  # the next write to a page made clean must fault to set its dirty bit again
                 cpu.tlb_flush_dirty(asid, rows, n)
     tracker.spaces = new_spaces
+    tracker.shmem = new_shmem
     tracker.rows = row_bufs
     if live is not None:
         _more_mappings(remap, new_spaces, mms, k.frames.refs)
@@ -515,13 +535,66 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
     tracker.parts = new_parts
     for pipe in sc.pipes:
         pipe.dirty.clear()
+    for i, entry in enumerate(shmem):  # (a part each, as the page lists: shared while unchanged)
+        entry[1], raw = _part(tracker, store, ("shmem", i), entry[1], parts, groups, new_parts)
+        groups.append(raw)
     meta = {"procs": out_procs, "files": [{"flags": f.flags, "offset": f.offset} for f in sc.files],
-            "pipes": pipes, "parts": parts, "static": static_part, "rng": rng,
+            "pipes": pipes, "shmem": shmem, "parts": parts, "static": static_part, "rng": rng,
             "swap": k.swap.describe()}  # storage lent as memory: lent again before the pages
     stats["pages_scanned"] = scanned
     stats["pages_copied"] += copied
     stats["pages_in_place"] = in_place
     return meta, stats, groups
+
+
+class ObjectPages:
+    """What an image stored of a shared anonymous object's pages: records (offset, frame,
+    generation, SCM page, crc) in offset order, and what they were made from: the object's
+    `unmaps` and, as leaf rows for native/ckptscan.c, its frames at its `version`."""
+
+    def __init__(self, obj: ShmObject, rows: Any, n: int, recs: Any, nrecs: int) -> None:
+        self.obj, self.unmaps, self.version = obj, obj.unmaps, obj.version
+        self.rows, self.n, self.recs, self.nrecs = rows, n, recs, nrecs
+
+
+def _object_pages(k: "Kernel", tracker: PageTracker, store: Any, objs: list[ShmObject], fresh: dict[int, tuple[int, int]],
+                  masks: tuple[Any, ...]) -> tuple[list[list[Any]], dict[int, ObjectPages], int]:
+    """Every page of each shared anonymous object, mapped or not (a page a child wrote before it
+    exited is the object's alone): [object pages, packed (offset, SCM page, crc)] per object in
+    the static description's order, the tracker's new records and how many pages were stored.
+    The object's frames go through pass 2's diff (native/ckptscan.c) as if mapped at their
+    offsets: a page is the previous image's when it is the same frame of the same generation
+    and no PTE has it dirty (pass 1's mask), unless a VMA of the object went since (its dirty
+    bits went with its PTEs): then every page is stored again. A page pass 2 stored already
+    (`fresh`) is not stored twice. `masks`: pass 2's (skip, dirty, gen, ram, npfn, log)."""
+    ffi, lib, st = k.cpu.ffi, k.cpu.lib, k.cpu.st
+    nfresh, ncleared = ffi.new("uint64_t *"), ffi.new("uint64_t *")
+    out: list[list[Any]] = []
+    new: dict[int, ObjectPages] = {}
+    copied = 0
+    for obj in objs:
+        prev = tracker.shmem.get(id(obj))
+        if prev is not None and prev.obj is obj and prev.version == obj.version:
+            rows, n = prev.rows, prev.n
+        else:  # (its frames changed: rows again)
+            leaves = [x for idx, pfn in enumerate(obj.pfns) if pfn >= 0 for x in (idx * PAGE, 0, pfn << 12 | 1)]
+            rows, n = ffi.new("uint64_t[]", leaves or [0]), len(leaves) // 3
+        known = prev is not None and prev.obj is obj and prev.unmaps == obj.unmaps
+        recs, todo = ffi.new("struct ckpt_page[]", max(n, 1)), ffi.new("uint32_t[]", max(n, 1))
+        nrecs = lib.emu_ckpt_diff(st, rows, n, prev.recs if known else ffi.NULL, prev.nrecs if known else 0,  # type: ignore[union-attr]
+                                  *masks, recs, todo, nfresh, ncleared, ffi.NULL, ffi.NULL, ffi.NULL, 0, 0)
+        for i in ffi.unpack(todo, nfresh[0]):
+            rec = recs[i]
+            got = fresh.get(rec.pfn)
+            if got is None:
+                got = fresh[rec.pfn] = store.write_page(k.frames.page(rec.pfn))
+                copied += 1
+            rec.pg, rec.crc = got
+        packed = ffi.new("uint8_t[]", 16 * nrecs)
+        lib.emu_ckpt_pack(recs, nrecs, packed)
+        new[id(obj)] = ObjectPages(obj, rows, n, recs, nrecs)
+        out.append([obj.pages, ffi.buffer(packed)[:]])
+    return out, new, copied
 
 
 def _more_mappings(remap: dict[int, list[tuple[MM, int, Any]]], spaces: dict[int, tuple[Any, int]],
@@ -578,6 +651,7 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
         pipe.dirty.clear()
         tracker.pipes[pipe.serial] = ring
         pipes.append(pipe)
+    objs = _restore_objects(k, meta.get("shmem", []), page_at, tracker, counts)
     files: list[OpenFile] = []
     for fd in meta["files"]:
         kind = fd["kind"]
@@ -641,7 +715,7 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
         mm = mms.get(md["asid"])
         if mm is None:
             mm = mms[md["asid"]] = _restore_mm(k, md, unpack_pages(d["pages"]), page_at, by_scm, tracker,
-                                               in_place, counts)
+                                               in_place, counts, objs)
         p.mm = mm
         regs = d["regs"]
         if isinstance(regs, bytes):  # the running process's, as the CPU gave them
@@ -674,17 +748,41 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
     return counts
 
 
+def _restore_objects(k: "Kernel", shmem: list[list[Any]], page_at: Callable[[int], memoryview], tracker: PageTracker,
+                     counts: dict[str, int]) -> list[ShmBacking]:
+    """The shared anonymous objects of an image, each with all its pages (a backing for each,
+    its VMAs share it), in the order the VMAs number them."""
+    from guestkernel.syscalls.ipc import registry
+
+    tracker.shmem = {}  # (the next image stores the objects' pages again)
+    if not shmem:
+        return []
+    reg = registry(k)
+    frames = k.frames
+    out = []
+    for npages, packed in shmem:
+        obj = reg.new_anon(npages * PAGE)
+        for offset, pg, _crc in unpack_pages(packed):
+            pfn = frames.alloc(zero=False, gfp=Gfp.USER)
+            frames.page(pfn)[:] = page_at(pg)
+            frames.kernel_access(pfn << 12, PAGE, True)
+            counts["pages_copied"] += 1
+            obj.pfns[offset // PAGE] = pfn
+        out.append(ShmBacking(reg, obj))
+    return out
+
+
 def _restore_mm(k: "Kernel", md: dict[str, Any], pages: list[tuple[int, int, int]], page_at: Callable[[int], memoryview],
                 by_scm: dict[int, int], tracker: PageTracker, in_place: "list[int] | None",
-                counts: dict[str, int]) -> MM:
+                counts: dict[str, int], objs: list[ShmBacking]) -> MM:
     mm = k.new_mm()
     mm.brk_start, mm.brk = md["brk_start"], md["brk"]
     mm.arg_start, mm.arg_end, mm.env_start, mm.env_end, mm.start_stack = md.get("layout", [0] * 5)
-    for start, end, prot, shared, ino, offset, name in md["vmas"]:
-        backing = k.file_backing(ino) if ino is not None else None
+    for start, end, prot, shared, ino, offset, name, obj in md["vmas"]:
+        backing = k.file_backing(ino) if ino is not None else objs[obj] if obj is not None else None
         v = VMA(start, end, prot, shared, backing, offset, name)
         mm.vmas.append(v)
-        if backing is not None and prot & 4:
+        if v.file and prot & 4:
             k.watch_sites(v)
     mm._reindex()
     ffi = k.cpu.ffi
@@ -694,7 +792,13 @@ def _restore_mm(k: "Kernel", md: dict[str, Any], pages: list[tuple[int, int, int
         v = mm.find(gva)
         assert v is not None, f"image page {gva:#x} outside every mapping"
         executable = bool(v.prot & 4)
-        if in_place is not None and not v.shared:
+        if isinstance(v.backing, ShmBacking):  # the object's page (restored with it)
+            pfn = v.backing.obj.pfns[(v.offset + gva - v.start) // PAGE]
+            assert pfn >= 0, f"image page {gva:#x} not in its object"
+            if executable:
+                frames.code[pfn] = 1
+            mm.aspace.map(gva, pfn, writable=bool(v.prot & 2), executable=executable)
+        elif in_place is not None and not v.shared:
             pfn = in_place[pg]  # the image page itself, on the storage window (read-only)
             map_image_page(k, mm, gva, pfn, pg, crc, tracker, executable)
             counts["pages_mapped"] += 1

@@ -24,6 +24,9 @@ is small (registers, offsets, counters: about 1 KiB, not compressed). `load` che
 it lists and gives back the whole metadata, parts merged in (`merge_parts`), as version 3 kept it
 in one zstd-compressed blob (at a checkpoint per syscall that blob cost 0.15 ms of Python, JSON
 and zlib before it 0.4 ms).
+Shared anonymous memory (version 5): each object's pages, mapped or not, are listed under "shmem"
+(its size in pages and a part of packed (offset, SCM page, crc) records), and a VMA names the
+object it maps (checkpoint/state.py).
 A commit writes the new image into pages no slot references, `clflush`es every line of it,
 `mfence`s, then writes the older slot (the one not holding the newest image) in both copies and
 flushes and fences them: a power cut anywhere before a slot line is durable leaves the table as it
@@ -52,7 +55,8 @@ from guestkernel.scm import LINE, ScmMedium
 from hw.physmem import PAGE_SIZE
 
 MAGIC = b"EMUCKPT1"
-VERSION = 4  # 4: metadata parts shared between images; 3: the outcome names its DAX transaction;
+VERSION = 5  # 5: shared anonymous objects ("shmem": each one's pages; a VMA names its object);
+#               4: metadata parts shared between images; 3: the outcome names its DAX transaction;
 #               2: metadata in msgpack + zstd (1: JSON + zlib)
 PAGE = PAGE_SIZE  # the hardware page (hw/physmem.py)
 SLOTS = 2
@@ -447,6 +451,9 @@ def merge_parts(meta: dict[str, Any], parts: list[bytes]) -> None:
     for proc in meta.get("procs", ()):
         if isinstance(proc.get("pages"), int):
             proc["pages"] = parts[proc["pages"]]
+    for entry in meta.get("shmem", ()):  # a shared anonymous object: [pages, its page list's part]
+        if isinstance(entry[1], int):
+            entry[1] = parts[entry[1]]
     rng = meta.get("rng")
     if isinstance(rng, list) and len(rng) == 3 and isinstance(rng[1], int):
         rng[1] = parts[rng[1]]
@@ -485,6 +492,9 @@ def page_refs(meta: dict[str, Any]):  # type: ignore[no-untyped-def]
             yield pg, crc
     for pipe in meta.get("pipes", ()):
         for _idx, pg, crc in unpack_pages(pipe["ring"]):
+            yield pg, crc
+    for _pages, packed in meta.get("shmem", ()):  # shared anonymous objects' pages
+        for _idx, pg, crc in unpack_pages(packed):
             yield pg, crc
     for _blk, pg, crc in meta.get("blocks", ()):
         yield pg, crc

@@ -46,8 +46,8 @@ def memory_counts(k: "Kernel") -> dict[str, int]:
 
 
 def _shmem_pages(k: "Kernel") -> int:
-    reg = getattr(k, "shm", None)  # made at the first shmget
-    return sum(1 for seg in reg.segments.values() for pfn in seg.pfns if pfn >= 0) if reg is not None else 0
+    reg = getattr(k, "shm", None)  # made at the first shmget or shared anonymous mmap
+    return reg.shmem_pages() if reg is not None else 0
 
 
 def _mms(k: "Kernel") -> list:
@@ -64,14 +64,16 @@ def mem_available(c: dict[str, int]) -> int:
 
 
 def meminfo(k: "Kernel") -> bytes:
+    """As Linux: shared memory objects' pages (Shmem) are in Cached and on the anonymous lists,
+    not in AnonPages."""
     c = memory_counts(k)
     slab = c["sreclaimable"] + c["sunreclaim"]
     rows = [
         ("MemTotal", c["total"]), ("MemFree", c["free"]), ("MemAvailable", mem_available(c)), ("Buffers", 0),
-        ("Cached", c["file"]), ("SwapCached", 0), ("Active", 0), ("Inactive", c["anon"] + c["file"]),
+        ("Cached", c["file"] + c["shmem"]), ("SwapCached", 0), ("Active", 0), ("Inactive", c["anon"] + c["file"]),
         ("Active(anon)", 0), ("Inactive(anon)", c["anon"]), ("Active(file)", 0), ("Inactive(file)", c["file"]),
         ("Unevictable", 0), ("Mlocked", 0), ("SwapTotal", c["swap_total"]), ("SwapFree", c["swap_free"]), ("Zswap", 0), ("Zswapped", 0),
-        ("Dirty", c["dirty"]), ("Writeback", 0), ("AnonPages", c["anon"]), ("Mapped", c["mapped"]),
+        ("Dirty", c["dirty"]), ("Writeback", 0), ("AnonPages", c["anon"] - c["shmem"]), ("Mapped", c["mapped"]),
         ("Shmem", c["shmem"]), ("KReclaimable", c["sreclaimable"]), ("Slab", slab),
         ("SReclaimable", c["sreclaimable"]), ("SUnreclaim", c["sunreclaim"]), ("KernelStack", 0),
         ("PageTables", c["pagetables"]), ("NFS_Unstable", 0), ("Bounce", 0), ("WritebackTmp", 0),

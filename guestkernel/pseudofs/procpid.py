@@ -49,7 +49,7 @@ def _text(p: Process) -> tuple[int, int]:
     """start and end of the program's code (the first executable mapping of its file)."""
     if p.mm is None:
         return 0, 0
-    code = [v for v in p.mm.vmas if v.prot & 4 and v.backing is not None]
+    code = [v for v in p.mm.vmas if v.prot & 4 and v.file]
     return (code[0].start, code[0].end) if code else (0, 0)
 
 
@@ -96,10 +96,12 @@ def status(k: "Kernel", p: Process) -> bytes:
     if live:
         vm = _vm_pages(p) * 4
         rss = p.mm.resident_pages() * 4
+        shmem = p.mm.shmem_pages() * 4
         start, end = _text(p)
         lines += [("VmPeak", f"{vm:8d} kB"), ("VmSize", f"{vm:8d} kB"), ("VmLck", f"{0:8d} kB"),
                   ("VmPin", f"{0:8d} kB"), ("VmHWM", f"{rss:8d} kB"), ("VmRSS", f"{rss:8d} kB"),
-                  ("RssAnon", f"{rss:8d} kB"), ("RssFile", f"{0:8d} kB"), ("RssShmem", f"{0:8d} kB"),
+                  ("RssAnon", f"{rss - shmem:8d} kB"), ("RssFile", f"{0:8d} kB"),
+                  ("RssShmem", f"{shmem:8d} kB"),
                   ("VmData", f"{(p.mm.brk - p.mm.brk_start) // 1024:8d} kB"),
                   ("VmStk", f"{sum(v.end - v.start for v in p.mm.vmas if v.name == '[stack]') // 1024:8d} kB"),
                   ("VmExe", f"{(end - start) // 1024:8d} kB"), ("VmLib", f"{0:8d} kB"),
@@ -130,9 +132,12 @@ def maps(k: "Kernel", p: Process) -> bytes:
         perms = "".join(c if v.prot & b else "-" for c, b in (("r", 1), ("w", 2), ("x", 4))) + ("s" if v.shared else "p")
         ino = getattr(v.backing, "ino", 0) if v.backing is not None and not v.device else 0
         dev = ROOT_DEV if ino else (0, 0)
+        name = v.name
+        if getattr(v.backing, "anonymous", False):  # shared anonymous memory: Linux's shmem file
+            ino, dev, name = v.backing.obj.serial, (0, 1), "/dev/zero (deleted)"  # type: ignore[union-attr]
         line = f"{v.start:08x}-{v.end:08x} {perms} {v.offset if v.backing is not None else 0:08x} {dev[0]:02x}:{dev[1]:02x} {ino} "
-        if v.name.startswith("/") or v.name in ("[heap]", "[stack]"):  # not emu's own labels
-            line = line.ljust(73) + v.name
+        if name.startswith("/") or name in ("[heap]", "[stack]"):  # not emu's own labels
+            line = line.ljust(73) + name
         out.append(line + "\n")
     return "".join(out).encode()
 

@@ -18,7 +18,8 @@ SHMLBA = PAGE
 
 
 def registry(k) -> ShmRegistry:  # type: ignore[no-untyped-def]
-    """The machine's segments, made on first use."""
+    """The machine's shared memory objects (System V segments, shared anonymous mappings'),
+    made on first use."""
     reg = getattr(k, "shm", None)
     if reg is None:
         reg = k.shm = ShmRegistry(k.frames, lambda: [q.mm for q in k.procs.values() if q.mm is not None],
@@ -69,12 +70,13 @@ def sys_shmdt(k, p, addr, *_):  # type: ignore[no-untyped-def]
         raise SyscallError(EINVAL)
     mm = p.mm
     v = mm.find(addr)
-    if v is None or v.start != addr or not isinstance(v.backing, ShmBacking) or v.offset != 0:
+    if (v is None or v.start != addr or not isinstance(v.backing, ShmBacking) or v.backing.anonymous
+            or v.offset != 0):
         raise SyscallError(EINVAL)
-    seg = v.backing.seg
+    seg = v.backing.obj
     end = addr + page_up(seg.size)
     for w in mm.overlapping(addr, end):
-        if isinstance(w.backing, ShmBacking) and w.backing.seg is seg and w.offset == w.start - addr:
+        if isinstance(w.backing, ShmBacking) and w.backing.obj is seg and w.offset == w.start - addr:
             mm.unmap(w.start, w.end - w.start)
     seg.dtime, seg.lpid = k.clock.now_s(), p.pid
     return 0

@@ -5,11 +5,14 @@ from guestkernel.errors import EACCES, EEXIST, EINVAL, ENODEV, ENOMEM, ENXIO, Sy
 from guestkernel.mm import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, PAGE, PROT_WRITE,
                             PTE_ADDR,
                             TASK_SIZE, page_up)
+from guestkernel.shm import ShmBacking
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.args import s32
+from guestkernel.syscalls.ipc import registry
 from guestkernel.vfs import DevFile, InodeFile, PmemFile
 
 MAP_TYPE = 0x0F
+MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 
 
 @syscall("mmap")
@@ -50,12 +53,16 @@ def sys_mmap(k, p, addr, length, prot, flags, fd, offset):  # type: ignore[no-un
             raise SyscallError(EEXIST)
     else:
         start = mm.get_unmapped_area(length, addr)
+    name = "[anon]" if backing is None else ("/dev/" + f.node.name if isinstance(f, PmemFile)
+                                              else f.path.decode(errors="surrogateescape"))
+    if shared and backing is None:
+        # Shared anonymous memory (or /dev/zero): an object of its own, whose pages every VMA
+        # derived from this one maps, whenever they are first touched (guestkernel/shm.py).
+        # Linux ignores the offset (shmem_zero_setup's file starts at 0).
+        backing, offset = ShmBacking(registry(k), registry(k).new_anon(length)), 0
     # (a shared mapping nobody may write is the file's pages either way: kept private, as before)
-    mm.map(start, length, prot & 7, shared=shared and (backing is None or isinstance(backing, PmemFile)
-                                                     or bool(prot & PROT_WRITE)),
-           backing=backing, offset=offset,
-           name="[anon]" if backing is None else ("/dev/" + f.node.name if isinstance(f, PmemFile)
-                                                   else f.path.decode(errors="surrogateescape")))
+    mm.map(start, length, prot & 7, shared=shared and (isinstance(backing, (PmemFile, ShmBacking)) or bool(prot & PROT_WRITE)),
+           backing=backing, offset=offset, name=name)
     return start
 
 
@@ -91,23 +98,50 @@ def sys_mremap(k, p, old, old_len, new_len, flags, new_addr, *_):  # type: ignor
     v = mm.find(old)
     if v is None or old % PAGE or new_len == 0:
         raise SyscallError(EINVAL)
-    if new_len <= old_len:
+    fixed = bool(flags & MREMAP_FIXED)
+    if fixed and (not flags & MREMAP_MAYMOVE or new_addr % PAGE or new_addr + new_len > TASK_SIZE
+                  or new_addr < old + old_len and old < new_addr + new_len):
+        raise SyscallError(EINVAL)
+    # (MREMAP_FIXED moves, even where the mapping could shrink or grow in place)
+    if not fixed and new_len <= old_len:
         mm.unmap(old + new_len, old_len - new_len)
         return old
-    if not mm.overlapping(old + old_len, old + new_len) and v.end == old + old_len:
+    if not fixed and not mm.overlapping(old + old_len, old + new_len) and v.end == old + old_len:
         v.end = old + new_len
         mm._reindex()
         return old
-    if not flags & 1:  # MREMAP_MAYMOVE
+    if not flags & MREMAP_MAYMOVE:
         raise SyscallError(ENOMEM)
+    if fixed and new_len < old_len:  # (the tail goes; what is left moves)
+        mm.unmap(old + new_len, old_len - new_len)
+        old_len = new_len
+    if _one_object(mm.overlapping(old, old + old_len), old, old_len):
+        # A shared memory object's mapping moves with its offset (and its PTEs): the new range
+        # maps the same object pages, as Linux's move_vma.
+        dest = new_addr if fixed else mm.get_unmapped_area(new_len)
+        mm.move(old, old_len, dest, new_len)
+        return dest
     data = mm.copy_in(old, old_len)
-    dest = mm.get_unmapped_area(new_len)
+    if fixed:
+        mm.unmap(new_addr, new_len)
+    dest = new_addr if fixed else mm.get_unmapped_area(new_len)
     mm.map(dest, new_len, v.prot | PROT_WRITE, shared=v.shared, name=v.name)
     mm.copy_out(dest, data)
     if not v.prot & PROT_WRITE:
         mm.protect(dest, new_len, v.prot)
     mm.unmap(old, old_len)
     return dest
+
+
+def _one_object(vmas: list, start: int, length: int) -> bool:  # type: ignore[type-arg]
+    """Do `vmas` cover [start, start+length) with pieces of one mapping of a shared memory object
+    (split by mprotect: Linux would have merged them again), each at its offset?"""
+    if not vmas or vmas[0].start > start or vmas[-1].end < start + length:
+        return False
+    first = vmas[0]
+    return all(isinstance(v.backing, ShmBacking) and v.backing.obj is first.backing.obj
+               and v.offset - first.offset == v.start - first.start and (i == 0 or vmas[i - 1].end == v.start)
+               for i, v in enumerate(vmas))
 
 
 @syscall("madvise")

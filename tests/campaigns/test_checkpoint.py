@@ -450,3 +450,32 @@ def test_a_private_fill_is_a_read_of_the_file(base_image: Path, tmp_path: Path, 
     r, _m, out = _run(state, base_image, argv, _config("1s"))
     assert r.exit_code == 0 and out == b"read " + (first if touch else b"-") + b"\n"
     assert r.checkpoint["forced"] == int(touch), r.checkpoint
+
+
+@pytest.mark.parametrize("into", ["scm", "file"])
+def test_shared_anonymous_memory_survives_a_restart(tmp_path: Path, base_image: Path, guest_programs: Path,
+                                                    into: str) -> None:
+    """tests/programs/shanon.c under checkpoints at every syscall, cut at points spread over the
+    run (after children wrote pages of a MAP_SHARED|MAP_ANONYMOUS object and exited, so that the
+    pages are only the object's; after a child wrote a page a second time and died on SIGBUS,
+    no syscall between): each restart rebuilds one object shared by the VMAs and finishes with
+    the uninterrupted output, which is Linux's. With the images in a file of the DAX root
+    (pages living in the file, checkpoint/live.py) the object's pages stay in RAM, copied."""
+    image = tmp_path / "img"
+    shutil.copyfile(base_image, image)
+    put_file(image, guest_programs / "shanon", "/bin/shanon")
+    more = ["storage.mode=memory", "checkpoint.into=file:/var/ckpt"] if into == "file" else []
+    cfg = apply_overrides(_config("0"), more)
+    argv = ["/bin/shanon"]
+    ref, _m, ref_out = _run(tmp_path / "ref", image, argv, cfg)
+    native = subprocess.run([str(guest_programs / "shanon")], capture_output=True, check=True).stdout
+    assert ref.exit_code == 0 and ref_out == native
+    assert ref.checkpoint["unsupported"] == 0 and ref.checkpoint["checkpoints"] > 50
+    for i in range(1, 9):
+        at = ref.instructions * i // 9
+        state = tmp_path / f"s{i}"
+        r, _m, before = _run(state, image, argv, cfg, power_fail_at=at)
+        r2, m2, after = _restart(state, argv, cfg)
+        assert r.power_failed and m2.restart_how == "resumed" and r2.exit_code == 0
+        assert r2.checkpoint["restart_pages_copied"] > 0
+        assert before + after == ref_out, at

@@ -38,7 +38,7 @@ int main(void)
     if (!a || m == MAP_FAILED || sh == MAP_FAILED) return 1;
     memset(a, 1, n);
     memset(m, 2, n);
-    memset(sh, 0, 4 * PG); /* (present before the fork: the emulator shares only present pages) */
+    memset(sh, 0, 4 * PG);
     for (int r = 0; r < 4; r++) {
         touch(a, NP, 1, r);
         touch(m, NP, 1, r + 10);
