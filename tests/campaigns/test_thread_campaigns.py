@@ -30,9 +30,11 @@ def pool_image(base_image, tmp_path_factory):  # type: ignore[no-untyped-def]
     return image
 
 
-def campaign(d: Path, image: Path, *opts: str) -> tuple[subprocess.CompletedProcess, dict]:
+def campaign(d: Path, image: Path, *opts: str, argv: list[str] | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+    """A crash campaign at level persist, a checkpoint at every syscall (argv: the pool's run)."""
+    argv = argv or ["/bin/pthreadpool", "/tmp/pool.out", "256"]
     cmd = [sys.executable, "-m", "emu.cli", "crashtest", "--dir", str(d), "--image", str(image), "--level", "persist",
-           "--checkpoint", "tcp=0", "--jobs", "2", *opts, "--", "/bin/pthreadpool", "/tmp/pool.out", "256"]
+           "--checkpoint", "tcp=0", "--jobs", "2", *opts, "--", *argv]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     return p, json.loads((d / "crashtest.json").read_text())
 
@@ -45,45 +47,37 @@ def test_a_thread_pool_resumes_after_cuts(pool_image, tmp_path):
     assert all(q["outcome"] == "identical" for q in doc["points"])
 
 
+def program_campaign(base_image: Path, tmp_path: Path, name: str, *args: str, points: int = 16) -> dict:
+    """Build tests/programs/NAME.c, put it in a copy of the image and run a crash campaign over
+    it at every syscall's checkpoint; every cut must resume identical. Returns the campaign."""
+    exe = tmp_path / name
+    subprocess.run(["gcc", "-static", "-O1", "-pthread", "-o", str(exe), str(ROOT / f"tests/programs/{name}.c")],
+                   check=True)
+    image = tmp_path / "disk.img"
+    shutil.copyfile(base_image, image)
+    put_file(image, exe, f"/bin/{name}")
+    p, doc = campaign(tmp_path / "c", image, "--points", str(points), argv=[f"/bin/{name}", *args])
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert doc["summary"]["failed"] == 0 and len(doc["points"]) == points
+    assert all(q["outcome"] == "identical" for q in doc["points"])
+    return doc
+
+
 def test_threads_share_their_working_directory_after_a_restart(base_image, tmp_path):
     """tests/programs/threadcwd.c: a thread changes the working directory and umask three times,
     the main thread creates a file under them each time. Cut anywhere and restarted, a copy of
     the fs context per thread would leave the main thread where it was: the output differs."""
-    exe = tmp_path / "threadcwd"
-    subprocess.run(["gcc", "-static", "-O1", "-pthread", "-o", str(exe), str(ROOT / "tests/programs/threadcwd.c")],
-                   check=True)
-    image = tmp_path / "disk.img"
-    shutil.copyfile(base_image, image)
-    put_file(image, exe, "/bin/threadcwd")
-    cmd = [sys.executable, "-m", "emu.cli", "crashtest", "--dir", str(tmp_path / "c"), "--image", str(image),
-           "--level", "persist", "--checkpoint", "tcp=0", "--jobs", "2", "--points", "16", "--",
-           "/bin/threadcwd", "/tmp/d"]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
-    doc = json.loads((tmp_path / "c" / "crashtest.json").read_text())
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    doc = program_campaign(base_image, tmp_path, "threadcwd", "/tmp/d")
     assert doc["reference"]["stdout"].splitlines()[1] == "round 1: cwd / umask 022 file mode 644"
-    assert doc["summary"]["failed"] == 0 and len(doc["points"]) == 16
-    assert all(q["outcome"] == "identical" for q in doc["points"])
 
 
 def test_queued_signals_survive_a_restart(base_image, tmp_path):
     """tests/programs/sigqueued.c: four real-time signals with values and a standard one wait
     blocked across syscalls, then sigtimedwait takes them. Cut anywhere and restarted, every
     queued instance comes back with its code, sender and value."""
-    exe = tmp_path / "sigqueued"
-    subprocess.run(["gcc", "-static", "-O1", "-o", str(exe), str(ROOT / "tests/programs/sigqueued.c")], check=True)
-    image = tmp_path / "disk.img"
-    shutil.copyfile(base_image, image)
-    put_file(image, exe, "/bin/sigqueued")
-    cmd = [sys.executable, "-m", "emu.cli", "crashtest", "--dir", str(tmp_path / "c"), "--image", str(image),
-           "--level", "persist", "--checkpoint", "tcp=0", "--jobs", "2", "--points", "16", "--", "/bin/sigqueued"]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
-    doc = json.loads((tmp_path / "c" / "crashtest.json").read_text())
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    doc = program_campaign(base_image, tmp_path, "sigqueued")
     assert doc["reference"]["stdout"].splitlines()[4:] == [
         "SIGUSR1 code 0 value 0 mine 1", *[f"RTMIN+2 code -1 value {100 + i} mine 1" for i in range(4)]]
-    assert doc["summary"]["failed"] == 0 and len(doc["points"]) == 16
-    assert all(q["outcome"] == "identical" for q in doc["points"])
 
 
 @pytest.mark.slow
