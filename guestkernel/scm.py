@@ -26,8 +26,10 @@ class ScmMedium:
     and tests)."""
 
     def __init__(self, page_view: Callable[[int], memoryview], npages: int, memory: Any = None,
-                 base_gpa: int = 0, clock: Any = None, gpfns: Sequence[int] | None = None) -> None:
+                 base_gpa: int = 0, clock: Any = None, gpfns: Sequence[int] | None = None,
+                 label: str = "SCM range") -> None:
         self.page_view = page_view
+        self.label = label  # what it is, for messages (the SCM range, a checkpoint file)
         self.size = npages * PAGE
         self.memory = memory
         self.base_gpa = base_gpa

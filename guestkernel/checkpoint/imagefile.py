@@ -61,4 +61,5 @@ def file_medium(k: "Kernel", path: str, size: int) -> tuple[ScmMedium, int]:
     except FsError as e:
         raise ValueError(f"checkpoint file {path}: {e.msg or errno.errorcode.get(e.errno, e.errno)}") from None
     gpfns = [dax.window_gpfn + b for b in blocks]
-    return ScmMedium(lambda i: k.frames.page(gpfns[i]), npages, k.memory, 0, k.clock, gpfns=gpfns), ino
+    return ScmMedium(lambda i: k.frames.page(gpfns[i]), npages, k.memory, 0, k.clock, gpfns=gpfns,
+                     label=f"checkpoint file {path}"), ino

@@ -141,7 +141,7 @@ class ImageStore:
         self.m = medium
         self.npages = medium.size // PAGE
         if self.npages < 8:
-            raise ValueError("the SCM range is too small for checkpoint images")
+            raise ValueError(f"the {medium.label} is too small for checkpoint images")
         # 1 = referenced by an image in a slot (or being written); page 0 is the table and the
         # last page its mirror.
         self.mirror = self.npages - 1
@@ -224,7 +224,7 @@ class ImageStore:
         run = b"\0" * n
         at = self.used.find(run, 1)
         if at < 0:
-            raise MemoryError(f"SCM range full: no {n} free pages for a checkpoint image")
+            raise MemoryError(f"{self.m.label} full: no {n} free pages for a checkpoint image")
         self.used[at : at + n] = b"\1" * n
         (self.live if live else self.pending).update(range(at, at + n))
         return at

@@ -134,3 +134,14 @@ def test_dax_campaign_with_checkpoints_at_scale(name: str, into: str, tmp_path: 
     s = doc["summary"]
     assert s["failed"] == 0 and p.returncode == 0, p.stderr[-3000:]
     assert s["tried"] >= 200 and s["outcomes"]["identical"] == s["tried"]
+
+
+def test_a_full_image_file_skips_checkpoints_and_the_run_goes_on(base_image: Path, tmp_path: Path) -> None:
+    """Images in a file too small for them: checkpoints are skipped with a message that names the
+    file (not "SCM range"), the run finishes, the file system stays clean."""
+    cfg = _config("file:/var/ckpt", "checkpoint.file_size=96K")
+    r, _m, out = _run(tmp_path / "s", base_image, TAR, cfg)
+    assert r.exit_code == 0 and b"t.tar" in out
+    assert r.checkpoint["unsupported"] > 0
+    assert any("checkpoint skipped" in line and "checkpoint file /var/ckpt full" in line for line in r.log), r.log
+    assert ct.fsck(tmp_path / "s" / "disk.img") is None
