@@ -1109,8 +1109,9 @@ class Kernel:
         process must first take a signal)."""
         call, nr = p.pending_call, p.pending_nr
         # Signals interrupt a parked call, except a vfork parent's wait (uninterruptible on Linux).
-        if not p.vfork_parent_blocked and self.deliverable(p) & ~self._ignored_mask(p):
+        if not p.vfork_parent_blocked and self._interrupting(p):
             p.pending_call = None
+            p.pending_takes = 0
             if p.pending_done:  # part of the transfer is done: that is the result (Linux: a
                 self.cpu.set_reg("rax", p.pending_done)  # short count, whatever SA_RESTART says)
                 p.pending_done = 0
@@ -1129,15 +1130,22 @@ class Kernel:
         except Block as b:
             self.park(p, b.retry or call, nr, b.waitq)  # type: ignore[arg-type]
             p.pending_done = b.done or p.pending_done
+            p.pending_takes = b.takes or p.pending_takes
             self.no_sleep_with_signal(p)
             return False
         self.fs_commit()
         p.pending_call = None
-        p.pending_done = 0
+        p.pending_done = p.pending_takes = 0
         p.vfork_parent_blocked = False
         if ret is not NO_RETURN:
             self.cpu.set_reg("rax", ret)  # type: ignore[arg-type]
         return p.state == RUNNABLE
+
+    def _interrupting(self, p: Process) -> int:
+        """The pending signals that interrupt p's parked call: deliverable, not ignored, not
+        among those the call takes itself (sigtimedwait's set: Linux unblocks them for the wait
+        and dequeues them after it)."""
+        return self.deliverable(p) & ~self._ignored_mask(p) & ~p.pending_takes
 
     def _ignored_mask(self, p: Process) -> int:
         m = 0
@@ -1195,7 +1203,7 @@ class Kernel:
             ret = -ENOMEM
         except Block as b:
             self.park(p, b.retry or (lambda: fn(self, p, a0, a1, a2, a3, a4, a5)), nr, b.waitq)
-            p.pending_done = b.done
+            p.pending_done, p.pending_takes = b.done, b.takes
             self.no_sleep_with_signal(p)
             cpu.request_stop()
             return

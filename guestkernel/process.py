@@ -121,6 +121,7 @@ class Process:
     pending_call: Callable[[], int] | None = None  # a parked syscall to retry when woken
     pending_nr: int = 0
     pending_done: int = 0                   # bytes a parked write had already written
+    pending_takes: int = 0                  # signals the parked call takes itself (Block.takes)
     waiting_on: WaitQueue | None = None
     exit_status: int = 0                    # the wait(2) status word of a zombie
     children: list["Process"] = field(default_factory=list)

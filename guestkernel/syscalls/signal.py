@@ -205,7 +205,7 @@ def sys_rt_sigtimedwait(k, p, set_ptr, info_ptr, timeout, sigsetsize, *_):  # ty
             raise SyscallError(EAGAIN)
         if own not in sigq.pollers:
             sigq.pollers.append(own)
-        raise Block(own, retry=attempt)
+        raise Block(own, retry=attempt, takes=wanted)
 
     return attempt()
 
