@@ -41,7 +41,7 @@ from guestkernel.slab import SlabAllocator
 from guestkernel.swap import SwapAreas
 from guestkernel.zones import MIGRATE_NAMES
 from guestkernel.siginfo import (BUS_ADRERR, FPE_INTDIV, ILL_ILLOPN, SEGV_ACCERR, SEGV_MAPERR, SI_KERNEL, SI_USER,
-                                 USER_HZ, SigInfo, child_info, queue, take_lowest)
+                                 USER_HZ, SigInfo, child_info, pending, queue, take_lowest)
 from guestkernel.process import BLOCKED, RUNNABLE, SS_AUTODISARM, STACK_T, ZOMBIE, FDTable, FsContext, Process, SigAction
 from guestkernel.syscalls import NAMES, NUMBERS, load_all
 from guestkernel.vfs import (VFS, ConsoleFile, DevNode, InodeFile, O_RDONLY, O_WRONLY, OpenFile, PipeEnd, PmemRegion,
@@ -935,7 +935,7 @@ class Kernel:
         return p.utime_insns * USER_HZ // self.clock.cpu_hz
 
     def deliverable(self, p: Process) -> int:
-        return (p.sigpending | p.shared.sigpending) & ~(p.sigmask & ~UNBLOCKABLE)
+        return pending(p) & ~(p.sigmask & ~UNBLOCKABLE)
 
     def deliver_signals(self, p: Process) -> None:
         """p is on the CPU, on its way back to user mode: act on its pending, unblocked signals.
@@ -1149,7 +1149,7 @@ class Kernel:
 
     def _ignored_mask(self, p: Process) -> int:
         m = 0
-        for s in _bits(p.sigpending | p.shared.sigpending):
+        for s in _bits(pending(p)):
             a = p.action(s)
             if a.handler == SIG_IGN or (a.handler == SIG_DFL and (s in DEFAULT_IGNORE or s in DEFAULT_STOP)):
                 m |= 1 << (s - 1)
