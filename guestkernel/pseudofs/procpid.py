@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from guestkernel.siginfo import pending, queued
+from guestkernel.siginfo import USER_HZ, pending, queued  # (clock ticks: one USER_HZ)
 from guestkernel.errors import SyscallError
 from guestkernel.mm import PAGE
 from guestkernel.process import BLOCKED, RUNNABLE, ZOMBIE, Process
@@ -26,7 +26,6 @@ from guestkernel.process import BLOCKED, RUNNABLE, ZOMBIE, Process
 if TYPE_CHECKING:
     from guestkernel.kernel import Kernel
 
-USER_HZ = 100
 _STATE = {RUNNABLE: ("R", "R (running)"), BLOCKED: ("S", "S (sleeping)"), ZOMBIE: ("Z", "Z (zombie)")}
 ROOT_DEV = (8, 1)  # the root file system's device, as stat reports it (0x801)
 
