@@ -740,6 +740,10 @@ def open_media(path: Path, size: int, private: bool = False) -> mmap.mmap:
         if os.fstat(fd).st_size != size:
             os.ftruncate(fd, size)
         flags = mmap.MAP_PRIVATE if private else mmap.MAP_SHARED
-        return mmap.mmap(fd, size, flags, mmap.PROT_READ | mmap.PROT_WRITE)
+        m = mmap.mmap(fd, size, flags, mmap.PROT_READ | mmap.PROT_WRITE)
+        # No read-ahead: the host's first fault in a hole of the (sparse) file otherwise reads a
+        # large window ahead, 2.5 ms per first touch measured, for pages touched one at a time.
+        m.madvise(mmap.MADV_RANDOM)
+        return m
     finally:
         os.close(fd)
