@@ -159,15 +159,45 @@ class MM:
             self.vmas.append(right)
             self._reindex()
 
-    def move(self, old: int, length: int, dest: int, new_length: int) -> None:
-        """mremap's move: the VMAs of the range [old, old+length) (pieces of one mapping, which
-        Linux would have merged) to dest, the last grown to make new_length, with their offsets
-        and their PTEs (the frames stay mapped: the same pages, not copies)."""
+    def mapping_end(self, gva: int) -> int:
+        """The end of the mapping that holds gva (0 if none does): its VMA's end, or further
+        where the next VMAs are pieces of the same mapping, which Linux would have merged (an
+        mprotect split made alike again, two anonymous mmaps side by side): adjacent, with the
+        same protection, sharing and name, the same backing at consecutive offsets."""
+        v = self.find(gva)
+        if v is None:
+            return 0
+        end = v.end
+        for w in self.vmas[bisect.bisect_right(self._starts, gva):]:
+            if w.start != end or (w.prot, w.shared, w.name) != (v.prot, v.shared, v.name) \
+                    or not _same_backing(v.backing, w.backing) \
+                    or v.backing is not None and w.offset - v.offset != w.start - v.start:
+                break
+            end = w.end
+        return end
+
+    def grow(self, end: int, new_end: int) -> None:
+        """The mapping ending at `end` grows in place to new_end (mremap; the caller checked
+        that nothing is mapped there)."""
+        v = self.find(end - 1)
+        assert v is not None and v.end == end and new_end > end
+        v.end = new_end
+        self._reindex()
+        if v.prot & PROT_EXEC and v.file:
+            self.on_exec_map(v)
+
+    def move(self, old: int, length: int, dest: int, new_length: int, keep_old: bool = False) -> None:
+        """mremap's move: the VMAs of the range [old, old+length) (one mapping: see
+        mapping_end) to dest, the last grown to make new_length, with their offsets and their
+        PTEs (the frames stay mapped: the same pages, not copies; a page never touched is still
+        the file's or the object's). `keep_old` (MREMAP_DONTUNMAP): the old range stays mapped
+        as it was, with no pages (the next access faults afresh: zeros, the file, the object)."""
         self._split_at(old)
         self._split_at(old + length)
         vs = [v for v in self.vmas if v.start >= old and v.end <= old + length]
         assert vs and sum(v.end - v.start for v in vs) == length and new_length >= length
         self.unmap(dest, new_length)
+        left = [replace(v) for v in vs] if keep_old else []
         moved = list(self.aspace.leaves(old, old + length))
         for _gva, slot, _pte in moved:
             self.aspace.write_slot(slot, 0)
@@ -179,7 +209,11 @@ class MM:
         for v in vs:
             v.start, v.end = v.start - old + dest, v.end - old + dest
         vs[-1].end = dest + new_length
+        self.vmas.extend(left)
         self._reindex()
+        for v in vs:  # (the instructions the machine must see, at their new addresses)
+            if v.prot & PROT_EXEC and v.file:
+                self.on_exec_map(v)
         self.on_tlb_stale()
 
     def overlapping(self, start: int, end: int) -> list[VMA]:
@@ -558,6 +592,20 @@ class MM:
     def shmem_pages(self) -> int:
         """Resident pages of shared memory objects' mappings (Linux's RssShmem)."""
         return sum(1 for v in self.vmas if getattr(v.backing, "shmem", False) for _ in self.aspace.leaves(v.start, v.end))
+
+
+def _same_backing(a: Backing | None, b: Backing | None) -> bool:
+    """Do two VMAs map the same thing: anonymous memory both, the same shared memory object or
+    the same file (each mmap makes its own backing object)?"""
+    if a is None or b is None or a is b:
+        return a is b
+    if type(a) is not type(b):
+        return False
+    obj = getattr(a, "obj", None)
+    if obj is not None:
+        return obj is getattr(b, "obj", None)
+    ino = getattr(a, "ino", None)
+    return ino is not None and ino == getattr(b, "ino", None)
 
 
 def _closed(vmas: list[VMA]) -> None:

@@ -1,7 +1,7 @@
 """Memory syscalls: mmap, munmap, mprotect, brk, mremap, madvise and friends."""
 from __future__ import annotations
 
-from guestkernel.errors import EACCES, EEXIST, EINVAL, ENODEV, ENOMEM, ENXIO, SyscallError
+from guestkernel.errors import EACCES, EEXIST, EFAULT, EINVAL, ENODEV, ENOMEM, ENXIO, SyscallError
 from guestkernel.mm import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, PAGE, PROT_WRITE,
                             PTE_ADDR,
                             TASK_SIZE, page_up)
@@ -12,7 +12,7 @@ from guestkernel.syscalls.ipc import registry
 from guestkernel.vfs import DevFile, InodeFile, PmemFile
 
 MAP_TYPE = 0x0F
-MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
+MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_DONTUNMAP = 1, 2, 4
 
 
 @syscall("mmap")
@@ -93,55 +93,63 @@ def sys_brk(k, p, addr, *_):  # type: ignore[no-untyped-def]
 
 @syscall("mremap")
 def sys_mremap(k, p, old, old_len, new_len, flags, new_addr, *_):  # type: ignore[no-untyped-def]
+    """Linux 6.1's mremap (mm/mremap.c): shrink in place; grow in place when nothing is mapped
+    after the mapping; else, with MREMAP_MAYMOVE, move it (MM.move: its VMAs keep their offsets
+    and its PTEs, so a moved file mapping still reads the file where it was never touched and
+    copy-on-write pages stay shared). MREMAP_FIXED moves to new_addr (what was there is
+    unmapped first); MREMAP_DONTUNMAP leaves the old range mapped with no pages; old_len 0 maps
+    a shared mapping's pages a second time. The range must lie in one mapping (EFAULT)."""
     mm = p.mm
+    if (flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP) or flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE
+            or flags & MREMAP_DONTUNMAP and (not flags & MREMAP_MAYMOVE or old_len != new_len) or old % PAGE):
+        raise SyscallError(EINVAL)
     old_len, new_len = page_up(old_len), page_up(new_len)
+    if new_len == 0:
+        raise SyscallError(EINVAL)
     v = mm.find(old)
-    if v is None or old % PAGE or new_len == 0:
-        raise SyscallError(EINVAL)
-    fixed = bool(flags & MREMAP_FIXED)
-    if fixed and (not flags & MREMAP_MAYMOVE or new_addr % PAGE or new_addr + new_len > TASK_SIZE
-                  or new_addr < old + old_len and old < new_addr + new_len):
-        raise SyscallError(EINVAL)
-    # (MREMAP_FIXED moves, even where the mapping could shrink or grow in place)
-    if not fixed and new_len <= old_len:
+    if v is None:
+        raise SyscallError(EFAULT)
+    if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP):  # (Linux's mremap_to)
+        if new_addr % PAGE or new_len > TASK_SIZE or new_addr > TASK_SIZE - new_len \
+                or old + old_len > new_addr and new_addr + new_len > old:
+            raise SyscallError(EINVAL)
+        if flags & MREMAP_FIXED:
+            mm.unmap(new_addr, new_len)
+        if old_len > new_len:
+            mm.unmap(old + new_len, old_len - new_len)
+            old_len = new_len
+        _resizable(mm, v, old, old_len, new_len)
+        dest = new_addr if flags & MREMAP_FIXED else mm.get_unmapped_area(new_len, new_addr)
+        return _move(mm, v, old, old_len, dest, new_len, bool(flags & MREMAP_DONTUNMAP))
+    if old_len >= new_len:  # (always allowed: unmaps the tail, whatever is there)
         mm.unmap(old + new_len, old_len - new_len)
         return old
-    if not fixed and not mm.overlapping(old + old_len, old + new_len) and v.end == old + old_len:
-        v.end = old + new_len
-        mm._reindex()
+    _resizable(mm, v, old, old_len, new_len)
+    end = old + old_len
+    if old_len and mm.mapping_end(old) == end and old + new_len <= TASK_SIZE \
+            and not mm.overlapping(end, old + new_len):
+        mm.grow(end, old + new_len)
         return old
     if not flags & MREMAP_MAYMOVE:
         raise SyscallError(ENOMEM)
-    if fixed and new_len < old_len:  # (the tail goes; what is left moves)
-        mm.unmap(old + new_len, old_len - new_len)
-        old_len = new_len
-    if _one_object(mm.overlapping(old, old + old_len), old, old_len):
-        # A shared memory object's mapping moves with its offset (and its PTEs): the new range
-        # maps the same object pages, as Linux's move_vma.
-        dest = new_addr if fixed else mm.get_unmapped_area(new_len)
-        mm.move(old, old_len, dest, new_len)
-        return dest
-    data = mm.copy_in(old, old_len)
-    if fixed:
-        mm.unmap(new_addr, new_len)
-    dest = new_addr if fixed else mm.get_unmapped_area(new_len)
-    mm.map(dest, new_len, v.prot | PROT_WRITE, shared=v.shared, name=v.name)
-    mm.copy_out(dest, data)
-    if not v.prot & PROT_WRITE:
-        mm.protect(dest, new_len, v.prot)
-    mm.unmap(old, old_len)
+    return _move(mm, v, old, old_len, mm.get_unmapped_area(new_len), new_len, False)
+
+
+def _resizable(mm, v, old: int, old_len: int, new_len: int) -> None:  # type: ignore[no-untyped-def]
+    """Linux's vma_to_resize: old_len 0 duplicates only a shared mapping (EINVAL); the range
+    must not leave the mapping (EFAULT)."""
+    if old_len == 0 and not v.shared:
+        raise SyscallError(EINVAL)
+    if old_len > mm.mapping_end(old) - old:
+        raise SyscallError(EFAULT)
+
+
+def _move(mm, v, old: int, old_len: int, dest: int, new_len: int, keep_old: bool) -> int:  # type: ignore[no-untyped-def]
+    if old_len == 0:  # a second mapping of the same pages (of the object, of the file)
+        mm.map(dest, new_len, v.prot, shared=True, backing=v.backing, offset=v.offset + old - v.start, name=v.name)
+    else:
+        mm.move(old, old_len, dest, new_len, keep_old)
     return dest
-
-
-def _one_object(vmas: list, start: int, length: int) -> bool:  # type: ignore[type-arg]
-    """Do `vmas` cover [start, start+length) with pieces of one mapping of a shared memory object
-    (split by mprotect: Linux would have merged them again), each at its offset?"""
-    if not vmas or vmas[0].start > start or vmas[-1].end < start + length:
-        return False
-    first = vmas[0]
-    return all(isinstance(v.backing, ShmBacking) and v.backing.obj is first.backing.obj
-               and v.offset - first.offset == v.start - first.start and (i == 0 or vmas[i - 1].end == v.start)
-               for i, v in enumerate(vmas))
 
 
 @syscall("madvise")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from emu import crashtest as ct
+from tests.campaigns.programs import program_campaign
 from tests.conftest import e2fsck_clean, put_file
 from vmm.config import apply_overrides, default_machine
 from vmm.machine import Machine
@@ -479,3 +480,12 @@ def test_shared_anonymous_memory_survives_a_restart(tmp_path: Path, base_image: 
         assert r.power_failed and m2.restart_how == "resumed" and r2.exit_code == 0
         assert r2.checkpoint["restart_pages_copied"] > 0
         assert before + after == ref_out, at
+
+
+def test_moved_mappings_survive_a_restart(base_image: Path, tmp_path: Path) -> None:
+    """tests/programs/remap.c under checkpoints at every syscall, cut anywhere: a restart maps a
+    moved private file mapping from the file at its offset (its untouched pages are the file's),
+    the old range of MREMAP_DONTUNMAP empty, a duplicated shared mapping on the same pages."""
+    doc = program_campaign(base_image, tmp_path, "remap")
+    native = subprocess.run([str(tmp_path / "remap")], cwd=tmp_path, capture_output=True, check=True).stdout
+    assert doc["reference"]["stdout"] == native.decode()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.campaigns.programs import campaign, program_campaign
 from tests.conftest import put_file
 
 ROOT = Path(__file__).parents[2]
@@ -30,37 +31,12 @@ def pool_image(base_image, tmp_path_factory):  # type: ignore[no-untyped-def]
     return image
 
 
-def campaign(d: Path, image: Path, *opts: str, argv: list[str] | None = None) -> tuple[subprocess.CompletedProcess, dict]:
-    """A crash campaign at level persist, a checkpoint at every syscall (argv: the pool's run)."""
-    argv = argv or ["/bin/pthreadpool", "/tmp/pool.out", "256"]
-    cmd = [sys.executable, "-m", "emu.cli", "crashtest", "--dir", str(d), "--image", str(image), "--level", "persist",
-           "--checkpoint", "tcp=0", "--jobs", "2", *opts, "--", *argv]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
-    return p, json.loads((d / "crashtest.json").read_text())
-
-
 def test_a_thread_pool_resumes_after_cuts(pool_image, tmp_path):
     p, doc = campaign(tmp_path / "c", pool_image, "--points", "24")
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert doc["reference"]["stdout"] == "tasks 256 total 129393583\n"
     assert doc["summary"]["failed"] == 0 and len(doc["points"]) == 24
     assert all(q["outcome"] == "identical" for q in doc["points"])
-
-
-def program_campaign(base_image: Path, tmp_path: Path, name: str, *args: str, points: int = 16) -> dict:
-    """Build tests/programs/NAME.c, put it in a copy of the image and run a crash campaign over
-    it at every syscall's checkpoint; every cut must resume identical. Returns the campaign."""
-    exe = tmp_path / name
-    subprocess.run(["gcc", "-static", "-O1", "-pthread", "-o", str(exe), str(ROOT / f"tests/programs/{name}.c")],
-                   check=True)
-    image = tmp_path / "disk.img"
-    shutil.copyfile(base_image, image)
-    put_file(image, exe, f"/bin/{name}")
-    p, doc = campaign(tmp_path / "c", image, "--points", str(points), argv=[f"/bin/{name}", *args])
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    assert doc["summary"]["failed"] == 0 and len(doc["points"]) == points
-    assert all(q["outcome"] == "identical" for q in doc["points"])
-    return doc
 
 
 def test_threads_share_their_working_directory_after_a_restart(base_image, tmp_path):
