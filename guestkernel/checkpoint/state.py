@@ -35,7 +35,9 @@ from guestkernel.mm import MM, PAGE, TASK_SIZE, VMA
 from guestkernel.process import RUNNABLE, ZOMBIE, FDTable, FsContext, Process, SharedPending, SigAction
 from guestkernel.shm import ShmBacking, ShmObject
 from guestkernel.siginfo import SigInfo
+from guestkernel.unixsock import UnixSocket
 from guestkernel.vfs import DEV_DIR, ConsoleFile, DevDirFile, DevFile, InodeFile, OpenFile, Pipe, PipeEnd
+from guestkernel.vfs.pseudo import FILE, Entry, PseudoDirFile, PseudoFile, PseudoNode
 
 if TYPE_CHECKING:
     from guestkernel.checkpoint.live import LivePages
@@ -231,6 +233,7 @@ def _static(procs: list[Process]) -> tuple[dict[str, Any], list[OpenFile], list[
     descriptor tables, mappings and signal actions), with the open files, pipes and shared
     anonymous objects in the order it numbers them."""
     files: list[dict[str, Any]] = []
+    pids = {p.pid for p in procs}
     obj_ids: dict[int, int] = {}
     objs: list[ShmObject] = []
 
@@ -268,8 +271,16 @@ def _static(procs: list[Process]) -> tuple[dict[str, Any], list[OpenFile], list[
             d = {"kind": "dev", "name": f.node.name}
         elif isinstance(f, DevDirFile):
             d = {"kind": "devdir"}
+        elif isinstance(f, (PseudoFile, PseudoDirFile)):
+            head = f.node.path.partition("/")[0]
+            if f.node.fs == "proc" and head.isdigit() and int(head) not in pids:
+                raise Unsupported("an open /proc file of a process that has gone")
+            d = {"kind": "pseudo", "fs": f.node.fs, "path": f.node.path, "dir": isinstance(f, PseudoDirFile)}
+        elif isinstance(f, UnixSocket) and f.pristine:  # (its state is checked at every checkpoint)
+            d = {"kind": "socket", "family": f.family, "type": f.type, "creds": list(f.creds)}
         else:
-            raise Unsupported(f"open file of kind {f.kind}")
+            what = "a bound, connected or listening socket" if isinstance(f, UnixSocket) else f"open file of kind {f.kind}"
+            raise Unsupported(what)
         i = file_ids[id(f)] = len(files)
         files.append(d)
         file_objs.append(f)
@@ -379,6 +390,8 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
         static, file_objs, pipe_objs, objs = _static(procs)
         assert static == sc.static and file_objs == sc.files and pipe_objs == sc.pipes and objs == sc.objs, \
             "checkpoint: the group changed under an unchanged fingerprint"
+    if any(isinstance(f, UnixSocket) and not f.pristine for f in sc.files):  # (bound or connected since)
+        raise Unsupported("a bound, connected or listening socket")
     stats = {"pages_scanned": 0, "pages_copied": 0, "pages_in_place": 0}
     groups: list[bytes] = []
     parts: list[list[int]] = []
@@ -538,13 +551,22 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
     for i, entry in enumerate(shmem):  # (a part each, as the page lists: shared while unchanged)
         entry[1], raw = _part(tracker, store, ("shmem", i), entry[1], parts, groups, new_parts)
         groups.append(raw)
-    meta = {"procs": out_procs, "files": [{"flags": f.flags, "offset": f.offset} for f in sc.files],
+    meta = {"procs": out_procs, "files": [_file_state(f) for f in sc.files],
             "pipes": pipes, "shmem": shmem, "parts": parts, "static": static_part, "rng": rng,
             "swap": k.swap.describe()}  # storage lent as memory: lent again before the pages
     stats["pages_scanned"] = scanned
     stats["pages_copied"] += copied
     stats["pages_in_place"] = in_place
     return meta, stats, groups
+
+
+def _file_state(f: OpenFile) -> dict[str, Any]:
+    """What may change of an open file at any syscall: its flags and offset, and the contents a
+    pseudo file made at its first read (the reads that follow go on in them)."""
+    d: dict[str, Any] = {"flags": f.flags, "offset": f.offset}
+    if isinstance(f, PseudoFile) and f.data is not None:
+        d["data"] = f.data
+    return d
 
 
 class ObjectPages:
@@ -663,9 +685,18 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
             f = ConsoleFile(vfs, fd["stream"], fd["flags"])
         elif kind == "dev":
             f = DevFile(vfs, vfs.devices[fd["name"]], fd["flags"])
+        elif kind == "pseudo":  # (its entry once the processes are back: /proc/PID names one)
+            node = PseudoNode(fd["fs"], fd["path"])
+            f = (PseudoDirFile(vfs.pseudo[node.fs], node, fd["flags"]) if fd["dir"]
+                 else PseudoFile(vfs.pseudo[node.fs], node, Entry(FILE), fd["flags"]))
+        elif kind == "socket":
+            f = UnixSocket(k, fd["type"], fd["flags"], tuple(fd["creds"]))  # type: ignore[arg-type]
+            f.family = fd["family"]
         else:
             f = DevDirFile(vfs, fd["flags"])
         f.flags, f.offset, f.refs = fd["flags"], fd["offset"], 0
+        if "data" in fd:
+            f.data = fd["data"]  # type: ignore[attr-defined]
         files.append(f)
 
     mms: dict[int, MM] = {}
@@ -745,6 +776,9 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
             parent.children.append(p)
     k.procs = dict(sorted(procs.items()))
     k.next_pid = max(procs, default=0) + 1
+    for f in files:
+        if isinstance(f, PseudoFile):
+            f.entry = f.fs.get(f.node)
     return counts
 
 

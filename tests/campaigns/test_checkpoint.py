@@ -489,3 +489,18 @@ def test_moved_mappings_survive_a_restart(base_image: Path, tmp_path: Path) -> N
     doc = program_campaign(base_image, tmp_path, "remap")
     native = subprocess.run([str(tmp_path / "remap")], cwd=tmp_path, capture_output=True, check=True).stdout
     assert doc["reference"]["stdout"] == native.decode()
+
+
+def test_pseudo_files_and_fresh_sockets_are_checkpointed(base_image: Path, tmp_path: Path) -> None:
+    """tests/programs/pseudockpt.c: /proc and /sys files read a few bytes a syscall, a /proc
+    directory one getdents64 at a time, sockets socket() made (a connect that fails, as glibc's
+    name service does) are in the images; cut anywhere, the restart goes on reading where the
+    file was, in the contents it had, and ends as the uninterrupted run (one of the 64 cuts lands
+    inside the slow read of /proc/self/status: made afresh, its SigBlk line would differ). Only
+    the connected pair refuses checkpoints (before, every one of these did: tar skipped four)."""
+    doc = program_campaign(base_image, tmp_path, "pseudockpt", points=64)
+    out = doc["reference"]["stdout"]
+    assert "  Name:\tpseudockpt\n  SigBlk:\t0000000000000000\n" in out and "connect: -1 No such file or directory\n" in out, out
+    r, _m, again = _run(tmp_path / "ref", tmp_path / "disk.img", ["/bin/pseudockpt"], _config("0"))
+    assert again.decode() == out
+    assert r.checkpoint["unsupported"] == 6 and r.checkpoint["checkpoints"] > 80, r.checkpoint  # the pair's six syscalls
