@@ -35,6 +35,8 @@ from guestkernel.mm import MM, PAGE, TASK_SIZE, VMA
 from guestkernel.process import RUNNABLE, ZOMBIE, FDTable, FsContext, Process, SharedPending, SigAction
 from guestkernel.shm import ShmBacking, ShmObject
 from guestkernel.siginfo import SigInfo
+from guestkernel.eventpoll import EventFile
+from guestkernel.signalfd import SignalFile
 from guestkernel.unixsock import UnixSocket
 from guestkernel.vfs import DEV_DIR, ConsoleFile, DevDirFile, DevFile, InodeFile, OpenFile, Pipe, PipeEnd
 from guestkernel.vfs.pseudo import FILE, Entry, PseudoDirFile, PseudoFile, PseudoNode
@@ -276,6 +278,10 @@ def _static(procs: list[Process]) -> tuple[dict[str, Any], list[OpenFile], list[
             if f.node.fs == "proc" and head.isdigit() and int(head) not in pids:
                 raise Unsupported("an open /proc file of a process that has gone")
             d = {"kind": "pseudo", "fs": f.node.fs, "path": f.node.path, "dir": isinstance(f, PseudoDirFile)}
+        elif isinstance(f, EventFile):  # (its count, and a signalfd's mask, change: see _file_state)
+            d = {"kind": "eventfd", "semaphore": f.semaphore}
+        elif isinstance(f, SignalFile):
+            d = {"kind": "signalfd"}
         elif isinstance(f, UnixSocket) and f.pristine:  # (its state is checked at every checkpoint)
             d = {"kind": "socket", "family": f.family, "type": f.type, "creds": list(f.creds)}
         else:
@@ -561,11 +567,16 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
 
 
 def _file_state(f: OpenFile) -> dict[str, Any]:
-    """What may change of an open file at any syscall: its flags and offset, and the contents a
-    pseudo file made at its first read (the reads that follow go on in them)."""
+    """What may change of an open file at any syscall: its flags and offset, the contents a
+    pseudo file made at its first read (the reads that follow go on in them), an eventfd's
+    count, a signalfd's mask."""
     d: dict[str, Any] = {"flags": f.flags, "offset": f.offset}
     if isinstance(f, PseudoFile) and f.data is not None:
         d["data"] = f.data
+    elif isinstance(f, EventFile):
+        d["count"] = f.count
+    elif isinstance(f, SignalFile):
+        d["mask"] = f.mask
     return d
 
 
@@ -689,6 +700,11 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
             node = PseudoNode(fd["fs"], fd["path"])
             f = (PseudoDirFile(vfs.pseudo[node.fs], node, fd["flags"]) if fd["dir"]
                  else PseudoFile(vfs.pseudo[node.fs], node, Entry(FILE), fd["flags"]))
+        elif kind == "eventfd":
+            f = EventFile(fd["count"], fd["flags"])
+            f.semaphore = fd["semaphore"]
+        elif kind == "signalfd":
+            f = SignalFile(k, fd["mask"], fd["flags"])
         elif kind == "socket":
             f = UnixSocket(k, fd["type"], fd["flags"], tuple(fd["creds"]))  # type: ignore[arg-type]
             f.family = fd["family"]

@@ -125,7 +125,7 @@ def do_signalfd(k, p, fd, mask_ptr, size, flags):  # type: ignore[no-untyped-def
         f = file_of_kind(p, fd, SignalFile)
         f.mask = mask & ~UNBLOCKABLE
         return fd
-    return p.fds.install(SignalFile(p, mask, flags), cloexec=bool(flags & SFD_CLOEXEC))
+    return p.fds.install(SignalFile(k, mask, flags), cloexec=bool(flags & SFD_CLOEXEC))
 
 
 @syscall("signalfd")

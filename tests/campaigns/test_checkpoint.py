@@ -504,3 +504,15 @@ def test_pseudo_files_and_fresh_sockets_are_checkpointed(base_image: Path, tmp_p
     r, _m, again = _run(tmp_path / "ref", tmp_path / "disk.img", ["/bin/pseudockpt"], _config("0"))
     assert again.decode() == out
     assert r.checkpoint["unsupported"] == 6 and r.checkpoint["checkpoints"] > 80, r.checkpoint  # the pair's six syscalls
+
+
+def test_eventfd_and_signalfd_survive_a_restart(base_image: Path, tmp_path: Path) -> None:
+    """tests/programs/eventfds.c: an eventfd counter and a semaphore eventfd written and read a
+    little at a time, a signalfd whose mask changes, read by its creator and by a child that
+    inherited it (each reads its own signals, as on Linux). Cut anywhere, the restart finds the
+    counts and masks where they were; every checkpoint is taken (they used to be refused)."""
+    doc = program_campaign(base_image, tmp_path, "eventfds", points=24)
+    native = subprocess.run([str(tmp_path / "eventfds")], cwd=tmp_path, capture_output=True, check=True).stdout
+    assert doc["reference"]["stdout"] == native.decode()
+    r, _m, _out = _run(tmp_path / "ref", tmp_path / "disk.img", ["/bin/eventfds"], _config("0"))
+    assert r.checkpoint["unsupported"] == 0 and r.checkpoint["checkpoints"] > 60, r.checkpoint
