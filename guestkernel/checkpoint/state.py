@@ -35,8 +35,9 @@ from guestkernel.mm import MM, PAGE, TASK_SIZE, VMA
 from guestkernel.process import RUNNABLE, ZOMBIE, FDTable, FsContext, Process, SharedPending, SigAction
 from guestkernel.shm import ShmBacking, ShmObject
 from guestkernel.siginfo import SigInfo
-from guestkernel.eventpoll import EventFile
+from guestkernel.eventpoll import EpollFile, EventFile, Interest
 from guestkernel.signalfd import SignalFile
+from guestkernel.timerfd import TimerFile
 from guestkernel.unixsock import UnixSocket
 from guestkernel.vfs import DEV_DIR, ConsoleFile, DevDirFile, DevFile, InodeFile, OpenFile, Pipe, PipeEnd
 from guestkernel.vfs.pseudo import FILE, Entry, PseudoDirFile, PseudoFile, PseudoNode
@@ -282,6 +283,10 @@ def _static(procs: list[Process]) -> tuple[dict[str, Any], list[OpenFile], list[
             d = {"kind": "eventfd", "semaphore": f.semaphore}
         elif isinstance(f, SignalFile):
             d = {"kind": "signalfd"}
+        elif isinstance(f, TimerFile):
+            d = {"kind": "timerfd", "clock": f.clock}
+        elif isinstance(f, EpollFile):  # (its interest list: see _file_state)
+            d = {"kind": "epoll"}
         elif isinstance(f, UnixSocket) and f.pristine:  # (its state is checked at every checkpoint)
             d = {"kind": "socket", "family": f.family, "type": f.type, "creds": list(f.creds)}
         else:
@@ -396,8 +401,7 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
         static, file_objs, pipe_objs, objs = _static(procs)
         assert static == sc.static and file_objs == sc.files and pipe_objs == sc.pipes and objs == sc.objs, \
             "checkpoint: the group changed under an unchanged fingerprint"
-    if any(isinstance(f, UnixSocket) and not f.pristine for f in sc.files):  # (bound or connected since)
-        raise Unsupported("a bound, connected or listening socket")
+    index = _describable(sc.files)
     stats = {"pages_scanned": 0, "pages_copied": 0, "pages_in_place": 0}
     groups: list[bytes] = []
     parts: list[list[int]] = []
@@ -557,7 +561,7 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
     for i, entry in enumerate(shmem):  # (a part each, as the page lists: shared while unchanged)
         entry[1], raw = _part(tracker, store, ("shmem", i), entry[1], parts, groups, new_parts)
         groups.append(raw)
-    meta = {"procs": out_procs, "files": [_file_state(f) for f in sc.files],
+    meta = {"procs": out_procs, "files": [_file_state(f, index, now) for f in sc.files],
             "pipes": pipes, "shmem": shmem, "parts": parts, "static": static_part, "rng": rng,
             "swap": k.swap.describe()}  # storage lent as memory: lent again before the pages
     stats["pages_scanned"] = scanned
@@ -566,10 +570,26 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
     return meta, stats, groups
 
 
-def _file_state(f: OpenFile) -> dict[str, Any]:
+def _describable(files: list[OpenFile]) -> dict[int, int] | None:
+    """Refuse what the files' state has become since the static description was made (a
+    socket bound or connected, an epoll set watching a file no descriptor holds) before anything
+    is written; returns the files' numbers by identity when an epoll set needs them."""
+    index = None
+    for f in files:
+        if isinstance(f, UnixSocket) and not f.pristine:
+            raise Unsupported("a bound, connected or listening socket")
+        if isinstance(f, EpollFile):
+            index = index or {id(g): i for i, g in enumerate(files)}
+            if any(id(it.file) not in index for it in f.interest.values()):
+                raise Unsupported("an epoll set watching a file no descriptor holds")
+    return index
+
+
+def _file_state(f: OpenFile, index: dict[int, int] | None, now: int) -> dict[str, Any]:
     """What may change of an open file at any syscall: its flags and offset, the contents a
     pseudo file made at its first read (the reads that follow go on in them), an eventfd's
-    count, a signalfd's mask."""
+    count, a signalfd's mask, a timerfd's expirations and time left, an epoll set's interest
+    list (by file number; whether an edge-triggered entry reported its file's last wake-up)."""
     d: dict[str, Any] = {"flags": f.flags, "offset": f.offset}
     if isinstance(f, PseudoFile) and f.data is not None:
         d["data"] = f.data
@@ -577,7 +597,18 @@ def _file_state(f: OpenFile) -> dict[str, Any]:
         d["count"] = f.count
     elif isinstance(f, SignalFile):
         d["mask"] = f.mask
+    elif isinstance(f, TimerFile):
+        d["timer"] = [f.ticks, max(1, f.deadline - now) if f.deadline else 0, f.interval]
+    elif isinstance(f, EpollFile):
+        assert index is not None
+        d["interest"] = [[it.fd, index[id(it.file)], it.events, it.data, it.last == _wakeups(it.file)]
+                         for it in f.interest.values()]
     return d
+
+
+def _wakeups(f: OpenFile) -> int:
+    q = f.poll_queue()
+    return q.wakeups if q is not None else 0
 
 
 class ObjectPages:
@@ -705,6 +736,14 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
             f.semaphore = fd["semaphore"]
         elif kind == "signalfd":
             f = SignalFile(k, fd["mask"], fd["flags"])
+        elif kind == "timerfd":
+            f = TimerFile(k, fd["clock"], fd["flags"])
+            f.ticks, left, f.interval = fd["timer"]
+            if left:
+                f.deadline = k.clock.uptime_ns() + left
+                f._arm()
+        elif kind == "epoll":
+            f = EpollFile(fd["flags"])
         elif kind == "socket":
             f = UnixSocket(k, fd["type"], fd["flags"], tuple(fd["creds"]))  # type: ignore[arg-type]
             f.family = fd["family"]
@@ -792,9 +831,14 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
             parent.children.append(p)
     k.procs = dict(sorted(procs.items()))
     k.next_pid = max(procs, default=0) + 1
-    for f in files:
+    for f, fd in zip(files, meta["files"]):
         if isinstance(f, PseudoFile):
             f.entry = f.fs.get(f.node)
+        elif isinstance(f, EpollFile):  # (once every file it watches is back)
+            for num, fi, events, data, reported in fd["interest"]:
+                it = f.interest[(num, id(files[fi]))] = Interest(num, files[fi], events, data)
+                it.last = _wakeups(files[fi]) if reported else -1
+                f._watch(files[fi], True)
     return counts
 
 

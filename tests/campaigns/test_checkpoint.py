@@ -516,3 +516,15 @@ def test_eventfd_and_signalfd_survive_a_restart(base_image: Path, tmp_path: Path
     assert doc["reference"]["stdout"] == native.decode()
     r, _m, _out = _run(tmp_path / "ref", tmp_path / "disk.img", ["/bin/eventfds"], _config("0"))
     assert r.checkpoint["unsupported"] == 0 and r.checkpoint["checkpoints"] > 60, r.checkpoint
+
+
+def test_epoll_and_timerfd_survive_a_restart(base_image: Path, tmp_path: Path) -> None:
+    """tests/programs/fdwatch.c: an epoll set over a pipe, an edge-triggered eventfd, a signalfd
+    and a timerfd (one-shot, then every 1 ms), a few syscalls at a time. Cut anywhere, the
+    restart finds the interest list, what the edge-triggered entry already reported, the
+    timer's time left and interval; every checkpoint is taken (they used to be refused)."""
+    doc = program_campaign(base_image, tmp_path, "fdwatch", points=24)
+    native = subprocess.run([str(tmp_path / "fdwatch")], cwd=tmp_path, capture_output=True, check=True).stdout
+    assert doc["reference"]["stdout"] == native.decode()
+    r, _m, _out = _run(tmp_path / "ref", tmp_path / "disk.img", ["/bin/fdwatch"], _config("0"))
+    assert r.checkpoint["unsupported"] == 0 and r.checkpoint["checkpoints"] > 60, r.checkpoint
