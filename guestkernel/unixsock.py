@@ -70,18 +70,6 @@ class UnixSocket(OpenFile):
     def stream(self) -> bool:
         return self.type == SOCK_STREAM
 
-    @property
-    def pristine(self) -> bool:
-        """As socket() made it: never bound, connected, listening or shut down, nothing queued
-        (what a checkpoint can describe of a socket: its family, type and creator)."""
-        return (self.peer is None and not self.connected and self.name is None and not self.listening
-                and not self.queue and not self.backlog and not self.shut_rd and not self.shut_wr
-                and not self.peer_gone and not self.inet_peer)
-
-    @property
-    def writes_whole(self) -> bool:  # a blocking stream write waits until all of it is queued
-        return self.stream
-
     # -- sending and receiving ----------------------------------------------------------------
     def _peer_or_fail(self) -> "UnixSocket":
         if self.shut_wr:

@@ -23,6 +23,7 @@ exponent). Unicorn's TCG has no AVX, so there is no wider vector state.
 from __future__ import annotations
 
 import ctypes
+from collections import deque
 import struct
 from array import array
 from typing import TYPE_CHECKING, Any, Callable
@@ -38,7 +39,7 @@ from guestkernel.siginfo import SigInfo
 from guestkernel.eventpoll import EpollFile, EventFile, Interest
 from guestkernel.signalfd import SignalFile
 from guestkernel.timerfd import TimerFile
-from guestkernel.unixsock import UnixSocket
+from guestkernel.unixsock import Segment, UnixSocket
 from guestkernel.vfs import DEV_DIR, ConsoleFile, DevDirFile, DevFile, InodeFile, OpenFile, Pipe, PipeEnd
 from guestkernel.vfs.pseudo import FILE, Entry, PseudoDirFile, PseudoFile, PseudoNode
 
@@ -53,6 +54,7 @@ REG_IDS = tuple(getattr(X, "UC_X86_REG_" + n.upper()) for n in REG_NAMES)
 ST_IDS = tuple(getattr(X, f"UC_X86_REG_ST{i}") for i in range(8))
 SYSCALL_INSN = 2  # `syscall` is 0f 05
 NR_WRITE = 1
+RESUMABLE = (NR_WRITE, 44, 45)  # write, sendto, recvfrom: parked part way, they go on after a restart
 
 
 class Unsupported(Exception):
@@ -287,11 +289,10 @@ def _static(procs: list[Process]) -> tuple[dict[str, Any], list[OpenFile], list[
             d = {"kind": "timerfd", "clock": f.clock}
         elif isinstance(f, EpollFile):  # (its interest list: see _file_state)
             d = {"kind": "epoll"}
-        elif isinstance(f, UnixSocket) and f.pristine:  # (its state is checked at every checkpoint)
-            d = {"kind": "socket", "family": f.family, "type": f.type, "creds": list(f.creds)}
+        elif isinstance(f, UnixSocket):  # (all its state changes: the table of sockets, _socket_state)
+            d = {"kind": "socket"}
         else:
-            what = "a bound, connected or listening socket" if isinstance(f, UnixSocket) else f"open file of kind {f.kind}"
-            raise Unsupported(what)
+            raise Unsupported(f"open file of kind {f.kind}")
         i = file_ids[id(f)] = len(files)
         files.append(d)
         file_objs.append(f)
@@ -386,6 +387,10 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
             raise Unsupported("a vfork in progress")
         if p is not cur and p.ctx is None:
             raise Unsupported(f"process {p.pid} has no saved context")
+        if p is not cur and p.pending_call is not None and p.pending_done and p.pending_nr not in RESUMABLE:
+            # (write, sendto and recvfrom resume with their progress; a sendmsg, recvmsg or writev
+            # parked part way would be done twice if the syscall ran again)
+            raise Unsupported("a transfer parked part way")
         why = _refusal(p.mm) if p.mm is not None else None
         if why is not None:
             raise Unsupported(why)
@@ -401,7 +406,7 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
         static, file_objs, pipe_objs, objs = _static(procs)
         assert static == sc.static and file_objs == sc.files and pipe_objs == sc.pipes and objs == sc.objs, \
             "checkpoint: the group changed under an unchanged fingerprint"
-    index = _describable(sc.files)
+    index, socks = _describable(sc.files)
     stats = {"pages_scanned": 0, "pages_copied": 0, "pages_in_place": 0}
     groups: list[bytes] = []
     parts: list[list[int]] = []
@@ -538,6 +543,8 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
                 done = getattr(p, "pending_done", 0)
                 if done and p.pending_nr == NR_WRITE:
                     resume = {"kind": "write_rest", "done": done}    # rip after the syscall
+                elif done:  # (sendto, recvfrom: RESUMABLE)
+                    resume = {"kind": "transfer_rest", "nr": p.pending_nr, "done": done}
                 elif p.vfork_parent_blocked:  # a released vfork: returns the child's pid
                     resume = {"kind": "return", "value": p.pending_call()}
                 else:
@@ -564,25 +571,60 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
     meta = {"procs": out_procs, "files": [_file_state(f, index, now) for f in sc.files],
             "pipes": pipes, "shmem": shmem, "parts": parts, "static": static_part, "rng": rng,
             "swap": k.swap.describe()}  # storage lent as memory: lent again before the pages
+    if socks:
+        meta["sockets"] = [_socket_state(k, sk, index) for sk in socks]
+        meta["autobind"] = getattr(k, "_unix_autobind", 0)
     stats["pages_scanned"] = scanned
     stats["pages_copied"] += copied
     stats["pages_in_place"] = in_place
     return meta, stats, groups
 
 
-def _describable(files: list[OpenFile]) -> dict[int, int] | None:
-    """Refuse what the files' state has become since the static description was made (a
-    socket bound or connected, an epoll set watching a file no descriptor holds) before anything
-    is written; returns the files' numbers by identity when an epoll set needs them."""
-    index = None
+def _describable(files: list[OpenFile]) -> tuple[dict[int, int] | None, list[UnixSocket]]:
+    """Refuse what the files' state has become since the static description was made (a socket
+    message carrying descriptors, an epoll set watching a file no descriptor holds) before
+    anything is written. Returns the numbers, by identity, of the files and then of the sockets
+    they reach (a peer whose descriptor is closed, connections waiting on a listener), when an
+    epoll set or a socket needs them, and those sockets in that order."""
+    index: dict[int, int] | None = None
+    socks: list[UnixSocket] = []
     for f in files:
-        if isinstance(f, UnixSocket) and not f.pristine:
-            raise Unsupported("a bound, connected or listening socket")
-        if isinstance(f, EpollFile):
-            index = index or {id(g): i for i, g in enumerate(files)}
-            if any(id(it.file) not in index for it in f.interest.values()):
-                raise Unsupported("an epoll set watching a file no descriptor holds")
-    return index
+        if isinstance(f, (UnixSocket, EpollFile)):
+            index = {id(g): i for i, g in enumerate(files)}
+            break
+    if index is None:
+        return None, socks
+    todo = [f for f in files if isinstance(f, UnixSocket)]
+    seen: set[int] = set()
+    while todo:
+        sk = todo.pop(0)
+        if id(sk) in seen:
+            continue
+        seen.add(id(sk))
+        socks.append(sk)
+        if id(sk) not in index:
+            index[id(sk)] = len(index)
+        if any(seg.files for seg in sk.queue):
+            raise Unsupported("a socket message carrying descriptors")
+        todo += ([sk.peer] if sk.peer is not None else []) + list(sk.backlog)
+    for f in files:
+        if isinstance(f, EpollFile) and any(id(it.file) not in index for it in f.interest.values()):
+            raise Unsupported("an epoll set watching a file no descriptor holds")
+    return index, socks
+
+
+def _socket_state(k: "Kernel", sk: UnixSocket, index: dict[int, int] | None) -> dict[str, Any]:
+    """A socket as the table of sockets holds it (numbers: see _describable): its name and
+    whether it holds it in the kernel's table, its connection, the connections waiting on it,
+    what is queued to it (bytes and sender), its shutdowns."""
+    assert index is not None
+    return {"number": index[id(sk)], "family": sk.family, "type": sk.type, "creds": list(sk.creds),
+            "flags": sk.flags, "name": sk.name, "key": list(sk.key) if sk.key is not None else None,
+            "bound": sk.key is not None and k.unix_names.get(sk.key) is sk, "connected": sk.connected,
+            "peer": index[id(sk.peer)] if sk.peer is not None else None,
+            "state": [sk.peer_gone, sk.shut_rd, sk.shut_wr, sk.closed, sk.listening, sk.max_backlog],
+            "backlog": [index[id(b)] for b in sk.backlog], "queue": [[seg.data, seg.sender] for seg in sk.queue],
+            "inet_peer": sk.inet_peer}
 
 
 def _file_state(f: OpenFile, index: dict[int, int] | None, now: int) -> dict[str, Any]:
@@ -698,6 +740,7 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
     mapped back where it is, read-only (a write copies it into RAM), not copied. Returns
     {pages_copied, pages_mapped}."""
     counts = {"pages_copied": 0, "pages_mapped": 0}
+    from guestkernel.syscalls.net import resume_transfer
     from guestkernel.syscalls.rw import resume_write
 
     k.swap.lend_again(meta.get("swap", []))  # some private pages lived on lent storage
@@ -716,8 +759,9 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
         tracker.pipes[pipe.serial] = ring
         pipes.append(pipe)
     objs = _restore_objects(k, meta.get("shmem", []), page_at, tracker, counts)
+    socks = _restore_sockets(k, meta)
     files: list[OpenFile] = []
-    for fd in meta["files"]:
+    for i, fd in enumerate(meta["files"]):
         kind = fd["kind"]
         if kind == "inode":
             f: OpenFile = InodeFile(vfs, fd["ino"], fd["flags"], fd["path"].encode("latin-1"))
@@ -745,8 +789,7 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
         elif kind == "epoll":
             f = EpollFile(fd["flags"])
         elif kind == "socket":
-            f = UnixSocket(k, fd["type"], fd["flags"], tuple(fd["creds"]))  # type: ignore[arg-type]
-            f.family = fd["family"]
+            f = socks[i]
         else:
             f = DevDirFile(vfs, fd["flags"])
         f.flags, f.offset, f.refs = fd["flags"], fd["offset"], 0
@@ -816,7 +859,11 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
             buf, count, done = regs["rsi"], regs["rdx"], resume["done"]
             p.pending_call = (lambda p=p, f=f, buf=buf, count=count, done=done:
                               resume_write(k, p, f, buf, count, done))
-            p.pending_nr = NR_WRITE
+            p.pending_nr, p.pending_done = NR_WRITE, done  # (a signal then returns the short count)
+        elif resume["kind"] == "transfer_rest":
+            nr, done = resume["nr"], resume["done"]
+            p.pending_call = lambda p=p, nr=nr, regs=regs, done=done: resume_transfer(k, p, nr, regs, done)
+            p.pending_nr, p.pending_done = nr, done
         elif resume["kind"] == "return":
             p.pending_call = lambda value=resume["value"]: value
             p.pending_nr = 0
@@ -840,6 +887,26 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
                 it.last = _wakeups(files[fi]) if reported else -1
                 f._watch(files[fi], True)
     return counts
+
+
+def _restore_sockets(k: "Kernel", meta: dict[str, Any]) -> dict[int, UnixSocket]:
+    """The image's sockets by number, connected, queued and named as they were."""
+    table = meta.get("sockets", [])
+    socks = {d["number"]: UnixSocket(k, d["type"], d["flags"], tuple(d["creds"])) for d in table}  # type: ignore[arg-type]
+    for d in table:
+        sk = socks[d["number"]]
+        sk.family, sk.flags, sk.name, sk.connected, sk.inet_peer = d["family"], d["flags"], d["name"], d["connected"], d["inet_peer"]
+        sk.key = tuple(d["key"]) if d["key"] is not None else None
+        if d["bound"]:
+            k.unix_names[sk.key] = sk
+        sk.peer = socks[d["peer"]] if d["peer"] is not None else None
+        sk.peer_gone, sk.shut_rd, sk.shut_wr, sk.closed, sk.listening, sk.max_backlog = d["state"]
+        sk.backlog = deque(socks[i] for i in d["backlog"])
+        sk.queue = deque(Segment(data, [], sender) for data, sender in d["queue"])
+        sk.queued = sum(len(data) for data, _sender in d["queue"])
+    if table:
+        k._unix_autobind = meta.get("autobind", 0)  # type: ignore[attr-defined]
+    return socks
 
 
 def _restore_objects(k: "Kernel", shmem: list[list[Any]], page_at: Callable[[int], memoryview], tracker: PageTracker,

@@ -529,6 +529,29 @@ def receive(s: UnixSocket, n: int, flags: int, put: Callable[[int, bytes], None]
     return more()
 
 
+NR_SENDTO, NR_RECVFROM = 44, 45
+
+
+def resume_transfer(k, p, nr: int, regs: dict[str, int], done: int) -> int:  # type: ignore[no-untyped-def]
+    """The rest of a sendto, or of a recvfrom waiting for all (MSG_WAITALL), that had moved
+    `done` bytes when it was parked and the machine restarted from its image: the same call on
+    the bytes left (no SIGPIPE: bytes went before), its result counting both."""
+    fd, buf, n, flags, addr, addrlen = (regs[r] for r in ("rdi", "rsi", "rdx", "r10", "r8", "r9"))
+    if nr == NR_SENDTO:
+        return _go_on(lambda: sys_sendto(k, p, fd, buf + done, n - done, flags | MSG_NOSIGNAL, addr, addrlen), done)
+    return _go_on(lambda: sys_recvfrom(k, p, fd, buf + done, n - done, flags, addr, addrlen), done)
+
+
+def _go_on(call: Callable[[], int], done: int) -> int:
+    try:
+        return done + call()
+    except SyscallError:  # (an error after some bytes: they are the result)
+        return done
+    except Block as b:
+        again = b.retry or call
+        raise Block(b.waitq, retry=lambda: _go_on(again, done), done=done + b.done, takes=b.takes) from None
+
+
 @syscall("recvfrom")
 def sys_recvfrom(k, p, fd, buf, n, flags, addr, addrlen):  # type: ignore[no-untyped-def]
     s = sock(p, fd)
