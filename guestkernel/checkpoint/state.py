@@ -34,12 +34,13 @@ from guestkernel.checkpoint.store import encode_static, pack_pages, unpack_pages
 from guestkernel.gfp import Gfp
 from guestkernel.mm import MM, PAGE, TASK_SIZE, VMA
 from guestkernel.process import RUNNABLE, ZOMBIE, FDTable, FsContext, Process, SharedPending, SigAction
-from guestkernel.shm import ShmBacking, ShmObject
+from guestkernel.shm import Segment, ShmBacking, ShmObject
 from guestkernel.siginfo import SigInfo
 from guestkernel.eventpoll import EpollFile, EventFile, Interest
 from guestkernel.signalfd import SignalFile
 from guestkernel.timerfd import TimerFile
-from guestkernel.unixsock import Segment, UnixSocket
+from guestkernel.unixsock import Segment as Message
+from guestkernel.unixsock import UnixSocket
 from guestkernel.vfs import DEV_DIR, ConsoleFile, DevDirFile, DevFile, InodeFile, OpenFile, Pipe, PipeEnd
 from guestkernel.vfs.pseudo import FILE, Entry, PseudoDirFile, PseudoFile, PseudoNode
 
@@ -210,8 +211,8 @@ def _refusal(mm: MM) -> str | None:
     when its mappings changed."""
     if mm.ckpt_checked[0] != mm.vm_version:
         why = None
-        if any(v.device and not getattr(v.backing, "anonymous", False) for v in mm.vmas):
-            why = "a device (pmem) or System V shared memory mapping"  # (shared anonymous memory: described)
+        if any(v.device and not isinstance(v.backing, ShmBacking) for v in mm.vmas):
+            why = "a device (pmem) mapping"  # (shared memory objects, System V segments too: described)
         elif any(v.shared and hasattr(v.backing, "page_dirtied") for v in mm.vmas):
             why = "a shared writable file mapping"  # its writes go to the page cache at any instruction
         mm.ckpt_checked = (mm.vm_version, why)
@@ -233,17 +234,18 @@ def _fingerprint(p: Process) -> tuple[Any, ...]:
             mm.start_stack)
 
 
-def _static(procs: list[Process]) -> tuple[dict[str, Any], list[OpenFile], list[Pipe], list[ShmObject]]:
+def _static(procs: list[Process], segments: list[Segment]) -> tuple[dict[str, Any], list[OpenFile], list[Pipe], list[ShmObject]]:
     """The group's static description ({"procs", "files"}: what changes only with processes,
     descriptor tables, mappings and signal actions), with the open files, pipes and shared
-    anonymous objects in the order it numbers them."""
+    memory objects in the order it numbers them (the System V segments first, attached or not,
+    then the shared anonymous objects the mappings name)."""
     files: list[dict[str, Any]] = []
     pids = {p.pid for p in procs}
-    obj_ids: dict[int, int] = {}
-    objs: list[ShmObject] = []
+    obj_ids: dict[int, int] = {id(seg): i for i, seg in enumerate(segments)}
+    objs: list[ShmObject] = list(segments)
 
     def obj_id(v: VMA) -> int | None:
-        """The number of the shared anonymous object a VMA maps (None: not one)."""
+        """The number of the shared memory object a VMA maps (None: not one)."""
         if not isinstance(v.backing, ShmBacking):
             return None
         obj = v.backing.obj
@@ -396,14 +398,16 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
             raise Unsupported(why)
 
     # The static description: the last image's when nothing it is made of changed.
-    key = tuple(_fingerprint(p) for p in procs)
+    reg = getattr(k, "shm", None)
+    segments = sorted(reg.segments.values(), key=lambda seg: seg.index) if reg is not None else []
+    key = (*(_fingerprint(p) for p in procs), *((seg.index, seg.seq, seg.removed) for seg in segments))
     sc = tracker.static
     if sc is None or sc.key != key:
-        static, file_objs, pipe_objs, objs = _static(procs)
+        static, file_objs, pipe_objs, objs = _static(procs, segments)
         blob = encode_static(static)
         sc = StaticCache(key, static, file_objs, pipe_objs, objs, sc.blob if sc is not None and sc.blob == blob else blob)
     elif verify:
-        static, file_objs, pipe_objs, objs = _static(procs)
+        static, file_objs, pipe_objs, objs = _static(procs, segments)
         assert static == sc.static and file_objs == sc.files and pipe_objs == sc.pipes and objs == sc.objs, \
             "checkpoint: the group changed under an unchanged fingerprint"
     index, socks = _describable(sc.files)
@@ -571,6 +575,8 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
     meta = {"procs": out_procs, "files": [_file_state(f, index, now) for f in sc.files],
             "pipes": pipes, "shmem": shmem, "parts": parts, "static": static_part, "rng": rng,
             "swap": k.swap.describe()}  # storage lent as memory: lent again before the pages
+    if reg is not None:
+        meta["shm_seq"] = reg.seq  # (the next segment's sequence number: its shmid)
     if socks:
         meta["sockets"] = [_socket_state(k, sk, index) for sk in socks]
         meta["autobind"] = getattr(k, "_unix_autobind", 0)
@@ -699,8 +705,20 @@ def _object_pages(k: "Kernel", tracker: PageTracker, store: Any, objs: list[ShmO
         packed = ffi.new("uint8_t[]", 16 * nrecs)
         lib.emu_ckpt_pack(recs, nrecs, packed)
         new[id(obj)] = ObjectPages(obj, rows, n, recs, nrecs)
-        out.append([obj.pages, ffi.buffer(packed)[:]])
+        out.append([obj.pages, ffi.buffer(packed)[:], _object_fields(obj)])
     return out, new, copied
+
+
+SEGMENT_FIELDS = ("size", "index", "seq", "key", "mode", "cpid", "ctime", "uid", "gid", "atime", "dtime", "lpid",
+                  "removed", "locked")
+
+
+def _object_fields(obj: ShmObject) -> dict[str, Any]:
+    """What names an object besides its pages: a segment's shmid_ds and place in the registry,
+    a shared anonymous object's inode number (/proc/PID/maps)."""
+    if isinstance(obj, Segment):
+        return {name: getattr(obj, name) for name in SEGMENT_FIELDS}
+    return {"serial": obj.serial}
 
 
 def _more_mappings(remap: dict[int, list[tuple[MM, int, Any]]], spaces: dict[int, tuple[Any, int]],
@@ -902,7 +920,7 @@ def _restore_sockets(k: "Kernel", meta: dict[str, Any]) -> dict[int, UnixSocket]
         sk.peer = socks[d["peer"]] if d["peer"] is not None else None
         sk.peer_gone, sk.shut_rd, sk.shut_wr, sk.closed, sk.listening, sk.max_backlog = d["state"]
         sk.backlog = deque(socks[i] for i in d["backlog"])
-        sk.queue = deque(Segment(data, [], sender) for data, sender in d["queue"])
+        sk.queue = deque(Message(data, [], sender) for data, sender in d["queue"])
         sk.queued = sum(len(data) for data, _sender in d["queue"])
     if table:
         k._unix_autobind = meta.get("autobind", 0)  # type: ignore[attr-defined]
@@ -911,8 +929,9 @@ def _restore_sockets(k: "Kernel", meta: dict[str, Any]) -> dict[int, UnixSocket]
 
 def _restore_objects(k: "Kernel", shmem: list[list[Any]], page_at: Callable[[int], memoryview], tracker: PageTracker,
                      counts: dict[str, int]) -> list[ShmBacking]:
-    """The shared anonymous objects of an image, each with all its pages (a backing for each,
-    its VMAs share it), in the order the VMAs number them."""
+    """The shared memory objects of an image (System V segments back in the registry, shared
+    anonymous objects), each with all its pages (a backing for each, its VMAs share it), in the
+    order the VMAs number them."""
     from guestkernel.syscalls.ipc import registry
 
     tracker.shmem = {}  # (the next image stores the objects' pages again)
@@ -921,8 +940,15 @@ def _restore_objects(k: "Kernel", shmem: list[list[Any]], page_at: Callable[[int
     reg = registry(k)
     frames = k.frames
     out = []
-    for npages, packed in shmem:
-        obj = reg.new_anon(npages * PAGE)
+    for npages, packed, *more in shmem:
+        fields = more[0] if more else {}
+        obj: ShmObject
+        if "index" in fields:  # a System V segment, at its index with its id and shmid_ds
+            obj = reg.segments[fields["index"]] = Segment(pfns=[-1] * npages, **fields)
+        else:
+            obj = reg.new_anon(npages * PAGE)
+            obj.serial = fields.get("serial", obj.serial)
+            reg.serials = max(reg.serials, obj.serial)
         for offset, pg, _crc in unpack_pages(packed):
             pfn = frames.alloc(zero=False, gfp=Gfp.USER)
             frames.page(pfn)[:] = page_at(pg)

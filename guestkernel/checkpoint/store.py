@@ -25,8 +25,9 @@ it lists and gives back the whole metadata, parts merged in (`merge_parts`), as 
 in one zstd-compressed blob (at a checkpoint per syscall that blob cost 0.15 ms of Python, JSON
 and zlib before it 0.4 ms).
 Shared anonymous memory (version 5): each object's pages, mapped or not, are listed under "shmem"
-(its size in pages and a part of packed (offset, SCM page, crc) records), and a VMA names the
-object it maps (checkpoint/state.py).
+(its size in pages, a part of packed (offset, SCM page, crc) records and what names it: a System
+V segment's shmid_ds and place in the registry, a shared anonymous object's inode number), and a
+VMA names the object it maps (checkpoint/state.py).
 A commit writes the new image into pages no slot references, `clflush`es every line of it,
 `mfence`s, then writes the older slot (the one not holding the newest image) in both copies and
 flushes and fences them: a power cut anywhere before a slot line is durable leaves the table as it
@@ -493,7 +494,7 @@ def page_refs(meta: dict[str, Any]):  # type: ignore[no-untyped-def]
     for pipe in meta.get("pipes", ()):
         for _idx, pg, crc in unpack_pages(pipe["ring"]):
             yield pg, crc
-    for _pages, packed in meta.get("shmem", ()):  # shared anonymous objects' pages
+    for _pages, packed, *_fields in meta.get("shmem", ()):  # shared memory objects' pages
         for _idx, pg, crc in unpack_pages(packed):
             yield pg, crc
     for _blk, pg, crc in meta.get("blocks", ()):

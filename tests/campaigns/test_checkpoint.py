@@ -546,3 +546,17 @@ def test_sockets_survive_a_restart(base_image: Path, tmp_path: Path, program: st
     assert doc["reference"]["stdout"] == native.decode()
     r, _m, _out = _run(tmp_path / "ref", tmp_path / "disk.img", [f"/bin/{program}", arg], _config("0"))
     assert r.checkpoint["unsupported"] == refused and r.checkpoint["checkpoints"] > 60, r.checkpoint
+
+
+def test_system_v_segments_survive_a_restart(base_image: Path, tmp_path: Path) -> None:
+    """tests/programs/shm.c (a segment made, attached, shared across fork, IPC_STAT, IPC_RMID
+    with attaches left, a private one attached at a rounded address) under checkpoints at every
+    syscall, cut anywhere: the registry's segments come back at their ids with their keys,
+    shmid_ds and pages, attached or not, and the run ends as Linux's (they used to refuse every
+    checkpoint while attached)."""
+    doc = program_campaign(base_image, tmp_path, "shm", "/tmp/x", points=24)
+    native = subprocess.run([str(tmp_path / "shm"), str(tmp_path / "x")], cwd=tmp_path, capture_output=True,
+                            check=True).stdout
+    assert doc["reference"]["stdout"] == native.decode()
+    r, _m, _out = _run(tmp_path / "ref", tmp_path / "disk.img", ["/bin/shm", "/tmp/x"], _config("0"))
+    assert r.checkpoint["unsupported"] == 0 and r.checkpoint["checkpoints"] > 60, r.checkpoint
