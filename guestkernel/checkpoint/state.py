@@ -32,6 +32,7 @@ from unicorn import x86_const as X
 
 from guestkernel.checkpoint.store import encode_static, pack_pages, unpack_pages
 from guestkernel.gfp import Gfp
+from guestkernel.locks import FileLock, InodeLocks
 from guestkernel.mm import MM, PAGE, TASK_SIZE, VMA
 from guestkernel.process import RUNNABLE, ZOMBIE, FDTable, FsContext, Process, SharedPending, SigAction
 from guestkernel.shm import Segment, ShmBacking, ShmObject
@@ -411,6 +412,7 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
         assert static == sc.static and file_objs == sc.files and pipe_objs == sc.pipes and objs == sc.objs, \
             "checkpoint: the group changed under an unchanged fingerprint"
     index, socks = _describable(sc.files)
+    locks = _lock_state(k, sc.files, sc.pipes)
     stats = {"pages_scanned": 0, "pages_copied": 0, "pages_in_place": 0}
     groups: list[bytes] = []
     parts: list[list[int]] = []
@@ -577,6 +579,8 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
             "swap": k.swap.describe()}  # storage lent as memory: lent again before the pages
     if reg is not None:
         meta["shm_seq"] = reg.seq  # (the next segment's sequence number: its shmid)
+    if locks:
+        meta["locks"] = locks
     if socks:
         meta["sockets"] = [_socket_state(k, sk, index) for sk in socks]
         meta["autobind"] = getattr(k, "_unix_autobind", 0)
@@ -617,6 +621,35 @@ def _describable(files: list[OpenFile]) -> tuple[dict[int, int] | None, list[Uni
         if isinstance(f, EpollFile) and any(id(it.file) not in index for it in f.interest.values()):
             raise Unsupported("an epoll set watching a file no descriptor holds")
     return index, socks
+
+
+def _lock_state(k: "Kernel", files: list[OpenFile], pipes: list[Pipe]) -> list[list[Any]]:
+    """Every file lock (POSIX, OFD, flock), in each file's order, as [where, kind, owner, pid,
+    type, start, end]: the locked inode (or pipe, by its number), the list it is in, its owner
+    (a pid for POSIX; for OFD and flock, [the number of the open file]). A lock on anything else
+    (a device, a socket) or of an open file no descriptor holds refuses the checkpoint."""
+    if not k.locks.files:
+        return []
+    file_ix: dict[int, int] | None = None
+    pipe_ix = {pipe.serial: i for i, pipe in enumerate(pipes)}
+    out = []
+    for key, il in k.locks.files.items():
+        for kind, held in (("posix", il.posix), ("flock", il.flock)):
+            for lk in held:
+                if key[0] == "ino":
+                    where = ["ino", key[1]]
+                elif key[0] == "pipe" and key[1] in pipe_ix:
+                    where = ["pipe", pipe_ix[key[1]]]
+                else:
+                    raise Unsupported("a lock on a device or a socket")
+                owner: Any = lk.owner
+                if not isinstance(owner, int):
+                    file_ix = file_ix or {id(f): i for i, f in enumerate(files)}
+                    if id(owner) not in file_ix:
+                        raise Unsupported("a lock of an open file no descriptor holds")
+                    owner = [file_ix[id(owner)]]
+                out.append([where, kind, owner, lk.pid, lk.type, lk.start, lk.end])
+    return out
 
 
 def _socket_state(k: "Kernel", sk: UnixSocket, index: dict[int, int] | None) -> dict[str, Any]:
@@ -896,6 +929,11 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
             parent.children.append(p)
     k.procs = dict(sorted(procs.items()))
     k.next_pid = max(procs, default=0) + 1
+    for where, kind, owner, pid, type_, start, end in meta.get("locks", []):
+        il = k.locks.files.setdefault(("ino", where[1]) if where[0] == "ino" else ("pipe", pipes[where[1]].serial),
+                                      InodeLocks())
+        (il.posix if kind == "posix" else il.flock).append(
+            FileLock(owner if isinstance(owner, int) else files[owner[0]], pid, type_, start, end))
     for f, fd in zip(files, meta["files"]):
         if isinstance(f, PseudoFile):
             f.entry = f.fs.get(f.node)

@@ -560,3 +560,15 @@ def test_system_v_segments_survive_a_restart(base_image: Path, tmp_path: Path) -
     assert doc["reference"]["stdout"] == native.decode()
     r, _m, _out = _run(tmp_path / "ref", tmp_path / "disk.img", ["/bin/shm", "/tmp/x"], _config("0"))
     assert r.checkpoint["unsupported"] == 0 and r.checkpoint["checkpoints"] > 60, r.checkpoint
+
+
+def test_file_locks_survive_a_restart(base_image: Path, tmp_path: Path) -> None:
+    """tests/programs/locks.c (POSIX record locks between a parent and its child, a blocking
+    F_SETLKW woken by the unlock, EDEADLK, OFD locks, flock) under checkpoints at every syscall,
+    cut anywhere: the locks come back with their owners (a pid, an open file) and ranges, and
+    the run ends as Linux's. Before, a restart dropped every lock: a process waited for nothing
+    and two held the same range."""
+    doc = program_campaign(base_image, tmp_path, "locks", "/tmp/locks.dat", points=32)
+    native = subprocess.run([str(tmp_path / "locks"), str(tmp_path / "locks.dat")], cwd=tmp_path, capture_output=True,
+                            check=True).stdout
+    assert doc["reference"]["stdout"] == native.decode()
