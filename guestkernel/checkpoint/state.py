@@ -563,6 +563,7 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
             siginfo={str(s): [i.record() for i in q] for s, q in p.siginfo.items()},
             shared_pending=[p.shared.sigpending, {str(s): [i.record() for i in q] for s, q in p.shared.siginfo.items()}],
             itimer_real=[max(0, p.itimer_real[0] - now) if p.itimer_real[0] else 0, p.itimer_real[1]],
+            altstack=p.altstack, affinity=p.affinity,
             sigframes=[[regs_of(k, ctx, {}), mask] for ctx, mask in p.sigframes],
             pages=part_of[p.mm.asid],
         )
@@ -877,6 +878,7 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
         p.saved_sigmask = d.get("saved_sigmask")
         p.rlimits = {int(r): (v[0], v[1]) for r, v in d["rlimits"].items()}
         p.pdeath_signal = d.get("pdeath_signal", 0)
+        p.altstack, p.affinity = tuple(d.get("altstack", (0, 0, 0))), d.get("affinity", 0)  # type: ignore[assignment]
         left, interval = d.get("itimer_real", (0, 0))
         if left:
             from guestkernel.syscalls.signal import arm_itimer

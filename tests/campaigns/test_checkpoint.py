@@ -572,3 +572,13 @@ def test_file_locks_survive_a_restart(base_image: Path, tmp_path: Path) -> None:
     native = subprocess.run([str(tmp_path / "locks"), str(tmp_path / "locks.dat")], cwd=tmp_path, capture_output=True,
                             check=True).stdout
     assert doc["reference"]["stdout"] == native.decode()
+
+
+def test_the_signal_stack_survives_a_restart(base_image: Path, tmp_path: Path) -> None:
+    """tests/programs/altstack.c (sigaltstack, handlers on it, SS_ONSTACK, SS_AUTODISARM, nested
+    signals) under checkpoints at every syscall, cut anywhere: the alternate signal stack comes
+    back with the process (before, a restart forgot it: the next handler ran on the normal
+    stack and sigaltstack answered SS_DISABLE)."""
+    doc = program_campaign(base_image, tmp_path, "altstack", points=24)
+    native = subprocess.run([str(tmp_path / "altstack")], cwd=tmp_path, capture_output=True, check=True).stdout
+    assert doc["reference"]["stdout"] == native.decode()
