@@ -13,9 +13,11 @@ the next timer, as an idle CPU would sleep until its next interrupt.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from guestkernel.errors import EAGAIN, EINVAL, ENOSYS, ETIMEDOUT, Block, SyscallError
+from guestkernel.mm import TASK_SIZE
+from guestkernel.paging import PTE_ADDR
 from guestkernel.timerfd import unpack_timespec
 from guestkernel.vfs import WaitQueue
 
@@ -44,6 +46,8 @@ class Waiter:
     waitq: WaitQueue = field(default_factory=lambda: WaitQueue("futex"))
     woken: bool = False
     timed_out: bool = False
+    deadline: int | None = None  # uptime ns when a timed wait ends
+    pos: int = 0  # its place in its futex's queue when an image was taken (a restart keeps it)
 
 
 class Futexes:
@@ -68,25 +72,72 @@ class Futexes:
             raise SyscallError(EAGAIN)
         if deadline_ns is not None and k.clock.uptime_ns() >= deadline_ns:
             raise SyscallError(ETIMEDOUT)
-        key = self.key(p, uaddr, private)
-        w = Waiter(p, bitset, key)
-        self.waiters.setdefault(key, []).append(w)
-        if deadline_ns is not None:
+        w = Waiter(p, bitset, self.key(p, uaddr, private), deadline=deadline_ns)
+        self._enqueue(k, w)
+        raise Block(w.waitq, retry=self._until_woken(w))
+
+    def _enqueue(self, k: "Kernel", w: Waiter) -> None:
+        self.waiters.setdefault(w.key, []).append(w)
+        w.proc.futex_wait = w
+        if w.deadline is not None:
             def expire() -> None:
                 if not w.woken:
                     w.timed_out = True
                     self._drop(w.key, w)
                     w.waitq.wake()
-            k.add_timer(deadline_ns, expire)
+            k.add_timer(w.deadline, expire)
 
+    @staticmethod
+    def _until_woken(w: Waiter) -> Callable[[], int]:
+        """The parked call: 0 once woken, ETIMEDOUT once its time is up, else wait on."""
         def retry() -> int:
             if w.woken:
                 return 0
             if w.timed_out:
                 raise SyscallError(ETIMEDOUT)
             raise Block(w.waitq, retry=retry)
+        return retry
 
-        raise Block(w.waitq, retry=retry)
+    # -- across a restart (checkpoint/state.py) ------------------------------------------------
+    def describe(self, w: Waiter, now: int) -> dict[str, Any] | None:
+        """What an image keeps of a parked wait: woken or timed out already (the call returns
+        that), or the word it waits on now (a requeue may have moved it) as an address of its
+        process, its bitset, place in the queue and time left. None: a shared futex its process
+        does not map (a checkpoint cannot describe it)."""
+        if w.woken or w.timed_out:
+            return {"woken": w.woken, "timed_out": w.timed_out}
+        key = w.key
+        assert isinstance(key, tuple)
+        if key[0] == "private":
+            gva: int | None = key[2]  # (a private futex is its address space's: requeued within it)
+        else:
+            page, off = key[1] & ~0xFFF, key[1] & 0xFFF
+            gva = next((g + off for g, _slot, pte in w.proc.mm.aspace.leaves(0, TASK_SIZE)
+                        if pte & PTE_ADDR == page), None)
+            if gva is None:
+                return None
+        return {"private": key[0] == "private", "uaddr": gva, "bitset": w.bitset,
+                "pos": self.waiters.get(key, []).index(w) if w in self.waiters.get(key, []) else 0,
+                "left": max(1, w.deadline - now) if w.deadline is not None else None}
+
+    def rewait(self, k: "Kernel", p: "Process", d: dict[str, Any]) -> tuple[Callable[[], int], WaitQueue | None]:
+        """A parked wait a restart brings back: queued on its futex at once (before any process
+        runs and could wake it), without comparing the word again. Returns the parked call and
+        the queue to park the process on (None: woken or timed out already, it just returns).
+        The queues are put back in their order by `reorder` once every process is back."""
+        if d.get("woken") or d.get("timed_out"):
+            w = Waiter(p, 0, woken=d["woken"], timed_out=d["timed_out"])
+            p.futex_wait = w
+            return self._until_woken(w), None
+        left = d["left"]
+        w = Waiter(p, d["bitset"], self.key(p, d["uaddr"], d["private"]), pos=d["pos"],
+                   deadline=k.clock.uptime_ns() + left if left is not None else None)
+        self._enqueue(k, w)
+        return self._until_woken(w), w.waitq
+
+    def reorder(self) -> None:
+        for ws in self.waiters.values():
+            ws.sort(key=lambda w: w.pos)
 
     def wake(self, p: "Process", uaddr: int, n: int, bitset: int, private: bool) -> int:
         if bitset == 0:

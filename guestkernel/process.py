@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from guestkernel.errors import EBADF, EMFILE, SyscallError
 from guestkernel.mm import MM
@@ -122,6 +122,7 @@ class Process:
     pending_nr: int = 0
     pending_done: int = 0                   # bytes a parked write had already written
     pending_takes: int = 0                  # signals the parked call takes itself (Block.takes)
+    futex_wait: Any = None                  # the Waiter of its last futex wait (futex.py; checkpoints)
     waiting_on: WaitQueue | None = None
     exit_status: int = 0                    # the wait(2) status word of a zombie
     children: list["Process"] = field(default_factory=list)

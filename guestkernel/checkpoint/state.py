@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from unicorn import x86_const as X
 
 from guestkernel.checkpoint.store import encode_static, pack_pages, unpack_pages
+from guestkernel.futex import futex_table
 from guestkernel.gfp import Gfp
 from guestkernel.locks import FileLock, InodeLocks
 from guestkernel.mm import MM, PAGE, TASK_SIZE, VMA
@@ -56,6 +57,7 @@ REG_IDS = tuple(getattr(X, "UC_X86_REG_" + n.upper()) for n in REG_NAMES)
 ST_IDS = tuple(getattr(X, f"UC_X86_REG_ST{i}") for i in range(8))
 SYSCALL_INSN = 2  # `syscall` is 0f 05
 NR_WRITE = 1
+NR_FUTEX = 202
 RESUMABLE = (NR_WRITE, 44, 45)  # write, sendto, recvfrom: parked part way, they go on after a restart
 
 
@@ -398,6 +400,16 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
         if why is not None:
             raise Unsupported(why)
 
+    # A parked futex wait is described, not run again (a wake it already had, a requeue, the
+    # time left of a timed wait would be lost).
+    futex_waits: dict[int, dict[str, Any]] = {}
+    for p in procs:
+        if p is not cur and p.pending_call is not None and p.pending_nr == NR_FUTEX and p.futex_wait is not None:
+            d = futex_table(k).describe(p.futex_wait, k.clock.uptime_ns())
+            if d is None:
+                raise Unsupported("a futex wait on a shared word its process does not map")
+            futex_waits[p.pid] = d
+
     # The static description: the last image's when nothing it is made of changed.
     reg = getattr(k, "shm", None)
     segments = sorted(reg.segments.values(), key=lambda seg: seg.index) if reg is not None else []
@@ -551,6 +563,8 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
                     resume = {"kind": "write_rest", "done": done}    # rip after the syscall
                 elif done:  # (sendto, recvfrom: RESUMABLE)
                     resume = {"kind": "transfer_rest", "nr": p.pending_nr, "done": done}
+                elif p.pending_nr == NR_FUTEX and p.futex_wait is not None:  # rip after the syscall
+                    resume = {"kind": "futex", "wait": futex_waits[p.pid]}
                 elif p.vfork_parent_blocked:  # a released vfork: returns the child's pid
                     resume = {"kind": "return", "value": p.pending_call()}
                 else:
@@ -913,6 +927,9 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
             p.pending_call = (lambda p=p, f=f, buf=buf, count=count, done=done:
                               resume_write(k, p, f, buf, count, done))
             p.pending_nr, p.pending_done = NR_WRITE, done  # (a signal then returns the short count)
+        elif resume["kind"] == "futex":
+            parked = futex_table(k).rewait(k, p, resume["wait"])
+            p.pending_call, p.pending_nr = parked[0], NR_FUTEX
         elif resume["kind"] == "transfer_rest":
             nr, done = resume["nr"], resume["done"]
             p.pending_call = lambda p=p, nr=nr, regs=regs, done=done: resume_transfer(k, p, nr, regs, done)
@@ -922,6 +939,8 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
             p.pending_nr = 0
             p.vfork_parent_blocked = True
         p.state = RUNNABLE
+        if resume["kind"] == "futex" and parked[1] is not None:  # (waiting: a wake finds it so)
+            k.park(p, parked[0], NR_FUTEX, parked[1])
     for d in meta["procs"]:
         if d.get("leader") is not None:  # a thread: of its group, nobody's child to wait for
             procs[d["pid"]].leader = procs[d["leader"]]
@@ -931,6 +950,7 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
             parent.children.append(p)
     k.procs = dict(sorted(procs.items()))
     k.next_pid = max(procs, default=0) + 1
+    futex_table(k).reorder()  # (the restored waits, each back in its place in its queue)
     for where, kind, owner, pid, type_, start, end in meta.get("locks", []):
         il = k.locks.files.setdefault(("ino", where[1]) if where[0] == "ino" else ("pipe", pipes[where[1]].serial),
                                       InodeLocks())

@@ -582,3 +582,14 @@ def test_the_signal_stack_survives_a_restart(base_image: Path, tmp_path: Path) -
     doc = program_campaign(base_image, tmp_path, "altstack", points=24)
     native = subprocess.run([str(tmp_path / "altstack")], cwd=tmp_path, capture_output=True, check=True).stdout
     assert doc["reference"]["stdout"] == native.decode()
+
+
+def test_futex_waits_survive_a_restart(base_image: Path, tmp_path: Path) -> None:
+    """tests/programs/futexops.c (three threads waiting on a futex, CMP_REQUEUE moving one to
+    another word, WAKE_OP) under checkpoints at every syscall, cut anywhere: a parked wait is
+    described (the word it waits on now, its place in the queue, a wake it already had, the time
+    left), not run again. Re-running it put a requeued waiter back on the first word (2 of 16
+    cuts differed) and could lose a wake that came before the restart."""
+    doc = program_campaign(base_image, tmp_path, "futexops", "/tmp/x")
+    native = subprocess.run([str(tmp_path / "futexops")], cwd=tmp_path, capture_output=True, check=True).stdout
+    assert doc["reference"]["stdout"] == native.decode()
