@@ -76,9 +76,12 @@ class Block(Exception):
     is woken. `retry`, if given, is what to call then instead of the whole syscall again (a call
     that already did part of its work continues where it stopped)."""
 
-    def __init__(self, waitq: object, retry: "Callable[[], int] | None" = None, done: int = 0, takes: int = 0) -> None:
+    def __init__(self, waitq: object, retry: "Callable[[], int] | None" = None, done: int = 0, takes: int = 0,
+                 deadline: int | None = None, interrupted: "Callable[[], None] | None" = None) -> None:
         super().__init__("block")
         self.waitq = waitq
         self.retry = retry
         self.done = done  # bytes already transferred by the blocked call (a checkpoint needs it)
         self.takes = takes  # signals the call itself takes when they come (sigtimedwait): they wake, not interrupt
+        self.deadline = deadline  # uptime ns when a sleep ends (a checkpoint keeps the time left)
+        self.interrupted = interrupted  # what the call does when a signal ends it with EINTR (nanosleep's rem)

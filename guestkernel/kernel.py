@@ -1118,9 +1118,12 @@ class Kernel:
                 return True
             act_restart = nr not in NO_RESTART and any(p.action(s).flags & SA_RESTART
                                                        for s in _bits(self.deliverable(p)))
+            block, p.pending_block = p.pending_block, None
             if act_restart:
                 self.cpu.write_gprs({"rax": nr, "rip": self.cpu.reg("rip") - 2})
             else:
+                if block is not None and block.interrupted is not None:
+                    block.interrupted()
                 self.cpu.set_reg("rax", -EINTR)
             return True
         try:
@@ -1131,11 +1134,13 @@ class Kernel:
             self.park(p, b.retry or call, nr, b.waitq)  # type: ignore[arg-type]
             p.pending_done = b.done or p.pending_done
             p.pending_takes = b.takes or p.pending_takes
+            p.pending_block = b
             self.no_sleep_with_signal(p)
             return False
         self.fs_commit()
         p.pending_call = None
         p.pending_done = p.pending_takes = 0
+        p.pending_block = None
         p.vfork_parent_blocked = False
         if ret is not NO_RETURN:
             self.cpu.set_reg("rax", ret)  # type: ignore[arg-type]
@@ -1203,7 +1208,7 @@ class Kernel:
             ret = -ENOMEM
         except Block as b:
             self.park(p, b.retry or (lambda: fn(self, p, a0, a1, a2, a3, a4, a5)), nr, b.waitq)
-            p.pending_done, p.pending_takes = b.done, b.takes
+            p.pending_done, p.pending_takes, p.pending_block = b.done, b.takes, b
             self.no_sleep_with_signal(p)
             cpu.request_stop()
             return

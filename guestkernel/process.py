@@ -123,6 +123,7 @@ class Process:
     pending_done: int = 0                   # bytes a parked write had already written
     pending_takes: int = 0                  # signals the parked call takes itself (Block.takes)
     futex_wait: Any = None                  # the Waiter of its last futex wait (futex.py; checkpoints)
+    pending_block: Any = None               # the Block its parked call raised last (a sleep's end, its EINTR)
     waiting_on: WaitQueue | None = None
     exit_status: int = 0                    # the wait(2) status word of a zombie
     children: list["Process"] = field(default_factory=list)

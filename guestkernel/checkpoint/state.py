@@ -58,6 +58,7 @@ ST_IDS = tuple(getattr(X, f"UC_X86_REG_ST{i}") for i in range(8))
 SYSCALL_INSN = 2  # `syscall` is 0f 05
 NR_WRITE = 1
 NR_FUTEX = 202
+SLEEPS = (35, 230)  # nanosleep, clock_nanosleep
 RESUMABLE = (NR_WRITE, 44, 45)  # write, sendto, recvfrom: parked part way, they go on after a restart
 
 
@@ -565,6 +566,11 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
                     resume = {"kind": "transfer_rest", "nr": p.pending_nr, "done": done}
                 elif p.pending_nr == NR_FUTEX and p.futex_wait is not None:  # rip after the syscall
                     resume = {"kind": "futex", "wait": futex_waits[p.pid]}
+                elif p.pending_nr in SLEEPS and p.pending_block is not None and p.pending_block.deadline is not None:
+                    # (the time left, not the whole sleep again; rem as its call gave it)
+                    rem = regs["rsi"] if p.pending_nr == SLEEPS[0] else 0 if regs["rsi"] & 1 else regs["r10"]
+                    resume = {"kind": "sleep", "nr": p.pending_nr, "left": max(0, p.pending_block.deadline - now),
+                              "rem": rem}
                 elif p.vfork_parent_blocked:  # a released vfork: returns the child's pid
                     resume = {"kind": "return", "value": p.pending_call()}
                 else:
@@ -808,6 +814,7 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
     counts = {"pages_copied": 0, "pages_mapped": 0}
     from guestkernel.syscalls.net import resume_transfer
     from guestkernel.syscalls.rw import resume_write
+    from guestkernel.syscalls.time import sleep_until
 
     k.swap.lend_again(meta.get("swap", []))  # some private pages lived on lent storage
 
@@ -927,6 +934,10 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
             p.pending_call = (lambda p=p, f=f, buf=buf, count=count, done=done:
                               resume_write(k, p, f, buf, count, done))
             p.pending_nr, p.pending_done = NR_WRITE, done  # (a signal then returns the short count)
+        elif resume["kind"] == "sleep":
+            until, rem = k.clock.uptime_ns() + resume["left"], resume["rem"]
+            p.pending_call = lambda p=p, until=until, rem=rem: sleep_until(k, p, until, rem)
+            p.pending_nr = resume["nr"]
         elif resume["kind"] == "futex":
             parked = futex_table(k).rewait(k, p, resume["wait"])
             p.pending_call, p.pending_nr = parked[0], NR_FUTEX

@@ -58,23 +58,32 @@ def sys_time(k, p, ptr, *_):  # type: ignore[no-untyped-def]
 
 
 def sleep(k, p, req: int, rem: int) -> int:  # type: ignore[no-untyped-def]
-    return sleep_until(k, k.clock.uptime_ns() + unpack_timespec(p.mm.copy_in(req, 16)))
+    return sleep_until(k, p, k.clock.uptime_ns() + unpack_timespec(p.mm.copy_in(req, 16)), rem)
 
 
-def sleep_until(k, deadline_ns: int) -> int:  # type: ignore[no-untyped-def]
+def sleep_until(k, p, deadline_ns: int, rem: int = 0) -> int:  # type: ignore[no-untyped-def]
     """Park the caller until the machine's uptime reaches deadline_ns: other processes run
-    meanwhile, and when none can, the clock jumps there (sleeping costs no wall time)."""
+    meanwhile, and when none can, the clock jumps there (sleeping costs no wall time). A
+    signal that ends the sleep (EINTR) leaves the time left in `rem`, if not NULL (a relative
+    sleep's: nanosleep, clock_nanosleep without TIMER_ABSTIME)."""
     if k.clock.uptime_ns() >= deadline_ns:
         return 0
     q = WaitQueue("sleep")
     k.add_timer(deadline_ns, q.wake)
 
+    def left() -> None:
+        if rem:
+            try:
+                p.mm.copy_out(rem, pack_timespec(max(0, deadline_ns - k.clock.uptime_ns())))
+            except SyscallError:  # (Linux's EFAULT there does not change the EINTR)
+                pass
+
     def retry() -> int:
         if k.clock.uptime_ns() >= deadline_ns:
             return 0
-        raise Block(q, retry=retry)
+        raise Block(q, retry=retry, deadline=deadline_ns, interrupted=left)
 
-    raise Block(q, retry=retry)
+    raise Block(q, retry=retry, deadline=deadline_ns, interrupted=left)
 
 
 @syscall("nanosleep")
@@ -86,7 +95,7 @@ def sys_nanosleep(k, p, req, rem, *_):  # type: ignore[no-untyped-def]
 def sys_clock_nanosleep(k, p, clk, flags, req, rem, *_):  # type: ignore[no-untyped-def]
     if flags & 1:  # TIMER_ABSTIME
         sec, nsec = struct.unpack("<qq", p.mm.copy_in(req, 16))
-        return sleep_until(k, k.clock.uptime_ns() + sec * 10**9 + nsec - clock_ns(k, clk))
+        return sleep_until(k, p, k.clock.uptime_ns() + sec * 10**9 + nsec - clock_ns(k, clk))
     return sleep(k, p, req, rem)
 
 

@@ -593,3 +593,13 @@ def test_futex_waits_survive_a_restart(base_image: Path, tmp_path: Path) -> None
     doc = program_campaign(base_image, tmp_path, "futexops", "/tmp/x")
     native = subprocess.run([str(tmp_path / "futexops")], cwd=tmp_path, capture_output=True, check=True).stdout
     assert doc["reference"]["stdout"] == native.decode()
+
+
+def test_sleeps_survive_a_restart(base_image: Path, tmp_path: Path) -> None:
+    """tests/programs/sleeps.c under checkpoints at every syscall, cut anywhere: a process asleep
+    (a child in nanosleep while its parent makes syscalls) sleeps, after the restart, what was
+    left of its sleep, not all of it again (the child's 6 tenths came out 10 or more), and an
+    interrupted sleep's `rem` is Linux's."""
+    doc = program_campaign(base_image, tmp_path, "sleeps", points=24)
+    native = subprocess.run([str(tmp_path / "sleeps")], cwd=tmp_path, capture_output=True, check=True).stdout
+    assert doc["reference"]["stdout"] == native.decode()
