@@ -59,6 +59,10 @@ SYSCALL_INSN = 2  # `syscall` is 0f 05
 NR_WRITE = 1
 NR_FUTEX = 202
 SLEEPS = (35, 230)  # nanosleep, clock_nanosleep
+# Calls re-run after a restart with the time they had left: where their timeout is (an argument
+# register naming a timeval or timespec, or holding milliseconds)
+TIMEOUTS = {23: ("r8", "timeval"), 270: ("r8", "timespec"), 271: ("rdx", "timespec"), 7: ("rdx", "ms"),
+            232: ("r10", "ms"), 281: ("r10", "ms")}  # select, pselect6, ppoll, poll, epoll_wait, epoll_pwait
 RESUMABLE = (NR_WRITE, 44, 45)  # write, sendto, recvfrom: parked part way, they go on after a restart
 
 
@@ -576,6 +580,10 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
                 else:
                     regs["rip"] -= SYSCALL_INSN
                     resume = {"kind": "syscall", "nr": p.pending_nr}
+                    if p.pending_nr in TIMEOUTS and p.pending_block is not None and p.pending_block.deadline is not None:
+                        # run again with the time it had left (the timeout it reads, as Linux's
+                        # select would leave it on return; poll's and epoll_wait's in ms)
+                        resume["left"] = max(0, p.pending_block.deadline - now)
             else:
                 resume = {"kind": "user"}
         d.update(
@@ -926,6 +934,8 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
         resume = d["resume"]
         if resume["kind"] == "syscall":
             regs = dict(regs, rax=resume["nr"])
+            if "left" in resume:
+                regs = _time_left(p, regs, resume["nr"], resume["left"])
         p.ctx = context_from(k, regs)
         p.sigframes = [(context_from(k, r), mask) for r, mask in d["sigframes"]]
         if resume["kind"] == "write_rest":
@@ -976,6 +986,18 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
                 it.last = _wakeups(files[fi]) if reported else -1
                 f._watch(files[fi], True)
     return counts
+
+
+def _time_left(p: Process, regs: dict[str, Any], nr: int, left: int) -> dict[str, Any]:
+    """A timed wait run again after a restart gets the time it had left: written into its
+    timeval or timespec (what select would leave there on return anyway), or into the register
+    that holds poll's or epoll_wait's milliseconds (rounded up)."""
+    reg, form = TIMEOUTS[nr]
+    if form == "ms":
+        return dict(regs, **{reg: -(-left // 1_000_000)})
+    unit = 1000 if form == "timeval" else 1
+    p.mm.copy_out(regs[reg], struct.pack("<qq", left // 10**9, left % 10**9 // unit))
+    return regs
 
 
 def _restore_sockets(k: "Kernel", meta: dict[str, Any]) -> dict[int, UnixSocket]:

@@ -52,11 +52,12 @@ def wait_ready(k, p, files, check, timeout_ns: int | None) -> int:  # type: igno
     own = WaitQueue("select")
     state = {"timed_out": timeout_ns == 0}
     watched = [q for q in (f.poll_queue() for f in files) if q is not None]
-    if timeout_ns:
+    deadline = k.clock.uptime_ns() + timeout_ns if timeout_ns else None
+    if deadline is not None:
         def expire() -> None:
             state["timed_out"] = True
             own.wake()
-        k.add_timer(k.clock.uptime_ns() + timeout_ns, expire)
+        k.add_timer(deadline, expire)
 
     def attempt() -> int:
         result = check(state["timed_out"])
@@ -68,7 +69,7 @@ def wait_ready(k, p, files, check, timeout_ns: int | None) -> int:  # type: igno
         for q in watched:
             if own not in q.pollers:
                 q.pollers.append(own)
-        raise Block(own, retry=attempt)
+        raise Block(own, retry=attempt, deadline=deadline)  # (a checkpoint keeps the time left)
 
     return attempt()
 
@@ -139,18 +140,47 @@ def sys_ppoll(k, p, fds, nfds, tsp, sigmask, sigsetsize, *_):  # type: ignore[no
         if sigsetsize != 8:
             raise SyscallError(EINVAL)
         use_temporary_mask(p, sigmask)
-    return do_poll(k, p, fds, s32(nfds), timeout)
+    if not tsp:
+        return do_poll(k, p, fds, s32(nfds), None)
+    return _leaving_time_left(k, p, tsp, timeout, 1, lambda ns: do_poll(k, p, fds, s32(nfds), ns))
 
 
 @syscall("select")
 def sys_select(k, p, nfds, rptr, wptr, eptr, tvp, *_):  # type: ignore[no-untyped-def]
-    timeout = None
-    if tvp:
-        sec, usec = struct.unpack("<qq", p.mm.copy_in(tvp, 16))
-        if sec < 0 or not 0 <= usec < 10**6:
-            raise SyscallError(EINVAL)
-        timeout = sec * 10**9 + usec * 1000
-    return do_select(k, p, s32(nfds), rptr, wptr, eptr, timeout)
+    if not tvp:
+        return do_select(k, p, s32(nfds), rptr, wptr, eptr, None)
+    sec, usec = struct.unpack("<qq", p.mm.copy_in(tvp, 16))
+    if sec < 0 or not 0 <= usec < 10**6:
+        raise SyscallError(EINVAL)
+    return _leaving_time_left(k, p, tvp, sec * 10**9 + usec * 1000, 1000,
+                              lambda ns: do_select(k, p, s32(nfds), rptr, wptr, eptr, ns))
+
+
+def _leaving_time_left(k, p, ptr: int, timeout: int, unit: int, wait) -> int:  # type: ignore[no-untyped-def]
+    """wait(timeout), then the time not waited written back at ptr (a timeval, unit 1000, or a
+    timespec, unit 1), as Linux's select and pselect6 do when they return and when a signal ends
+    them, ppoll too (glibc's select reads it back; its pselect and ppoll hide the update)."""
+    deadline = k.clock.uptime_ns() + timeout
+
+    def left() -> None:
+        ns = max(0, deadline - k.clock.uptime_ns())
+        try:
+            p.mm.copy_out(ptr, struct.pack("<qq", ns // 10**9, ns % 10**9 // unit))
+        except SyscallError:
+            pass
+
+    return _then(lambda: wait(timeout), left, deadline)
+
+
+def _then(call, left, deadline: int) -> int:  # type: ignore[no-untyped-def]
+    """call(), then left(); a parked call does left() when it returns or a signal ends it."""
+    try:
+        result = call()
+    except Block as b:
+        again = b.retry or call
+        raise Block(b.waitq, retry=lambda: _then(again, left, deadline), deadline=deadline, interrupted=left) from None
+    left()
+    return result
 
 
 @syscall("pselect6")
@@ -164,4 +194,6 @@ def sys_pselect6(k, p, nfds, rptr, wptr, eptr, tsp, sigmask, *_):  # type: ignor
             if ss_len != 8:
                 raise SyscallError(EINVAL)
             use_temporary_mask(p, ss)
-    return do_select(k, p, s32(nfds), rptr, wptr, eptr, timeout)
+    if not tsp:
+        return do_select(k, p, s32(nfds), rptr, wptr, eptr, None)
+    return _leaving_time_left(k, p, tsp, timeout, 1, lambda ns: do_select(k, p, s32(nfds), rptr, wptr, eptr, ns))

@@ -2,12 +2,15 @@
  * native run; tests/campaigns/test_checkpoint.py cuts it anywhere under checkpoints at every
  * syscall): nanosleep and a relative clock_nanosleep return EINTR with the time left in `rem`
  * (SA_RESTART or not), an absolute one leaves `rem` alone, and a loop that sleeps again on
- * what was left (coreutils' sleep) ends on time. A forked child sleeps while its parent sleeps
+ * what was left (coreutils' sleep) ends on time; select and ppoll leave the time they did not
+ * wait in their timeout (Linux's way). A forked child sleeps while its parent sleeps
  * half as long and then makes syscalls: cut there, a restart sleeps what was left of the child's
  * sleep, not all of it again. Times are
  * printed in tenths of the sleeps' lengths, which hold natively too. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <poll.h>
+#include <sys/select.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -64,6 +67,31 @@ int main(void)
     alarm_in(250);
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
     printf("loop slept %ld tenths of 8\n", (now_ms() - t0 + 50) / 100);
+
+    /* select and ppoll leave the time not waited in their timeout (Linux's, not POSIX's) */
+    int pfd[2];
+    pipe(pfd);
+    pid_t w = fork();
+    if (w == 0) {
+        struct timespec nap = {0, 300000000};
+        nanosleep(&nap, NULL);
+        write(pfd[1], "x", 1);
+        _exit(0);
+    }
+    fd_set rd;
+    FD_ZERO(&rd);
+    FD_SET(pfd[0], &rd);
+    struct timeval tv = {1, 0};
+    r = select(pfd[0] + 1, &rd, NULL, NULL, &tv);
+    printf("select: %d, left %ld tenths\n", r, (tv.tv_sec * 1000 + tv.tv_usec / 1000 + 50) / 100);
+    char ch;
+    read(pfd[0], &ch, 1);
+    waitpid(w, NULL, 0);
+    struct pollfd pf = {.fd = pfd[0], .events = POLLIN};
+    struct timespec pt = {1, 0};
+    alarm_in(400);
+    r = ppoll(&pf, 1, &pt, NULL);
+    printf("ppoll: %d %s, left %ld tenths\n", r, r < 0 ? strerror(errno) : "", (ms(&pt) + 50) / 100);
 
     /* a child asleep while the parent makes syscalls */
     pid_t c = fork();
