@@ -1112,13 +1112,13 @@ class Kernel:
         if not p.vfork_parent_blocked and self._interrupting(p):
             p.pending_call = None
             p.pending_takes = 0
+            block, p.pending_block = p.pending_block, None
             if p.pending_done:  # part of the transfer is done: that is the result (Linux: a
                 self.cpu.set_reg("rax", p.pending_done)  # short count, whatever SA_RESTART says)
                 p.pending_done = 0
                 return True
             act_restart = nr not in NO_RESTART and any(p.action(s).flags & SA_RESTART
                                                        for s in _bits(self.deliverable(p)))
-            block, p.pending_block = p.pending_block, None
             if act_restart:
                 self.cpu.write_gprs({"rax": nr, "rip": self.cpu.reg("rip") - 2})
             else:
