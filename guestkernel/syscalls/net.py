@@ -465,11 +465,12 @@ def sys_sendto(k, p, fd, buf, n, flags, addr, addrlen):  # type: ignore[no-untyp
 
 
 @syscall("sendmsg")
-def sys_sendmsg(k, p, fd, msg, flags, *_):  # type: ignore[no-untyped-def]
+def sys_sendmsg(k, p, fd, msg, flags, *_, skip: int = 0):  # type: ignore[no-untyped-def]
+    """sendmsg(2); `skip`: the first bytes (and the descriptors) went before (resume_transfer)."""
     s = sock(p, fd)
     name, namelen, iov, iovlen, control, controllen, _ = MSGHDR.unpack(p.mm.copy_in(msg, MSGHDR.size))
-    data = b"".join(p.mm.copy_in(base, length) for base, length in iovecs(p, iov, iovlen) if length)
-    files = files_from_control(k, p, control, controllen)
+    data = b"".join(p.mm.copy_in(base, length) for base, length in iovecs(p, iov, iovlen) if length)[skip:]
+    files = files_from_control(k, p, control, controllen) if not skip else []
     if files and s.family != AF_UNIX:
         raise SyscallError(EINVAL)  # descriptors pass over AF_UNIX only
     to = (inet_name(*inet_read(p, name, namelen)) if s.family == AF_INET else read_addr(p, name, namelen)) if name \
@@ -529,17 +530,23 @@ def receive(s: UnixSocket, n: int, flags: int, put: Callable[[int, bytes], None]
     return more()
 
 
-NR_SENDTO, NR_RECVFROM = 44, 45
+NR_SENDTO, NR_RECVFROM, NR_SENDMSG, NR_RECVMSG = 44, 45, 46, 47
 
 
 def resume_transfer(k, p, nr: int, regs: dict[str, int], done: int) -> int:  # type: ignore[no-untyped-def]
-    """The rest of a sendto, or of a recvfrom waiting for all (MSG_WAITALL), that had moved
-    `done` bytes when it was parked and the machine restarted from its image: the same call on
-    the bytes left (no SIGPIPE: bytes went before), its result counting both."""
+    """The rest of a sendto or sendmsg, or of a recvfrom or recvmsg waiting for all
+    (MSG_WAITALL), that had moved `done` bytes when it was parked and the machine restarted from
+    its image: the same call on the bytes left (no SIGPIPE: bytes went before), its result
+    counting both."""
     fd, buf, n, flags, addr, addrlen = (regs[r] for r in ("rdi", "rsi", "rdx", "r10", "r8", "r9"))
     if nr == NR_SENDTO:
         return _go_on(lambda: sys_sendto(k, p, fd, buf + done, n - done, flags | MSG_NOSIGNAL, addr, addrlen), done)
-    return _go_on(lambda: sys_recvfrom(k, p, fd, buf + done, n - done, flags, addr, addrlen), done)
+    if nr == NR_RECVFROM:
+        return _go_on(lambda: sys_recvfrom(k, p, fd, buf + done, n - done, flags, addr, addrlen), done)
+    msg, flags = buf, n  # (sendmsg and recvmsg: fd, msg, flags)
+    if nr == NR_SENDMSG:
+        return _go_on(lambda: sys_sendmsg(k, p, fd, msg, flags | MSG_NOSIGNAL, skip=done), done)
+    return _go_on(lambda: sys_recvmsg(k, p, fd, msg, flags, skip=done), done)
 
 
 def _go_on(call: Callable[[], int], done: int) -> int:
@@ -581,7 +588,8 @@ def _recvfrom_done(k, p, s, flags, addr, addrlen, got, files, sender, whole):  #
 
 
 @syscall("recvmsg")
-def sys_recvmsg(k, p, fd, msg, flags, *_):  # type: ignore[no-untyped-def]
+def sys_recvmsg(k, p, fd, msg, flags, *_, skip: int = 0):  # type: ignore[no-untyped-def]
+    """recvmsg(2); `skip`: the first bytes of the vectors were filled before (resume_transfer)."""
     s = sock(p, fd)
     flags = s32(flags)
     if flags & MSG_OOB:
@@ -591,9 +599,10 @@ def sys_recvmsg(k, p, fd, msg, flags, *_):  # type: ignore[no-untyped-def]
     for base, length in vecs:
         if length:
             p.mm.user_pages(base, 1, write=True)
-    total = sum(length for _, length in vecs)
+    total = sum(length for _, length in vecs) - skip
 
     def put(at: int, data: bytes) -> None:  # bytes at..at+len(data) of the message, over the vectors
+        at += skip
         pos = 0
         for base, length in vecs:
             lo, hi = max(at, pos), min(at + len(data), pos + length)

@@ -531,15 +531,16 @@ def test_epoll_and_timerfd_survive_a_restart(base_image: Path, tmp_path: Path) -
     assert r.checkpoint["unsupported"] == 0 and r.checkpoint["checkpoints"] > 60, r.checkpoint
 
 
-@pytest.mark.parametrize("program,arg,refused", [("unixsock", "/tmp", 19), ("inet", "/tmp/inet.dat", 0)])
+@pytest.mark.parametrize("program,arg,refused", [("unixsock", "/tmp", 4), ("inet", "/tmp/inet.dat", 0)])
 def test_sockets_survive_a_restart(base_image: Path, tmp_path: Path, program: str, arg: str, refused: int) -> None:
     """tests/programs/unixsock.c and inet.c (AF_UNIX pairs, a path-named listener with a forked
     client, datagrams with sender names, abstract names, shutdowns, MSG_WAITALL; TCP and UDP on
     the loopback) under checkpoints at every syscall, cut anywhere: the table of sockets in the
     image (names held in the kernel's table, connections, what is queued, connections waiting
     on a listener, a peer closed) brings them back and the run ends as the uninterrupted one,
-    which is Linux's. Only a message carrying descriptors (SCM_RIGHTS) in flight refuses the
-    checkpoints it spans (unixsock: four)."""
+    which is Linux's; a send or a MSG_WAITALL receive parked part way goes on with its progress.
+    Only a message carrying descriptors (SCM_RIGHTS) in flight refuses the checkpoints it spans
+    (unixsock: four)."""
     doc = program_campaign(base_image, tmp_path, program, arg, points=24)
     native_arg = str(tmp_path) if program == "unixsock" else str(tmp_path / "inet.dat")
     native = subprocess.run([str(tmp_path / program), native_arg], cwd=tmp_path, capture_output=True, check=True).stdout
@@ -604,3 +605,35 @@ def test_sleeps_survive_a_restart(base_image: Path, tmp_path: Path) -> None:
     doc = program_campaign(base_image, tmp_path, "sleeps", points=24)
     native = subprocess.run([str(tmp_path / "sleeps")], cwd=tmp_path, capture_output=True, check=True).stdout
     assert doc["reference"]["stdout"] == native.decode()
+
+
+@pytest.mark.parametrize("nr", [45, 47])  # recvfrom, recvmsg
+def test_a_receive_parked_part_way_goes_on_after_a_restart(base_image: Path, tmp_path: Path, guest_programs: Path,
+                                                           monkeypatch: pytest.MonkeyPatch, nr: int) -> None:
+    """unixsock.c's MSG_WAITALL receives of 600,000 bytes (recvfrom, then recvmsg) take them in
+    pieces while the sender writes: images taken then hold the receiver parked part way
+    ("transfer_rest"). Cut in the middle of those images and restarted, the receive goes on from
+    its progress (its vectors' first bytes filled already): the output is the uninterrupted
+    run's. Run again from the start, it took the rest as the whole message."""
+    import guestkernel.checkpoint.checkpointer as ckpt
+
+    image = tmp_path / "img"
+    shutil.copyfile(base_image, image)
+    put_file(image, guest_programs / "unixsock", "/bin/unixsock")
+    argv, cfg = ["/bin/unixsock", "/tmp"], _config("0")
+    capture, at = ckpt.capture, []
+
+    def spy(k, *a, **kw):  # type: ignore[no-untyped-def]
+        meta, stats, groups = capture(k, *a, **kw)
+        if any(d.get("resume", {}).get("kind") == "transfer_rest" and d["resume"]["nr"] == nr for d in meta["procs"]):
+            at.append(k.clock.instructions())
+        return meta, stats, groups
+
+    monkeypatch.setattr(ckpt, "capture", spy)
+    ref, _m, ref_out = _run(tmp_path / "ref", image, argv, cfg)
+    monkeypatch.setattr(ckpt, "capture", capture)
+    assert ref.exit_code == 0 and len(at) >= 3, at
+    r, _m, before = _run(tmp_path / "cut", image, argv, cfg, power_fail_at=at[len(at) // 2] + 1)
+    r2, m2, after = _restart(tmp_path / "cut", argv, cfg)
+    assert r.power_failed and m2.restart_how == "resumed" and r2.exit_code == 0
+    assert before + after == ref_out
