@@ -70,6 +70,10 @@ class UnixSocket(OpenFile):
     def stream(self) -> bool:
         return self.type == SOCK_STREAM
 
+    @property
+    def writes_whole(self) -> bool:  # a blocking stream write waits until all of it is queued
+        return self.stream
+
     # -- sending and receiving ----------------------------------------------------------------
     def _peer_or_fail(self) -> "UnixSocket":
         if self.shut_wr:

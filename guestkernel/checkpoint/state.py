@@ -63,7 +63,7 @@ SLEEPS = (35, 230)  # nanosleep, clock_nanosleep
 # register naming a timeval or timespec, or holding milliseconds)
 TIMEOUTS = {23: ("r8", "timeval"), 270: ("r8", "timespec"), 271: ("rdx", "timespec"), 7: ("rdx", "ms"),
             232: ("r10", "ms"), 281: ("r10", "ms")}  # select, pselect6, ppoll, poll, epoll_wait, epoll_pwait
-RESUMABLE = (NR_WRITE, 44, 45, 46, 47)  # write, sendto/recvfrom, sendmsg/recvmsg: parked part way, they go on after a restart
+RESUMABLE = (NR_WRITE, 20, 44, 45, 46, 47)  # write, writev, sendto/recvfrom, sendmsg/recvmsg: parked part way, they go on after a restart
 
 
 class Unsupported(Exception):
@@ -398,8 +398,8 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
         if p is not cur and p.ctx is None:
             raise Unsupported(f"process {p.pid} has no saved context")
         if p is not cur and p.pending_call is not None and p.pending_done and p.pending_nr not in RESUMABLE:
-            # (write and the socket transfers resume with their progress; a writev parked part
-            # way would be done twice if the syscall ran again)
+            # (write, writev and the socket transfers resume with their progress: run again, the
+            # bytes would go twice; anything else parked with progress is refused)
             raise Unsupported("a transfer parked part way")
         why = _refusal(p.mm) if p.mm is not None else None
         if why is not None:
@@ -566,7 +566,7 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
                 done = getattr(p, "pending_done", 0)
                 if done and p.pending_nr == NR_WRITE:
                     resume = {"kind": "write_rest", "done": done}    # rip after the syscall
-                elif done:  # (sendto, recvfrom, sendmsg, recvmsg: RESUMABLE)
+                elif done:  # (writev, sendto, recvfrom, sendmsg, recvmsg: RESUMABLE)
                     resume = {"kind": "transfer_rest", "nr": p.pending_nr, "done": done}
                 elif p.pending_nr == NR_FUTEX and p.futex_wait is not None:  # rip after the syscall
                     resume = {"kind": "futex", "wait": futex_waits[p.pid]}

@@ -15,7 +15,7 @@ from guestkernel.errors import (EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN,
                                 EPROTONOSUPPORT, ESOCKTNOSUPPORT, Block, SyscallError)
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.args import AT_FDCWD, dir_node, fs_call, s32
-from guestkernel.syscalls.rw import sigpipe_on_epipe
+from guestkernel.syscalls.rw import sigpipe_on_epipe, sys_writev
 from guestkernel.unixsock import (AF_UNIX, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM, UnixSocket, autobind_name, connect,
                                   listen, new_pair)
 from guestkernel.vfs import O_CLOEXEC, O_NONBLOCK
@@ -530,11 +530,12 @@ def receive(s: UnixSocket, n: int, flags: int, put: Callable[[int, bytes], None]
     return more()
 
 
-NR_SENDTO, NR_RECVFROM, NR_SENDMSG, NR_RECVMSG = 44, 45, 46, 47
+NR_WRITEV, NR_SENDTO, NR_RECVFROM, NR_SENDMSG, NR_RECVMSG = 20, 44, 45, 46, 47
 
 
 def resume_transfer(k, p, nr: int, regs: dict[str, int], done: int) -> int:  # type: ignore[no-untyped-def]
-    """The rest of a sendto or sendmsg, or of a recvfrom or recvmsg waiting for all
+    """The rest of a writev (to a pipe or a stream socket), a sendto or sendmsg, or of a
+    recvfrom or recvmsg waiting for all
     (MSG_WAITALL), that had moved `done` bytes when it was parked and the machine restarted from
     its image: the same call on the bytes left (no SIGPIPE: bytes went before), its result
     counting both."""
@@ -543,6 +544,8 @@ def resume_transfer(k, p, nr: int, regs: dict[str, int], done: int) -> int:  # t
         return _go_on(lambda: sys_sendto(k, p, fd, buf + done, n - done, flags | MSG_NOSIGNAL, addr, addrlen), done)
     if nr == NR_RECVFROM:
         return _go_on(lambda: sys_recvfrom(k, p, fd, buf + done, n - done, flags, addr, addrlen), done)
+    if nr == NR_WRITEV:  # (fd, iov, iovcnt: the vectors' bytes after the first `done`)
+        return _go_on(lambda: sys_writev(k, p, fd, buf, n, skip=done), done)
     msg, flags = buf, n  # (sendmsg and recvmsg: fd, msg, flags)
     if nr == NR_SENDMSG:
         return _go_on(lambda: sys_sendmsg(k, p, fd, msg, flags | MSG_NOSIGNAL, skip=done), done)

@@ -213,19 +213,49 @@ def sys_pwritev2(k, p, fd, iov, iovcnt, pos_l, pos_h, flags, *_):  # type: ignor
 
 
 @syscall("writev")
-def sys_writev(k, p, fd, iov, iovcnt, *_):  # type: ignore[no-untyped-def]
+def sys_writev(k, p, fd, iov, iovcnt, *_, skip: int = 0):  # type: ignore[no-untyped-def]
+    """writev(2). To a pipe or a stream socket the vectors' bytes are one write (atomic when
+    small, as a write is; a blocking one waits for room until all of it is written, as Linux's
+    pipe_write and unix_stream_sendmsg do). `skip`: the first bytes went before a restart."""
     f = p.fds.get(s32(fd))
     vecs = iovecs(p, iov, iovcnt)
-    if f.kind == "pipe":  # keep a writev to a pipe one atomic write, as small writes are
-        data = b"".join(p.mm.copy_in(b, n) for b, n in vecs if n)
-        if not data:
-            return 0
-        try:
-            return f.write(data)
-        except SyscallError as e:
-            sigpipe_on_epipe(k, p, e)
-            raise
+    if f.writes_whole:
+        if not f.writable:
+            raise SyscallError(EBADF)
+        data = b"".join(p.mm.copy_in(b, n) for b, n in vecs if n)[skip:]
+        return write_joined(k, p, f, data, 0) if data else 0
     return vector_io(write_from, k, p, f, vecs, None)
+
+
+def write_joined(k: "Kernel", p: "Process", f: OpenFile, data: bytes, done: int) -> int:
+    """Write `data` to a pipe or a stream socket, `done` bytes of it written before the caller
+    blocked; a blocking file waits for room until everything is written."""
+    blocking = not f.flags & O_NONBLOCK
+    total = done
+    try:
+        while total < len(data):
+            total += f.write(data[total:])
+            if not blocking:
+                break
+    except SyscallError as e:
+        sigpipe_on_epipe(k, p, e)
+        if total == 0:
+            raise
+    except Block as b:
+        if total == 0:
+            raise
+        charge_copy(k, total - done)
+        written = total
+
+        def rest() -> int:
+            try:
+                return write_joined(k, p, f, data, written)
+            except SyscallError:
+                return written  # what was written stands (a broken pipe also raised SIGPIPE)
+
+        raise Block(b.waitq, retry=rest, done=written) from None
+    charge_copy(k, total - done)
+    return total
 
 
 @syscall("lseek")

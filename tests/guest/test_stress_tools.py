@@ -105,7 +105,7 @@ def static_program(tmp_path_factory):
 
 @pytest.mark.parametrize("program", ["locks", "shm", "threads", "futexops", "eventpoll", "sigfd", "inet",
                                      "altstack", "pthreadpool", "threadcwd", "siginfo", "groupsig", "eventfds",
-                                     "fdwatch", "sleeps"])
+                                     "fdwatch", "sleeps", "bigwrites"])
 def test_semantics_match_native(emu, stress_copy, static_program, tmp_path, program):
     exe = static_program(program)
     native = subprocess.run([str(exe), str(tmp_path / "native.dat")], capture_output=True, check=True, timeout=60)
