@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stat as S
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from hw.clock import COPY_NS_PER_KIB
 from guestkernel.errors import (EBADF, EFAULT, EFBIG, EINVAL, EISDIR, ENODEV, EOPNOTSUPP, EPIPE, ESPIPE, Block,
@@ -77,12 +77,18 @@ def write_from(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, off
         raise SyscallError(EBADF)
     count = min(count, MAX_IO)
     access_ok(buf, count)
+    return _write_pieces(k, p, f, lambda at, n: p.mm.copy_in(buf + at, n), count, offset, done)
+
+
+def _write_pieces(k: "Kernel", p: "Process", f: OpenFile, piece: Callable[[int, int], bytes], count: int,
+                  offset: int | None, done: int) -> int:
+    """The write loop of write(2) and writev(2): bytes [at, at+n) come from piece(at, n)."""
     blocking_pipe = f.writes_whole and not f.flags & O_NONBLOCK  # (pipes, stream sockets)
     total = done
     try:
         while total < count:
             want = min(IO_CHUNK, count - total)
-            data = p.mm.copy_in(buf + total, want)
+            data = piece(total, want)
             n = f.write(data) if offset is None else f.pwrite(data, offset + total)
             total += n
             if n < want and not blocking_pipe:
@@ -96,7 +102,14 @@ def write_from(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, off
             raise
         charge_copy(k, total - done)
         written = total
-        raise Block(b.waitq, retry=lambda: resume_write(k, p, f, buf, count, written), done=written) from None
+
+        def rest() -> int:
+            try:
+                return _write_pieces(k, p, f, piece, count, offset, written)
+            except SyscallError:
+                return written  # what was written stands (a broken pipe also raised SIGPIPE)
+
+        raise Block(b.waitq, retry=rest, done=written) from None
     charge_copy(k, total - done)
     if isinstance(f, InodeFile):
         k.file_io["write_bytes"] += total - done
@@ -230,32 +243,7 @@ def sys_writev(k, p, fd, iov, iovcnt, *_, skip: int = 0):  # type: ignore[no-unt
 def write_joined(k: "Kernel", p: "Process", f: OpenFile, data: bytes, done: int) -> int:
     """Write `data` to a pipe or a stream socket, `done` bytes of it written before the caller
     blocked; a blocking file waits for room until everything is written."""
-    blocking = not f.flags & O_NONBLOCK
-    total = done
-    try:
-        while total < len(data):
-            total += f.write(data[total:])
-            if not blocking:
-                break
-    except SyscallError as e:
-        sigpipe_on_epipe(k, p, e)
-        if total == 0:
-            raise
-    except Block as b:
-        if total == 0:
-            raise
-        charge_copy(k, total - done)
-        written = total
-
-        def rest() -> int:
-            try:
-                return write_joined(k, p, f, data, written)
-            except SyscallError:
-                return written  # what was written stands (a broken pipe also raised SIGPIPE)
-
-        raise Block(b.waitq, retry=rest, done=written) from None
-    charge_copy(k, total - done)
-    return total
+    return _write_pieces(k, p, f, lambda at, n: data[at:at + n], len(data), None, done)
 
 
 @syscall("lseek")
