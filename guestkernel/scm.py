@@ -3,6 +3,7 @@ the storage window), clflush of the lines written and mfence, each through the m
 model and charged to the clock (one piece for the checkpoint store and the DAX file system)."""
 from __future__ import annotations
 
+import zlib
 from typing import Any, Callable, Iterator, Sequence
 
 from hw.clock import SCM_FENCE_NS, SCM_LINE_NS
@@ -101,6 +102,27 @@ class ScmMedium:
             self.clock.charge(SCM_FENCE_NS)
         if self.memory is not None:
             self.memory.fence()
+
+    def persist_frames(self, pgs: list[int], gpfns: list[int], page_of: Callable[[int], memoryview]) -> list[int]:
+        """Guest frame gpfns[i] (its bytes: page_of(gpfn)) into page pgs[i], each written and
+        flushed as `persist` would; returns the crc32 of each. A window's pages are copied by the
+        guest memory in one step."""
+        crcs: list[int] = []
+        if self.memory is None or self.gpfns is not None or not hasattr(self.memory, "store_frames"):
+            for pg, gpfn in zip(pgs, gpfns):
+                data = page_of(gpfn)
+                self.persist(pg * PAGE, data)
+                crcs.append(zlib.crc32(data))
+            return crcs
+        first = self.base_gpa // PAGE
+        try:
+            self.memory.store_frames(gpfns, [first + pg for pg in pgs], crcs)
+        finally:  # (charged as `persist` charges: each page stored, the one the power cut included)
+            lines = len(crcs) * (PAGE // LINE)
+            self.lines_flushed += lines
+            if self.clock is not None:
+                self.clock.charge(lines * SCM_LINE_NS)
+        return crcs
 
     def persist(self, off: int, data: bytes | memoryview) -> None:
         n = len(data)

@@ -193,7 +193,7 @@ class Machine:
         self.cpu = CPU(self.physmem, self.ept, mmio, access_stops=self.level != 0)  # fast: no cache model
         self.clock = Clock(lambda: self.cpu.icount, cfg.cpu_hz)
         self.cache = build_cache(self) if self.level else None
-        self.memory = GuestMemory(self.physmem, self.ept, self.cache)  # what the kernel reaches
+        self.memory = GuestMemory(self.physmem, self.ept, self.cache, self.cpu)  # what the kernel reaches
         if self.level == 1 and self.storage_label is not None:  # (not MMIO: see above)
             window = next(r for r in self.physmem.ranges if r.spec.name == STORAGE_POOL)
             self.memory.unobserved.append((window.spec.base_hpa, window.view, memoryview(self.media[STORAGE_POOL])))

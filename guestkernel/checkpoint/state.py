@@ -483,18 +483,20 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
                                      *img)
             cleared += ncleared[0]
             mm = mms[asid]
-            for i in ffi.unpack(todo, nfresh[0]):
+            todo_ix = ffi.unpack(todo, nfresh[0])
+            # the process's own frames first, all in one step (a frame two spaces map, once)
+            own_new = [pfn for pfn in dict.fromkeys(out[i].pfn for i in todo_ix) if ram_mask[pfn] and pfn not in fresh]
+            if own_new:
+                fresh.update(zip(own_new, store.write_frames(own_new, k.frames.page)))
+                copied += len(own_new)
+            for i in todo_ix:
                 rec = out[i]
                 own = ram_mask[rec.pfn]
                 got = fresh.get(rec.pfn)
-                if got is None:
-                    if own:
-                        got = store.write_page(k.frames.page(rec.pfn))
-                        copied += 1
-                    else:  # a page of the image file written in place: flushed there
-                        assert live is not None
-                        got = live.flush(rec.pfn)
-                        in_place += 1
+                if got is None:  # a page of the image file written in place: flushed there
+                    assert live is not None and not own
+                    got = live.flush(rec.pfn)
+                    in_place += 1
                     fresh[rec.pfn] = got
                 rec.pg, rec.crc = got
                 if own and live is not None:

@@ -47,7 +47,7 @@ import struct
 import zlib
 from array import array
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
 import zstandard
@@ -288,6 +288,21 @@ class ImageStore:
         pg = self.alloc(1)
         self.m.persist(pg * PAGE, data)
         return pg, zlib.crc32(data)
+
+    def write_frames(self, gpfns: list[int], page_of: Callable[[int], memoryview]) -> list[tuple[int, int]]:
+        """Store guest frames (their bytes: page_of(gpfn)) each in a fresh SCM page, as
+        `write_page` does one after the other; returns (page, crc32) of each."""
+        pgs = []
+        at = 0
+        for _ in gpfns:  # (the pages `alloc(1)` would give, one after the other)
+            at = self.used.find(0, at + 1)
+            if at < 0:
+                raise MemoryError(f"{self.m.label} full: no free page for a checkpoint image")
+            pgs.append(at)
+        for pg in pgs:
+            self.used[pg] = 1
+        self.pending.update(pgs)
+        return list(zip(pgs, self.m.persist_frames(pgs, gpfns, page_of)))
 
     def write_part(self, blob: bytes) -> tuple[list[int], bytes]:
         """Store a metadata part in fresh pages (written and flushed); returns its reference

@@ -9,6 +9,7 @@
  * (Compiled after hotpath.c in one translation unit: it uses gpa_to_host.)
  */
 #include "emu_abi.h"
+#include <zlib.h>
 
 /* A frame of the process's own (RAM, or storage lent as memory: the `ram` mask, npfn long),
  * not a device page (pmem, the DAX storage window's file pages). */
@@ -111,4 +112,26 @@ void emu_ckpt_refs(const uint8_t *recs, uint64_t n, uint16_t *refs, uint8_t *use
             used[pg] = 0;
         }
     }
+}
+
+int64_t emu_ckpt_store(struct emu_state *st, const uint32_t *src, const uint32_t *dst, uint64_t n, uint32_t *crc,
+                       uint8_t *log)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        const uint8_t *from = gpa_to_host(st, (uint64_t)src[i] << 12, 4096, 0);
+        uint64_t hpa = ept_map(st, (uint64_t)dst[i] << 12, EPT_A | EPT_D);
+        uint8_t *to = hpa == ~0ull ? NULL : hpa_to_host(st, hpa, 4096);
+        if (!from || !to)
+            return -1;
+        log[src[i]] = 1;
+        log[dst[i]] = 1;
+        memcpy(to, from, 4096);
+        crc[i] = (uint32_t)crc32(0L, to, 4096);
+        if (st->cm) {
+            cm_store_flush(st->cm, hpa, 4096, 1);
+            if (st->cm->power_failed)
+                return (int64_t)i + 1;
+        }
+    }
+    return (int64_t)n;
 }

@@ -113,6 +113,15 @@ void emu_ckpt_pack(const struct ckpt_page *recs, uint64_t n, uint8_t *out);
    no image holds it any more. Records naming a page >= npages are ignored. */
 void emu_ckpt_refs(const uint8_t *recs, uint64_t n, uint16_t *refs, uint8_t *used, uint64_t npages, int delta);
 
+/* The checkpoint's page copies, n of them in one call: guest frame src[i] into guest frame dst[i]
+   (a page of the SCM range), its store and the clflush of its 64 lines through the cache model
+   (st->cm, when there is one) as the kernel's, and crc[i] = crc32 of the page. Both frames are
+   logged as reached by the host (log[]), dst's EPT accessed and dirty bits set. Returns how many
+   pages were stored: fewer than n when the power failed at a flush of page (return - 1). -1 when
+   a frame is outside guest-physical memory. */
+int64_t emu_ckpt_store(struct emu_state *st, const uint32_t *src, const uint32_t *dst, uint64_t n, uint32_t *crc,
+                       uint8_t *log);
+
 /* ---------------------------------------------------------------- cache model (cachemodel.c) */
 
 #define CM_MAX_RANGES 16
