@@ -233,7 +233,9 @@ class ImageStore:
     def _count(self, img: Image, delta: int) -> None:
         """An image starts (+1) or stops (-1) holding its groups: a group object new to the
         slots counts its pages once more (native/ckptscan.c), one no image holds any more once
-        less; a group shared with the other image costs nothing."""
+        less; a group shared with the other image costs nothing. (The groups to count go to C
+        joined, in one call.)"""
+        todo = []
         for g in img.groups:
             e = self.held.get(id(g))
             if delta > 0:
@@ -247,12 +249,16 @@ class ImageStore:
                 if e[1]:
                     continue
                 del self.held[id(g)]
-            if self._counts is None or self._counts[0] is not self.used:
-                ffi, lib = _native()
-                self._counts = (self.used, ffi.from_buffer("uint16_t[]", self.refs),
-                                ffi.from_buffer("uint8_t[]", self.used), ffi, lib)
-            _used, refs, used, ffi, lib = self._counts
-            lib.emu_ckpt_refs(ffi.from_buffer("uint8_t[]", g), len(g) // _PAGE_REF.size, refs, used, self.npages, delta)
+            todo.append(g)
+        if not todo:
+            return
+        if self._counts is None or self._counts[0] is not self.used:
+            ffi, lib = _native()
+            self._counts = (self.used, ffi.from_buffer("uint16_t[]", self.refs),
+                            ffi.from_buffer("uint8_t[]", self.used), ffi, lib)
+        _used, refs, used, ffi, lib = self._counts
+        recs = todo[0] if len(todo) == 1 else b"".join(todo)
+        lib.emu_ckpt_refs(ffi.from_buffer("uint8_t[]", recs), len(recs) // _PAGE_REF.size, refs, used, self.npages, delta)
 
     def _recount(self) -> None:
         """Count again from the slots' images (a restart's)."""
