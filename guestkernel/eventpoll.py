@@ -93,6 +93,17 @@ class Interest:
         """What of the file's readiness this entry reports (EPOLLERR and EPOLLHUP always)."""
         return self.file.poll_mask() & (self.events & 0xFFFF | POLLERR | POLLHUP)
 
+    @property
+    def reported(self) -> bool:
+        """Was the file's last wake-up reported already (an edge-triggered entry waits for the
+        next)?"""
+        return self.last == _wakeups(self.file)
+
+
+def _wakeups(f: OpenFile) -> int:
+    q = f.poll_queue()
+    return q.wakeups if q is not None else 0
+
 
 class EpollFile(OpenFile):
     kind = "epoll"
@@ -131,6 +142,12 @@ class EpollFile(OpenFile):
         else:
             raise SyscallError(EINVAL)
 
+    def readd(self, fd: int, f: OpenFile, events: int, data: int, reported: bool) -> None:
+        """An entry as a checkpoint recorded it (`reported`: see Interest.reported)."""
+        it = self.interest[(fd, id(f))] = Interest(fd, f, events, data)
+        it.last = _wakeups(f) if reported else -1
+        self._watch(f, True)
+
     def contains(self, other: "EpollFile") -> bool:
         return any(it.file is other or isinstance(it.file, EpollFile) and it.file.contains(other)
                    for it in self.interest.values())
@@ -164,8 +181,7 @@ class EpollFile(OpenFile):
                 continue
             mask = it.mask()
             if it.events & EPOLLET:  # reported once per wake-up of the file's queue
-                q = it.file.poll_queue()
-                seen = q.wakeups if q is not None else 0
+                seen = _wakeups(it.file)
                 if seen == it.last:
                     continue
                 if mask:

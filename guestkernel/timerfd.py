@@ -71,6 +71,14 @@ class TimerFile(OpenFile):
             return 0, self.interval
         return max(1, self.deadline - self.k.clock.uptime_ns()), self.interval
 
+    def resume(self, ticks: int, left: int, interval: int) -> None:
+        """As a checkpoint recorded it: expirations not read, ns to the next (0: disarmed), the
+        interval."""
+        self.ticks, self.interval = ticks, interval
+        if left:
+            self.deadline = self.k.clock.uptime_ns() + left
+            self._arm()
+
     def _arm(self) -> None:
         gen = self.generation
         self.k.add_timer(self.deadline, lambda: self._expire(gen))

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from unicorn import x86_const as X
 
+from guestkernel.checkpoint.files import BY_KIND, Numbering, Rebuilt, Unsupported, codec_of
 from guestkernel.checkpoint.store import encode_static, pack_pages, unpack_pages
 from guestkernel.futex import futex_table
 from guestkernel.gfp import Gfp
@@ -38,13 +39,10 @@ from guestkernel.mm import MM, PAGE, TASK_SIZE, VMA
 from guestkernel.process import RUNNABLE, ZOMBIE, FDTable, FsContext, Process, SharedPending, SigAction
 from guestkernel.shm import Segment, ShmBacking, ShmObject
 from guestkernel.siginfo import SigInfo
-from guestkernel.eventpoll import EpollFile, EventFile, Interest
-from guestkernel.signalfd import SignalFile
-from guestkernel.timerfd import TimerFile
+from guestkernel.eventpoll import EpollFile
 from guestkernel.unixsock import Segment as Message
 from guestkernel.unixsock import UnixSocket
-from guestkernel.vfs import DEV_DIR, ConsoleFile, DevDirFile, DevFile, InodeFile, OpenFile, Pipe, PipeEnd
-from guestkernel.vfs.pseudo import FILE, Entry, PseudoDirFile, PseudoFile, PseudoNode
+from guestkernel.vfs import DEV_DIR, OpenFile, Pipe
 
 if TYPE_CHECKING:
     from guestkernel.checkpoint.live import LivePages
@@ -64,10 +62,6 @@ SLEEPS = (35, 230)  # nanosleep, clock_nanosleep
 TIMEOUTS = {23: ("r8", "timeval"), 270: ("r8", "timespec"), 271: ("rdx", "timespec"), 7: ("rdx", "ms"),
             232: ("r10", "ms"), 281: ("r10", "ms")}  # select, pselect6, ppoll, poll, epoll_wait, epoll_pwait
 RESUMABLE = (NR_WRITE, 20, 44, 45, 46, 47)  # write, writev, sendto/recvfrom, sendmsg/recvmsg: parked part way, they go on after a restart
-
-
-class Unsupported(Exception):
-    """The group holds something a checkpoint cannot describe (the checkpoint is skipped)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -248,7 +242,6 @@ def _static(procs: list[Process], segments: list[Segment]) -> tuple[dict[str, An
     memory objects in the order it numbers them (the System V segments first, attached or not,
     then the shared anonymous objects the mappings name)."""
     files: list[dict[str, Any]] = []
-    pids = {p.pid for p in procs}
     obj_ids: dict[int, int] = {id(seg): i for i, seg in enumerate(segments)}
     objs: list[ShmObject] = list(segments)
 
@@ -264,48 +257,16 @@ def _static(procs: list[Process], segments: list[Segment]) -> tuple[dict[str, An
         return i
     file_objs: list[OpenFile] = []
     file_ids: dict[int, int] = {}
-    pipe_ids: dict[int, int] = {}
-    pipe_objs: list[Pipe] = []
+    cx = Numbering(pids={p.pid for p in procs})
 
     def file_id(f: OpenFile) -> int:
         i = file_ids.get(id(f))
-        if i is not None:
-            return i
-        d: dict[str, Any]
-        if isinstance(f, InodeFile):
-            d = {"kind": "inode", "ino": f.ino, "path": f.path.decode("latin-1")}
-        elif isinstance(f, PipeEnd):
-            j = pipe_ids.get(f.pipe.serial)
-            if j is None:
-                j = pipe_ids[f.pipe.serial] = len(pipe_objs)
-                pipe_objs.append(f.pipe)
-            d = {"kind": "pipe", "pipe": j, "write": f.write_end}
-        elif isinstance(f, ConsoleFile):
-            d = {"kind": "console", "stream": f.stream}
-        elif isinstance(f, DevFile):
-            d = {"kind": "dev", "name": f.node.name}
-        elif isinstance(f, DevDirFile):
-            d = {"kind": "devdir"}
-        elif isinstance(f, (PseudoFile, PseudoDirFile)):
-            head = f.node.path.partition("/")[0]
-            if f.node.fs == "proc" and head.isdigit() and int(head) not in pids:
-                raise Unsupported("an open /proc file of a process that has gone")
-            d = {"kind": "pseudo", "fs": f.node.fs, "path": f.node.path, "dir": isinstance(f, PseudoDirFile)}
-        elif isinstance(f, EventFile):  # (its count, and a signalfd's mask, change: see _file_state)
-            d = {"kind": "eventfd", "semaphore": f.semaphore}
-        elif isinstance(f, SignalFile):
-            d = {"kind": "signalfd"}
-        elif isinstance(f, TimerFile):
-            d = {"kind": "timerfd", "clock": f.clock}
-        elif isinstance(f, EpollFile):  # (its interest list: see _file_state)
-            d = {"kind": "epoll"}
-        elif isinstance(f, UnixSocket):  # (all its state changes: the table of sockets, _socket_state)
-            d = {"kind": "socket"}
-        else:
-            raise Unsupported(f"open file of kind {f.kind}")
-        i = file_ids[id(f)] = len(files)
-        files.append(d)
-        file_objs.append(f)
+        if i is None:
+            codec = codec_of(f)
+            d = {"kind": codec.kind, **codec.describe(f, cx)}
+            i = file_ids[id(f)] = len(files)
+            files.append(d)
+            file_objs.append(f)
         return i
 
     out = []
@@ -340,7 +301,7 @@ def _static(procs: list[Process], segments: list[Segment]) -> tuple[dict[str, An
                 "vmas": [[v.start, v.end, v.prot, v.shared, getattr(v.backing, "ino", None), v.offset, v.name, obj_id(v)]
                          for v in mm.vmas]},
         )
-    return {"procs": out, "files": files}, file_objs, pipe_objs, objs
+    return {"procs": out, "files": files}, file_objs, cx.pipes, objs
 
 
 class StaticCache:
@@ -605,7 +566,8 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
     for i, entry in enumerate(shmem):  # (a part each, as the page lists: shared while unchanged)
         entry[1], raw = _part(tracker, store, ("shmem", i), entry[1], parts, groups, new_parts)
         groups.append(raw)
-    meta = {"procs": out_procs, "files": [_file_state(f, index, now) for f in sc.files],
+    cx = Numbering(index=index)
+    meta = {"procs": out_procs, "files": [_file_state(f, cx, now) for f in sc.files],
             "pipes": pipes, "shmem": shmem, "parts": parts, "static": static_part, "rng": rng,
             "swap": k.swap.describe()}  # storage lent as memory: lent again before the pages
     if reg is not None:
@@ -697,30 +659,12 @@ def _socket_state(k: "Kernel", sk: UnixSocket, index: dict[int, int] | None) -> 
             "inet_peer": sk.inet_peer}
 
 
-def _file_state(f: OpenFile, index: dict[int, int] | None, now: int) -> dict[str, Any]:
-    """What may change of an open file at any syscall: its flags and offset, the contents a
-    pseudo file made at its first read (the reads that follow go on in them), an eventfd's
-    count, a signalfd's mask, a timerfd's expirations and time left, an epoll set's interest
-    list (by file number; whether an edge-triggered entry reported its file's last wake-up)."""
+def _file_state(f: OpenFile, cx: Numbering, now: int) -> dict[str, Any]:
+    """What may change of an open file at any syscall: its flags and offset, and what its kind
+    adds (files.py)."""
     d: dict[str, Any] = {"flags": f.flags, "offset": f.offset}
-    if isinstance(f, PseudoFile) and f.data is not None:
-        d["data"] = f.data
-    elif isinstance(f, EventFile):
-        d["count"] = f.count
-    elif isinstance(f, SignalFile):
-        d["mask"] = f.mask
-    elif isinstance(f, TimerFile):
-        d["timer"] = [f.ticks, max(1, f.deadline - now) if f.deadline else 0, f.interval]
-    elif isinstance(f, EpollFile):
-        assert index is not None
-        d["interest"] = [[it.fd, index[id(it.file)], it.events, it.data, it.last == _wakeups(it.file)]
-                         for it in f.interest.values()]
+    d.update(codec_of(f).state(f, cx, now))
     return d
-
-
-def _wakeups(f: OpenFile) -> int:
-    q = f.poll_queue()
-    return q.wakeups if q is not None else 0
 
 
 class ObjectPages:
@@ -828,7 +772,6 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
 
     k.swap.lend_again(meta.get("swap", []))  # some private pages lived on lent storage
 
-    vfs = k.vfs
     pipes = []
     tracker.pipes = {}
     for pd in meta["pipes"]:
@@ -843,41 +786,11 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
         pipes.append(pipe)
     objs = _restore_objects(k, meta.get("shmem", []), page_at, tracker, counts)
     socks = _restore_sockets(k, meta)
-    files: list[OpenFile] = []
+    rx = Rebuilt(k, pipes, socks)
+    files = rx.files
     for i, fd in enumerate(meta["files"]):
-        kind = fd["kind"]
-        if kind == "inode":
-            f: OpenFile = InodeFile(vfs, fd["ino"], fd["flags"], fd["path"].encode("latin-1"))
-        elif kind == "pipe":
-            f = PipeEnd(pipes[fd["pipe"]], fd["write"], fd["flags"])
-        elif kind == "console":
-            f = ConsoleFile(vfs, fd["stream"], fd["flags"])
-        elif kind == "dev":
-            f = DevFile(vfs, vfs.devices[fd["name"]], fd["flags"])
-        elif kind == "pseudo":  # (its entry once the processes are back: /proc/PID names one)
-            node = PseudoNode(fd["fs"], fd["path"])
-            f = (PseudoDirFile(vfs.pseudo[node.fs], node, fd["flags"]) if fd["dir"]
-                 else PseudoFile(vfs.pseudo[node.fs], node, Entry(FILE), fd["flags"]))
-        elif kind == "eventfd":
-            f = EventFile(fd["count"], fd["flags"])
-            f.semaphore = fd["semaphore"]
-        elif kind == "signalfd":
-            f = SignalFile(k, fd["mask"], fd["flags"])
-        elif kind == "timerfd":
-            f = TimerFile(k, fd["clock"], fd["flags"])
-            f.ticks, left, f.interval = fd["timer"]
-            if left:
-                f.deadline = k.clock.uptime_ns() + left
-                f._arm()
-        elif kind == "epoll":
-            f = EpollFile(fd["flags"])
-        elif kind == "socket":
-            f = socks[i]
-        else:
-            f = DevDirFile(vfs, fd["flags"])
+        f = BY_KIND[fd["kind"]].rebuild(fd, rx, i)
         f.flags, f.offset, f.refs = fd["flags"], fd["offset"], 0
-        if "data" in fd:
-            f.data = fd["data"]  # type: ignore[attr-defined]
         files.append(f)
 
     mms: dict[int, MM] = {}
@@ -979,14 +892,8 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
                                       InodeLocks())
         (il.posix if kind == "posix" else il.flock).append(
             FileLock(owner if isinstance(owner, int) else files[owner[0]], pid, type_, start, end))
-    for f, fd in zip(files, meta["files"]):
-        if isinstance(f, PseudoFile):
-            f.entry = f.fs.get(f.node)
-        elif isinstance(f, EpollFile):  # (once every file it watches is back)
-            for num, fi, events, data, reported in fd["interest"]:
-                it = f.interest[(num, id(files[fi]))] = Interest(num, files[fi], events, data)
-                it.last = _wakeups(files[fi]) if reported else -1
-                f._watch(files[fi], True)
+    for f, fd in zip(files, meta["files"]):  # (once every file and process is back)
+        BY_KIND[fd["kind"]].relink(f, fd, rx)
     return counts
 
 
