@@ -703,13 +703,14 @@ def _object_pages(k: "Kernel", tracker: PageTracker, store: Any, objs: list[ShmO
         recs, todo = ffi.new("struct ckpt_page[]", max(n, 1)), ffi.new("uint32_t[]", max(n, 1))
         nrecs = lib.emu_ckpt_diff(st, rows, n, prev.recs if known else ffi.NULL, prev.nrecs if known else 0,  # type: ignore[union-attr]
                                   *masks, recs, todo, nfresh, ncleared, ffi.NULL, ffi.NULL, ffi.NULL, 0, 0)
-        for i in ffi.unpack(todo, nfresh[0]):
+        todo_ix = ffi.unpack(todo, nfresh[0])
+        new_pfns = [pfn for pfn in dict.fromkeys(recs[i].pfn for i in todo_ix) if pfn not in fresh]
+        if new_pfns:
+            fresh.update(zip(new_pfns, store.write_frames(new_pfns, k.frames.page)))
+            copied += len(new_pfns)
+        for i in todo_ix:
             rec = recs[i]
-            got = fresh.get(rec.pfn)
-            if got is None:
-                got = fresh[rec.pfn] = store.write_page(k.frames.page(rec.pfn))
-                copied += 1
-            rec.pg, rec.crc = got
+            rec.pg, rec.crc = fresh[rec.pfn]
         packed = ffi.new("uint8_t[]", 16 * nrecs)
         lib.emu_ckpt_pack(recs, nrecs, packed)
         new[id(obj)] = ObjectPages(obj, rows, n, recs, nrecs)
