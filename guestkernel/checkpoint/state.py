@@ -137,7 +137,8 @@ class PageTracker:
         self.pipes: dict[int, dict[int, tuple[int, int]]] = {}  # pipe serial -> ring page -> (page, crc)
         # id(shared anonymous object) -> what the last image stored of its pages (_object_pages)
         self.shmem: dict[int, ObjectPages] = {}
-        self.static: StaticCache | None = None  # the last image's static description
+        self.static: StaticCache | None = None  # the last image's static description ...
+        self.fdstatic: StaticCache | None = None  # ... and its descriptor tables and open files
         self.rows: dict[int, tuple[Any, int]] = {}  # asid -> (leaf rows buffer, its capacity in rows)
         # The last image's metadata parts: key -> (bytes, reference, group); see capture.
         self.parts: dict[Any, tuple[bytes, list[int], bytes]] = {}
@@ -178,7 +179,7 @@ class PageTracker:
         self.spaces.clear()
         self.pipes.clear()
         self.shmem.clear()
-        self.static = None
+        self.static = self.fdstatic = None
         self.parts = {}
 
     def leaf_rows(self, cpu: Any, asid: int, cr3: int, rows: dict[int, tuple[Any, int]]) -> tuple[Any, int]:
@@ -222,26 +223,32 @@ def _refusal(mm: MM) -> str | None:
 
 
 def _fingerprint(p: Process) -> tuple[Any, ...]:
-    """Everything the static description of `p` is made of, by value, except its VMAs (by the
-    mm's vm_version) and its open files (by identity: what a description stores of one never
-    changes). Equal fingerprints, equal descriptions (`verify` checks it). The objects named
-    by identity are held by the fingerprint, so that their ids stay theirs."""
+    """Everything the static description of `p` but its descriptors is made of, by value, except
+    its VMAs (by the mm's vm_version). Equal fingerprints, equal descriptions (`verify` checks
+    it). The objects named by identity are held by the fingerprint, so that their ids stay
+    theirs."""
     if p.state == ZOMBIE:
         return (p.pid, p.ppid, p.pgid, p.sid, p.umask, p.exe, p.comm, p.start_ns)
     mm, fds = p.mm, p.fds
     return (p.pid, p.ppid, p.pgid, p.sid, p.umask, p.exe, p.comm, p.start_ns, id(p.fs), p.fs, id(p.shared), p.shared, p.cwd, p.clear_child_tid,
-            p.pdeath_signal, p.leader.pid if p.leader is not None else None, fds, tuple(fds.fds.items()),
-            frozenset(fds.cloexec), id(p.sigactions), p.sigactions, tuple(p.sigactions.items()), tuple(p.rlimits.items()),
+            p.pdeath_signal, p.leader.pid if p.leader is not None else None, fds, id(p.sigactions), p.sigactions, tuple(p.sigactions.items()), tuple(p.rlimits.items()),
             mm, mm.vm_version, mm.brk_start, mm.brk, mm.arg_start, mm.arg_end, mm.env_start, mm.env_end,
             mm.start_stack)
 
 
-def _static(procs: list[Process], segments: list[Segment]) -> tuple[dict[str, Any], list[OpenFile], list[Pipe], list[ShmObject]]:
-    """The group's static description ({"procs", "files"}: what changes only with processes,
-    descriptor tables, mappings and signal actions), with the open files, pipes and shared
-    memory objects in the order it numbers them (the System V segments first, attached or not,
-    then the shared anonymous objects the mappings name)."""
-    files: list[dict[str, Any]] = []
+def _fd_fingerprint(procs: list[Process]) -> tuple[Any, ...]:
+    """What the descriptor part of the static description is made of: the processes (a /proc
+    file names one) and their descriptor tables, open files by identity (what a description
+    stores of one never changes)."""
+    return tuple((p.pid, p.state, tuple(p.fds.fds.items()), frozenset(p.fds.cloexec)) if p.state != ZOMBIE
+                 else (p.pid, p.state) for p in procs)
+
+
+def _static(procs: list[Process], segments: list[Segment]) -> tuple[dict[str, Any], list[ShmObject]]:
+    """The group's static description but its descriptors ({"procs"}: what changes only with
+    processes, mappings and signal actions), with the shared memory objects in the order it
+    numbers them (the System V segments first, attached or not, then the shared anonymous
+    objects the mappings name)."""
     obj_ids: dict[int, int] = {id(seg): i for i, seg in enumerate(segments)}
     objs: list[ShmObject] = list(segments)
 
@@ -255,20 +262,6 @@ def _static(procs: list[Process], segments: list[Segment]) -> tuple[dict[str, An
             i = obj_ids[id(obj)] = len(objs)
             objs.append(obj)
         return i
-    file_objs: list[OpenFile] = []
-    file_ids: dict[int, int] = {}
-    cx = Numbering(pids={p.pid for p in procs})
-
-    def file_id(f: OpenFile) -> int:
-        i = file_ids.get(id(f))
-        if i is None:
-            codec = codec_of(f)
-            d = {"kind": codec.kind, **codec.describe(f, cx)}
-            i = file_ids[id(f)] = len(files)
-            files.append(d)
-            file_objs.append(f)
-        return i
-
     out = []
     first: dict[int, int] = {}
     first_mm: dict[int, int] = {}
@@ -292,8 +285,7 @@ def _static(procs: list[Process], segments: list[Segment]) -> tuple[dict[str, An
             sigactions={str(s): [a.handler, a.flags, a.restorer, a.mask] for s, a in p.sigactions.items()},
             clear_child_tid=p.clear_child_tid,
             rlimits={str(r): list(v) for r, v in p.rlimits.items()}, pdeath_signal=p.pdeath_signal,
-            fds={str(fd): file_id(f) for fd, f in sorted(p.fds.fds.items())},
-            cloexec=sorted(p.fds.cloexec), fdtable=first.setdefault(id(p.fds), p.pid),
+            fdtable=first.setdefault(id(p.fds), p.pid),
             sighand=first_sighand.setdefault(id(p.sigactions), p.pid),
             leader=p.leader.pid if p.leader is not None else None,
             mm={"asid": first_mm.setdefault(id(mm), p.pid), "brk_start": mm.brk_start, "brk": mm.brk,
@@ -301,16 +293,51 @@ def _static(procs: list[Process], segments: list[Segment]) -> tuple[dict[str, An
                 "vmas": [[v.start, v.end, v.prot, v.shared, getattr(v.backing, "ino", None), v.offset, v.name, obj_id(v)]
                          for v in mm.vmas]},
         )
-    return {"procs": out, "files": files}, file_objs, cx.pipes, objs
+    return {"procs": out}, objs
+
+
+def _static_files(procs: list[Process]) -> tuple[dict[str, Any], list[OpenFile], list[Pipe]]:
+    """The static description's descriptor part ({"procs": each one's descriptors, "files": what
+    each open file is}: it changes with every open and close), with the open files and pipes in
+    the order it numbers them."""
+    files: list[dict[str, Any]] = []
+    file_objs: list[OpenFile] = []
+    file_ids: dict[int, int] = {}
+    cx = Numbering(pids={p.pid for p in procs})
+
+    def file_id(f: OpenFile) -> int:
+        i = file_ids.get(id(f))
+        if i is None:
+            codec = codec_of(f)
+            d = {"kind": codec.kind, **codec.describe(f, cx)}
+            i = file_ids[id(f)] = len(files)
+            files.append(d)
+            file_objs.append(f)
+        return i
+
+    out: list[dict[str, Any]] = []
+    for p in procs:
+        out.append({} if p.state == ZOMBIE else
+                   {"fds": {str(fd): file_id(f) for fd, f in sorted(p.fds.fds.items())}, "cloexec": sorted(p.fds.cloexec)})
+    return {"procs": out, "files": files}, file_objs, cx.pipes
 
 
 class StaticCache:
-    """The last image's static description: its fingerprint, the open files, pipes and shared
-    anonymous objects in its order, the part it was stored in."""
+    """A part of the last image's static description: its fingerprint, the description, the
+    open files, pipes (the descriptor part) or shared anonymous objects (the other) in its
+    order, and the bytes of the part it was stored in."""
 
-    def __init__(self, key: tuple[Any, ...], static: dict[str, Any], files: list[OpenFile], pipes: list[Pipe],
-                 objs: list[ShmObject], blob: bytes) -> None:
-        self.key, self.static, self.files, self.pipes, self.objs, self.blob = key, static, files, pipes, objs, blob
+    def __init__(self, key: tuple[Any, ...], desc: dict[str, Any], blob: bytes, files: list[OpenFile] | None = None,
+                 pipes: list[Pipe] | None = None, objs: list[ShmObject] | None = None) -> None:
+        self.key, self.desc, self.blob = key, desc, blob
+        self.files, self.pipes, self.objs = files or [], pipes or [], objs or []
+
+
+def _cached(prev: StaticCache | None, key: tuple[Any, ...], desc: dict[str, Any], **objects: Any) -> StaticCache:
+    """A new cache entry (its part's bytes the previous entry's very object when equal: the part
+    is then shared with the previous image)."""
+    blob = encode_static(desc)
+    return StaticCache(key, desc, prev.blob if prev is not None and prev.blob == blob else blob, **objects)
 
 
 def _part(tracker: PageTracker, store: Any, key: Any, blob: bytes, parts: list[list[int]],
@@ -382,15 +409,22 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
     key = (*(_fingerprint(p) for p in procs), *((seg.index, seg.seq, seg.removed) for seg in segments))
     sc = tracker.static
     if sc is None or sc.key != key:
-        static, file_objs, pipe_objs, objs = _static(procs, segments)
-        blob = encode_static(static)
-        sc = StaticCache(key, static, file_objs, pipe_objs, objs, sc.blob if sc is not None and sc.blob == blob else blob)
+        desc, objs = _static(procs, segments)
+        sc = _cached(sc, key, desc, objs=objs)
     elif verify:
-        static, file_objs, pipe_objs, objs = _static(procs, segments)
-        assert static == sc.static and file_objs == sc.files and pipe_objs == sc.pipes and objs == sc.objs, \
-            "checkpoint: the group changed under an unchanged fingerprint"
-    index, socks = _describable(sc.files)
-    locks = _lock_state(k, sc.files, sc.pipes)
+        desc, objs = _static(procs, segments)
+        assert desc == sc.desc and objs == sc.objs, "checkpoint: the group changed under an unchanged fingerprint"
+    fkey = _fd_fingerprint(procs)  # (apart: every open and close changes it)
+    fc = tracker.fdstatic
+    if fc is None or fc.key != fkey:
+        desc, files, pipes = _static_files(procs)
+        fc = _cached(fc, fkey, desc, files=files, pipes=pipes)
+    elif verify:
+        desc, files, pipes = _static_files(procs)
+        assert desc == fc.desc and files == fc.files and pipes == fc.pipes, \
+            "checkpoint: the descriptors changed under an unchanged fingerprint"
+    index, socks = _describable(fc.files)
+    locks = _lock_state(k, fc.files, fc.pipes)
     stats = {"pages_scanned": 0, "pages_copied": 0, "pages_in_place": 0}
     groups: list[bytes] = []
     parts: list[list[int]] = []
@@ -489,6 +523,7 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
         part_of[asid], raw = _part(tracker, store, ("pages", asid), raw, parts, groups, new_parts)
         groups.append(raw)
     static_part, sc.blob = _part(tracker, store, "static", sc.blob, parts, groups, new_parts)
+    files_part, fc.blob = _part(tracker, store, "static-files", fc.blob, parts, groups, new_parts)
     if rng is not None:  # 2.5 KiB that change only when the guest draws from it
         rng = [rng[0], _part(tracker, store, "rng", rng[1], parts, groups, new_parts)[0], rng[2]]
 
@@ -496,7 +531,7 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
     # pipe marks them) and shared with the previous image otherwise.
     new_pipes: dict[int, dict[int, tuple[int, int]]] = {}
     pipes = []
-    for pipe in sc.pipes:
+    for pipe in fc.pipes:
         prev_ring = tracker.pipes.get(pipe.serial, {})
         ring = {}
         for idx in range(Pipe.PAGES):
@@ -559,16 +594,16 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
             pages=part_of[p.mm.asid],
         )
     tracker.pipes = new_pipes
-    tracker.static = sc
+    tracker.static, tracker.fdstatic = sc, fc
     tracker.parts = new_parts
-    for pipe in sc.pipes:
+    for pipe in fc.pipes:
         pipe.dirty.clear()
     for i, entry in enumerate(shmem):  # (a part each, as the page lists: shared while unchanged)
         entry[1], raw = _part(tracker, store, ("shmem", i), entry[1], parts, groups, new_parts)
         groups.append(raw)
     cx = Numbering(index=index)
-    meta = {"procs": out_procs, "files": [_file_state(f, cx, now) for f in sc.files],
-            "pipes": pipes, "shmem": shmem, "parts": parts, "static": static_part, "rng": rng,
+    meta = {"procs": out_procs, "files": [_file_state(f, cx, now) for f in fc.files],
+            "pipes": pipes, "shmem": shmem, "parts": parts, "static": [static_part, files_part], "rng": rng,
             "swap": k.swap.describe()}  # storage lent as memory: lent again before the pages
     if reg is not None:
         meta["shm_seq"] = reg.seq  # (the next segment's sequence number: its shmid)

@@ -469,7 +469,8 @@ def encode_static(static: dict[str, Any]) -> bytes:
 def merge_parts(meta: dict[str, Any], parts: list[bytes]) -> None:
     """Put the parts back into the metadata (in place): a process's "pages" naming a part by
     its index become that part's bytes, and so does the random generator's state; the static
-    description ("static": a part's index) is merged into each process and open file."""
+    description ("static": a part's index, or a list of them: its parts, each a "procs" list, a
+    "files" list or both) is merged into each process and open file."""
     for proc in meta.get("procs", ()):
         if isinstance(proc.get("pages"), int):
             proc["pages"] = parts[proc["pages"]]
@@ -480,13 +481,16 @@ def merge_parts(meta: dict[str, Any], parts: list[bytes]) -> None:
     if isinstance(rng, list) and len(rng) == 3 and isinstance(rng[1], int):
         rng[1] = parts[rng[1]]
     if "static" in meta:
-        static = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(parts[meta.pop("static")]), raw=False)
-        if len(static["procs"]) != len(meta["procs"]) or len(static["files"]) != len(meta["files"]):
-            raise ValueError("static part of another group")
-        for d, s in zip(meta["procs"], static["procs"]):
-            d.update(s)
-        for d, s in zip(meta["files"], static["files"]):
-            d.update(s)
+        which = meta.pop("static")
+        for i in which if isinstance(which, list) else [which]:
+            static = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(parts[i]), raw=False)
+            for key in ("procs", "files"):
+                if key not in static:
+                    continue
+                if len(static[key]) != len(meta[key]):
+                    raise ValueError("static part of another group")
+                for d, s in zip(meta[key], static[key]):
+                    d.update(s)
 
 
 def pack_pages(refs: list[tuple[int, int, int]]) -> bytes:
