@@ -74,7 +74,7 @@ class GuestMemory:
         `crcs`; a power failure at a flush leaves there the pages stored so far, that one
         included. One C call for them all (native/ckptscan.c: a checkpoint's page copies were 4
         us of Python each beside 3 of copying and modelling)."""
-        if self.cpu is None or any(self._unobserved_page(g) for g in dst):
+        if self.cpu is None or (self.unobserved and any(self._unobserved_page(g) for g in dst)):
             for s, d in zip(src, dst):
                 page = self.page(d)
                 page[:] = self.page(s)
