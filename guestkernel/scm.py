@@ -132,10 +132,11 @@ class ScmMedium:
             self.flush(off, n)
             return
         # Within one page (a table line, most metadata): write and flush as above, in one step.
-        self.page_view(pg)[at : at + n] = data
         lines = (off + n + LINE - 1) // LINE - off // LINE
         self.lines_flushed += lines
         if self.clock is not None:
             self.clock.charge(lines * SCM_LINE_NS)
-        if self.memory is not None:
-            self.memory.store_flush(self.gpa(pg, at), n)
+        if self.memory is None:
+            self.page_view(pg)[at : at + n] = data
+        else:
+            self.memory.store_bytes(self.gpa(pg, at), data)

@@ -68,6 +68,23 @@ class GuestMemory:
             if self.cache.power_failed:
                 raise PowerFailure("event")
 
+    def store_bytes(self, gpa: int, data: bytes | memoryview) -> None:
+        """The kernel writes `data` at gpa (within one page) and flushes it: `page`, then
+        `store_flush`, in one C call (a checkpoint's metadata, parts and table lines: 4 us of
+        Python each)."""
+        n = len(data)
+        if self.cpu is None or (self.unobserved and self._unobserved_page(gpa >> 12)):
+            self.page(gpa >> 12)[gpa & (PAGE_SIZE - 1):(gpa & (PAGE_SIZE - 1)) + n] = data
+            self.store_flush(gpa, n)
+            return
+        ffi = self.cpu.ffi
+        got = self.cpu.lib.emu_store_flush_bytes(self.cpu.st, gpa, ffi.from_buffer(data), n,
+                                                 ffi.from_buffer("uint8_t[]", self.ept.log))
+        if got < 0:
+            raise ValueError(f"a store at gpa {gpa:#x} outside guest-physical memory or across a page")
+        if got or (self.cache is not None and self.cache.power_failed):
+            raise PowerFailure("event")
+
     def store_frames(self, src: list[int], dst: list[int], crcs: list[int]) -> None:
         """Copy guest frame src[i] into guest frame dst[i] and flush it (`page`, then
         `store_flush` of the whole page, frame after frame), appending the crc32 of each page to

@@ -135,3 +135,19 @@ int64_t emu_ckpt_store(struct emu_state *st, const uint32_t *src, const uint32_t
     }
     return (int64_t)n;
 }
+
+int emu_store_flush_bytes(struct emu_state *st, uint64_t gpa, const uint8_t *data, uint64_t n, uint8_t *log)
+{
+    uint64_t hpa = ept_map(st, gpa, EPT_A | EPT_D);
+    uint8_t *to = hpa == ~0ull ? NULL : hpa_to_host(st, hpa, n);
+    if (!to || (gpa & 0xfff) + n > 4096)
+        return -1;
+    log[gpa >> 12] = 1;
+    memcpy(to, data, n);
+    if (st->cm) {
+        cm_store_flush(st->cm, hpa, n, 1);
+        if (st->cm->power_failed)
+            return 1;
+    }
+    return 0;
+}

@@ -122,6 +122,12 @@ void emu_ckpt_refs(const uint8_t *recs, uint64_t n, uint16_t *refs, uint8_t *use
 int64_t emu_ckpt_store(struct emu_state *st, const uint32_t *src, const uint32_t *dst, uint64_t n, uint32_t *crc,
                        uint8_t *log);
 
+/* The kernel's store of n bytes at guest-physical gpa (within one page) and the clflush of their
+   lines through the cache model, as GuestMemory.page + store_flush: the page logged in log[],
+   its EPT accessed and dirty bits set. 0, 1 when the power failed at a flush, -1 outside guest
+   memory. */
+int emu_store_flush_bytes(struct emu_state *st, uint64_t gpa, const uint8_t *data, uint64_t n, uint8_t *log);
+
 /* ---------------------------------------------------------------- cache model (cachemodel.c) */
 
 #define CM_MAX_RANGES 16

@@ -337,3 +337,37 @@ def test_checkpoint_page_copies_in_one_call_are_the_page_by_page_ones(base_image
     assert failed == (fail_at is not None)
     assert len(crcs) == (4 if fail_at is None else (fail_at - 1) // 64 + 1)
     assert crcs == [zlib.crc32(b) for b in data[: len(crcs)]]
+
+
+@pytest.mark.parametrize("fail_at", [None, 1, 6, 7, 8, 40])
+def test_kernel_stores_in_one_call_are_page_and_store_flush(base_image, tmp_path, fail_at):
+    """GuestMemory.store_bytes (a checkpoint's metadata, parts and table lines) in one C call
+    leaves what `page` + `store_flush` leave: bytes, cache model, media, EPT bits and log, also
+    when the power fails at one of its flushes."""
+    from hw.power import PowerFailure
+
+    cfg = derive(default_machine(), model_level="persist", **{"checkpoint.enabled": True, "checkpoint.tcp": 0})
+    seen = []
+    for batched in (True, False):
+        d = tmp_path / ("c" if batched else "py")
+        d.mkdir()
+        shutil.copyfile(base_image, d / "disk.img")
+        m = Machine(d / "disk.img", cfg, console=Console(None, None, capture=True), media_dir=d, host_durable=False)
+        base = next(g for g in m.guest_map if g.kind == "checkpoint").base_gpa
+        if not batched:
+            m.memory.cpu = None
+        if fail_at is not None:
+            m.cache.fail_at_event(fail_at)
+        done, failed = 0, False
+        try:
+            for gpa, data in ((base + 3 * 4096 + 100, b"x" * 300), (base + 64, b"slot" * 16), (base + 9 * 4096, bytes(range(256)) * 16)):
+                m.memory.store_bytes(gpa, data)
+                done += 1
+        except PowerFailure:
+            failed = True
+        seen.append((done, failed, m.cache.save_state(), bytes(m.media[cfg.checkpoint_pool]), bytes(m.ept.bits),
+                     bytes(m.ept.log), bytes(m.memory.page((base >> 12) + 3)), bytes(m.memory.page((base >> 12) + 9))))
+        m._close()
+    assert seen[0] == seen[1]
+    assert seen[0][1] == (fail_at is not None)
+    assert seen[0][0] == {None: 3, 1: 0, 6: 0, 7: 1, 8: 2, 40: 2}[fail_at]  # (lines 6, 1 and 64: one event each)
