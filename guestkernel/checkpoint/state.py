@@ -8,11 +8,12 @@ own (anonymous or copied-on-write): pages shared from the page cache are the fil
 come back by demand paging, since the file system on storage matches the checkpoint.
 
 A checkpoint at every syscall must cost little when little changed, so `capture` splits the
-metadata: a *static* description (processes' ids, descriptor tables, mappings, signal actions,
-what each open file is) is built and encoded again only when the group's fingerprint moved
-(`_fingerprint`: those fields by value, the VMAs by the mm's `vm_version`, open files by
-identity), and stored as a metadata part shared between images while its bytes stay the same;
-so are the page lists (store.py). What changes at any syscall (registers, offsets, counters,
+metadata: a *static* description (processes' ids, mappings, signal actions; apart from it the
+descriptor tables and what each open file is, which every open and close changes) is built and
+encoded again only when its fingerprint moved (`_fingerprint`: those fields by value, the VMAs
+by the mm's `vm_version`; `_fd_fingerprint`: the tables, open files by identity), each of the
+two stored as a metadata part shared between images while its bytes stay the same; so are the
+page lists (store.py). Each kind of open file is described and rebuilt by its codec (files.py). What changes at any syscall (registers, offsets, counters,
 signal masks) is built every time. `verify` (EMU_CKPT_VERIFY=1, on in the tests) builds the
 static description afresh at every checkpoint and checks the reused one against it.
 
