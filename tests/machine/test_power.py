@@ -296,6 +296,21 @@ def test_each_persistence_instruction_from_a_guest(base_image, guest_programs, t
     assert r.power_report["pending_nt_stores"] >= 1
 
 
+def _checkpointing_machine(base_image: Path, d: Path, batched: bool, fail_at: int | None) -> tuple[Machine, int]:
+    """A machine at level persist with a checkpoint range (its first gpa returned), in `d`; the
+    kernel's persistent stores go through C (`batched`) or page by page; the power fails at
+    persistence event `fail_at`."""
+    cfg = derive(default_machine(), model_level="persist", **{"checkpoint.enabled": True, "checkpoint.tcp": 0})
+    d.mkdir()
+    shutil.copyfile(base_image, d / "disk.img")
+    m = Machine(d / "disk.img", cfg, console=Console(None, None, capture=True), media_dir=d, host_durable=False)
+    if not batched:
+        m.memory.cpu = None
+    if fail_at is not None:
+        m.cache.fail_at_event(fail_at)
+    return m, next(g for g in m.guest_map if g.kind == "checkpoint").base_gpa
+
+
 @pytest.mark.parametrize("fail_at", [None, 1, 64, 64 + 10, 3 * 64])
 def test_checkpoint_page_copies_in_one_call_are_the_page_by_page_ones(base_image, tmp_path, fail_at):
     """GuestMemory.store_frames copies a checkpoint's pages in one C call; page by page through
@@ -305,24 +320,15 @@ def test_checkpoint_page_copies_in_one_call_are_the_page_by_page_ones(base_image
 
     from hw.power import PowerFailure
 
-    cfg = derive(default_machine(), model_level="persist", **{"checkpoint.enabled": True, "checkpoint.tcp": 0})
     rng = random.Random(7)
     data = [rng.randbytes(4096) for _ in range(4)]
     seen = []
     for batched in (True, False):
-        d = tmp_path / ("c" if batched else "py")
-        d.mkdir()
-        shutil.copyfile(base_image, d / "disk.img")
-        m = Machine(d / "disk.img", cfg, console=Console(None, None, capture=True), media_dir=d, host_durable=False)
-        window = next(g for g in m.guest_map if g.kind == "checkpoint")
+        m, base = _checkpointing_machine(base_image, tmp_path / ("c" if batched else "py"), batched, fail_at)
         src = [5000 + 3 * i for i in range(4)]
-        dst = [(window.base_gpa >> 12) + 2 + i for i in (0, 2, 1, 7)]
+        dst = [(base >> 12) + 2 + i for i in (0, 2, 1, 7)]
         for g, b in zip(src, data):
             m.memory.page(g)[:] = b
-        if not batched:
-            m.memory.cpu = None
-        if fail_at is not None:
-            m.cache.fail_at_event(fail_at)
         crcs: list[int] = []
         failed = False
         try:
@@ -330,7 +336,7 @@ def test_checkpoint_page_copies_in_one_call_are_the_page_by_page_ones(base_image
         except PowerFailure:
             failed = True
         seen.append((crcs, failed, [bytes(m.memory.page(g)) for g in dst], m.cache.save_state(),
-                     bytes(m.media[cfg.checkpoint_pool]), bytes(m.ept.bits), bytes(m.ept.log)))
+                     bytes(m.media[m.config.checkpoint_pool]), bytes(m.ept.bits), bytes(m.ept.log)))
         m._close()
     assert seen[0] == seen[1]
     crcs, failed = seen[0][0], seen[0][1]
@@ -346,18 +352,9 @@ def test_kernel_stores_in_one_call_are_page_and_store_flush(base_image, tmp_path
     when the power fails at one of its flushes."""
     from hw.power import PowerFailure
 
-    cfg = derive(default_machine(), model_level="persist", **{"checkpoint.enabled": True, "checkpoint.tcp": 0})
     seen = []
     for batched in (True, False):
-        d = tmp_path / ("c" if batched else "py")
-        d.mkdir()
-        shutil.copyfile(base_image, d / "disk.img")
-        m = Machine(d / "disk.img", cfg, console=Console(None, None, capture=True), media_dir=d, host_durable=False)
-        base = next(g for g in m.guest_map if g.kind == "checkpoint").base_gpa
-        if not batched:
-            m.memory.cpu = None
-        if fail_at is not None:
-            m.cache.fail_at_event(fail_at)
+        m, base = _checkpointing_machine(base_image, tmp_path / ("c" if batched else "py"), batched, fail_at)
         done, failed = 0, False
         try:
             for gpa, data in ((base + 3 * 4096 + 100, b"x" * 300), (base + 64, b"slot" * 16), (base + 9 * 4096, bytes(range(256)) * 16)):
@@ -365,7 +362,7 @@ def test_kernel_stores_in_one_call_are_page_and_store_flush(base_image, tmp_path
                 done += 1
         except PowerFailure:
             failed = True
-        seen.append((done, failed, m.cache.save_state(), bytes(m.media[cfg.checkpoint_pool]), bytes(m.ept.bits),
+        seen.append((done, failed, m.cache.save_state(), bytes(m.media[m.config.checkpoint_pool]), bytes(m.ept.bits),
                      bytes(m.ept.log), bytes(m.memory.page((base >> 12) + 3)), bytes(m.memory.page((base >> 12) + 9))))
         m._close()
     assert seen[0] == seen[1]
