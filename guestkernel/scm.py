@@ -108,7 +108,7 @@ class ScmMedium:
         flushed as `persist` would; returns the crc32 of each. A window's pages are copied by the
         guest memory in one step."""
         crcs: list[int] = []
-        if self.memory is None or self.gpfns is not None or not hasattr(self.memory, "store_frames"):
+        if self.memory is None or self.gpfns is not None:
             for pg, gpfn in zip(pgs, gpfns):
                 data = page_of(gpfn)
                 self.persist(pg * PAGE, data)
