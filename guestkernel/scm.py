@@ -105,18 +105,17 @@ class ScmMedium:
 
     def persist_frames(self, pgs: list[int], gpfns: list[int], page_of: Callable[[int], memoryview]) -> list[int]:
         """Guest frame gpfns[i] (its bytes: page_of(gpfn)) into page pgs[i], each written and
-        flushed as `persist` would; returns the crc32 of each. A window's pages are copied by the
-        guest memory in one step."""
+        flushed as `persist` would; returns the crc32 of each. The guest memory copies them in
+        one step."""
         crcs: list[int] = []
-        if self.memory is None or self.gpfns is not None:
+        if self.memory is None:
             for pg, gpfn in zip(pgs, gpfns):
                 data = page_of(gpfn)
                 self.persist(pg * PAGE, data)
                 crcs.append(zlib.crc32(data))
             return crcs
-        first = self.base_gpa // PAGE
         try:
-            self.memory.store_frames(gpfns, [first + pg for pg in pgs], crcs)
+            self.memory.store_frames(gpfns, [self.gpa(pg) >> 12 for pg in pgs], crcs)
         finally:  # (charged as `persist` charges: each page stored, the one the power cut included)
             lines = len(crcs) * (PAGE // LINE)
             self.lines_flushed += lines
