@@ -99,7 +99,7 @@ def _build(name: str, source: str, cdef: str, out: Path, uc_inc: Path, uc_lib: P
         extra_link_args=[
             f"-L{uc_lib}", "-l:libunicorn.so.2", f"-Wl,-rpath,{uc_lib}",
             f"-L{cs_lib}", "-l:libcapstone.so", f"-Wl,-rpath,{cs_lib}",
-            "-lz",  # crc32 of checkpoint pages (zlib1g-dev comes with the Python headers the build needs)
+            "-l:libz.so.1",  # crc32 of checkpoint pages (ckptscan.c; the runtime library, no headers)
         ],
     )
     with tempfile.TemporaryDirectory() as tmp:

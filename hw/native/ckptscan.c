@@ -9,7 +9,10 @@
  * (Compiled after hotpath.c in one translation unit: it uses gpa_to_host.)
  */
 #include "emu_abi.h"
-#include <zlib.h>
+
+/* zlib's crc32 (libz.so.1: Debian's zlib1g is a required package, Python's zlib module links it;
+   declared here so that the build needs no zlib headers) */
+unsigned long crc32(unsigned long crc, const unsigned char *buf, unsigned int len);
 
 /* A frame of the process's own (RAM, or storage lent as memory: the `ram` mask, npfn long),
  * not a device page (pmem, the DAX storage window's file pages). */
