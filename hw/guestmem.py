@@ -93,10 +93,9 @@ class GuestMemory:
         us of Python each beside 3 of copying and modelling)."""
         if self.cpu is None or (self.unobserved and any(self._unobserved_page(g) for g in dst)):
             for s, d in zip(src, dst):
-                page = self.page(d)
-                page[:] = self.page(s)
+                page = self.page(s)
                 crcs.append(zlib.crc32(page))
-                self.store_flush(d << 12, PAGE_SIZE)
+                self.store_bytes(d << 12, page)
             return
         ffi, lib = self.cpu.ffi, self.cpu.lib
         n = len(src)

@@ -480,11 +480,7 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
             cleared += ncleared[0]
             mm = mms[asid]
             todo_ix = ffi.unpack(todo, nfresh[0])
-            # the process's own frames first, all in one step (a frame two spaces map, once)
-            own_new = [pfn for pfn in dict.fromkeys(out[i].pfn for i in todo_ix) if ram_mask[pfn] and pfn not in fresh]
-            if own_new:
-                fresh.update(zip(own_new, store.write_frames(own_new, k.frames.page)))
-                copied += len(own_new)
+            copied += _store_new(k, store, out, todo_ix, fresh, ram_mask)  # the process's own frames first
             for i in todo_ix:
                 rec = out[i]
                 own = ram_mask[rec.pfn]
@@ -713,6 +709,17 @@ class ObjectPages:
         self.rows, self.n, self.recs, self.nrecs = rows, n, recs, nrecs
 
 
+def _store_new(k: "Kernel", store: Any, recs: Any, todo: list[int], fresh: dict[int, tuple[int, int]],
+               own: Any = None) -> int:
+    """Store, all in one step, the frames of records recs[i] (i in `todo`) this checkpoint has
+    not stored yet (`fresh`: frame -> (page, crc), a frame two spaces or an object map stored
+    once), only those `own` marks when given; returns how many were stored."""
+    pfns = [pfn for pfn in dict.fromkeys(recs[i].pfn for i in todo) if pfn not in fresh and (own is None or own[pfn])]
+    if pfns:
+        fresh.update(zip(pfns, store.write_frames(pfns, k.frames.page)))
+    return len(pfns)
+
+
 def _object_pages(k: "Kernel", tracker: PageTracker, store: Any, objs: list[ShmObject], fresh: dict[int, tuple[int, int]],
                   masks: tuple[Any, ...]) -> tuple[list[list[Any]], dict[int, ObjectPages], int]:
     """Every page of each shared anonymous object, mapped or not (a page a child wrote before it
@@ -740,10 +747,7 @@ def _object_pages(k: "Kernel", tracker: PageTracker, store: Any, objs: list[ShmO
         nrecs = lib.emu_ckpt_diff(st, rows, n, prev.recs if known else ffi.NULL, prev.nrecs if known else 0,  # type: ignore[union-attr]
                                   *masks, recs, todo, nfresh, ncleared, ffi.NULL, ffi.NULL, ffi.NULL, 0, 0)
         todo_ix = ffi.unpack(todo, nfresh[0])
-        new_pfns = [pfn for pfn in dict.fromkeys(recs[i].pfn for i in todo_ix) if pfn not in fresh]
-        if new_pfns:
-            fresh.update(zip(new_pfns, store.write_frames(new_pfns, k.frames.page)))
-            copied += len(new_pfns)
+        copied += _store_new(k, store, recs, todo_ix, fresh)
         for i in todo_ix:
             rec = recs[i]
             rec.pg, rec.crc = fresh[rec.pfn]

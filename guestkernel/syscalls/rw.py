@@ -102,14 +102,8 @@ def _write_pieces(k: "Kernel", p: "Process", f: OpenFile, piece: Callable[[int, 
             raise
         charge_copy(k, total - done)
         written = total
-
-        def rest() -> int:
-            try:
-                return _write_pieces(k, p, f, piece, count, offset, written)
-            except SyscallError:
-                return written  # what was written stands (a broken pipe also raised SIGPIPE)
-
-        raise Block(b.waitq, retry=rest, done=written) from None
+        raise Block(b.waitq, retry=lambda: _or_written(written, lambda: _write_pieces(k, p, f, piece, count, offset,
+                                                                                        written)), done=written) from None
     charge_copy(k, total - done)
     if isinstance(f, InodeFile):
         k.file_io["write_bytes"] += total - done
@@ -126,11 +120,17 @@ def sigpipe_on_epipe(k: "Kernel", p: "Process", e: SyscallError) -> None:
         k.send_signal(p, SIGPIPE, SigInfo(SIGPIPE, SI_USER, (p.leader or p).pid))  # (send_sig: SEND_SIG_NOINFO)
 
 
-def resume_write(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, done: int) -> int:
+def _or_written(done: int, write: Callable[[], int]) -> int:
+    """The rest of a write parked after `done` bytes (woken, or resumed after a restart): a
+    failure now returns what was written, which stands (a broken pipe also raised SIGPIPE)."""
     try:
-        return write_from(k, p, f, buf, count, None, done)
+        return write()
     except SyscallError:
-        return done  # what was written stands (a broken pipe also raised SIGPIPE)
+        return done
+
+
+def resume_write(k: "Kernel", p: "Process", f: OpenFile, buf: int, count: int, done: int) -> int:
+    return _or_written(done, lambda: write_from(k, p, f, buf, count, None, done))
 
 
 @syscall("read")
@@ -236,14 +236,8 @@ def sys_writev(k, p, fd, iov, iovcnt, *_, skip: int = 0):  # type: ignore[no-unt
         if not f.writable:
             raise SyscallError(EBADF)
         data = b"".join(p.mm.copy_in(b, n) for b, n in vecs if n)[skip:]
-        return write_joined(k, p, f, data, 0) if data else 0
+        return _write_pieces(k, p, f, lambda at, n: data[at:at + n], len(data), None, 0) if data else 0
     return vector_io(write_from, k, p, f, vecs, None)
-
-
-def write_joined(k: "Kernel", p: "Process", f: OpenFile, data: bytes, done: int) -> int:
-    """Write `data` to a pipe or a stream socket, `done` bytes of it written before the caller
-    blocked; a blocking file waits for room until everything is written."""
-    return _write_pieces(k, p, f, lambda at, n: data[at:at + n], len(data), None, done)
 
 
 @syscall("lseek")

@@ -117,33 +117,13 @@ void emu_ckpt_refs(const uint8_t *recs, uint64_t n, uint16_t *refs, uint8_t *use
     }
 }
 
-int64_t emu_ckpt_store(struct emu_state *st, const uint32_t *src, const uint32_t *dst, uint64_t n, uint32_t *crc,
-                       uint8_t *log)
-{
-    for (uint64_t i = 0; i < n; i++) {
-        const uint8_t *from = gpa_to_host(st, (uint64_t)src[i] << 12, 4096, 0);
-        uint64_t hpa = ept_map(st, (uint64_t)dst[i] << 12, EPT_A | EPT_D);
-        uint8_t *to = hpa == ~0ull ? NULL : hpa_to_host(st, hpa, 4096);
-        if (!from || !to)
-            return -1;
-        log[src[i]] = 1;
-        log[dst[i]] = 1;
-        memcpy(to, from, 4096);
-        crc[i] = (uint32_t)crc32(0L, to, 4096);
-        if (st->cm) {
-            cm_store_flush(st->cm, hpa, 4096, 1);
-            if (st->cm->power_failed)
-                return (int64_t)i + 1;
-        }
-    }
-    return (int64_t)n;
-}
-
 int emu_store_flush_bytes(struct emu_state *st, uint64_t gpa, const uint8_t *data, uint64_t n, uint8_t *log)
 {
+    if ((gpa & 0xfff) + n > 4096)
+        return -1;
     uint64_t hpa = ept_map(st, gpa, EPT_A | EPT_D);
     uint8_t *to = hpa == ~0ull ? NULL : hpa_to_host(st, hpa, n);
-    if (!to || (gpa & 0xfff) + n > 4096)
+    if (!to)
         return -1;
     log[gpa >> 12] = 1;
     memcpy(to, data, n);
@@ -153,4 +133,22 @@ int emu_store_flush_bytes(struct emu_state *st, uint64_t gpa, const uint8_t *dat
             return 1;
     }
     return 0;
+}
+
+int64_t emu_ckpt_store(struct emu_state *st, const uint32_t *src, const uint32_t *dst, uint64_t n, uint32_t *crc,
+                       uint8_t *log)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        const uint8_t *from = gpa_to_host(st, (uint64_t)src[i] << 12, 4096, 0);
+        if (!from)
+            return -1;
+        log[src[i]] = 1;
+        crc[i] = (uint32_t)crc32(0L, from, 4096);
+        int got = emu_store_flush_bytes(st, (uint64_t)dst[i] << 12, from, 4096, log);
+        if (got < 0)
+            return -1;
+        if (got)
+            return (int64_t)i + 1;
+    }
+    return (int64_t)n;
 }
