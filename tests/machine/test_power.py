@@ -335,8 +335,8 @@ def test_checkpoint_page_copies_in_one_call_are_the_page_by_page_ones(base_image
             m.memory.store_frames(src, dst, crcs)
         except PowerFailure:
             failed = True
-        seen.append((crcs, failed, [bytes(m.memory.page(g)) for g in dst], m.cache.save_state(),
-                     bytes(m.media[m.config.checkpoint_pool]), bytes(m.ept.bits), bytes(m.ept.log)))
+        seen.append((crcs, failed, m.cache.save_state(), bytes(m.media[m.config.checkpoint_pool]), bytes(m.ept.bits),
+                     bytes(m.ept.log), [bytes(m.memory.page(g)) for g in dst]))  # (reading a page logs it: last)
         m._close()
     assert seen[0] == seen[1]
     crcs, failed = seen[0][0], seen[0][1]
