@@ -68,21 +68,23 @@ from guestkernel.checkpoint.live import LivePages
 from guestkernel.checkpoint.state import PageTracker, Unsupported, capture, restore
 from guestkernel.checkpoint.store import PAGE, CorruptImage, ImageStore, ScmMedium, pack_pages
 from guestkernel.interface import RestartRefused
+from guestkernel.syscalls.numbers import NUMBERS as NR
 
 if TYPE_CHECKING:
     from guestkernel.dax import DaxStore
     from guestkernel.kernel import Kernel
     from guestkernel.process import Process
 
-# x86-64 syscall numbers the rules look at.
-DIR_CHANGING = {83: "mkdir", 258: "mkdirat", 84: "rmdir", 82: "rename", 264: "renameat",
-                316: "renameat2", 87: "unlink", 263: "unlinkat", 86: "link", 265: "linkat",
-                88: "symlink", 266: "symlinkat", 133: "mknod", 259: "mknodat", 85: "creat"}
-OPEN, OPENAT = 2, 257
+# The syscalls the rules look at (by number, as Kernel.syscall meets them).
+DIR_CHANGING = {NR[n]: n for n in ("mkdir", "mkdirat", "rmdir", "rename", "renameat", "renameat2", "unlink", "unlinkat",
+                                   "link", "linkat", "symlink", "symlinkat", "mknod", "mknodat", "creat")}
+OPEN, OPENAT = NR["open"], NR["openat"]
 O_CREAT, O_TRUNC, O_EXCL, O_APPEND = 0o100, 0o1000, 0o200, 0o2000
-SYNCING = {74: "fsync", 75: "fdatasync", 162: "sync", 306: "syncfs", 26: "msync"}
-WRITE_FD = {1: 0, 18: 0, 20: 0, 296: 0, 328: 0, 77: 0, 285: 0, 40: 0, 326: 2}  # nr -> fd argument
-TRUNCATE = 76
+SYNCING = {NR[n]: n for n in ("fsync", "fdatasync", "sync", "syncfs", "msync")}
+WRITE_FD = {**{NR[n]: 0 for n in ("write", "pwrite64", "writev", "pwritev", "pwritev2", "ftruncate", "fallocate",
+                                  "sendfile")},
+            NR["copy_file_range"]: 2}  # nr -> the argument that is the file written
+TRUNCATE = NR["truncate"]
 REPLAYED_ERRORS = (E.EEXIST, E.ENOENT, E.ENOTEMPTY)
 
 

@@ -9,7 +9,7 @@ class. A codec gives:
 - `relink(f, fd, rx)`: what refers to other files or to the processes, once all are back.
 
 A file of a kind no codec serves refuses the checkpoint (`Unsupported`). Sockets are kept in a
-table of their own (state.py: a socket reaches sockets no descriptor holds); their codec only
+table of their own (tables.py: a socket reaches sockets no descriptor holds); their codec only
 names the entry.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Unsupported(Exception):
 class Numbering:
     """What a description numbers while it is built: the live processes (a /proc file names
     one), the pipes (in the order met), and, for the per-checkpoint state, every file and socket
-    by identity (state.py's `_describable`; None when no file needs it)."""
+    by identity (tables.py's `socket_table`; None when no file needs it)."""
     pids: set[int] = field(default_factory=set)
     pipes: list[Pipe] = field(default_factory=list)
     pipe_ids: dict[int, int] = field(default_factory=dict)

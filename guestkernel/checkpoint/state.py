@@ -24,7 +24,6 @@ exponent). Unicorn's TCG has no AVX, so there is no wider vector state.
 from __future__ import annotations
 
 import ctypes
-from collections import deque
 import struct
 from array import array
 from typing import TYPE_CHECKING, Any, Callable
@@ -33,16 +32,14 @@ from unicorn import x86_const as X
 
 from guestkernel.checkpoint.files import BY_KIND, Numbering, Rebuilt, Unsupported, codec_of
 from guestkernel.checkpoint.store import encode_static, pack_pages, unpack_pages
+from guestkernel.checkpoint.tables import lock_state, restore_locks, restore_sockets, socket_state, socket_table
 from guestkernel.futex import futex_table
 from guestkernel.gfp import Gfp
-from guestkernel.locks import FileLock, InodeLocks
 from guestkernel.mm import MM, PAGE, TASK_SIZE, VMA
 from guestkernel.process import RUNNABLE, ZOMBIE, FDTable, FsContext, Process, SharedPending, SigAction
 from guestkernel.shm import Segment, ShmBacking, ShmObject
 from guestkernel.siginfo import SigInfo
-from guestkernel.eventpoll import EpollFile
-from guestkernel.unixsock import Segment as Message
-from guestkernel.unixsock import UnixSocket
+from guestkernel.syscalls.numbers import NUMBERS as NR
 from guestkernel.vfs import DEV_DIR, OpenFile, Pipe
 
 if TYPE_CHECKING:
@@ -55,14 +52,14 @@ REG_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9",
 REG_IDS = tuple(getattr(X, "UC_X86_REG_" + n.upper()) for n in REG_NAMES)
 ST_IDS = tuple(getattr(X, f"UC_X86_REG_ST{i}") for i in range(8))
 SYSCALL_INSN = 2  # `syscall` is 0f 05
-NR_WRITE = 1
-NR_FUTEX = 202
-SLEEPS = (35, 230)  # nanosleep, clock_nanosleep
+NR_WRITE, NR_FUTEX = NR["write"], NR["futex"]
+SLEEPS = (NR["nanosleep"], NR["clock_nanosleep"])
 # Calls re-run after a restart with the time they had left: where their timeout is (an argument
 # register naming a timeval or timespec, or holding milliseconds)
-TIMEOUTS = {23: ("r8", "timeval"), 270: ("r8", "timespec"), 271: ("rdx", "timespec"), 7: ("rdx", "ms"),
-            232: ("r10", "ms"), 281: ("r10", "ms")}  # select, pselect6, ppoll, poll, epoll_wait, epoll_pwait
-RESUMABLE = (NR_WRITE, 20, 44, 45, 46, 47)  # write, writev, sendto/recvfrom, sendmsg/recvmsg: parked part way, they go on after a restart
+TIMEOUTS = {NR["select"]: ("r8", "timeval"), NR["pselect6"]: ("r8", "timespec"), NR["ppoll"]: ("rdx", "timespec"),
+            NR["poll"]: ("rdx", "ms"), NR["epoll_wait"]: ("r10", "ms"), NR["epoll_pwait"]: ("r10", "ms")}
+# Parked part way, they go on after a restart (syscalls/net.py: resume_transfer)
+RESUMABLE = tuple(NR[n] for n in ("write", "writev", "sendto", "recvfrom", "sendmsg", "recvmsg"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -424,8 +421,8 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
         desc, files, pipes = _static_files(procs)
         assert desc == fc.desc and files == fc.files and pipes == fc.pipes, \
             "checkpoint: the descriptors changed under an unchanged fingerprint"
-    index, socks = _describable(fc.files)
-    locks = _lock_state(k, fc.files, fc.pipes)
+    index, socks = socket_table(fc.files)
+    locks = lock_state(k, fc.files, fc.pipes)
     stats = {"pages_scanned": 0, "pages_copied": 0, "pages_in_place": 0}
     groups: list[bytes] = []
     parts: list[list[int]] = []
@@ -607,88 +604,12 @@ def capture(k: "Kernel", tracker: PageTracker, store: Any, cur_nr: int, rng: lis
     if locks:
         meta["locks"] = locks
     if socks:
-        meta["sockets"] = [_socket_state(k, sk, index) for sk in socks]
+        meta["sockets"] = [socket_state(k, sk, index) for sk in socks]
         meta["autobind"] = getattr(k, "_unix_autobind", 0)
     stats["pages_scanned"] = scanned
     stats["pages_copied"] += copied
     stats["pages_in_place"] = in_place
     return meta, stats, groups
-
-
-def _describable(files: list[OpenFile]) -> tuple[dict[int, int] | None, list[UnixSocket]]:
-    """Refuse what the files' state has become since the static description was made (a socket
-    message carrying descriptors, an epoll set watching a file no descriptor holds) before
-    anything is written. Returns the numbers, by identity, of the files and then of the sockets
-    they reach (a peer whose descriptor is closed, connections waiting on a listener), when an
-    epoll set or a socket needs them, and those sockets in that order."""
-    index: dict[int, int] | None = None
-    socks: list[UnixSocket] = []
-    for f in files:
-        if isinstance(f, (UnixSocket, EpollFile)):
-            index = {id(g): i for i, g in enumerate(files)}
-            break
-    if index is None:
-        return None, socks
-    todo = [f for f in files if isinstance(f, UnixSocket)]
-    seen: set[int] = set()
-    while todo:
-        sk = todo.pop(0)
-        if id(sk) in seen:
-            continue
-        seen.add(id(sk))
-        socks.append(sk)
-        if id(sk) not in index:
-            index[id(sk)] = len(index)
-        if any(seg.files for seg in sk.queue):
-            raise Unsupported("a socket message carrying descriptors")
-        todo += ([sk.peer] if sk.peer is not None else []) + list(sk.backlog)
-    for f in files:
-        if isinstance(f, EpollFile) and any(id(it.file) not in index for it in f.interest.values()):
-            raise Unsupported("an epoll set watching a file no descriptor holds")
-    return index, socks
-
-
-def _lock_state(k: "Kernel", files: list[OpenFile], pipes: list[Pipe]) -> list[list[Any]]:
-    """Every file lock (POSIX, OFD, flock), in each file's order, as [where, kind, owner, pid,
-    type, start, end]: the locked inode (or pipe, by its number), the list it is in, its owner
-    (a pid for POSIX; for OFD and flock, [the number of the open file]). A lock on anything else
-    (a device, a socket) or of an open file no descriptor holds refuses the checkpoint."""
-    if not k.locks.files:
-        return []
-    file_ix: dict[int, int] | None = None
-    pipe_ix = {pipe.serial: i for i, pipe in enumerate(pipes)}
-    out = []
-    for key, il in k.locks.files.items():
-        for kind, held in (("posix", il.posix), ("flock", il.flock)):
-            for lk in held:
-                if key[0] == "ino":
-                    where = ["ino", key[1]]
-                elif key[0] == "pipe" and key[1] in pipe_ix:
-                    where = ["pipe", pipe_ix[key[1]]]
-                else:
-                    raise Unsupported("a lock on a device or a socket")
-                owner: Any = lk.owner
-                if not isinstance(owner, int):
-                    file_ix = file_ix or {id(f): i for i, f in enumerate(files)}
-                    if id(owner) not in file_ix:
-                        raise Unsupported("a lock of an open file no descriptor holds")
-                    owner = [file_ix[id(owner)]]
-                out.append([where, kind, owner, lk.pid, lk.type, lk.start, lk.end])
-    return out
-
-
-def _socket_state(k: "Kernel", sk: UnixSocket, index: dict[int, int] | None) -> dict[str, Any]:
-    """A socket as the table of sockets holds it (numbers: see _describable): its name and
-    whether it holds it in the kernel's table, its connection, the connections waiting on it,
-    what is queued to it (bytes and sender), its shutdowns."""
-    assert index is not None
-    return {"number": index[id(sk)], "family": sk.family, "type": sk.type, "creds": list(sk.creds),
-            "flags": sk.flags, "name": sk.name, "key": list(sk.key) if sk.key is not None else None,
-            "bound": sk.key is not None and k.unix_names.get(sk.key) is sk, "connected": sk.connected,
-            "peer": index[id(sk.peer)] if sk.peer is not None else None,
-            "state": [sk.peer_gone, sk.shut_rd, sk.shut_wr, sk.closed, sk.listening, sk.max_backlog],
-            "backlog": [index[id(b)] for b in sk.backlog], "queue": [[seg.data, seg.sender] for seg in sk.queue],
-            "inet_peer": sk.inet_peer}
 
 
 def _file_state(f: OpenFile, cx: Numbering, now: int) -> dict[str, Any]:
@@ -826,7 +747,7 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
         tracker.pipes[pipe.serial] = ring
         pipes.append(pipe)
     objs = _restore_objects(k, meta.get("shmem", []), page_at, tracker, counts)
-    socks = _restore_sockets(k, meta)
+    socks = restore_sockets(k, meta)
     rx = Rebuilt(k, pipes, socks)
     files = rx.files
     for i, fd in enumerate(meta["files"]):
@@ -928,11 +849,7 @@ def restore(k: "Kernel", meta: dict[str, Any], page_at: Callable[[int], memoryvi
     k.procs = dict(sorted(procs.items()))
     k.next_pid = max(procs, default=0) + 1
     futex_table(k).reorder()  # (the restored waits, each back in its place in its queue)
-    for where, kind, owner, pid, type_, start, end in meta.get("locks", []):
-        il = k.locks.files.setdefault(("ino", where[1]) if where[0] == "ino" else ("pipe", pipes[where[1]].serial),
-                                      InodeLocks())
-        (il.posix if kind == "posix" else il.flock).append(
-            FileLock(owner if isinstance(owner, int) else files[owner[0]], pid, type_, start, end))
+    restore_locks(k, meta.get("locks", []), files, pipes)
     for f, fd in zip(files, meta["files"]):  # (once every file and process is back)
         BY_KIND[fd["kind"]].relink(f, fd, rx)
     return counts
@@ -948,26 +865,6 @@ def _time_left(p: Process, regs: dict[str, Any], nr: int, left: int) -> dict[str
     unit = 1000 if form == "timeval" else 1
     p.mm.copy_out(regs[reg], struct.pack("<qq", left // 10**9, left % 10**9 // unit))
     return regs
-
-
-def _restore_sockets(k: "Kernel", meta: dict[str, Any]) -> dict[int, UnixSocket]:
-    """The image's sockets by number, connected, queued and named as they were."""
-    table = meta.get("sockets", [])
-    socks = {d["number"]: UnixSocket(k, d["type"], d["flags"], tuple(d["creds"])) for d in table}  # type: ignore[arg-type]
-    for d in table:
-        sk = socks[d["number"]]
-        sk.family, sk.flags, sk.name, sk.connected, sk.inet_peer = d["family"], d["flags"], d["name"], d["connected"], d["inet_peer"]
-        sk.key = tuple(d["key"]) if d["key"] is not None else None
-        if d["bound"]:
-            k.unix_names[sk.key] = sk
-        sk.peer = socks[d["peer"]] if d["peer"] is not None else None
-        sk.peer_gone, sk.shut_rd, sk.shut_wr, sk.closed, sk.listening, sk.max_backlog = d["state"]
-        sk.backlog = deque(socks[i] for i in d["backlog"])
-        sk.queue = deque(Message(data, [], sender) for data, sender in d["queue"])
-        sk.queued = sum(len(data) for data, _sender in d["queue"])
-    if table:
-        k._unix_autobind = meta.get("autobind", 0)  # type: ignore[attr-defined]
-    return socks
 
 
 def _restore_objects(k: "Kernel", shmem: list[list[Any]], page_at: Callable[[int], memoryview], tracker: PageTracker,

@@ -15,6 +15,7 @@ from guestkernel.errors import (EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN,
                                 EPROTONOSUPPORT, ESOCKTNOSUPPORT, Block, SyscallError)
 from guestkernel.syscalls import syscall
 from guestkernel.syscalls.args import AT_FDCWD, dir_node, fs_call, s32
+from guestkernel.syscalls.numbers import NUMBERS
 from guestkernel.syscalls.rw import sigpipe_on_epipe, sys_writev
 from guestkernel.unixsock import (AF_UNIX, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM, UnixSocket, autobind_name, connect,
                                   listen, new_pair)
@@ -530,7 +531,7 @@ def receive(s: UnixSocket, n: int, flags: int, put: Callable[[int, bytes], None]
     return more()
 
 
-NR_WRITEV, NR_SENDTO, NR_RECVFROM, NR_SENDMSG, NR_RECVMSG = 20, 44, 45, 46, 47
+NR_WRITEV, NR_SENDTO, NR_RECVFROM, NR_SENDMSG, NR_RECVMSG = (NUMBERS[n] for n in ("writev", "sendto", "recvfrom", "sendmsg", "recvmsg"))
 
 
 def resume_transfer(k, p, nr: int, regs: dict[str, int], done: int) -> int:  # type: ignore[no-untyped-def]
