@@ -19,7 +19,9 @@ workload, then the next repetition) so that host noise hits all alike; tables sh
 Times: *virtual* = the summary's virtual_ns (retired instructions at cpu_hz plus kernel work
 charged by the cost model of hw/clock.py, deterministic); *kernel* = kernel_ns (the charged
 part); *wall* = the summary's wall_s (Machine.run; emu's ~1.5 s of start-up per invocation is not
-in it). Targets (reported, not enforced), at the longest tcp: virtual-time overhead <= 4 %,
+in it), of which checkpoint_wall_s is spent inside checkpoints: the wall time a checkpoint adds
+is shown as that part and the rest (the syscalls and code after it running slower, and noise).
+Targets (reported, not enforced), at the longest tcp: virtual-time overhead <= 4 %,
 wall-time overhead <= 10 %.
 """
 from __future__ import annotations
@@ -162,6 +164,8 @@ def summarize(name: str, argv: list[str], tcps: dict[str, int], samples: dict[st
             "median_kernel_ns": med([x["kernel_ns"] for x in ok]),
             "median_wall_s": med([x["wall_s"] for x in ok]),
             "samples_wall_s": [x["wall_s"] for x in ok],
+            # of the wall time, the host's time inside checkpoints (capture, commit, write-back)
+            "median_checkpoint_wall_s": med([x.get("checkpoint_wall_s", 0.0) for x in ok]),
             "samples_virtual_ns": [x["virtual_ns"] for x in ok],
             "instructions": ok[0]["instructions"] if ok else None,
             "exit_codes": sorted({x["exit_code"] for x in ok}),
@@ -184,6 +188,12 @@ def summarize(name: str, argv: list[str], tcps: dict[str, int], samples: dict[st
             d["checkpoint_cost_breakdown"] = cost_breakdown(ck, disk)
         if c == "off":
             base = d
+        elif ck.get("checkpoints") and d["median_wall_s"] is not None and base.get("median_wall_s"):
+            # the wall time a checkpoint adds: spent inside it, and spent elsewhere (the syscalls
+            # and code after it running slower, the run-to-run noise)
+            n, inside = ck["checkpoints"], d["median_checkpoint_wall_s"]
+            d["wall_us_per_checkpoint"] = {"inside": inside / n * 1e6,
+                                           "elsewhere": (d["median_wall_s"] - base["median_wall_s"] - inside) / n * 1e6}
         for key, out in (("median_virtual_ns", "virtual_over_off"),
                          ("median_kernel_ns", "kernel_over_off"),
                          ("median_wall_s", "wall_over_off")):
@@ -360,6 +370,9 @@ def main() -> int:
             "kernel": "summary kernel_ns (the part of virtual_ns charged to kernel work)",
             "wall": "summary wall_s (Machine.run); emu's start-up per invocation (~1.5 s, image "
                     "staleness check) is not in it; host_wall_s per run includes it",
+            "checkpoint_wall": "summary checkpoint_wall_s: of wall, the host's time inside checkpoints "
+                               "(capture, commit, write-back); wall_us_per_checkpoint: (wall - off's wall) "
+                               "per checkpoint, inside them and elsewhere",
         },
         "cost_model": cost_model_note(),
         "total_bench_s": time.perf_counter() - t_start,
@@ -402,9 +415,10 @@ def print_tables(result: dict) -> None:
         t = Table(title=title)
         t.caption = ("virt: virtual time, kern: its kernel part, wall: Machine.run wall s; "
                      "/off: median / off's median; per ckpt: process pages copied, KiB copied "
-                     "to SCM (pages + blocks), file blocks logged")
+                     "to SCM (pages + blocks), file blocks logged, the wall time each adds: spent "
+                     "inside it + elsewhere (us)")
         for col in ("config", "tcp ms", "virt/off", "kern/off", "wall s", "wall/off", "ckpts",
-                    "forced/clean/tcp", "pages/ckpt", "KiB/ckpt", "blocks/ckpt"):
+                    "forced/clean/tcp", "pages/ckpt", "KiB/ckpt", "blocks/ckpt", "wall us/ckpt"):
             t.add_column(col, justify="left" if col == "config" else "right", no_wrap=True)
         for name, d in row["configs"].items():
             ck = d["checkpoint"]
@@ -418,7 +432,9 @@ def print_tables(result: dict) -> None:
                       f(ck.get("checkpoints"), "{:,}") if ck else "-",
                       f"{ck['forced']:,}/{ck['clean']:,}/{ck['tcp']:,}" if ck else "-",
                       f(pc.get("pages_copied"), "{:.1f}"), f(pc.get("kib_copied"), "{:.1f}"),
-                      f(pc.get("blocks_logged"), "{:.2f}"))
+                      f(pc.get("blocks_logged"), "{:.2f}"),
+                      "{inside:.0f} + {elsewhere:.0f}".format(**d["wall_us_per_checkpoint"])
+                      if "wall_us_per_checkpoint" in d else "-")
             for e in d["errors"]:
                 notes.append(f"{row['workload']} / {name}: {e[:200]}")
             if d["runs_ok"] and not d["deterministic"]:

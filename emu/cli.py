@@ -400,13 +400,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def report(args: argparse.Namespace, machine: object, result: object, state: Path | None) -> None:
     from emu.report import print_stats, print_summary, write_stats
+    from vmm.machine import HOST_FIELDS
 
     r = result
     stats = None
     if state is not None or args.stats or args.stats_json:
         stats = machine.stats()  # type: ignore[attr-defined]
         # What the run did, without wall-clock numbers: a state directory is reproducible.
-        stats["run"] = {key: v for key, v in r.to_dict().items() if key not in ("wall_s", "mips")}  # type: ignore[attr-defined]
+        stats["run"] = {key: v for key, v in r.to_dict().items() if key not in HOST_FIELDS}  # type: ignore[attr-defined]
     if state is not None:
         write_stats(stats, state / "stats.json")  # type: ignore[arg-type]
         rep_file = state / "report.json"

@@ -113,7 +113,8 @@ def print_summary(r: Any) -> None:
                   f"tcp {ck['tcp']:,}; skipped {ck['skipped']:,})")
         t.add_row("checkpoint copies", f"{ck['pages_copied'] / n:,.1f} pages + {ck['blocks_logged'] / n:,.1f} blocks "
                   f"per checkpoint, {ck['bytes_copied'] / 1e6:,.2f} MB in all")
-        t.add_row("checkpoint time", f"{ck['ns'] / 1e6:,.3f} ms virtual")
+        t.add_row("checkpoint time", f"{ck['ns'] / 1e6:,.3f} ms virtual; {r.checkpoint_wall_s:.3f} s of the wall time "
+                  f"({r.checkpoint_wall_s / n * 1e6:,.0f} us a checkpoint)")
         if ck["restarts"] > getattr(r, "rejuvenations", 0):  # (each handover is a restart too)
             t.add_row("restart", f"from an image{'; an older one (the newest was bad)' if ck['fallbacks'] else ''}"
                       + (f"; {ck['replayed_outcomes']} replayed outcome(s)" if ck["replayed_outcomes"] else ""))

@@ -46,6 +46,11 @@ from vmm.storage import WindowLabel, prepare_image, with_storage_pool
 
 
 
+# The fields of a RunResult that depend on the host's speed: left out of what must be the same
+# from run to run (a state directory's stats.json, determinism checks).
+HOST_FIELDS = ("wall_s", "mips", "checkpoint_wall_s")
+
+
 @dataclass
 class RunResult:
     exit_code: int            # like a shell's $?: the code, or 128 + signal
@@ -63,6 +68,7 @@ class RunResult:
     checkpoint: dict[str, int] = field(default_factory=dict)  # checkpoint counters (if on)
     restart: dict[str, Any] = field(default_factory=dict)     # what a restart resumed from, and why
     rejuvenations: int = 0    # handovers of the group to a newly constructed kernel instance
+    checkpoint_wall_s: float = 0.0  # of wall_s, the host's time inside checkpoints (capture, commit, write-back)
 
     @property
     def mips(self) -> float:
@@ -638,6 +644,7 @@ class Machine:
             power_failed=power_failed, power_report=self.power_report,
             checkpoint=total.checkpoint, restart=dict(getattr(ck, "resumed_from", {}) or {}),
             rejuvenations=self.rejuvenations,
+            checkpoint_wall_s=total.checkpoint_host_ns / 1e9,
         )
 
     def _boot_failure(self, prog: bytes, e: SyscallError, t0: float) -> RunResult:
@@ -672,6 +679,7 @@ class RetiredKernels:
     page_faults: int = 0
     log: list[str] = field(default_factory=list)
     checkpoint: dict[str, int] = field(default_factory=dict)
+    checkpoint_host_ns: int = 0
 
     def add(self, k: Any) -> None:
         self.syscalls.update(k.syscall_counts)
@@ -681,10 +689,12 @@ class RetiredKernels:
         if ck is not None:
             for key, v in ck.stats_dict().items():
                 self.checkpoint[key] = self.checkpoint.get(key, 0) + v
+            self.checkpoint_host_ns += getattr(ck, "host_ns", 0)
 
     def plus(self, k: Any) -> "RetiredKernels":
         """These counts and the running kernel's: the run's totals."""
-        total = RetiredKernels(Counter(self.syscalls), self.page_faults, list(self.log), dict(self.checkpoint))
+        total = RetiredKernels(Counter(self.syscalls), self.page_faults, list(self.log), dict(self.checkpoint),
+                               self.checkpoint_host_ns)
         total.add(k)
         return total
 
