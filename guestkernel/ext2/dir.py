@@ -163,8 +163,9 @@ class Directories:
                 prev_off, prev_rl = off, rl
         raise FsError(errno.ENOENT, f"ext2: {name!r} not found")
 
-    def _set_entry(self, dind: Inode, name: bytes, ino: int, ft: int) -> None:
-        """Point an existing entry at another inode."""
+    def _set_entry(self, dind: Inode, name: bytes, ino: int, ft: int, touch: bool = True) -> None:
+        """Point an existing entry at another inode. `touch`: the directory's mtime and ctime
+        change (not for a moved directory's '..': Linux's ext2_set_link(..., update_times=false))."""
         self._dentry_changed(dind.ino, name)
         for _fb, p, buf in self._dir_blocks(dind):
             if name not in buf:
@@ -177,7 +178,10 @@ class Directories:
                         view[off + 7] = ft
                     self.cache.mark_dirty(p, dind.ino)
                     del view
-                    self._dir_touch(dind)
+                    if touch:
+                        self._dir_touch(dind)
+                    else:
+                        dind.flags &= ~EXT2_INDEX_FL  # (as _dir_touch: no stale hash index)
                     self._iput(dind)
                     return
         raise FsError(errno.ENOENT, f"ext2: {name!r} not found")

@@ -258,7 +258,7 @@ class Namei:
             self._add_entry(ndir, new_name, src.ino, ft)  # ENOSPC here leaves everything intact
         self._remove_entry(odir, old_name)
         if is_dir and old_dir != new_dir:
-            self._set_entry(src, b"..", new_dir, self._ftype(S.S_IFDIR))
+            self._set_entry(src, b"..", new_dir, self._ftype(S.S_IFDIR), touch=False)
             odir.links = max(odir.links - 1, 0)
             ndir.links += 1
             self._iput(odir)
@@ -290,9 +290,9 @@ class Namei:
         self._set_entry(ndir, new_name, a.ino, self._ftype(a.mode))
         if old_dir != new_dir:
             if a_dir:
-                self._set_entry(a, b"..", new_dir, self._ftype(S.S_IFDIR))
+                self._set_entry(a, b"..", new_dir, self._ftype(S.S_IFDIR), touch=False)
             if b_dir:
-                self._set_entry(b, b"..", old_dir, self._ftype(S.S_IFDIR))
+                self._set_entry(b, b"..", old_dir, self._ftype(S.S_IFDIR), touch=False)
             if a_dir != b_dir:
                 moved_to, left = (ndir, odir) if a_dir else (odir, ndir)
                 moved_to.links += 1

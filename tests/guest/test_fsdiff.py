@@ -138,6 +138,18 @@ def runner(emu, guest_programs, native_fs, tmp_path) -> Runner:
 
 
 REGRESSIONS = {
+    "moved_directory_keeps_its_mtime": """
+mkdir D 755
+mkdir E 755
+utimens D/ 329 710 nofollow
+rename D E/a
+mkdir F 755
+mkdir G 755
+mkdir G/H 755
+utimens F 11 22 0
+utimens G/H 33 44 0
+renameat2 F G/H exchange
+""",
     "trailing_slash_names": """
 mkdir a/ 755
 open 0 b/ rw,creat
