@@ -179,6 +179,8 @@ def test_checkpointing_changes_nothing_the_guest_can_see(references, name: str) 
     assert ck["forced"] > 0 and ck["pages_copied"] > 0 and ck["blocks_logged"] > 0
     assert ck["blocks_in_place"] > 0  # the archive's new blocks, written before the commit (ordered)
     assert r_on.virtual_ns > r_off.virtual_ns  # checkpoints are charged to the clock
+    # the host's time inside them is reported apart, as part of the wall time
+    assert 0 < r_on.checkpoint_wall_s < r_on.wall_s and r_off.checkpoint_wall_s == 0
     assert ct.fsck(d / "on" / "disk.img") is None
 
 
