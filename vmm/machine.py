@@ -689,7 +689,7 @@ class RetiredKernels:
         if ck is not None:
             for key, v in ck.stats_dict().items():
                 self.checkpoint[key] = self.checkpoint.get(key, 0) + v
-            self.checkpoint_host_ns += getattr(ck, "host_ns", 0)
+            self.checkpoint_host_ns += ck.host_ns
 
     def plus(self, k: Any) -> "RetiredKernels":
         """These counts and the running kernel's: the run's totals."""

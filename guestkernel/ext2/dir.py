@@ -88,10 +88,12 @@ class Directories:
             return [(o, nm, i, DT_BY_FT.get(ft, 0)) for o, nm, i, ft in out]
         return [(o, nm, i, DT_BY_FT[FT_BY_FMT.get(S.S_IFMT(self._iget(i).mode), 0)]) for o, nm, i, _ in out]
 
-    def _dir_touch(self, dind: Inode) -> None:
-        # Entries are added/removed linearly, so a hash index would go stale: drop it.
+    def _dir_touch(self, dind: Inode, times: bool = True) -> None:
+        # Entries are added/removed linearly, so a hash index would go stale: drop it. `times`:
+        # the directory's mtime and ctime change too (not for a moved directory's '..').
         dind.flags &= ~EXT2_INDEX_FL
-        dind.mtime = dind.ctime = self.now()
+        if times:
+            dind.mtime = dind.ctime = self.now()
 
     def _ftype(self, mode: int) -> int:
         return FT_BY_FMT.get(S.S_IFMT(mode), 0) if self.has_filetype else 0
@@ -178,10 +180,7 @@ class Directories:
                         view[off + 7] = ft
                     self.cache.mark_dirty(p, dind.ino)
                     del view
-                    if touch:
-                        self._dir_touch(dind)
-                    else:
-                        dind.flags &= ~EXT2_INDEX_FL  # (as _dir_touch: no stale hash index)
+                    self._dir_touch(dind, times=touch)
                     self._iput(dind)
                     return
         raise FsError(errno.ENOENT, f"ext2: {name!r} not found")
